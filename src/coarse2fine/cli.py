@@ -1,0 +1,126 @@
+"""Command-line interface: ``coarse2fine demo | train | compare | presets``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from coarse2fine import __version__, atomic
+from coarse2fine.config import load_config, preset_names
+from coarse2fine.experiment import Variant, load_splits, parse_methods, phase_summary, run_experiment
+from coarse2fine.phases import parse_schedule
+from coarse2fine.savings import format_table, load_records, savings_table
+from coarse2fine.train import train_run
+
+log = logging.getLogger("coarse2fine")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=10 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coarse2fine", description="Coarse-to-fine training of audio spectrogram transformers.")
+    parser.add_argument("--version", action="version", version=f"coarse2fine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="baseline vs coarse-to-fine on the embedded synthetic set, with the savings table")
+    p.add_argument("--config", default="demo", help="preset name or YAML path (default: demo)")
+    p.add_argument("--schedule", default="4-1", help="coarse-to-fine schedule, e.g. 4-1, 2-1, 4-2-1 (default 4-1)")
+    p.add_argument("--methods", default="all", help="comma-separated: fshift,avgpool,maxpool,patch-bl,patch-pi or all")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
+    _add_common(p)
+
+    p = sub.add_parser("experiment", help="baseline plus methods x schedules on a config's dataset")
+    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("--schedules", default="4-1", help="comma-separated schedules, e.g. 4-1,2-1,4-2-1")
+    p.add_argument("--methods", default="all", help="comma-separated methods or all")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
+    _add_common(p)
+
+    p = sub.add_parser("train", help="one run (baseline with --schedule 1) from a preset or YAML config")
+    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("--schedule", help="override c2f.schedule (1 = baseline)")
+    p.add_argument("--method", choices=["fshift", "avgpool", "maxpool", "patch"], help="override c2f.method")
+    p.add_argument("--out", required=True, help="run folder (logs, weights)")
+    _add_common(p)
+
+    p = sub.add_parser("compare", help="savings of finished runs against a baseline run")
+    p.add_argument("baseline", help="baseline run folder (or its log.json)")
+    p.add_argument("runs", nargs="+", help="run folders (or log.json files)")
+    p.add_argument("--metric", default=None, help="metric to compare (default: the baseline config's train.metric)")
+    p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+
+    sub.add_parser("presets", help="list the shipped presets")
+    return parser
+
+
+def _log_path(path: str) -> Path:
+    p = Path(path)
+    return p / "log.json" if p.is_dir() else p
+
+
+def _print_experiment(baseline, results, metric: str, out_root: Path) -> None:
+    runs = {label: r.records for label, r in results.items()}
+    rows = savings_table("Baseline", baseline.records, runs, metric)
+    text = format_table(rows, "text")
+    atomic.write_text(out_root / "savings.md", format_table(rows, "markdown"))
+    atomic.write_text(out_root / "savings.csv", format_table(rows, "csv"))
+    print(text)
+    print()
+    print("Time and FLOPs per training epoch, by phase (measured):")
+    base_phase = phase_summary(baseline.records)[-1]
+    for label, r in [("Baseline", baseline), *results.items()]:
+        for s in phase_summary(r.records):
+            print(f"  {label:<14} phase {s['phase'] + 1} R={s['R']}: {s['tokens']:>4} tokens, "
+                  f"{s['flops_per_epoch']:.3g} FLOPs/epoch ({s['flops_per_epoch'] / base_phase['flops_per_epoch']:.3f}x R=1), "
+                  f"{s['time_per_epoch']:.2f} s/epoch ({s['time_per_epoch'] / base_phase['time_per_epoch']:.3f}x R=1)")
+    print(f"\nTables written to {out_root / 'savings.md'} and {out_root / 'savings.csv'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        if args.command == "presets":
+            print("\n".join(preset_names()))
+        elif args.command in ("demo", "experiment"):
+            cfg = load_config(args.config, args.overrides)
+            schedules = [args.schedule] if args.command == "demo" else args.schedules.split(",")
+            for s in schedules:
+                parse_schedule(s)
+            variants = [Variant(m, s.strip()) for s in schedules for m in parse_methods(args.methods)]
+            out_root = Path(args.out)
+            baseline, results = run_experiment(cfg, variants, out_root, progress=not quiet, reuse=not args.fresh)
+            _print_experiment(baseline, results, cfg.train.metric, out_root)
+        elif args.command == "train":
+            overrides = list(args.overrides)
+            if args.schedule:
+                overrides.append(f"c2f.schedule={args.schedule}")
+            if args.method:
+                overrides.append(f"c2f.method={args.method}")
+            cfg = load_config(args.config, overrides)
+            result = train_run(cfg, load_splits(cfg), args.out, progress=not quiet)
+            best = max(r[cfg.train.metric] for r in result.records)
+            print(f"{cfg.name}: best {cfg.train.metric} {best:.4f}; logs in {result.out_dir}")
+        elif args.command == "compare":
+            base = load_records(_log_path(args.baseline))
+            metric = args.metric or "acc"
+            runs = {Path(r).name if Path(r).is_dir() else Path(r).parent.name: load_records(_log_path(r)) for r in args.runs}
+            print(format_table(savings_table("Baseline", base, runs, metric), args.format))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"coarse2fine: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

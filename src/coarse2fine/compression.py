@@ -1,0 +1,115 @@
+"""Temporal compression of spectrograms: one interface, three methods, identity at R = 1.
+
+A :class:`Compression` says, for one training phase, how the input is made coarser in time:
+
+- ``fshift``: the fbank frame shift is multiplied by R (fewer frames are computed at all);
+- ``avgpool`` / ``maxpool``: full-resolution frames pooled over time, kernel = stride = R;
+- ``patch``: full-resolution frames, patches R times wider in time (p x pR), so R times fewer
+  time tokens; the patch-embedding weights are moved by bilinear or PI-resize.
+
+Each method touches a different stage of the pipeline, so the object answers three questions:
+which features to compute (:meth:`Compression.feature_spec`), what to do to them before the model
+(:meth:`Compression.transform`) and which geometry the model needs (:meth:`Compression.geometry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from coarse2fine.features import FeatureSpec
+
+METHODS = ("fshift", "avgpool", "maxpool", "patch")
+PatchResize = Literal["bilinear", "pi"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the model must be set to for a phase: input frames, patch size and stride (freq, time)."""
+
+    target_length: int
+    patch_size: tuple[int, int]
+    stride: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Compression:
+    """Time compression by factor ``R`` with ``method`` (see module docstring).
+
+    ``scale_window`` (Fshift only) also multiplies the 25 ms analysis window by R, so that no
+    samples fall between frames; the paper keeps the window fixed, which is the default.
+    """
+
+    method: str = "fshift"
+    R: int = 1
+    patch_resize: PatchResize = "pi"
+    scale_window: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if int(self.R) != self.R or self.R < 1:
+            raise ValueError(f"compression factor R must be a positive integer, got {self.R!r}")
+        if self.patch_resize not in ("bilinear", "pi"):
+            raise ValueError(f"patch_resize must be 'bilinear' or 'pi', got {self.patch_resize!r}")
+
+    @property
+    def label(self) -> str:
+        """Short human name, as in the paper's tables (e.g. ``Patch PI``, ``Avg Pool``)."""
+        return {
+            "fshift": "Fshift",
+            "avgpool": "Avg Pool",
+            "maxpool": "Max Pool",
+            "patch": f"Patch {'PI' if self.patch_resize == 'pi' else 'BL'}",
+        }[self.method]
+
+    def at(self, R: int) -> "Compression":
+        """The same method at another factor."""
+        return dataclasses.replace(self, R=R)
+
+    def feature_spec(self, base: FeatureSpec) -> FeatureSpec:
+        """Features to compute for this phase; only Fshift changes them."""
+        if self.method != "fshift" or self.R == 1:
+            return base
+        fb = base.fbank
+        fbank = dataclasses.replace(
+            fb,
+            frame_shift_ms=fb.frame_shift_ms * self.R,
+            frame_length_ms=fb.frame_length_ms * self.R if self.scale_window else fb.frame_length_ms,
+        )
+        return dataclasses.replace(base, fbank=fbank, target_length=compressed_length(base.target_length, self.R))
+
+    def transform(self, feats: torch.Tensor) -> torch.Tensor:
+        """Compress ``feats`` [B, T, F] along time (pooling methods); identity otherwise."""
+        if self.R == 1 or self.method not in ("avgpool", "maxpool"):
+            return feats
+        return pool_time(feats, self.R, "avg" if self.method == "avgpool" else "max")
+
+    def geometry(self, target_length: int, patch_size: tuple[int, int], stride: tuple[int, int]) -> Geometry:
+        """Model geometry for this phase, given the full-resolution one."""
+        patch_size, stride = tuple(patch_size), tuple(stride)
+        if self.R == 1:
+            return Geometry(target_length, patch_size, stride)
+        if self.method == "patch":
+            return Geometry(
+                target_length,
+                (patch_size[0], patch_size[1] * self.R),
+                (stride[0], stride[1] * self.R),
+            )
+        return Geometry(compressed_length(target_length, self.R), patch_size, stride)
+
+
+def compressed_length(target_length: int, R: int) -> int:
+    """Frames of a clip after time compression by R (Fshift and pooling agree on this)."""
+    return max(1, target_length // R)
+
+
+def pool_time(feats: torch.Tensor, R: int, mode: Literal["avg", "max"]) -> torch.Tensor:
+    """Pool ``feats`` [B, T, F] over time with kernel = stride = R (trailing frames dropped)."""
+    x = feats.transpose(1, 2)  # [B, F, T]
+    x = F.avg_pool1d(x, R, R) if mode == "avg" else F.max_pool1d(x, R, R)
+    return x.transpose(1, 2).contiguous()

@@ -1,0 +1,138 @@
+"""Experiments: a baseline plus coarse-to-fine variants on one dataset, and their comparison.
+
+A variant is a method string (``fshift``, ``avgpool``, ``maxpool``, ``patch-bl``, ``patch-pi``)
+with a schedule (``4-1``, ``2-1``, ``4-2-1``...). Each run lives in ``out_root/<run name>``; a run
+whose log says it finished with the same config is reused instead of trained again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from coarse2fine.config import RunConfig
+from coarse2fine.data.datasets import DataSplits, synthetic_splits
+from coarse2fine.train import RunResult, train_run
+
+log = logging.getLogger(__name__)
+
+VARIANTS: dict[str, tuple[str, str]] = {
+    "fshift": ("fshift", "pi"),
+    "avgpool": ("avgpool", "pi"),
+    "maxpool": ("maxpool", "pi"),
+    "patch-bl": ("patch", "bilinear"),
+    "patch-pi": ("patch", "pi"),
+}
+
+LABELS = {"fshift": "Fshift", "avgpool": "Avg Pool", "maxpool": "Max Pool", "patch-bl": "Patch BL", "patch-pi": "Patch PI"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One coarse-to-fine setting: method string and schedule."""
+
+    method: str
+    schedule: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}_{self.schedule.replace('-', '')}"
+
+    @property
+    def label(self) -> str:
+        """Paper-style label, e.g. ``Fshift 41``."""
+        return f"{LABELS[self.method]} {self.schedule.replace('-', '')}"
+
+
+def parse_methods(text: str | Sequence[str]) -> list[str]:
+    """``"fshift,patch-pi"`` -> validated list of method strings (``all`` = every method)."""
+    items = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
+    if items == ["all"]:
+        return list(VARIANTS)
+    unknown = [m for m in items if m not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)} or 'all'")
+    return items
+
+
+def variant_config(base: RunConfig, variant: Variant | None) -> RunConfig:
+    """The config of the baseline (``variant=None``) or of one coarse-to-fine variant."""
+    cfg = copy.deepcopy(base)
+    if variant is None:
+        cfg.name, cfg.c2f.schedule, cfg.c2f.phase_epochs = "baseline", "1", None
+        return cfg
+    method, resize = VARIANTS[variant.method]
+    cfg.name = variant.name
+    cfg.c2f.schedule, cfg.c2f.method, cfg.c2f.patch_resize = variant.schedule, method, resize
+    return cfg
+
+
+def load_splits(cfg: RunConfig) -> DataSplits:
+    """The train/validation data a config names."""
+    d = cfg.data
+    if d.kind == "synthetic":
+        return synthetic_splits(d.train_clips, d.val_clips, d.clip_seconds, cfg.features.sample_rate, d.seed)
+    raise ValueError(f"data.kind {d.kind!r} is not supported; available: synthetic")
+
+
+def finished_run(out_dir: Path, cfg: RunConfig) -> RunResult | None:
+    """The results of a finished run in ``out_dir`` with exactly this config, if there is one."""
+    path = out_dir / "log.json"
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not saved.get("done") or saved.get("config") != cfg.to_dict():
+        return None
+    return RunResult(cfg.name, out_dir, saved["records"])
+
+
+def run_experiment(
+    base: RunConfig,
+    variants: Sequence[Variant],
+    out_root: str | Path,
+    splits: DataSplits | None = None,
+    progress: bool = True,
+    reuse: bool = True,
+) -> tuple[RunResult, dict[str, RunResult]]:
+    """Train (or reuse) the baseline and every variant; returns (baseline, {label: result})."""
+    out_root = Path(out_root)
+    splits = splits if splits is not None else load_splits(base)
+    results: dict[str, RunResult] = {}
+    baseline: RunResult | None = None
+    for variant in [None, *variants]:
+        cfg = variant_config(base, variant)
+        run_dir = out_root / cfg.name
+        result = finished_run(run_dir, cfg) if reuse else None
+        if result is not None:
+            log.info("reusing finished run %s", run_dir)
+        else:
+            result = train_run(cfg, splits, run_dir, progress=progress)
+        if variant is None:
+            baseline = result
+        else:
+            results[variant.label] = result
+    assert baseline is not None
+    return baseline, results
+
+
+def phase_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per phase: R, epochs, tokens, FLOPs and training time per epoch, totals."""
+    phases: dict[int, dict[str, Any]] = {}
+    for r in records:
+        s = phases.setdefault(r["phase"], {"phase": r["phase"], "R": r["R"], "tokens": r.get("tokens"), "epochs": 0, "flops": 0, "time": 0.0})
+        s["epochs"] += 1
+        s["flops"] += r["train_flops"]
+        s["time"] += r["train_time"]
+    out = []
+    for s in phases.values():
+        s["flops_per_epoch"] = s["flops"] / s["epochs"]
+        s["time_per_epoch"] = s["time"] / s["epochs"]
+        out.append(s)
+    return out

@@ -1,0 +1,56 @@
+"""Optimizer and learning-rate schedule of the AST recipe, built fresh at every phase.
+
+AST uses Adam (weight decay 5e-7, betas 0.95/0.999), a linear warmup over the first steps and a
+step decay by epoch (from epoch ``decay_start`` on, multiply by ``gamma`` every ``decay_every``
+epochs). AdamW is offered as an option. The paper resets both to their initial values at each
+phase change, which is what building them anew does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and schedule settings (per phase; epochs count from the phase's start)."""
+
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 2.5e-4
+    weight_decay: float = 5e-7
+    betas: tuple[float, float] = (0.95, 0.999)
+    warmup_steps: int = 1000
+    decay_start: int = 5
+    decay_every: int = 1
+    gamma: float = 0.85
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``params`` with the configured lr, betas and weight decay."""
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if cfg.optimizer not in kinds:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(kinds)}")
+    return kinds[cfg.optimizer](params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
+    """LR multiplier after ``step`` optimizer steps of a phase: warmup, then step decay by epoch.
+
+    ``step`` counts from 0; the epoch of a step is ``step // steps_per_epoch + 1``. Decay applies
+    from epoch ``decay_start`` on: at epoch e >= decay_start the factor is
+    ``gamma ** (1 + (e - decay_start) // decay_every)``.
+    """
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    epoch = step // max(1, steps_per_epoch) + 1
+    decays = 0 if epoch < cfg.decay_start else 1 + (epoch - cfg.decay_start) // max(1, cfg.decay_every)
+    return warm * cfg.gamma**decays
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, steps_per_epoch: int, cfg: OptimConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler implementing :func:`lr_factor` (call ``step()`` after each update)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg))

@@ -1,0 +1,1 @@
+"""YAML recipe presets shipped with coarse2fine (read with coarse2fine.config.load_config)."""
