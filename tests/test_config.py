@@ -29,3 +29,10 @@ def test_bad_yaml_names_the_file(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ValueError, match="bad.yaml: invalid YAML"):
         load_config(bad)
+
+
+def test_yaml_numbers_are_coerced_and_bad_types_named():
+    cfg = load_config("demo", ["train.optim.lr=3e-4", "train.epochs=7"])
+    assert cfg.train.optim.lr == 3e-4 and isinstance(cfg.train.optim.lr, float)
+    with pytest.raises(ValueError, match="config.train.epochs: expected int, got 'many'"):
+        load_config("demo", ["train.epochs=many"])

@@ -102,6 +102,22 @@ def _plain(x: Any) -> Any:
     return x
 
 
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Convert ``value`` to the type of ``default`` where YAML leaves it ambiguous (``3e-4`` is a string)."""
+    if value is None or isinstance(default, bool) or default is None:
+        return value
+    try:
+        if isinstance(default, float) and isinstance(value, (int, float, str)):
+            return float(value)
+        if isinstance(default, int) and isinstance(value, (int, str)):
+            return int(value)
+        if isinstance(default, tuple):
+            return tuple(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected {type(default).__name__}, got {value!r}") from None
+    return value
+
+
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclasses."""
     if not isinstance(values, dict):
@@ -115,10 +131,8 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple) and value is not None:
-            kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _coerce(value, default, f"{where}.{name}")
     return cls(**kwargs)
 
 

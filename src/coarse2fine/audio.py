@@ -1,0 +1,108 @@
+"""Audio decoding: any file libsndfile reads -> mono float32 waveform at the wanted rate.
+
+The waveform is returned raw (no DC removal, no gain): AST's front end subtracts the mean itself,
+and :func:`coarse2fine.features.fbank` does the same. Every failure is an :class:`AudioError`
+whose message starts with the file path and says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+# soundfile >= 0.11 raises SoundFileError/LibsndfileError (a RuntimeError); older ones RuntimeError.
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    getattr(sf, "SoundFileError", RuntimeError),
+    RuntimeError,
+    OSError,
+    ValueError,
+    TypeError,
+    EOFError,
+)
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; ``str(err)`` is ``"<path>: <problem>"``."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):  # keep picklable (DataLoader workers send exceptions between processes)
+        return (type(self), (self.path, self.problem))
+
+
+def _check_exists(path: str) -> None:
+    """Raise :class:`AudioError` unless ``path`` is an existing regular file."""
+    if not os.path.exists(path):
+        raise AudioError(path, "file not found")
+    if not os.path.isfile(path):
+        raise AudioError(path, "not a regular file")
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(sample_rate, channels, frames)`` from the file header, without decoding the samples."""
+    p = os.fspath(path)
+    _check_exists(p)
+    try:
+        info = sf.info(p)
+    except _DECODE_ERRORS as e:
+        raise AudioError(p, f"cannot read audio header ({e})") from e
+    return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:
+    """Decode ``path`` to a 1-D float32 tensor: mono (mean of channels), resampled to ``sample_rate``.
+
+    Any format libsndfile supports is read (WAV of any integer/float subtype, FLAC, OGG, MP3, ...).
+    Resampling uses soxr at "HQ" quality. No DC removal or normalisation is applied.
+
+    Raises:
+        AudioError: the file is missing, cannot be decoded, holds no samples, or holds NaN/inf.
+        ValueError: ``sample_rate`` is not a positive integer.
+    """
+    if int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    sample_rate = int(sample_rate)
+    p = os.fspath(path)
+    _check_exists(p)
+    try:
+        data, rate = sf.read(p, dtype="float32", always_2d=True)
+    except _DECODE_ERRORS as e:
+        raise AudioError(p, f"cannot decode audio ({e})") from e
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AudioError(p, "audio is empty (0 samples)")
+    if not np.isfinite(data).all():
+        raise AudioError(p, "contains NaN or infinite samples")
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+        logger.debug("resampled %s from %d Hz to %d Hz", p, rate, sample_rate)
+    return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+
+
+def remove_dc(wave: torch.Tensor) -> torch.Tensor:
+    """Subtract the mean over the last dimension (per clip for a batch ``[B, n]``)."""
+    return wave - wave.mean(dim=-1, keepdim=True)
+
+
+def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Zero-pad or crop ``wave`` at the end of its last dimension to exactly ``num_samples``.
+
+    Cropping returns a view; padding returns a new tensor.
+    """
+    if num_samples < 0:
+        raise ValueError(f"num_samples must be >= 0, got {num_samples}")
+    n = wave.shape[-1]
+    if n >= num_samples:
+        return wave[..., :num_samples]
+    return F.pad(wave, (0, num_samples - n))

@@ -1,0 +1,423 @@
+"""The clip lists users already have, all resolved to one :class:`Manifest`.
+
+Supported inputs:
+
+* AST's JSON manifest ``{"data": [{"wav": "a.wav", "labels": "/m/068hy,/m/07q6cd_"}]}`` plus
+  ``class_labels_indices.csv`` (header ``index,mid,display_name``) -- :func:`read_ast_json`;
+* a CSV with a ``path`` column and a ``label`` (one per clip) or ``labels`` column (several,
+  separated by ``,`` or ``;`` inside the field) -- :func:`read_csv`;
+* a folder with one sub-folder of audio files per class -- :func:`read_folder`;
+* the Free Spoken Digit Dataset's file names -- :func:`fsdd_manifest`.
+
+Relative clip paths (JSON and CSV): a path that names an existing file relative to the current
+working directory is used as such (AST's own manifests are written that way); otherwise it is
+taken relative to the folder of the manifest file. Paths are stored absolute, so a later change
+of the working directory does not matter. Paths are not checked here; a missing file is
+reported by :func:`coarse2fine.data.validate.validate`, together with every other bad clip.
+
+Malformed input raises :class:`ManifestError`, whose message names the file, the entry (JSON:
+0-based index in ``data``; CSV: line number) where it can, and the problem.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+LABEL_CSV_NAME = "class_labels_indices.csv"
+_LABEL_CSV_COLUMNS = ("index", "mid", "display_name")
+_FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+_FSDD_TEST_TAKES = range(0, 5)
+
+
+class ManifestError(ValueError):
+    """A clip list or label file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One clip: its audio file and its labels (class ids, as in :attr:`Manifest.classes`)."""
+
+    path: Path
+    labels: tuple[str, ...]
+
+
+@dataclass
+class Manifest:
+    """Clips and their classes.
+
+    ``classes`` are the label ids in target-column order (AST: the ``mid`` column of the label
+    CSV, sorted by ``index``); ``display_names`` are the readable names in the same order.
+    ``source`` says where the list came from (for messages and run reports).
+    """
+
+    entries: list[Entry]
+    classes: list[str]
+    display_names: list[str]
+    multilabel: bool
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_index(self) -> dict[str, int]:
+        """Label id -> target column."""
+        return {c: i for i, c in enumerate(self.classes)}
+
+
+# ----------------------------------------------------------------------------- label CSV
+
+
+def read_label_csv(label_csv: str | Path) -> tuple[list[str], list[str]]:
+    """AST's ``class_labels_indices.csv`` -> (class ids in index order, display names).
+
+    The header must contain ``index``, ``mid`` and ``display_name`` (extra columns are ignored);
+    indices must be the integers ``0..C-1``, each once, and ids must be unique.
+    """
+    path = Path(label_csv)
+    fields, records = _read_csv_rows(path)
+    missing = [c for c in _LABEL_CSV_COLUMNS if c not in fields]
+    if missing:
+        raise ManifestError(
+            f"{path}: label CSV is missing column(s) {', '.join(missing)}; "
+            f"expected a header 'index,mid,display_name', found {','.join(fields) or 'nothing'}"
+        )
+    by_index: dict[int, tuple[str, str]] = {}
+    line_of_id: dict[str, int] = {}
+    for line, row in records:
+        raw_index, mid, name = (row.get(c) for c in _LABEL_CSV_COLUMNS)
+        if raw_index is None or mid is None or name is None:
+            raise ManifestError(f"{path}: line {line}: expected 3 fields (index,mid,display_name), got {_count_fields(row)}")
+        try:
+            index = int(raw_index.strip())
+        except ValueError:
+            raise ManifestError(f"{path}: line {line}: index {raw_index!r} is not an integer") from None
+        mid = mid.strip()
+        if not mid:
+            raise ManifestError(f"{path}: line {line}: empty mid (class id)")
+        if index in by_index:
+            raise ManifestError(f"{path}: line {line}: duplicate class index {index} (also used by {by_index[index][0]!r})")
+        if mid in line_of_id:
+            raise ManifestError(f"{path}: line {line}: duplicate class id {mid!r} (first on line {line_of_id[mid]})")
+        by_index[index] = (mid, name.strip())
+        line_of_id[mid] = line
+    if not by_index:
+        raise ManifestError(f"{path}: label CSV has no classes")
+    expected = set(range(len(by_index)))
+    if set(by_index) != expected:
+        gaps = sorted(expected - set(by_index))[:5]
+        raise ManifestError(
+            f"{path}: class indices must be 0..{len(by_index) - 1} with no gaps "
+            f"(target columns follow them); missing {gaps}, found {sorted(set(by_index) - expected)[:5]}"
+        )
+    ordered = [by_index[i] for i in range(len(by_index))]
+    return [mid for mid, _ in ordered], [name for _, name in ordered]
+
+
+def _count_fields(row: dict[str | None, Any]) -> int:
+    return sum(1 for k, v in row.items() if k is not None and v is not None) + len(row.get(None) or [])
+
+
+def _read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str | None, Any]]]]:
+    """Header (stripped, lower-case) and ``(line number, row)`` pairs of a CSV file."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, skipinitialspace=True)
+            fields = [(c or "").strip().lower() for c in (reader.fieldnames or [])]
+            reader.fieldnames = fields
+            records = []
+            for row in reader:
+                if not any((v or "").strip() for k, v in row.items() if k is not None and isinstance(v, str)):
+                    continue  # blank line
+                records.append((reader.line_num, row))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ManifestError(f"{path}: not a readable UTF-8 CSV file ({e})") from None
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot be read ({e})") from None
+    return fields, records
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _resolve(raw: str, base: Path) -> Path:
+    """A clip path from a manifest: as given if it exists (relative to cwd), else under ``base``."""
+    p = Path(os.path.expanduser(raw))
+    if p.is_absolute():
+        return p
+    if p.exists():
+        return p.absolute()
+    return (base / p).absolute()
+
+
+def _split_labels(field: str) -> list[str]:
+    """``"a, b;c"`` -> ``["a", "b", "c"]`` (duplicates and empty items dropped, order kept)."""
+    seen: dict[str, None] = {}
+    for item in re.split(r"[,;]", field):
+        item = item.strip()
+        if item:
+            seen.setdefault(item)
+    return list(seen)
+
+
+def _unknown_label(label: str, where: str, label_source: str, classes: Sequence[str], display_names: Sequence[str]) -> ManifestError:
+    hint = ""
+    if label in display_names:
+        hint = f"; it is the display name of {classes[list(display_names).index(label)]!r}: use the id"
+    return ManifestError(f"{where}: unknown label {label!r} (not a class in {label_source}){hint}")
+
+
+def _check_labels(entries: Sequence[Entry], where: Sequence[str], classes: Sequence[str], display_names: Sequence[str], label_source: str) -> None:
+    known = set(classes)
+    for entry, w in zip(entries, where):
+        for label in entry.labels:
+            if label not in known:
+                raise _unknown_label(label, w, label_source, classes, display_names)
+
+
+def _non_empty(entries: list[Entry], path: Path) -> None:
+    if not entries:
+        raise ManifestError(f"{path}: empty manifest (no clips)")
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def read_ast_json(json_path: str | Path, label_csv: str | Path, multilabel: bool = False) -> Manifest:
+    """AST's JSON manifest plus its ``class_labels_indices.csv``.
+
+    Each item of ``data`` needs ``wav`` (a path) and ``labels`` (ids separated by commas, or a
+    list of ids); other keys (``video_id``, ...) are ignored. The manifest is multi-label if
+    ``multilabel`` is set or any clip has more than one label.
+    """
+    path = Path(json_path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: cannot be read ({e})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if not isinstance(doc, dict) or "data" not in doc:
+        found = f"keys {sorted(doc)}" if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
+        raise ManifestError(f'{path}: missing "data" key; expected {{"data": [{{"wav": ..., "labels": ...}}, ...]}}, found {found}')
+    data = doc["data"]
+    if not isinstance(data, list):
+        raise ManifestError(f'{path}: "data" must be a list of clips, found a JSON {type(data).__name__}')
+
+    classes, display_names = read_label_csv(label_csv)
+    entries: list[Entry] = []
+    where: list[str] = []
+    for i, item in enumerate(data):
+        w = f"{path}: entry {i}"
+        if not isinstance(item, dict):
+            raise ManifestError(f"{w}: expected an object with \"wav\" and \"labels\", found a JSON {type(item).__name__}")
+        for key in ("wav", "labels"):
+            if key not in item:
+                raise ManifestError(f'{w}: no "{key}" key (keys: {", ".join(sorted(item)) or "none"})')
+        wav = item["wav"]
+        if not isinstance(wav, str) or not wav.strip():
+            raise ManifestError(f'{w}: "wav" must be a non-empty path string, found {wav!r}')
+        labels = _labels_field(item["labels"], w)
+        entries.append(Entry(_resolve(wav.strip(), path.parent), tuple(labels)))
+        where.append(f"{w} ({wav})")
+    _non_empty(entries, path)
+    _check_labels(entries, where, classes, display_names, str(label_csv))
+    multi = multilabel or any(len(e.labels) > 1 for e in entries)
+    return Manifest(entries, classes, display_names, multi, str(path))
+
+
+def _labels_field(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        labels = _split_labels(value)
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        labels = _split_labels(",".join(value))
+    else:
+        raise ManifestError(f'{where}: "labels" must be a string like "/m/068hy,/m/07q6cd_", found {value!r}')
+    if not labels:
+        raise ManifestError(f'{where}: "labels" is empty')
+    return labels
+
+
+def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilabel: bool = False) -> Manifest:
+    """A CSV with columns ``path`` and ``label`` (single) or ``labels`` (``,``/``;``-separated).
+
+    Classes come from ``label_csv`` (AST format) if given, else they are the sorted unique labels
+    (then the display names are the labels themselves).
+    """
+    path = Path(csv_path)
+    fields, records = _read_csv_rows(path)
+    if "path" not in fields or not ({"label", "labels"} & set(fields)):
+        raise ManifestError(
+            f"{path}: CSV needs a 'path' column and a 'label' or 'labels' column; found {','.join(fields) or 'nothing'}"
+        )
+    column = "labels" if "labels" in fields else "label"
+    entries: list[Entry] = []
+    where: list[str] = []
+    for line, row in records:
+        raw_path, raw_labels = row.get("path"), row.get(column)
+        w = f"{path}: line {line}"
+        if not raw_path or not raw_path.strip():
+            raise ManifestError(f"{w}: empty path")
+        if raw_labels is None or not raw_labels.strip():
+            raise ManifestError(f"{w}: no {column} for {raw_path.strip()}")
+        labels = _split_labels(raw_labels) if column == "labels" else [raw_labels.strip()]
+        entries.append(Entry(_resolve(raw_path.strip(), path.parent), tuple(labels)))
+        where.append(f"{w} ({raw_path.strip()})")
+    _non_empty(entries, path)
+    if label_csv is not None:
+        classes, display_names = read_label_csv(label_csv)
+        _check_labels(entries, where, classes, display_names, str(label_csv))
+    else:
+        classes = sorted({label for e in entries for label in e.labels})
+        display_names = list(classes)
+    multi = multilabel or any(len(e.labels) > 1 for e in entries)
+    return Manifest(entries, classes, display_names, multi, str(path))
+
+
+def _is_audio(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
+
+
+def read_folder(root: str | Path) -> Manifest:
+    """One sub-folder per class (its name is the class), audio files anywhere below it.
+
+    Extensions wav/flac/ogg/mp3 in any case; hidden files and folders are skipped, as are
+    sub-folders without audio (with a warning). Classes and files are sorted by name, so the
+    result does not depend on the file system's order.
+    """
+    path = Path(root)
+    if not path.is_dir():
+        raise ManifestError(f"{path}: not a folder")
+    loose = [p for p in path.iterdir() if _is_audio(p)]
+    if loose:
+        logger.warning("%s: %d audio file(s) directly in the root folder ignored; put each class in its own sub-folder", path, len(loose))
+    entries: list[Entry] = []
+    classes: list[str] = []
+    for sub in sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name):
+        files = sorted(
+            (p for p in sub.rglob("*") if _is_audio(p) and not any(part.startswith(".") for part in p.relative_to(sub).parts)),
+            key=lambda p: p.relative_to(sub).as_posix(),
+        )
+        if not files:
+            logger.warning("%s: sub-folder %s has no audio files; not used as a class", path, sub.name)
+            continue
+        classes.append(sub.name)
+        entries.extend(Entry(p.absolute(), (sub.name,)) for p in files)
+    if not entries:
+        raise ManifestError(f"{path}: empty manifest: no class sub-folders with {'/'.join(e[1:] for e in AUDIO_EXTENSIONS)} files")
+    return Manifest(entries, classes, list(classes), False, str(path))
+
+
+def read_manifest(spec: str | Path | Manifest, label_csv: str | Path | None = None, multilabel: bool = False) -> Manifest:
+    """Whatever the user has -> :class:`Manifest`.
+
+    * a folder -> :func:`read_folder`;
+    * ``*.json`` -> :func:`read_ast_json` with ``label_csv``, or, if that is not given, the
+      ``class_labels_indices.csv`` next to the JSON file;
+    * ``*.csv`` -> :func:`read_csv` (with ``label_csv`` if given);
+    * a :class:`Manifest` is returned unchanged.
+    """
+    if isinstance(spec, Manifest):
+        return spec
+    path = Path(spec)
+    if path.is_dir():
+        return read_folder(path)
+    if not path.exists():
+        raise ManifestError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        if label_csv is None:
+            guess = path.parent / LABEL_CSV_NAME
+            if not guess.is_file():
+                raise ManifestError(f"{path}: a JSON manifest needs its label CSV ({LABEL_CSV_NAME}); none given and none next to it")
+            label_csv = guess
+        return read_ast_json(path, label_csv, multilabel)
+    if suffix == ".csv":
+        return read_csv(path, label_csv, multilabel)
+    raise ManifestError(f"{path}: unknown manifest type; expected a folder, an AST .json manifest or a .csv file")
+
+
+def fsdd_manifest(
+    root: str | Path,
+    task: Literal["digits", "speakers"] = "digits",
+    split: Literal["train", "test"] = "train",
+) -> Manifest:
+    """The Free Spoken Digit Dataset from its file names ``{digit}_{speaker}_{take}.wav``.
+
+    ``root`` is the dataset folder or its ``recordings/`` folder. Official split: takes 0-4 are
+    the test set, 5-49 the training set. Classes are the digits ``"0".."9"`` or the speakers
+    found (sorted), the same for both splits. Other files are skipped with a warning.
+    """
+    if task not in ("digits", "speakers"):
+        raise ValueError(f"task must be 'digits' or 'speakers', got {task!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = Path(root)
+    if (folder / "recordings").is_dir():
+        folder = folder / "recordings"
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: not a folder")
+    clips: list[tuple[int, str, int, Path]] = []
+    skipped = 0
+    for p in folder.iterdir():
+        m = _FSDD_NAME.match(p.name)
+        if m is None:
+            if p.suffix.lower() in AUDIO_EXTENSIONS:
+                skipped += 1
+            continue
+        clips.append((int(m.group(1)), m.group(2), int(m.group(3)), p.absolute()))
+    if skipped:
+        logger.warning("%s: %d audio file(s) not named {digit}_{speaker}_{take}.wav skipped", folder, skipped)
+    if not clips:
+        raise ManifestError(f"{folder}: empty manifest: no FSDD files named {{digit}}_{{speaker}}_{{take}}.wav")
+    clips.sort(key=lambda c: c[:3])
+    if task == "digits":
+        classes = [str(d) for d in range(10)]
+    else:
+        classes = sorted({c[1] for c in clips})
+    in_test = split == "test"
+    entries = [
+        Entry(p, (str(digit) if task == "digits" else speaker,))
+        for digit, speaker, take, p in clips
+        if (take in _FSDD_TEST_TAKES) == in_test
+    ]
+    _non_empty(entries, folder)
+    return Manifest(entries, classes, list(classes), False, f"FSDD {task}/{split} ({folder})")
+
+
+def multi_hot(entries: Sequence[Entry], classes: Sequence[str]) -> torch.Tensor:
+    """Targets [N, C] (float32) of ``entries`` over ``classes``; an unknown label raises."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = torch.zeros(len(entries), len(classes), dtype=torch.float32)
+    for i, entry in enumerate(entries):
+        for label in entry.labels:
+            if label not in index:
+                raise ManifestError(f"clip {entry.path}: unknown label {label!r} (not one of the {len(classes)} classes)")
+            out[i, index[label]] = 1.0
+    return out
+
+
+def targets(manifest: Manifest) -> torch.Tensor:
+    """Multi-hot targets [N, C] (float32) in the order of ``manifest.classes``."""
+    return multi_hot(manifest.entries, manifest.classes)

@@ -1,0 +1,190 @@
+"""Check every clip of a manifest before training, and report all bad ones at once.
+
+A clip is bad if its file is missing, cannot be decoded (corrupt, truncated, not audio), has no
+frames, is shorter than ``min_seconds``, holds NaN or infinite samples, or is digital silence
+(peak below 1e-7). Stereo, 8/16/24/32-bit integer and float WAV, FLAC and any sample rate are
+fine: :func:`coarse2fine.audio.load_audio` mixes down and resamples them. Unknown labels never
+get here: the manifest readers reject them.
+
+Clips are decoded in a small thread pool (decoding and resampling release the GIL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from coarse2fine.audio import AudioError, audio_info, load_audio
+from coarse2fine.data.manifest import Entry, Manifest
+
+logger = logging.getLogger(__name__)
+
+SILENCE_PEAK = 1e-7
+
+
+class InvalidInputError(ValueError):
+    """Some clips cannot be used; ``problems`` lists every one (the message too)."""
+
+    def __init__(self, message: str, problems: list[Problem]):
+        super().__init__(message)
+        self.problems = problems
+
+    def __reduce__(self):  # picklable across processes despite the extra argument
+        return (type(self), (str(self), self.problems))
+
+
+@dataclass
+class Problem:
+    """A clip that cannot be used, and why."""
+
+    path: Path
+    problem: str
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate`: the usable entries and the problems of the others."""
+
+    ok: list[Entry]
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary for a run's report."""
+        return {
+            "checked": len(self.ok) + len(self.problems),
+            "ok": len(self.ok),
+            "problems": [{"path": str(p.path), "problem": p.problem} for p in self.problems],
+        }
+
+    def format(self) -> str:
+        """Human-readable summary, one line per problem."""
+        head = f"{len(self.ok)} of {len(self.ok) + len(self.problems)} clips usable"
+        if not self.problems:
+            return head
+        return "\n".join([f"{head}; {len(self.problems)} cannot be used:", *(f"  {p.path}: {p.problem}" for p in self.problems)])
+
+    def filtered(self, manifest: Manifest) -> Manifest:
+        """``manifest`` restricted to the usable entries (classes unchanged)."""
+        return dataclasses.replace(manifest, entries=list(self.ok))
+
+
+def _reason(err: Exception, path: Path) -> str:
+    """An error's message, shortened: the :class:`Problem` already carries the full path."""
+    problem = getattr(err, "problem", None)  # AudioError keeps the message without the path
+    text = problem if isinstance(problem, str) else str(err)
+    for name in (str(path.absolute()), str(path)):
+        text = text.replace(name, path.name)
+    if text.startswith(f"{path.name}: "):
+        text = text[len(path.name) + 2 :]
+    return text.strip() or type(err).__name__
+
+
+_NON_FINITE = re.compile(r"\bnan\b|\binf\b|infinite|non-finite|not finite", re.IGNORECASE)
+_EMPTY = re.compile(r"\bempty\b|\b0 (frames|samples)\b|\bno (frames|samples|audio)\b", re.IGNORECASE)
+
+
+def _decode_problem(err: Exception, path: Path, classify: bool) -> str:
+    """A read failure as a problem; with ``classify``, in the same words as the checks made here.
+
+    ``classify`` is for :func:`load_audio` failures, which cover NaN/inf samples and empty
+    audio too; a header that cannot be read (:func:`audio_info`) is always "undecodable".
+    """
+    reason = _reason(err, path)
+    audio_error = classify and isinstance(err, AudioError)
+    if audio_error and _NON_FINITE.search(reason):
+        canonical = "contains NaN or infinite samples"
+        return canonical if reason.lower() == canonical.lower() else f"{canonical} ({reason})"
+    if audio_error and _EMPTY.search(reason):
+        return f"empty: {reason}"
+    prefix = "" if isinstance(err, AudioError) else f"{type(err).__name__}: "
+    return f"undecodable: {prefix}{reason}"
+
+
+def check_clip(path: Path, sample_rate: int = 16000, min_seconds: float = 0.1, check_silence: bool = True) -> str | None:
+    """The problem with one clip, or None if it can be trained on."""
+    if not path.exists():
+        return "file not found"
+    if not path.is_file():
+        return "not a file"
+    if path.stat().st_size == 0:
+        return "empty: 0-byte file"
+    try:
+        rate, _channels, frames = audio_info(path)
+    except Exception as e:  # noqa: BLE001 - any failure to read is a problem of this clip
+        return _decode_problem(e, path, classify=False)
+    if frames == 0:
+        return "empty: 0 frames"
+    if frames > 0 and rate > 0 and frames / rate < min_seconds:
+        return f"too short: {frames / rate:.3f} s < {min_seconds:g} s"
+    try:
+        wave = load_audio(path, sample_rate)
+    except Exception as e:  # noqa: BLE001
+        return _decode_problem(e, path, classify=True)
+    if wave.numel() == 0:
+        return "empty: 0 frames"
+    if not bool(torch.isfinite(wave).all()):
+        return "contains NaN or infinite samples"
+    if wave.numel() / sample_rate < min_seconds:
+        return f"too short: {wave.numel() / sample_rate:.3f} s < {min_seconds:g} s"
+    if check_silence:
+        peak = float(wave.abs().max())
+        if peak < SILENCE_PEAK:
+            return f"silent: peak amplitude {peak:.1e} < {SILENCE_PEAK:g} (digital silence)"
+    return None
+
+
+def validate(
+    manifest: Manifest,
+    sample_rate: int = 16000,
+    min_seconds: float = 0.1,
+    on_error: Literal["raise", "skip"] = "raise",
+    check_silence: bool = True,
+    workers: int = 2,
+) -> ValidationReport:
+    """Decode every clip of ``manifest`` and collect all problems.
+
+    ``on_error="raise"``: if any clip is bad, raise :class:`InvalidInputError` listing every bad
+    file and its problem. ``on_error="skip"``: return the bad clips in the report's
+    ``problems`` (for the run's report) and log a warning with their count; if no clip at all
+    is usable, :class:`InvalidInputError` is raised anyway. A file listed several times is
+    decoded once.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not math.isfinite(min_seconds) or min_seconds < 0:
+        raise ValueError(f"min_seconds must be >= 0, got {min_seconds}")
+    if not manifest.entries:
+        raise InvalidInputError(f"{manifest.source}: empty manifest (no clips)", [])
+    start = time.perf_counter()
+    unique = list(dict.fromkeys(e.path for e in manifest.entries))
+
+    def check(path: Path) -> str | None:
+        return check_clip(path, sample_rate, min_seconds, check_silence)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        found = dict(zip(unique, pool.map(check, unique)))
+
+    report = ValidationReport(ok=[], problems=[])
+    for entry in manifest.entries:
+        if found[entry.path] is None:
+            report.ok.append(entry)
+    report.problems = [Problem(p, found[p]) for p in unique if found[p] is not None]
+    logger.info("validated %d clips of %s in %.1f s: %d usable", len(manifest.entries), manifest.source, time.perf_counter() - start, len(report.ok))
+
+    if report.problems and (on_error == "raise" or not report.ok):
+        why = "no clip is usable" if not report.ok else f"{len(report.problems)} clip(s) cannot be used"
+        hint = "" if not report.ok else "; pass on_error='skip' to train on the others and list these in the run's report"
+        lines = "\n".join(f"  {p.path}: {p.problem}" for p in report.problems)
+        raise InvalidInputError(f"{manifest.source}: {why}{hint}:\n{lines}", report.problems)
+    if report.problems:
+        logger.warning("%s: skipping %d bad clip(s) of %d (see the run's report)", manifest.source, len(report.problems), len(unique))
+    return report

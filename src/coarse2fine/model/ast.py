@@ -1,0 +1,337 @@
+"""The Audio Spectrogram Transformer: a ViT over log-mel patches with cls + distillation tokens.
+
+Input is time-major like AST and Hugging Face, ``[batch, frames, mel bins]``; inside it becomes
+a one-channel image ``[batch, 1, mel bins, frames]`` cut into (freq, time) patches. The pooled
+output is the mean of the two prefix tokens after the final LayerNorm, then LayerNorm + Linear
+(AST's ``mlp_head``). :meth:`AST.set_geometry` changes the token grid and patch shape between
+training phases; :func:`adapt_state_dict` does the same to a state dict.
+
+Parameter names follow timm's ViT: ``patch_embed.proj``, ``cls_token``, ``dist_token``,
+``pos_embed``, ``blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``,
+``head.{norm, fc}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from coarse2fine.model.patch_embed import resize_patch_kernel
+from coarse2fine.model.pos_embed import resample_pos_embed
+
+log = logging.getLogger(__name__)
+
+NUM_PREFIX_TOKENS = 2
+PatchResize = Literal["bilinear", "pi"]
+
+
+def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """``(a, b)`` from an int or a length-2 sequence (JSON gives lists)."""
+    if isinstance(value, int):
+        return value, value
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a (freq, time) pair, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+@dataclass
+class ASTConfig:
+    """Model size and input geometry. ``patch_size`` and ``stride`` are (freq, time).
+
+    ``target_length`` is the number of input frames the model currently expects (it changes
+    between coarse and fine phases); ``num_mel_bins`` the number of frequency bins.
+    """
+
+    num_classes: int = 527
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    num_mel_bins: int = 128
+    target_length: int = 1024
+    patch_size: tuple[int, int] = (16, 16)
+    stride: tuple[int, int] = (16, 16)
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.patch_size = _pair(self.patch_size, "patch_size")
+        self.stride = _pair(self.stride, "stride")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if min(self.patch_size + self.stride) < 1:
+            raise ValueError(f"patch_size {self.patch_size} and stride {self.stride} must be positive")
+        if self.num_mel_bins < self.patch_size[0] or self.target_length < self.patch_size[1]:
+            raise ValueError(
+                f"patch {self.patch_size} (freq, time) does not fit a {self.num_mel_bins} mel bins x "
+                f"{self.target_length} frames input"
+            )
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Token grid (freq tokens, time tokens)."""
+        (pf, pt), (sf, st) = self.patch_size, self.stride
+        return (self.num_mel_bins - pf) // sf + 1, (self.target_length - pt) // st + 1
+
+    @property
+    def num_tokens(self) -> int:
+        """Patch tokens (the two prefix tokens not included)."""
+        f, t = self.grid
+        return f * t
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (pairs as lists)."""
+        d = dataclasses.asdict(self)
+        d["patch_size"], d["stride"] = list(self.patch_size), list(self.stride)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ASTConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown ASTConfig key(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "micro": dict(embed_dim=64, depth=4, num_heads=4),
+}
+
+
+def ast_config(preset: str, **overrides: Any) -> ASTConfig:
+    """An :class:`ASTConfig` from a size preset (base, small, tiny, micro) plus overrides."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return ASTConfig(**{**PRESETS[preset], **overrides})
+
+
+class PatchEmbed(nn.Module):
+    """Conv2d patchifier: [B, 1, F, T] -> tokens [B, N, D] (frequency-major token order)."""
+
+    def __init__(self, patch_size: tuple[int, int], stride: tuple[int, int], dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(1, dim, kernel_size=patch_size, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection and ``F.scaled_dot_product_attention``."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attn_drop = attn_drop
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, d)))
+
+
+class Mlp(nn.Module):
+    """Linear -> GELU (exact) -> Linear."""
+
+    def __init__(self, dim: int, hidden: int, drop: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample with probability ``p`` in training."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, cfg: ASTConfig, drop_path: float):
+        super().__init__()
+        d = cfg.embed_dim
+        self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.attn = Attention(d, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate)
+        self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.mlp = Mlp(d, int(d * cfg.mlp_ratio), cfg.drop_rate)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Head(nn.Module):
+    """AST's classifier (``mlp_head``): LayerNorm then Linear."""
+
+    def __init__(self, dim: int, num_classes: int, eps: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x))
+
+
+def adapt_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    old: ASTConfig,
+    new: ASTConfig,
+    patch_resize: PatchResize = "pi",
+) -> dict[str, torch.Tensor]:
+    """A copy of an AST ``state_dict`` moved from geometry ``old`` to ``new``.
+
+    ``pos_embed`` is resampled from ``old.grid`` to ``new.grid`` (prefix tokens kept) and
+    ``patch_embed.proj.weight`` resized to ``new.patch_size``; every other tensor is shared.
+    """
+    out = dict(state_dict)
+    out["pos_embed"] = resample_pos_embed(state_dict["pos_embed"], old.grid, new.grid, NUM_PREFIX_TOKENS)
+    key = "patch_embed.proj.weight"
+    out[key] = resize_patch_kernel(state_dict[key], new.patch_size, patch_resize)
+    return out
+
+
+class AST(nn.Module):
+    """Audio Spectrogram Transformer. ``forward(x [B, frames, mel bins]) -> logits [B, classes]``."""
+
+    def __init__(self, config: ASTConfig):
+        super().__init__()
+        self.config = config
+        d = config.embed_dim
+        self.patch_embed = PatchEmbed(config.patch_size, config.stride, d)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens + NUM_PREFIX_TOKENS, d))
+        self.pos_drop = nn.Dropout(config.drop_rate)
+        # Python floats (not torch.linspace) so that the model can be built on the meta device.
+        rates = [config.drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
+        self.blocks = nn.ModuleList(Block(config, r) for r in rates)
+        self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.head = Head(d, config.num_classes, config.layer_norm_eps)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """ViT initialisation: truncated normal (std 0.02) for tokens, pos-embed and Linear weights,
+        zero biases, LayerNorm ones/zeros; the patch-embedding conv keeps PyTorch's default."""
+        for p in (self.cls_token, self.dist_token, self.pos_embed):
+            nn.init.trunc_normal_(p, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        if x.ndim != 3 or tuple(x.shape[1:]) != (cfg.target_length, cfg.num_mel_bins):
+            raise ValueError(
+                f"AST expects input [batch, frames, mel bins] = [B, {cfg.target_length}, {cfg.num_mel_bins}] "
+                f"(target_length={cfg.target_length}, num_mel_bins={cfg.num_mel_bins}), got {list(x.shape)}"
+            )
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """All token outputs after the final LayerNorm: [B, 2 + N, D] (cls, dist, patches)."""
+        self._check_input(x)
+        tokens = self.patch_embed(x.transpose(1, 2).unsqueeze(1))
+        prefix = torch.cat([self.cls_token, self.dist_token], dim=1).expand(x.shape[0], -1, -1)
+        h = self.pos_drop(torch.cat([prefix, tokens], dim=1) + self.pos_embed)
+        for block in self.blocks:
+            h = block(h)
+        return self.norm(h)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled embedding [B, D]: mean of the cls and distillation tokens after the final norm."""
+        h = self.forward_tokens(x)
+        return (h[:, 0] + h[:, 1]) / 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, num_classes] of input [B, target_length frames, num_mel_bins]."""
+        return self.head(self.forward_features(x))
+
+    @torch.no_grad()
+    def set_geometry(
+        self,
+        target_length: int,
+        patch_size: tuple[int, int] | None = None,
+        stride: tuple[int, int] | None = None,
+        patch_resize: PatchResize = "pi",
+    ) -> None:
+        """Move to a new input length / patch shape / stride, carrying the weights over.
+
+        Positional embeddings are interpolated bilinearly from the old token grid to the new one
+        (prefix tokens kept); a new patch size resizes the patch-embedding kernel by bilinear
+        interpolation or PI-resize (bias kept). ``None`` keeps the current patch size / stride.
+        Changed parameters are replaced by new ``nn.Parameter`` objects (``requires_grad`` kept),
+        so build the optimizer after calling this. Unchanged geometry is a no-op.
+        """
+        old = self.config
+        new = dataclasses.replace(
+            old,
+            target_length=int(target_length),
+            patch_size=old.patch_size if patch_size is None else patch_size,
+            stride=old.stride if stride is None else stride,
+        )
+        if (new.target_length, new.patch_size, new.stride) == (old.target_length, old.patch_size, old.stride):
+            return
+        if new.grid != old.grid:
+            pos = resample_pos_embed(self.pos_embed.detach(), old.grid, new.grid, NUM_PREFIX_TOKENS)
+            self.pos_embed = nn.Parameter(pos.clone(), requires_grad=self.pos_embed.requires_grad)
+        if (new.patch_size, new.stride) != (old.patch_size, old.stride):
+            self.patch_embed.proj = self._resized_proj(new, patch_resize)
+        log.debug(
+            "geometry (frames %d, patch %s, stride %s) -> (frames %d, patch %s, stride %s): grid %s -> %s",
+            old.target_length, old.patch_size, old.stride,
+            new.target_length, new.patch_size, new.stride, old.grid, new.grid,
+        )
+        self.config = new
+
+    def _resized_proj(self, new: ASTConfig, patch_resize: PatchResize) -> nn.Conv2d:
+        """A patch-embedding conv for ``new``'s patch size and stride, weights carried over."""
+        old_proj = self.patch_embed.proj
+        weight = resize_patch_kernel(old_proj.weight.detach(), new.patch_size, patch_resize)
+        proj = nn.Conv2d(
+            1, self.config.embed_dim, kernel_size=new.patch_size, stride=new.stride,
+            device=old_proj.weight.device, dtype=old_proj.weight.dtype,
+        )
+        proj.weight = nn.Parameter(weight.clone(), requires_grad=old_proj.weight.requires_grad)
+        proj.bias = nn.Parameter(old_proj.bias.detach().clone(), requires_grad=old_proj.bias.requires_grad)
+        proj.train(old_proj.training)
+        return proj

@@ -1,0 +1,275 @@
+"""Manifest readers: AST JSON + label CSV, plain CSV, class folders, FSDD; and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from coarse2fine.data.manifest import (
+    Entry,
+    Manifest,
+    ManifestError,
+    fsdd_manifest,
+    read_ast_json,
+    read_csv,
+    read_folder,
+    read_label_csv,
+    read_manifest,
+    targets,
+)
+
+FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
+
+LABEL_CSV = """index,mid,display_name
+0,/m/09x0r,"Speech"
+1,/m/05zppz,"Male speech, man speaking"
+2,/m/068hy,"Domestic animals, pets"
+3,/m/07q6cd_,"Squeak"
+"""
+
+
+@pytest.fixture
+def label_csv(tmp_path: Path) -> Path:
+    p = tmp_path / "class_labels_indices.csv"
+    p.write_text(LABEL_CSV)
+    return p
+
+
+def write_json(path: Path, doc) -> Path:
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    return path
+
+
+def test_label_csv_quoted_commas(label_csv: Path):
+    classes, names = read_label_csv(label_csv)
+    assert classes == ["/m/09x0r", "/m/05zppz", "/m/068hy", "/m/07q6cd_"]
+    assert names[1] == "Male speech, man speaking" and names[2] == "Domestic animals, pets"
+
+
+def test_label_csv_rows_in_any_order(tmp_path: Path):
+    p = tmp_path / "labels.csv"
+    p.write_text('index,mid,display_name\n1,b,"B"\n0,a,"A, a"\n')
+    assert read_label_csv(p) == (["a", "b"], ["A, a", "B"])
+
+
+def test_ast_json(tmp_path: Path, label_csv: Path):
+    (tmp_path / "audio").mkdir()
+    doc = {
+        "data": [
+            {"video_id": "abc", "wav": "audio/a.wav", "labels": "/m/068hy,/m/07q6cd_"},
+            {"wav": str(tmp_path / "b.flac"), "labels": "/m/09x0r"},
+        ]
+    }
+    m = read_ast_json(write_json(tmp_path / "train.json", doc), label_csv)
+    assert m.entries[0] == Entry(tmp_path / "audio" / "a.wav", ("/m/068hy", "/m/07q6cd_"))
+    assert m.entries[1].path == tmp_path / "b.flac"
+    assert m.multilabel and m.classes[0] == "/m/09x0r" and len(m) == 2 and m.num_classes == 4
+    assert m.source == str(tmp_path / "train.json")
+    t = targets(m)
+    assert t.dtype == torch.float32 and t.shape == (2, 4)
+    assert t.tolist() == [[0, 0, 1, 1], [1, 0, 0, 0]]
+
+
+def test_ast_json_single_label_and_flag(tmp_path: Path, label_csv: Path):
+    doc = {"data": [{"wav": "a.wav", "labels": "/m/068hy"}]}
+    path = write_json(tmp_path / "d.json", doc)
+    assert not read_ast_json(path, label_csv).multilabel
+    assert read_ast_json(path, label_csv, multilabel=True).multilabel
+
+
+def test_relative_paths_prefer_cwd(tmp_path: Path, label_csv: Path, monkeypatch):
+    """A relative path that exists from the working directory wins; otherwise the JSON's folder."""
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "here.wav").write_bytes(b"")
+    sub = tmp_path / "manifests"
+    sub.mkdir()
+    doc = {"data": [{"wav": "data/here.wav", "labels": "/m/09x0r"}, {"wav": "data/there.wav", "labels": "/m/09x0r"}]}
+    path = write_json(sub / "m.json", doc)
+    monkeypatch.chdir(work)
+    m = read_ast_json(path, label_csv)
+    assert m.entries[0].path == work / "data" / "here.wav"
+    assert m.entries[1].path == sub / "data" / "there.wav"
+    assert all(e.path.is_absolute() for e in m.entries)
+
+
+@pytest.mark.parametrize(
+    "doc, expected",
+    [
+        ("{not json", "not valid JSON"),
+        ({"items": []}, 'missing "data" key'),
+        ([{"wav": "a.wav", "labels": "/m/09x0r"}], 'missing "data" key'),
+        ({"data": {"wav": "a.wav"}}, '"data" must be a list'),
+        ({"data": []}, "empty manifest"),
+        ({"data": [{"wav": "a.wav", "labels": "/m/09x0r"}, {"labels": "/m/09x0r"}]}, 'entry 1: no "wav" key'),
+        ({"data": [{"wav": "a.wav"}]}, 'entry 0: no "labels" key'),
+        ({"data": [{"wav": "a.wav", "labels": " , "}]}, '"labels" is empty'),
+        ({"data": [{"wav": "", "labels": "/m/09x0r"}]}, '"wav" must be a non-empty path'),
+        ({"data": ["a.wav"]}, "entry 0: expected an object"),
+        ({"data": [{"wav": "a.wav", "labels": 3}]}, '"labels" must be a string'),
+    ],
+)
+def test_ast_json_malformed(tmp_path: Path, label_csv: Path, doc, expected: str):
+    path = write_json(tmp_path / "bad.json", doc)
+    with pytest.raises(ManifestError) as info:
+        read_ast_json(path, label_csv)
+    msg = str(info.value)
+    assert str(path) in msg and expected in msg
+
+
+def test_ast_json_unknown_label_names_label_and_clip(tmp_path: Path, label_csv: Path):
+    doc = {"data": [{"wav": "a.wav", "labels": "/m/09x0r"}, {"wav": "dog.wav", "labels": "/m/09x0r,/m/nope"}]}
+    path = write_json(tmp_path / "m.json", doc)
+    with pytest.raises(ManifestError) as info:
+        read_ast_json(path, label_csv)
+    msg = str(info.value)
+    assert "'/m/nope'" in msg and "dog.wav" in msg and "entry 1" in msg and str(path) in msg
+
+
+def test_ast_json_display_name_hint(tmp_path: Path, label_csv: Path):
+    path = write_json(tmp_path / "m.json", {"data": [{"wav": "a.wav", "labels": "Squeak"}]})
+    with pytest.raises(ManifestError, match=r"display name of '/m/07q6cd_'"):
+        read_ast_json(path, label_csv)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("index,mid\n0,/m/a\n", "missing column(s) display_name"),
+        ("", "missing column(s) index, mid, display_name"),
+        ("index,mid,display_name\n", "no classes"),
+        ('index,mid,display_name\n0,a,"A"\n0,b,"B"\n', "line 3: duplicate class index 0"),
+        ('index,mid,display_name\n0,a,"A"\n1,a,"B"\n', "line 3: duplicate class id 'a'"),
+        ('index,mid,display_name\nzero,a,"A"\n', "line 2: index 'zero' is not an integer"),
+        ('index,mid,display_name\n0,a,"A"\n2,b,"B"\n', "no gaps"),
+        ('index,mid,display_name\n0,a\n', "line 2: expected 3 fields"),
+    ],
+)
+def test_label_csv_malformed(tmp_path: Path, text: str, expected: str):
+    p = tmp_path / "labels.csv"
+    p.write_text(text)
+    with pytest.raises(ManifestError) as info:
+        read_label_csv(p)
+    assert str(p) in str(info.value) and expected in str(info.value)
+
+
+def test_label_csv_missing_file(tmp_path: Path):
+    with pytest.raises(ManifestError, match="file not found"):
+        read_ast_json(write_json(tmp_path / "m.json", {"data": [{"wav": "a", "labels": "x"}]}), tmp_path / "nope.csv")
+
+
+def test_csv_single_and_multi(tmp_path: Path, label_csv: Path):
+    single = tmp_path / "single.csv"
+    single.write_text("path,label\nclips/b.wav,dog\nclips/a.wav,cat\n/abs/c.wav,\"dog\"\n")
+    m = read_csv(single)
+    assert m.classes == ["cat", "dog"] and m.display_names == ["cat", "dog"] and not m.multilabel
+    assert m.entries[0] == Entry(tmp_path / "clips" / "b.wav", ("dog",)) and m.entries[2].path == Path("/abs/c.wav")
+    assert targets(m).argmax(1).tolist() == [1, 0, 1]
+
+    multi = tmp_path / "multi.csv"
+    multi.write_text('path,labels\na.wav,"/m/068hy, /m/07q6cd_"\nb.wav,/m/09x0r;/m/05zppz\nc.wav,/m/09x0r\n')
+    m = read_csv(multi, label_csv)
+    assert m.multilabel and m.classes[0] == "/m/09x0r" and m.display_names[1] == "Male speech, man speaking"
+    assert m.entries[1].labels == ("/m/09x0r", "/m/05zppz")
+    assert targets(m).sum(1).tolist() == [2, 2, 1]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("file,label\na.wav,x\n", "needs a 'path' column"),
+        ("path,class\na.wav,x\n", "'label' or 'labels' column"),
+        ("path,label\n", "empty manifest"),
+        ("path,label\na.wav,x\nb.wav,\n", "line 3: no label for b.wav"),
+        ("path,labels\n,x\n", "line 2: empty path"),
+    ],
+)
+def test_csv_malformed(tmp_path: Path, text: str, expected: str):
+    p = tmp_path / "m.csv"
+    p.write_text(text)
+    with pytest.raises(ManifestError) as info:
+        read_csv(p)
+    assert str(p) in str(info.value) and expected in str(info.value)
+
+
+def test_csv_unknown_label(tmp_path: Path, label_csv: Path):
+    p = tmp_path / "m.csv"
+    p.write_text("path,label\na.wav,/m/09x0r\nmystery.wav,/m/unknown\n")
+    with pytest.raises(ManifestError) as info:
+        read_csv(p, label_csv)
+    msg = str(info.value)
+    assert "line 3" in msg and "mystery.wav" in msg and "'/m/unknown'" in msg
+
+
+def test_folder(tmp_path: Path):
+    for rel in ["dog/b.WAV", "dog/a.wav", "dog/sub/c.flac", "cat/x.Ogg", "cat/y.mp3", "cat/notes.txt", "cat/.hidden.wav", "empty/readme.md", "loose.wav"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    m = read_folder(tmp_path)
+    assert m.classes == ["cat", "dog"] and not m.multilabel
+    assert [e.path.relative_to(tmp_path).as_posix() for e in m.entries] == ["cat/x.Ogg", "cat/y.mp3", "dog/a.wav", "dog/b.WAV", "dog/sub/c.flac"]
+    assert [e.labels for e in m.entries] == [("cat",)] * 2 + [("dog",)] * 3
+
+
+def test_folder_errors(tmp_path: Path):
+    with pytest.raises(ManifestError, match="not a folder"):
+        read_folder(tmp_path / "missing")
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ManifestError, match="empty manifest"):
+        read_folder(tmp_path)
+
+
+def test_read_manifest_dispatch(tmp_path: Path, label_csv: Path):
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "a.wav").write_bytes(b"")
+    assert read_manifest(tmp_path).classes == ["dog"]
+    js = write_json(tmp_path / "m.json", {"data": [{"wav": "a.wav", "labels": "/m/09x0r"}]})
+    assert read_manifest(js).classes[0] == "/m/09x0r"  # label CSV found next to the JSON
+    assert read_manifest(str(js), label_csv).num_classes == 4
+    csv_path = tmp_path / "m.csv"
+    csv_path.write_text("path,label\na.wav,dog\n")
+    m = read_manifest(csv_path)
+    assert m.classes == ["dog"] and read_manifest(m) is m
+    label_csv.unlink()
+    with pytest.raises(ManifestError, match="needs its label CSV"):
+        read_manifest(js)
+    with pytest.raises(ManifestError, match="no such file"):
+        read_manifest(tmp_path / "nope.json")
+    (tmp_path / "m.txt").write_text("x")
+    with pytest.raises(ManifestError, match="unknown manifest type"):
+        read_manifest(tmp_path / "m.txt")
+
+
+def test_targets_unknown_label():
+    m = Manifest([Entry(Path("a.wav"), ("x",))], ["y"], ["y"], False, "test")
+    with pytest.raises(ManifestError, match="'x'"):
+        targets(m)
+
+
+def test_fsdd_names(tmp_path: Path):
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    for name in ["3_theo_4.wav", "3_theo_5.wav", "0_alice_12.wav", "0_alice_0.wav", "notes.wav"]:
+        (rec / name).write_bytes(b"")
+    train = fsdd_manifest(tmp_path, "digits", "train")
+    assert [e.path.name for e in train.entries] == ["0_alice_12.wav", "3_theo_5.wav"]
+    assert [e.labels for e in train.entries] == [("0",), ("3",)] and train.classes == [str(d) for d in range(10)]
+    test = fsdd_manifest(rec, "speakers", "test")
+    assert [e.path.name for e in test.entries] == ["0_alice_0.wav", "3_theo_4.wav"]
+    assert test.classes == ["alice", "theo"] and test.entries[1].labels == ("theo",)
+    with pytest.raises(ValueError):
+        fsdd_manifest(tmp_path, "words", "train")
+
+
+@pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD not found at {FSDD}")
+def test_fsdd_real():
+    train, test = fsdd_manifest(FSDD, "digits", "train"), fsdd_manifest(FSDD, "digits", "test")
+    assert len(train) == 2700 and len(test) == 300 and train.classes == [str(d) for d in range(10)]
+    assert not {e.path for e in train.entries} & {e.path for e in test.entries}
+    assert targets(test).sum(0).tolist() == [30.0] * 10
+    speakers = fsdd_manifest(FSDD, "speakers", "train")
+    assert speakers.classes == ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+    assert targets(speakers).sum(0).tolist() == [450.0] * 6

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from coarse2fine.sampling import balanced_sampler, balanced_weights
+
+
+def test_balanced_weights_by_hand():
+    targets = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [1, 0, 0]], dtype=torch.float32)
+    w0, w1 = 1000 / 3.01, 1000 / 2.01
+    expected = torch.tensor([w0, w0 + w1, w1, w0], dtype=torch.float64)
+    assert torch.allclose(balanced_weights(targets), expected)
+    # Soft (mixed) targets: presence counts, not the value.
+    assert torch.allclose(balanced_weights(targets * 0.3), expected)
+    with pytest.raises(ValueError):
+        balanced_weights(torch.ones(4))
+
+
+def test_sampler_favours_rare_classes():
+    N = 200
+    targets = torch.zeros(N, 2)
+    targets[:, 0] = 1
+    targets[0] = torch.tensor([0.0, 1.0])  # one clip of a rare class
+    sampler = balanced_sampler(targets, num_samples=20000, generator=torch.Generator().manual_seed(0))
+    assert sampler.replacement and len(sampler) == 20000
+    draws = torch.tensor(list(sampler))
+    rare = float((draws == 0).float().mean())
+    assert rare > 0.4  # ~0.5, against a frequency of 0.005
+    assert len(balanced_sampler(targets)) == N
+
+
+def test_sampler_reproducible_and_rejects_unlabelled():
+    targets = torch.eye(5)[torch.tensor([0, 0, 0, 1, 2, 3, 4, 4])]
+    a = list(balanced_sampler(targets, generator=torch.Generator().manual_seed(1)))
+    b = list(balanced_sampler(targets, generator=torch.Generator().manual_seed(1)))
+    c = list(balanced_sampler(targets, 64, generator=torch.Generator().manual_seed(2)))
+    d = list(balanced_sampler(targets, 64, generator=torch.Generator().manual_seed(1)))
+    assert a == b and c != d
+    with pytest.raises(ValueError):
+        balanced_sampler(torch.zeros(3, 2))

@@ -1,0 +1,88 @@
+"""End-to-end: real training runs on a few synthetic clips with a one-layer micro AST."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.experiment import Variant, load_splits, run_experiment
+from coarse2fine.model import AST, ASTConfig, ast_training_flops
+from coarse2fine.train import train_run
+
+SMALL = [
+    "data.train_clips=32", "data.val_clips=16", "train.epochs=2", "train.batch_size=16",
+    "train.optim.warmup_steps=2", "train.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    c = load_config("demo", SMALL)
+    c.model.preset = "micro"
+    return c
+
+
+@pytest.fixture(scope="module")
+def splits(cfg):
+    return load_splits(cfg)
+
+
+@pytest.mark.parametrize("method", ["fshift", "avgpool", "patch"])
+def test_two_phase_run_records_flops_time_and_weights(cfg, splits, tmp_path, method):
+    cfg.c2f.schedule, cfg.c2f.method, cfg.c2f.phase_epochs = "4-1", method, [1, 2]
+    result = train_run(cfg, splits, tmp_path, progress=False)
+    recs = result.records
+    assert [(r["epoch"], r["phase"], r["R"], r["phase_epoch"]) for r in recs] == [(1, 0, 4, 1), (2, 1, 1, 1), (3, 1, 1, 2)]
+    assert [r["tokens"] for r in recs] == [16, 64, 64]
+    # FLOPs: the analytic count for the real geometry of each phase, times the clips seen.
+    full = AST(ASTConfig.from_dict(json.loads((tmp_path / "model_config.json").read_text()))).config
+    assert recs[-1]["train_flops"] == ast_training_flops(full, 1) * 32
+    assert recs[0]["train_flops"] < recs[1]["train_flops"] / 3
+    assert recs[-1]["cum_flops"] == sum(r["train_flops"] for r in recs)
+    assert recs[-1]["cum_time"] == pytest.approx(sum(r["train_time"] for r in recs))
+    assert all(r["train_time"] > 0 and 0 <= r["acc"] <= 1 for r in recs)
+    # The LR schedule (warmup included) restarts at the phase change.
+    assert recs[1]["lr"] == pytest.approx(recs[0]["lr"])
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert log["done"] and len(log["records"]) == 3
+    assert (tmp_path / "log.csv").read_text().splitlines()[0].startswith("epoch,phase,R")
+    weights = load_file(tmp_path / "model.safetensors")
+    assert weights["pos_embed"].shape[1] == 64 + 2
+
+
+def test_training_learns_something(cfg, splits, tmp_path):
+    cfg.c2f.schedule, cfg.c2f.phase_epochs = "1", None
+    cfg.train.epochs = 3
+    result = train_run(cfg, splits, tmp_path, progress=False)
+    losses = [r["train_loss"] for r in result.records]
+    assert losses[-1] < losses[0]
+
+
+def test_experiment_reuses_finished_runs(cfg, splits, tmp_path):
+    cfg.train.epochs = 1
+    cfg.c2f.phase_epochs = None
+    base, runs = run_experiment(cfg, [Variant("maxpool", "2-1")], tmp_path, splits=splits, progress=False)
+    assert list(runs) == ["Max Pool 21"]
+    stamp = (tmp_path / "baseline" / "log.json").stat().st_mtime_ns
+    base2, _ = run_experiment(cfg, [Variant("maxpool", "2-1")], tmp_path, splits=splits, progress=False)
+    assert (tmp_path / "baseline" / "log.json").stat().st_mtime_ns == stamp
+    assert base2.records == base.records
+
+
+def test_demo_command_prints_the_savings_table(tmp_path, capsys):
+    rc = main(["demo", "--out", str(tmp_path), "--methods", "fshift,patch-pi", "--quiet",
+               *[a for s in SMALL + ["model.preset=micro", "train.epochs=1"] for a in ("--set", s)]])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "Baseline" in out and "Fshift 41" in out and "Patch PI 41" in out
+    assert "FLOPs" in out and (tmp_path / "savings.md").exists() and (tmp_path / "savings.csv").exists()
+
+
+def test_cli_errors_are_clear(capsys):
+    assert main(["demo", "--schedule", "1-4", "--quiet"]) == 2
+    assert "schedule '1-4'" in capsys.readouterr().err
+    assert main(["demo", "--methods", "blur", "--quiet"]) == 2
+    assert "unknown method(s) blur" in capsys.readouterr().err

@@ -1,0 +1,177 @@
+"""Clip validation on real audio files: every bad kind is named, good formats all pass."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from coarse2fine.data import validate as validate_module
+from coarse2fine.data.manifest import Entry, Manifest, fsdd_manifest
+from coarse2fine.data.validate import InvalidInputError, ValidationReport, validate
+
+FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
+
+
+def tone(seconds: float, rate: int, channels: int = 1, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = amplitude * np.sin(2 * np.pi * 440.0 * t).astype(np.float32)
+    return np.stack([x, 0.5 * x], axis=1) if channels == 2 else x
+
+
+# name -> (seconds, rate, channels, format, subtype)
+GOOD = {
+    "stereo.wav": (0.3, 16000, 2, "WAV", "PCM_16"),
+    "u8.wav": (0.3, 16000, 1, "WAV", "PCM_U8"),
+    "pcm16.wav": (0.3, 16000, 1, "WAV", "PCM_16"),
+    "pcm24.wav": (0.3, 16000, 1, "WAV", "PCM_24"),
+    "pcm32.wav": (0.3, 16000, 1, "WAV", "PCM_32"),
+    "float.wav": (0.3, 16000, 1, "WAV", "FLOAT"),
+    "double.wav": (0.3, 16000, 1, "WAV", "DOUBLE"),
+    "rate8k.wav": (0.3, 8000, 1, "WAV", "PCM_16"),
+    "rate44k.wav": (0.3, 44100, 2, "WAV", "PCM_16"),
+    "clip.flac": (0.3, 22050, 1, "FLAC", "PCM_16"),
+    "clip.ogg": (0.3, 16000, 1, "OGG", "VORBIS"),
+}
+
+# name -> words the problem must contain
+BAD = {
+    "corrupt.wav": "undecodable",
+    "truncated_header.wav": "undecodable",
+    "zero_bytes.wav": "empty",
+    "empty.wav": "empty",
+    "short.wav": "too short",
+    "silent.wav": "silent",
+    "nan.wav": "nan",
+    "inf.wav": "inf",
+    "missing.wav": "not found",
+}
+
+
+def write_bad(folder: Path) -> None:
+    rng = np.random.default_rng(0)
+    (folder / "corrupt.wav").write_bytes(rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    sf.write(folder / "whole.tmp.wav", tone(0.3, 16000), 16000, subtype="PCM_16", format="WAV")
+    (folder / "truncated_header.wav").write_bytes((folder / "whole.tmp.wav").read_bytes()[:30])
+    (folder / "whole.tmp.wav").unlink()
+    (folder / "zero_bytes.wav").write_bytes(b"")
+    sf.write(folder / "empty.wav", np.zeros(0, dtype=np.float32), 16000, subtype="PCM_16")
+    sf.write(folder / "short.wav", tone(0.05, 8000), 8000, subtype="PCM_16")
+    sf.write(folder / "silent.wav", np.zeros(8000, dtype=np.float32), 16000, subtype="PCM_16")
+    nan = tone(0.3, 16000)
+    nan[100] = np.nan
+    sf.write(folder / "nan.wav", nan, 16000, subtype="FLOAT")
+    inf = tone(0.3, 16000)
+    inf[200] = np.inf
+    sf.write(folder / "inf.wav", inf, 16000, subtype="FLOAT")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("clips")
+    for name, (seconds, rate, channels, fmt, subtype) in GOOD.items():
+        sf.write(folder / name, tone(seconds, rate, channels), rate, subtype=subtype, format=fmt)
+    write_bad(folder)
+    return folder
+
+
+def manifest_of(folder: Path, names) -> Manifest:
+    entries = [Entry(folder / n, ("a" if i % 2 else "b",)) for i, n in enumerate(names)]
+    return Manifest(entries, ["a", "b"], ["a", "b"], False, "test manifest")
+
+
+def test_good_formats_pass(clips: Path):
+    report = validate(manifest_of(clips, GOOD), on_error="raise")
+    assert report.problems == [] and [e.path.name for e in report.ok] == list(GOOD)
+    assert report.format() == f"{len(GOOD)} of {len(GOOD)} clips usable"
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_each_bad_kind_raises_with_file_and_problem(clips: Path, name: str):
+    with pytest.raises(InvalidInputError) as info:
+        validate(manifest_of(clips, ["pcm16.wav", name, "float.wav"]))
+    msg = str(info.value)
+    assert str(clips / name) in msg
+    assert BAD[name] in msg.lower()
+    assert "pcm16.wav" not in msg and "float.wav" not in msg
+    [problem] = info.value.problems
+    assert problem.path == clips / name and BAD[name] in problem.problem.lower()
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_each_bad_kind_listed_when_skipping(clips: Path, name: str):
+    report = validate(manifest_of(clips, ["pcm16.wav", name]), on_error="skip")
+    assert [e.path.name for e in report.ok] == ["pcm16.wav"]
+    [problem] = report.problems
+    assert problem.path == clips / name and BAD[name] in problem.problem.lower()
+
+
+def test_raise_lists_all_bad_files(clips: Path):
+    with pytest.raises(InvalidInputError) as info:
+        validate(manifest_of(clips, [*GOOD, *BAD]))
+    msg = str(info.value)
+    assert f"{len(BAD)} clip(s) cannot be used" in msg and "test manifest" in msg
+    for name, word in BAD.items():
+        line = next(line for line in msg.splitlines() if str(clips / name) in line)
+        assert word in line.lower()
+    assert {p.path.name for p in info.value.problems} == set(BAD)
+    assert not any(str(clips / name) in msg for name in GOOD)
+
+
+def test_skip_returns_report_and_warns(clips: Path, caplog):
+    names = [*BAD, *GOOD]
+    with caplog.at_level(logging.WARNING, logger="coarse2fine.data.validate"):
+        report = validate(manifest_of(clips, names), on_error="skip")
+    assert [e.path.name for e in report.ok] == list(GOOD)
+    assert [p.path.name for p in report.problems] == list(BAD)
+    assert any(f"skipping {len(BAD)} bad clip(s)" in r.getMessage() for r in caplog.records)
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["checked"] == len(names) and d["ok"] == len(GOOD) and len(d["problems"]) == len(BAD)
+    text = report.format()
+    assert text.startswith(f"{len(GOOD)} of {len(names)} clips usable") and all(str(clips / n) in text for n in BAD)
+    clean = report.filtered(manifest_of(clips, names))
+    assert [e.path.name for e in clean.entries] == list(GOOD) and clean.classes == ["a", "b"]
+
+
+def test_all_bad_raises_even_when_skipping(clips: Path):
+    with pytest.raises(InvalidInputError, match="no clip is usable"):
+        validate(manifest_of(clips, ["corrupt.wav", "missing.wav"]), on_error="skip")
+
+
+def test_options(clips: Path):
+    assert validate(manifest_of(clips, ["silent.wav"]), check_silence=False).problems == []
+    assert validate(manifest_of(clips, ["short.wav"]), min_seconds=0.01).problems == []
+    with pytest.raises(InvalidInputError, match="too short: 0.300 s < 0.5 s"):
+        validate(manifest_of(clips, ["pcm16.wav"]), min_seconds=0.5)
+    with pytest.raises(ValueError, match="on_error"):
+        validate(manifest_of(clips, ["pcm16.wav"]), on_error="ignore")
+    with pytest.raises(InvalidInputError, match="empty manifest"):
+        validate(Manifest([], ["a"], ["a"], False, "nothing"))
+
+
+def test_repeated_file_decoded_once(clips: Path, monkeypatch):
+    calls: list[Path] = []
+    real = validate_module.load_audio
+
+    def counting(path, sample_rate=16000):
+        calls.append(Path(path))
+        return real(path, sample_rate)
+
+    monkeypatch.setattr(validate_module, "load_audio", counting)
+    report = validate(manifest_of(clips, ["pcm16.wav", "pcm16.wav", "float.wav"]))
+    assert len(report.ok) == 3 and sorted(p.name for p in calls) == ["float.wav", "pcm16.wav"]
+
+
+def test_report_dataclass_defaults():
+    r = ValidationReport(ok=[])
+    assert r.to_dict() == {"checked": 0, "ok": 0, "problems": []}
+
+
+@pytest.mark.skipif(not FSDD.is_dir(), reason=f"FSDD not found at {FSDD}")
+def test_fsdd_test_split_is_clean():
+    report = validate(fsdd_manifest(FSDD, "digits", "test"))
+    assert len(report.ok) == 300 and report.problems == []
