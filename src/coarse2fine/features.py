@@ -67,7 +67,9 @@ class FbankConfig:
         if self.window not in WINDOWS:
             raise ValueError(f"unknown window {self.window!r}; choose one of {', '.join(WINDOWS)}")
         if self.window_size < 2:
-            raise ValueError(f"frame_length_ms={self.frame_length_ms} gives a window of {self.window_size} samples (< 2)")
+            raise ValueError(
+                f"frame_length_ms={self.frame_length_ms} gives a window of {self.window_size} samples (< 2)"
+            )
         if self.window_shift < 1:
             raise ValueError(f"frame_shift_ms={self.frame_shift_ms} gives a shift of {self.window_shift} samples (< 1)")
         if self.num_mel_bins < 1:
@@ -205,7 +207,9 @@ def _window(kind: str, size: int, device: torch.device, dtype: torch.dtype) -> t
     return w.to(device=device, dtype=dtype)
 
 
-def window_function(cfg: FbankConfig, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def window_function(
+    cfg: FbankConfig, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The analysis window of ``cfg`` [window_size] (cached; do not modify in place)."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
     return _window(cfg.window, cfg.window_size, dev, dtype)

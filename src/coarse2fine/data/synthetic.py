@@ -36,7 +36,7 @@ class SyntheticConfig:
     num_clips: int = 800
     clip_seconds: float = 1.28
     sample_rate: int = 16000
-    snr_db: tuple[float, float] = (-3.0, 12.0)
+    snr_db: tuple[float, float] = (3.0, 15.0)
     seed: int = 0
 
 
