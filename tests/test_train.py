@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
-from coarse2fine.experiment import Variant, load_splits, run_experiment
+from coarse2fine.data.sources import load_splits
+from coarse2fine.experiment import Variant, run_experiment
 from coarse2fine.model import AST, ASTConfig, ast_training_flops
 from coarse2fine.train import train_run
 

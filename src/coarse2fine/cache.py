@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
-def cache_key(path: str | os.PathLike, fbank: FbankConfig) -> str:
-    """Hex digest identifying the features of ``path`` under ``fbank`` (file identity + settings)."""
+def cache_key(path: str | os.PathLike, fbank: FbankConfig, extra: dict | None = None) -> str:
+    """Hex digest identifying the features of ``path`` under ``fbank`` (file identity + settings).
+
+    ``extra`` holds anything else the features depend on (e.g. the clip length they were cut to).
+    """
     p = Path(path).resolve()
     st = p.stat()
     ident = {
@@ -40,6 +43,7 @@ def cache_key(path: str | os.PathLike, fbank: FbankConfig) -> str:
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
         "fbank": dataclasses.asdict(fbank),
+        "extra": extra or {},
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
@@ -56,9 +60,9 @@ class FeatureCache:
     def _file(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
 
-    def get(self, path: str | os.PathLike, fbank: FbankConfig, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def get(self, path: str | os.PathLike, fbank: FbankConfig, compute: Callable[[], torch.Tensor], extra: dict | None = None) -> torch.Tensor:
         """The cached features of ``path``, computing and storing them with ``compute()`` on a miss."""
-        file = self._file(cache_key(path, fbank))
+        file = self._file(cache_key(path, fbank, extra))
         if file.exists():
             try:
                 feats = torch.from_numpy(np.load(file, allow_pickle=False).astype(np.float32, copy=False))

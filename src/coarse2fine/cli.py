@@ -10,7 +10,9 @@ from typing import Sequence
 
 from coarse2fine import __version__, atomic
 from coarse2fine.config import load_config, preset_names
-from coarse2fine.experiment import Variant, load_splits, parse_methods, phase_summary, run_experiment
+from coarse2fine.data.sources import load_splits
+from coarse2fine.data.stats import dataset_stats
+from coarse2fine.experiment import Variant, parse_methods, phase_summary, run_experiment
 from coarse2fine.phases import parse_schedule
 from coarse2fine.savings import format_table, load_records, savings_table
 from coarse2fine.train import train_run
@@ -57,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run folders (or log.json files)")
     p.add_argument("--metric", default=None, help="metric to compare (default: the baseline config's train.metric)")
     p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+
+    p = sub.add_parser("stats", help="normalisation mean/std of a config's training set (AST's features.mean/std)")
+    p.add_argument("config", help="preset name or YAML path")
+    _add_common(p)
+
+    p = sub.add_parser("check", help="check every clip of a config's data and list the bad ones, without training")
+    p.add_argument("config", help="preset name or YAML path")
+    _add_common(p)
 
     sub.add_parser("presets", help="list the shipped presets")
     return parser
@@ -111,6 +121,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = train_run(cfg, load_splits(cfg), args.out, progress=not quiet)
             best = max(r[cfg.train.metric] for r in result.records)
             print(f"{cfg.name}: best {cfg.train.metric} {best:.4f}; logs in {result.out_dir}")
+        elif args.command == "stats":
+            cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null", "data.preload=true"])
+            splits = load_splits(cfg)
+            lengths = getattr(splits.train, "lengths", None)
+            mean, std = dataset_stats(splits.train, cfg.features.spec().fbank, cfg.features.target_length, lengths=lengths)
+            print(f"{len(splits.train)} training clips: mean {mean:.7g}, std {std:.7g}")
+            print(f"features:\n  mean: {mean:.7g}\n  std: {std:.7g}")
+        elif args.command == "check":
+            cfg = load_config(args.config, [*args.overrides, "data.on_error=skip", "data.preload=false", "data.cache_dir=null"])
+            splits = load_splits(cfg)
+            print(f"{len(splits.train)} training and {len(splits.val)} validation clips usable; {len(splits.skipped)} bad")
+            for p in splits.skipped:
+                print(f"  {p.path}: {p.problem}")
+            return 1 if splits.skipped else 0
         elif args.command == "compare":
             base = load_records(_log_path(args.baseline))
             metric = args.metric or "acc"

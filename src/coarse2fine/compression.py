@@ -67,6 +67,11 @@ class Compression:
             "patch": f"Patch {'PI' if self.patch_resize == 'pi' else 'BL'}",
         }[self.method]
 
+    @property
+    def time_factor(self) -> int:
+        """How many times fewer frames the model's input has (Patch keeps every frame)."""
+        return 1 if self.method == "patch" else self.R
+
     def at(self, R: int) -> "Compression":
         """The same method at another factor."""
         return dataclasses.replace(self, R=R)

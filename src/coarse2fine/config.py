@@ -15,18 +15,38 @@ from typing import Any, Sequence
 
 import yaml
 
+from coarse2fine.features import FbankConfig, FeatureSpec
 from coarse2fine.optim import OptimConfig
 
 
 @dataclass
 class DataConfig:
-    """Where the clips come from. ``kind: synthetic`` is the embedded demo set."""
+    """Where the clips come from.
+
+    ``kind``: ``synthetic`` (the embedded demo set: ``train_clips``/``val_clips``), ``manifest``
+    (``train``/``val`` are AST JSON manifests with ``label_csv``, CSV files, or class folders),
+    or ``fsdd`` (the Free Spoken Digit Dataset at ``root``; ``task``: digits or speakers).
+    Clips are padded/cut to ``clip_seconds``. Every file is checked before training;
+    ``on_error: skip`` drops bad files and lists them in the run's report instead of stopping.
+    ``cache_dir`` turns on the on-disk fbank cache; ``preload`` decodes all clips into memory.
+    """
 
     kind: str = "synthetic"
     train_clips: int = 800
     val_clips: int = 240
     clip_seconds: float = 1.28
     seed: int = 0
+    train: str | None = None
+    val: str | None = None
+    label_csv: str | None = None
+    multilabel: bool = False
+    root: str | None = None
+    task: str = "digits"
+    on_error: str = "raise"
+    min_seconds: float = 0.1
+    preload: bool = True
+    cache_dir: str | None = None
+    num_workers: int = 0
 
 
 @dataclass
@@ -40,6 +60,16 @@ class FeatureConfig:
     target_length: int = 128
     mean: float = -4.2677393
     std: float = 4.5689974
+
+    def spec(self) -> FeatureSpec:
+        """The full-resolution :class:`~coarse2fine.features.FeatureSpec` of these settings."""
+        fbank = FbankConfig(
+            sample_rate=self.sample_rate,
+            num_mel_bins=self.num_mel_bins,
+            frame_length_ms=self.frame_length_ms,
+            frame_shift_ms=self.frame_shift_ms,
+        )
+        return FeatureSpec(fbank=fbank, target_length=self.target_length, mean=self.mean, std=self.std)
 
 
 @dataclass
@@ -67,6 +97,22 @@ class TrainConfig:
 
 
 @dataclass
+class AugmentSection:
+    """AST augmentation: SpecAugment (``timem`` in full-resolution frames, divided by R in coarse
+    phases of Fshift/Pool), waveform mixup, noise, balanced sampling, and weight averaging of the
+    final phase's epochs ``wa_start..wa_end`` (0 = off)."""
+
+    freqm: int = 0
+    timem: int = 0
+    mixup: float = 0.0
+    mixup_alpha: float = 10.0
+    noise: bool = False
+    balanced_sampling: bool = False
+    wa_start: int = 0
+    wa_end: int = 0
+
+
+@dataclass
 class C2FConfig:
     """Coarse-to-fine settings: schedule (``1`` = baseline), method and phase lengths."""
 
@@ -87,6 +133,7 @@ class RunConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentSection = field(default_factory=AugmentSection)
     c2f: C2FConfig = field(default_factory=C2FConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,6 +216,24 @@ def read_yaml(name_or_path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: ``over``'s values win; nested mappings merge key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_extends(values: dict[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Apply ``extends: PRESET_OR_PATH`` (a preset building on another), recursively."""
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    if parent in seen:
+        raise ValueError(f"config 'extends' loop: {' -> '.join((*seen, parent))}")
+    return _merge(resolve_extends(read_yaml(parent), (*seen, parent)), values)
+
+
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict, in place."""
     for item in overrides:
@@ -187,7 +252,7 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()) -> RunConfig:
     """Read a preset or YAML file and apply overrides."""
-    return config_from_dict(apply_overrides(read_yaml(name_or_path), overrides))
+    return config_from_dict(apply_overrides(resolve_extends(read_yaml(name_or_path)), overrides))
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

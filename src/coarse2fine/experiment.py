@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from coarse2fine.config import RunConfig
-from coarse2fine.data.datasets import DataSplits, synthetic_splits
+from coarse2fine.data.datasets import DataSplits
+from coarse2fine.data.sources import load_splits
 from coarse2fine.train import RunResult, train_run
 
 log = logging.getLogger(__name__)
@@ -69,14 +70,6 @@ def variant_config(base: RunConfig, variant: Variant | None) -> RunConfig:
     cfg.name = variant.name
     cfg.c2f.schedule, cfg.c2f.method, cfg.c2f.patch_resize = variant.schedule, method, resize
     return cfg
-
-
-def load_splits(cfg: RunConfig) -> DataSplits:
-    """The train/validation data a config names."""
-    d = cfg.data
-    if d.kind == "synthetic":
-        return synthetic_splits(d.train_clips, d.val_clips, d.clip_seconds, cfg.features.sample_rate, d.seed)
-    raise ValueError(f"data.kind {d.kind!r} is not supported; available: synthetic")
 
 
 def finished_run(out_dir: Path, cfg: RunConfig) -> RunResult | None:

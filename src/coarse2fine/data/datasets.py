@@ -6,7 +6,8 @@ changes the frame shift) on the training device, from the same clips.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -40,10 +41,12 @@ class WaveformDataset(Dataset):
 
 @dataclass(frozen=True)
 class DataSplits:
-    """The train and validation sets of a run."""
+    """The train and validation sets of a run, the clips skipped as bad, and the classes' display names."""
 
-    train: WaveformDataset
-    val: WaveformDataset
+    train: Any  # WaveformDataset, FileDataset or CachedFeatureDataset
+    val: Any
+    skipped: list = field(default_factory=list)
+    display_names: list[str] | None = None
 
 
 def synthetic_splits(train_clips: int, val_clips: int, clip_seconds: float, sample_rate: int, seed: int = 0) -> DataSplits:

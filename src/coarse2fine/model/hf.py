@@ -1,23 +1,39 @@
-"""Weights from Hugging Face ``ASTForAudioClassification`` / ``ASTModel`` into our :class:`AST`.
+"""Checkpoint interop: Hugging Face AST (both ways), the original AST release, ImageNet ViT/DeiT init.
 
-Both key layouts are understood: the one of the checkpoints on the Hub and of transformers 4.x
+Hugging Face ``ASTForAudioClassification`` / ``ASTModel`` weights into our :class:`AST`: both key
+layouts are understood: the one of the checkpoints on the Hub and of transformers 4.x
 (``encoder.layer.N.attention.attention.{query,key,value}``, ``attention.output.dense``,
 ``intermediate.dense``, ``output.dense``) and the one transformers 5.x models produce
 (``layers.N.attention.{q,k,v,o}_proj``, ``mlp.fc1``, ``mlp.fc2``). The
 ``audio_spectrogram_transformer.`` prefix is optional (an ``ASTModel`` state dict has none, and
 then has no classifier either: our head is left as it is). Separate query/key/value projections
-are concatenated into our fused ``qkv``. Transformers itself is not imported.
+are concatenated into our fused ``qkv``. :func:`load_hf_checkpoint` reads a whole model folder.
+
+:func:`export_hf_checkpoint` writes the other way, in the Hub (4.x) layout that every
+transformers version loads. :func:`load_original_ast_checkpoint` reads the original AST release
+(``module.v.*`` timm names, ``mlp_head``); :func:`init_from_imagenet` initialises from ImageNet
+ViT/DeiT weights as AST does (RGB-summed patch kernel, pos-embed centre-cropped or interpolated).
+Transformers itself is not imported; every file is read without unpickling code.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
 import re
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file as load_safetensors
 
-from coarse2fine.model.ast import AST, ASTConfig
+from coarse2fine.atomic import save_safetensors, write_json
+from coarse2fine.features import FbankConfig, FeatureSpec
+from coarse2fine.model.ast import AST, ASTConfig, PatchResize
+from coarse2fine.model.patch_embed import resize_patch_kernel
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +159,558 @@ def load_hf_state_dict(model: AST, hf_state_dict: Mapping[str, torch.Tensor]) ->
     if missing:
         log.info("no classifier in the Hugging Face weights; head left as initialised")
     model.load_state_dict(ours, strict=not missing)
+
+
+# ============================================================================ our -> Hugging Face
+
+HF_MODEL_TYPE = "audio-spectrogram-transformer"
+AUDIOSET_MEAN = -4.2677393
+AUDIOSET_STD = 4.5689974
+
+# Our per-block module -> the Hub / transformers 4.x module (q/k/v are split separately).
+_BLOCK_TO_HF = {
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "attn.proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+}
+_OUR_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our AST ``state_dict`` in the Hub / transformers 4.x ``ASTForAudioClassification`` layout.
+
+    The fused ``qkv`` is split into ``attention.attention.{query,key,value}``; every tensor is a
+    contiguous CPU copy (safetensors refuses tensors that share memory). Unknown keys raise
+    ``ValueError``.
+    """
+    inverse_top = {ours: hf for hf, ours in _TOP_LEVEL.items()}
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state_dict.items():
+        value = value.detach().to("cpu")
+        if key in inverse_top:
+            hf_key = inverse_top[key]
+            name = hf_key if hf_key.startswith("classifier.") else _PREFIX + hf_key
+            out[name] = value.clone().contiguous()
+            continue
+        match = _OUR_BLOCK_KEY.match(key)
+        if match is None:
+            unknown.append(key)
+            continue
+        idx, module, kind = match[1], match[2], match[3]
+        base = f"{_PREFIX}encoder.layer.{idx}."
+        if module == "attn.qkv":
+            for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                out[f"{base}attention.attention.{part}.{kind}"] = chunk.clone().contiguous()
+        elif module in _BLOCK_TO_HF:
+            out[f"{base}{_BLOCK_TO_HF[module]}.{kind}"] = value.clone().contiguous()
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"cannot map AST key(s) to Hugging Face names: {', '.join(sorted(unknown))}")
+    return out
+
+
+def _id2label_dict(id2label: Mapping[int, str] | Sequence[str] | None, num_classes: int) -> dict[int, str]:
+    """``{index: name}`` for every class: from a mapping, a list of names, or ``class_i`` defaults."""
+    if id2label is None:
+        return {i: f"class_{i}" for i in range(num_classes)}
+    if isinstance(id2label, Mapping):
+        names = {int(k): str(v) for k, v in id2label.items()}
+    else:
+        names = {i: str(v) for i, v in enumerate(id2label)}
+    if sorted(names) != list(range(num_classes)):
+        raise ValueError(f"id2label must name classes 0..{num_classes - 1} (the model has {num_classes}), got {len(names)}")
+    return names
+
+
+def hf_config_dict(model_config: ASTConfig, id2label: Mapping[int, str]) -> dict[str, Any]:
+    """The ``config.json`` contents of an ``ASTForAudioClassification`` equivalent to ``model_config``.
+
+    Hugging Face AST patches are square (one ``patch_size``); other shapes raise ``ValueError``.
+    """
+    cfg = model_config
+    pf, pt = cfg.patch_size
+    if pf != pt:
+        raise ValueError(
+            f"Hugging Face AST supports square patches only (one patch_size); this model has "
+            f"{pf}x{pt} (freq x time) patches. Export a model at full resolution (after its last "
+            "coarse-to-fine phase) or with a square patch."
+        )
+    intermediate = cfg.embed_dim * cfg.mlp_ratio
+    if intermediate != int(intermediate):
+        raise ValueError(f"embed_dim {cfg.embed_dim} x mlp_ratio {cfg.mlp_ratio} is not an integer intermediate_size")
+    if cfg.drop_path_rate > 0:
+        log.info("drop_path_rate %g is not part of Hugging Face AST (training only; inference unaffected)", cfg.drop_path_rate)
+    return {
+        "architectures": ["ASTForAudioClassification"],
+        "model_type": HF_MODEL_TYPE,
+        "hidden_size": cfg.embed_dim,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": int(intermediate),
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": cfg.drop_rate,
+        "attention_probs_dropout_prob": cfg.attn_drop_rate,
+        "initializer_range": 0.02,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "patch_size": pf,
+        "qkv_bias": cfg.qkv_bias,
+        "frequency_stride": cfg.stride[0],
+        "time_stride": cfg.stride[1],
+        "max_length": cfg.target_length,
+        "num_mel_bins": cfg.num_mel_bins,
+        "id2label": {str(i): name for i, name in sorted(id2label.items())},
+        "label2id": {name: i for i, name in sorted(id2label.items())},
+    }
+
+
+def hf_preprocessor_dict(
+    num_mel_bins: int, max_length: int, mean: float, std: float, sample_rate: int = 16000
+) -> dict[str, Any]:
+    """``preprocessor_config.json`` contents for transformers' ``ASTFeatureExtractor``."""
+    return {
+        "feature_extractor_type": "ASTFeatureExtractor",
+        "feature_size": 1,
+        "sampling_rate": int(sample_rate),
+        "num_mel_bins": int(num_mel_bins),
+        "max_length": int(max_length),
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "do_normalize": True,
+        "mean": float(mean),
+        "std": float(std),
+        "return_attention_mask": False,
+    }
+
+
+def _check_hf_features(spec: FeatureSpec, model_config: ASTConfig) -> None:
+    """Warn where ``spec`` differs from what ``ASTFeatureExtractor`` computes (25/10 ms Kaldi fbank)."""
+    fb = spec.fbank
+    if (fb.frame_length_ms, fb.frame_shift_ms) != (25.0, 10.0) or fb.window != "hanning":
+        log.warning(
+            "features use a %g ms window / %g ms shift (%s); ASTFeatureExtractor always uses 25 ms / 10 ms "
+            "hanning: Hugging Face users will feed the model different features",
+            fb.frame_length_ms, fb.frame_shift_ms, fb.window,
+        )
+    if spec.target_length != model_config.target_length or fb.num_mel_bins != model_config.num_mel_bins:
+        raise ValueError(
+            f"feature spec ({spec.target_length} frames x {fb.num_mel_bins} bins) does not match the model "
+            f"({model_config.target_length} x {model_config.num_mel_bins})"
+        )
+
+
+def export_hf_checkpoint(
+    model: AST,
+    directory: str | os.PathLike,
+    id2label: Mapping[int, str] | Sequence[str] | None = None,
+    feature_mean: float = AUDIOSET_MEAN,
+    feature_std: float = AUDIOSET_STD,
+    sample_rate: int = 16000,
+    feature_spec: FeatureSpec | None = None,
+) -> Path:
+    """Write ``model`` as a Hugging Face ``ASTForAudioClassification`` folder; returns the folder.
+
+    Files (each written atomically): ``model.safetensors`` in the Hub / transformers 4.x key layout
+    (what Hub checkpoints use; transformers 5.x converts it on load), ``preprocessor_config.json``
+    (``ASTFeatureExtractor`` with ``feature_mean`` / ``feature_std``) and ``config.json`` last.
+    ``id2label``: a ``{index: name}`` mapping or a list of names (default ``class_i``).
+    ``feature_spec``, if given, supplies mean, std and sample rate instead and is checked against
+    the model and against what ``ASTFeatureExtractor`` computes (a warning where it differs).
+    Raises ``ValueError`` for models Hugging Face AST cannot express (non-square patches).
+    """
+    out = Path(directory)
+    cfg = model.config
+    names = _id2label_dict(id2label, cfg.num_classes)
+    config = hf_config_dict(cfg, names)  # validates before anything is written
+    if feature_spec is not None:
+        _check_hf_features(feature_spec, cfg)
+        feature_mean, feature_std = feature_spec.mean, feature_spec.std
+        sample_rate = feature_spec.fbank.sample_rate
+    tensors = to_hf_state_dict(model.state_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    save_safetensors(out / "model.safetensors", tensors, metadata={"format": "pt"})
+    write_json(out / "preprocessor_config.json",
+               hf_preprocessor_dict(cfg.num_mel_bins, cfg.target_length, feature_mean, feature_std, sample_rate))
+    write_json(out / "config.json", config)
+    log.info("exported Hugging Face AST checkpoint to %s (%d tensors, %d classes)", out, len(tensors), cfg.num_classes)
+    return out
+
+
+# ============================================================================ Hugging Face folder -> ours
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ``ValueError`` naming the file when missing or invalid."""
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors from a ``.safetensors`` file or a torch checkpoint (``weights_only=True``: no code runs).
+
+    A torch checkpoint that wraps its weights in ``{"state_dict": ...}`` or ``{"model": ...}`` is
+    unwrapped. Errors are ``ValueError`` naming the file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{p}: file not found")
+    try:
+        if p.suffix == ".safetensors":
+            sd: Any = load_safetensors(str(p))
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - safetensors, pickle and zip errors have no common base
+        raise ValueError(f"{p}: cannot load weights ({type(err).__name__}: {err})") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(sd, Mapping) and isinstance(sd.get(wrapper), Mapping):
+            sd = sd[wrapper]
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{p}: expected a mapping of parameter names to tensors")
+    return dict(sd)
+
+
+def _hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    """The state dict of a Hugging Face folder (single or sharded safetensors, else pytorch_model.bin)."""
+    single = directory / "model.safetensors"
+    if single.is_file():
+        return load_state_dict_file(single), single
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: no weight_map")
+        sd: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            sd.update(load_state_dict_file(directory / shard))
+        return sd, index
+    legacy = directory / "pytorch_model.bin"
+    if legacy.is_file():
+        return load_state_dict_file(legacy), legacy
+    raise ValueError(f"{directory}: no weights (model.safetensors, model.safetensors.index.json or pytorch_model.bin)")
+
+
+def _labels_from_config(config: Mapping[str, Any], num_classes: int, where: Path) -> dict[int, str]:
+    """``{index: name}`` from a config's id2label (JSON keys are strings); ``class_i`` where absent."""
+    raw = config.get("id2label") or {}
+    try:
+        names = {int(k): str(v) for k, v in raw.items()}
+    except (AttributeError, ValueError):
+        raise ValueError(f"{where}: id2label must map integer ids to names") from None
+    return {i: names.get(i, f"class_{i}") for i in range(num_classes)}
+
+
+def load_hf_checkpoint(directory: str | os.PathLike) -> tuple[AST, dict[str, Any]]:
+    """Our :class:`AST` (in eval mode) from a Hugging Face AST folder, plus what the folder says
+    about labels and features.
+
+    The folder holds ``config.json`` and ``model.safetensors`` (or shards, or ``pytorch_model.bin``,
+    read with ``weights_only=True``). The info dict has ``id2label`` (``{int: str}``), ``labels``
+    (names in class order), ``max_length``, ``num_mel_bins``, ``sampling_rate``, ``mean``, ``std``
+    (from ``preprocessor_config.json`` when present, else AudioSet's) and ``feature_spec`` (a
+    :class:`~coarse2fine.features.FeatureSpec` with the 25/10 ms Kaldi fbank ASTFeatureExtractor
+    uses). Every problem raises ``ValueError`` naming the file.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a directory")
+    config_path = folder / "config.json"
+    config = _read_json(config_path)
+    model_type = config.get("model_type")
+    if model_type not in (None, HF_MODEL_TYPE):
+        raise ValueError(f"{config_path}: model_type {model_type!r} is not {HF_MODEL_TYPE!r}")
+    try:
+        cfg = ast_config_from_hf(config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_path}: {err}") from None
+    sd, weights_path = _hf_weights(folder)
+    model = AST(cfg)
+    try:
+        load_hf_state_dict(model, sd)
+    except ValueError as err:
+        raise ValueError(f"{weights_path}: {err} (model from {config_path})") from None
+    model.eval()
+
+    id2label = _labels_from_config(config, cfg.num_classes, config_path)
+    pre_path = folder / "preprocessor_config.json"
+    pre = _read_json(pre_path) if pre_path.is_file() else {}
+    if not pre:
+        log.info("%s: no preprocessor_config.json; using AudioSet normalisation", folder)
+    mean, std = float(pre.get("mean", AUDIOSET_MEAN)), float(pre.get("std", AUDIOSET_STD))
+    sample_rate = int(pre.get("sampling_rate", 16000))
+    if int(pre.get("max_length", cfg.target_length)) != cfg.target_length:
+        log.warning("%s: max_length %s differs from the model's %d; using the model's",
+                    pre_path, pre.get("max_length"), cfg.target_length)
+    spec = FeatureSpec(FbankConfig(sample_rate=sample_rate, num_mel_bins=cfg.num_mel_bins),
+                       target_length=cfg.target_length, mean=mean, std=std)
+    info = {
+        "id2label": id2label,
+        "labels": [id2label[i] for i in range(cfg.num_classes)],
+        "max_length": cfg.target_length,
+        "num_mel_bins": cfg.num_mel_bins,
+        "sampling_rate": sample_rate,
+        "mean": mean,
+        "std": std,
+        "feature_spec": spec,
+    }
+    log.info("loaded Hugging Face AST from %s (%d classes, grid %s)", folder, cfg.num_classes, cfg.grid)
+    return model, info
+
+
+# ============================================================================ original AST release
+
+_ORIGINAL_BLOCK = re.compile(r"^blocks\.(\d+)\.(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)$")
+_ORIGINAL_TOP = {"cls_token", "dist_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
+                 "norm.weight", "norm.bias"}
+_ORIGINAL_HEAD = {"mlp_head.0.": "head.norm.", "mlp_head.1.": "head.fc."}
+_IMAGENET_HEADS = ("head.", "head_dist.")  # timm's ImageNet classifiers, unused by AST
+HEADS_BY_DIM = {768: 12, 384: 6, 192: 3}
+
+
+def convert_original_ast_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The original AST release's state dict (``audioset_10_10_0.4593.pth``) in our names.
+
+    ``module.`` (DataParallel) is optional; ``v.*`` (timm DeiT names, the same as ours) keeps its
+    name without ``v.``; ``mlp_head.0`` / ``mlp_head.1`` become ``head.norm`` / ``head.fc``. The
+    unused ImageNet heads ``v.head`` / ``v.head_dist`` are dropped; other keys raise ``ValueError``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    dropped: list[str] = []
+    for raw_key, value in sd.items():
+        key = raw_key[len("module."):] if raw_key.startswith("module.") else raw_key
+        if key.startswith("v."):
+            name = key[2:]
+            if name in _ORIGINAL_TOP or _ORIGINAL_BLOCK.match(name):
+                out[name] = value
+            elif name.startswith(_IMAGENET_HEADS):
+                dropped.append(raw_key)
+            else:
+                unknown.append(raw_key)
+            continue
+        prefix = next((p for p in _ORIGINAL_HEAD if key.startswith(p)), None)
+        if prefix is not None and key[len(prefix):] in ("weight", "bias"):
+            out[_ORIGINAL_HEAD[prefix] + key[len(prefix):]] = value
+        else:
+            unknown.append(raw_key)
+    if unknown:
+        raise ValueError(f"unrecognised original AST key(s): {', '.join(sorted(unknown))}")
+    if dropped:
+        log.debug("dropped the unused ImageNet head(s) of the original AST checkpoint: %s", ", ".join(sorted(dropped)))
+    return out
+
+
+def _default_target_length(time_tokens: int, patch: int, stride: int) -> int:
+    """An input length giving ``time_tokens`` tokens: the smallest power of two among the lengths
+    that do (1024 for AST's 101 tokens at stride 10), else the smallest such length."""
+    low = (time_tokens - 1) * stride + patch
+    for length in range(low, low + stride):
+        if length & (length - 1) == 0:
+            return length
+    return low
+
+
+def original_ast_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> ASTConfig:
+    """:class:`ASTConfig` of a converted original-AST state dict (see :func:`convert_original_ast_state_dict`).
+
+    Inferred from the weights: embed_dim, depth, mlp_ratio, qkv_bias, num_classes, patch_size.
+    ``num_heads`` cannot be: it comes from ``overrides`` or the DeiT default for the width
+    (768 -> 12, 384 -> 6, 192 -> 3). ``stride`` defaults to AST's released (10, 10) and
+    ``num_mel_bins`` to 128; the token count of ``pos_embed`` then fixes the time grid and
+    ``target_length`` (default: the smallest power of two giving that grid, 1024 for AST).
+    LayerNorm eps is timm's 1e-6. Any field can be overridden; the result is checked against
+    ``pos_embed``.
+    """
+    required = ("cls_token", "pos_embed", "patch_embed.proj.weight")
+    missing = [k for k in required if k not in sd]
+    if missing:
+        raise ValueError(f"original AST state dict lacks {', '.join(missing)}")
+    dim = int(sd["cls_token"].shape[-1])
+    depths = {int(m[1]) for k in sd if (m := _ORIGINAL_BLOCK.match(k))}
+    if not depths:
+        raise ValueError("original AST state dict has no transformer blocks")
+    num_heads = overrides.pop("num_heads", HEADS_BY_DIM.get(dim))
+    if num_heads is None:
+        raise ValueError(f"cannot infer num_heads for embed dim {dim}: pass num_heads=...")
+    patch = tuple(int(s) for s in sd["patch_embed.proj.weight"].shape[-2:])
+    stride = _pair_of(overrides.pop("stride", (10, 10)))
+    mel_bins = int(overrides.pop("num_mel_bins", 128))
+    n_tokens = int(sd["pos_embed"].shape[1]) - 2
+    freq_tokens = (mel_bins - patch[0]) // stride[0] + 1
+    if freq_tokens < 1 or n_tokens % freq_tokens:
+        raise ValueError(
+            f"pos_embed has {n_tokens} patch tokens, which is not a multiple of the {freq_tokens} frequency "
+            f"tokens of {mel_bins} mel bins at patch {patch} / stride {stride}: pass num_mel_bins / stride"
+        )
+    target_length = int(overrides.pop("target_length", _default_target_length(n_tokens // freq_tokens, patch[1], stride[1])))
+    head = sd.get("head.fc.weight")
+    fields: dict[str, Any] = dict(
+        num_classes=int(head.shape[0]) if head is not None else 527,
+        embed_dim=dim,
+        depth=max(depths) + 1,
+        num_heads=int(num_heads),
+        mlp_ratio=int(sd["blocks.0.mlp.fc1.weight"].shape[0]) / dim,
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        layer_norm_eps=1e-6,
+        num_mel_bins=mel_bins,
+        target_length=target_length,
+        patch_size=patch,
+        stride=stride,
+    )
+    cfg = ASTConfig(**{**fields, **overrides})
+    if cfg.num_tokens != n_tokens:
+        raise ValueError(f"config grid {cfg.grid} gives {cfg.num_tokens} tokens but pos_embed has {n_tokens}")
+    return cfg
+
+
+def _pair_of(value: Any) -> tuple[int, int]:
+    """``(a, a)`` for an int, else a 2-tuple of ints."""
+    if isinstance(value, int):
+        return value, value
+    a, b = value
+    return int(a), int(b)
+
+
+def load_original_ast_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> AST:
+    """Our :class:`AST` (eval mode) from an original AST release file (``audioset_10_10_0.4593.pth``).
+
+    Loaded with ``torch.load(weights_only=True)``; see :func:`original_ast_config` for what is
+    inferred and what ``config_overrides`` (any :class:`ASTConfig` field) may set. A file without
+    ``mlp_head`` loads everything but the head. Errors are ``ValueError`` naming the file.
+    """
+    p = Path(path)
+    raw = load_state_dict_file(p)
+    try:
+        sd = convert_original_ast_state_dict(raw)
+        cfg = original_ast_config(sd, **config_overrides)
+        model = AST(cfg)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(sd))
+        if missing and not all(k.startswith("head.") for k in missing):
+            raise ValueError(f"missing weights: {', '.join(missing)}")
+        extra = sorted(set(sd) - set(own))
+        if extra:
+            raise ValueError(f"weights the model lacks: {', '.join(extra)}")
+        bad = [f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in sd.items() if v.shape != own[k].shape]
+        if bad:
+            raise ValueError("shape mismatch (file vs model): " + "; ".join(bad))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{p}: {err}") from None
+    if missing:
+        log.info("%s: no mlp_head; the classifier is left as initialised", p)
+    model.load_state_dict(sd, strict=not missing)
+    log.info("loaded original AST checkpoint %s: %s", p, cfg)
+    return model.eval()
+
+
+# ============================================================================ ImageNet ViT / DeiT init
+
+def _ast_resize_axis(grid: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    """AST's per-axis rule on ``grid`` [1, D, H, W]: centre-crop ``axis`` (2 or 3) when ``size`` is
+    not larger, else bilinear interpolation along that axis only (align_corners=False)."""
+    old = grid.shape[axis]
+    if size == old:
+        return grid
+    if size < old:
+        start = old // 2 - size // 2
+        return grid.narrow(axis, start, size)
+    new_hw = (size, grid.shape[3]) if axis == 2 else (grid.shape[2], size)
+    return F.interpolate(grid, size=new_hw, mode="bilinear", align_corners=False)
+
+
+def imagenet_pos_embed(
+    pos_embed: torch.Tensor, num_prefix: int, src_grid: tuple[int, int], grid: tuple[int, int]
+) -> torch.Tensor:
+    """An ImageNet ``pos_embed`` [1, prefix + H*W, D] as ours [1, 2 + F*T, D], the AST way.
+
+    The (H, W) grid becomes (freq, time): time (W) first, then frequency (H), each centre-cropped
+    or bilinearly interpolated (:func:`_ast_resize_axis`). With one prefix token (plain ViT) the
+    cls position is also used for the distillation token.
+    """
+    h, w = src_grid
+    if pos_embed.shape[1] != num_prefix + h * w:
+        raise ValueError(f"pos_embed has {pos_embed.shape[1]} tokens, expected {num_prefix} prefix + {h}x{w} grid")
+    dim = pos_embed.shape[-1]
+    prefix = pos_embed[:, :num_prefix].float()
+    if num_prefix == 1:
+        prefix = torch.cat([prefix, prefix], dim=1)
+    body = pos_embed[:, num_prefix:].float().reshape(1, h, w, dim).permute(0, 3, 1, 2)
+    body = _ast_resize_axis(body, 3, grid[1])
+    body = _ast_resize_axis(body, 2, grid[0])
+    body = body.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim)
+    return torch.cat([prefix, body], dim=1).to(pos_embed.dtype)
+
+
+def _infer_src_grid(n_grid: int) -> tuple[int, int]:
+    """A square grid of ``n_grid`` tokens (ImageNet models are square); ``ValueError`` otherwise."""
+    side = int(round(math.sqrt(n_grid)))
+    if side * side != n_grid:
+        raise ValueError(f"pos_embed grid of {n_grid} tokens is not square: pass src_grid=(H, W)")
+    return side, side
+
+
+def init_from_imagenet(
+    model: AST,
+    vit_state_dict: Mapping[str, torch.Tensor] | str | os.PathLike,
+    src_grid: tuple[int, int] | None = None,
+    patch_resize: PatchResize = "pi",
+) -> list[str]:
+    """Initialise ``model`` from ImageNet ViT/DeiT weights (timm names) the AST way; returns the
+    names of our parameters that were set.
+
+    ``vit_state_dict`` is a state dict or a local file (safetensors or a torch checkpoint, loaded
+    with ``weights_only=True``). The patch-embedding kernel is summed over the RGB channels (then
+    resized to our patch with ``patch_resize`` if it differs); ``pos_embed`` goes through
+    :func:`imagenet_pos_embed` (``src_grid`` (H, W) defaults to the square grid its size implies);
+    DeiT-distilled weights (cls + dist) give both tokens, plain ViT's cls is copied into ``dist_token``
+    too. Blocks and the final norm are copied; ImageNet heads (``head``, ``head_dist``) and our
+    ``head.*`` are not. Missing or mis-shaped weights raise ``ValueError``.
+    """
+    source = load_state_dict_file(vit_state_dict) if isinstance(vit_state_dict, (str, os.PathLike)) else vit_state_dict
+    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in source.items()}
+    own = model.state_dict()
+    missing = [k for k in ("cls_token", "pos_embed", "patch_embed.proj.weight") if k not in sd]
+    if missing:
+        raise ValueError(f"ImageNet state dict lacks {', '.join(missing)} (timm ViT/DeiT names expected)")
+    num_prefix = 2 if "dist_token" in sd else 1
+    pos = sd["pos_embed"]
+    grid_src = tuple(src_grid) if src_grid is not None else _infer_src_grid(pos.shape[1] - num_prefix)
+
+    new: dict[str, torch.Tensor] = {
+        "cls_token": sd["cls_token"],
+        "dist_token": sd["dist_token"] if num_prefix == 2 else sd["cls_token"],
+        "pos_embed": imagenet_pos_embed(pos, num_prefix, grid_src, model.config.grid),  # type: ignore[arg-type]
+    }
+    kernel = sd["patch_embed.proj.weight"]
+    kernel = kernel.sum(dim=1, keepdim=True) if kernel.shape[1] != 1 else kernel
+    new["patch_embed.proj.weight"] = resize_patch_kernel(kernel, model.config.patch_size, patch_resize)
+    if "patch_embed.proj.bias" in sd:
+        new["patch_embed.proj.bias"] = sd["patch_embed.proj.bias"]
+    body = [k for k in own if k.startswith(("blocks.", "norm."))]
+    absent = [k for k in body if k not in sd]
+    if absent:
+        raise ValueError(f"ImageNet state dict lacks weights for: {', '.join(absent)}")
+    new.update({k: sd[k] for k in body})
+    extra_blocks = sorted(k for k in sd if k.startswith("blocks.") and k not in own)
+    if extra_blocks:
+        raise ValueError(f"ImageNet state dict has block weights the model lacks (depth?): {', '.join(extra_blocks[:6])}")
+    bad = [f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in new.items() if v.shape != own[k].shape]
+    if bad:
+        raise ValueError("shape mismatch (ImageNet vs ours): " + "; ".join(bad))
+    ignored = sorted(k for k in sd if k not in new and k not in ("dist_token",))
+    if ignored:
+        log.info("ImageNet weights not used: %s", ", ".join(ignored))
+    with torch.no_grad():
+        for k, v in new.items():
+            own[k].copy_(v.to(own[k].dtype))
+    log.info("initialised %d tensors from ImageNet weights (%d prefix token(s), grid %s -> %s)",
+             len(new), num_prefix, grid_src, model.config.grid)
+    return sorted(new)

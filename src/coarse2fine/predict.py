@@ -1,0 +1,311 @@
+"""Inference on audio files: sliding windows, batched scoring, clip-level top-k labels.
+
+A clip longer than the model's window (``target_length`` frames, i.e.
+``(target_length - 1) * shift + window`` samples) is cut into windows ``hop`` apart (half a window
+by default); the last window is aligned with the end of the clip so that every sample is seen
+and every window is full. A shorter clip is one window, zero-padded at the end to the window
+length, as the training loader pads clips. Each window is scored (sigmoid for multi-label
+models, softmax otherwise) and the clip's score is the mean (or max) over its windows. Windows
+of several files share batches.
+
+:func:`load_run_for_inference` rebuilds the model, features and labels of a finished run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from coarse2fine.audio import AudioError, fix_length, load_audio
+from coarse2fine.features import FbankConfig, FeatureSpec, extract
+from coarse2fine.model.ast import AST, ASTConfig
+
+log = logging.getLogger(__name__)
+
+Reduce = Literal["mean", "max"]
+LabelScore = tuple[str, str, float]  # (label id, display name, score)
+
+
+@dataclass
+class Prediction:
+    """Result for one file.
+
+    ``top``: the ``top_k`` best (label id, display name, clip score), best first. ``windows``: one
+    dict per window with ``start_s``, ``end_s`` and its own ``top``. ``scores``: the clip score of
+    every class, in class order. ``error``: why the file could not be scored (only with
+    ``skip_errors``; then ``top``, ``windows`` and ``scores`` are empty).
+    """
+
+    path: str
+    top: list[LabelScore] = field(default_factory=list)
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    duration_s: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+def window_samples(spec: FeatureSpec) -> int:
+    """Samples the model sees in one input: ``(target_length - 1) * shift + window``
+    (164,080 = 10.255 s for AST's 1024 frames at 10 ms)."""
+    fb = spec.fbank
+    return (spec.target_length - 1) * fb.window_shift + fb.window_size
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
+    """Start samples of the windows over a clip: ``0, hop, 2 hop, ...`` while a window fits,
+    plus one window ending at the clip's end if the last one stops short. ``[0]`` for a clip no
+    longer than one window."""
+    if window < 1 or hop < 1:
+        raise ValueError(f"window and hop must be at least one sample, got {window} and {hop}")
+    if num_samples <= window:
+        return [0]
+    starts = list(range(0, num_samples - window + 1, hop))
+    if starts[-1] + window < num_samples:
+        starts.append(num_samples - window)
+    return starts
+
+
+def _activation(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Per-class scores: sigmoid (multi-label) or softmax over classes."""
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)
+
+
+def top_labels(scores: torch.Tensor, labels: Sequence[str], display_names: Sequence[str], k: int) -> list[LabelScore]:
+    """The ``k`` best classes of a score vector, best first (ties: lower class index first)."""
+    k = min(int(k), scores.numel())
+    order = sorted(range(scores.numel()), key=lambda i: (-float(scores[i]), i))[:k]
+    return [(labels[i], display_names[i], float(scores[i])) for i in order]
+
+
+def _check_inputs(model: AST, spec: FeatureSpec, labels: Sequence[str], display_names: Sequence[str]) -> None:
+    """Model, features and labels must agree."""
+    cfg = model.config
+    if (cfg.target_length, cfg.num_mel_bins) != (spec.target_length, spec.fbank.num_mel_bins):
+        raise ValueError(
+            f"the model expects {cfg.target_length} frames x {cfg.num_mel_bins} mel bins, the feature spec "
+            f"gives {spec.target_length} x {spec.fbank.num_mel_bins}"
+        )
+    if len(labels) != cfg.num_classes:
+        raise ValueError(f"{len(labels)} labels for a model with {cfg.num_classes} classes")
+    if len(display_names) != len(labels):
+        raise ValueError(f"{len(display_names)} display names for {len(labels)} labels")
+
+
+@dataclass
+class _Clip:
+    """A decoded file waiting for its window scores."""
+
+    index: int
+    path: str
+    num_samples: int
+    starts: list[int]
+    scores: list[torch.Tensor] = field(default_factory=list)
+
+
+def predict_files(
+    model: AST,
+    paths: Sequence[str | os.PathLike],
+    feature_spec: FeatureSpec,
+    labels: Sequence[str],
+    display_names: Sequence[str] | None = None,
+    top_k: int = 5,
+    multilabel: bool = False,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    reduce: Reduce = "mean",
+    skip_errors: bool = False,
+) -> list[Prediction]:
+    """Score audio files with ``model``; one :class:`Prediction` per path, in order.
+
+    ``window_seconds`` defaults to the model's window (:func:`window_samples`), ``hop_seconds``
+    to half the window. Each window's features are computed like training's (mean removal,
+    Kaldi fbank, pad/crop to ``target_length``, normalisation). The clip score of a class is the
+    ``reduce`` ("mean" or "max") of its window scores. The model is moved to ``device`` and put
+    in eval mode. A file that cannot be decoded raises :class:`~coarse2fine.audio.AudioError`
+    naming it, or with ``skip_errors`` gives a :class:`Prediction` with ``error`` set.
+    """
+    names = list(display_names) if display_names is not None else list(labels)
+    _check_inputs(model, feature_spec, labels, names)
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"unknown reduce {reduce!r}; choose 'mean' or 'max'")
+    if batch_size < 1 or top_k < 1:
+        raise ValueError(f"batch_size and top_k must be positive, got {batch_size} and {top_k}")
+    sr = feature_spec.fbank.sample_rate
+    win = window_samples(feature_spec) if window_seconds is None else int(round(window_seconds * sr))
+    hop = max(1, win // 2) if hop_seconds is None else int(round(hop_seconds * sr))
+    if window_seconds is not None and win > window_samples(feature_spec):
+        log.warning("window of %.3f s is longer than the model's %.3f s: its end is cut off by the model",
+                    win / sr, window_samples(feature_spec) / sr)
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    dtype = next(model.parameters()).dtype
+
+    results: list[Prediction | None] = [None] * len(paths)
+    pending: list[tuple[_Clip, torch.Tensor]] = []
+    clips: list[_Clip] = []
+
+    def score(batch: list[tuple[_Clip, torch.Tensor]]) -> None:
+        waves = torch.stack([w for _, w in batch]).to(dev)
+        with torch.inference_mode():
+            feats = extract(waves, feature_spec).to(dtype)
+            probs = _activation(model(feats).float(), multilabel).cpu()
+        for (clip, _), p in zip(batch, probs):
+            clip.scores.append(p)
+
+    for i, raw_path in enumerate(paths):
+        path = os.fspath(raw_path)
+        try:
+            wave = load_audio(path, sr)
+        except AudioError as err:
+            if not skip_errors:
+                raise
+            log.warning("skipping %s", err)
+            results[i] = Prediction(path=path, error=str(err))
+            continue
+        clip = _Clip(i, path, int(wave.numel()), window_starts(int(wave.numel()), win, hop))
+        clips.append(clip)
+        pending.extend((clip, fix_length(wave[s:s + win], win)) for s in clip.starts)
+        while len(pending) >= batch_size:
+            score(pending[:batch_size])
+            del pending[:batch_size]
+    if pending:
+        score(pending)
+
+    for clip in clips:
+        results[clip.index] = _clip_prediction(clip, win, sr, labels, names, top_k, reduce)
+    log.info("scored %d file(s) (%d window(s))", len(clips), sum(len(c.starts) for c in clips))
+    return [r for r in results if r is not None]
+
+
+def _clip_prediction(
+    clip: _Clip, win: int, sr: int, labels: Sequence[str], names: Sequence[str], top_k: int, reduce: Reduce
+) -> Prediction:
+    """Reduce a clip's window scores to its :class:`Prediction`."""
+    per_window = torch.stack(clip.scores)
+    clip_scores = per_window.mean(dim=0) if reduce == "mean" else per_window.amax(dim=0)
+    windows = [
+        {
+            "start_s": start / sr,
+            "end_s": min(start + win, clip.num_samples) / sr,
+            "top": top_labels(s, labels, names, top_k),
+        }
+        for start, s in zip(clip.starts, per_window)
+    ]
+    return Prediction(
+        path=clip.path,
+        top=top_labels(clip_scores, labels, names, top_k),
+        windows=windows,
+        scores=clip_scores.tolist(),
+        duration_s=clip.num_samples / sr,
+    )
+
+
+# ----------------------------------------------------------------------------- run folders
+
+def _read_run_json(path: Path) -> Any:
+    """JSON from a run file; ``ValueError`` naming it."""
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found (is this a finished coarse2fine run folder?)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read JSON ({err})") from None
+
+
+def _run_feature_spec(path: Path, model_config: ASTConfig) -> tuple[FeatureSpec, bool]:
+    """The run's full-resolution :class:`FeatureSpec` and multi-label flag from its ``config.yaml``."""
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found (is this a finished coarse2fine run folder?)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read YAML ({err})") from None
+    feats = raw.get("features") or {}
+    loss = (raw.get("train") or {}).get("loss", "ce")
+    if loss not in ("ce", "bce"):
+        raise ValueError(f"{path}: train.loss {loss!r} is neither 'ce' nor 'bce'")
+    try:
+        fbank = FbankConfig(
+            sample_rate=int(feats.get("sample_rate", 16000)),
+            num_mel_bins=int(feats.get("num_mel_bins", model_config.num_mel_bins)),
+            frame_length_ms=float(feats.get("frame_length_ms", 25.0)),
+            frame_shift_ms=float(feats.get("frame_shift_ms", 10.0)),
+        )
+        spec = FeatureSpec(
+            fbank=fbank,
+            target_length=int(feats.get("target_length", model_config.target_length)),
+            mean=float(feats.get("mean", -4.2677393)),
+            std=float(feats.get("std", 4.5689974)),
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: features: {err}") from None
+    if (spec.target_length, fbank.num_mel_bins) != (model_config.target_length, model_config.num_mel_bins):
+        raise ValueError(
+            f"{path}: features give {spec.target_length} frames x {fbank.num_mel_bins} bins but the saved model "
+            f"expects {model_config.target_length} x {model_config.num_mel_bins} (a run whose last phase is "
+            "coarse, R > 1, cannot be used for inference as is)"
+        )
+    return spec, loss == "bce"
+
+
+def _run_labels(path: Path, num_classes: int) -> tuple[list[str], list[str]]:
+    """Class ids and display names from ``labels.json``; ``class_i`` when the file is absent."""
+    if not path.is_file():
+        log.info("%s not found; naming the classes class_0..class_%d", path, num_classes - 1)
+        classes = [f"class_{i}" for i in range(num_classes)]
+        return classes, list(classes)
+    data = _read_run_json(path)
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(classes, list) or len(classes) != num_classes:
+        raise ValueError(f"{path}: 'classes' must list the model's {num_classes} classes")
+    names = data.get("display_names") or classes
+    if len(names) != num_classes:
+        raise ValueError(f"{path}: 'display_names' has {len(names)} entries for {num_classes} classes")
+    return [str(c) for c in classes], [str(n) for n in names]
+
+
+def load_run_for_inference(
+    run_dir: str | os.PathLike, weights: str = "model.safetensors"
+) -> tuple[AST, FeatureSpec, list[str], list[str], bool]:
+    """``(model, feature_spec, labels, display_names, multilabel)`` of a finished run folder.
+
+    Reads ``model_config.json`` and ``weights`` (``model.safetensors``, or ``model_wa.safetensors``
+    for the weight-averaged model), ``config.yaml`` (features; ``train.loss == "bce"`` means
+    multi-label) and ``labels.json`` if present. The model is returned in eval mode on the CPU.
+    Errors are ``ValueError`` naming the file.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ValueError(f"{run}: not a directory")
+    config_path = run / "model_config.json"
+    try:
+        model_config = ASTConfig.from_dict(_read_run_json(config_path))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_path}: {err}") from None
+    weights_path = run / weights
+    if not weights_path.is_file():
+        raise ValueError(f"{weights_path}: file not found (is this a finished coarse2fine run folder?)")
+    model = AST(model_config)
+    try:
+        model.load_state_dict(load_file(str(weights_path)))
+    except Exception as err:  # noqa: BLE001 - safetensors and load_state_dict raise various types
+        raise ValueError(f"{weights_path}: cannot load weights into the model of {config_path} ({err})") from None
+    spec, multilabel = _run_feature_spec(run / "config.yaml", model_config)
+    labels, names = _run_labels(run / "labels.json", model_config.num_classes)
+    log.info("loaded run %s: %d classes, %s, %d frames", run, len(labels),
+             "multi-label" if multilabel else "single-label", spec.target_length)
+    return model.eval(), spec, labels, names, multilabel
