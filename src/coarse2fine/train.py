@@ -147,16 +147,19 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
     log.info("run %s: schedule %s, method %s, phases %s, device %s", cfg.name, cfg.c2f.schedule, cfg.c2f.method,
              [(p.R, p.epochs) for p in phases], device)
 
-    geo = Compression(R=phases[0].R, **method).geometry(*full)
-    model = AST(ast_config(
-        cfg.model.preset,
-        num_classes=splits.train.num_classes,
-        num_mel_bins=cfg.features.num_mel_bins,
-        target_length=geo.target_length,
-        patch_size=geo.patch_size,
-        stride=geo.stride,
-        drop_path_rate=cfg.model.drop_path_rate,
-    )).to(device)
+    def model_config(R: int):
+        geo = Compression(R=R, **method).geometry(*full)
+        try:
+            return ast_config(
+                cfg.model.preset, num_classes=splits.train.num_classes, num_mel_bins=cfg.features.num_mel_bins,
+                target_length=geo.target_length, patch_size=geo.patch_size, stride=geo.stride,
+                drop_path_rate=cfg.model.drop_path_rate,
+            )
+        except ValueError as err:
+            raise ValueError(f"schedule {cfg.c2f.schedule} with {cfg.c2f.method} at R={R}: {err}") from None
+
+    configs = [model_config(ph.R) for ph in phases]  # every phase's geometry is checked before training
+    model = AST(configs[0]).to(device)
 
     ac = cfg.augment
     aug = AugmentConfig(freqm=ac.freqm, timem=ac.timem, mixup=ac.mixup, mixup_alpha=ac.mixup_alpha, noise=ac.noise)

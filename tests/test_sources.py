@@ -1,0 +1,86 @@
+"""Data sources end to end: manifests with bad files, FSDD, and what a run reports."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from coarse2fine.config import load_config
+from coarse2fine.data.sources import load_splits
+from coarse2fine.data.validate import InvalidInputError
+from coarse2fine.train import train_run
+
+FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
+
+
+def _make_set(root: Path, bad: bool) -> tuple[Path, Path, Path]:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "class_labels_indices.csv").write_text('index,mid,display_name\n0,/m/a,"Dog, barking"\n1,/m/b,Cat\n')
+    rows = []
+    for i in range(8):
+        p = root / f"clip{i}.wav"
+        t = np.arange(8000) / 16000
+        sf.write(p, (0.3 * np.sin(2 * np.pi * (300 + 500 * (i % 2)) * t) + 0.01 * rng.standard_normal(8000)).astype(np.float32), 16000)
+        rows.append({"wav": str(p), "labels": "/m/a" if i % 2 == 0 else "/m/b"})
+    if bad:
+        (root / "broken.wav").write_bytes(b"RIFF\x00\x00not audio at all")
+        sf.write(root / "silent.wav", np.zeros(8000, np.float32), 16000)
+        rows += [{"wav": str(root / "broken.wav"), "labels": "/m/a"}, {"wav": str(root / "silent.wav"), "labels": "/m/b"},
+                 {"wav": str(root / "missing.wav"), "labels": "/m/a"}]
+    manifest = {"data": rows}
+    (root / "train.json").write_text(json.dumps(manifest))
+    (root / "val.json").write_text(json.dumps({"data": rows[:4]}))
+    return root / "train.json", root / "val.json", root / "class_labels_indices.csv"
+
+
+def _cfg(train, val, labels, *extra):
+    return load_config("demo", [
+        "data.kind=manifest", f"data.train={train}", f"data.val={val}", f"data.label_csv={labels}",
+        "data.clip_seconds=0.5", "features.target_length=64", "train.epochs=1", "train.batch_size=4",
+        "train.optim.warmup_steps=1", "c2f.schedule=1", *extra,
+    ])
+
+
+def test_bad_files_stop_before_training_naming_each(tmp_path):
+    cfg = _cfg(*_make_set(tmp_path, bad=True))
+    with pytest.raises(InvalidInputError) as err:
+        load_splits(cfg)
+    msg = str(err.value)
+    assert "broken.wav" in msg and "silent.wav" in msg and "missing.wav" in msg
+
+
+def test_skip_option_trains_and_lists_bad_files_in_the_report(tmp_path):
+    cfg = _cfg(*_make_set(tmp_path / "data", bad=True), "data.on_error=skip", "augment.freqm=8", "augment.timem=8",
+               "augment.mixup=0.5", "augment.balanced_sampling=true", "augment.wa_start=1", "augment.wa_end=1")
+    splits = load_splits(cfg)
+    assert len(splits.train) == 8 and splits.display_names == ["Dog, barking", "Cat"]
+    train_run(cfg, splits, tmp_path / "run", progress=False)
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert sorted(Path(s["path"]).name for s in log["skipped"]) == ["broken.wav", "missing.wav", "silent.wav"]
+    assert all(s["problem"] for s in log["skipped"])
+    assert "weight_averaged" in log and (tmp_path / "run" / "model_wa.safetensors").exists()
+    labels = json.loads((tmp_path / "run" / "labels.json").read_text())
+    assert labels["classes"] == ["/m/a", "/m/b"]
+
+
+def test_cached_run_reuses_features_across_phases_and_runs(tmp_path):
+    train, val, labels = _make_set(tmp_path / "data", bad=False)
+    cfg = _cfg(train, val, labels, f"data.cache_dir={tmp_path / 'cache'}", "c2f.schedule=4-1", "c2f.phase_epochs=[1, 1]")
+    train_run(cfg, load_splits(cfg), tmp_path / "run1", progress=False)
+    n_entries = len(list((tmp_path / "cache").rglob("*.npy")))
+    assert n_entries == 2 * 8  # two frame shifts (40 ms, 10 ms) x 8 files (val clips are train files: shared)
+    splits = load_splits(cfg)
+    train_run(cfg, splits, tmp_path / "run2", progress=False)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == n_entries
+    assert splits.train.cache.misses == 0 and splits.train.cache.hits > 0
+
+
+@pytest.mark.skipif(not FSDD.exists(), reason="FSDD not present in ../shared/data")
+def test_fsdd_preset_reads_the_shared_data():
+    cfg = load_config("fsdd_speakers-cpu", [f"data.root={FSDD}"])
+    splits = load_splits(cfg)
+    assert (len(splits.train), len(splits.val), splits.train.num_classes) == (2700, 300, 6)
+    assert splits.train.waves.shape == (2700, int(1.28 * 16000))
