@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from coarse2fine import __version__, atomic
+from coarse2fine import __version__
 from coarse2fine.config import load_config, preset_names
 from coarse2fine.data.sources import load_splits
 from coarse2fine.data.stats import dataset_stats
-from coarse2fine.experiment import Variant, parse_methods, phase_summary, run_experiment
+from coarse2fine.experiment import Variant, parse_methods, run_experiment
+from coarse2fine.report import phase_rows, write_report
 from coarse2fine.phases import parse_schedule
 from coarse2fine.savings import format_table, load_records, savings_table
 from coarse2fine.train import train_run
@@ -77,22 +78,13 @@ def _log_path(path: str) -> Path:
     return p / "log.json" if p.is_dir() else p
 
 
-def _print_experiment(baseline, results, metric: str, out_root: Path) -> None:
+def _print_experiment(baseline, results, metric: str, out_root: Path, title: str) -> None:
     runs = {label: r.records for label, r in results.items()}
-    rows = savings_table("Baseline", baseline.records, runs, metric)
-    text = format_table(rows, "text")
-    atomic.write_text(out_root / "savings.md", format_table(rows, "markdown"))
-    atomic.write_text(out_root / "savings.csv", format_table(rows, "csv"))
-    print(text)
-    print()
-    print("Time and FLOPs per training epoch, by phase (measured):")
-    base_phase = phase_summary(baseline.records)[-1]
-    for label, r in [("Baseline", baseline), *results.items()]:
-        for s in phase_summary(r.records):
-            print(f"  {label:<14} phase {s['phase'] + 1} R={s['R']}: {s['tokens']:>4} tokens, "
-                  f"{s['flops_per_epoch']:.3g} FLOPs/epoch ({s['flops_per_epoch'] / base_phase['flops_per_epoch']:.3f}x R=1), "
-                  f"{s['time_per_epoch']:.2f} s/epoch ({s['time_per_epoch'] / base_phase['time_per_epoch']:.3f}x R=1)")
-    print(f"\nTables written to {out_root / 'savings.md'} and {out_root / 'savings.csv'}")
+    write_report(out_root, baseline.records, runs, metric, title)
+    print(format_table(savings_table("Baseline", baseline.records, runs, metric), "text"))
+    print("Measured FLOPs and time per training epoch, by phase (ratios to the baseline's epoch):")
+    print(format_table(phase_rows(baseline.records, runs), "text"))
+    print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv, metric_vs_flops.png, metric_vs_time.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             variants = [Variant(m, s.strip()) for s in schedules for m in parse_methods(args.methods)]
             out_root = Path(args.out)
             baseline, results = run_experiment(cfg, variants, out_root, progress=not quiet, reuse=not args.fresh)
-            _print_experiment(baseline, results, cfg.train.metric, out_root)
+            _print_experiment(baseline, results, cfg.train.metric, out_root, f"{cfg.name}: baseline vs {', '.join(schedules)}")
         elif args.command == "train":
             overrides = list(args.overrides)
             if args.schedule:

@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from coarse2fine.config import RunConfig
 from coarse2fine.data.datasets import DataSplits
@@ -113,19 +113,3 @@ def run_experiment(
             results[variant.label] = result
     assert baseline is not None
     return baseline, results
-
-
-def phase_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per phase: R, epochs, tokens, FLOPs and training time per epoch, totals."""
-    phases: dict[int, dict[str, Any]] = {}
-    for r in records:
-        s = phases.setdefault(r["phase"], {"phase": r["phase"], "R": r["R"], "tokens": r.get("tokens"), "epochs": 0, "flops": 0, "time": 0.0})
-        s["epochs"] += 1
-        s["flops"] += r["train_flops"]
-        s["time"] += r["train_time"]
-    out = []
-    for s in phases.values():
-        s["flops_per_epoch"] = s["flops"] / s["epochs"]
-        s["time_per_epoch"] = s["time"] / s["epochs"]
-        out.append(s)
-    return out

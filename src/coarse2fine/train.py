@@ -102,6 +102,16 @@ def train_one_epoch(model, loader, spec, comp, optimizer, scheduler, loss_kind, 
     return total / max(1, seen), seen
 
 
+def warm_up(model, loader, spec, comp, loss_kind, device) -> None:
+    """One untimed forward + backward on a real batch (weights, optimizer and RNG untouched), so
+    one-time costs (thread pools, kernel selection, FFT plans) stay out of the measured epoch time."""
+    x, y = next(iter(loader))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        loss = compute_loss(model(make_features(x.to(device), spec, comp)), y.to(device), loss_kind)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
 @torch.no_grad()
 def evaluate_model(model, loader, spec, comp, loss_kind, device) -> dict[str, float]:
     """Validation loss and metrics (acc, mAP, mAUC, d-prime) at the current phase's resolution."""
@@ -192,6 +202,7 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
         optimizer = build_optimizer(model.parameters(), tc.optim)  # reset at every phase
         scheduler = build_scheduler(optimizer, len(train_loader), tc.optim)
         flops_per_sample = ast_training_flops(model.config, 1)
+        warm_up(model, val_loader, spec, comp, tc.loss, device)
         log.info("phase %d/%d: R=%d, %d epochs, %d tokens, %.3g training FLOPs per clip",
                  p + 1, len(phases), phase.R, phase.epochs, model.config.num_tokens, flops_per_sample)
 

@@ -508,6 +508,14 @@ def convert_original_ast_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str,
     return out
 
 
+def _pair_of(value: Any) -> tuple[int, int]:
+    """``(a, a)`` for an int, else a 2-tuple of ints."""
+    if isinstance(value, int):
+        return value, value
+    a, b = value
+    return int(a), int(b)
+
+
 def _default_target_length(time_tokens: int, patch: int, stride: int) -> int:
     """An input length giving ``time_tokens`` tokens: the smallest power of two among the lengths
     that do (1024 for AST's 101 tokens at stride 10), else the smallest such length."""
@@ -569,14 +577,6 @@ def original_ast_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> AST
     if cfg.num_tokens != n_tokens:
         raise ValueError(f"config grid {cfg.grid} gives {cfg.num_tokens} tokens but pos_embed has {n_tokens}")
     return cfg
-
-
-def _pair_of(value: Any) -> tuple[int, int]:
-    """``(a, a)`` for an int, else a 2-tuple of ints."""
-    if isinstance(value, int):
-        return value, value
-    a, b = value
-    return int(a), int(b)
 
 
 def load_original_ast_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> AST:
