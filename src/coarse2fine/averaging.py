@@ -103,6 +103,18 @@ class WeightAverager:
         self._count += 1
         return True
 
+    def export(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """Running sums and counters, for a checkpoint (see :meth:`restore`)."""
+        sums = {k: v for k, v in self._sums.items() if isinstance(v, torch.Tensor)}
+        return sums, {"count": self._count, "epoch": self.epoch}
+
+    def restore(self, sums: Mapping[str, torch.Tensor], info: Mapping[str, int], like: Mapping[str, Any]) -> None:
+        """Continue from :meth:`export`'s output; ``like`` is a state dict of the averaged model."""
+        self._sums = {k: v.to(self.device) if self.device is not None else v for k, v in sums.items()}
+        self._count = int(info["count"])
+        self.epoch = int(info["epoch"])
+        self._meta = {k: (v.shape, v.dtype) if isinstance(v, torch.Tensor) else None for k, v in like.items()} if self._count else {}
+
     def average(self) -> dict[str, Any]:
         """The mean state dict so far (floating entries cast back to their dtype)."""
         if self._count == 0:

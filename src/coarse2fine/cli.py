@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ from coarse2fine.experiment import Variant, parse_methods, run_experiment
 from coarse2fine.report import phase_rows, write_report
 from coarse2fine.phases import parse_schedule
 from coarse2fine.savings import format_table, load_records, savings_table
-from coarse2fine.train import train_run
+from coarse2fine.model.hf import export_hf_checkpoint, load_hf_checkpoint
+from coarse2fine.predict import load_run_for_inference, predict_files
+from coarse2fine.train import NonFiniteLossError, resolve_device, train_run
 
 log = logging.getLogger("coarse2fine")
 
@@ -53,7 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", help="override c2f.schedule (1 = baseline)")
     p.add_argument("--method", choices=["fshift", "avgpool", "maxpool", "patch"], help="override c2f.method")
     p.add_argument("--out", required=True, help="run folder (logs, weights)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint an interrupted run left in --out")
     _add_common(p)
+
+    p = sub.add_parser("predict", help="top-k labels for audio files of any length (sliding windows)")
+    p.add_argument("model", help="a finished run folder, or a Hugging Face AST model folder")
+    p.add_argument("audio", nargs="+", help="audio files")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--hop", type=float, default=None, help="window hop in seconds (default: half a window)")
+    p.add_argument("--reduce", choices=["mean", "max"], default="mean", help="how window scores make the clip's")
+    p.add_argument("--multilabel", action="store_true", help="sigmoid scores (Hugging Face models; runs know)")
+    p.add_argument("--weights", default="model.safetensors", help="weights file in a run folder (e.g. model_wa.safetensors)")
+    p.add_argument("--json", action="store_true", help="print JSON with every window's scores")
+    p.add_argument("--skip-errors", action="store_true", help="report unreadable files and go on")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("export-hf", help="export a finished run as a Hugging Face ASTForAudioClassification folder")
+    p.add_argument("run", help="run folder")
+    p.add_argument("out", help="output folder")
 
     p = sub.add_parser("compare", help="savings of finished runs against a baseline run")
     p.add_argument("baseline", help="baseline run folder (or its log.json)")
@@ -87,6 +107,29 @@ def _print_experiment(baseline, results, metric: str, out_root: Path, title: str
     print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv, metric_vs_flops.png, metric_vs_time.png")
 
 
+def _predict(args) -> int:
+    device = resolve_device(args.device)
+    path = Path(args.model)
+    if (path / "model_config.json").exists():
+        model, spec, labels, names, multilabel = load_run_for_inference(path, weights=args.weights)
+    else:
+        model, info = load_hf_checkpoint(path)
+        spec, labels, names, multilabel = info["feature_spec"], info["labels"], info["labels"], args.multilabel
+    preds = predict_files(model.to(device), args.audio, spec, labels, names, top_k=args.top_k, multilabel=multilabel,
+                          hop_seconds=args.hop, device=device, reduce=args.reduce, skip_errors=args.skip_errors)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in preds], indent=2))
+    else:
+        for pred in preds:
+            if pred.error:
+                print(f"{pred.path}: error: {pred.error}")
+                continue
+            print(f"{pred.path} ({pred.duration_s:.2f} s, {len(pred.windows)} window(s)):")
+            for label, name, score in pred.top:
+                print(f"  {score:.4f}  {name}" + (f"  [{label}]" if name != label else ""))
+    return 1 if any(p.error for p in preds) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = getattr(args, "quiet", False)
@@ -110,9 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.method:
                 overrides.append(f"c2f.method={args.method}")
             cfg = load_config(args.config, overrides)
-            result = train_run(cfg, load_splits(cfg), args.out, progress=not quiet)
+            result = train_run(cfg, load_splits(cfg), args.out, progress=not quiet, resume=args.resume)
             best = max(r[cfg.train.metric] for r in result.records)
             print(f"{cfg.name}: best {cfg.train.metric} {best:.4f}; logs in {result.out_dir}")
+        elif args.command == "predict":
+            return _predict(args)
+        elif args.command == "export-hf":
+            model, spec, _labels, names, _ = load_run_for_inference(args.run)
+            out = export_hf_checkpoint(model, args.out, id2label=names, feature_spec=spec)
+            print(f"exported {args.run} to {out} (loads with transformers.ASTForAudioClassification.from_pretrained)")
         elif args.command == "stats":
             cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null", "data.preload=true"])
             splits = load_splits(cfg)
@@ -132,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             metric = args.metric or "acc"
             runs = {Path(r).name if Path(r).is_dir() else Path(r).parent.name: load_records(_log_path(r)) for r in args.runs}
             print(format_table(savings_table("Baseline", base, runs, metric), args.format))
+    except NonFiniteLossError as err:
+        print(f"coarse2fine: stopped: {err}", file=sys.stderr)
+        return 3
     except (ValueError, FileNotFoundError) as err:
         print(f"coarse2fine: error: {err}", file=sys.stderr)
         return 2

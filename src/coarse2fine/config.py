@@ -80,6 +80,7 @@ class ModelConfig:
     patch_size: tuple[int, int] = (16, 16)
     stride: tuple[int, int] = (16, 16)
     drop_path_rate: float = 0.0
+    init_from: str | None = None  # HF AST folder, original AST .pth, or imagenet:PATH (ViT/DeiT weights)
 
 
 @dataclass
@@ -93,6 +94,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    grad_accum: int = 1  # micro-batches per optimizer step (batch_size is the global batch)
+    amp: str = "none"  # none | bf16 | fp16 (CUDA only)
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 

@@ -1,0 +1,61 @@
+"""Multi-process training with torch.distributed, as launched by ``torchrun``.
+
+``torchrun --nproc_per_node N -m coarse2fine.cli train ...`` sets RANK/WORLD_SIZE/LOCAL_RANK;
+:func:`setup` then joins the process group (NCCL on GPUs, gloo on CPU) and picks the device.
+Without those variables everything runs in one process and these helpers are no-ops.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place: rank, world size, and the device it trains on."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        """Only the main process writes logs, checkpoints and progress bars."""
+        return self.rank == 0
+
+
+def setup(device_name: str) -> Dist:
+    """Join the torchrun process group if there is one; returns rank, world size and device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if world <= 1:
+        return Dist(0, 1, torch.device(device_name))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name.startswith("cuda"):
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device(device_name)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), device)
+
+
+def gather(obj: Any, d: Dist) -> list[Any]:
+    """Every process's ``obj``, in rank order (``[obj]`` in a single process)."""
+    if d.world == 1:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()

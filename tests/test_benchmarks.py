@@ -1,0 +1,86 @@
+"""Smoke runs of the benchmark scripts (benchmarks/*.py) in their smallest mode.
+
+They prove that the scripts run and write JSON with the expected keys; no timing is asserted
+(speed goals live in the benchmarks, as ratios measured in one run).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+MACHINE_KEYS = {"cpu", "cpu_cores", "torch_threads", "torch", "device"}
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_epoch_time_vs_flops_runs_as_a_script(tmp_path):
+    out = tmp_path / "epoch.json"
+    cmd = [sys.executable, str(BENCH / "epoch_time_vs_flops.py"), "--quick", "--shapes", "micro",
+           "--target-length", "64", "--warmup", "0", "--steps", "1", "--threads", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "time ratio" in proc.stdout and "FLOPs ratio" in proc.stdout and "machine:" in proc.stdout
+
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "epoch_time_vs_flops"
+    assert MACHINE_KEYS <= set(data["machine"])
+    assert data["target_time_over_flops"] == 1.10
+    rows = data["results"]
+    # R=1 reference, then fshift and patch at R=2 and 4.
+    assert [(r["method"], r["R"]) for r in rows] == [("none", 1), ("fshift", 2), ("fshift", 4), ("patch", 2), ("patch", 4)]
+    keys = {"shape", "method", "R", "input_frames", "patch_size", "tokens", "batch_size", "features_s", "fwd_bwd_s",
+            "optimizer_s", "step_s", "samples_per_s", "flops_ratio", "time_ratio", "time_over_flops",
+            "compute_ratio", "meets_target"}
+    for r in rows:
+        assert keys <= set(r)
+        assert r["step_s"] > 0 and math.isfinite(r["time_over_flops"])
+    ref, fshift2, patch4 = rows[0], rows[1], rows[4]
+    assert ref["flops_ratio"] == 1.0 and ref["time_ratio"] == 1.0 and ref["meets_target"] is None
+    assert fshift2["input_frames"] == 32 and fshift2["patch_size"] == [16, 16]
+    assert patch4["input_frames"] == 64 and patch4["patch_size"] == [16, 64]
+    assert 0 < patch4["flops_ratio"] < fshift2["flops_ratio"] < 1
+
+
+def test_epoch_time_vs_flops_model_only_in_process(tmp_path):
+    bench = _load("epoch_time_vs_flops")
+    out = tmp_path / "model_only.json"
+    data = bench.main(["--quick", "--shapes", "micro", "--target-length", "32", "--R", "2", "--methods", "patch",
+                       "--model-only", "--sequential", "--warmup", "0", "--steps", "1", "--out", str(out)])
+    assert json.loads(out.read_text())["results"] == json.loads(json.dumps(data["results"]))
+    assert [r["R"] for r in data["results"]] == [1, 2]
+    assert all(r["features_s"] is None for r in data["results"])
+    assert data["settings"]["model_only"] and data["settings"]["sequential"]
+
+
+def test_ours_vs_hf_quick(tmp_path):
+    pytest.importorskip("transformers")
+    bench = _load("ours_vs_hf")
+    out = tmp_path / "hf.json"
+    data = bench.main(["--quick", "--shape", "micro", "--target-length", "64", "--batch-size", "2",
+                       "--eval-batch-size", "2", "--warmup", "0", "--steps", "1", "--out", str(out)])
+    on_disk = json.loads(out.read_text())
+    assert on_disk["benchmark"] == "ours_vs_hf" and MACHINE_KEYS <= set(on_disk["machine"])
+    # Same weights, same math: the equivalence check must pass.
+    assert on_disk["checks"] and all(c["ok"] for c in on_disk["checks"])
+    assert all(c["max_abs_logit_diff"] <= on_disk["tolerance"] for c in on_disk["checks"])
+    labels = [r["variant"] for r in on_disk["results"]]
+    assert labels[0] == "ours" and any(label.startswith("hf default") for label in labels)
+    keys = {"variant", "attn_implementation", "train_step_s", "train_samples_per_s", "train_speedup_of_ours",
+            "eval_s", "eval_samples_per_s", "eval_speedup_of_ours", "eval_inference_mode_s"}
+    for r in on_disk["results"]:
+        assert keys <= set(r) and r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0
+    assert on_disk["results"][0]["eval_inference_mode_s"] is not None
+    assert data["settings"]["max_length"] == 64

@@ -1,0 +1,42 @@
+"""torchrun DDP on CPU (gloo over loopback): 2 processes match 1 process with the same global batch."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+SETTINGS = [
+    "data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.threads=1", "train.epochs=2",
+    "train.optim.warmup_steps=2", "c2f.schedule=2-1", "c2f.method=fshift", "c2f.phase_epochs=[1, 2]", "train.device=cpu",
+]
+
+
+def _run(launcher, out, *extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [*launcher, "-m", "coarse2fine.cli", "train", "demo", "--out", str(out), "--quiet",
+           *[a for s in SETTINGS + list(extra) for a in ("--set", s)]]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out / "log.json").read_text())["records"]
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_processes_match_one(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    one = _run([sys.executable], tmp_path / "one")
+    two = _run(torchrun, tmp_path / "two")
+    accum = _run([sys.executable], tmp_path / "accum", "train.grad_accum=2")
+    for other in (two, accum):
+        assert len(other) == len(one) == 3
+        for a, b in zip(one, other):
+            assert a["train_flops"] == b["train_flops"]
+            assert a["acc"] == pytest.approx(b["acc"], abs=1e-9)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+            assert a["mAP"] == pytest.approx(b["mAP"], rel=1e-4)
+    w1, w2 = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
