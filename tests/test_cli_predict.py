@@ -1,0 +1,45 @@
+"""A trained run's weights used from the command line: predict on audio files, export to Hugging Face."""
+
+import json
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from coarse2fine.cli import main
+
+TRAIN = ["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "train.batch_size=8", "train.threads=1", "c2f.schedule=1"]
+
+
+def test_train_predict_export(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "demo", "--out", str(run), "--quiet", *[a for s in TRAIN for a in ("--set", s)]]) == 0
+    clip = tmp_path / "long.wav"
+    t = np.arange(int(16000 * 3.5)) / 16000
+    sf.write(clip, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"nope")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(clip), "--top-k", "3", "--json", "--device", "cpu"]) == 0
+    (pred,) = json.loads(capsys.readouterr().out)
+    assert len(pred["top"]) == 3 and len(pred["windows"]) > 1
+    scores = [s for _, _, s in pred["top"]]
+    assert scores == sorted(scores, reverse=True) and abs(sum(pred["scores"]) - 1) < 1e-4  # softmax, single-label
+    assert main(["predict", str(run), str(tmp_path / "bad.wav"), "--skip-errors", "--device", "cpu"]) == 1
+    assert "bad.wav: error" in capsys.readouterr().out
+
+    from transformers import ASTForAudioClassification
+
+    hf_dir = tmp_path / "hf"
+    assert main(["export-hf", str(run), str(hf_dir)]) == 0
+    assert "exported" in capsys.readouterr().out
+    hf = ASTForAudioClassification.from_pretrained(hf_dir).eval()
+    assert main(["predict", str(hf_dir), str(clip), "--json", "--device", "cpu"]) == 0
+    (pred_hf,) = json.loads(capsys.readouterr().out)
+    assert np.allclose(pred_hf["scores"], pred["scores"], atol=1e-5)
+    assert hf.config.id2label[0] == "up_chirp"
+    x = torch.randn(1, 128, 128)
+    from coarse2fine.predict import load_run_for_inference
+
+    ours = load_run_for_inference(run)[0].eval()
+    with torch.no_grad():
+        assert torch.allclose(ours(x), hf(x).logits, atol=1e-5)
