@@ -138,6 +138,21 @@ def ast_config_from_hf(hf_config: Any, **overrides: Any) -> ASTConfig:
     return ASTConfig(**{**fields, **overrides})
 
 
+def check_state_dict(sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], source: str) -> list[str]:
+    """Check converted weights ``sd`` against a model's ``own`` state dict; returns the missing
+    keys, which may only be the classifier head (``head.*``). Raises ``ValueError`` otherwise."""
+    missing = sorted(set(own) - set(sd))
+    if missing and not all(k.startswith("head.") for k in missing):
+        raise ValueError(f"{source} lacks weights for: {', '.join(missing)}")
+    extra = sorted(set(sd) - set(own))
+    if extra:
+        raise ValueError(f"{source} has weights the model lacks: {', '.join(extra)}")
+    bad = [f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in sd.items() if v.shape != own[k].shape]
+    if bad:
+        raise ValueError(f"shape mismatch ({source} vs model): " + "; ".join(bad))
+    return missing
+
+
 def load_hf_state_dict(model: AST, hf_state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load Hugging Face AST weights into ``model`` (geometry and sizes must match).
 
@@ -146,16 +161,7 @@ def load_hf_state_dict(model: AST, hf_state_dict: Mapping[str, torch.Tensor]) ->
     raise ``ValueError`` naming the parameters.
     """
     ours = convert_hf_state_dict(hf_state_dict)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(ours))
-    if missing and not all(k.startswith("head.") for k in missing):
-        raise ValueError(f"Hugging Face state dict lacks weights for: {', '.join(missing)}")
-    extra = sorted(set(ours) - set(own))
-    if extra:
-        raise ValueError(f"Hugging Face state dict has weights the model lacks: {', '.join(extra)}")
-    bad = [f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in ours.items() if v.shape != own[k].shape]
-    if bad:
-        raise ValueError("shape mismatch (HF vs ours): " + "; ".join(bad))
+    missing = check_state_dict(ours, model.state_dict(), "Hugging Face state dict")
     if missing:
         log.info("no classifier in the Hugging Face weights; head left as initialised")
     model.load_state_dict(ours, strict=not missing)
@@ -592,16 +598,7 @@ def load_original_ast_checkpoint(path: str | os.PathLike, **config_overrides: An
         sd = convert_original_ast_state_dict(raw)
         cfg = original_ast_config(sd, **config_overrides)
         model = AST(cfg)
-        own = model.state_dict()
-        missing = sorted(set(own) - set(sd))
-        if missing and not all(k.startswith("head.") for k in missing):
-            raise ValueError(f"missing weights: {', '.join(missing)}")
-        extra = sorted(set(sd) - set(own))
-        if extra:
-            raise ValueError(f"weights the model lacks: {', '.join(extra)}")
-        bad = [f"{k} {list(v.shape)} vs {list(own[k].shape)}" for k, v in sd.items() if v.shape != own[k].shape]
-        if bad:
-            raise ValueError("shape mismatch (file vs model): " + "; ".join(bad))
+        missing = check_state_dict(sd, model.state_dict(), "checkpoint")
     except (TypeError, ValueError) as err:
         raise ValueError(f"{p}: {err}") from None
     if missing:
