@@ -6,6 +6,7 @@ Not a benchmark itself. The scripts put this folder on ``sys.path`` and ``import
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -54,8 +55,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """What the numbers were measured on."""
+def machine_info(device: torch.device, packages: Sequence[str] = ()) -> dict[str, Any]:
+    """What the numbers were measured on (plus the versions of ``packages``)."""
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "cpu_cores": os.cpu_count(),
@@ -68,12 +69,11 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
-    try:
-        import transformers
-
-        info["transformers"] = transformers.__version__
-    except ImportError:  # only ours_vs_hf needs it
-        pass
+    for name in packages:
+        try:
+            info[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            info[name] = None
     try:
         load1, load5, _ = os.getloadavg()
         info["load_avg_1m_5m"] = [round(load1, 2), round(load5, 2)]
@@ -85,7 +85,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 def format_machine(info: dict[str, Any]) -> str:
     gpu = f", GPU {info['gpu']} (CUDA {info['cuda']})" if "gpu" in info else ""
     load = f", load avg {info['load_avg_1m_5m'][0]}/{info['load_avg_1m_5m'][1]} (1/5 min)" if "load_avg_1m_5m" in info else ""
-    hf = f", transformers {info['transformers']}" if "transformers" in info else ""
+    hf = f", transformers {info['transformers']}" if info.get("transformers") else ""
     return (f"machine: {info['cpu']}, {info['cpu_cores']} cores, torch {info['torch']} "
             f"({info['torch_threads']} threads){hf}, device {info['device']}{gpu}{load}")
 

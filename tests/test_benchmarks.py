@@ -81,6 +81,8 @@ def test_ours_vs_hf_quick(tmp_path):
     keys = {"variant", "attn_implementation", "train_step_s", "train_samples_per_s", "train_speedup_of_ours",
             "eval_s", "eval_samples_per_s", "eval_speedup_of_ours", "eval_inference_mode_s"}
     for r in on_disk["results"]:
-        assert keys <= set(r) and r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0
+        assert keys <= set(r) and r["train_samples_per_s"] > 0
+        if r["variant"] != "ours + fused Adam":  # the informational optimizer row has no eval timing
+            assert r["eval_samples_per_s"] > 0
     assert on_disk["results"][0]["eval_inference_mode_s"] is not None
     assert data["settings"]["max_length"] == 64

@@ -39,3 +39,14 @@ def test_adamw_and_unknown():
     assert opt.param_groups[0]["betas"] == (0.95, 0.999) and opt.param_groups[0]["weight_decay"] == 5e-7
     with pytest.raises(ValueError, match="sgd"):
         build_optimizer([p], OptimConfig(optimizer="sgd"))
+
+
+def test_fused_kernel_where_available():
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = build_optimizer([p], OptimConfig())
+    # torch >= 2.4 has a fused CPU Adam; older versions fall back to the plain one.
+    major, minor = (int(v) for v in torch.__version__.split(".")[:2])
+    assert opt.defaults.get("fused") == ((major, minor) >= (2, 4) or None) or not opt.defaults.get("fused")
+    p.grad = torch.ones(4)
+    opt.step()
+    assert torch.all(p < 0)
