@@ -86,3 +86,28 @@ def test_ours_vs_hf_quick(tmp_path):
             assert r["eval_samples_per_s"] > 0
     assert on_disk["results"][0]["eval_inference_mode_s"] is not None
     assert data["settings"]["max_length"] == 64
+
+
+FSDD = BENCH.parent / ".." / "shared" / "data" / "fsdd"
+
+
+@pytest.mark.skipif(not FSDD.exists(), reason="FSDD not present in ../shared/data")
+def test_data_pipeline_benchmark_runs(tmp_path):
+    out = tmp_path / "pipe.json"
+    cmd = [sys.executable, str(BENCH / "data_pipeline.py"), "--root", str(FSDD), "--clips", "32", "--repeats", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert set(data["ratio_to_model_only"]) == {"model only", "cache (warm)", "preloaded waves", "decode each epoch"}
+    assert data["ratio_to_model_only"]["model only"] == 1.0 and data["clips"] == 32
+
+
+@pytest.mark.skipif(not FSDD.exists(), reason="FSDD not present in ../shared/data")
+def test_fsdd_benchmark_runs(tmp_path):
+    cmd = [sys.executable, str(BENCH / "fsdd_c2f.py"), "--root", str(FSDD), "--tasks", "speakers", "--schedules", "4-1",
+           "--methods", "patch-pi", "--out", str(tmp_path), "--set", "train.epochs=1", "--set", "train.threads=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Patch PI 41" in proc.stdout and "FLOPs save" in proc.stdout
+    assert (tmp_path / "speakers" / "metric_vs_time.png").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["tasks"]["speakers"].endswith("savings.md")

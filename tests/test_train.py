@@ -80,6 +80,10 @@ def test_demo_command_prints_the_savings_table(tmp_path, capsys):
     assert rc == 0
     assert "Baseline" in out and "Fshift 41" in out and "Patch PI 41" in out
     assert "FLOPs" in out and (tmp_path / "savings.md").exists() and (tmp_path / "savings.csv").exists()
+    assert (tmp_path / "metric_vs_flops.png").stat().st_size > 1000 and (tmp_path / "phases.csv").exists()
+    assert main(["compare", str(tmp_path / "baseline"), str(tmp_path / "fshift_41"), "--format", "csv"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("Setting,Acc at first beat") and "fshift_41" in table
 
 
 def test_cli_errors_are_clear(capsys):

@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1 if splits.skipped else 0
         elif args.command == "compare":
             base = load_records(_log_path(args.baseline))
-            metric = args.metric or "acc"
+            metric = args.metric or json.loads(_log_path(args.baseline).read_text())["config"]["train"]["metric"]
             runs = {Path(r).name if Path(r).is_dir() else Path(r).parent.name: load_records(_log_path(r)) for r in args.runs}
             print(format_table(savings_table("Baseline", base, runs, metric), args.format))
     except NonFiniteLossError as err:

@@ -370,16 +370,16 @@ def _save(path, d: Dist, model, optimizer, scheduler, aug_gen, averager, cfg, re
 def _initialise(model: AST, source: str) -> None:
     """Start from pretrained weights: a Hugging Face AST folder, an original AST release
     checkpoint (``.pth``), or ImageNet ViT/DeiT weights (``imagenet:PATH``)."""
-    from coarse2fine.model import hf
+    from coarse2fine.model import hf, pretrained
 
     if source.startswith("imagenet:"):
-        hf.init_from_imagenet(model, source[len("imagenet:"):])
+        pretrained.init_from_imagenet(model, source[len("imagenet:"):])
         return
     path = Path(source)
     if path.is_dir():
         other, _ = hf.load_hf_checkpoint(path)
     else:
-        other = hf.load_original_ast_checkpoint(path)
+        other = pretrained.load_original_ast_checkpoint(path)
     sd = {k: v for k, v in other.state_dict().items() if not k.startswith("head.fc")}
     if other.config.grid != model.config.grid or other.config.patch_size != model.config.patch_size:
         other.set_geometry(model.config.target_length, model.config.patch_size, model.config.stride)
