@@ -43,3 +43,25 @@ def test_train_predict_export(tmp_path, capsys):
     ours = load_run_for_inference(run)[0].eval()
     with torch.no_grad():
         assert torch.allclose(ours(x), hf(x).logits, atol=1e-5)
+
+
+def test_coarse_to_fine_fine_tuning_from_a_hugging_face_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    from coarse2fine.model.hf import load_hf_checkpoint
+
+    run = tmp_path / "pretrain"
+    assert main(["train", "demo", "--out", str(run), "--quiet", *[a for s in TRAIN for a in ("--set", s)]]) == 0
+    assert main(["export-hf", str(run), str(tmp_path / "hf")]) == 0
+    source, _ = load_hf_checkpoint(tmp_path / "hf")
+    # Fine-tune 4-1 with Patch PI from the exported checkpoint: 16x64 patches, 16 tokens first.
+    ft = tmp_path / "finetune"
+    args = [*TRAIN, "c2f.schedule=4-1", "c2f.method=patch", "c2f.phase_epochs=[1, 1]", "train.optim.lr=1e-12",
+            f"model.init_from={tmp_path / 'hf'}"]
+    assert main(["train", "demo", "--out", str(ft), "--quiet", *[a for s in args for a in ("--set", s)]]) == 0
+    tuned = load_file(ft / "model.safetensors")
+    # With a vanishing learning rate the blocks keep the pretrained weights through both phases.
+    for k in ("blocks.0.attn.qkv.weight", "blocks.3.mlp.fc2.weight", "norm.weight"):
+        torch.testing.assert_close(tuned[k], source.state_dict()[k], atol=1e-6, rtol=0)
+    log = json.loads((ft / "log.json").read_text())
+    assert [r["tokens"] for r in log["records"]] == [16, 64]

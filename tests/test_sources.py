@@ -84,3 +84,21 @@ def test_fsdd_preset_reads_the_shared_data():
     splits = load_splits(cfg)
     assert (len(splits.train), len(splits.val), splits.train.num_classes) == (2700, 300, 6)
     assert splits.train.waves.shape == (2700, int(1.28 * 16000))
+
+
+def test_crossval_runs_every_fold(tmp_path, capsys):
+    from coarse2fine.cli import main
+
+    for fold in (1, 2):
+        train, val, labels = _make_set(tmp_path / f"f{fold}", bad=False)
+        train.rename(tmp_path / f"train_{fold}.json")
+        val.rename(tmp_path / f"val_{fold}.json")
+    args = ["data.kind=manifest", f"data.train={tmp_path}/train_{{fold}}.json", f"data.val={tmp_path}/val_{{fold}}.json",
+            f"data.label_csv={labels}", "data.clip_seconds=0.5", "features.target_length=64", "train.epochs=1",
+            "train.batch_size=4", "train.threads=1"]
+    assert main(["crossval", "demo", "--folds", "2", "--schedule", "1", "--out", str(tmp_path / "cv"), "--quiet",
+                 *[a for s in args for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "mean" in out and (tmp_path / "cv" / "fold2" / "log.json").exists()
+    assert (tmp_path / "cv" / "folds.csv").read_text().splitlines()[0] == "fold,best acc"
+    assert main(["crossval", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2  # no {fold} in the paths

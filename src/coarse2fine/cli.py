@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from coarse2fine import __version__
+from coarse2fine import __version__, atomic
 from coarse2fine.config import load_config, preset_names
 from coarse2fine.data.sources import load_splits
 from coarse2fine.data.stats import dataset_stats
-from coarse2fine.experiment import Variant, parse_methods, run_experiment
+from coarse2fine.experiment import Variant, cross_validate, parse_methods, run_experiment
 from coarse2fine.report import phase_rows, write_report
 from coarse2fine.phases import parse_schedule
 from coarse2fine.savings import format_table, load_records, savings_table
@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-hf", help="export a finished run as a Hugging Face ASTForAudioClassification folder")
     p.add_argument("run", help="run folder")
     p.add_argument("out", help="output folder")
+
+    p = sub.add_parser("crossval", help="k-fold cross-validation (ESC-50 style): {fold} in data.train/data.val")
+    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("--folds", type=int, default=5, help="number of folds, numbered from 1 (default 5)")
+    p.add_argument("--schedule", help="override c2f.schedule (1 = baseline)")
+    p.add_argument("--out", required=True, help="output folder (one run folder per fold)")
+    _add_common(p)
 
     p = sub.add_parser("compare", help="savings of finished runs against a baseline run")
     p.add_argument("baseline", help="baseline run folder (or its log.json)")
@@ -156,6 +163,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = train_run(cfg, load_splits(cfg), args.out, progress=not quiet, resume=args.resume)
             best = max(r[cfg.train.metric] for r in result.records)
             print(f"{cfg.name}: best {cfg.train.metric} {best:.4f}; logs in {result.out_dir}")
+        elif args.command == "crossval":
+            overrides = [*args.overrides, *([f"c2f.schedule={args.schedule}"] if args.schedule else [])]
+            cfg = load_config(args.config, overrides)
+            results = cross_validate(cfg, range(1, args.folds + 1), args.out, progress=not quiet)
+            metric = cfg.train.metric
+            best = {fold: max(r[metric] for r in res.records) for fold, res in results.items()}
+            rows = [{"fold": str(f), f"best {metric}": f"{v:.4f}"} for f, v in best.items()]
+            values = list(best.values())
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+            rows.append({"fold": "mean", f"best {metric}": f"{mean:.4f} +/- {std:.4f}"})
+            atomic.write_text(Path(args.out) / "folds.csv", format_table(rows, "csv"))
+            print(format_table(rows, "text"))
         elif args.command == "predict":
             return _predict(args)
         elif args.command == "export-hf":

@@ -106,10 +106,32 @@ def run_experiment(
         if result is not None:
             log.info("reusing finished run %s", run_dir)
         else:
-            result = train_run(cfg, splits, run_dir, progress=progress)
+            result = train_run(cfg, splits, run_dir, progress=progress, resume=reuse)  # an interrupted run continues
         if variant is None:
             baseline = result
         else:
             results[variant.label] = result
     assert baseline is not None
     return baseline, results
+
+
+def fold_config(base: RunConfig, fold: int) -> RunConfig:
+    """The config of cross-validation fold ``fold``: ``{fold}`` in data.train / data.val replaced."""
+    if "{fold}" not in (base.data.train or "") or "{fold}" not in (base.data.val or ""):
+        raise ValueError("cross-validation needs '{fold}' in data.train and data.val, e.g. data/esc_train_data_{fold}.json")
+    cfg = copy.deepcopy(base)
+    cfg.name = f"{base.name}_fold{fold}"
+    cfg.data.train = base.data.train.replace("{fold}", str(fold))
+    cfg.data.val = base.data.val.replace("{fold}", str(fold))
+    return cfg
+
+
+def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, progress: bool = True) -> dict[int, RunResult]:
+    """Train ``base`` (its schedule and method) once per fold into ``out_root/fold<N>``; finished
+    folds are reused and an interrupted fold continues from its checkpoint."""
+    results = {}
+    for fold in folds:
+        cfg = fold_config(base, fold)
+        run_dir = Path(out_root) / f"fold{fold}"
+        results[fold] = finished_run(run_dir, cfg) or train_run(cfg, load_splits(cfg), run_dir, progress=progress, resume=True)
+    return results
