@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from coarse2fine.compression import Compression, compressed_length, pool_time
+from coarse2fine.compression import Compression, pool_time
 from coarse2fine.features import FbankConfig, FeatureSpec, extract, num_frames
 from coarse2fine.model import AST, ast_config
 
@@ -49,7 +49,7 @@ def test_pooling_values():
     mx = pool_time(x, 4, "max")
     assert avg.shape == (1, 2, 2) and torch.equal(avg[0, :, 0], torch.tensor([3.0, 11.0]))
     assert torch.equal(mx[0, :, 1], torch.tensor([7.0, 15.0]))
-    assert compressed_length(1024, 4) == 256 and compressed_length(3, 4) == 1
+    assert Compression("avgpool", 4).geometry(1024, (16, 16), (16, 16)).target_length == 256
 
 
 def test_patch_geometry_and_errors():

@@ -19,7 +19,8 @@ from coarse2fine.phases import parse_schedule
 from coarse2fine.savings import format_table, load_records, savings_table
 from coarse2fine.model.hf import export_hf_checkpoint, load_hf_checkpoint
 from coarse2fine.predict import load_run_for_inference, predict_files
-from coarse2fine.train import NonFiniteLossError, resolve_device, train_run
+from coarse2fine.distributed import resolve_device
+from coarse2fine.train import NonFiniteLossError, train_run
 
 log = logging.getLogger("coarse2fine")
 

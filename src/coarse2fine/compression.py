@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from coarse2fine.features import FeatureSpec
+from coarse2fine.features import FeatureSpec, target_frames_for_shift
 
 METHODS = ("fshift", "avgpool", "maxpool", "patch")
 PatchResize = Literal["bilinear", "pi"]
@@ -72,21 +72,15 @@ class Compression:
         """How many times fewer frames the model's input has (Patch keeps every frame)."""
         return 1 if self.method == "patch" else self.R
 
-    def at(self, R: int) -> "Compression":
-        """The same method at another factor."""
-        return dataclasses.replace(self, R=R)
-
     def feature_spec(self, base: FeatureSpec) -> FeatureSpec:
         """Features to compute for this phase; only Fshift changes them."""
         if self.method != "fshift" or self.R == 1:
             return base
-        fb = base.fbank
-        fbank = dataclasses.replace(
-            fb,
-            frame_shift_ms=fb.frame_shift_ms * self.R,
-            frame_length_ms=fb.frame_length_ms * self.R if self.scale_window else fb.frame_length_ms,
+        return dataclasses.replace(
+            base,
+            fbank=base.fbank.scaled(self.R, self.scale_window),
+            target_length=target_frames_for_shift(base.target_length, self.R),
         )
-        return dataclasses.replace(base, fbank=fbank, target_length=compressed_length(base.target_length, self.R))
 
     def transform(self, feats: torch.Tensor) -> torch.Tensor:
         """Compress ``feats`` [B, T, F] along time (pooling methods); identity otherwise."""
@@ -105,12 +99,7 @@ class Compression:
                 (patch_size[0], patch_size[1] * self.R),
                 (stride[0], stride[1] * self.R),
             )
-        return Geometry(compressed_length(target_length, self.R), patch_size, stride)
-
-
-def compressed_length(target_length: int, R: int) -> int:
-    """Frames of a clip after time compression by R (Fshift and pooling agree on this)."""
-    return max(1, target_length // R)
+        return Geometry(target_frames_for_shift(target_length, self.R), patch_size, stride)
 
 
 def pool_time(feats: torch.Tensor, R: int, mode: Literal["avg", "max"]) -> torch.Tensor:

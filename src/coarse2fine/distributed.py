@@ -29,19 +29,24 @@ class Dist:
         return self.rank == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def setup(device_name: str) -> Dist:
     """Join the torchrun process group if there is one; returns rank, world size and device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
     if world <= 1:
-        return Dist(0, 1, torch.device(device_name))
+        return Dist(0, 1, resolve_device(device_name))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_name.startswith("cuda"):
+    if resolve_device(device_name).type == "cuda":
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
     else:
-        device = torch.device(device_name)
+        device = resolve_device(device_name)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), device)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from coarse2fine.compression import Compression
 from coarse2fine.config import RunConfig
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.sources import load_splits
@@ -29,7 +30,6 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "patch-pi": ("patch", "pi"),
 }
 
-LABELS = {"fshift": "Fshift", "avgpool": "Avg Pool", "maxpool": "Max Pool", "patch-bl": "Patch BL", "patch-pi": "Patch PI"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class Variant:
     @property
     def label(self) -> str:
         """Paper-style label, e.g. ``Fshift 41``."""
-        return f"{LABELS[self.method]} {self.schedule.replace('-', '')}"
+        method, resize = VARIANTS[self.method]
+        return f"{Compression(method, patch_resize=resize).label} {self.schedule.replace('-', '')}"
 
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:

@@ -65,13 +65,6 @@ class RunResult:
     records: list[dict[str, Any]]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def compute_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
     """``ce``: cross-entropy against (possibly soft) class distributions; ``bce``: multi-label."""
     if kind == "ce":
