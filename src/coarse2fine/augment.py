@@ -273,6 +273,8 @@ def augment_features(
     fill ``cfg.mask_value``), then, if ``cfg.noise``, noise-and-roll: AST applies the masks,
     normalises, then adds noise and rolls. (Mixup is waveform-level: see :func:`mixup`.)
     """
+    if cfg.freqm == 0 and coarse_time_mask_param(cfg.timem, R) == 0 and not cfg.noise:
+        return feats  # nothing to do: skip the mask build and copy on the training hot path
     out = spec_augment(feats, cfg.freqm, cfg.timem, R, generator, cfg.spec_masks, cfg.mask_value)
     if cfg.noise:
         out = add_noise_and_roll(out, generator)

@@ -271,7 +271,7 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if aug.mixup > 0:
                     x, y = mixup(x, y, aug.mixup, aug.mixup_alpha, aug_gen)
-                chunks = [c for c in zip(x.split(micro), y.split(micro))]
+                chunks = list(zip(x.split(micro), y.split(micro)))
                 step_loss = 0.0
                 for i, (xc, yc) in enumerate(chunks):  # gradient accumulation over micro-batches
                     sync = contextlib.nullcontext() if i == len(chunks) - 1 or d.world == 1 else net.no_sync()
