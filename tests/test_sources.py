@@ -102,3 +102,8 @@ def test_crossval_runs_every_fold(tmp_path, capsys):
     assert "mean" in out and (tmp_path / "cv" / "fold2" / "log.json").exists()
     assert (tmp_path / "cv" / "folds.csv").read_text().splitlines()[0] == "fold,best acc"
     assert main(["crossval", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2  # no {fold} in the paths
+
+
+def test_fsdd_without_a_root_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs data.root"):
+        load_splits(load_config("fsdd_digits-cpu", ["data.root=null"]))

@@ -8,7 +8,6 @@ file stops the run with a message naming every bad file and its problem, or, wit
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from coarse2fine.cache import FeatureCache
 from coarse2fine.config import RunConfig
@@ -20,14 +19,12 @@ from coarse2fine.data.validate import validate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FSDD = Path("../shared/data/fsdd")
-
-
 def _manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
     d = cfg.data
     if d.kind == "fsdd":
-        root = Path(d.root) if d.root else DEFAULT_FSDD
-        return fsdd_manifest(root, d.task, "train"), fsdd_manifest(root, d.task, "test")
+        if not d.root:
+            raise ValueError("data.kind 'fsdd' needs data.root: the FSDD folder (with recordings/)")
+        return fsdd_manifest(d.root, d.task, "train"), fsdd_manifest(d.root, d.task, "test")
     if d.kind == "manifest":
         if not d.train or not d.val:
             raise ValueError("data.kind 'manifest' needs data.train and data.val (AST JSON, CSV or a class folder)")
