@@ -373,9 +373,8 @@ def _initialise(model: AST, source: str) -> None:
         other, _ = hf.load_hf_checkpoint(path)
     else:
         other = pretrained.load_original_ast_checkpoint(path)
-    sd = {k: v for k, v in other.state_dict().items() if not k.startswith("head.fc")}
     if other.config.grid != model.config.grid or other.config.patch_size != model.config.patch_size:
         other.set_geometry(model.config.target_length, model.config.patch_size, model.config.stride)
-        sd = {k: v for k, v in other.state_dict().items() if not k.startswith("head.fc")}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    sd = {k: v for k, v in other.state_dict().items() if not k.startswith("head.fc")}  # classes differ
+    missing, _ = model.load_state_dict(sd, strict=False)
     log.info("initialised from %s (new: %s)", source, ", ".join(missing) or "none")
