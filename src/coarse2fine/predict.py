@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from coarse2fine.audio import AudioError, fix_length, load_audio
-from coarse2fine.features import FbankConfig, FeatureSpec, extract
+from coarse2fine.config import load_config
+from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.ast import AST, ASTConfig
 
 log = logging.getLogger(__name__)
@@ -230,36 +230,18 @@ def _run_feature_spec(path: Path, model_config: ASTConfig) -> tuple[FeatureSpec,
     """The run's full-resolution :class:`FeatureSpec` and multi-label flag from its ``config.yaml``."""
     if not path.is_file():
         raise ValueError(f"{path}: file not found (is this a finished coarse2fine run folder?)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read YAML ({err})") from None
-    feats = raw.get("features") or {}
-    loss = (raw.get("train") or {}).get("loss", "ce")
-    if loss not in ("ce", "bce"):
-        raise ValueError(f"{path}: train.loss {loss!r} is neither 'ce' nor 'bce'")
-    try:
-        fbank = FbankConfig(
-            sample_rate=int(feats.get("sample_rate", 16000)),
-            num_mel_bins=int(feats.get("num_mel_bins", model_config.num_mel_bins)),
-            frame_length_ms=float(feats.get("frame_length_ms", 25.0)),
-            frame_shift_ms=float(feats.get("frame_shift_ms", 10.0)),
-        )
-        spec = FeatureSpec(
-            fbank=fbank,
-            target_length=int(feats.get("target_length", model_config.target_length)),
-            mean=float(feats.get("mean", -4.2677393)),
-            std=float(feats.get("std", 4.5689974)),
-        )
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: features: {err}") from None
+    cfg = load_config(path)
+    if cfg.train.loss not in ("ce", "bce"):
+        raise ValueError(f"{path}: train.loss {cfg.train.loss!r} is neither 'ce' nor 'bce'")
+    spec = cfg.features.spec()
+    fbank = spec.fbank
     if (spec.target_length, fbank.num_mel_bins) != (model_config.target_length, model_config.num_mel_bins):
         raise ValueError(
             f"{path}: features give {spec.target_length} frames x {fbank.num_mel_bins} bins but the saved model "
             f"expects {model_config.target_length} x {model_config.num_mel_bins} (a run whose last phase is "
             "coarse, R > 1, cannot be used for inference as is)"
         )
-    return spec, loss == "bce"
+    return spec, cfg.train.loss == "bce"
 
 
 def _run_labels(path: Path, num_classes: int) -> tuple[list[str], list[str]]:
