@@ -103,16 +103,17 @@ class Case:
         full = FeatureSpec(FbankConfig(num_mel_bins=NUM_MEL_BINS), args.target_length, FEAT_MEAN, FEAT_STD)
         self.comp = Compression(method=method, R=R)
         self.spec = self.comp.feature_spec(full)
-        geo = self.comp.geometry(args.target_length, PATCH, PATCH)
+        geo = self.comp.input_geometry(args.target_length, NUM_MEL_BINS)
         torch.manual_seed(args.seed)
+        k = geo.time_patch_factor
         self.model = AST(ast_config(
-            shape, num_classes=NUM_CLASSES, num_mel_bins=NUM_MEL_BINS,
-            target_length=geo.target_length, patch_size=geo.patch_size, stride=geo.stride,
+            shape, num_classes=NUM_CLASSES, num_mel_bins=NUM_MEL_BINS, target_length=geo.frames,
+            patch_size=(PATCH[0], PATCH[1] * k), stride=(PATCH[0], PATCH[1] * k), time_patch_factor=k,
         )).to(device).train()
         self.optimizer = build_optimizer(self.model.parameters(), OptimConfig())
         self.scheduler = build_scheduler(self.optimizer, 1000, OptimConfig())
         gen = torch.Generator().manual_seed(args.seed)
-        n = num_samples_for(args.target_length, full.fbank)
+        n = num_samples_for(args.target_length, full.frontend)
         self.waves = (0.1 * torch.randn(self.batch, n, generator=gen)).to(device)
         self.targets = torch.randint(0, NUM_CLASSES, (self.batch,), generator=gen).to(device)
         self.feats = self.features() if self.model_only else None
@@ -121,7 +122,7 @@ class Case:
         self.times: dict[str, list[float]] = {k: [] for k in (*PARTS, "step")}
 
     def features(self) -> torch.Tensor:
-        # What coarse2fine.train.make_features does.
+        # What coarse2fine.train.featurize does.
         return self.comp.transform(extract(self.waves, self.spec))
 
     def step(self, record: bool) -> None:

@@ -87,7 +87,7 @@ def test_wrong_input_shape_is_a_clear_error():
 @pytest.mark.parametrize("r", [1, 2, 4])
 def test_time_compressed_input_after_set_geometry(r):
     model = _model()
-    model.set_geometry(64 // r)
+    model.set_patch_geometry(64 // r)
     assert model.config.grid == (4, 8 // r) and model.config.num_tokens == 32 // r
     assert model.pos_embed.shape == (1, 2 + 32 // r, 32)
     assert model(_x(frames=64 // r)).shape == (3, 5)
@@ -97,7 +97,7 @@ def test_time_compressed_input_after_set_geometry(r):
 @pytest.mark.parametrize("r", [1, 2, 4])
 def test_patch_method_after_set_geometry(r, method):
     model = _model()
-    model.set_geometry(64, patch_size=(P, P * r), stride=(P, P * r), patch_resize=method)
+    model.set_patch_geometry(64, patch_size=(P, P * r), stride=(P, P * r), patch_resize=method)
     assert model.config.num_tokens == 32 // r
     assert model.patch_embed.proj.weight.shape == (32, 1, P, P * r)
     assert model.patch_embed.proj.kernel_size == (P, P * r) and model.patch_embed.proj.stride == (P, P * r)
@@ -108,7 +108,7 @@ def test_patch_method_after_set_geometry(r, method):
 def test_set_geometry_keeps_bias_and_grads_flow_to_new_parameters():
     model = _model().train()
     bias = model.patch_embed.proj.bias.detach().clone()
-    model.set_geometry(64, patch_size=(P, 4 * P), stride=(P, 4 * P))
+    model.set_patch_geometry(64, patch_size=(P, 4 * P), stride=(P, 4 * P))
     assert torch.equal(model.patch_embed.proj.bias, bias)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)  # rebuilt after the phase change
     model(_x()).sum().backward()
@@ -121,7 +121,7 @@ def test_set_geometry_same_geometry_is_exact_no_op():
     x = _x()
     before = model(x)
     params = list(model.parameters())
-    model.set_geometry(64, patch_size=(P, P), stride=(P, P))
+    model.set_patch_geometry(64, patch_size=(P, P), stride=(P, P))
     assert torch.equal(model(x), before)
     assert all(a is b for a, b in zip(params, model.parameters()))
 
@@ -129,8 +129,8 @@ def test_set_geometry_same_geometry_is_exact_no_op():
 def test_coarse_to_fine_round_trip_carries_weights():
     """Patch method 4 -> 1 with PI-resize: the fine model sees the coarse model's tokens (upsampled)."""
     model = _model()
-    model.set_geometry(64, patch_size=(P, 4 * P), stride=(P, 4 * P))
-    model.set_geometry(64, patch_size=(P, P), stride=(P, P))
+    model.set_patch_geometry(64, patch_size=(P, 4 * P), stride=(P, 4 * P))
+    model.set_patch_geometry(64, patch_size=(P, P), stride=(P, P))
     assert model.config == ASTConfig(**TINY)
     assert model(_x()).shape == (3, 5)
 
@@ -140,7 +140,7 @@ def test_adapt_state_dict_matches_set_geometry():
     old = model.config
     new = ASTConfig(**{**TINY, "patch_size": (P, 2 * P), "stride": (P, 2 * P)})
     sd = adapt_state_dict(model.state_dict(), old, new)
-    model.set_geometry(64, (P, 2 * P), (P, 2 * P))
+    model.set_patch_geometry(64, (P, 2 * P), (P, 2 * P))
     for k, v in model.state_dict().items():
         assert torch.equal(sd[k], v), k
 

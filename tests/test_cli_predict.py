@@ -26,6 +26,15 @@ def test_train_predict_export(tmp_path, capsys):
     assert scores == sorted(scores, reverse=True) and abs(sum(pred["scores"]) - 1) < 1e-4  # softmax, single-label
     assert main(["predict", str(run), str(tmp_path / "bad.wav"), "--skip-errors", "--device", "cpu"]) == 1
     assert "bad.wav: error" in capsys.readouterr().out
+    # A corrupt file among good ones: every readable file is scored, the bad one listed, exit 1.
+    other = tmp_path / "other.flac"
+    sf.write(other, (0.2 * np.sin(2 * np.pi * 880 * t[:16000])).astype(np.float32), 16000)
+    assert main(["predict", str(run), str(clip), str(tmp_path / "bad.wav"), str(other), "--json", "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    preds = json.loads(captured.out)
+    assert [p["error"] is None for p in preds] == [True, False, True]
+    assert preds[0]["scores"] == pred["scores"] and len(preds[2]["top"]) == 5
+    assert "1 of 3 file(s) could not be scored" in captured.err and "bad.wav" in captured.err
 
     from transformers import ASTForAudioClassification
 

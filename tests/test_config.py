@@ -36,3 +36,82 @@ def test_yaml_numbers_are_coerced_and_bad_types_named():
     assert cfg.train.optim.lr == 3e-4 and isinstance(cfg.train.optim.lr, float)
     with pytest.raises(ValueError, match="config.train.epochs: expected int, got 'many'"):
         load_config("demo", ["train.epochs=many"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.metric=accuracy", "train.metric: 'accuracy' is not one of acc, mAP, mAUC, d_prime, val_loss"),
+    ("train.loss=hinge", "train.loss: 'hinge' is not one of ce, bce"),
+    ("train.objective=contrastive", "train.objective: 'contrastive' is not one of"),
+    ("train.optim.optimizer=sgd", "train.optim.optimizer: 'sgd' is not one of adam, adamw"),
+    ("train.amp=fp8", "train.amp: 'fp8' is not one of none, bf16, fp16"),
+    ("train.device=tpu", "train.device: 'tpu' is not one of"),
+    ("model.arch=resnet", "model.arch: 'resnet' is not one of ast, htsat, ssast"),
+    ("model.preset=huge", "model.preset: 'huge' is not one of base, small, tiny, micro"),
+    ("c2f.method=blur", "c2f.method: 'blur' is not one of fshift, avgpool, maxpool, patch"),
+    ("c2f.patch_resize=nearest", "c2f.patch_resize: 'nearest' is not one of bilinear, pi"),
+    ("c2f.schedule=1-4", "c2f.schedule: schedule '1-4'"),
+    ("c2f.phase_epochs=[1, 2, 3]", "c2f: phase_epochs \\[1, 2, 3\\] has 3 entries but schedule 4-1 has 2"),
+    ("data.on_error=ignore", "data.on_error: 'ignore' is not one of raise, skip"),
+    ("data.kind=webdataset", "data.kind: 'webdataset' is not one of synthetic, manifest, fsdd"),
+    ("features.frontend=mfcc", "features.frontend: 'mfcc' is not one of fbank, logmel"),
+    ("features.fbank.window=box", "features.fbank: unknown window 'box'"),
+    ("train.epochs=0", "train.epochs: must be >= 1"),
+    ("model.patch_size=[16, 48]", "at R=4 .*patch \\(16, 48\\).*32 frames"),
+    ("train.objective=masked_patch", "train.metric: 'acc' is not one of masked_acc, recon_mse, val_loss"),
+])
+def test_every_enumerated_value_is_checked_when_the_config_is_loaded(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("demo", [override])
+
+
+def test_objective_and_family_must_agree_at_load():
+    with pytest.raises(ValueError, match="masked_patch trains model.arch ssast, not ast"):
+        load_config("demo", ["train.objective=masked_patch", "train.metric=masked_acc"])
+
+
+def test_preset_names_win_over_folders_of_the_same_name(tmp_path, monkeypatch):
+    # A folder named like a preset in the current directory must not be taken for a config file.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "esc50").mkdir()
+    (tmp_path / "esc50-cpu").mkdir()
+    (tmp_path / "my.yaml").write_text("extends: esc50-cpu\nname: mine\n")
+    cfg = load_config("my.yaml")
+    assert cfg.name == "mine" and cfg.model.preset == "micro" and cfg.features.target_length == 512
+    assert load_config("esc50").name == "esc50"
+
+
+def test_extends_is_relative_to_the_file_that_extends(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.yaml").write_text("extends: demo\ntrain:\n  epochs: 3\n")
+    (tmp_path / "configs" / "run.yaml").write_text("extends: base.yaml\nname: run\n")
+    monkeypatch.chdir(tmp_path.parent)  # not the folder the configs are in
+    cfg = load_config(tmp_path / "configs" / "run.yaml")
+    assert cfg.name == "run" and cfg.train.epochs == 3 and cfg.data.kind == "synthetic"
+
+
+def test_legacy_flat_feature_keys_move_under_fbank():
+    cfg = config_from_dict({"features": {"num_mel_bins": 64, "frame_shift_ms": 20.0, "target_length": 64}})
+    assert cfg.features.fbank.num_mel_bins == 64 and cfg.features.fbank.frame_shift_ms == 20.0
+    assert cfg.features.num_mel_bins == 64 and cfg.features.spec().frontend == cfg.features.fbank
+
+
+@pytest.mark.parametrize("make", ["directory", "missing", "binary"])
+def test_unreadable_config_is_one_clear_line(tmp_path, capsys, make):
+    from coarse2fine.cli import main
+
+    path = tmp_path / "cfg.yaml"
+    if make == "directory":
+        path.mkdir()
+    elif make == "binary":
+        path.write_bytes(b"\xff\xfe\x00bad")
+    rc = main(["check", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1 and str(path) in err
+
+
+def test_a_metric_typo_fails_before_any_training(tmp_path, capsys):
+    from coarse2fine.cli import main
+
+    rc = main(["train", "demo", "--out", str(tmp_path / "run"), "--quiet", "--set", "train.metric=accuracy"])
+    assert rc == 2 and "train.metric: 'accuracy'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -48,7 +48,7 @@ def test_analytic_flops_equal_flop_counter_mode_exactly(method, r):
 
 def test_set_geometry_model_measures_like_a_fresh_one():
     model = AST(ASTConfig(**TINY))
-    model.set_geometry(64, patch_size=(P, 4 * P), stride=(P, 4 * P))
+    model.set_patch_geometry(64, patch_size=(P, 4 * P), stride=(P, 4 * P))
     x = torch.randn(1, 64, 32)
     loss = torch.nn.CrossEntropyLoss()
     y = torch.tensor([1])

@@ -40,7 +40,7 @@ def _kill_at(out, phase, step):
     while time.time() < deadline and proc.poll() is None:
         if ckpt.exists():
             try:
-                st = load_checkpoint(ckpt).state
+                st = load_checkpoint(ckpt)["progress"]
             except ValueError:
                 st = None
             if st and (st["phase"], st["step"] or 99) >= (phase, step):
@@ -49,7 +49,7 @@ def _kill_at(out, phase, step):
         time.sleep(0.002)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"training was not killed mid-run: {proc.stderr.read().decode()[-2000:]}"
-    return load_checkpoint(ckpt).state
+    return load_checkpoint(ckpt)["progress"]
 
 
 @pytest.fixture(scope="module")

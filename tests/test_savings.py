@@ -142,8 +142,6 @@ def test_errors():
         baseline_reference([], "acc")
     with pytest.raises(ValueError, match="mAP"):
         baseline_reference(BASE, "mAP")
-    with pytest.raises(ValueError, match="lower-is-better"):
-        baseline_reference(make_run([1.0, 0.5], [1, 1], metric="val_loss"), "val_loss")
     with pytest.raises(ValueError, match="NaN"):
         baseline_reference(make_run([math.nan], [1]), "acc")
     bad = [dict(r) for r in C2F]
@@ -254,3 +252,19 @@ def test_format_table_default_empty_and_unknown():
 def test_csv_quotes_commas_in_names():
     rows = savings_table("Baseline", BASE, {"Fshift 4,1": C2F}, "acc")
     assert format_table(rows, "csv").splitlines()[2].startswith('"Fshift 4,1",49.90 (+0.50)')
+
+
+def test_lower_is_better_metric_takes_the_minimum_and_reaches_from_below():
+    # A loss-like metric (validation loss, a reconstruction error): the best is the smallest value.
+    base = make_run([0.9, 0.5, 0.42, 0.45], [100] * 4, metric="val_loss")
+    ref = baseline_reference(base, "val_loss")
+    assert not ref.higher and ref.best == 0.42 and ref.epoch == 3 and ref.cum_flops == 300
+    run = make_run([1.0, 0.6, 0.44, 0.41, 0.39], [25, 25, 100, 100, 100], [0, 0, 1, 1, 1], [4, 4, 1, 1, 1],
+                   metric="val_loss")
+    s = compare("c2f", run, ref)
+    assert s.reached and s.epoch == 4 and s.flops_save_pct == pytest.approx(100 * (1 - 250 / 300))
+    assert s.best_metric == 0.39 and s.gain == pytest.approx(0.39 - 0.42)
+    rows = savings_table("Baseline", base, {"c2f": run}, "val_loss")
+    assert rows[0]["Best val_loss (gain)"] == "0.420" and rows[1]["Beat epoch"] == "4"
+    # The direction can also be given explicitly (a metric the objectives do not declare).
+    assert baseline_reference(base, "val_loss", higher=True).best == 0.9

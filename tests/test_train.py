@@ -9,7 +9,7 @@ from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiment import Variant, run_experiment
-from coarse2fine.model import AST, ASTConfig, ast_training_flops
+from coarse2fine.model import ast_training_flops, model_from_config_dict
 from coarse2fine.train import train_run
 
 SMALL = [
@@ -38,8 +38,8 @@ def test_two_phase_run_records_flops_time_and_weights(cfg, splits, tmp_path, met
     assert [(r["epoch"], r["phase"], r["R"], r["phase_epoch"]) for r in recs] == [(1, 0, 4, 1), (2, 1, 1, 1), (3, 1, 1, 2)]
     assert [r["tokens"] for r in recs] == [16, 64, 64]
     # FLOPs: the analytic count for the real geometry of each phase, times the clips seen.
-    full = AST(ASTConfig.from_dict(json.loads((tmp_path / "model_config.json").read_text()))).config
-    assert recs[-1]["train_flops"] == ast_training_flops(full, 1) * 32
+    full = model_from_config_dict(json.loads((tmp_path / "model_config.json").read_text()))
+    assert full.arch == "ast" and recs[-1]["train_flops"] == ast_training_flops(full.config, 1) * 32
     assert recs[0]["train_flops"] < recs[1]["train_flops"] / 3
     assert recs[-1]["cum_flops"] == sum(r["train_flops"] for r in recs)
     assert recs[-1]["cum_time"] == pytest.approx(sum(r["train_time"] for r in recs))

@@ -54,6 +54,11 @@ class AugmentConfig:
     ``spec_masks``: how many masks of each kind per example. ``mask_value``: the value
     written into masked cells of the (normalised) features; AST's exact behaviour is
     ``-mean / (2 * std)``, 0 is the dataset mean.
+
+    Also in a run's ``augment:`` section, under AST's names, though they act on the loop rather
+    than on a batch: ``balanced_sampling`` (AST's label-weighted draws, see
+    :mod:`coarse2fine.sampling`) and weight averaging of the final phase's epochs
+    ``wa_start..wa_end`` (0 = off; ``wa_end`` 0 = to the last epoch).
     """
 
     freqm: int = 0
@@ -63,6 +68,9 @@ class AugmentConfig:
     noise: bool = False
     spec_masks: int = 1
     mask_value: float = 0.0
+    balanced_sampling: bool = False
+    wa_start: int = 0
+    wa_end: int = 0
 
     def __post_init__(self) -> None:
         if self.freqm < 0 or self.timem < 0:
@@ -73,6 +81,8 @@ class AugmentConfig:
             raise ValueError(f"mixup_alpha must be > 0, got {self.mixup_alpha}")
         if self.spec_masks < 0:
             raise ValueError(f"spec_masks must be >= 0, got {self.spec_masks}")
+        if self.wa_start < 0 or (self.wa_end and self.wa_end < self.wa_start):
+            raise ValueError(f"weight averaging needs 0 <= wa_start <= wa_end (or wa_end 0), got {self.wa_start}..{self.wa_end}")
 
 
 def _draw_device(generator: torch.Generator | None) -> torch.device:

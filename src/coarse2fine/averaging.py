@@ -103,17 +103,17 @@ class WeightAverager:
         self._count += 1
         return True
 
-    def export(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-        """Running sums and counters, for a checkpoint (see :meth:`restore`)."""
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue averaging (for a checkpoint's ``averager`` section)."""
+        meta = {k: None if m is None else [list(m[0]), str(m[1]).removeprefix("torch.")] for k, m in self._meta.items()}
         sums = {k: v for k, v in self._sums.items() if isinstance(v, torch.Tensor)}
-        return sums, {"count": self._count, "epoch": self.epoch}
+        return {"epoch": self.epoch, "count": self._count, "sums": sums, "meta": meta}
 
-    def restore(self, sums: Mapping[str, torch.Tensor], info: Mapping[str, int], like: Mapping[str, Any]) -> None:
-        """Continue from :meth:`export`'s output; ``like`` is a state dict of the averaged model."""
-        self._sums = {k: v.to(self.device) if self.device is not None else v for k, v in sums.items()}
-        self._count = int(info["count"])
-        self.epoch = int(info["epoch"])
-        self._meta = {k: (v.shape, v.dtype) if isinstance(v, torch.Tensor) else None for k, v in like.items()} if self._count else {}
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output."""
+        self.epoch, self._count = int(state["epoch"]), int(state["count"])
+        self._sums = {k: v.to(self.device) if self.device is not None else v for k, v in state["sums"].items()}
+        self._meta = {k: None if m is None else (torch.Size(m[0]), getattr(torch, m[1])) for k, m in state["meta"].items()}
 
     def average(self) -> dict[str, Any]:
         """The mean state dict so far (floating entries cast back to their dtype)."""

@@ -1,7 +1,7 @@
-"""On-disk fbank cache: features computed once per (file, feature settings, frame shift).
+"""On-disk feature cache: front-end output computed once per (file, front-end settings, frame shift).
 
 A clip's entry is keyed by a hash of the file's absolute path, size and modification time and
-of every fbank setting (frame shift included), so a changed file or a changed setting misses the
+of every front-end setting (its kind, frame shift included), so a changed file or a changed setting misses the
 cache instead of reading stale features. Entries are written atomically (temporary file, then
 rename), so two runs sharing one cache directory never see a half-written entry; if both compute
 the same clip, the second rename replaces the first with identical content. A corrupt entry is
@@ -17,21 +17,21 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from coarse2fine.atomic import atomic_path
-from coarse2fine.features import FbankConfig
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
-def cache_key(path: str | os.PathLike, fbank: FbankConfig, extra: dict | None = None) -> str:
-    """Hex digest identifying the features of ``path`` under ``fbank`` (file identity + settings).
+def cache_key(path: str | os.PathLike, frontend: Any, extra: dict | None = None) -> str:
+    """Hex digest identifying the features of ``path`` under the front-end settings ``frontend``
+    (file identity + settings).
 
     ``extra`` holds anything else the features depend on (e.g. the clip length they were cut to).
     """
@@ -42,7 +42,7 @@ def cache_key(path: str | os.PathLike, fbank: FbankConfig, extra: dict | None = 
         "path": str(p),
         "size": st.st_size,
         "mtime_ns": st.st_mtime_ns,
-        "fbank": dataclasses.asdict(fbank),
+        "frontend": {"kind": frontend.kind, **dataclasses.asdict(frontend)},
         "extra": extra or {},
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
@@ -60,9 +60,9 @@ class FeatureCache:
     def _file(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"
 
-    def get(self, path: str | os.PathLike, fbank: FbankConfig, compute: Callable[[], torch.Tensor], extra: dict | None = None) -> torch.Tensor:
+    def get(self, path: str | os.PathLike, frontend: Any, compute: Callable[[], torch.Tensor], extra: dict | None = None) -> torch.Tensor:
         """The cached features of ``path``, computing and storing them with ``compute()`` on a miss."""
-        file = self._file(cache_key(path, fbank, extra))
+        file = self._file(cache_key(path, frontend, extra))
         if file.exists():
             try:
                 feats = torch.from_numpy(np.load(file, allow_pickle=False).astype(np.float32, copy=False))

@@ -9,7 +9,9 @@ A :class:`Compression` says, for one training phase, how the input is made coars
 
 Each method touches a different stage of the pipeline, so the object answers three questions:
 which features to compute (:meth:`Compression.feature_spec`), what to do to them before the model
-(:meth:`Compression.transform`) and which geometry the model needs (:meth:`Compression.geometry`).
+(:meth:`Compression.transform`) and what the model's input becomes
+(:meth:`Compression.input_geometry`). It says nothing about tokens: each model decides what an
+:class:`InputGeometry` means for its own token grid (AST's patches, HTS-AT's windows).
 """
 
 from __future__ import annotations
@@ -24,16 +26,31 @@ import torch.nn.functional as F
 from coarse2fine.features import FeatureSpec, target_frames_for_shift
 
 METHODS = ("fshift", "avgpool", "maxpool", "patch")
+PATCH_RESIZES = ("bilinear", "pi")
 PatchResize = Literal["bilinear", "pi"]
 
 
 @dataclass(frozen=True)
-class Geometry:
-    """What the model must be set to for a phase: input frames, patch size and stride (freq, time)."""
+class InputGeometry:
+    """What a phase's model input is.
 
-    target_length: int
-    patch_size: tuple[int, int]
-    stride: tuple[int, int]
+    ``frames`` x ``mel_bins``: the feature matrix the model receives. ``time_factor``: how many
+    times fewer frames than at full resolution (R for Fshift and Pool, 1 for Patch).
+    ``time_patch_factor``: how many times wider in time a patch is than at full resolution (R for
+    the Patch method, else 1), with ``patch_resize`` the kernel resize to use when it changes.
+    """
+
+    frames: int
+    mel_bins: int
+    time_factor: int = 1
+    time_patch_factor: int = 1
+    patch_resize: PatchResize = "pi"
+
+    def __post_init__(self) -> None:
+        if min(self.frames, self.mel_bins, self.time_factor, self.time_patch_factor) < 1:
+            raise ValueError(f"input geometry must be positive, got {self}")
+        if self.patch_resize not in PATCH_RESIZES:
+            raise ValueError(f"patch_resize must be one of {', '.join(PATCH_RESIZES)}, got {self.patch_resize!r}")
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,8 @@ class Compression:
             raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
         if int(self.R) != self.R or self.R < 1:
             raise ValueError(f"compression factor R must be a positive integer, got {self.R!r}")
-        if self.patch_resize not in ("bilinear", "pi"):
-            raise ValueError(f"patch_resize must be 'bilinear' or 'pi', got {self.patch_resize!r}")
+        if self.patch_resize not in PATCH_RESIZES:
+            raise ValueError(f"patch_resize must be one of {', '.join(PATCH_RESIZES)}, got {self.patch_resize!r}")
 
     @property
     def label(self) -> str:
@@ -78,7 +95,7 @@ class Compression:
             return base
         return dataclasses.replace(
             base,
-            fbank=base.fbank.scaled(self.R, self.scale_window),
+            frontend=base.frontend.scaled(self.R, self.scale_window),
             target_length=target_frames_for_shift(base.target_length, self.R),
         )
 
@@ -88,18 +105,11 @@ class Compression:
             return feats
         return pool_time(feats, self.R, "avg" if self.method == "avgpool" else "max")
 
-    def geometry(self, target_length: int, patch_size: tuple[int, int], stride: tuple[int, int]) -> Geometry:
-        """Model geometry for this phase, given the full-resolution one."""
-        patch_size, stride = tuple(patch_size), tuple(stride)
-        if self.R == 1:
-            return Geometry(target_length, patch_size, stride)
+    def input_geometry(self, frames: int, mel_bins: int) -> InputGeometry:
+        """The model input of this phase, given the full-resolution ``frames`` x ``mel_bins``."""
         if self.method == "patch":
-            return Geometry(
-                target_length,
-                (patch_size[0], patch_size[1] * self.R),
-                (stride[0], stride[1] * self.R),
-            )
-        return Geometry(target_frames_for_shift(target_length, self.R), patch_size, stride)
+            return InputGeometry(frames, mel_bins, 1, self.R, self.patch_resize)
+        return InputGeometry(target_frames_for_shift(frames, self.R), mel_bins, self.R, 1, self.patch_resize)
 
 
 def pool_time(feats: torch.Tensor, R: int, mode: Literal["avg", "max"]) -> torch.Tensor:

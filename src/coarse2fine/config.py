@@ -1,13 +1,16 @@
 """Run configuration: typed dataclasses, read from YAML presets, overridable from the command line.
 
-A config has five sections: ``data``, ``features``, ``model``, ``train`` (optimizer and loop) and
-``c2f`` (schedule and compression). ``load_config`` reads a preset by name (``presets/NAME.yaml``
-inside the package) or a path, then applies ``section.key=value`` overrides.
+A config has six sections: ``data``, ``features``, ``model``, ``train`` (objective, optimizer and
+loop), ``augment`` and ``c2f`` (schedule and compression). ``load_config`` reads a preset by name
+(``presets/NAME.yaml`` inside the package) or a YAML file, applies ``section.key=value`` overrides,
+and checks everything a run would otherwise trip over later: unknown keys, wrong types, every
+enumerated value (naming the key and the allowed values), and the model geometry of every phase.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,8 +18,29 @@ from typing import Any, Sequence
 
 import yaml
 
-from coarse2fine.features import FbankConfig, FeatureSpec
+from coarse2fine.augment import AugmentConfig
+from coarse2fine.compression import METHODS, PATCH_RESIZES, Compression
+from coarse2fine.features import FbankConfig, FeatureSpec, LogMelConfig
+from coarse2fine.objectives import (
+    LOSSES,
+    objective_entry,
+    objective_metrics,
+    objective_names,
+)
 from coarse2fine.optim import OptimConfig
+from coarse2fine.phases import build_phases, parse_schedule
+from coarse2fine.ssl import PretrainConfig
+
+
+def choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    """``ValueError`` naming ``key`` and the allowed values unless ``value`` is one of them."""
+    if value not in allowed:
+        raise ValueError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def positive(key: str, value: int | float, minimum: int | float = 1) -> None:
+    if value < minimum:
+        raise ValueError(f"{key}: must be >= {minimum}, got {value}")
 
 
 @dataclass
@@ -28,7 +52,7 @@ class DataConfig:
     or ``fsdd`` (the Free Spoken Digit Dataset at ``root``; ``task``: digits or speakers).
     Clips are padded/cut to ``clip_seconds``. Every file is checked before training;
     ``on_error: skip`` drops bad files and lists them in the run's report instead of stopping.
-    ``cache_dir`` turns on the on-disk fbank cache; ``preload`` decodes all clips into memory.
+    ``cache_dir`` turns on the on-disk feature cache; ``preload`` decodes all clips into memory.
     """
 
     kind: str = "synthetic"
@@ -48,49 +72,100 @@ class DataConfig:
     cache_dir: str | None = None
     num_workers: int = 0
 
+    def __post_init__(self) -> None:
+        choice("data.kind", self.kind, ("synthetic", "manifest", "fsdd"))
+        choice("data.task", self.task, ("digits", "speakers"))
+        choice("data.on_error", self.on_error, ("raise", "skip"))
+        positive("data.clip_seconds", self.clip_seconds, 1e-3)
+        positive("data.num_workers", self.num_workers, 0)
+
+
+FRONTENDS: dict[str, type] = {"fbank": FbankConfig, "logmel": LogMelConfig}
+# Keys of the flat features section of earlier versions, now under features.fbank.
+LEGACY_FEATURE_KEYS = ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms")
+
 
 @dataclass
 class FeatureConfig:
-    """AST front end: Kaldi fbank settings, target length in frames (at R = 1), normalisation."""
+    """The front end and what follows it: ``frontend`` names the front end whose settings section
+    is used (``fbank``: Kaldi fbank, AST/SSAST; ``logmel``: HTS-AT's STFT log-mel);
+    ``target_length`` is the frame count at R = 1 after pad/crop; ``mean``/``std`` the
+    normalisation ``(x - mean) / (2 std)`` (``normalize: false`` for models that normalise their
+    input themselves, such as HTS-AT's learned BatchNorm)."""
 
-    sample_rate: int = 16000
-    num_mel_bins: int = 128
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
+    frontend: str = "fbank"
+    fbank: FbankConfig = field(default_factory=FbankConfig)
+    logmel: LogMelConfig = field(default_factory=LogMelConfig)
     target_length: int = 128
     mean: float = -4.2677393
     std: float = 4.5689974
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        choice("features.frontend", self.frontend, tuple(FRONTENDS))
+        positive("features.target_length", self.target_length)
+        positive("features.std", self.std, 1e-12)
+
+    @property
+    def settings(self) -> Any:
+        """The selected front end's settings."""
+        return getattr(self, self.frontend)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.settings.sample_rate
+
+    @property
+    def num_mel_bins(self) -> int:
+        return self.settings.num_mel_bins
 
     def spec(self) -> FeatureSpec:
         """The full-resolution :class:`~coarse2fine.features.FeatureSpec` of these settings."""
-        fbank = FbankConfig(
-            sample_rate=self.sample_rate,
-            num_mel_bins=self.num_mel_bins,
-            frame_length_ms=self.frame_length_ms,
-            frame_shift_ms=self.frame_shift_ms,
-        )
-        return FeatureSpec(fbank=fbank, target_length=self.target_length, mean=self.mean, std=self.std)
+        return FeatureSpec(self.settings, self.target_length, self.mean, self.std, self.normalize)
 
 
 @dataclass
 class ModelConfig:
-    """Which AST: a preset size plus patch geometry at full resolution (freq, time)."""
+    """Which model: a family (``arch``, see ``coarse2fine.model.registry``) and one of its size
+    presets, the full-resolution patch size and stride (freq, time; the family's default when
+    unset), stochastic depth, any other field of the family's config (``overrides``), and
+    pretrained weights to start from (``init_from``: a coarse2fine run folder, or a release
+    checkpoint of the family: Hugging Face AST folder, original AST .pth, imagenet:PATH, ...)."""
 
+    arch: str = "ast"
     preset: str = "tiny"
-    patch_size: tuple[int, int] = (16, 16)
-    stride: tuple[int, int] = (16, 16)
+    patch_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
     drop_path_rate: float = 0.0
-    init_from: str | None = None  # HF AST folder, original AST .pth, or imagenet:PATH (ViT/DeiT weights)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+
+    def __post_init__(self) -> None:
+        from coarse2fine.model.registry import get_arch
+
+        arch = get_arch(self.arch)
+        choice("model.preset", self.preset, tuple(arch.presets))
+        for key in ("patch_size", "stride"):
+            value = getattr(self, key)
+            if value is not None:
+                if len(value) != 2 or min(value) < 1:
+                    raise ValueError(f"model.{key}: expected a positive (freq, time) pair, got {value!r}")
+                setattr(self, key, (int(value[0]), int(value[1])))
+        if not isinstance(self.overrides, dict):
+            raise ValueError(f"model.overrides: expected a mapping of {arch.name} config fields, got {self.overrides!r}")
 
 
 @dataclass
 class TrainConfig:
-    """Loop settings; ``epochs`` is the baseline budget, from which phase lengths are derived."""
+    """Loop settings; ``epochs`` is the baseline budget, from which phase lengths are derived.
+    ``objective`` says what is optimised (``classification`` with ``loss`` ce or bce) and which
+    metrics exist; ``metric`` picks the one that decides the best epoch and the savings."""
 
     epochs: int = 20
     batch_size: int = 32
+    objective: str = "classification"
     loss: str = "ce"  # ce (single-label) | bce (multi-label)
-    metric: str = "acc"  # acc | mAP | mAUC | d_prime
+    metric: str = "acc"  # acc | mAP | mAUC | d_prime | val_loss, or the objective's own
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default
@@ -99,21 +174,18 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
-
-@dataclass
-class AugmentSection:
-    """AST augmentation: SpecAugment (``timem`` in full-resolution frames, divided by R in coarse
-    phases of Fshift/Pool), waveform mixup, noise, balanced sampling, and weight averaging of the
-    final phase's epochs ``wa_start..wa_end`` (0 = off)."""
-
-    freqm: int = 0
-    timem: int = 0
-    mixup: float = 0.0
-    mixup_alpha: float = 10.0
-    noise: bool = False
-    balanced_sampling: bool = False
-    wa_start: int = 0
-    wa_end: int = 0
+    def __post_init__(self) -> None:
+        choice("train.objective", self.objective, objective_names())
+        choice("train.loss", self.loss, LOSSES)
+        choice("train.metric", self.metric, tuple(objective_metrics(self.objective)))
+        choice("train.amp", self.amp, ("none", "bf16", "fp16"))
+        if not (self.device in ("auto", "cpu", "mps") or self.device.startswith("cuda")):
+            raise ValueError(f"train.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        positive("train.epochs", self.epochs)
+        positive("train.batch_size", self.batch_size)
+        positive("train.grad_accum", self.grad_accum)
+        positive("train.threads", self.threads, 0)
+        positive("train.checkpoint_every", self.checkpoint_every, 0)
 
 
 @dataclass
@@ -123,9 +195,20 @@ class C2FConfig:
     schedule: str = "4-1"
     method: str = "fshift"  # fshift | avgpool | maxpool | patch
     patch_resize: str = "pi"  # bilinear | pi (Patch method)
-    scale_window: bool = False  # Fshift: also scale the 25 ms window by R
+    scale_window: bool = False  # Fshift: also scale the analysis window by R
     phase_epochs: list[int] | None = None
     initial_fraction: float | None = None  # default: 0.25 (two phases) / 0.30 (three or more)
+
+    def __post_init__(self) -> None:
+        self.schedule = str(self.schedule)
+        choice("c2f.method", self.method, METHODS)
+        choice("c2f.patch_resize", self.patch_resize, PATCH_RESIZES)
+        try:
+            parse_schedule(self.schedule)
+        except ValueError as err:
+            raise ValueError(f"c2f.schedule: {err}") from None
+        if self.initial_fraction is not None and not 0 < self.initial_fraction < 1:
+            raise ValueError(f"c2f.initial_fraction: must be in (0, 1), got {self.initial_fraction}")
 
 
 @dataclass
@@ -137,11 +220,45 @@ class RunConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    augment: AugmentSection = field(default_factory=AugmentSection)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     c2f: C2FConfig = field(default_factory=C2FConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
+
+    def check(self) -> None:
+        """Cross-section checks: the objective against the model family, phase lengths against the
+        schedule, and the model geometry of every phase (built as configs only, no weights).
+        Raises ``ValueError`` naming the setting."""
+        archs = objective_entry(self.train.objective).archs
+        if archs and self.model.arch not in archs:
+            raise ValueError(f"train.objective: {self.train.objective} trains model.arch {' or '.join(archs)}, "
+                             f"not {self.model.arch}")
+        try:
+            phases = build_phases(self.c2f.schedule, self.train.epochs, self.c2f.phase_epochs, self.c2f.initial_fraction)
+        except ValueError as err:
+            raise ValueError(f"c2f: {err}") from None
+        for phase in phases:
+            phase_model_config(self, phase.R, num_classes=2)
+
+
+def phase_model_config(cfg: RunConfig, R: int, num_classes: int) -> Any:
+    """The architecture config of ``cfg``'s model at compression factor ``R``."""
+    from coarse2fine.model.registry import model_config
+
+    comp = Compression(cfg.c2f.method, R, cfg.c2f.patch_resize, cfg.c2f.scale_window)
+    geo = comp.input_geometry(cfg.features.target_length, cfg.features.num_mel_bins)
+    needs = objective_entry(cfg.train.objective).model_overrides
+    settings = dataclasses.replace(cfg.model, overrides={**cfg.model.overrides, **needs}) if needs else cfg.model
+    try:
+        return model_config(settings, num_classes, geo)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"model {cfg.model.arch}/{cfg.model.preset} with c2f.method {cfg.c2f.method} at R={R} "
+                         f"(schedule {cfg.c2f.schedule}): {err}") from None
 
 
 def _plain(x: Any) -> Any:
@@ -170,7 +287,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclasses."""
+    """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclasses; errors
+    name the key (``features.fbank: ...``)."""
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -180,16 +298,34 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in values.items():
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default
+        key = f"{where}.{name}"
         if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+            kwargs[name] = _build(type(default), value, key)
         else:
-            kwargs[name] = _coerce(value, default, f"{where}.{name}")
-    return cls(**kwargs)
+            kwargs[name] = _coerce(value, default, key)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # the section's own checks; make sure the key is named
+        msg, short = str(err), where.removeprefix("config.")
+        named = where == "config" or msg.startswith((where, short))  # RunConfig's checks name their keys
+        raise ValueError(msg if named else f"{short}: {msg}") from None
+
+
+def _move_legacy_feature_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """Earlier configs set the Kaldi settings directly under ``features:``; they now live under
+    ``features.fbank``. Move them there (an explicit ``features.fbank`` value wins)."""
+    feats = values.get("features")
+    if isinstance(feats, dict) and any(k in feats for k in LEGACY_FEATURE_KEYS):
+        feats = dict(feats)
+        moved = {k: feats.pop(k) for k in LEGACY_FEATURE_KEYS if k in feats}
+        feats["fbank"] = {**moved, **(feats.get("fbank") or {})}
+        values = {**values, "features": feats}
+    return values
 
 
 def config_from_dict(values: dict[str, Any]) -> RunConfig:
-    """A :class:`RunConfig` from a nested dict (unknown keys are errors, naming the key)."""
-    return _build(RunConfig, values, "config")
+    """A checked :class:`RunConfig` from a nested dict (errors name the key and the problem)."""
+    return _build(RunConfig, _move_legacy_feature_keys(values), "config")
 
 
 def preset_names() -> list[str]:
@@ -197,20 +333,12 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in resources.files("coarse2fine.presets").iterdir() if p.name.endswith(".yaml"))
 
 
-def read_yaml(name_or_path: str | Path) -> dict[str, Any]:
-    """A preset by name, or a YAML file by path, as a dict."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.exists():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        text = path.read_text()
-        source = str(path)
-    else:
-        res = resources.files("coarse2fine.presets") / f"{name_or_path}.yaml"
-        if not res.is_file():
-            raise ValueError(f"unknown preset {name_or_path!r}; available: {', '.join(preset_names())}")
-        text = res.read_text()
-        source = f"preset {name_or_path}"
+def _looks_like_file(name: str) -> bool:
+    """A config name is a file when it ends in .yaml/.yml or contains a path separator."""
+    return name.endswith((".yaml", ".yml")) or "/" in name or os.sep in name
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -218,6 +346,38 @@ def read_yaml(name_or_path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{source}: expected a mapping at the top level")
     return values
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a directory, not a YAML file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"config file {path} cannot be read ({err})") from None
+
+
+def read_yaml(name_or_path: str | Path, base_dir: Path | None = None) -> tuple[dict[str, Any], Path | None]:
+    """A config as a dict and the folder it came from (``None`` for a shipped preset).
+
+    A name resolves to a shipped preset unless it is clearly a file (ends in .yaml/.yml or
+    contains a path separator); a name that is no preset but an existing file is read as a file.
+    Relative file paths are taken from ``base_dir`` (the folder of the config that ``extends``
+    it) when the file exists there, else from the current directory. Every problem is a
+    ``ValueError`` naming the file.
+    """
+    name = str(name_or_path)
+    res = resources.files("coarse2fine.presets") / f"{name}.yaml"
+    if not isinstance(name_or_path, Path) and not _looks_like_file(name) and res.is_file():
+        return _parse_yaml(res.read_text(), f"preset {name}"), None
+    path = Path(name)
+    if base_dir is not None and not path.is_absolute() and (base_dir / path).is_file():
+        path = base_dir / path
+    if not _looks_like_file(name) and not path.is_file():
+        raise ValueError(f"unknown preset {name!r} (and no file of that name); available: {', '.join(preset_names())}")
+    return _parse_yaml(_read_file(path), str(path)), path.parent
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -228,14 +388,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_extends(values: dict[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Apply ``extends: PRESET_OR_PATH`` (a preset building on another), recursively."""
+def resolve_extends(values: dict[str, Any], base_dir: Path | None = None, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Apply ``extends: PRESET_OR_PATH`` (a config building on another), recursively."""
     parent = values.pop("extends", None)
     if parent is None:
         return values
     if parent in seen:
         raise ValueError(f"config 'extends' loop: {' -> '.join((*seen, parent))}")
-    return _merge(resolve_extends(read_yaml(parent), (*seen, parent)), values)
+    parent_values, parent_dir = read_yaml(parent, base_dir)
+    return _merge(resolve_extends(parent_values, parent_dir, (*seen, parent)), values)
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -255,8 +416,9 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 
 def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a preset or YAML file and apply overrides."""
-    return config_from_dict(apply_overrides(resolve_extends(read_yaml(name_or_path)), overrides))
+    """Read a preset or YAML file, apply overrides, and check the result (see the module docstring)."""
+    values, base_dir = read_yaml(name_or_path)
+    return config_from_dict(apply_overrides(resolve_extends(values, base_dir), overrides))
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

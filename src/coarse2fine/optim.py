@@ -13,6 +13,8 @@ from typing import Iterable
 
 import torch
 
+OPTIMIZERS = ("adam", "adamw")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -26,6 +28,16 @@ class OptimConfig:
     decay_start: int = 5
     decay_every: int = 1
     gamma: float = 0.85
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optim.optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.gamma <= 1:
+            raise ValueError(f"train.optim: need lr > 0, weight_decay >= 0 and 0 < gamma <= 1, got "
+                             f"{self.lr}, {self.weight_decay}, {self.gamma}")
+        if self.warmup_steps < 0 or self.decay_start < 1 or self.decay_every < 1:
+            raise ValueError(f"train.optim: need warmup_steps >= 0, decay_start >= 1 and decay_every >= 1, got "
+                             f"{self.warmup_steps}, {self.decay_start}, {self.decay_every}")
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import torch
-from safetensors.torch import load_file
 
 from coarse2fine.audio import AudioError, fix_length, load_audio
 from coarse2fine.config import load_config
 from coarse2fine.features import FeatureSpec, extract
-from coarse2fine.model.ast import AST, ASTConfig
+from coarse2fine.model.base import C2FModel
+from coarse2fine.model.transfer import load_saved_model
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Prediction:
 def window_samples(spec: FeatureSpec) -> int:
     """Samples the model sees in one input: ``(target_length - 1) * shift + window``
     (164,080 = 10.255 s for AST's 1024 frames at 10 ms)."""
-    fb = spec.fbank
+    fb = spec.frontend
     return (spec.target_length - 1) * fb.window_shift + fb.window_size
 
 
@@ -89,16 +89,16 @@ def top_labels(scores: torch.Tensor, labels: Sequence[str], display_names: Seque
     return [(labels[i], display_names[i], float(scores[i])) for i in order]
 
 
-def _check_inputs(model: AST, spec: FeatureSpec, labels: Sequence[str], display_names: Sequence[str]) -> None:
+def _check_inputs(model: C2FModel, spec: FeatureSpec, labels: Sequence[str], display_names: Sequence[str]) -> None:
     """Model, features and labels must agree."""
-    cfg = model.config
-    if (cfg.target_length, cfg.num_mel_bins) != (spec.target_length, spec.fbank.num_mel_bins):
+    geo = model.geometry
+    if (geo.frames, geo.mel_bins) != (spec.target_length, spec.frontend.num_mel_bins):
         raise ValueError(
-            f"the model expects {cfg.target_length} frames x {cfg.num_mel_bins} mel bins, the feature spec "
-            f"gives {spec.target_length} x {spec.fbank.num_mel_bins}"
+            f"the model expects {geo.frames} frames x {geo.mel_bins} mel bins, the feature spec "
+            f"gives {spec.target_length} x {spec.frontend.num_mel_bins}"
         )
-    if len(labels) != cfg.num_classes:
-        raise ValueError(f"{len(labels)} labels for a model with {cfg.num_classes} classes")
+    if len(labels) != model.num_classes:
+        raise ValueError(f"{len(labels)} labels for a model with {model.num_classes} classes")
     if len(display_names) != len(labels):
         raise ValueError(f"{len(display_names)} display names for {len(labels)} labels")
 
@@ -115,7 +115,7 @@ class _Clip:
 
 
 def predict_files(
-    model: AST,
+    model: C2FModel,
     paths: Sequence[str | os.PathLike],
     feature_spec: FeatureSpec,
     labels: Sequence[str],
@@ -144,7 +144,7 @@ def predict_files(
         raise ValueError(f"unknown reduce {reduce!r}; choose 'mean' or 'max'")
     if batch_size < 1 or top_k < 1:
         raise ValueError(f"batch_size and top_k must be positive, got {batch_size} and {top_k}")
-    sr = feature_spec.fbank.sample_rate
+    sr = feature_spec.frontend.sample_rate
     win = window_samples(feature_spec) if window_seconds is None else int(round(window_seconds * sr))
     hop = max(1, win // 2) if hop_seconds is None else int(round(hop_seconds * sr))
     if window_seconds is not None and win > window_samples(feature_spec):
@@ -226,20 +226,21 @@ def _read_run_json(path: Path) -> Any:
         raise ValueError(f"{path}: cannot read JSON ({err})") from None
 
 
-def _run_feature_spec(path: Path, model_config: ASTConfig) -> tuple[FeatureSpec, bool]:
+def _run_feature_spec(path: Path, model: C2FModel) -> tuple[FeatureSpec, bool]:
     """The run's full-resolution :class:`FeatureSpec` and multi-label flag from its ``config.yaml``."""
     if not path.is_file():
         raise ValueError(f"{path}: file not found (is this a finished coarse2fine run folder?)")
     cfg = load_config(path)
-    if cfg.train.loss not in ("ce", "bce"):
-        raise ValueError(f"{path}: train.loss {cfg.train.loss!r} is neither 'ce' nor 'bce'")
+    if cfg.train.objective != "classification":
+        raise ValueError(f"{path}: a {cfg.train.objective} run has no classifier to predict with; "
+                         "fine-tune it first (model.init_from in a classification config)")
     spec = cfg.features.spec()
-    fbank = spec.fbank
-    if (spec.target_length, fbank.num_mel_bins) != (model_config.target_length, model_config.num_mel_bins):
+    geo = model.geometry
+    if (spec.target_length, spec.frontend.num_mel_bins) != (geo.frames, geo.mel_bins):
         raise ValueError(
-            f"{path}: features give {spec.target_length} frames x {fbank.num_mel_bins} bins but the saved model "
-            f"expects {model_config.target_length} x {model_config.num_mel_bins} (a run whose last phase is "
-            "coarse, R > 1, cannot be used for inference as is)"
+            f"{path}: features give {spec.target_length} frames x {spec.frontend.num_mel_bins} bins but the saved model "
+            f"expects {geo.frames} x {geo.mel_bins} (a run whose last phase is coarse, R > 1, cannot be used for "
+            "inference as is)"
         )
     return spec, cfg.train.loss == "bce"
 
@@ -262,32 +263,20 @@ def _run_labels(path: Path, num_classes: int) -> tuple[list[str], list[str]]:
 
 def load_run_for_inference(
     run_dir: str | os.PathLike, weights: str = "model.safetensors"
-) -> tuple[AST, FeatureSpec, list[str], list[str], bool]:
+) -> tuple[C2FModel, FeatureSpec, list[str], list[str], bool]:
     """``(model, feature_spec, labels, display_names, multilabel)`` of a finished run folder.
 
     Reads ``model_config.json`` and ``weights`` (``model.safetensors``, or ``model_wa.safetensors``
-    for the weight-averaged model), ``config.yaml`` (features; ``train.loss == "bce"`` means
-    multi-label) and ``labels.json`` if present. The model is returned in eval mode on the CPU.
-    Errors are ``ValueError`` naming the file.
+    for the weight-averaged model) of any model family, ``config.yaml`` (features;
+    ``train.loss == "bce"`` means multi-label) and ``labels.json`` if present. The model is
+    returned in eval mode on the CPU. Errors are ``ValueError`` naming the file.
     """
     run = Path(run_dir)
     if not run.is_dir():
         raise ValueError(f"{run}: not a directory")
-    config_path = run / "model_config.json"
-    try:
-        model_config = ASTConfig.from_dict(_read_run_json(config_path))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{config_path}: {err}") from None
-    weights_path = run / weights
-    if not weights_path.is_file():
-        raise ValueError(f"{weights_path}: file not found (is this a finished coarse2fine run folder?)")
-    model = AST(model_config)
-    try:
-        model.load_state_dict(load_file(str(weights_path)))
-    except Exception as err:  # noqa: BLE001 - safetensors and load_state_dict raise various types
-        raise ValueError(f"{weights_path}: cannot load weights into the model of {config_path} ({err})") from None
-    spec, multilabel = _run_feature_spec(run / "config.yaml", model_config)
-    labels, names = _run_labels(run / "labels.json", model_config.num_classes)
-    log.info("loaded run %s: %d classes, %s, %d frames", run, len(labels),
+    model = load_saved_model(run, weights)
+    spec, multilabel = _run_feature_spec(run / "config.yaml", model)
+    labels, names = _run_labels(run / "labels.json", model.num_classes)
+    log.info("loaded run %s (%s): %d classes, %s, %d frames", run, model.arch, len(labels),
              "multi-label" if multilabel else "single-label", spec.target_length)
     return model.eval(), spec, labels, names, multilabel

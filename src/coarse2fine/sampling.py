@@ -1,4 +1,9 @@
-"""AST's balanced sampling for multi-label data (AudioSet "full" recipe, reference.md section 2).
+"""Which clips each training step sees: per-epoch batch order, sharding across processes, and
+AST's balanced sampling for multi-label data (AudioSet "full" recipe, reference.md section 2).
+
+Batch order is a pure function of (seed, epoch) (:func:`epoch_batches`), which is what makes a
+run resumed from a checkpoint replay exactly the batches an uninterrupted run would; under
+torchrun each process takes a contiguous share of every global batch (:func:`shard`).
 
 Each label gets the weight ``1000 / (count + 0.01)`` where ``count`` is the number of
 training clips carrying it; a clip's weight is the sum of its labels' weights, and clips
@@ -8,10 +13,26 @@ as common ones.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-__all__ = ["balanced_sampler", "balanced_weights"]
+__all__ = ["balanced_sampler", "balanced_weights", "epoch_batches", "shard"]
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> list[list[int]]:
+    """The global batches of ``epoch``: a shuffled order of ``n`` clips (or, with ``weights``, a
+    weighted draw with replacement for balanced sampling) that depends only on (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.multinomial(weights, n, replacement=True, generator=g) if weights is not None else torch.randperm(n, generator=g)
+    order = order.tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def shard(batch: list[int], parts: int, index: int) -> list[int]:
+    """Contiguous share ``index`` of ``parts`` of a batch (sizes differ by at most one)."""
+    bounds = np.linspace(0, len(batch), parts + 1).round().astype(int)
+    return batch[bounds[index] : bounds[index + 1]]
 
 
 def balanced_weights(targets: torch.Tensor) -> torch.Tensor:

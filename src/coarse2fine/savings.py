@@ -1,7 +1,9 @@
 """Savings of coarse-to-fine runs against a baseline run, under the paper's two reporting rules.
 
 The baseline reference is the baseline's best epoch (the first one on ties) and its cumulative
-training cost up to that epoch (paper, Sec. 3.3).
+training cost up to that epoch (paper, Sec. 3.3). "Best" follows the metric's direction: the
+largest accuracy or mAP, the smallest loss or reconstruction error (``higher``; by default the
+direction the objective that reports the metric declares, see :func:`metric_higher_is_better`).
 
 (a) *Accuracy/computation trade-off*: the final phase is stopped at the earliest epoch whose
     metric reaches the baseline's best; FLOPs and time saved are measured against the
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from coarse2fine.metrics import higher_is_better
+from coarse2fine.objectives import objective_metrics, objective_names
 
 Record = Mapping[str, Any]
 
@@ -43,6 +46,11 @@ class BaselineRef:
     epoch: int
     cum_flops: float
     cum_time: float
+    higher: bool = True
+
+    def reached_by(self, value: float, tolerance: float = 0.0) -> bool:
+        """Whether ``value`` is as good as the baseline's best (within ``tolerance``)."""
+        return value >= self.best - tolerance if self.higher else value <= self.best + tolerance
 
 
 @dataclass(frozen=True)
@@ -90,43 +98,60 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def metric_higher_is_better(metric: str) -> bool:
+    """The direction of ``metric``: as declared by the objective that reports it, else by name
+    (losses are lower-is-better); a custom metric of unknown direction counts as higher-is-better."""
+    for name in objective_names():
+        metrics = objective_metrics(name)
+        if metric in metrics:
+            return bool(metrics[metric])
+    try:
+        return higher_is_better(metric)
+    except ValueError:
+        return True
+
+
 def _check(records: Sequence[Record], metric: str, what: str) -> None:
-    """Reject empty records, missing keys and metrics where smaller is better."""
+    """Reject empty records and records without the required keys."""
     if not records:
         raise ValueError(f"{what}: no records")
     for i, rec in enumerate(records):
         missing = [k for k in (*_REQUIRED, metric) if k not in rec]
         if missing:
             raise ValueError(f"{what}: record {i} lacks {', '.join(map(repr, missing))}")
-    try:
-        ascending = higher_is_better(metric)
-    except ValueError:
-        ascending = True  # a custom metric logged by the run: taken as higher-is-better
-    if not ascending:
-        raise ValueError(f"savings take the maximum of the metric; {metric!r} is lower-is-better")
 
 
 def _value(rec: Record, metric: str) -> float:
     return float(rec[metric])
 
 
-def _best(records: Sequence[Record], metric: str, what: str) -> Record:
-    """The first record holding the largest non-NaN value of ``metric``."""
+def _best(records: Sequence[Record], metric: str, what: str, higher: bool = True) -> Record:
+    """The first record holding the best (largest, or smallest unless ``higher``) non-NaN value."""
     best: Record | None = None
     for rec in records:
         v = _value(rec, metric)
-        if not math.isnan(v) and (best is None or v > _value(best, metric)):
+        better = best is None or (v > _value(best, metric) if higher else v < _value(best, metric))
+        if not math.isnan(v) and better:
             best = rec
     if best is None:
         raise ValueError(f"{what}: every {metric!r} value is NaN")
     return best
 
 
-def baseline_reference(records: Sequence[Record], metric: str) -> BaselineRef:
-    """Best epoch of the baseline (maximum of ``metric``, first occurrence on ties)."""
+def best_value(records: Sequence[Record], metric: str, higher: bool | None = None) -> float:
+    """The best value of ``metric`` over ``records`` in its direction (NaN values ignored)."""
+    higher = metric_higher_is_better(metric) if higher is None else higher
+    return _value(_best(records, metric, "run", higher), metric)
+
+
+def baseline_reference(records: Sequence[Record], metric: str, higher: bool | None = None) -> BaselineRef:
+    """Best epoch of the baseline (best value of ``metric``, first occurrence on ties);
+    ``higher`` defaults to :func:`metric_higher_is_better`."""
+    higher = metric_higher_is_better(metric) if higher is None else higher
     _check(records, metric, "baseline")
-    best = _best(records, metric, "baseline")
-    return BaselineRef(metric, _value(best, metric), int(best["epoch"]), float(best["cum_flops"]), float(best["cum_time"]))
+    best = _best(records, metric, "baseline", higher)
+    return BaselineRef(metric, _value(best, metric), int(best["epoch"]), float(best["cum_flops"]),
+                       float(best["cum_time"]), higher)
 
 
 def _save_pct(cost: float, reference: float) -> float:
@@ -150,14 +175,14 @@ def compare(
     """Both rules for one run against ``baseline``.
 
     Only epochs of the final phase count (for reaching and for the best) unless ``any_phase``.
-    An epoch reaches the baseline when its metric >= ``baseline.best - tolerance``.
+    An epoch reaches the baseline when its metric is at least as good as ``baseline.best``
+    (within ``tolerance``), in the metric's direction.
     """
     metric = baseline.metric
     _check(records, metric, run_name)
     eligible = list(records) if any_phase else final_phase(records)
-    threshold = baseline.best - tolerance
-    hit = next((r for r in eligible if _value(r, metric) >= threshold), None)
-    best = _best(eligible, metric, run_name)
+    hit = next((r for r in eligible if baseline.reached_by(_value(r, metric), tolerance)), None)
+    best = _best(eligible, metric, run_name, baseline.higher)
     best_metric = _value(best, metric)
     return Savings(
         name=run_name,
@@ -215,6 +240,7 @@ def savings_table(
     *,
     any_phase: bool = False,
     tolerance: float = 0.0,
+    higher: bool | None = None,
 ) -> list[dict[str, str]]:
     """Rows of the paper-style savings table as strings, baseline first.
 
@@ -223,7 +249,7 @@ def savings_table(
     Fraction metrics (acc, mAP, mAUC) are printed as percentages with 2 decimals; deltas and
     gains are differences of the printed numbers (``=`` for none).
     """
-    ref = baseline_reference(baseline_records, metric)
+    ref = baseline_reference(baseline_records, metric, higher)
     cols = table_columns(metric)
     rows = [dict(zip(cols, [baseline_name, _fmt_value(ref.best, metric), str(ref.epoch), "-", "-",
                             _fmt_value(ref.best, metric), str(ref.epoch)]))]

@@ -1,12 +1,17 @@
 """The training loop: one run = a schedule of phases, coarse to fine, read top to bottom.
 
-For each phase: set the model's geometry (weights transferred from the previous phase), build a
-fresh optimizer and LR schedule, then per epoch train, evaluate, count FLOPs and wall time, and
-append a record to the run's log. The records are what :mod:`coarse2fine.savings` compares.
+:func:`train_run` sets the run up, restores where it stands (a fresh start, or a checkpoint left
+by an interrupted run), then for each phase enters it (the model moves to the phase's input
+geometry with its weights carried over; a fresh optimizer and LR schedule), and for each epoch
+trains, evaluates and records (FLOPs and wall time of the epoch, the objective's metrics), then
+finishes (final weights, weight averaging, logs). The records are what
+:mod:`coarse2fine.savings` compares.
 
-Batches are drawn from a per-epoch order that is a pure function of (seed, epoch), so a run
-resumed from a checkpoint (``resume=True``) replays exactly the batches an uninterrupted run
-would; under torchrun each process takes its share of every global batch.
+Batches are drawn from a per-epoch order that is a pure function of (seed, epoch)
+(:func:`coarse2fine.sampling.epoch_batches`), so a resumed run replays exactly the batches an
+uninterrupted run would; under torchrun each process takes its share of every global batch.
+The loop knows models only through :class:`~coarse2fine.model.base.C2FModel` and objectives
+only through :class:`~coarse2fine.objectives.Objective`.
 """
 
 from __future__ import annotations
@@ -17,39 +22,37 @@ import io
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from coarse2fine import atomic
-from coarse2fine.augment import AugmentConfig, augment_features, mixup
+from coarse2fine.augment import augment_features, mixup
 from coarse2fine.averaging import WeightAverager
 from coarse2fine.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.compression import Compression
-from coarse2fine.config import RunConfig, save_config
-from coarse2fine.data.datasets import DataSplits
+from coarse2fine.config import RunConfig, phase_model_config, save_config
+from coarse2fine.data.datasets import ClipDataset, DataSplits
 from coarse2fine.distributed import Dist, gather, setup
 from coarse2fine.features import FeatureSpec, extract
-from coarse2fine.metrics import evaluate
-from coarse2fine.model import AST, ast_config, ast_training_flops
+from coarse2fine.model.base import C2FModel
+from coarse2fine.model.registry import get_arch
+from coarse2fine.model.transfer import initialise
+from coarse2fine.objectives import Objective, build_objective
 from coarse2fine.optim import build_optimizer, build_scheduler
-from coarse2fine.phases import build_phases
-from coarse2fine.sampling import balanced_weights
+from coarse2fine.phases import Phase, build_phases
+from coarse2fine.progress import Progress, RngState
+from coarse2fine.sampling import balanced_weights, epoch_batches, shard
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = (
-    "epoch", "phase", "R", "phase_epoch", "tokens", "lr", "train_loss", "val_loss",
-    "acc", "mAP", "mAUC", "d_prime", "train_flops", "cum_flops", "train_time", "cum_time", "eval_time",
-)
 CHECKPOINT = "checkpoint.safetensors"
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,87 +68,70 @@ class RunResult:
     records: list[dict[str, Any]]
 
 
-def compute_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
-    """``ce``: cross-entropy against (possibly soft) class distributions; ``bce``: multi-label."""
-    if kind == "ce":
-        return F.cross_entropy(logits, targets)
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, targets)
-    raise ValueError(f"unknown loss {kind!r}; choose 'ce' or 'bce'")
+@dataclass
+class Run:
+    """What stays fixed for a whole run: config, data, phases, objective, processes."""
+
+    cfg: RunConfig
+    splits: DataSplits
+    out_dir: Path
+    d: Dist
+    phases: list[Phase]
+    objective: Objective
+    show_progress: bool
+    val_loader: DataLoader
+    sample_weights: torch.Tensor | None
+    report: dict[str, Any]
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    @property
+    def micro_batch(self) -> int:
+        return self.cfg.train.batch_size // (self.d.world * self.cfg.train.grad_accum)
+
+    def compression(self, p: int) -> Compression:
+        c = self.cfg.c2f
+        return Compression(c.method, self.phases[p].R, c.patch_resize, c.scale_window)
+
+    def geometry(self, p: int):
+        f = self.cfg.features
+        return self.compression(p).input_geometry(f.target_length, f.num_mel_bins)
+
+    def log_columns(self) -> list[str]:
+        metrics = [m for m in self.objective.metrics if m != "val_loss"]
+        return ["epoch", "phase", "R", "phase_epoch", "tokens", "lr", "train_loss", "val_loss", *metrics,
+                "train_flops", "cum_flops", "train_time", "cum_time", "eval_time"]
 
 
-def make_features(x: torch.Tensor, spec: FeatureSpec, comp: Compression) -> torch.Tensor:
-    """Model input [B, frames, mel bins] for one phase from waveforms [B, samples] (features are
-    computed here, batched, on the training device) or from cached features [B, frames, bins]."""
-    return comp.transform(x if x.ndim == 3 else extract(x, spec))
+@dataclass
+class State:
+    """What training changes: the model, the weight averager, the generators and the progress.
+    ``phase_restore``: optimizer and LR-schedule state of a checkpoint written mid-phase, taken
+    by the phase it belongs to when the loop enters it."""
+
+    model: C2FModel
+    averager: WeightAverager | None
+    rng: RngState
+    progress: Progress
+    phase_restore: dict[str, Any] | None = None
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> list[list[int]]:
-    """The global batches of ``epoch``: a shuffled order (or a weighted draw with replacement for
-    balanced sampling) that depends only on (seed, epoch)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.multinomial(weights, n, replacement=True, generator=g) if weights is not None else torch.randperm(n, generator=g)
-    order = order.tolist()
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+@dataclass
+class PhaseRun:
+    """One phase being trained: its compression, features, optimizer and cost per clip."""
 
-
-def shard(batch: list[int], parts: int, index: int) -> list[int]:
-    """Contiguous share ``index`` of ``parts`` of a batch (sizes differ by at most one)."""
-    bounds = np.linspace(0, len(batch), parts + 1).round().astype(int)
-    return batch[bounds[index] : bounds[index + 1]]
-
-
-def warm_up(model, loader, spec, comp, loss_kind, device) -> None:
-    """One untimed forward + backward on a real batch (weights, optimizer and RNG untouched), so
-    one-time costs (thread pools, kernel selection, FFT plans) stay out of the measured epoch time."""
-    x, y = next(iter(loader))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        loss = compute_loss(model(make_features(x.to(device), spec, comp)), y.to(device), loss_kind)
-        loss.backward()
-    model.zero_grad(set_to_none=True)
-
-
-@torch.no_grad()
-def evaluate_model(model, loader, spec, comp, loss_kind, d: Dist) -> dict[str, float]:
-    """Validation loss and metrics (acc, mAP, mAUC, d-prime) at the current phase's resolution;
-    under torchrun each process scores its share and the scores are gathered."""
-    model.eval()
-    scores, targets, loss_sum = [], [], 0.0
-    for x, y in loader:
-        x, y = x.to(d.device), y.to(d.device)
-        logits = model(make_features(x, spec, comp)).float()
-        loss_sum += compute_loss(logits, y, loss_kind).item() * len(x)
-        probs = logits.softmax(-1) if loss_kind == "ce" else logits.sigmoid()
-        scores.append(probs.cpu().numpy())
-        targets.append(y.cpu().numpy())
-    parts = gather((scores, targets, loss_sum), d)
-    all_scores = np.concatenate([s for p in parts for s in p[0]])
-    all_targets = np.concatenate([t for p in parts for t in p[1]])
-    return {"val_loss": sum(p[2] for p in parts) / max(1, len(all_scores)), **evaluate(all_scores, all_targets)}
-
-
-def write_logs(out_dir: Path, cfg: RunConfig, records: list[dict[str, Any]], done: bool, extra: dict[str, Any] | None = None) -> None:
-    """Per-epoch log as JSON (with the config and ``extra`` report fields) and CSV, written atomically."""
-    atomic.write_json(out_dir / "log.json", {"name": cfg.name, "config": cfg.to_dict(), "done": done, "records": records, **(extra or {})})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(records)
-    atomic.write_text(out_dir / "log.csv", buf.getvalue())
-
-
-def _rng_state(aug_gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    rng = {"torch": torch.get_rng_state(), "aug": aug_gen.get_state()}
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(device)
-    return rng
-
-
-def _set_rng_state(rng: dict[str, torch.Tensor], aug_gen: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(rng["torch"])
-    aug_gen.set_state(rng["aug"])
-    if "cuda" in rng and device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"], device)
+    index: int
+    phase: Phase
+    comp: Compression
+    spec: FeatureSpec
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    flops_per_clip: int
+    batches: list[list[int]] = field(default_factory=list)
 
 
 def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress: bool = True, resume: bool = False) -> RunResult:
@@ -154,227 +140,289 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
     With ``resume=True`` a checkpoint left in ``out_dir`` by an interrupted run with the same
     config is continued from the step it was written at.
     """
-    out_dir = Path(out_dir)
-    tc, ac = cfg.train, cfg.augment
+    run = setup_run(cfg, splits, Path(out_dir), progress)
+    state = restore(run, resume)
+    for p in range(state.progress.phase, len(run.phases)):
+        ph = enter_phase(run, state, p)
+        while state.progress.phase == p:
+            train_epoch(run, ph, state)
+            end_epoch(run, ph, state)
+    return finish(run, state, ph)
+
+
+# ----------------------------------------------------------------------------- set up
+
+def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool) -> Run:
+    """Check the config against the data and the processes, and build what the run keeps fixed."""
+    cfg.check()
+    tc = cfg.train
     d = setup(tc.device)
-    if d.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)
-    device = d.device
-    progress = progress and d.main
-    if tc.amp != "none" and device.type != "cuda":
-        raise ValueError(f"train.amp={tc.amp} needs a CUDA device (got {device}); use amp: none on CPU")
-    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[tc.amp]
-    micro = tc.batch_size // (d.world * tc.grad_accum)
-    if micro < 1 or tc.batch_size % (d.world * tc.grad_accum):
+    if tc.amp != "none" and d.device.type != "cuda":
+        raise ValueError(f"train.amp={tc.amp} needs a CUDA device (got {d.device}); use amp: none on CPU")
+    if tc.batch_size % (d.world * tc.grad_accum):
         raise ValueError(f"train.batch_size {tc.batch_size} must be a multiple of processes ({d.world}) x grad_accum ({tc.grad_accum})")
-
     phases = build_phases(cfg.c2f.schedule, tc.epochs, cfg.c2f.phase_epochs, cfg.c2f.initial_fraction)
-    full_spec = cfg.features.spec()
-    full = (cfg.features.target_length, tuple(cfg.model.patch_size), tuple(cfg.model.stride))
-    method = dict(method=cfg.c2f.method, patch_resize=cfg.c2f.patch_resize, scale_window=cfg.c2f.scale_window)
-    log.info("run %s: schedule %s, method %s, phases %s, device %s, %d process(es)", cfg.name, cfg.c2f.schedule,
-             cfg.c2f.method, [(p.R, p.epochs) for p in phases], device, d.world)
-
-    def model_config(R: int):
-        geo = Compression(R=R, **method).geometry(*full)
-        try:
-            return ast_config(
-                cfg.model.preset, num_classes=splits.train.num_classes, num_mel_bins=cfg.features.num_mel_bins,
-                target_length=geo.target_length, patch_size=geo.patch_size, stride=geo.stride,
-                drop_path_rate=cfg.model.drop_path_rate,
-            )
-        except ValueError as err:
-            raise ValueError(f"schedule {cfg.c2f.schedule} with {cfg.c2f.method} at R={R}: {err}") from None
-
-    configs = [model_config(ph.R) for ph in phases]  # every phase's geometry is checked before training
-
-    # --- resume point: phase, epoch within phase, batches already done in that epoch ---
-    ckpt_path = out_dir / CHECKPOINT
-    ckpt = load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
-    if ckpt is not None and ckpt.state["config"] != cfg.to_dict():
-        raise ValueError(f"{ckpt_path} was written by a run with another config; use another --out or delete it")
-    start = ckpt.state if ckpt is not None else {"phase": 0, "phase_epoch": 1, "step": 0}
-    model = AST(configs[start.get("model_phase", start["phase"])]).to(device)
-    if ckpt is not None:
-        model.load_state_dict(ckpt.model)
-        log.info("resuming %s at phase %d, epoch %d, step %d", out_dir, start["phase"] + 1, start["epoch"], start["step"])
-    if cfg.model.init_from and ckpt is None:
-        _initialise(model, cfg.model.init_from)
-
-    aug = AugmentConfig(freqm=ac.freqm, timem=ac.timem, mixup=ac.mixup, mixup_alpha=ac.mixup_alpha, noise=ac.noise)
-    aug_gen = torch.Generator(device=device).manual_seed(tc.seed + 1 + d.rank)
-    weights = balanced_weights(splits.train.targets) if ac.balanced_sampling else None
-    workers = dict(num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    for phase in phases:  # every phase's geometry, with the real number of classes, before anything trains
+        phase_model_config(cfg, phase.R, splits.train.num_classes)
     val_share = [i for i in range(len(splits.val)) if i % d.world == d.rank]
-    val_loader = DataLoader(torch.utils.data.Subset(splits.val, val_share), batch_size=max(tc.batch_size, 64), **workers)
+    val_loader = DataLoader(Subset(splits.val, val_share), batch_size=max(tc.batch_size, 64), **_loader_args(cfg, d))
     report = {
         "classes": splits.train.class_names,
         "display_names": splits.display_names,
         "skipped": [{"path": str(p.path), "problem": p.problem} for p in splits.skipped],
     }
+    run = Run(cfg, splits, out_dir, d, phases, build_objective(tc.objective, cfg), show_progress and d.main,
+              val_loader, balanced_weights(splits.train.targets) if cfg.augment.balanced_sampling else None, report)
     if d.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
         atomic.write_json(out_dir / "labels.json", {"classes": report["classes"], "display_names": report["display_names"]})
-    averager = WeightAverager(ac.wa_start, ac.wa_end, device="cpu") if ac.wa_start > 0 else None
-    if averager is not None and ckpt is not None and "wa_info" in ckpt.state:
-        averager.restore({k[3:]: v for k, v in ckpt.rng.items() if k.startswith("wa.")}, ckpt.state["wa_info"], model.state_dict())
+    log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es)", cfg.name, cfg.model.arch,
+             cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method, [(p.R, p.epochs) for p in phases], d.device, d.world)
+    return run
 
-    records: list[dict[str, Any]] = ckpt.state["records"] if ckpt else []
-    cum_flops = records[-1]["cum_flops"] if records else 0
-    cum_time = records[-1]["cum_time"] if records else 0.0
-    epoch = sum(ph.epochs for ph in phases[: start["phase"]]) + start["phase_epoch"] - 1
-    steps_per_epoch = math.ceil(len(splits.train) / tc.batch_size)
 
-    for p, phase in enumerate(phases):
-        if p < start["phase"]:
-            continue
-        comp = Compression(R=phase.R, **method)
-        geo = comp.geometry(*full)
-        if model.config != configs[p]:  # carry the weights over: pos-embed interpolated, patch embedding resized
-            model.set_geometry(geo.target_length, geo.patch_size, geo.stride, patch_resize=comp.patch_resize)
-        spec = comp.feature_spec(full_spec)
-        for ds in (splits.train, splits.val):
-            if hasattr(ds, "set_spec"):  # cached features: serve this phase's frame shift
-                ds.set_spec(spec)
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if d.world > 1 else model
-        optimizer = build_optimizer(model.parameters(), tc.optim)  # reset at every phase
-        scheduler = build_scheduler(optimizer, steps_per_epoch, tc.optim)
-        scaler = torch.amp.GradScaler("cuda", enabled=tc.amp == "fp16")
-        if ckpt is not None and p == start["phase"] and not start.get("fresh_phase"):
-            optimizer.load_state_dict(ckpt.optimizer)
-            scheduler.load_state_dict({**scheduler.state_dict(), **ckpt.scheduler})
-        flops_per_sample = ast_training_flops(model.config, 1)
-        warm_up(model, val_loader, spec, comp, tc.loss, device)
-        log.info("phase %d/%d: R=%d, %d epochs, %d tokens, %.3g training FLOPs per clip",
-                 p + 1, len(phases), phase.R, phase.epochs, model.config.num_tokens, flops_per_sample)
+def _loader_args(cfg: RunConfig, d: Dist) -> dict[str, Any]:
+    """DataLoader settings; an explicit generator keeps loaders off torch's global RNG, which only
+    the model's own randomness (dropout, stochastic depth) may draw from."""
+    return dict(num_workers=cfg.data.num_workers, pin_memory=d.device.type == "cuda", generator=torch.Generator())
 
-        for phase_epoch in range(1, phase.epochs + 1):
-            resuming = ckpt is not None and (p, phase_epoch) == (start["phase"], start["phase_epoch"])
-            if ckpt is not None and (p, phase_epoch) < (start["phase"], start["phase_epoch"]):
-                continue
-            epoch += 1
-            first_step = start["step"] if resuming else 0
-            partial = ckpt.state["partial"] if resuming else {"time": 0.0, "loss_sum": 0.0, "seen": 0, "lr": optimizer.param_groups[0]["lr"]}
-            if resuming:
-                _set_rng_state(ckpt.rng, aug_gen, device)
-            batches = epoch_batches(len(splits.train), tc.batch_size, tc.seed, epoch, weights)
-            mine = [shard(b, d.world, d.rank) for b in batches]
-            loader = DataLoader(splits.train, batch_sampler=mine[first_step:], **workers)
-            net.train()
-            bar = tqdm(loader, desc=f"{cfg.name} ep {epoch} (phase {p + 1}, R={phase.R})", leave=False,
-                       disable=not progress, dynamic_ncols=True, initial=first_step, total=len(mine))
+
+def restore(run: Run, resume: bool) -> State:
+    """The state to start from: a fresh model (or ``model.init_from``), or, with ``resume`` and a
+    checkpoint of this config in the run folder, everything the checkpoint holds."""
+    cfg, d = run.cfg, run.d
+    ckpt = load_checkpoint(run.checkpoint_path) if resume and run.checkpoint_path.exists() else None
+    if ckpt is not None and ckpt["config"] != cfg.to_dict():
+        raise ValueError(f"{run.checkpoint_path} was written by a run with another config; use another --out or delete it")
+    progress = Progress()
+    if ckpt is not None:
+        progress.load_state_dict(ckpt["progress"])
+    torch.manual_seed(cfg.train.seed)
+    arch = get_arch(cfg.model.arch)
+    model = arch.model_cls(phase_model_config(cfg, run.phases[progress.model_phase].R, run.splits.train.num_classes))
+    model = model.to(d.device)
+    rng = RngState(torch.Generator(device=d.device).manual_seed(cfg.train.seed + 1 + d.rank), d.device)
+    ac = cfg.augment
+    averager = WeightAverager(ac.wa_start, ac.wa_end or None, device="cpu") if ac.wa_start > 0 else None
+    if ckpt is None:
+        if cfg.model.init_from:
+            initialise(model, cfg.model.init_from)
+        return State(model, averager, rng, progress)
+    model.load_state_dict(ckpt["model"])
+    rng.load_state_dict(ckpt["rng"])
+    if averager is not None and ckpt["averager"] is not None:
+        averager.load_state_dict(ckpt["averager"])
+    log.info("resuming %s at phase %d, epoch %d, step %d", run.out_dir, progress.phase + 1, progress.epoch, progress.step)
+    phase_state = None if progress.fresh_phase else {"optimizer": ckpt["optimizer"], "scheduler": ckpt["scheduler"]}
+    return State(model, averager, rng, progress, phase_state)
+
+
+# ----------------------------------------------------------------------------- phases and epochs
+
+def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
+    """Move the model to phase ``p``'s geometry (weights carried over), serve its features, and
+    build a fresh optimizer and LR schedule (or those of a checkpoint written inside this phase)."""
+    cfg, d, model = run.cfg, run.d, state.model
+    comp = run.compression(p)
+    model.set_geometry(run.geometry(p))
+    spec = comp.feature_spec(cfg.features.spec())
+    for ds in (run.splits.train, run.splits.val):
+        ds.set_feature_spec(spec)
+    net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
+    optimizer = build_optimizer(model.parameters(), cfg.train.optim)
+    scheduler = build_scheduler(optimizer, math.ceil(len(run.splits.train) / cfg.train.batch_size), cfg.train.optim)
+    if state.phase_restore is not None:
+        optimizer.load_state_dict(state.phase_restore["optimizer"])
+        scheduler.load_state_dict(state.phase_restore["scheduler"])
+        state.phase_restore = None
+    state.progress.model_phase, state.progress.fresh_phase = p, False
+    ph = PhaseRun(p, run.phases[p], comp, spec, net, optimizer, scheduler,
+                  torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16"),
+                  run.objective.training_flops(model, 1))
+    warm_up(run, ph, state)
+    log.info("phase %d/%d: R=%d, %d epochs, %d tokens, %.3g training FLOPs per clip",
+             p + 1, len(run.phases), ph.phase.R, ph.phase.epochs, model.num_tokens, ph.flops_per_clip)
+    return ph
+
+
+def featurize(x: torch.Tensor, ds: ClipDataset, spec: FeatureSpec, comp: Compression) -> torch.Tensor:
+    """Model input [B, frames, mel bins] for one phase: features computed here, batched, on the
+    training device, from waveforms (or taken from a source that serves them), then compressed."""
+    return comp.transform(x if ds.serves_features else extract(x, spec))
+
+
+def warm_up(run: Run, ph: PhaseRun, state: State) -> None:
+    """One untimed forward + backward on a real batch, in eval mode, with every state untouched
+    (weights, normalisation statistics, optimizer, generators), so one-time costs (thread pools,
+    kernel selection, FFT plans) stay out of the measured epoch time."""
+    model, dev = state.model, run.d.device
+    x, y = next(iter(run.val_loader))
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        feats = featurize(x.to(dev), run.splits.val, ph.spec, ph.comp)
+        run.objective.training_loss(model, feats, y.to(dev), torch.Generator(device=dev).manual_seed(0)).backward()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+
+
+def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
+    """Train the rest of the current epoch (all of it, unless resumed mid-epoch), checkpointing
+    every ``train.checkpoint_every`` steps; the epoch's sums accumulate in ``state.progress``."""
+    pr, tc = state.progress, run.cfg.train
+    if pr.step == 0:
+        pr.start_epoch(ph.optimizer.param_groups[0]["lr"])
+    ph.batches = epoch_batches(len(run.splits.train), tc.batch_size, tc.seed, pr.epoch, run.sample_weights)
+    mine = [shard(b, run.d.world, run.d.rank) for b in ph.batches]
+    loader = DataLoader(run.splits.train, batch_sampler=mine[pr.step:], **_loader_args(run.cfg, run.d))
+    bar = tqdm(loader, desc=f"{run.cfg.name} ep {pr.epoch} (phase {ph.index + 1}, R={ph.phase.R})", leave=False,
+               disable=not run.show_progress, dynamic_ncols=True, initial=pr.step, total=len(mine))
+    ph.net.train()
+    t0 = time.perf_counter()
+    for x, y in bar:
+        loss = train_step(run, ph, state, x, y)
+        pr.loss_sum += loss * len(ph.batches[pr.step])
+        pr.seen += len(ph.batches[pr.step])
+        pr.step += 1
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if tc.checkpoint_every and pr.step % tc.checkpoint_every == 0 and pr.step < len(mine):
+            pr.epoch_time += time.perf_counter() - t0
+            save(run, ph, state)
             t0 = time.perf_counter()
-            for step, (x, y) in enumerate(bar, start=first_step):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if aug.mixup > 0:
-                    x, y = mixup(x, y, aug.mixup, aug.mixup_alpha, aug_gen)
-                chunks = list(zip(x.split(micro), y.split(micro)))
-                step_loss = 0.0
-                for i, (xc, yc) in enumerate(chunks):  # gradient accumulation over micro-batches
-                    sync = contextlib.nullcontext() if i == len(chunks) - 1 or d.world == 1 else net.no_sync()
-                    with sync, torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        feats = augment_features(make_features(xc, spec, comp), aug, comp.time_factor, aug_gen)
-                        loss = compute_loss(net(feats).float(), yc, tc.loss) * len(xc) / len(x)
-                        scaler.scale(loss).backward()
-                    step_loss += loss.item()
-                if not math.isfinite(step_loss):
-                    if d.main:
-                        write_logs(out_dir, cfg, records, done=False, extra={**report, "stopped": f"non-finite loss at epoch {epoch}, step {step + 1}"})
-                    done_note = f"last good checkpoint: {ckpt_path}" if ckpt_path.exists() else "no checkpoint written yet"
-                    raise NonFiniteLossError(
-                        f"{cfg.name}: loss is {step_loss} at step {step + 1} of epoch {epoch} "
-                        f"(phase {p + 1}, R={phase.R}); stopping. {done_note}")
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                partial["loss_sum"] += step_loss * len(batches[step])
-                partial["seen"] += len(batches[step])
-                bar.set_postfix(loss=f"{step_loss:.4f}")
-                if tc.checkpoint_every and (step + 1) % tc.checkpoint_every == 0 and step + 1 < len(mine):
-                    partial["time"] += time.perf_counter() - t0
-                    _save(ckpt_path, d, model, optimizer, scheduler, aug_gen, averager, cfg, records,
-                          dict(phase=p, model_phase=p, phase_epoch=phase_epoch, epoch=epoch, step=step + 1, partial=partial))
-                    t0 = time.perf_counter()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_time = partial["time"] + time.perf_counter() - t0
-            t1 = time.perf_counter()
-            metrics = evaluate_model(model, val_loader, spec, comp, tc.loss, d)
-            eval_time = time.perf_counter() - t1
-            train_flops = flops_per_sample * partial["seen"]
-            cum_flops += train_flops
-            cum_time += train_time
-            records.append({
-                "epoch": epoch, "phase": p, "R": phase.R, "phase_epoch": phase_epoch,
-                "tokens": model.config.num_tokens, "lr": partial["lr"], "train_loss": partial["loss_sum"] / max(1, partial["seen"]),
-                **metrics, "train_flops": train_flops, "cum_flops": cum_flops,
-                "train_time": train_time, "cum_time": cum_time, "eval_time": eval_time,
-            })
-            if averager is not None and p == len(phases) - 1:
-                averager.update(model.state_dict(), epoch=phase_epoch)
-            nxt = (p, phase_epoch + 1) if phase_epoch < phase.epochs else (p + 1, 1)
-            if d.main:
-                write_logs(out_dir, cfg, records, done=False, extra=report)
-            if nxt[0] < len(phases):  # the checkpoint sits at the start of the next epoch
-                _save(ckpt_path, d, model, optimizer, scheduler, aug_gen, averager, cfg, records,
-                      dict(phase=nxt[0], model_phase=p, fresh_phase=nxt[0] != p, phase_epoch=nxt[1], epoch=epoch + 1,
-                           step=0, partial={"time": 0.0, "loss_sum": 0.0, "seen": 0, "lr": optimizer.param_groups[0]["lr"]}))
-            log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %.4f, %.1fs, %.3g FLOPs", cfg.name, epoch, p + 1,
-                     phase.R, records[-1]["train_loss"], tc.metric, metrics[tc.metric], train_time, train_flops)
-        ckpt = None  # resumed: the phases after this one start as usual
+    if run.d.device.type == "cuda":
+        torch.cuda.synchronize(run.d.device)
+    pr.epoch_time += time.perf_counter() - t0
 
+
+def train_step(run: Run, ph: PhaseRun, state: State, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One optimizer step on a global batch's share: mixup, then features, augmentation, forward
+    and backward per micro-batch (gradient accumulation), then the update. Returns the loss;
+    a non-finite loss stops the run before the update."""
+    cfg, d, gen = run.cfg, run.d, state.rng.aug
+    dev, amp_dtype = d.device, AMP_DTYPES[cfg.train.amp]
+    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+    if cfg.augment.mixup > 0:
+        x, y = mixup(x, y, cfg.augment.mixup, cfg.augment.mixup_alpha, gen)
+    chunks = list(zip(x.split(run.micro_batch), y.split(run.micro_batch)))
+    step_loss = 0.0
+    for i, (xc, yc) in enumerate(chunks):
+        sync = contextlib.nullcontext() if i == len(chunks) - 1 or d.world == 1 else ph.net.no_sync()
+        with sync, torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            feats = augment_features(featurize(xc, run.splits.train, ph.spec, ph.comp), cfg.augment, ph.comp.time_factor, gen)
+            loss = run.objective.training_loss(ph.net, feats, yc, gen) * len(xc) / len(x)
+            ph.scaler.scale(loss).backward()
+        step_loss += loss.item()
+    if not math.isfinite(step_loss):
+        stop_non_finite(run, ph, state, step_loss)
+    ph.scaler.step(ph.optimizer)
+    ph.scaler.update()
+    ph.optimizer.zero_grad(set_to_none=True)
+    ph.scheduler.step()
+    return step_loss
+
+
+def stop_non_finite(run: Run, ph: PhaseRun, state: State, loss: float) -> None:
+    """Record why the run stopped and raise :class:`NonFiniteLossError`; the last checkpoint stays."""
+    pr = state.progress
+    where = f"step {pr.step + 1} of epoch {pr.epoch} (phase {ph.index + 1}, R={ph.phase.R})"
+    if run.d.main:
+        write_logs(run, pr.records, done=False, extra={"stopped": f"non-finite loss at epoch {pr.epoch}, step {pr.step + 1}"})
+    kept = f"last good checkpoint: {run.checkpoint_path}" if run.checkpoint_path.exists() else "no checkpoint written yet"
+    raise NonFiniteLossError(f"{run.cfg.name}: loss is {loss} at {where}; stopping. {kept}")
+
+
+def val_batches(run: Run, ph: PhaseRun) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The validation set as (model input, targets) batches at this phase's resolution."""
+    for x, y in run.val_loader:
+        yield featurize(x.to(run.d.device), run.splits.val, ph.spec, ph.comp), y.to(run.d.device)
+
+
+def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
+    """Evaluate, record the epoch (metrics, FLOPs, time), feed the weight averager, write the logs
+    and a checkpoint at the start of the next epoch, and move the progress on."""
+    pr, model = state.progress, state.model
+    t1 = time.perf_counter()
+    model.eval()
+    metrics = run.objective.evaluate(model, val_batches(run, ph), lambda obj: gather(obj, run.d))
+    eval_time = time.perf_counter() - t1
+    train_flops = ph.flops_per_clip * pr.seen
+    pr.records.append({
+        "epoch": pr.epoch, "phase": ph.index, "R": ph.phase.R, "phase_epoch": pr.phase_epoch,
+        "tokens": model.num_tokens, "lr": pr.lr, "train_loss": pr.loss_sum / max(1, pr.seen),
+        **metrics, "train_flops": train_flops, "cum_flops": pr.cum_flops + train_flops,
+        "train_time": pr.epoch_time, "cum_time": pr.cum_time + pr.epoch_time, "eval_time": eval_time,
+    })
+    if state.averager is not None and ph.index == len(run.phases) - 1:
+        state.averager.update(model.state_dict(), epoch=pr.phase_epoch)
+    metric = run.cfg.train.metric
+    log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %.4f, %.1fs, %.3g FLOPs", run.cfg.name, pr.epoch, ph.index + 1,
+             ph.phase.R, pr.records[-1]["train_loss"], metric, metrics[metric], pr.epoch_time, train_flops)
+    pr.advance(ph.phase.epochs)
+    if run.d.main:
+        write_logs(run, pr.records, done=False)
+    if pr.phase < len(run.phases):
+        save(run, ph, state)
+
+
+def save(run: Run, ph: PhaseRun, state: State) -> None:
+    """Checkpoint (main process): every section through its ``state_dict``. At a phase boundary
+    the optimizer and schedule are left out: the next phase builds them fresh."""
+    if not run.d.main:
+        return
+    fresh = state.progress.fresh_phase
+    save_checkpoint(run.checkpoint_path, {
+        "config": run.cfg.to_dict(),
+        "progress": state.progress.state_dict(),
+        "model": state.model.state_dict(),
+        "optimizer": None if fresh else ph.optimizer.state_dict(),
+        "scheduler": None if fresh else ph.scheduler.state_dict(),
+        "rng": state.rng.state_dict(),
+        "averager": state.averager.state_dict() if state.averager is not None and state.averager.count else None,
+    })
+
+
+# ----------------------------------------------------------------------------- finish
+
+def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
+    """Write the final weights and config, evaluate the weight-averaged model, write the final
+    logs and remove the checkpoint (the final files replace it)."""
+    cfg, d, model = run.cfg, run.d, state.model
     if d.main:
-        atomic.save_safetensors(out_dir / "model.safetensors", model.state_dict(), metadata={"format": "pt"})
-        atomic.write_json(out_dir / "model_config.json", model.config.to_dict())
+        atomic.save_safetensors(run.out_dir / "model.safetensors", model.state_dict(), metadata={"format": "pt"})
+        atomic.write_json(run.out_dir / "model_config.json", model.config_dict())
+    averager, report = state.averager, dict(run.report)
     if averager is not None and averager.count:
         model.load_state_dict(averager.average())
-        report["weight_averaged"] = {"epochs": [averager.start, min(averager.end or phase.epochs, phase.epochs)],
-                                     **evaluate_model(model, val_loader, spec, comp, tc.loss, d)}
+        model.eval()
+        last = ph.phase.epochs
+        report["weight_averaged"] = {"epochs": [averager.start, min(averager.end or last, last)],
+                                     **run.objective.evaluate(model, val_batches(run, ph), lambda obj: gather(obj, d))}
         if d.main:
-            atomic.save_safetensors(out_dir / "model_wa.safetensors", model.state_dict(), metadata={"format": "pt"})
-        log.info("weight-averaged model (%d checkpoints): %s %.4f", averager.count, tc.metric, report["weight_averaged"][tc.metric])
-    failures = [str(p) for ds in (splits.train, splits.val) for p in getattr(ds, "failures", [])]
+            atomic.save_safetensors(run.out_dir / "model_wa.safetensors", model.state_dict(), metadata={"format": "pt"})
+        log.info("weight-averaged model (%d checkpoints): %s %.4f", averager.count, cfg.train.metric,
+                 report["weight_averaged"][cfg.train.metric])
+    failures = [str(p) for ds in (run.splits.train, run.splits.val) for p in ds.failures]
     if failures:
         report["load_failures"] = failures
     if d.main:
-        write_logs(out_dir, cfg, records, done=True, extra=report)
-        ckpt_path.unlink(missing_ok=True)  # finished: the final weights and logs replace it
-    return RunResult(cfg.name, out_dir, records)
+        write_logs(run, state.progress.records, done=True, extra=report)
+        run.checkpoint_path.unlink(missing_ok=True)
+    return RunResult(cfg.name, run.out_dir, state.progress.records)
 
 
-def _save(path, d: Dist, model, optimizer, scheduler, aug_gen, averager, cfg, records, where: dict[str, Any]) -> None:
-    """Checkpoint the main process's state and where it stands (``where``). At a phase boundary
-    (``fresh_phase``) the optimizer and schedule are rebuilt on resume, as in a run that goes on."""
-    if not d.main:
-        return
-    rng = _rng_state(aug_gen, d.device)
-    state = {**where, "records": records, "config": cfg.to_dict()}
-    if averager is not None and averager.count:
-        sums, info = averager.export()
-        rng.update({f"wa.{k}": v for k, v in sums.items()})
-        state["wa_info"] = info
-    save_checkpoint(path, model, optimizer, scheduler, rng, state)
-
-
-def _initialise(model: AST, source: str) -> None:
-    """Start from pretrained weights: a Hugging Face AST folder, an original AST release
-    checkpoint (``.pth``), or ImageNet ViT/DeiT weights (``imagenet:PATH``)."""
-    from coarse2fine.model import hf, pretrained
-
-    if source.startswith("imagenet:"):
-        pretrained.init_from_imagenet(model, source[len("imagenet:"):])
-        return
-    path = Path(source)
-    if path.is_dir():
-        other, _ = hf.load_hf_checkpoint(path)
-    else:
-        other = pretrained.load_original_ast_checkpoint(path)
-    if other.config.grid != model.config.grid or other.config.patch_size != model.config.patch_size:
-        other.set_geometry(model.config.target_length, model.config.patch_size, model.config.stride)
-    sd = {k: v for k, v in other.state_dict().items() if not k.startswith("head.fc")}  # classes differ
-    missing, _ = model.load_state_dict(sd, strict=False)
-    log.info("initialised from %s (new: %s)", source, ", ".join(missing) or "none")
+def write_logs(run: Run, records: list[dict[str, Any]], done: bool, extra: dict[str, Any] | None = None) -> None:
+    """Per-epoch log as JSON (with the config, each metric's direction and the report) and CSV,
+    written atomically."""
+    directions = {m: "max" if up else "min" for m, up in run.objective.metrics.items()}
+    atomic.write_json(run.out_dir / "log.json", {
+        "name": run.cfg.name, "config": run.cfg.to_dict(), "done": done, "metrics": directions,
+        "records": records, **run.report, **(extra or {}),
+    })
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=run.log_columns(), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(records)
+    atomic.write_text(run.out_dir / "log.csv", buf.getvalue())

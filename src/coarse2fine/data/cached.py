@@ -1,22 +1,28 @@
-"""A dataset that serves fbank features from the on-disk cache instead of waveforms.
+"""A clip source that serves features from the on-disk cache instead of waveforms.
 
 Features depend on the phase (Fshift changes the frame shift), so the training loop calls
-:meth:`CachedFeatureDataset.set_spec` at every phase change; each (clip, fbank settings, clip
-length) is computed once and then read back in later epochs, phases and runs.
+:meth:`CachedFeatureDataset.set_feature_spec` at every phase change; each (clip, front-end
+settings, clip length) is computed once and then read back in later epochs, phases and runs. The
+cache holds the front end's raw output; :func:`coarse2fine.features.finish` (pad/crop, normalise)
+turns it into the model input exactly as :func:`coarse2fine.features.extract` does for waveforms.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from torch.utils.data import Dataset
 
 from coarse2fine.cache import FeatureCache
+from coarse2fine.data.datasets import ClipDataset
 from coarse2fine.data.files import FileDataset
-from coarse2fine.features import FeatureSpec, fbank, normalize, pad_or_crop
+from coarse2fine.features import FeatureSpec, finish
 
 
-class CachedFeatureDataset(Dataset):
+class CachedFeatureDataset(ClipDataset):
     """Yields ``(features [target_length, mel bins], target [C])`` for the current feature spec."""
+
+    serves_features = True
 
     def __init__(self, files: FileDataset, cache: FeatureCache, spec: FeatureSpec):
         self.files = files
@@ -27,10 +33,10 @@ class CachedFeatureDataset(Dataset):
         self.multilabel = files.multilabel
 
     @property
-    def num_classes(self) -> int:
-        return self.files.num_classes
+    def failures(self) -> list[Path]:
+        return self.files.failures
 
-    def set_spec(self, spec: FeatureSpec) -> None:
+    def set_feature_spec(self, spec: FeatureSpec) -> None:
         """Serve features for ``spec`` from now on (called at each phase change)."""
         self.spec = spec
 
@@ -41,8 +47,8 @@ class CachedFeatureDataset(Dataset):
         spec = self.spec
         raw = self.cache.get(
             self.files.entries[i].path,
-            spec.fbank,
-            lambda: fbank(self.files[i][0], spec.fbank),
+            spec.frontend,
+            lambda: spec.frontend.compute(self.files[i][0].unsqueeze(0))[0],
             extra={"num_samples": self.files.num_samples},
         )
-        return normalize(pad_or_crop(raw, spec.target_length), spec.mean, spec.std), self.targets[i]
+        return finish(raw, spec), self.targets[i]

@@ -1,12 +1,16 @@
-"""Datasets yield fixed-length waveforms and multi-hot targets; features are made later, batched.
+"""Clip sources: what the training loop reads clips from.
 
-Keeping the dataset at the waveform level lets every phase compute its own features (Fshift
-changes the frame shift) on the training device, from the same clips.
+A :class:`ClipDataset` yields ``(input, target)`` pairs: fixed-length waveforms (features are made
+later, batched, on the training device, so every phase computes its own: Fshift changes the frame
+shift) or, for sources that serve cached features (``serves_features``), the features of the
+current phase's :class:`~coarse2fine.features.FeatureSpec`, which the loop sets at every phase
+change with :meth:`ClipDataset.set_feature_spec`. Targets are multi-hot (or soft) float vectors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,10 +19,37 @@ from torch.utils.data import Dataset
 from coarse2fine.data.synthetic import CLASSES, SyntheticConfig, make_split
 
 
-class WaveformDataset(Dataset):
+class ClipDataset(Dataset):
+    """The interface every clip source implements (see the module docstring).
+
+    Subclasses set ``targets`` [N, C], ``class_names`` and ``multilabel``; ``failures`` lists clips
+    that could not be read during training (they were served as silence); ``lengths``, when
+    known, the decoded length of each clip in samples before padding.
+    """
+
+    targets: torch.Tensor
+    class_names: list[str]
+    multilabel: bool = False
+    serves_features: bool = False
+    lengths: list[int] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def failures(self) -> list[Path]:
+        return []
+
+    def set_feature_spec(self, spec: Any) -> None:
+        """Serve the features of ``spec`` from now on (a no-op for waveform sources)."""
+
+
+class WaveformDataset(ClipDataset):
     """Waveforms held in memory: ``waves`` [N, samples], ``targets`` [N, C] (multi-hot, float)."""
 
-    def __init__(self, waves: torch.Tensor, targets: torch.Tensor, class_names: list[str], multilabel: bool = False):
+    def __init__(self, waves: torch.Tensor, targets: torch.Tensor, class_names: list[str], multilabel: bool = False,
+                 lengths: list[int] | None = None):
         if waves.ndim != 2 or targets.ndim != 2 or len(waves) != len(targets):
             raise ValueError(f"expected waves [N, samples] and targets [N, C], got {tuple(waves.shape)} and {tuple(targets.shape)}")
         if targets.shape[1] != len(class_names):
@@ -27,6 +58,7 @@ class WaveformDataset(Dataset):
         self.targets = targets.float()
         self.class_names = list(class_names)
         self.multilabel = multilabel
+        self.lengths = lengths
 
     def __len__(self) -> int:
         return len(self.waves)
@@ -34,17 +66,13 @@ class WaveformDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.waves[i], self.targets[i]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
 
 @dataclass(frozen=True)
 class DataSplits:
     """The train and validation sets of a run, the clips skipped as bad, and the classes' display names."""
 
-    train: Any  # WaveformDataset, FileDataset or CachedFeatureDataset
-    val: Any
+    train: ClipDataset
+    val: ClipDataset
     skipped: list = field(default_factory=list)
     display_names: list[str] | None = None
 

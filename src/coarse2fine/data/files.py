@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch.utils.data import Dataset
 
 from coarse2fine.audio import fix_length, load_audio
-from coarse2fine.data.datasets import WaveformDataset
+from coarse2fine.data.datasets import ClipDataset, WaveformDataset
 from coarse2fine.data.manifest import Entry, Manifest, multi_hot
 
 logger = logging.getLogger(__name__)
 
 
-class FileDataset(Dataset):
+class FileDataset(ClipDataset):
     """Yields ``(waveform [num_samples] float32, target [C] float32)`` decoded from files.
 
     Waveforms are mono at ``sample_rate``, zero-padded or cut at the end to ``num_samples``.
@@ -51,7 +50,7 @@ class FileDataset(Dataset):
         self.sample_rate = int(sample_rate)
         self.multilabel = multilabel
         self.targets = multi_hot(self.entries, self.class_names)
-        self.failures: list[Path] = []
+        self._failures: list[Path] = []
         self.lengths: list[int] | None = None  # decoded lengths (samples, before fix_length), set by load_all
 
     @classmethod
@@ -63,8 +62,8 @@ class FileDataset(Dataset):
         return len(self.entries)
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+    def failures(self) -> list[Path]:
+        return self._failures
 
     def _load(self, i: int) -> tuple[torch.Tensor, int]:
         """Clip ``i`` fixed to ``num_samples`` and its decoded length; zeros (length 0) on failure."""
@@ -75,7 +74,7 @@ class FileDataset(Dataset):
                 raise ValueError("NaN or infinite samples")
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the epoch
             logger.warning("could not load %s (%s); using silence instead", path, e)
-            self.failures.append(path)
+            self._failures.append(path)
             return torch.zeros(self.num_samples, dtype=torch.float32), 0
         return fix_length(wave, self.num_samples).to(torch.float32).contiguous(), int(wave.numel())
 
@@ -99,4 +98,4 @@ class FileDataset(Dataset):
         self.lengths = lengths
         if self.failures:
             logger.warning("%d of %d clips failed to load and are silent", len(self.failures), len(self))
-        return WaveformDataset(waves, self.targets.clone(), self.class_names, self.multilabel)
+        return WaveformDataset(waves, self.targets.clone(), self.class_names, self.multilabel, lengths)

@@ -14,7 +14,12 @@ from coarse2fine.config import RunConfig
 from coarse2fine.data.cached import CachedFeatureDataset
 from coarse2fine.data.datasets import DataSplits, synthetic_splits
 from coarse2fine.data.files import FileDataset
-from coarse2fine.data.manifest import Manifest, ManifestError, fsdd_manifest, read_manifest
+from coarse2fine.data.manifest import (
+    Manifest,
+    ManifestError,
+    fsdd_manifest,
+    read_manifest,
+)
 from coarse2fine.data.validate import validate
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from coarse2fine.data.datasets import WaveformDataset
-from coarse2fine.features import FbankConfig, fbank, num_frames
+from coarse2fine.features import FbankConfig, Frontend
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +65,17 @@ def unpadded_lengths(waves: torch.Tensor) -> torch.Tensor:
 
 def dataset_stats(
     data: Waves,
-    fbank_cfg: FbankConfig = FbankConfig(),
+    frontend: Frontend = FbankConfig(),
     target_length: int = 1024,
     batch_size: int = 64,
     lengths: Sequence[int] | None = None,
 ) -> tuple[float, float]:
-    """Mean and standard deviation of the fbank features of ``data``, over unpadded frames only.
+    """Mean and standard deviation of the ``frontend`` features of ``data``, over unpadded frames only.
 
     ``data`` is a :class:`WaveformDataset`, a tensor [N, n] or [n], or an iterable of waveforms
     ([n] or [B, n] tensors or arrays, or ``(waveform, target)`` pairs such as a dataset's items).
-    Features are computed as training computes them: :func:`coarse2fine.features.fbank` (clip
-    mean removed) on the waveforms as given, frames cut at ``target_length``.
+    Features are computed as training computes them (``frontend.compute``; Kaldi fbank removes
+    each clip's mean) on the waveforms as given, frames cut at ``target_length``.
 
     **Padding frames are excluded**: neither the frames :func:`~coarse2fine.features.pad_or_crop`
     would add after the end (up to ``target_length``) nor the frames that lie in a waveform's
@@ -100,11 +100,11 @@ def dataset_stats(
         else:
             real = unpadded_lengths(waves)
         clip += b
-        frames = min(num_frames(n, fbank_cfg), target_length)
-        valid = torch.tensor([min(num_frames(int(r), fbank_cfg), frames) for r in real])
+        frames = min(frontend.num_frames(n), target_length)
+        valid = torch.tensor([min(frontend.num_frames(int(r)), frames) for r in real])
         if frames == 0 or int(valid.sum()) == 0:
             continue
-        feats = fbank(waves, fbank_cfg)[:, :frames].double()  # [B, T, F]
+        feats = frontend.compute(waves)[:, :frames].double()  # [B, T, F]
         mask = torch.arange(frames).unsqueeze(0) < valid.unsqueeze(1)
         x = feats[mask]  # [K, F]
         k = x.numel()
@@ -120,5 +120,5 @@ def dataset_stats(
     if count == 0:
         raise ValueError("no unpadded frames to compute statistics from (no clips, or all shorter than one window)")
     std = math.sqrt(m2 / count)
-    logger.info("fbank statistics over %d clips (%d values): mean %.6f, std %.6f", clip, count, mean, std)
+    logger.info("feature statistics over %d clips (%d values): mean %.6f, std %.6f", clip, count, mean, std)
     return mean, std

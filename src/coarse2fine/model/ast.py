@@ -3,8 +3,10 @@
 Input is time-major like AST and Hugging Face, ``[batch, frames, mel bins]``; inside it becomes
 a one-channel image ``[batch, 1, mel bins, frames]`` cut into (freq, time) patches. The pooled
 output is the mean of the two prefix tokens after the final LayerNorm, then LayerNorm + Linear
-(AST's ``mlp_head``). :meth:`AST.set_geometry` changes the token grid and patch shape between
-training phases; :func:`adapt_state_dict` does the same to a state dict.
+(AST's ``mlp_head``). :meth:`AST.set_geometry` moves the model to a phase's input geometry (token
+grid and patch shape), :meth:`AST.set_patch_geometry` to any explicit one;
+:func:`adapt_state_dict` does the same to a state dict. The model counts its own training FLOPs
+(:func:`ast_training_flops`, equal to FlopCounterMode's count; see :mod:`coarse2fine.model.flops`).
 
 Parameter names follow timm's ViT: ``patch_embed.proj``, ``cls_token``, ``dist_token``,
 ``pos_embed``, ``blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``,
@@ -22,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from coarse2fine.compression import InputGeometry
+from coarse2fine.model.base import C2FModel, config_from_dict, config_to_dict
 from coarse2fine.model.patch_embed import resize_patch_kernel
 from coarse2fine.model.pos_embed import resample_pos_embed
 
@@ -47,6 +51,8 @@ class ASTConfig:
 
     ``target_length`` is the number of input frames the model currently expects (it changes
     between coarse and fine phases); ``num_mel_bins`` the number of frequency bins.
+    ``time_patch_factor``: how many times wider in time ``patch_size`` and ``stride`` are than at
+    full resolution (the Patch compression method's coarse phases; 1 otherwise).
     """
 
     num_classes: int = 527
@@ -63,6 +69,7 @@ class ASTConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    time_patch_factor: int = 1
 
     def __post_init__(self) -> None:
         self.patch_size = _pair(self.patch_size, "patch_size")
@@ -71,6 +78,9 @@ class ASTConfig:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if min(self.patch_size + self.stride) < 1:
             raise ValueError(f"patch_size {self.patch_size} and stride {self.stride} must be positive")
+        k = self.time_patch_factor
+        if k < 1 or self.patch_size[1] % k or self.stride[1] % k:
+            raise ValueError(f"time_patch_factor {k} must divide the time patch {self.patch_size[1]} and stride {self.stride[1]}")
         if self.num_mel_bins < self.patch_size[0] or self.target_length < self.patch_size[1]:
             raise ValueError(
                 f"patch {self.patch_size} (freq, time) does not fit a {self.num_mel_bins} mel bins x "
@@ -89,20 +99,30 @@ class ASTConfig:
         f, t = self.grid
         return f * t
 
+    @property
+    def geometry(self) -> InputGeometry:
+        """The input geometry this config describes."""
+        return InputGeometry(self.target_length, self.num_mel_bins, time_patch_factor=self.time_patch_factor)
+
+    def at_geometry(self, geo: InputGeometry) -> ASTConfig:
+        """This config moved to ``geo``: input frames and mel bins, and a time patch / stride
+        ``geo.time_patch_factor`` times the full-resolution one."""
+        k = self.time_patch_factor
+        (pf, pt), (sf, st) = self.patch_size, self.stride
+        g = geo.time_patch_factor
+        return dataclasses.replace(
+            self, target_length=geo.frames, num_mel_bins=geo.mel_bins,
+            patch_size=(pf, pt // k * g), stride=(sf, st // k * g), time_patch_factor=g,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (pairs as lists)."""
-        d = dataclasses.asdict(self)
-        d["patch_size"], d["stride"] = list(self.patch_size), list(self.stride)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ASTConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown ASTConfig key(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -226,8 +246,11 @@ def adapt_state_dict(
     return out
 
 
-class AST(nn.Module):
+class AST(C2FModel):
     """Audio Spectrogram Transformer. ``forward(x [B, frames, mel bins]) -> logits [B, classes]``."""
+
+    arch = "ast"
+    head_prefixes = ("head.fc.",)
 
     def __init__(self, config: ASTConfig):
         super().__init__()
@@ -259,17 +282,23 @@ class AST(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        cfg = self.config
-        if x.ndim != 3 or tuple(x.shape[1:]) != (cfg.target_length, cfg.num_mel_bins):
-            raise ValueError(
-                f"AST expects input [batch, frames, mel bins] = [B, {cfg.target_length}, {cfg.num_mel_bins}] "
-                f"(target_length={cfg.target_length}, num_mel_bins={cfg.num_mel_bins}), got {list(x.shape)}"
-            )
+    @property
+    def geometry(self) -> InputGeometry:
+        return self.config.geometry
+
+    @property
+    def num_tokens(self) -> int:
+        return self.config.num_tokens
+
+    def training_flops(self, batch_size: int = 1) -> int:
+        return ast_training_flops(self.config, batch_size)
+
+    def forward_flops(self, batch_size: int = 1) -> int:
+        return ast_forward_flops(self.config, batch_size)
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """All token outputs after the final LayerNorm: [B, 2 + N, D] (cls, dist, patches)."""
-        self._check_input(x)
+        self.check_input(x)
         tokens = self.patch_embed(x.transpose(1, 2).unsqueeze(1))
         prefix = torch.cat([self.cls_token, self.dist_token], dim=1).expand(x.shape[0], -1, -1)
         h = self.pos_drop(torch.cat([prefix, tokens], dim=1) + self.pos_embed)
@@ -286,8 +315,26 @@ class AST(nn.Module):
         """Logits [B, num_classes] of input [B, target_length frames, num_mel_bins]."""
         return self.head(self.forward_features(x))
 
+    def match_geometry(self, other: C2FModel) -> None:
+        """Take ``other``'s token grid exactly (frames, patch size and stride) when it is an AST."""
+        if isinstance(other, AST):
+            cfg = other.config
+            self.set_patch_geometry(cfg.target_length, cfg.patch_size, cfg.stride)
+        else:
+            super().match_geometry(other)
+
+    def set_geometry(self, geometry: InputGeometry) -> None:
+        """Move to a phase's input geometry: ``geometry.frames`` input frames, and a time patch and
+        stride ``geometry.time_patch_factor`` times the full-resolution ones (kernel resized with
+        ``geometry.patch_resize``). See :meth:`set_patch_geometry`."""
+        new = self.config.at_geometry(geometry)
+        if new.num_mel_bins != self.config.num_mel_bins:
+            raise ValueError(f"the model has {self.config.num_mel_bins} mel bins; the input geometry {geometry.mel_bins}")
+        self.set_patch_geometry(new.target_length, new.patch_size, new.stride, geometry.patch_resize)
+        self.config = dataclasses.replace(self.config, time_patch_factor=new.time_patch_factor)
+
     @torch.no_grad()
-    def set_geometry(
+    def set_patch_geometry(
         self,
         target_length: int,
         patch_size: tuple[int, int] | None = None,
@@ -308,6 +355,7 @@ class AST(nn.Module):
             target_length=int(target_length),
             patch_size=old.patch_size if patch_size is None else patch_size,
             stride=old.stride if stride is None else stride,
+            time_patch_factor=1,
         )
         if (new.target_length, new.patch_size, new.stride) == (old.target_length, old.patch_size, old.stride):
             return
@@ -335,3 +383,41 @@ class AST(nn.Module):
         proj.bias = nn.Parameter(old_proj.bias.detach().clone(), requires_grad=old_proj.bias.requires_grad)
         proj.train(old_proj.training)
         return proj
+
+
+# ----------------------------------------------------------------------------- FLOPs
+# Counted as FlopCounterMode counts them; see coarse2fine.model.flops for the conventions.
+
+def _attention_matmul_flops(cfg: ASTConfig) -> int:
+    """One q @ k^T (or attn @ v) over all heads, one clip, one block: 2 * N^2 * D."""
+    n = cfg.num_tokens + NUM_PREFIX_TOKENS
+    return 2 * n * n * cfg.embed_dim
+
+
+def _patch_embed_flops(cfg: ASTConfig) -> int:
+    """Forward FLOPs of the patch-embedding conv for one clip."""
+    pf, pt = cfg.patch_size
+    return 2 * cfg.num_tokens * cfg.embed_dim * pf * pt
+
+
+def ast_forward_flops(cfg: ASTConfig, batch_size: int = 1) -> int:
+    """Forward-pass FLOPs of ``batch_size`` clips (matmuls, conv and attention only)."""
+    d, n = cfg.embed_dim, cfg.num_tokens + NUM_PREFIX_TOKENS
+    hidden = int(d * cfg.mlp_ratio)
+    per_block = (
+        2 * n * d * 3 * d  # qkv
+        + 2 * _attention_matmul_flops(cfg)  # q @ k^T and attn @ v over all heads
+        + 2 * n * d * d  # proj
+        + 2 * n * d * hidden * 2  # fc1 + fc2
+    )
+    head = 2 * d * cfg.num_classes
+    return batch_size * (_patch_embed_flops(cfg) + cfg.depth * per_block + head)
+
+
+def ast_training_flops(cfg: ASTConfig, batch_size: int = 1) -> int:
+    """Forward + backward FLOPs of one training step on ``batch_size`` clips, as FlopCounterMode
+    counts them with fused attention: 3x forward, less the first conv's input gradient, plus the
+    attention-score recomputation of the fused backward."""
+    no_input_grad = _patch_embed_flops(cfg)
+    recompute = cfg.depth * _attention_matmul_flops(cfg)
+    return 3 * ast_forward_flops(cfg, batch_size) + batch_size * (recompute - no_input_grad)

@@ -1,4 +1,8 @@
-"""FLOPs of an AST, counted analytically from its shapes, and measured with FlopCounterMode.
+"""FLOPs: how models count them analytically, and their measurement with FlopCounterMode.
+
+Each model counts its own training FLOPs (``C2FModel.training_flops``; AST's in
+:func:`coarse2fine.model.ast.ast_training_flops`); this module holds the conventions they follow
+and the measurement the tests hold them to.
 
 Counting follows ``torch.utils.flop_counter`` (one multiply-add = 2 FLOPs):
 
@@ -10,7 +14,7 @@ Counting follows ``torch.utils.flop_counter`` (one multiply-add = 2 FLOPs):
   fused attention (the CPU flash kernel, and CUDA flash / memory-efficient kernels) recomputes
   the scores in its backward: 5 matmuls against 2 in the forward (2.5x).
 
-So ``ast_training_flops`` equals FlopCounterMode's total for a forward + backward through the
+So AST's ``ast_training_flops`` equals FlopCounterMode's total for a forward + backward through the
 fused SDPA kernels exactly. (On the meta device SDPA falls back to the math path, whose backward
 has 4 attention matmuls instead of 5; that count is lower by 2 * N^2 * D per block and clip.)
 On CPU FlopCounterMode has no formula for the fused attention kernel and silently counts 0 for
@@ -25,44 +29,7 @@ from typing import Callable
 import torch
 from torch.utils import flop_counter
 
-from coarse2fine.model.ast import NUM_PREFIX_TOKENS, ASTConfig
-
 log = logging.getLogger(__name__)
-
-
-def _attention_matmul_flops(cfg: ASTConfig) -> int:
-    """One q @ k^T (or attn @ v) over all heads, one clip, one block: 2 * N^2 * D."""
-    n = cfg.num_tokens + NUM_PREFIX_TOKENS
-    return 2 * n * n * cfg.embed_dim
-
-
-def _patch_embed_flops(cfg: ASTConfig) -> int:
-    """Forward FLOPs of the patch-embedding conv for one clip."""
-    pf, pt = cfg.patch_size
-    return 2 * cfg.num_tokens * cfg.embed_dim * pf * pt
-
-
-def ast_forward_flops(cfg: ASTConfig, batch_size: int = 1) -> int:
-    """Forward-pass FLOPs of ``batch_size`` clips (matmuls, conv and attention only)."""
-    d, n = cfg.embed_dim, cfg.num_tokens + NUM_PREFIX_TOKENS
-    hidden = int(d * cfg.mlp_ratio)
-    per_block = (
-        2 * n * d * 3 * d  # qkv
-        + 2 * _attention_matmul_flops(cfg)  # q @ k^T and attn @ v over all heads
-        + 2 * n * d * d  # proj
-        + 2 * n * d * hidden * 2  # fc1 + fc2
-    )
-    head = 2 * d * cfg.num_classes
-    return batch_size * (_patch_embed_flops(cfg) + cfg.depth * per_block + head)
-
-
-def ast_training_flops(cfg: ASTConfig, batch_size: int = 1) -> int:
-    """Forward + backward FLOPs of one training step on ``batch_size`` clips, as FlopCounterMode
-    counts them with fused attention: 3x forward, less the first conv's input gradient, plus the
-    attention-score recomputation of the fused backward."""
-    no_input_grad = _patch_embed_flops(cfg)
-    recompute = cfg.depth * _attention_matmul_flops(cfg)
-    return 3 * ast_forward_flops(cfg, batch_size) + batch_size * (recompute - no_input_grad)
 
 
 def _cpu_sdpa_forward_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:

@@ -133,12 +133,15 @@ def ast_config_from_hf(hf_config: Any, **overrides: Any) -> ASTConfig:
     return ASTConfig(**{**fields, **overrides})
 
 
-def check_state_dict(sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], source: str) -> list[str]:
+def check_state_dict(sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], source: str,
+                     may_miss: tuple[str, ...] = ("head.",)) -> list[str]:
     """Check converted weights ``sd`` against a model's ``own`` state dict; returns the missing
-    keys, which may only be the classifier head (``head.*``). Raises ``ValueError`` otherwise."""
+    keys, which may only be those starting with ``may_miss`` (the classifier head). Raises
+    ``ValueError`` otherwise."""
     missing = sorted(set(own) - set(sd))
-    if missing and not all(k.startswith("head.") for k in missing):
-        raise ValueError(f"{source} lacks weights for: {', '.join(missing)}")
+    bad_missing = [k for k in missing if not k.startswith(may_miss)]
+    if bad_missing:
+        raise ValueError(f"{source} lacks weights for: {', '.join(bad_missing)}")
     extra = sorted(set(sd) - set(own))
     if extra:
         raise ValueError(f"{source} has weights the model lacks: {', '.join(extra)}")
@@ -152,7 +155,7 @@ def load_hf_state_dict(model: AST, hf_state_dict: Mapping[str, torch.Tensor]) ->
     """Load Hugging Face AST weights into ``model`` (geometry and sizes must match).
 
     A state dict without a classifier (an ``ASTModel``) loads everything but ``head.*``.
-    Shape mismatches (e.g. another token grid: use :meth:`AST.set_geometry` afterwards, not before)
+    Shape mismatches (e.g. another token grid: use :meth:`AST.set_patch_geometry` afterwards, not before)
     raise ``ValueError`` naming the parameters.
     """
     ours = convert_hf_state_dict(hf_state_dict)
@@ -289,7 +292,9 @@ def hf_preprocessor_dict(
 
 def _check_hf_features(spec: FeatureSpec, model_config: ASTConfig) -> None:
     """Warn where ``spec`` differs from what ``ASTFeatureExtractor`` computes (25/10 ms Kaldi fbank)."""
-    fb = spec.fbank
+    fb = spec.frontend
+    if getattr(fb, "kind", "") != "fbank":
+        raise ValueError(f"Hugging Face AST computes Kaldi fbank features; this model was trained on {fb.kind!r} features")
     if (fb.frame_length_ms, fb.frame_shift_ms) != (25.0, 10.0) or fb.window != "hanning":
         log.warning(
             "features use a %g ms window / %g ms shift (%s); ASTFeatureExtractor always uses 25 ms / 10 ms "
@@ -329,7 +334,7 @@ def export_hf_checkpoint(
     if feature_spec is not None:
         _check_hf_features(feature_spec, cfg)
         feature_mean, feature_std = feature_spec.mean, feature_spec.std
-        sample_rate = feature_spec.fbank.sample_rate
+        sample_rate = feature_spec.frontend.sample_rate
     tensors = to_hf_state_dict(model.state_dict())
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(out / "model.safetensors", tensors, metadata={"format": "pt"})

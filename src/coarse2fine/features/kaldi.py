@@ -1,4 +1,4 @@
-"""Kaldi-compatible log-mel filter banks in pure torch: batched, on the device of the input.
+"""The Kaldi front end (AST, SSAST): log-mel filter banks in pure torch, batched, on the input's device.
 
 :func:`fbank` computes what ``torchaudio.compliance.kaldi.fbank`` computes with AST's settings
 (reference.md section 1), in this order: optional whole-clip mean removal (AST's loader does
@@ -8,8 +8,8 @@ symmetric Hann window), zero padding to a power of two, one batched real FFT, po
 one matmul with the mel filters (HTK mel scale, triangles in the mel domain), a float-epsilon
 floor and the natural log.
 
-Then AST's pad/crop to a fixed number of frames (:func:`pad_or_crop`) and its normalisation
-``(x - mean) / (2 * std)`` (:func:`normalize`); :func:`extract` chains the three.
+:class:`FbankConfig` is a front end (see :mod:`coarse2fine.features`): ``compute`` runs
+:func:`fbank`, ``scaled`` gives the Fshift settings at factor R.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+
+from coarse2fine.features.windows import cosine_window
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class FbankConfig:
     ``high_freq <= 0`` means an offset from the Nyquist frequency, as in Kaldi.
     """
 
+    kind: ClassVar[str] = "fbank"
     sample_rate: int = 16000
     num_mel_bins: int = 128
     frame_length_ms: float = 25.0
@@ -122,6 +126,14 @@ class FbankConfig:
         length = self.frame_length_ms * R if scale_window else self.frame_length_ms
         return dataclasses.replace(self, frame_shift_ms=self.frame_shift_ms * R, frame_length_ms=length)
 
+    def num_frames(self, num_samples: int) -> int:
+        """Frames made from ``num_samples`` samples (see :func:`num_frames`)."""
+        return num_frames(num_samples, self)
+
+    def compute(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """Log-mel features [B, frames, bins] of waveforms [B, samples] (:func:`fbank`)."""
+        return fbank(waveforms, self)
+
 
 def num_frames(num_samples: int, cfg: FbankConfig) -> int:
     """Frames Kaldi makes from ``num_samples`` samples.
@@ -191,28 +203,12 @@ def mel_filterbank(
     )
 
 
-@functools.lru_cache(maxsize=32)
-def _window(kind: str, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Kaldi's symmetric windows (``hanning``, ``povey`` = hann^0.85, ``hamming``), cached."""
-    n = torch.arange(size, dtype=torch.float64)
-    cos = torch.cos(2.0 * math.pi * n / (size - 1))
-    if kind == "hanning":
-        w = 0.5 - 0.5 * cos
-    elif kind == "povey":
-        w = (0.5 - 0.5 * cos).pow(0.85)
-    elif kind == "hamming":
-        w = 0.54 - 0.46 * cos
-    else:
-        raise ValueError(f"unknown window {kind!r}; choose one of {', '.join(WINDOWS)}")
-    return w.to(device=device, dtype=dtype)
-
-
 def window_function(
     cfg: FbankConfig, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """The analysis window of ``cfg`` [window_size] (cached; do not modify in place)."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    return _window(cfg.window, cfg.window_size, dev, dtype)
+    return cosine_window(cfg.window, cfg.window_size, False, dev, dtype)
 
 
 def _frames(x: torch.Tensor, cfg: FbankConfig, n_frames: int) -> torch.Tensor:
@@ -309,43 +305,3 @@ def fbank(waveforms: torch.Tensor, cfg: FbankConfig = FbankConfig(), subtract_me
         parts = (mel, log_energy.unsqueeze(-1)) if cfg.htk_compat else (log_energy.unsqueeze(-1), mel)
         mel = torch.cat(parts, dim=-1)
     return mel[0] if squeeze else mel
-
-
-def pad_or_crop(feats: torch.Tensor, target_length: int) -> torch.Tensor:
-    """Zero-pad at the end or cut ``feats`` [..., T, F] to ``target_length`` frames (as AST does)."""
-    if target_length < 0:
-        raise ValueError(f"target_length must be >= 0, got {target_length}")
-    t = feats.shape[-2]
-    if t < target_length:
-        return F.pad(feats, (0, 0, 0, target_length - t))
-    return feats[..., :target_length, :]
-
-
-def normalize(feats: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """AST normalisation ``(x - mean) / (2 * std)``."""
-    if std <= 0:
-        raise ValueError(f"std must be positive, got {std}")
-    return (feats - mean) / (2.0 * std)
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """What the model sees: fbank settings, frames after pad/crop, normalisation statistics."""
-
-    fbank: FbankConfig
-    target_length: int
-    mean: float
-    std: float
-
-
-def extract(waveforms: torch.Tensor, spec: FeatureSpec, subtract_mean: bool = True) -> torch.Tensor:
-    """Waveforms [n] or [B, n] -> normalised features [target_length, F] or [B, target_length, F]."""
-    feats = fbank(waveforms, spec.fbank, subtract_mean=subtract_mean)
-    return normalize(pad_or_crop(feats, spec.target_length), spec.mean, spec.std)
-
-
-def target_frames_for_shift(target_length: int, R: int) -> int:
-    """Target length at frame-shift factor ``R``: ``target_length // R``, at least 1."""
-    if R < 1:
-        raise ValueError(f"R must be >= 1, got {R}")
-    return max(1, target_length // R)

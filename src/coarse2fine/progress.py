@@ -1,0 +1,91 @@
+"""Where a run stands, and the random-number state it needs to go on exactly.
+
+:class:`Progress` is the typed record a checkpoint's ``progress`` section holds: the phase and
+epoch being trained, the optimizer steps done in that epoch, the partial sums of that epoch, and
+the per-epoch records so far. :class:`RngState` saves and restores torch's global generator (and
+CUDA's) with the augmentation generator. Both follow the ``state_dict`` / ``load_state_dict``
+convention of every checkpoint section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+
+@dataclass
+class Progress:
+    """The position of a run: it is about to train optimizer step ``step`` (0-based) of epoch
+    ``phase_epoch`` (1-based) of phase ``phase`` (0-based), global epoch ``epoch`` (1-based).
+
+    ``model_phase``: the phase whose geometry the model weights have (the previous phase at a
+    phase boundary). ``fresh_phase``: the run stands at the start of a phase that has not begun,
+    so its optimizer and LR schedule start fresh rather than from the checkpoint. ``epoch_time`` / ``loss_sum`` / ``seen`` /
+    ``lr``: the partial sums of the current epoch. ``records``: one dict per finished epoch.
+    """
+
+    phase: int = 0
+    phase_epoch: int = 1
+    epoch: int = 1
+    step: int = 0
+    model_phase: int = 0
+    fresh_phase: bool = True
+    epoch_time: float = 0.0
+    loss_sum: float = 0.0
+    seen: int = 0
+    lr: float = 0.0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cum_flops(self) -> int:
+        return self.records[-1]["cum_flops"] if self.records else 0
+
+    @property
+    def cum_time(self) -> float:
+        return self.records[-1]["cum_time"] if self.records else 0.0
+
+    def start_epoch(self, lr: float) -> None:
+        """Reset the epoch's partial sums; ``lr`` is the learning rate it starts at."""
+        self.step, self.epoch_time, self.loss_sum, self.seen, self.lr = 0, 0.0, 0.0, 0, lr
+
+    def advance(self, phase_epochs: int) -> None:
+        """Move past a finished epoch of a phase with ``phase_epochs`` epochs."""
+        self.model_phase = self.phase
+        if self.phase_epoch < phase_epochs:
+            self.phase_epoch += 1
+            self.fresh_phase = False
+        else:
+            self.phase, self.phase_epoch, self.fresh_phase = self.phase + 1, 1, True
+        self.epoch += 1
+        self.step = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, state[f.name])
+
+
+class RngState:
+    """The generators training draws from: torch's global one (dropout, stochastic depth), CUDA's
+    on a GPU, and the augmentation generator (SpecAugment, mixup, masking)."""
+
+    def __init__(self, aug: torch.Generator, device: torch.device):
+        self.aug = aug
+        self.device = device
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {"torch": torch.get_rng_state(), "aug": self.aug.get_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        torch.set_rng_state(state["torch"])
+        self.aug.set_state(state["aug"])
+        if "cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda"], self.device)
