@@ -82,5 +82,5 @@ def test_cached_dataset_matches_on_the_fly_features(tmp_path):
         torch.testing.assert_close(feats, expected, atol=1e-4, rtol=1e-5)
     assert ds.cache.hits == 1 and target.tolist() == [1.0]
     coarse = FeatureSpec(FbankConfig(frame_shift_ms=40.0), target_length=16, mean=-5.0, std=4.0)
-    ds.set_feature_spec(coarse)
+    ds.set_phase(coarse, None)
     assert ds[1][0].shape == (16, 128)

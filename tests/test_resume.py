@@ -20,21 +20,33 @@ SETTINGS = [
     "augment.freqm=16", "augment.timem=16", "augment.mixup=0.5", "augment.wa_start=1", "augment.wa_end=2",
     "train.checkpoint_every=1",
 ]
+# HTS-AT with stochastic depth (torch's global RNG), BatchNorm statistics and gradient clipping.
+HTSAT = [
+    *SETTINGS[:7], "c2f.method=avgpool", "c2f.phase_epochs=[1, 2]", "model.arch=htsat", "model.preset=micro",
+    "model.overrides.num_chunks=1", "model.drop_path_rate=0.2", "train.optim.clip_grad_norm=1.0",
+    "augment.mixup=0.5", "augment.timem=16", "train.checkpoint_every=1",
+]
+# SSAST pretraining: masks drawn from the augmentation generator, two masked passes per step.
+SSAST = [
+    *SETTINGS[:7], "c2f.method=fshift", "c2f.phase_epochs=[1, 2]", "model.arch=ssast", "model.preset=micro",
+    "train.objective=masked_patch", "train.metric=masked_acc", "pretrain.mask_patch=50", "train.checkpoint_every=1",
+]
+ARCHS = {"ast": SETTINGS, "htsat": HTSAT, "ssast": SSAST}
 
 
-def _args(out, *extra):
-    return ["train", "demo", "--out", str(out), "--quiet", *[a for s in SETTINGS for a in ("--set", s)], *extra]
+def _args(out, arch="ast", *extra):
+    return ["train", "demo", "--out", str(out), "--quiet", *[a for s in ARCHS[arch] for a in ("--set", s)], *extra]
 
 
-def _start(out):
+def _start(out, arch="ast"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", *_args(out)], env=env,
+    return subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", *_args(out, arch)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _kill_at(out, phase, step):
+def _kill_at(out, phase, step, arch="ast"):
     """Run training in a subprocess and SIGKILL it once a checkpoint at (phase, step) or later exists."""
-    proc = _start(out)
+    proc = _start(out, arch)
     ckpt = out / "checkpoint.safetensors"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -53,26 +65,37 @@ def _kill_at(out, phase, step):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("uninterrupted")
-    proc = _start(out)
-    assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
-    return out
+def references(tmp_path_factory):
+    """The uninterrupted run of each configuration, made once."""
+    made = {}
+
+    def get(arch):
+        if arch not in made:
+            out = tmp_path_factory.mktemp(f"uninterrupted_{arch}")
+            proc = _start(out, arch)
+            assert proc.wait() == 0, proc.stderr.read().decode()[-2000:]
+            made[arch] = out
+        return made[arch]
+
+    return get
 
 
-@pytest.mark.parametrize("phase,step", [(0, 2), (1, 1), (1, 3)])
-def test_killed_run_resumes_to_identical_weights(reference, tmp_path, phase, step):
-    state = _kill_at(tmp_path, phase, step)
+@pytest.mark.parametrize("arch,phase,step", [("ast", 0, 2), ("ast", 1, 1), ("ast", 1, 3), ("htsat", 0, 3), ("htsat", 1, 2), ("ssast", 0, 2), ("ssast", 1, 1)])
+def test_killed_run_resumes_to_identical_weights(references, tmp_path, arch, phase, step):
+    reference = references(arch)
+    state = _kill_at(tmp_path, phase, step, arch)
     assert not (tmp_path / "model.safetensors").exists()
-    assert main(_args(tmp_path, "--resume")) == 0
-    for name in ("model.safetensors", "model_wa.safetensors"):
+    assert main(_args(tmp_path, arch, "--resume")) == 0
+    names = ("model.safetensors", "model_wa.safetensors") if arch == "ast" else ("model.safetensors",)
+    for name in names:
         ours, ref = load_file(tmp_path / name), load_file(reference / name)
         assert ours.keys() == ref.keys()
         for k in ref:
             assert torch.equal(ours[k], ref[k]), f"{name}:{k} differs after resuming from {state['phase'], state['step']}"
     a = json.loads((tmp_path / "log.json").read_text())["records"]
     b = json.loads((reference / "log.json").read_text())["records"]
-    assert [(r["epoch"], r["train_loss"], r["acc"], r["train_flops"]) for r in a] == [(r["epoch"], r["train_loss"], r["acc"], r["train_flops"]) for r in b]
+    metric = "masked_acc" if arch == "ssast" else "acc"
+    assert [(r["epoch"], r["train_loss"], r[metric], r["train_flops"]) for r in a] == [(r["epoch"], r["train_loss"], r[metric], r["train_flops"]) for r in b]
     assert not (tmp_path / "checkpoint.safetensors").exists()
 
 
@@ -85,7 +108,7 @@ def test_checkpoint_never_unpickles(tmp_path):
 
 def test_nan_loss_stops_with_step_and_phase_named(tmp_path, capsys):
     # A learning rate of 1e30 blows the weights up within a few steps.
-    rc = main(_args(tmp_path, "--set", "train.optim.lr=1e30", "--set", "train.optim.warmup_steps=0"))
+    rc = main(_args(tmp_path, "ast", "--set", "train.optim.lr=1e30", "--set", "train.optim.warmup_steps=0"))
     err = capsys.readouterr().err
     assert rc == 3
     assert "loss is nan" in err or "loss is inf" in err

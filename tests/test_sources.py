@@ -83,7 +83,20 @@ def test_fsdd_preset_reads_the_shared_data():
     cfg = load_config("fsdd_speakers-cpu", [f"data.root={FSDD}"])
     splits = load_splits(cfg)
     assert (len(splits.train), len(splits.val), splits.train.num_classes) == (2700, 300, 6)
-    assert splits.train.waves.shape == (2700, int(1.28 * 16000))
+    # Decoded into memory, then (1.28 s clips: 0.19 GB of features) served as each phase's model input.
+    assert splits.train.serves == "model_input" and splits.train.source.waves.shape == (2700, int(1.28 * 16000))
+
+
+@pytest.mark.skipif(not (FSDD.parent / "esc50" / "esc50.csv").exists(), reason="ESC-50 not present in ../shared/data")
+def test_esc50_folds_from_the_official_metadata():
+    from coarse2fine.data.esc50 import esc50_manifest
+
+    train, val = esc50_manifest(FSDD.parent / "esc50", 1, "train"), esc50_manifest(FSDD.parent / "esc50", 1, "val")
+    assert (len(train.entries), len(val.entries), len(train.classes)) == (1600, 400, 50)
+    assert train.display_names[0] == "dog" and all(e.path.name.startswith("1-") for e in val.entries)
+    assert not {e.path for e in train.entries} & {e.path for e in val.entries}
+    with pytest.raises(ValueError, match="folds 1-5"):
+        esc50_manifest(FSDD.parent / "esc50", 6, "val")
 
 
 def test_crossval_runs_every_fold(tmp_path, capsys):

@@ -95,8 +95,9 @@ def remove_dc(wave: torch.Tensor) -> torch.Tensor:
     return wave - wave.mean(dim=-1, keepdim=True)
 
 
-def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Zero-pad or crop ``wave`` at the end of its last dimension to exactly ``num_samples``.
+def fix_length(wave: torch.Tensor, num_samples: int, pad: str = "zeros") -> torch.Tensor:
+    """Pad or crop ``wave`` at the end of its last dimension to exactly ``num_samples``: with zeros
+    (``pad="zeros"``, AST) or by repeating the clip (``pad="repeat"``, HTS-AT's ESC-50 loader).
 
     Cropping returns a view; padding returns a new tensor.
     """
@@ -105,4 +106,8 @@ def fix_length(wave: torch.Tensor, num_samples: int) -> torch.Tensor:
     n = wave.shape[-1]
     if n >= num_samples:
         return wave[..., :num_samples]
+    if pad == "repeat" and n > 0:
+        return wave.repeat(*([1] * (wave.ndim - 1)), -(-num_samples // n))[..., :num_samples]
+    if pad not in ("zeros", "repeat"):
+        raise ValueError(f"pad must be 'zeros' or 'repeat', got {pad!r}")
     return F.pad(wave, (0, num_samples - n))

@@ -50,7 +50,8 @@ class AugmentConfig:
 
     ``freqm`` / ``timem``: SpecAugment mask parameters in mel bins / full-resolution frames
     (0 disables). ``mixup``: probability that an example is mixed; ``mixup_alpha``: the Beta
-    parameter of the mixing weight. ``noise``: AST's optional noise-and-roll.
+    parameter of the mixing weight; ``mixup_targets``: mix the targets by the same weight (AST)
+    or keep each clip's own (HTS-AT's AudioSet recipe). ``noise``: AST's optional noise-and-roll.
     ``spec_masks``: how many masks of each kind per example. ``mask_value``: the value
     written into masked cells of the (normalised) features; AST's exact behaviour is
     ``-mean / (2 * std)``, 0 is the dataset mean.
@@ -65,6 +66,7 @@ class AugmentConfig:
     timem: int = 0
     mixup: float = 0.0
     mixup_alpha: float = 10.0
+    mixup_targets: bool = True
     noise: bool = False
     spec_masks: int = 1
     mask_value: float = 0.0
@@ -233,6 +235,7 @@ def mixup(
     prob: float,
     alpha: float = 10.0,
     generator: torch.Generator | None = None,
+    mix_targets: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AST-style mixup of a batch: waveforms ``[B, n]`` (any ``[B, ...]``), targets ``[B, C]``.
 
@@ -271,7 +274,7 @@ def mixup(
         blended = lt * t + (1 - lt) * t.index_select(0, partner)
         return torch.where(mixed.view(shape), blended, t)
 
-    return _mix(waves), _mix(targets)
+    return _mix(waves), _mix(targets) if mix_targets else targets.clone()
 
 
 def augment_features(

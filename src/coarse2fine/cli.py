@@ -5,33 +5,48 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from coarse2fine import __version__, atomic
-from coarse2fine.config import load_config, preset_names
-from coarse2fine.data.sources import load_splits
+from coarse2fine.accounting import baseline_costs, phase_costs, run_flops_per_clip
+from coarse2fine.compression import METHODS
+from coarse2fine.config import config_from_dict, load_config, preset_names, save_config
+from coarse2fine.data.sources import count_classes, count_clips, load_splits
 from coarse2fine.data.stats import dataset_stats
 from coarse2fine.distributed import resolve_device
 from coarse2fine.experiment import (
     Variant,
+    calibrate_runs,
     cross_validate,
     parse_methods,
     run_experiment,
+    variant_config,
 )
 from coarse2fine.model.hf import load_hf_checkpoint
 from coarse2fine.model.registry import get_arch
-from coarse2fine.phases import parse_schedule
+from coarse2fine.phases import default_initial_fraction, parse_schedule
+from coarse2fine.planner import choose, plan, planned_config
 from coarse2fine.predict import load_run_for_inference, predict_files
+from coarse2fine.pretraining import (
+    compare_pretraining,
+    comparison_rows,
+    write_comparison,
+)
 from coarse2fine.report import phase_rows, write_report
 from coarse2fine.savings import (
+    TIME_NOTE,
     best_value,
     format_table,
     load_records,
     metric_higher_is_better,
     savings_table,
 )
+from coarse2fine.timing import bench
 from coarse2fine.train import NonFiniteLossError, train_run
 
 log = logging.getLogger("coarse2fine")
@@ -61,6 +76,8 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--methods", default="all", help="comma-separated: fshift,avgpool,maxpool,patch-bl,patch-pi or all")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
+    p.add_argument("--calibrate-rounds", type=int, default=10,
+                   help="interleaved rounds timing each phase's step for the calibrated time saves (0: wall time only)")
     _add_common(p)
 
     p = sub.add_parser("experiment", help="baseline plus methods x schedules on a config's dataset")
@@ -69,6 +86,8 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--methods", default="all", help="comma-separated methods or all")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
+    p.add_argument("--calibrate-rounds", type=int, default=10,
+                   help="interleaved rounds timing each phase's step for the calibrated time saves (0: wall time only)")
     _add_common(p)
 
     p = sub.add_parser("train", help="one run (baseline with --schedule 1) from a preset or YAML config")
@@ -77,6 +96,25 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--method", choices=["fshift", "avgpool", "maxpool", "patch"], help="override c2f.method")
     p.add_argument("--out", required=True, help="run folder (logs, weights)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint an interrupted run left in --out")
+    _add_common(p)
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (SSAST masked patch modelling) on unlabeled audio")
+    p.add_argument("config", help="a pretraining preset (ssast_pretrain, ssast_pretrain-cpu) or YAML path")
+    p.add_argument("--schedule", help="override c2f.schedule (1 = pretrain at full resolution only)")
+    p.add_argument("--method", choices=["fshift", "avgpool", "maxpool"], help="override c2f.method")
+    p.add_argument("--out", required=True, help="run folder; fine-tune from it with model.init_from=FOLDER")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint an interrupted run left in --out")
+    _add_common(p)
+
+    p = sub.add_parser("pretrain-experiment", help="baseline vs coarse-to-fine pretraining, each fine-tuned on downstream tasks")
+    p.add_argument("config", help="a pretraining preset or YAML path")
+    p.add_argument("--finetune", required=True, help="comma-separated downstream configs, e.g. esc50-cpu,fsdd_speakers-cpu")
+    p.add_argument("--schedule", default="4-1", help="the coarse-to-fine pretraining schedule (default 4-1)")
+    p.add_argument("--method", default="fshift", choices=["fshift", "avgpool", "maxpool"])
+    p.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of every downstream config (repeatable)")
+    p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md)")
+    p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
     _add_common(p)
 
     p = sub.add_parser("crossval", help="k-fold cross-validation (ESC-50 style): {fold} in data.train/data.val")
@@ -113,6 +151,8 @@ def _add_report_commands(sub) -> None:
     p.add_argument("runs", nargs="+", help="run folders (or log.json files)")
     p.add_argument("--metric", default=None, help="metric to compare (default: the baseline config's train.metric)")
     p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    p.add_argument("--calibrate-rounds", type=int, default=0,
+                   help="time every phase's step in N interleaved rounds and report calibrated time saves (0: wall time only)")
 
     p = sub.add_parser("stats", help="normalisation mean/std of a config's training set (AST's features.mean/std)")
     p.add_argument("config", help="preset name or YAML path")
@@ -120,6 +160,38 @@ def _add_report_commands(sub) -> None:
 
     p = sub.add_parser("check", help="check every clip of a config's data and list the bad ones, without training")
     p.add_argument("config", help="preset name or YAML path")
+    _add_common(p)
+
+    p = sub.add_parser("flops", help="each phase's tokens and training GFLOPs per clip, before anything trains")
+    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("--schedule", help="override c2f.schedule")
+    p.add_argument("--method", choices=list(METHODS), help="override c2f.method")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: read from the data's manifests)")
+    p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, tokens and FLOPs per clip")
+    _add_common(p)
+
+    p = sub.add_parser("bench", help="one training step of each phase, timed interleaved: FLOPs ratio vs time ratio")
+    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("--schedule", help="override c2f.schedule")
+    p.add_argument("--method", choices=list(METHODS), help="override c2f.method")
+    p.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (default: read from the data's manifests)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, flops_ratio and time_ratio")
+    _add_common(p)
+
+    p = sub.add_parser("plan", help="candidate schedules that fit a compute budget, and a config of the chosen one")
+    p.add_argument("config", help="preset name or YAML path")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--budget-flops", type=float, help="total training FLOPs, e.g. 2e15")
+    budget.add_argument("--budget-hours", type=float, help="total training time on this machine, in hours")
+    p.add_argument("--schedules", default="1,2-1,4-1,4-2-1", help="candidate schedules (default 1,2-1,4-1,4-2-1)")
+    p.add_argument("--fractions", default="0.15,0.25,0.35", help="candidate shares of the initial phases")
+    p.add_argument("--choose", default=None, help="SCHEDULE[:FRACTION] to write (default: the config's schedule, "
+                                                   "the paper's share)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the step-time calibration (default 5)")
+    p.add_argument("--out", default=None, help="where to write the chosen config (default: <config>_plan.yaml)")
     _add_common(p)
 
     sub.add_parser("presets", help="list the shipped presets")
@@ -130,12 +202,23 @@ def _log_path(path: str) -> Path:
     return p / "log.json" if p.is_dir() else p
 
 
-def _print_experiment(baseline, results, metric: str, out_root: Path, title: str) -> None:
-    runs = {label: r.records for label, r in results.items()}
-    write_report(out_root, baseline.records, runs, metric, title)
-    print(format_table(savings_table("Baseline", baseline.records, runs, metric), "text"))
+def _calibrated(configs: list, records: list, classes: int, rounds: int, out_root: Path | None) -> list:
+    """Records with calibrated time (``rounds`` 0: as they are); the calibration goes to
+    ``out_root/calibration.json``."""
+    if rounds <= 0:
+        return records
+    cal, records = calibrate_runs(configs, records, classes, rounds)
+    if out_root is not None:
+        atomic.write_json(out_root / "calibration.json", cal.to_dict())
+    return records
+
+
+def _print_experiment(base_records, runs: dict, metric: str, out_root: Path, title: str) -> None:
+    write_report(out_root, base_records, runs, metric, title)
+    print(format_table(savings_table("Baseline", base_records, runs, metric), "text"), end="")
+    print(TIME_NOTE["cum_cal_time" in base_records[0]])
     print("Measured FLOPs and time per training epoch, by phase (ratios to the baseline's epoch):")
-    print(format_table(phase_rows(baseline.records, runs), "text"))
+    print(format_table(phase_rows(base_records, runs), "text"))
     print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv, metric_vs_flops.png, metric_vs_time.png")
 
 
@@ -189,7 +272,11 @@ def cmd_experiment(args) -> int:
     variants = [Variant(m, s) for s in schedules for m in parse_methods(args.methods)]
     out_root = Path(args.out)
     baseline, results = run_experiment(cfg, variants, out_root, progress=not args.quiet, reuse=not args.fresh)
-    _print_experiment(baseline, results, cfg.train.metric, out_root, f"{cfg.name}: baseline vs {', '.join(schedules)}")
+    configs = [variant_config(cfg, None), *(variant_config(cfg, v) for v in variants)]
+    records = _calibrated(configs, [baseline.records, *(r.records for r in results.values())], count_classes(cfg),
+                          args.calibrate_rounds, out_root)
+    runs = dict(zip(results, records[1:]))
+    _print_experiment(records[0], runs, cfg.train.metric, out_root, f"{cfg.name}: baseline vs {', '.join(schedules)}")
     return 0
 
 
@@ -198,6 +285,28 @@ def cmd_train(args) -> int:
     result = train_run(cfg, load_splits(cfg), args.out, progress=not args.quiet, resume=args.resume)
     best = best_value(result.records, cfg.train.metric)
     print(f"{cfg.name}: best {cfg.train.metric} {best:.4f}; logs in {result.out_dir}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    cfg = load_config(args.config, _run_overrides(args))
+    if cfg.train.objective != "masked_patch":
+        raise ValueError(f"{args.config} is a {cfg.train.objective} config; pretraining needs train.objective: "
+                         "masked_patch (start from the ssast_pretrain or ssast_pretrain-cpu preset)")
+    result = train_run(cfg, load_splits(cfg), args.out, progress=not args.quiet, resume=args.resume)
+    best = best_value(result.records, cfg.train.metric)
+    print(f"{cfg.name}: best {cfg.train.metric} {best:.4f}; fine-tune from it with --set model.init_from={result.out_dir}")
+    return 0
+
+
+def cmd_pretrain_experiment(args) -> int:
+    pre = load_config(args.config, args.overrides)
+    tasks = [load_config(name.strip(), args.finetune_overrides) for name in args.finetune.split(",") if name.strip()]
+    result = compare_pretraining(pre, tasks, args.schedule, args.method, args.out, progress=not args.quiet, reuse=not args.fresh)
+    rows = comparison_rows(result, tasks)
+    write_comparison(args.out, rows)
+    print(format_table(rows, "text"), end="")
+    print(f"Tables in {args.out}: pretraining.md, pretraining.csv")
     return 0
 
 
@@ -227,7 +336,7 @@ def cmd_export_hf(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null", "data.preload=true"])
+    cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null", "data.preload=true", "data.in_memory=off"])
     splits = load_splits(cfg)
     mean, std = dataset_stats(splits.train, cfg.features.settings, cfg.features.target_length, lengths=splits.train.lengths)
     print(f"{len(splits.train)} training clips: mean {mean:.7g}, std {std:.7g}")
@@ -236,7 +345,8 @@ def cmd_stats(args) -> int:
 
 
 def cmd_check(args) -> int:
-    cfg = load_config(args.config, [*args.overrides, "data.on_error=skip", "data.preload=false", "data.cache_dir=null"])
+    cfg = load_config(args.config, [*args.overrides, "data.on_error=skip", "data.preload=false", "data.cache_dir=null",
+                                    "data.in_memory=off"])
     splits = load_splits(cfg)
     print(f"{len(splits.train)} training and {len(splits.val)} validation clips usable; {len(splits.skipped)} bad")
     for p in splits.skipped:
@@ -244,21 +354,108 @@ def cmd_check(args) -> int:
     return 1 if splits.skipped else 0
 
 
+def cmd_flops(args) -> int:
+    cfg = load_config(args.config, _run_overrides(args))
+    classes = args.classes if args.classes is not None else count_classes(cfg)
+    costs, base = phase_costs(cfg, classes), baseline_costs(cfg, classes)
+    run, baseline = run_flops_per_clip(costs), run_flops_per_clip(base)
+    full = base[0].train_flops_per_clip
+    if args.json:
+        print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "preset": cfg.model.preset, "method": cfg.c2f.method,
+                          "schedule": cfg.c2f.schedule, "classes": classes, "phases": [c.to_dict() for c in costs],
+                          "run_flops_per_clip": run, "baseline_flops_per_clip": baseline}, indent=2))
+        return 0
+    print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, schedule {cfg.c2f.schedule}, {classes} classes")
+    rows = [{"phase": str(c.phase), "R": str(c.R), "epochs": str(c.epochs), "input": f"{c.frames} x {c.mel_bins}",
+             "tokens": str(c.tokens), "train GFLOPs/clip": f"{c.train_flops_per_clip / 1e9:.4g}",
+             "eval GFLOPs/clip": f"{c.forward_flops_per_clip / 1e9:.4g}",
+             "vs R=1": f"{c.train_flops_per_clip / full:.3f}"} for c in costs]
+    print(format_table(rows, "text"), end="")
+    note = ("; the final phase keeps the baseline's budget, so the saving is measured where a run first beats "
+            "the baseline's best (coarse2fine compare)") if costs[-1].epochs == base[0].epochs and len(costs) > 1 else ""
+    print(f"whole schedule: {run / 1e9:.4g} training GFLOPs per training clip, {run / baseline:.2f}x the baseline's "
+          f"{base[0].epochs} epochs at R=1 ({baseline / 1e9:.4g}){note}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    cfg = load_config(args.config, _run_overrides(args))
+    classes = args.classes if args.classes is not None else count_classes(cfg)
+    rows = bench(cfg, classes, args.rounds, args.warmup, args.device)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if args.json:
+        print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "method": cfg.c2f.method, "batch": cfg.train.batch_size,
+                          "rounds": args.rounds, "threads": torch.get_num_threads(), "load_avg": load,
+                          "phases": [r.to_dict() for r in rows]}, indent=2))
+        return 0
+    print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, "
+          f"{args.rounds} interleaved rounds, {torch.get_num_threads()} threads, load average {load}")
+    table = [{"R": str(r.R), "tokens": str(r.tokens), "step ms": f"{r.step_ms:.1f}", "FLOPs ratio": f"{r.flops_ratio:.3f}",
+              "time ratio": f"{r.time_ratio:.3f} [{r.time_ratio_q25:.3f}, {r.time_ratio_q75:.3f}]",
+              "time/FLOPs": f"{r.time_over_flops:.2f}", "model ms": f"{r.model_ms:.1f}",
+              "model time/FLOPs": f"{r.model_time_over_flops:.2f}"} for r in rows]
+    print(format_table(table, "text"), end="")
+    print("time ratio: median of the per-round ratios to R=1 [quartiles]; model: forward, backward and update only")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    cfg = load_config(args.config, args.overrides)
+    schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
+    fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
+    clips, classes = count_clips(cfg), count_classes(cfg)
+    found, cal = plan(cfg, classes, clips, args.budget_flops or 0.0, args.budget_hours or 0.0, schedules, fractions, args.rounds)
+    wanted, _, frac = (args.choose or cfg.c2f.schedule).partition(":")
+    paper = default_initial_fraction(len(parse_schedule(wanted)))
+    chosen = choose(found, wanted, float(frac) if frac else paper)
+    rows = [{"": "->" if c is chosen else "", "schedule": c.schedule, "initial share": f"{c.fraction:.2f}",
+             "epochs per phase": "-".join(map(str, c.phase_epochs)), "epochs": str(c.epochs),
+             "predicted PFLOPs": f"{c.flops / 1e15:.4g}", "predicted hours": f"{c.seconds / 3600:.3g}"} for c in found]
+    print(f"{cfg.name}: {clips} training clips, budget "
+          + (f"{args.budget_flops:.4g} FLOPs" if args.budget_flops else f"{args.budget_hours:g} h")
+          + f"; step times from {cal.rounds} interleaved rounds on {cal.device} (load average {cal.load_avg})")
+    print(format_table(rows, "text"), end="")
+    out = Path(args.out or f"{cfg.name}_plan.yaml")
+    save_config(planned_config(cfg, chosen), out)
+    print(f"wrote {out}: schedule {chosen.schedule}, phase epochs {list(chosen.phase_epochs)}; "
+          f"train it with `coarse2fine train {out} --out runs/plan`, then `coarse2fine compare` shows predicted vs measured")
+    return 0
+
+
+def _plan_lines(configs: list, records: list, names: list) -> list[str]:
+    """Predicted (``coarse2fine plan``) against measured cost, for the runs that were planned."""
+    lines = []
+    for cfg, recs, name in zip(configs, records, names):
+        if cfg.c2f.planned_flops or cfg.c2f.planned_seconds:
+            flops, secs = recs[-1]["cum_flops"], recs[-1]["cum_time"]
+            lines.append(f"{name}: planned {cfg.c2f.planned_flops:.4g} FLOPs, {cfg.c2f.planned_seconds:.0f} s; "
+                         f"measured {flops:.4g} FLOPs ({flops / cfg.c2f.planned_flops:.3f}x), {secs:.0f} s "
+                         f"({secs / cfg.c2f.planned_seconds:.2f}x)")
+    return lines
+
+
 def cmd_compare(args) -> int:
-    base = load_records(_log_path(args.baseline))
-    saved = json.loads(_log_path(args.baseline).read_text())
-    metric = args.metric or saved["config"]["train"]["metric"]
-    direction = saved.get("metrics", {}).get(metric)
+    paths = [_log_path(args.baseline), *(_log_path(r) for r in args.runs)]
+    logs = [json.loads(p.read_text()) for p in paths]
+    records = [load_records(p) for p in paths]
+    metric = args.metric or logs[0]["config"]["train"]["metric"]
+    direction = logs[0].get("metrics", {}).get(metric)
     higher = metric_higher_is_better(metric) if direction is None else direction == "max"
-    runs = {Path(r).name if Path(r).is_dir() else Path(r).parent.name: load_records(_log_path(r)) for r in args.runs}
-    print(format_table(savings_table("Baseline", base, runs, metric, higher=higher), args.format))
+    configs = [config_from_dict(saved["config"]) for saved in logs]
+    records = _calibrated(configs, records, len(logs[0].get("classes") or []) or count_classes(configs[0]),
+                          args.calibrate_rounds, None)
+    names = [p.parent.name for p in paths[1:]]
+    print(format_table(savings_table("Baseline", records[0], dict(zip(names, records[1:])), metric, higher=higher), args.format), end="")
+    if args.format == "text":
+        print(TIME_NOTE["cum_cal_time" in records[0][0]])
+        print("\n".join(_plan_lines(configs, records, ["baseline", *names])))
     return 0
 
 
 COMMANDS = {
     "presets": cmd_presets, "demo": cmd_experiment, "experiment": cmd_experiment, "train": cmd_train,
-    "crossval": cmd_crossval, "predict": cmd_predict, "export-hf": cmd_export_hf, "stats": cmd_stats,
-    "check": cmd_check, "compare": cmd_compare,
+    "crossval": cmd_crossval, "pretrain": cmd_pretrain, "pretrain-experiment": cmd_pretrain_experiment, "predict": cmd_predict, "export-hf": cmd_export_hf, "stats": cmd_stats,
+    "check": cmd_check, "compare": cmd_compare, "flops": cmd_flops, "bench": cmd_bench, "plan": cmd_plan,
 }
 
 

@@ -28,8 +28,9 @@ from coarse2fine.objectives import (
     objective_names,
 )
 from coarse2fine.optim import OptimConfig
-from coarse2fine.phases import build_phases, parse_schedule
+from coarse2fine.phases import Phase, build_phases, parse_schedule
 from coarse2fine.ssl import PretrainConfig
+from coarse2fine.switching import FINAL_STOPS, SWITCHES
 
 
 def choice(key: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -49,13 +50,24 @@ class DataConfig:
 
     ``kind``: ``synthetic`` (the embedded demo set: ``train_clips``/``val_clips``), ``manifest``
     (``train``/``val`` are AST JSON manifests with ``label_csv``, CSV files, or class folders),
-    or ``fsdd`` (the Free Spoken Digit Dataset at ``root``; ``task``: digits or speakers).
-    Clips are padded/cut to ``clip_seconds``. Every file is checked before training;
+    ``fsdd`` (the Free Spoken Digit Dataset at ``root``; ``task``: digits or speakers) or
+    ``esc50`` (ESC-50 at ``root``, with ``esc50.csv``; ``fold`` is the validation fold) or
+    ``unlabeled`` (audio without labels for self-supervised pretraining: ``sources`` lists
+    folders, CSV files and AST JSON manifests; recordings are cut into windows of
+    ``clip_seconds``; ``val_fraction`` of the files is held out to score the pretext task).
+    Clips are cut to ``clip_seconds`` and padded with zeros (``pad: zeros``) or by repeating
+    them (``pad: repeat``, as HTS-AT does for ESC-50). Every file is checked before training;
     ``on_error: skip`` drops bad files and lists them in the run's report instead of stopping.
-    ``cache_dir`` turns on the on-disk feature cache; ``preload`` decodes all clips into memory.
+    ``cache_dir`` turns on the on-disk feature cache; ``preload`` decodes all clips into memory;
+    ``in_memory`` (auto: when the features of every clip take at most ``memory_limit_gb``) holds
+    each phase's model input in memory, computed once per phase (``in_memory_dtype``).
     """
 
     kind: str = "synthetic"
+    sources: list[str] = field(default_factory=list)
+    val_fraction: float = 0.05
+    fold: int = 1
+    pad: str = "zeros"
     train_clips: int = 800
     val_clips: int = 240
     clip_seconds: float = 1.28
@@ -70,12 +82,22 @@ class DataConfig:
     min_seconds: float = 0.1
     preload: bool = True
     cache_dir: str | None = None
+    in_memory: str = "auto"
+    in_memory_dtype: str = "float32"
+    memory_limit_gb: float = 2.0
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        choice("data.kind", self.kind, ("synthetic", "manifest", "fsdd"))
+        choice("data.kind", self.kind, ("synthetic", "manifest", "fsdd", "esc50", "unlabeled"))
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"data.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        choice("data.pad", self.pad, ("zeros", "repeat"))
         choice("data.task", self.task, ("digits", "speakers"))
         choice("data.on_error", self.on_error, ("raise", "skip"))
+        if isinstance(self.in_memory, bool):  # YAML's true / false
+            self.in_memory = "on" if self.in_memory else "off"
+        choice("data.in_memory", self.in_memory, ("auto", "on", "off"))
+        choice("data.in_memory_dtype", self.in_memory_dtype, ("float32", "float16"))
         positive("data.clip_seconds", self.clip_seconds, 1e-3)
         positive("data.num_workers", self.num_workers, 0)
 
@@ -170,8 +192,10 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     grad_accum: int = 1  # micro-batches per optimizer step (batch_size is the global batch)
+    epoch_steps: int = 0  # optimizer steps per epoch (0: one pass over the training set)
     amp: str = "none"  # none | bf16 | fp16 (CUDA only)
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: at epoch ends only)
+    tensorboard: bool = False  # also write TensorBoard scalars to <run>/tensorboard (pip install tensorboard)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
@@ -184,8 +208,15 @@ class TrainConfig:
         positive("train.epochs", self.epochs)
         positive("train.batch_size", self.batch_size)
         positive("train.grad_accum", self.grad_accum)
+        positive("train.epoch_steps", self.epoch_steps, 0)
         positive("train.threads", self.threads, 0)
         positive("train.checkpoint_every", self.checkpoint_every, 0)
+        if self.tensorboard:
+            from coarse2fine.tensorboard import available
+
+            if not available():
+                raise ValueError("train.tensorboard: the tensorboard package is not installed "
+                                 "(pip install 'coarse2fine[tensorboard]' or pip install tensorboard)")
 
 
 @dataclass
@@ -197,7 +228,20 @@ class C2FConfig:
     patch_resize: str = "pi"  # bilinear | pi (Patch method)
     scale_window: bool = False  # Fshift: also scale the analysis window by R
     phase_epochs: list[int] | None = None
+    phase_steps: list[int] | None = None  # phase lengths in optimizer steps (needs train.epoch_steps)
     initial_fraction: float | None = None  # default: 0.25 (two phases) / 0.30 (three or more)
+    switch: str = "fixed"  # when to leave a phase: fixed | plateau | budget (see coarse2fine.switching)
+    final_stop: str = "epochs"  # when the final phase stops: epochs | plateau | budget
+    patience: int = 3  # plateau: evaluations without improvement of train.metric
+    min_delta: float = 0.0  # plateau: the smallest change that counts as an improvement
+    loss_window: int = 0  # plateau: also leave when the training loss fell less than loss_tolerance over N epochs
+    loss_tolerance: float = 0.01
+    min_phase_epochs: int = 1  # plateau: epochs a phase runs at least
+    budget_flops: float = 0.0  # budget: total training FLOPs
+    budget_hours: float = 0.0  # budget: total training wall time in hours
+    budget_shares: list[float] | None = None  # budget: share of each phase (default: the paper's initial fraction)
+    planned_flops: float = 0.0  # what `coarse2fine plan` predicted for this run (compare shows it beside the measured)
+    planned_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.schedule = str(self.schedule)
@@ -207,6 +251,20 @@ class C2FConfig:
             parse_schedule(self.schedule)
         except ValueError as err:
             raise ValueError(f"c2f.schedule: {err}") from None
+        if self.phase_epochs is not None and self.phase_steps is not None:
+            raise ValueError("c2f: give phase_epochs or phase_steps, not both")
+        choice("c2f.switch", self.switch, SWITCHES)
+        choice("c2f.final_stop", self.final_stop, FINAL_STOPS)
+        budget = "budget" in (self.switch, self.final_stop)
+        if budget and (self.budget_flops > 0) == (self.budget_hours > 0):
+            raise ValueError("c2f: switch or final_stop 'budget' needs one of budget_flops or budget_hours (> 0)")
+        positive("c2f.patience", self.patience)
+        positive("c2f.min_phase_epochs", self.min_phase_epochs)
+        positive("c2f.loss_window", self.loss_window, 0)
+        if self.budget_shares is not None and (len(self.budget_shares) != len(parse_schedule(self.schedule))
+                                               or abs(sum(self.budget_shares) - 1) > 1e-6):
+            raise ValueError(f"c2f.budget_shares: {self.budget_shares} needs one share per phase of schedule "
+                             f"{self.schedule}, summing to 1")
         if self.initial_fraction is not None and not 0 < self.initial_fraction < 1:
             raise ValueError(f"c2f.initial_fraction: must be in (0, 1), got {self.initial_fraction}")
 
@@ -238,12 +296,29 @@ class RunConfig:
         if archs and self.model.arch not in archs:
             raise ValueError(f"train.objective: {self.train.objective} trains model.arch {' or '.join(archs)}, "
                              f"not {self.model.arch}")
+        if self.data.kind == "unlabeled" and self.train.objective == "classification":
+            raise ValueError("data.kind: unlabeled audio has nothing to classify; pretrain on it "
+                             "(train.objective: masked_patch, `coarse2fine pretrain`) or give labeled data")
+        for phase in self.phases():
+            phase_model_config(self, phase.R, num_classes=2)
+
+    def phases(self) -> list[Phase]:
+        """The schedule's phases: ``c2f.phase_epochs``, or ``c2f.phase_steps`` in epochs of
+        ``train.epoch_steps`` steps, or the paper's default split of ``train.epochs``."""
+        c = self.c2f
+        epochs = c.phase_epochs
+        if c.phase_steps is not None:
+            steps = self.train.epoch_steps
+            if not steps or any(s % steps for s in c.phase_steps):
+                raise ValueError(f"c2f.phase_steps: {list(c.phase_steps)} must be whole multiples of train.epoch_steps "
+                                 f"({steps or 'unset'}), the steps between two evaluations")
+            epochs = [s // steps for s in c.phase_steps]
+        if epochs is None and "budget" in (c.switch, c.final_stop):  # every phase runs until its budget share
+            epochs = [self.train.epochs] * len(parse_schedule(c.schedule))
         try:
-            phases = build_phases(self.c2f.schedule, self.train.epochs, self.c2f.phase_epochs, self.c2f.initial_fraction)
+            return build_phases(c.schedule, self.train.epochs, epochs, c.initial_fraction)
         except ValueError as err:
             raise ValueError(f"c2f: {err}") from None
-        for phase in phases:
-            phase_model_config(self, phase.R, num_classes=2)
 
 
 def phase_model_config(cfg: RunConfig, R: int, num_classes: int) -> Any:

@@ -18,6 +18,7 @@ from coarse2fine.compression import Compression
 from coarse2fine.config import RunConfig
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.sources import load_splits
+from coarse2fine.timing import Calibration, calibrate, calibrated_records
 from coarse2fine.train import RunResult, train_run
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def variant_config(base: RunConfig, variant: Variant | None) -> RunConfig:
     """The config of the baseline (``variant=None``) or of one coarse-to-fine variant."""
     cfg = copy.deepcopy(base)
     if variant is None:
-        cfg.name, cfg.c2f.schedule, cfg.c2f.phase_epochs = "baseline", "1", None
+        cfg.name, cfg.c2f.schedule, cfg.c2f.phase_epochs, cfg.c2f.phase_steps = "baseline", "1", None, None
         return cfg
     method, resize = VARIANTS[variant.method]
     cfg.name = variant.name
@@ -117,7 +118,12 @@ def run_experiment(
 
 
 def fold_config(base: RunConfig, fold: int) -> RunConfig:
-    """The config of cross-validation fold ``fold``: ``{fold}`` in data.train / data.val replaced."""
+    """The config of cross-validation fold ``fold``: ``data.fold`` for ESC-50 (``data.kind: esc50``),
+    otherwise ``{fold}`` in data.train / data.val replaced."""
+    if base.data.kind == "esc50":
+        cfg = copy.deepcopy(base)
+        cfg.name, cfg.data.fold = f"{base.name}_fold{fold}", fold
+        return cfg
     if "{fold}" not in (base.data.train or "") or "{fold}" not in (base.data.val or ""):
         raise ValueError("cross-validation needs '{fold}' in data.train and data.val, e.g. data/esc_train_data_{fold}.json")
     cfg = copy.deepcopy(base)
@@ -136,3 +142,14 @@ def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, 
         run_dir = Path(out_root) / f"fold{fold}"
         results[fold] = finished_run(run_dir, cfg) or train_run(cfg, load_splits(cfg), run_dir, progress=progress, resume=True)
     return results
+
+
+def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Sequence[dict]], num_classes: int, rounds: int,
+                   device: str = "auto") -> tuple[Calibration, list[list[dict]]]:
+    """Time every phase the runs used, interleaved in this process (:func:`coarse2fine.timing.calibrate`),
+    and give each run's records their calibrated time."""
+    served = any(c.data.cache_dir for c in configs)
+    cal = calibrate(configs, num_classes, rounds=rounds, device=device, served_features=served)
+    log.info("calibrated step costs (%d interleaved rounds, load average %s): %s", rounds, cal.load_avg,
+             ", ".join(f"{k} {v.median * 1e3:.1f} ms" for k, v in cal.steps.items()))
+    return cal, [calibrated_records(recs, cfg, cal) for cfg, recs in zip(configs, records)]

@@ -1,9 +1,12 @@
-"""Optimizer and learning-rate schedule of the AST recipe, built fresh at every phase.
+"""Optimizer and learning-rate schedule, built fresh at every phase.
 
-AST uses Adam (weight decay 5e-7, betas 0.95/0.999), a linear warmup over the first steps and a
-step decay by epoch (from epoch ``decay_start`` on, multiply by ``gamma`` every ``decay_every``
-epochs). AdamW is offered as an option. The paper resets both to their initial values at each
-phase change, which is what building them anew does.
+AST's recipe (``schedule: step``): Adam (weight decay 5e-7, betas 0.95/0.999), a linear warmup
+over the first steps and a step decay by epoch (from epoch ``decay_start`` on, multiply by
+``gamma`` every ``decay_every`` epochs). HTS-AT's recipe (``schedule: epochs``): AdamW (weight
+decay 0.05) with a per-epoch factor table, ``epoch_factors: [[1, 0.02], [2, 0.05], [3, 0.1],
+[12, 0.05], [22, 0.02], [32, 0.03]]`` (each factor applies from that 1-based epoch on; its warm-up
+is the first three entries). The paper resets optimizer and schedule at each phase change, which
+is what building them anew does; epochs count from the phase's start.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Iterable
 import torch
 
 OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("step", "epochs")
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,21 @@ class OptimConfig:
     decay_start: int = 5
     decay_every: int = 1
     gamma: float = 0.85
+    schedule: str = "step"  # step (AST) | epochs (a factor per epoch, HTS-AT)
+    epoch_factors: tuple[tuple[int, float], ...] = ()
+    clip_grad_norm: float = 0.0  # clip the gradient norm to this before each update (0: off; HTS-AT: 1.0)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"train.optim.optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.optim.schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        factors = tuple((int(e), float(f)) for e, f in self.epoch_factors)
+        object.__setattr__(self, "epoch_factors", factors)
+        if self.schedule == "epochs" and (not factors or factors[0][0] != 1 or any(
+                a[0] >= b[0] for a, b in zip(factors, factors[1:])) or any(f <= 0 for _, f in factors)):
+            raise ValueError("train.optim.epoch_factors: schedule 'epochs' needs [[1, f1], [e2, f2], ...] with "
+                             f"increasing epochs from 1 and positive factors, got {list(factors)}")
         if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.gamma <= 1:
             raise ValueError(f"train.optim: need lr > 0, weight_decay >= 0 and 0 < gamma <= 1, got "
                              f"{self.lr}, {self.weight_decay}, {self.gamma}")
@@ -67,6 +82,8 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
     """
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
     epoch = step // max(1, steps_per_epoch) + 1
+    if cfg.schedule == "epochs":
+        return warm * next(f for e, f in reversed(cfg.epoch_factors) if e <= epoch)
     decays = 0 if epoch < cfg.decay_start else 1 + (epoch - cfg.decay_start) // max(1, cfg.decay_every)
     return warm * cfg.gamma**decays
 

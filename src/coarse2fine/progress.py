@@ -51,10 +51,10 @@ class Progress:
         """Reset the epoch's partial sums; ``lr`` is the learning rate it starts at."""
         self.step, self.epoch_time, self.loss_sum, self.seen, self.lr = 0, 0.0, 0.0, 0, lr
 
-    def advance(self, phase_epochs: int) -> None:
-        """Move past a finished epoch of a phase with ``phase_epochs`` epochs."""
+    def advance(self, leave_phase: bool) -> None:
+        """Move past a finished epoch; to the next phase if ``leave_phase``."""
         self.model_phase = self.phase
-        if self.phase_epoch < phase_epochs:
+        if not leave_phase:
             self.phase_epoch += 1
             self.fresh_phase = False
         else:

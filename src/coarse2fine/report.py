@@ -18,7 +18,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from coarse2fine import atomic  # noqa: E402
-from coarse2fine.savings import baseline_reference, format_table, savings_table  # noqa: E402
+from coarse2fine.savings import (  # noqa: E402
+    TIME_NOTE,
+    baseline_reference,
+    format_table,
+    savings_table,
+)
 
 Records = Sequence[Mapping[str, Any]]
 
@@ -30,33 +35,42 @@ def phase_summary(records: Records) -> list[dict[str, Any]]:
         s = phases.setdefault(r["phase"], {"phase": r["phase"], "R": r["R"], "tokens": r.get("tokens"), "epochs": 0, "flops": 0, "time": 0.0})
         s["epochs"] += 1
         s["flops"] += r["train_flops"]
+        if "cal_time" in r:
+            s["cal_time"] = s.get("cal_time", 0.0) + r["cal_time"]
         s["time"] += r["train_time"]
     for s in phases.values():
         s["flops_per_epoch"] = s["flops"] / s["epochs"]
         s["time_per_epoch"] = s["time"] / s["epochs"]
+        if "cal_time" in s:
+            s["cal_time_per_epoch"] = s["cal_time"] / s["epochs"]
     return list(phases.values())
 
 
 def phase_rows(baseline: Records, runs: Mapping[str, Records]) -> list[dict[str, str]]:
-    """Rows of measured cost per phase, with FLOPs and time ratios to the baseline's epoch."""
+    """Rows of measured cost per phase, with FLOPs and wall-time ratios to the baseline's epoch
+    (and calibrated-time ratios when the records carry ``cal_time``)."""
     ref = phase_summary(baseline)[-1]
     rows = []
     for label, records in [("Baseline", baseline), *runs.items()]:
         for s in phase_summary(records):
             fr = s["flops_per_epoch"] / ref["flops_per_epoch"]
             tr = s["time_per_epoch"] / ref["time_per_epoch"]
-            rows.append({
+            row = {
                 "Setting": label, "phase": str(s["phase"] + 1), "R": str(s["R"]), "tokens": str(s["tokens"]),
                 "epochs": str(s["epochs"]), "GFLOPs/epoch": f"{s['flops_per_epoch'] / 1e9:.1f}",
-                "s/epoch": f"{s['time_per_epoch']:.2f}", "FLOPs ratio": f"{fr:.3f}", "time ratio": f"{tr:.3f}",
-            })
+                "s/epoch": f"{s['time_per_epoch']:.2f}", "FLOPs ratio": f"{fr:.3f}", "wall time ratio": f"{tr:.3f}",
+            }
+            if "cal_time_per_epoch" in s and "cal_time_per_epoch" in ref:
+                row["calibrated time ratio"] = f"{s['cal_time_per_epoch'] / ref['cal_time_per_epoch']:.3f}"
+            rows.append(row)
     return rows
 
 
 def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: str, path: Path) -> None:
     """Metric after each epoch against cumulative ``x`` (``cum_flops`` or ``cum_time``) as a PNG."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    scale, xlabel = (1e12, "cumulative training TFLOPs") if x == "cum_flops" else (1.0, "cumulative training time (s)")
+    scale, xlabel = {"cum_flops": (1e12, "cumulative training TFLOPs"), "cum_time": (1.0, "cumulative training wall time (s)"),
+                     "cum_cal_time": (1.0, "cumulative calibrated training time (s)")}[x]
     for label, records in [("Baseline", baseline), *runs.items()]:
         xs = [r[x] / scale for r in records]
         ys = [100 * r[metric] if metric in ("acc", "mAP", "mAUC") else r[metric] for r in records]
@@ -84,8 +98,13 @@ def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Reco
     prows = phase_rows(baseline, runs)
     atomic.write_text(out_dir / "savings.csv", format_table(rows, "csv"))
     atomic.write_text(out_dir / "phases.csv", format_table(prows, "csv"))
-    for x, name in (("cum_flops", "metric_vs_flops.png"), ("cum_time", "metric_vs_time.png")):
+    calibrated = all("cum_cal_time" in r for r in baseline)
+    plots = [("cum_flops", "metric_vs_flops.png"), ("cum_cal_time" if calibrated else "cum_time", "metric_vs_time.png")]
+    if calibrated:
+        plots.append(("cum_time", "metric_vs_wall_time.png"))
+    for x, name in plots:
         plot_runs(baseline, runs, metric, x, out_dir / name)
-    md = (f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + format_table(prows, "markdown")
+    md = ((f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + TIME_NOTE[calibrated] + "\n\n"
+          + format_table(prows, "markdown"))
     atomic.write_text(out_dir / "savings.md", md)
     return md

@@ -17,16 +17,35 @@ import numpy as np
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-__all__ = ["balanced_sampler", "balanced_weights", "epoch_batches", "shard"]
+__all__ = ["balanced_sampler", "balanced_weights", "epoch_batches", "shard", "stream_batches"]
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, weights: torch.Tensor | None = None) -> list[list[int]]:
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, weights: torch.Tensor | None = None,
+                  draws: int | None = None) -> list[list[int]]:
     """The global batches of ``epoch``: a shuffled order of ``n`` clips (or, with ``weights``, a
-    weighted draw with replacement for balanced sampling) that depends only on (seed, epoch)."""
+    weighted draw with replacement of ``draws`` clips, default ``n``, for balanced sampling) that
+    depends only on (seed, epoch)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.multinomial(weights, n, replacement=True, generator=g) if weights is not None else torch.randperm(n, generator=g)
+    order = torch.multinomial(weights, draws or n, replacement=True, generator=g) if weights is not None \
+        else torch.randperm(n, generator=g)
     order = order.tolist()
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def stream_batches(n: int, batch_size: int, seed: int, epoch: int, steps: int) -> list[list[int]]:
+    """The ``steps`` global batches of ``epoch`` when an epoch is a fixed number of steps rather
+    than one pass (``train.epoch_steps``, as SSAST evaluates every 4000 iterations): epoch ``e``
+    takes clips ``[(e - 1) * steps * batch_size, e * steps * batch_size)`` of an endless stream of
+    shuffled passes over the data, pass ``p`` shuffled by a generator seeded with (seed, p). A pure
+    function of (seed, epoch), like :func:`epoch_batches`."""
+    start, end = (epoch - 1) * steps * batch_size, epoch * steps * batch_size
+    order: list[int] = []
+    for p in range(start // n, (end - 1) // n + 1):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * p + 1)
+        perm = torch.randperm(n, generator=g).tolist()
+        lo, hi = max(start - p * n, 0), min(end - p * n, n)
+        order += perm[lo:hi]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def shard(batch: list[int], parts: int, index: int) -> list[int]:

@@ -47,6 +47,7 @@ class BaselineRef:
     cum_flops: float
     cum_time: float
     higher: bool = True
+    cum_cal_time: float | None = None
 
     def reached_by(self, value: float, tolerance: float = 0.0) -> bool:
         """Whether ``value`` is as good as the baseline's best (within ``tolerance``)."""
@@ -75,6 +76,7 @@ class Savings:
     best_epoch: int
     total_flops: float
     total_time: float
+    cal_time_save_pct: float | None = None
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
@@ -150,8 +152,9 @@ def baseline_reference(records: Sequence[Record], metric: str, higher: bool | No
     higher = metric_higher_is_better(metric) if higher is None else higher
     _check(records, metric, "baseline")
     best = _best(records, metric, "baseline", higher)
+    cal = best.get("cum_cal_time")
     return BaselineRef(metric, _value(best, metric), int(best["epoch"]), float(best["cum_flops"]),
-                       float(best["cum_time"]), higher)
+                       float(best["cum_time"]), higher, None if cal is None else float(cal))
 
 
 def _save_pct(cost: float, reference: float) -> float:
@@ -192,6 +195,8 @@ def compare(
         metric_at_reach=_value(hit, metric) if hit is not None else None,
         flops_save_pct=_save_pct(float(hit["cum_flops"]), baseline.cum_flops) if hit is not None else None,
         time_save_pct=_save_pct(float(hit["cum_time"]), baseline.cum_time) if hit is not None else None,
+        cal_time_save_pct=_save_pct(float(hit["cum_cal_time"]), baseline.cum_cal_time)
+        if hit is not None and baseline.cum_cal_time is not None and "cum_cal_time" in hit else None,
         best_metric=best_metric,
         gain=best_metric - baseline.best,
         best_epoch=int(best["epoch"]),
@@ -225,11 +230,21 @@ def _fmt_pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
-def table_columns(metric: str) -> list[str]:
-    """Column headers of :func:`savings_table` rows for ``metric``."""
+def table_columns(metric: str, calibrated: bool = False) -> list[str]:
+    """Column headers of :func:`savings_table` rows for ``metric``. With calibrated time
+    (records with ``cum_cal_time``, see :mod:`coarse2fine.timing`) "Time save" is the calibrated
+    one and the measured wall time has its own column."""
     m = _display_name(metric)
-    return ["Setting", f"{m} at first beat (delta)", "Beat epoch", "FLOPs save (%)", "Time save (%)",
+    times = ["Time save (%)", "Wall time save (%)"] if calibrated else ["Time save (%)"]
+    return ["Setting", f"{m} at first beat (delta)", "Beat epoch", "FLOPs save (%)", *times,
             f"Best {m} (gain)", "Best epoch"]
+
+
+TIME_NOTE = {
+    True: "Time save: calibrated (each phase's step cost timed interleaved in one process, times the steps each "
+          "run took), which other load on the machine hardly moves; wall time save: measured epoch time.",
+    False: "Time save: measured wall time of the training epochs.",
+}
 
 
 def savings_table(
@@ -250,17 +265,21 @@ def savings_table(
     gains are differences of the printed numbers (``=`` for none).
     """
     ref = baseline_reference(baseline_records, metric, higher)
-    cols = table_columns(metric)
-    rows = [dict(zip(cols, [baseline_name, _fmt_value(ref.best, metric), str(ref.epoch), "-", "-",
+    calibrated = ref.cum_cal_time is not None
+    cols = table_columns(metric, calibrated)
+    dashes = ["-"] * (3 if calibrated else 2)
+    rows = [dict(zip(cols, [baseline_name, _fmt_value(ref.best, metric), str(ref.epoch), *dashes,
                             _fmt_value(ref.best, metric), str(ref.epoch)]))]
     for name, records in runs.items():
         s = compare(name, records, ref, any_phase=any_phase, tolerance=tolerance)
         if s.reached:
             assert s.metric_at_reach is not None and s.flops_save_pct is not None and s.time_save_pct is not None
+            times = [_fmt_pct(s.cal_time_save_pct if s.cal_time_save_pct is not None else math.nan),
+                     _fmt_pct(s.time_save_pct)] if calibrated else [_fmt_pct(s.time_save_pct)]
             beat = [f"{_fmt_value(s.metric_at_reach, metric)} ({_fmt_delta(s.metric_at_reach, ref.best, metric)})",
-                    str(s.epoch), _fmt_pct(s.flops_save_pct), _fmt_pct(s.time_save_pct)]
+                    str(s.epoch), _fmt_pct(s.flops_save_pct), *times]
         else:
-            beat = ["not reached", "-", "-", "-"]
+            beat = ["not reached", "-", *dashes]
         best = [f"{_fmt_value(s.best_metric, metric)} ({_fmt_delta(s.best_metric, ref.best, metric)})", str(s.best_epoch)]
         rows.append(dict(zip(cols, [name, *beat, *best])))
     return rows

@@ -45,9 +45,11 @@ from coarse2fine.model.registry import get_arch
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import Objective, build_objective
 from coarse2fine.optim import build_optimizer, build_scheduler
-from coarse2fine.phases import Phase, build_phases
+from coarse2fine.phases import Phase
 from coarse2fine.progress import Progress, RngState
-from coarse2fine.sampling import balanced_weights, epoch_batches, shard
+from coarse2fine.sampling import balanced_weights, epoch_batches, shard, stream_batches
+from coarse2fine.switching import leave_phase
+from coarse2fine.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +84,25 @@ class Run:
     val_loader: DataLoader
     sample_weights: torch.Tensor | None
     report: dict[str, Any]
+    tensorboard: TensorBoardLog | None = None
 
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT
+
+    @property
+    def steps_per_epoch(self) -> int:
+        tc = self.cfg.train
+        return tc.epoch_steps or math.ceil(len(self.splits.train) / tc.batch_size)
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of ``epoch``: one shuffled pass, or ``train.epoch_steps`` steps of an
+        endless stream of passes; weighted draws with balanced sampling."""
+        tc, n = self.cfg.train, len(self.splits.train)
+        if tc.epoch_steps and self.sample_weights is None:
+            return stream_batches(n, tc.batch_size, tc.seed, epoch, tc.epoch_steps)
+        draws = tc.epoch_steps * tc.batch_size if tc.epoch_steps else None
+        return epoch_batches(n, tc.batch_size, tc.seed, epoch, self.sample_weights, draws)
 
     @property
     def micro_batch(self) -> int:
@@ -163,7 +180,7 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
         raise ValueError(f"train.amp={tc.amp} needs a CUDA device (got {d.device}); use amp: none on CPU")
     if tc.batch_size % (d.world * tc.grad_accum):
         raise ValueError(f"train.batch_size {tc.batch_size} must be a multiple of processes ({d.world}) x grad_accum ({tc.grad_accum})")
-    phases = build_phases(cfg.c2f.schedule, tc.epochs, cfg.c2f.phase_epochs, cfg.c2f.initial_fraction)
+    phases = cfg.phases()
     for phase in phases:  # every phase's geometry, with the real number of classes, before anything trains
         phase_model_config(cfg, phase.R, splits.train.num_classes)
     val_share = [i for i in range(len(splits.val)) if i % d.world == d.rank]
@@ -178,6 +195,8 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
+        if tc.tensorboard:
+            run.tensorboard = TensorBoardLog(out_dir, run.objective.metrics)
         atomic.write_json(out_dir / "labels.json", {"classes": report["classes"], "display_names": report["display_names"]})
     log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es)", cfg.name, cfg.model.arch,
              cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method, [(p.R, p.epochs) for p in phases], d.device, d.world)
@@ -204,6 +223,11 @@ def restore(run: Run, resume: bool) -> State:
     arch = get_arch(cfg.model.arch)
     model = arch.model_cls(phase_model_config(cfg, run.phases[progress.model_phase].R, run.splits.train.num_classes))
     model = model.to(d.device)
+    if d.world > 1 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        if d.device.type == "cuda":  # batch statistics over the global batch, as HTS-AT trains
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log.warning("BatchNorm statistics are per process on %s (SyncBatchNorm needs GPUs)", d.device)
     rng = RngState(torch.Generator(device=d.device).manual_seed(cfg.train.seed + 1 + d.rank), d.device)
     ac = cfg.augment
     averager = WeightAverager(ac.wa_start, ac.wa_end or None, device="cpu") if ac.wa_start > 0 else None
@@ -230,10 +254,10 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     model.set_geometry(run.geometry(p))
     spec = comp.feature_spec(cfg.features.spec())
     for ds in (run.splits.train, run.splits.val):
-        ds.set_feature_spec(spec)
+        ds.set_phase(spec, comp)
     net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
     optimizer = build_optimizer(model.parameters(), cfg.train.optim)
-    scheduler = build_scheduler(optimizer, math.ceil(len(run.splits.train) / cfg.train.batch_size), cfg.train.optim)
+    scheduler = build_scheduler(optimizer, run.steps_per_epoch, cfg.train.optim)
     if state.phase_restore is not None:
         optimizer.load_state_dict(state.phase_restore["optimizer"])
         scheduler.load_state_dict(state.phase_restore["scheduler"])
@@ -250,8 +274,11 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
 
 def featurize(x: torch.Tensor, ds: ClipDataset, spec: FeatureSpec, comp: Compression) -> torch.Tensor:
     """Model input [B, frames, mel bins] for one phase: features computed here, batched, on the
-    training device, from waveforms (or taken from a source that serves them), then compressed."""
-    return comp.transform(x if ds.serves_features else extract(x, spec))
+    training device, from waveforms (or taken from a source that serves them), then compressed
+    (unless the source serves compressed features already)."""
+    if ds.serves == "model_input":
+        return x
+    return comp.transform(x if ds.serves == "features" else extract(x, spec))
 
 
 def warm_up(run: Run, ph: PhaseRun, state: State) -> None:
@@ -275,7 +302,7 @@ def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     pr, tc = state.progress, run.cfg.train
     if pr.step == 0:
         pr.start_epoch(ph.optimizer.param_groups[0]["lr"])
-    ph.batches = epoch_batches(len(run.splits.train), tc.batch_size, tc.seed, pr.epoch, run.sample_weights)
+    ph.batches = run.epoch_batches(pr.epoch)
     mine = [shard(b, run.d.world, run.d.rank) for b in ph.batches]
     loader = DataLoader(run.splits.train, batch_sampler=mine[pr.step:], **_loader_args(run.cfg, run.d))
     bar = tqdm(loader, desc=f"{run.cfg.name} ep {pr.epoch} (phase {ph.index + 1}, R={ph.phase.R})", leave=False,
@@ -305,7 +332,7 @@ def train_step(run: Run, ph: PhaseRun, state: State, x: torch.Tensor, y: torch.T
     dev, amp_dtype = d.device, AMP_DTYPES[cfg.train.amp]
     x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
     if cfg.augment.mixup > 0:
-        x, y = mixup(x, y, cfg.augment.mixup, cfg.augment.mixup_alpha, gen)
+        x, y = mixup(x, y, cfg.augment.mixup, cfg.augment.mixup_alpha, gen, cfg.augment.mixup_targets)
     chunks = list(zip(x.split(run.micro_batch), y.split(run.micro_batch)))
     step_loss = 0.0
     for i, (xc, yc) in enumerate(chunks):
@@ -317,6 +344,9 @@ def train_step(run: Run, ph: PhaseRun, state: State, x: torch.Tensor, y: torch.T
         step_loss += loss.item()
     if not math.isfinite(step_loss):
         stop_non_finite(run, ph, state, step_loss)
+    if cfg.train.optim.clip_grad_norm > 0:
+        ph.scaler.unscale_(ph.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.optim.clip_grad_norm)
     ph.scaler.step(ph.optimizer)
     ph.scaler.update()
     ph.optimizer.zero_grad(set_to_none=True)
@@ -352,6 +382,7 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     pr.records.append({
         "epoch": pr.epoch, "phase": ph.index, "R": ph.phase.R, "phase_epoch": pr.phase_epoch,
         "tokens": model.num_tokens, "lr": pr.lr, "train_loss": pr.loss_sum / max(1, pr.seen),
+        "train_tokens": model.train_tokens, "clips": pr.seen, "steps": pr.step,
         **metrics, "train_flops": train_flops, "cum_flops": pr.cum_flops + train_flops,
         "train_time": pr.epoch_time, "cum_time": pr.cum_time + pr.epoch_time, "eval_time": eval_time,
     })
@@ -360,7 +391,13 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     metric = run.cfg.train.metric
     log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %.4f, %.1fs, %.3g FLOPs", run.cfg.name, pr.epoch, ph.index + 1,
              ph.phase.R, pr.records[-1]["train_loss"], metric, metrics[metric], pr.epoch_time, train_flops)
-    pr.advance(ph.phase.epochs)
+    reason = leave_phase(run.cfg, [p.epochs for p in run.phases], pr.records, run.objective.metrics[metric])
+    if reason is not None and (ph.index < len(run.phases) - 1 or not reason.startswith("epochs")):
+        pr.records[-1]["switch"] = reason
+        log.info("%s leaves phase %d (R=%d) after epoch %d: %s", run.cfg.name, ph.index + 1, ph.phase.R, pr.epoch, reason)
+    if run.tensorboard is not None:
+        run.tensorboard.epoch(pr.records[-1])
+    pr.advance(reason is not None)
     if run.d.main:
         write_logs(run, pr.records, done=False)
     if pr.phase < len(run.phases):
@@ -410,6 +447,8 @@ def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
     if d.main:
         write_logs(run, state.progress.records, done=True, extra=report)
         run.checkpoint_path.unlink(missing_ok=True)
+    if run.tensorboard is not None:
+        run.tensorboard.close()
     return RunResult(cfg.name, run.out_dir, state.progress.records)
 
 
@@ -417,9 +456,10 @@ def write_logs(run: Run, records: list[dict[str, Any]], done: bool, extra: dict[
     """Per-epoch log as JSON (with the config, each metric's direction and the report) and CSV,
     written atomically."""
     directions = {m: "max" if up else "min" for m, up in run.objective.metrics.items()}
+    switches = [{"epoch": r["epoch"], "phase": r["phase"] + 1, "R": r["R"], "reason": r["switch"]} for r in records if "switch" in r]
     atomic.write_json(run.out_dir / "log.json", {
         "name": run.cfg.name, "config": run.cfg.to_dict(), "done": done, "metrics": directions,
-        "records": records, **run.report, **(extra or {}),
+        "switches": switches, "records": records, **run.report, **(extra or {}),
     })
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=run.log_columns(), extrasaction="ignore")

@@ -1,7 +1,7 @@
 """A clip source that serves features from the on-disk cache instead of waveforms.
 
 Features depend on the phase (Fshift changes the frame shift), so the training loop calls
-:meth:`CachedFeatureDataset.set_feature_spec` at every phase change; each (clip, front-end
+:meth:`CachedFeatureDataset.set_phase` at every phase change; each (clip, front-end
 settings, clip length) is computed once and then read back in later epochs, phases and runs. The
 cache holds the front end's raw output; :func:`coarse2fine.features.finish` (pad/crop, normalise)
 turns it into the model input exactly as :func:`coarse2fine.features.extract` does for waveforms.
@@ -10,6 +10,7 @@ turns it into the model input exactly as :func:`coarse2fine.features.extract` do
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,7 +23,7 @@ from coarse2fine.features import FeatureSpec, finish
 class CachedFeatureDataset(ClipDataset):
     """Yields ``(features [target_length, mel bins], target [C])`` for the current feature spec."""
 
-    serves_features = True
+    serves = "features"
 
     def __init__(self, files: FileDataset, cache: FeatureCache, spec: FeatureSpec):
         self.files = files
@@ -36,7 +37,7 @@ class CachedFeatureDataset(ClipDataset):
     def failures(self) -> list[Path]:
         return self.files.failures
 
-    def set_feature_spec(self, spec: FeatureSpec) -> None:
+    def set_phase(self, spec: FeatureSpec, compression: Any = None) -> None:
         """Serve features for ``spec`` from now on (called at each phase change)."""
         self.spec = spec
 
@@ -49,6 +50,6 @@ class CachedFeatureDataset(ClipDataset):
             self.files.entries[i].path,
             spec.frontend,
             lambda: spec.frontend.compute(self.files[i][0].unsqueeze(0))[0],
-            extra={"num_samples": self.files.num_samples},
+            extra={"num_samples": self.files.num_samples, "start": self.files.entries[i].start, "pad": self.files.pad},
         )
         return finish(raw, spec), self.targets[i]

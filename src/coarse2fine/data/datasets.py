@@ -1,10 +1,12 @@
 """Clip sources: what the training loop reads clips from.
 
-A :class:`ClipDataset` yields ``(input, target)`` pairs: fixed-length waveforms (features are made
+A :class:`ClipDataset` yields ``(input, target)`` pairs. What the input is, ``serves``, says how
+much of the way to the model it has come: ``"waveforms"`` (fixed-length audio; features are made
 later, batched, on the training device, so every phase computes its own: Fshift changes the frame
-shift) or, for sources that serve cached features (``serves_features``), the features of the
-current phase's :class:`~coarse2fine.features.FeatureSpec`, which the loop sets at every phase
-change with :meth:`ClipDataset.set_feature_spec`. Targets are multi-hot (or soft) float vectors.
+shift), ``"features"`` (the features of the current phase's
+:class:`~coarse2fine.features.FeatureSpec`, from the on-disk cache) or ``"model_input"``
+(features already compressed for the phase, held in memory). The loop tells every source the
+phase it is in with :meth:`ClipDataset.set_phase`. Targets are multi-hot (or soft) float vectors.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class ClipDataset(Dataset):
     targets: torch.Tensor
     class_names: list[str]
     multilabel: bool = False
-    serves_features: bool = False
+    serves: str = "waveforms"
     lengths: list[int] | None = None
 
     @property
@@ -41,8 +43,9 @@ class ClipDataset(Dataset):
     def failures(self) -> list[Path]:
         return []
 
-    def set_feature_spec(self, spec: Any) -> None:
-        """Serve the features of ``spec`` from now on (a no-op for waveform sources)."""
+    def set_phase(self, spec: Any, compression: Any) -> None:
+        """Serve the inputs of a phase with features ``spec`` and ``compression`` from now on (a
+        no-op for waveform sources)."""
 
 
 class WaveformDataset(ClipDataset):

@@ -41,6 +41,7 @@ class FileDataset(ClipDataset):
         num_samples: int,
         sample_rate: int = 16000,
         multilabel: bool = False,
+        pad: str = "zeros",
     ):
         if num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
@@ -49,14 +50,15 @@ class FileDataset(ClipDataset):
         self.num_samples = int(num_samples)
         self.sample_rate = int(sample_rate)
         self.multilabel = multilabel
+        self.pad = pad
         self.targets = multi_hot(self.entries, self.class_names)
         self._failures: list[Path] = []
         self.lengths: list[int] | None = None  # decoded lengths (samples, before fix_length), set by load_all
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest, num_samples: int, sample_rate: int = 16000) -> FileDataset:
+    def from_manifest(cls, manifest: Manifest, num_samples: int, sample_rate: int = 16000, pad: str = "zeros") -> FileDataset:
         """All clips of ``manifest`` with its classes and multi-label flag."""
-        return cls(manifest.entries, manifest.classes, num_samples, sample_rate, manifest.multilabel)
+        return cls(manifest.entries, manifest.classes, num_samples, sample_rate, manifest.multilabel, pad)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -67,16 +69,18 @@ class FileDataset(ClipDataset):
 
     def _load(self, i: int) -> tuple[torch.Tensor, int]:
         """Clip ``i`` fixed to ``num_samples`` and its decoded length; zeros (length 0) on failure."""
-        path = self.entries[i].path
+        path, start = self.entries[i].path, self.entries[i].start
         try:
             wave = load_audio(path, self.sample_rate)
+            if start:
+                wave = wave[int(round(start * self.sample_rate)):]
             if not bool(torch.isfinite(wave).all()):
                 raise ValueError("NaN or infinite samples")
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the epoch
             logger.warning("could not load %s (%s); using silence instead", path, e)
             self._failures.append(path)
             return torch.zeros(self.num_samples, dtype=torch.float32), 0
-        return fix_length(wave, self.num_samples).to(torch.float32).contiguous(), int(wave.numel())
+        return fix_length(wave, self.num_samples, self.pad).to(torch.float32).contiguous(), int(wave.numel())
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._load(i)[0], self.targets[i]

@@ -47,10 +47,12 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One clip: its audio file and its labels (class ids, as in :attr:`Manifest.classes`)."""
+    """One clip: its audio file, its labels (class ids, as in :attr:`Manifest.classes`), and where
+    in the file it starts (seconds; windows of long unlabeled recordings)."""
 
     path: Path
     labels: tuple[str, ...]
+    start: float = 0.0
 
 
 @dataclass

@@ -7,12 +7,16 @@ file stops the run with a message naming every bad file and its problem, or, wit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+
+import torch
 
 from coarse2fine.cache import FeatureCache
 from coarse2fine.config import RunConfig
 from coarse2fine.data.cached import CachedFeatureDataset
 from coarse2fine.data.datasets import DataSplits, synthetic_splits
+from coarse2fine.data.esc50 import esc50_manifest
 from coarse2fine.data.files import FileDataset
 from coarse2fine.data.manifest import (
     Manifest,
@@ -20,9 +24,29 @@ from coarse2fine.data.manifest import (
     fsdd_manifest,
     read_manifest,
 )
+from coarse2fine.data.memory import FeatureStore, feature_bytes
+from coarse2fine.data.synthetic import CLASSES
+from coarse2fine.data.unlabeled import unlabeled_manifests
 from coarse2fine.data.validate import validate
+from coarse2fine.distributed import resolve_device
 
 log = logging.getLogger(__name__)
+
+
+def count_clips(cfg: RunConfig) -> int:
+    """The number of training clips (windows, for unlabeled audio) of ``cfg``'s data, from its
+    manifests (no audio is decoded)."""
+    if cfg.data.kind == "synthetic":
+        return cfg.data.train_clips
+    return len(_manifests(cfg)[0].entries)
+
+
+def count_classes(cfg: RunConfig) -> int:
+    """The number of classes ``cfg``'s data has, from its manifests (no audio is decoded)."""
+    if cfg.data.kind == "synthetic":
+        return len(CLASSES)
+    return len(_manifests(cfg)[0].classes)
+
 
 def _manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
     d = cfg.data
@@ -30,6 +54,12 @@ def _manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
         if not d.root:
             raise ValueError("data.kind 'fsdd' needs data.root: the FSDD folder (with recordings/)")
         return fsdd_manifest(d.root, d.task, "train"), fsdd_manifest(d.root, d.task, "test")
+    if d.kind == "esc50":
+        if not d.root:
+            raise ValueError("data.kind 'esc50' needs data.root: the ESC-50 folder (with esc50.csv and audio/)")
+        return esc50_manifest(d.root, d.fold, "train"), esc50_manifest(d.root, d.fold, "val")
+    if d.kind == "unlabeled":
+        return unlabeled_manifests(d.sources, d.clip_seconds, d.min_seconds, d.val_fraction)
     if d.kind == "manifest":
         if not d.train or not d.val:
             raise ValueError("data.kind 'manifest' needs data.train and data.val (AST JSON, CSV or a class folder)")
@@ -43,20 +73,42 @@ def _manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
                 + "; give both the same label_csv"
             )
         return train, val
-    raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest or fsdd")
+    raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest, fsdd or esc50")
 
 
 def load_splits(cfg: RunConfig) -> DataSplits:
-    """The datasets a config names, checked, optionally preloaded or served from the fbank cache."""
+    """The datasets a config names, checked, optionally preloaded, served from the feature cache,
+    or held in memory as each phase's model input (:func:`in_memory`)."""
+    splits = _file_splits(cfg) if cfg.data.kind != "synthetic" else synthetic_splits(
+        cfg.data.train_clips, cfg.data.val_clips, cfg.data.clip_seconds, cfg.features.sample_rate, cfg.data.seed)
+    if not in_memory(cfg, len(splits.train) + len(splits.val)):
+        return splits
+    dtype = getattr(torch, cfg.data.in_memory_dtype)
+    device = resolve_device(cfg.train.device)
+    return dataclasses.replace(splits, train=FeatureStore(splits.train, device, dtype), val=FeatureStore(splits.val, device, dtype))
+
+
+def in_memory(cfg: RunConfig, num_clips: int) -> bool:
+    """Whether to hold the features in memory: ``data.in_memory`` on, or auto and the
+    full-resolution features of every clip take at most ``data.memory_limit_gb`` (never with the
+    on-disk cache, which serves features itself)."""
+    d = cfg.data
+    if d.in_memory == "off" or d.cache_dir:
+        return False
+    size = feature_bytes(num_clips, cfg.features.target_length, cfg.features.num_mel_bins, getattr(torch, d.in_memory_dtype))
+    if d.in_memory == "on":
+        return True
+    return size <= d.memory_limit_gb * 2**30
+
+
+def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
-    if d.kind == "synthetic":
-        return synthetic_splits(d.train_clips, d.val_clips, d.clip_seconds, f.sample_rate, d.seed)
     num_samples = int(round(d.clip_seconds * f.sample_rate))
     splits, skipped = [], []
     for manifest in _manifests(cfg):
         report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)
         skipped += report.problems
-        files = FileDataset.from_manifest(report.filtered(manifest), num_samples, f.sample_rate)
+        files = FileDataset.from_manifest(report.filtered(manifest), num_samples, f.sample_rate, d.pad)
         if d.cache_dir:
             splits.append(CachedFeatureDataset(files, FeatureCache(d.cache_dir), f.spec()))
         elif d.preload:

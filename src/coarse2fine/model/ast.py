@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from coarse2fine.compression import InputGeometry
 from coarse2fine.model.base import C2FModel, config_from_dict, config_to_dict
 from coarse2fine.model.patch_embed import resize_patch_kernel
+from coarse2fine.model.patchout import DisentangledPosEmbed, patchout
 from coarse2fine.model.pos_embed import resample_pos_embed
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,13 @@ class ASTConfig:
     ``target_length`` is the number of input frames the model currently expects (it changes
     between coarse and fine phases); ``num_mel_bins`` the number of frequency bins.
     ``time_patch_factor``: how many times wider in time ``patch_size`` and ``stride`` are than at
-    full resolution (the Patch compression method's coarse phases; 1 otherwise).
+    full resolution (the Patch compression method's coarse phases; 1 otherwise); ``time_factor``:
+    how many times fewer frames than at full resolution (Fshift and Pool coarse phases).
+
+    ``pos_embed``: ``grid`` (AST's one embedding per patch) or ``disentangled`` (PaSST's time and
+    frequency embeddings, :mod:`coarse2fine.model.patchout`), which ``patchout_time`` /
+    ``patchout_freq`` need: time columns / frequency rows dropped in training (the time count is
+    given at full resolution and scales with the phase's time tokens).
     """
 
     num_classes: int = 527
@@ -70,6 +77,10 @@ class ASTConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     time_patch_factor: int = 1
+    time_factor: int = 1
+    pos_embed: str = "grid"
+    patchout_time: int = 0
+    patchout_freq: int = 0
 
     def __post_init__(self) -> None:
         self.patch_size = _pair(self.patch_size, "patch_size")
@@ -86,6 +97,13 @@ class ASTConfig:
                 f"patch {self.patch_size} (freq, time) does not fit a {self.num_mel_bins} mel bins x "
                 f"{self.target_length} frames input"
             )
+        if self.pos_embed not in ("grid", "disentangled"):
+            raise ValueError(f"pos_embed: {self.pos_embed!r} is not one of grid, disentangled")
+        if (self.patchout_time or self.patchout_freq) and self.pos_embed != "disentangled":
+            raise ValueError("patchout needs pos_embed: disentangled (kept patches keep their positions)")
+        if self.patchout_time < 0 or self.patchout_freq < 0 or self.patchout_freq >= self.grid[0]:
+            raise ValueError(f"patchout_freq {self.patchout_freq} must leave at least one of the {self.grid[0]} frequency rows "
+                             f"(and patchout_time {self.patchout_time} must be >= 0)")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -100,9 +118,30 @@ class ASTConfig:
         return f * t
 
     @property
+    def full_time_tokens(self) -> int:
+        """Time tokens of this model at full resolution (R = 1)."""
+        k = self.time_patch_factor
+        pt, st = self.patch_size[1] // k, self.stride[1] // k
+        return (self.target_length * self.time_factor - pt) // st + 1
+
+    @property
+    def patchout_counts(self) -> tuple[int, int]:
+        """(frequency rows, time columns) dropped in training at this geometry: the time count
+        scaled with the time tokens, so the dropped fraction stays the same across phases."""
+        f, t = self.grid
+        drop_t = min(t - 1, int(round(self.patchout_time * t / self.full_time_tokens))) if self.patchout_time else 0
+        return min(self.patchout_freq, f - 1), drop_t
+
+    @property
+    def train_tokens(self) -> int:
+        """Patch tokens a training forward sees (after patchout)."""
+        (f, t), (df, dt) = self.grid, self.patchout_counts
+        return (f - df) * (t - dt)
+
+    @property
     def geometry(self) -> InputGeometry:
         """The input geometry this config describes."""
-        return InputGeometry(self.target_length, self.num_mel_bins, time_patch_factor=self.time_patch_factor)
+        return InputGeometry(self.target_length, self.num_mel_bins, self.time_factor, self.time_patch_factor)
 
     def at_geometry(self, geo: InputGeometry) -> ASTConfig:
         """This config moved to ``geo``: input frames and mel bins, and a time patch / stride
@@ -112,7 +151,7 @@ class ASTConfig:
         g = geo.time_patch_factor
         return dataclasses.replace(
             self, target_length=geo.frames, num_mel_bins=geo.mel_bins,
-            patch_size=(pf, pt // k * g), stride=(sf, st // k * g), time_patch_factor=g,
+            patch_size=(pf, pt // k * g), stride=(sf, st // k * g), time_patch_factor=g, time_factor=geo.time_factor,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,7 +298,10 @@ class AST(C2FModel):
         self.patch_embed = PatchEmbed(config.patch_size, config.stride, d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
-        self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens + NUM_PREFIX_TOKENS, d))
+        if config.pos_embed == "grid":
+            self.pos_embed = nn.Parameter(torch.zeros(1, config.num_tokens + NUM_PREFIX_TOKENS, d))
+        else:
+            self.pos = DisentangledPosEmbed(d, config.grid, NUM_PREFIX_TOKENS)
         self.pos_drop = nn.Dropout(config.drop_rate)
         # Python floats (not torch.linspace) so that the model can be built on the meta device.
         rates = [config.drop_path_rate * i / max(config.depth - 1, 1) for i in range(config.depth)]
@@ -271,8 +313,13 @@ class AST(C2FModel):
     def reset_parameters(self) -> None:
         """ViT initialisation: truncated normal (std 0.02) for tokens, pos-embed and Linear weights,
         zero biases, LayerNorm ones/zeros; the patch-embedding conv keeps PyTorch's default."""
-        for p in (self.cls_token, self.dist_token, self.pos_embed):
-            nn.init.trunc_normal_(p, std=0.02)
+        if self.config.pos_embed == "grid":
+            for p in (self.cls_token, self.dist_token, self.pos_embed):
+                nn.init.trunc_normal_(p, std=0.02)
+        else:
+            for p in (self.cls_token, self.dist_token):
+                nn.init.trunc_normal_(p, std=0.02)
+            self.pos.reset_parameters()
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -290,6 +337,10 @@ class AST(C2FModel):
     def num_tokens(self) -> int:
         return self.config.num_tokens
 
+    @property
+    def train_tokens(self) -> int:
+        return self.config.train_tokens
+
     def training_flops(self, batch_size: int = 1) -> int:
         return ast_training_flops(self.config, batch_size)
 
@@ -301,7 +352,12 @@ class AST(C2FModel):
         self.check_input(x)
         tokens = self.patch_embed(x.transpose(1, 2).unsqueeze(1))
         prefix = torch.cat([self.cls_token, self.dist_token], dim=1).expand(x.shape[0], -1, -1)
-        h = self.pos_drop(torch.cat([prefix, tokens], dim=1) + self.pos_embed)
+        if self.config.pos_embed == "grid":
+            h = self.pos_drop(torch.cat([prefix, tokens], dim=1) + self.pos_embed)
+        else:  # disentangled embeddings added before patchout, so kept patches keep their positions
+            grid = self.pos.add(tokens, self.config.grid)
+            drop_f, drop_t = self.config.patchout_counts if self.training else (0, 0)
+            h = self.pos_drop(torch.cat([prefix + self.pos.prefix, patchout(grid, drop_f, drop_t)], dim=1))
         for block in self.blocks:
             h = block(h)
         return self.norm(h)
@@ -331,7 +387,7 @@ class AST(C2FModel):
         if new.num_mel_bins != self.config.num_mel_bins:
             raise ValueError(f"the model has {self.config.num_mel_bins} mel bins; the input geometry {geometry.mel_bins}")
         self.set_patch_geometry(new.target_length, new.patch_size, new.stride, geometry.patch_resize)
-        self.config = dataclasses.replace(self.config, time_patch_factor=new.time_patch_factor)
+        self.config = dataclasses.replace(self.config, time_patch_factor=new.time_patch_factor, time_factor=new.time_factor)
 
     @torch.no_grad()
     def set_patch_geometry(
@@ -359,9 +415,11 @@ class AST(C2FModel):
         )
         if (new.target_length, new.patch_size, new.stride) == (old.target_length, old.patch_size, old.stride):
             return
-        if new.grid != old.grid:
+        if new.grid != old.grid and old.pos_embed == "grid":
             pos = resample_pos_embed(self.pos_embed.detach(), old.grid, new.grid, NUM_PREFIX_TOKENS)
             self.pos_embed = nn.Parameter(pos.clone(), requires_grad=self.pos_embed.requires_grad)
+        elif new.grid != old.grid:
+            self.pos.resize(new.grid)
         if (new.patch_size, new.stride) != (old.patch_size, old.stride):
             self.patch_embed.proj = self._resized_proj(new, patch_resize)
         log.debug(
@@ -388,25 +446,27 @@ class AST(C2FModel):
 # ----------------------------------------------------------------------------- FLOPs
 # Counted as FlopCounterMode counts them; see coarse2fine.model.flops for the conventions.
 
-def _attention_matmul_flops(cfg: ASTConfig) -> int:
+def _attention_matmul_flops(cfg: ASTConfig, tokens: int) -> int:
     """One q @ k^T (or attn @ v) over all heads, one clip, one block: 2 * N^2 * D."""
-    n = cfg.num_tokens + NUM_PREFIX_TOKENS
+    n = tokens + NUM_PREFIX_TOKENS
     return 2 * n * n * cfg.embed_dim
 
 
 def _patch_embed_flops(cfg: ASTConfig) -> int:
-    """Forward FLOPs of the patch-embedding conv for one clip."""
+    """Forward FLOPs of the patch-embedding conv for one clip (every patch, before any patchout)."""
     pf, pt = cfg.patch_size
     return 2 * cfg.num_tokens * cfg.embed_dim * pf * pt
 
 
-def ast_forward_flops(cfg: ASTConfig, batch_size: int = 1) -> int:
-    """Forward-pass FLOPs of ``batch_size`` clips (matmuls, conv and attention only)."""
-    d, n = cfg.embed_dim, cfg.num_tokens + NUM_PREFIX_TOKENS
+def ast_forward_flops(cfg: ASTConfig, batch_size: int = 1, tokens: int | None = None) -> int:
+    """Forward-pass FLOPs of ``batch_size`` clips (matmuls, conv and attention only) with
+    ``tokens`` patch tokens through the blocks (default: all of them, as in evaluation)."""
+    tokens = cfg.num_tokens if tokens is None else tokens
+    d, n = cfg.embed_dim, tokens + NUM_PREFIX_TOKENS
     hidden = int(d * cfg.mlp_ratio)
     per_block = (
         2 * n * d * 3 * d  # qkv
-        + 2 * _attention_matmul_flops(cfg)  # q @ k^T and attn @ v over all heads
+        + 2 * _attention_matmul_flops(cfg, tokens)  # q @ k^T and attn @ v over all heads
         + 2 * n * d * d  # proj
         + 2 * n * d * hidden * 2  # fc1 + fc2
     )
@@ -417,7 +477,9 @@ def ast_forward_flops(cfg: ASTConfig, batch_size: int = 1) -> int:
 def ast_training_flops(cfg: ASTConfig, batch_size: int = 1) -> int:
     """Forward + backward FLOPs of one training step on ``batch_size`` clips, as FlopCounterMode
     counts them with fused attention: 3x forward, less the first conv's input gradient, plus the
-    attention-score recomputation of the fused backward."""
+    attention-score recomputation of the fused backward; the blocks see the tokens left after
+    patchout (``cfg.train_tokens``)."""
+    tokens = cfg.train_tokens
     no_input_grad = _patch_embed_flops(cfg)
-    recompute = cfg.depth * _attention_matmul_flops(cfg)
-    return 3 * ast_forward_flops(cfg, batch_size) + batch_size * (recompute - no_input_grad)
+    recompute = cfg.depth * _attention_matmul_flops(cfg, tokens)
+    return 3 * ast_forward_flops(cfg, batch_size, tokens) + batch_size * (recompute - no_input_grad)

@@ -65,6 +65,11 @@ class C2FModel(nn.Module):
         """Tokens the first transformer stage sees at the current geometry (prefix tokens excluded)."""
         raise NotImplementedError
 
+    @property
+    def train_tokens(self) -> int:
+        """Tokens a training forward sees (fewer than ``num_tokens`` with patchout)."""
+        return self.num_tokens
+
     def training_flops(self, batch_size: int = 1) -> int:
         """Analytic FLOPs of one forward + backward on ``batch_size`` clips at the current geometry,
         counted as ``torch.utils.flop_counter.FlopCounterMode`` counts them."""

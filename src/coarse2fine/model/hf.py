@@ -236,6 +236,9 @@ def hf_config_dict(model_config: ASTConfig, id2label: Mapping[int, str]) -> dict
     Hugging Face AST patches are square (one ``patch_size``); other shapes raise ``ValueError``.
     """
     cfg = model_config
+    if cfg.pos_embed != "grid":
+        raise ValueError("Hugging Face AST has one positional embedding per patch; this model has PaSST's "
+                         "disentangled time and frequency embeddings (patchout) and cannot be exported to it")
     pf, pt = cfg.patch_size
     if pf != pt:
         raise ValueError(

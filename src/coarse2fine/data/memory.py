@@ -1,0 +1,80 @@
+"""Every clip's model input held in memory, compressed for the current phase.
+
+When a whole set's features fit in memory (ESC-50 at 512 x 128 in float32 is 0.42 GB), computing
+them once per phase and serving them from memory removes from every training step what does not
+shrink with R: decoding or cache reads, the full-resolution filter bank that Pool and Patch
+phases would otherwise compute at every step, and the pooling itself. At each phase change
+(:meth:`FeatureStore.set_phase`) the features are computed in batches with the same
+:func:`~coarse2fine.features.extract` and :meth:`~coarse2fine.compression.Compression.transform`
+the training step uses, on the training device, and kept (float32, or float16 to halve the
+memory). Mixup then mixes features rather than waveforms, as with the on-disk cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coarse2fine.data.datasets import ClipDataset
+from coarse2fine.features import FeatureSpec, extract
+
+log = logging.getLogger(__name__)
+
+
+def feature_bytes(num_clips: int, frames: int, mel_bins: int, dtype: torch.dtype = torch.float32) -> int:
+    """Memory the full-resolution features of ``num_clips`` clips take."""
+    return num_clips * frames * mel_bins * torch.empty((), dtype=dtype).element_size()
+
+
+class FeatureStore(ClipDataset):
+    """Serves ``(model input [frames, mel bins], target)`` of ``source``'s clips for the phase set
+    with :meth:`set_phase`, computed once per phase in batches of ``batch_size`` on ``device``."""
+
+    serves = "model_input"
+
+    def __init__(self, source: ClipDataset, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 batch_size: int = 64):
+        if source.serves != "waveforms":
+            raise ValueError("an in-memory feature store is built from waveforms, not from served features")
+        self.source = source
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.targets = source.targets
+        self.class_names = source.class_names
+        self.multilabel = source.multilabel
+        self.lengths = source.lengths
+        self.inputs: torch.Tensor | None = None
+        self._phase: tuple[Any, Any] | None = None
+
+    @property
+    def failures(self) -> list[Path]:
+        return self.source.failures
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @torch.no_grad()
+    def set_phase(self, spec: FeatureSpec, compression: Any) -> None:
+        """Compute every clip's model input for this phase (a no-op if it is the current one)."""
+        if self._phase == (spec, compression):
+            return
+        start = time.perf_counter()
+        self.inputs = None  # free the previous phase's features first
+        parts = []
+        for i in range(0, len(self.source), self.batch_size):
+            waves = torch.stack([self.source[j][0] for j in range(i, min(i + self.batch_size, len(self.source)))])
+            parts.append(compression.transform(extract(waves.to(self.device), spec)).to("cpu", self.dtype))
+        self.inputs = torch.cat(parts)
+        self._phase = (spec, compression)
+        log.info("features of %d clips in memory for R=%d (%s, %.0f MB) in %.1f s", len(self), compression.R,
+                 compression.method, self.inputs.numel() * self.inputs.element_size() / 2**20, time.perf_counter() - start)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.inputs is None:
+            raise RuntimeError("FeatureStore.set_phase has not been called: no phase's features to serve")
+        return self.inputs[i].float(), self.targets[i]

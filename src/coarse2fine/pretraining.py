@@ -1,0 +1,115 @@
+"""The comparison the paper makes for self-supervised pretraining (its Table 6, SSAST rows).
+
+:func:`compare_pretraining` pretrains twice from one pretraining config (the baseline at R = 1
+and a coarse-to-fine variant), fine-tunes each pretrained model the same way on every downstream
+config (and a model without pretraining, to show what pretraining buys), and tabulates:
+pretraining FLOPs and time of each, the FLOPs and time saved against the baseline, and every
+downstream metric with its difference to the baseline pretraining's. Fine-tuning runs at full
+resolution (schedule 1), so the pretraining is the only difference between the rows. Finished
+runs with the same config are reused; interrupted ones continue from their checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from coarse2fine import atomic
+from coarse2fine.config import RunConfig
+from coarse2fine.data.sources import load_splits
+from coarse2fine.experiment import Variant, finished_run, variant_config
+from coarse2fine.savings import best_value, format_table
+from coarse2fine.train import RunResult, train_run
+
+log = logging.getLogger(__name__)
+
+
+def finetune_config(downstream: RunConfig, pretrain: RunConfig, init_from: Path | None, name: str) -> RunConfig:
+    """``downstream`` fine-tuning the pretraining config's model (same family, size and patch;
+    no pretraining heads), from ``init_from`` (None: from scratch), at full resolution."""
+    cfg = copy.deepcopy(downstream)
+    cfg.name = name
+    cfg.model.arch, cfg.model.preset = pretrain.model.arch, pretrain.model.preset
+    cfg.model.patch_size, cfg.model.stride = pretrain.model.patch_size, pretrain.model.stride
+    cfg.model.overrides = {k: v for k, v in pretrain.model.overrides.items() if k != "pretrain_heads"}
+    cfg.model.init_from = str(init_from) if init_from is not None else None
+    cfg.c2f.schedule, cfg.c2f.phase_epochs, cfg.c2f.phase_steps = "1", None, None
+    cfg.check()
+    return cfg
+
+
+def _train_or_reuse(cfg: RunConfig, out_dir: Path, progress: bool, reuse: bool) -> RunResult:
+    result = finished_run(out_dir, cfg) if reuse else None
+    if result is not None:
+        log.info("reusing finished run %s", out_dir)
+        return result
+    return train_run(cfg, load_splits(cfg), out_dir, progress=progress, resume=reuse)
+
+
+@dataclass
+class PretrainingComparison:
+    """Pretraining runs by row label (None: no pretraining) and downstream results per row."""
+
+    pretrain: dict[str, RunResult | None] = field(default_factory=dict)
+    downstream: dict[str, dict[str, RunResult]] = field(default_factory=dict)
+
+
+def compare_pretraining(
+    pretrain: RunConfig, downstream: Sequence[RunConfig], schedule: str, method: str, out_root: str | Path,
+    progress: bool = True, reuse: bool = True,
+) -> PretrainingComparison:
+    """Pretrain the baseline and the ``schedule`` / ``method`` variant, fine-tune both (and a model
+    without pretraining) on every downstream config; runs go to ``out_root/pretrain/<name>`` and
+    ``out_root/finetune/<downstream>/<row>``."""
+    out_root = Path(out_root)
+    variant = Variant(method, schedule)
+    runs = {"Baseline": variant_config(pretrain, None), variant.label: variant_config(pretrain, variant)}
+    result = PretrainingComparison(pretrain={"No pretraining": None})
+    for label, cfg in runs.items():
+        result.pretrain[label] = _train_or_reuse(cfg, out_root / "pretrain" / cfg.name, progress, reuse)
+    for task in downstream:
+        rows = {}
+        for label, run in result.pretrain.items():
+            slug = label.lower().replace(" ", "_")
+            cfg = finetune_config(task, pretrain, run.out_dir if run else None, f"{task.name}_{slug}")
+            rows[label] = _train_or_reuse(cfg, out_root / "finetune" / task.name / slug, progress, reuse)
+        result.downstream[task.name] = rows
+    return result
+
+
+def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfig]) -> list[dict[str, str]]:
+    """The table: pretraining cost and saves against the baseline, each downstream metric with its
+    difference to the baseline pretraining's (in points for fractions)."""
+    base = result.pretrain["Baseline"]
+    assert base is not None
+    base_flops, base_time = base.records[-1]["cum_flops"], base.records[-1]["cum_time"]
+    base_metric = {t.name: best_value(result.downstream[t.name]["Baseline"].records, t.train.metric) for t in downstream}
+    rows = []
+    for label, run in result.pretrain.items():
+        row = {"Setting": label}
+        if run is None:
+            row.update({"Pretrain PFLOPs": "-", "FLOPs save (%)": "-", "Pretrain time (s)": "-", "Time save (%)": "-"})
+        else:
+            flops, secs = run.records[-1]["cum_flops"], run.records[-1]["cum_time"]
+            same = run is base
+            row.update({"Pretrain PFLOPs": f"{flops / 1e15:.4g}", "FLOPs save (%)": "-" if same else f"{100 * (1 - flops / base_flops):.2f}",
+                        "Pretrain time (s)": f"{secs:.0f}", "Time save (%)": "-" if same else f"{100 * (1 - secs / base_time):.2f}"})
+        for task in downstream:
+            metric = task.train.metric
+            value = best_value(result.downstream[task.name][label].records, metric)
+            scale = 100.0 if metric in ("acc", "mAP", "mAUC") else 1.0
+            diff = "" if label == "Baseline" else f" ({scale * (value - base_metric[task.name]):+.2f})"
+            row[f"{task.name} {metric}"] = f"{scale * value:.2f}{diff}"
+        rows.append(row)
+    return rows
+
+
+def write_comparison(out_root: str | Path, rows: list[dict[str, str]]) -> None:
+    """``pretraining.md`` and ``pretraining.csv`` in ``out_root``."""
+    out_root = Path(out_root)
+    atomic.write_text(out_root / "pretraining.md", format_table(rows, "markdown"))
+    atomic.write_text(out_root / "pretraining.csv", format_table(rows, "csv"))
+

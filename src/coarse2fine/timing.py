@@ -1,0 +1,252 @@
+"""Step time that other load on the machine does not move much: interleaved timing in one process.
+
+Wall time of one run against another run made minutes later mostly measures what else the machine
+was doing. What survives is a *ratio measured in one process, interleaved*: each round times one
+training step of every case in turn (the order rotated from round to round), so a burst of other
+load hits every case alike; medians over the rounds, and the spread of the per-round ratios.
+
+* :class:`StepCase` is one phase's real training step on inputs of a config's shape: features
+  from waveforms (or the served features), compression, augmentation, forward, backward and the
+  optimizer update of the run's objective and model (``part="model"``: features precomputed).
+* :func:`interleaved` times any step functions that way (CUDA events on a GPU).
+* :func:`calibrate` measures every phase a set of runs used; :func:`calibrated_records` turns
+  the clips each epoch actually trained on into *calibrated time* (``cal_time``,
+  ``cum_cal_time``), which the savings tables use by default beside the measured wall time.
+* ``coarse2fine bench`` (:func:`bench`) prints each phase's FLOPs ratio, time ratio and their
+  quotient against R = 1, for the whole step and for the model alone.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from coarse2fine.augment import augment_features
+from coarse2fine.compression import Compression
+from coarse2fine.config import RunConfig, phase_model_config
+from coarse2fine.distributed import resolve_device
+from coarse2fine.features import extract
+from coarse2fine.model.registry import get_arch
+from coarse2fine.objectives import build_objective
+from coarse2fine.optim import build_optimizer
+
+
+def phase_key(cfg: RunConfig, R: int) -> str:
+    """The name of a phase's step for calibration: the method matters only below full resolution."""
+    if R == 1:
+        return "R=1"
+    c = cfg.c2f
+    method = f"patch-{'pi' if c.patch_resize == 'pi' else 'bl'}" if c.method == "patch" else c.method
+    return f"{method} R={R}" + (" wide window" if c.scale_window and c.method == "fshift" else "")
+
+
+class StepCase:
+    """One training step of ``cfg``'s model at compression factor ``R`` on a batch of random audio
+    of the config's clip length (``batch`` clips; default the run's batch size)."""
+
+    def __init__(self, cfg: RunConfig, R: int, num_classes: int, device: torch.device, batch: int | None = None,
+                 part: str = "step", served_features: bool = False):
+        self.cfg, self.R, self.device, self.part = cfg, R, device, part
+        c = cfg.c2f
+        self.comp = Compression(c.method, R, c.patch_resize, c.scale_window)
+        self.spec = self.comp.feature_spec(cfg.features.spec())
+        torch.manual_seed(cfg.train.seed)
+        self.model = get_arch(cfg.model.arch).model_cls(phase_model_config(cfg, R, num_classes)).to(device).train()
+        self.objective = build_objective(cfg.train.objective, cfg)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.train.optim)
+        self.batch = batch or cfg.train.batch_size
+        gen = torch.Generator().manual_seed(cfg.train.seed)
+        samples = int(round(cfg.data.clip_seconds * cfg.features.sample_rate))
+        self.waves = (0.1 * torch.randn(self.batch, samples, generator=gen)).to(device)
+        self.targets = torch.eye(max(num_classes, 1))[torch.randint(0, max(num_classes, 1), (self.batch,), generator=gen)]
+        self.targets = self.targets[:, :num_classes].to(device)
+        self.feats = extract(self.waves, self.spec) if part == "model" or served_features else None
+        self.model_input = self.comp.transform(self.feats) if part == "model" else None
+        self.aug_gen = torch.Generator(device=device).manual_seed(0)
+        self.flops_per_clip = self.objective.training_flops(self.model, 1)
+
+    def inputs(self) -> torch.Tensor:
+        """The model input of one batch: what the training loop computes before the forward."""
+        if self.model_input is not None:
+            return self.model_input
+        feats = self.feats if self.feats is not None else extract(self.waves, self.spec)
+        return augment_features(self.comp.transform(feats), self.cfg.augment, self.comp.time_factor, self.aug_gen)
+
+    def __call__(self) -> None:
+        x = self.inputs()
+        loss = self.objective.training_loss(self.model, x, self.targets, self.aug_gen)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.item()
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
+    """Seconds one call takes: CUDA events on a GPU, ``perf_counter`` with a sync otherwise."""
+    if device.type == "cuda":
+        def cuda_time(fn: Callable[[], None]) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            return start.elapsed_time(end) / 1000.0
+        return cuda_time
+
+    def cpu_time(fn: Callable[[], None]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+    return cpu_time
+
+
+def interleaved(cases: Mapping[str, Callable[[], None]], rounds: int, warmup: int = 2,
+                device: torch.device = torch.device("cpu")) -> dict[str, list[float]]:
+    """Per case, the seconds of each timed round: every round runs one step of every case, the
+    order rotated by one each round; ``warmup`` untimed rounds first."""
+    keys, timer = list(cases), _timer(device)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    for r in range(warmup + rounds):
+        shift = r % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            seconds = timer(cases[key])
+            if r >= warmup:
+                times[key].append(seconds)
+    return times
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """A case's median seconds per step, the quartiles, and its FLOPs per clip."""
+
+    key: str
+    R: int
+    median: float
+    q25: float
+    q75: float
+    batch: int
+    flops_per_clip: int
+
+    @property
+    def per_clip(self) -> float:
+        return self.median / self.batch
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+@dataclass
+class Calibration:
+    """Step costs of every phase of a set of runs, measured together (see the module docstring)."""
+
+    steps: dict[str, StepTiming]
+    rounds: int
+    device: str
+    threads: int
+    load_avg: tuple[float, float, float] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": "interleaved step timing in one process (median of rounds)", "rounds": self.rounds,
+                "device": self.device, "threads": self.threads, "load_avg": self.load_avg,
+                "steps": {k: {**asdict(v), "per_clip": v.per_clip} for k, v in self.steps.items()}}
+
+
+def _load_avg() -> tuple[float, float, float] | None:
+    try:
+        return tuple(round(v, 2) for v in os.getloadavg())  # type: ignore[return-value]
+    except OSError:
+        return None
+
+
+def calibrate(configs: Sequence[RunConfig], num_classes: int, rounds: int = 10, warmup: int = 2,
+              device: str = "auto", served_features: bool = False) -> Calibration:
+    """Time one training step of every phase the runs of ``configs`` use, interleaved in this
+    process, at each run's batch size."""
+    dev = resolve_device(device)
+    cases: dict[str, StepCase] = {}
+    for cfg in configs:
+        for phase in cfg.phases():
+            key = phase_key(cfg, phase.R)
+            if key not in cases:
+                cases[key] = StepCase(cfg, phase.R, num_classes, dev, served_features=served_features)
+    times = interleaved(cases, rounds, warmup, dev)
+    steps = {}
+    for key, case in cases.items():
+        q25, med, q75 = _quartiles(times[key])
+        steps[key] = StepTiming(key, case.R, med, q25, q75, case.batch, int(case.flops_per_clip))
+    return Calibration(steps, rounds, str(dev), torch.get_num_threads(), _load_avg())
+
+
+def calibrated_records(records: Sequence[Mapping[str, Any]], cfg: RunConfig, cal: Calibration) -> list[dict[str, Any]]:
+    """Copies of a run's records with ``cal_time`` (the clips the epoch trained on times the
+    calibrated cost per clip of its phase) and ``cum_cal_time``."""
+    out, total = [], 0.0
+    for rec in records:
+        timing = cal.steps[phase_key(cfg, int(rec["R"]))]
+        clips = rec["clips"] if "clips" in rec else rec["train_flops"] / timing.flops_per_clip
+        seconds = clips * timing.per_clip
+        total += seconds
+        out.append({**rec, "cal_time": seconds, "cum_cal_time": total})
+    return out
+
+
+@dataclass(frozen=True)
+class PhaseBench:
+    """One phase against R = 1: FLOPs ratio, and the whole step's and the model's time ratios
+    (medians of the per-round ratios, with their quartiles) and quotients."""
+
+    R: int
+    tokens: int
+    step_ms: float
+    model_ms: float
+    flops_ratio: float
+    time_ratio: float
+    time_ratio_q25: float
+    time_ratio_q75: float
+    model_time_ratio: float
+
+    @property
+    def time_over_flops(self) -> float:
+        return self.time_ratio / self.flops_ratio
+
+    @property
+    def model_time_over_flops(self) -> float:
+        return self.model_time_ratio / self.flops_ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "time_over_flops": self.time_over_flops, "model_time_over_flops": self.model_time_over_flops}
+
+
+def _ratio_quartiles(times: Sequence[float], ref: Sequence[float]) -> tuple[float, float, float]:
+    return _quartiles([a / b for a, b in zip(times, ref)])
+
+
+def bench(cfg: RunConfig, num_classes: int, rounds: int = 10, warmup: int = 2, device: str = "auto",
+          served_features: bool = False) -> list[PhaseBench]:
+    """Every phase of ``cfg``'s schedule (and R = 1) timed interleaved, whole step and model alone."""
+    dev = resolve_device(device)
+    factors = sorted({p.R for p in cfg.phases()} | {1}, reverse=True)
+    cases: dict[str, StepCase] = {}
+    for R in factors:
+        cases[f"step {R}"] = StepCase(cfg, R, num_classes, dev, served_features=served_features)
+        cases[f"model {R}"] = StepCase(cfg, R, num_classes, dev, part="model")
+    times = interleaved(cases, rounds, warmup, dev)
+    ref = cases["step 1"]
+    rows = []
+    for R in factors:
+        step = cases[f"step {R}"]
+        q25, med, q75 = _ratio_quartiles(times[f"step {R}"], times["step 1"])
+        model_ratio = _ratio_quartiles(times[f"model {R}"], times["model 1"])[1]
+        rows.append(PhaseBench(R, step.model.num_tokens, 1e3 * statistics.median(times[f"step {R}"]),
+                               1e3 * statistics.median(times[f"model {R}"]), step.flops_per_clip / ref.flops_per_clip,
+                               med, q25, q75, model_ratio))
+    return rows

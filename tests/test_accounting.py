@@ -1,0 +1,54 @@
+"""Costs before training: every phase's tokens and FLOPs per clip, as the loop will count them."""
+
+import json
+
+import pytest
+import torch
+
+from coarse2fine.accounting import baseline_costs, phase_costs, run_flops_per_clip
+from coarse2fine.cli import main
+from coarse2fine.config import load_config, phase_model_config
+from torch.utils.flop_counter import FlopCounterMode
+
+from coarse2fine.model import get_arch, register_cpu_sdpa_flops
+from coarse2fine.objectives import build_objective
+
+CASES = {
+    "ast": ["c2f.method=patch"],
+    "htsat": ["model.arch=htsat", "model.preset=micro", "model.overrides.num_chunks=1"],
+    "ssast": ["model.arch=ssast", "train.objective=masked_patch", "train.metric=masked_acc", "pretrain.mask_patch=50"],
+}
+
+
+@pytest.mark.parametrize("arch", list(CASES))
+def test_phase_costs_are_what_flop_counter_measures(arch):
+    cfg = load_config("demo", [*CASES[arch], "c2f.schedule=4-2-1"])
+    costs = phase_costs(cfg, 8)
+    assert [c.R for c in costs] == [4, 2, 1] and [c.phase for c in costs] == [1, 2, 3]
+    objective = build_objective(cfg.train.objective, cfg)
+    for c in costs:
+        torch.manual_seed(0)
+        model = get_arch(arch).model_cls(phase_model_config(cfg, c.R, 8))
+        x = torch.randn(1, c.frames, c.mel_bins)
+        register_cpu_sdpa_flops()
+        with FlopCounterMode(display=False) as counter:  # exactly what one training step runs
+            objective.training_loss(model, x, torch.eye(8)[:1], torch.Generator().manual_seed(0)).backward()
+        assert c.train_flops_per_clip == counter.get_total_flops() and c.tokens == model.num_tokens
+    assert run_flops_per_clip(costs) == sum(c.epochs * c.train_flops_per_clip for c in costs)
+    assert baseline_costs(cfg, 8)[0].R == 1 and baseline_costs(cfg, 8)[0].epochs == cfg.train.epochs
+
+
+def test_flops_command_json_lists_every_phase(capsys):
+    assert main(["flops", "htsat_esc50-cpu", "--json", "--quiet", "--schedule", "4-2-1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["arch"] == "htsat" and out["classes"] == 50
+    assert [(p["R"], p["tokens"]) for p in out["phases"]] == [(4, 512), (2, 1024), (1, 2048)]
+    ratio = out["phases"][0]["train_flops_per_clip"] / out["phases"][2]["train_flops_per_clip"]
+    assert 0.23 < ratio < 0.26  # Swin's cost is close to linear in tokens
+    assert out["run_flops_per_clip"] == sum(p["epochs"] * p["train_flops_per_clip"] for p in out["phases"])
+
+
+def test_flops_command_text(capsys):
+    assert main(["flops", "demo", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "train GFLOPs/clip" in out and "vs R=1" in out and "0.240" in out

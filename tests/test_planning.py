@@ -1,0 +1,54 @@
+"""The compute-budget planner: its arithmetic against the analytic FLOPs, and the plan command."""
+
+import pytest
+
+from coarse2fine.accounting import phase_costs
+from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.planner import candidate, choose, phase_epochs_for, planned_config, schedule_config
+
+
+def test_phase_epochs_follow_the_initial_share():
+    assert phase_epochs_for(20, 0.25, 2) == (5, 20)
+    assert phase_epochs_for(20, 0.30, 3) == (3, 3, 20)
+    assert phase_epochs_for(2, 0.15, 2) == (1, 2) and phase_epochs_for(7, 0.25, 1) == (7,)
+
+
+def test_candidate_is_the_longest_run_within_the_flops_budget():
+    cfg = schedule_config(load_config("demo"), "4-1")
+    costs = phase_costs(cfg, 8)
+    flops = [c.train_flops_per_clip for c in costs]
+    clips = 2000
+    one = clips * (3 * flops[0] + 12 * flops[1])  # 4-1 at 25 %: 3 + 12 epochs
+    found = candidate(cfg, "4-1", 0.25, clips, flops, [1e-3, 4e-3], budget_flops=one)
+    assert found.phase_epochs == (3, 12) and found.flops == one
+    assert found.seconds == pytest.approx(clips * (3 * 1e-3 + 12 * 4e-3))
+    # One FLOP less and the 12th epoch no longer fits.
+    assert candidate(cfg, "4-1", 0.25, clips, flops, [1e-3, 4e-3], budget_flops=one - 1).phase_epochs == (3, 11)
+    # A time budget: the FLOPs are predicted from the same plan.
+    by_time = candidate(cfg, "4-1", 0.25, clips, flops, [1e-3, 4e-3], budget_seconds=clips * (3e-3 + 48e-3))
+    assert by_time.phase_epochs == (3, 12) and by_time.flops == one
+    assert candidate(cfg, "4-1", 0.25, clips, flops, [1e-3, 4e-3], budget_flops=1.0) is None
+
+
+def test_choose_and_write_a_runnable_config(tmp_path):
+    cfg = load_config("demo")
+    found = [candidate(schedule_config(cfg, s), s, f, 100, [1.0, 4.0][: len(s.split("-"))], [1e-3, 4e-3], budget_flops=1e5)
+             for s, f in (("1", 0.0), ("4-1", 0.15), ("4-1", 0.25))]
+    chosen = choose(found, "4-1", 0.25)
+    assert chosen.fraction == 0.25
+    planned = planned_config(cfg, chosen)
+    assert planned.c2f.phase_epochs == list(chosen.phase_epochs) and planned.train.epochs == chosen.phase_epochs[-1]
+    assert planned.c2f.planned_flops == chosen.flops
+
+
+def test_plan_command_prints_candidates_and_writes_the_chosen_config(tmp_path, capsys):
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", "demo", "--budget-flops", "3e12", "--rounds", "2", "--quiet", "--out", str(out),
+                 "--set", "train.batch_size=8", "--set", "data.train_clips=200"]) == 0
+    text = capsys.readouterr().out
+    assert "predicted PFLOPs" in text and "4-2-1" in text and "->" in text
+    planned = load_config(out)
+    costs = phase_costs(planned, 8)
+    predicted = 200 * sum(c.epochs * c.train_flops_per_clip for c in costs)
+    assert planned.c2f.schedule == "4-1" and planned.c2f.planned_flops == predicted <= 3e12

@@ -1,0 +1,133 @@
+"""Self-supervised pretraining coarse-to-fine: unlabeled sources, the pretrain command, fine-tuning
+from a pretraining run, and the pretraining comparison."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.data.sources import load_splits
+from coarse2fine.data.unlabeled import is_validation, source_files, unlabeled_manifests, windows
+
+# Pretraining the micro SSAST on the demo's synthetic clips (labels ignored): 64 patches of
+# 16 x 16 at R = 1, 16 at R = 4; 50 of 64 masked (78 %, SSAST's 400 of 512), 12 of 16 at R = 4.
+SSAST = ["model.arch=ssast", "model.preset=micro", "train.objective=masked_patch", "train.metric=masked_acc",
+         "pretrain.mask_patch=50", "data.train_clips=16", "data.val_clips=8", "train.batch_size=8",
+         "train.threads=1", "train.epochs=2", "train.optim.warmup_steps=2"]
+
+
+def _sets(settings):
+    return [a for s in settings for a in ("--set", s)]
+
+
+def _write(path, seconds, sr=16000, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sf.write(path, (0.1 * rng.standard_normal(int(seconds * sr))).astype(np.float32), sr)
+    return path
+
+
+def test_sources_mix_folders_csv_and_json_with_filters(tmp_path):
+    a = _write(tmp_path / "speech" / "spk1" / "a.flac", 5.3)
+    _write(tmp_path / "speech" / "spk1" / ".hidden.wav", 1.0)
+    _write(tmp_path / "speech" / "spk2" / "b_3.wav", 1.0)
+    esc = [_write(tmp_path / "esc" / "audio" / f"{i}.wav", 5.0, seed=i) for i in range(4)]
+    (tmp_path / "esc" / "meta.csv").write_text("filename,fold,target\n" + "".join(f"{i}.wav,{i % 2 + 1},{i}\n" for i in range(4)))
+    (tmp_path / "as.json").write_text(json.dumps({"data": [{"wav": str(esc[0]), "labels": "/m/x"}]}))
+    assert source_files(tmp_path / "speech") == sorted([a, tmp_path / "speech" / "spk2" / "b_3.wav"])
+    assert source_files(f"{tmp_path / 'speech'}?exclude=*_[0-4].wav") == [a]
+    assert source_files(f"{tmp_path / 'esc' / 'meta.csv'}?fold=2") == [esc[1], esc[3]]
+    assert source_files(tmp_path / "as.json") == [esc[0]]
+    # A 5.3 s file in 2 s windows: 0, 2, 4 (the last holds 1.3 s >= min 0.5 s); with min 1.5 s the last is dropped.
+    assert [w.start for w in windows(a, 2.0, 0.5)] == [0.0, 2.0, 4.0]
+    assert [w.start for w in windows(a, 2.0, 1.5)] == [0.0, 2.0]
+    train, val = unlabeled_manifests([str(tmp_path / "speech"), f"{tmp_path / 'esc' / 'meta.csv'}?fold=1,2"], 2.0, 0.5, 0.3)
+    files = {e.path for e in train.entries} | {e.path for e in val.entries}
+    assert files == {a, tmp_path / "speech" / "spk2" / "b_3.wav", *esc}
+    assert not {e.path for e in train.entries} & {e.path for e in val.entries}  # held out by file
+    assert all(is_validation(e.path, 0.3) for e in val.entries) or len(val.entries) <= 3
+    for bad, message in (("nope", "does not exist"), (f"{tmp_path / 'speech'}?fold=1", "need a CSV"),
+                         (f"{tmp_path / 'esc' / 'meta.csv'}?split=a", "no column")):
+        with pytest.raises(ValueError, match=message):
+            source_files(bad)
+
+
+def test_windows_of_long_recordings_are_read_from_their_offsets(tmp_path):
+    sr = 16000
+    sf.write(tmp_path / "long.wav", np.concatenate([np.full(2 * sr, 0.25), np.full(2 * sr, -0.5)]).astype(np.float32), sr)
+    for i in range(3):
+        _write(tmp_path / f"other{i}.wav", 1.0, seed=i)
+    cfg = load_config("demo", [*SSAST, "data.kind=unlabeled", f"data.sources=[{tmp_path}]", "data.clip_seconds=2.0",
+                               "data.val_fraction=0.3", "data.min_seconds=0.5", "data.preload=false", "data.in_memory=off"])
+    splits = load_splits(cfg)
+    means = {}
+    for ds in (splits.train, splits.val):
+        for i, entry in enumerate(ds.entries):
+            if entry.path.name == "long.wav":
+                means[entry.start] = round(float(ds[i][0].mean()), 3)
+    assert means == {0.0: 0.25, 2.0: -0.5}
+    assert splits.train.targets.shape[1] == 0 and splits.train.num_classes == 0 and len(splits.val) >= 1
+
+
+def test_pretrain_coarse_to_fine_then_fine_tune_from_the_run(tmp_path, capsys):
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "demo", "--out", str(pre), "--quiet", "--schedule", "4-1", *_sets([*SSAST, "c2f.phase_epochs=[1, 1]"])]) == 0
+    log = json.loads((pre / "log.json").read_text())
+    recs = log["records"]
+    assert [(r["R"], r["tokens"]) for r in recs] == [(4, 16), (1, 64)]
+    assert log["metrics"] == {"masked_acc": "max", "recon_mse": "min", "val_loss": "min"}
+    assert all(0 <= r["masked_acc"] <= 1 and r["recon_mse"] > 0 for r in recs)
+    cfg = load_config("demo", SSAST)
+    from coarse2fine.accounting import phase_costs
+
+    costs = phase_costs(cfg, 8)
+    assert [r["train_flops"] for r in recs] == [c.train_flops_per_clip * 16 for c in costs]
+    assert "fine-tune from it with --set model.init_from=" in capsys.readouterr().out
+    weights = load_file(pre / "model.safetensors")
+    assert {"mask_embed", "cpredlayer.0.weight", "gpredlayer.2.weight"} <= set(weights)
+    # Fine-tune a classifier from the pretraining run, itself coarse-to-fine (Patch method): with a
+    # vanishing LR the encoder keeps the pretrained weights through both phases.
+    ft = tmp_path / "ft"
+    args = ["model.arch=ssast", "model.preset=micro", "data.train_clips=16", "data.val_clips=8", "train.batch_size=8",
+            "train.threads=1", "train.epochs=1", "c2f.method=patch", "c2f.phase_epochs=[1, 1]", "train.optim.lr=1e-12",
+            f"model.init_from={pre}"]
+    assert main(["train", "demo", "--out", str(ft), "--quiet", *_sets(args)]) == 0
+    tuned = load_file(ft / "model.safetensors")
+    for k in ("blocks.0.attn.qkv.weight", "blocks.3.mlp.fc2.weight", "norm.weight", "cls_token"):
+        torch.testing.assert_close(tuned[k], weights[k], atol=1e-6, rtol=0)
+    assert "mask_embed" not in tuned and "head.fc.weight" in tuned
+
+
+def test_frame_based_pretraining_masks_at_random(tmp_path):
+    pre = tmp_path / "frame"
+    settings = [*SSAST, "model.patch_size=[128, 2]", "pretrain.mask_patch=50", "c2f.method=avgpool", "c2f.phase_epochs=[1, 1]"]
+    assert main(["pretrain", "demo", "--out", str(pre), "--quiet", *_sets(settings)]) == 0
+    recs = json.loads((pre / "log.json").read_text())["records"]
+    assert [(r["R"], r["tokens"]) for r in recs] == [(4, 16), (1, 64)]
+
+
+def test_pretrain_refuses_a_classification_config(tmp_path, capsys):
+    assert main(["pretrain", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "pretraining needs train.objective: masked_patch" in capsys.readouterr().err
+
+
+def test_pretraining_comparison_table(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["pretrain-experiment", "demo", "--finetune", "demo", "--out", str(out), "--quiet",
+            *_sets([*SSAST, "c2f.phase_epochs=[1, 1]"]),
+            *[a for s in ("data.train_clips=16", "data.val_clips=8", "train.batch_size=8", "train.threads=1",
+                          "train.epochs=1") for a in ("--finetune-set", s)]]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    rows = (out / "pretraining.csv").read_text().splitlines()
+    assert rows[0].startswith("Setting,Pretrain PFLOPs,FLOPs save (%),Pretrain time (s),Time save (%),demo acc")
+    assert [r.split(",")[0] for r in rows[1:]] == ["No pretraining", "Baseline", "Fshift 41"]
+    base_flops = json.loads((out / "pretrain" / "baseline" / "log.json").read_text())["records"][-1]["cum_flops"]
+    c2f_flops = json.loads((out / "pretrain" / "fshift_41" / "log.json").read_text())["records"][-1]["cum_flops"]
+    assert f"{100 * (1 - c2f_flops / base_flops):.2f}" in rows[3]
+    assert (out / "finetune" / "demo" / "no_pretraining" / "log.json").exists() and "Fshift 41" in text
