@@ -72,6 +72,11 @@ def test_switching_an_ast_preset_to_htsat(tmp_path, capsys):
     assert json.loads((tmp_path / "model_config.json").read_text())["arch"] == "htsat"
 
 
-def test_htsat_geometry_errors_name_the_fix():
+def test_htsat_fits_any_preset_and_geometry_errors_name_the_fix():
+    from coarse2fine.config import phase_model_config
+
+    for preset, chunks in (("demo", 1), ("fsdd_digits-cpu", 1), ("esc50-cpu", 2), ("audioset-cpu", 4), ("htsat_audioset", 4)):
+        cfg = load_config(preset, ["model.arch=htsat", "model.preset=micro", "c2f.schedule=4-2-1"])
+        assert phase_model_config(cfg, 4, 2).num_chunks == chunks
     with pytest.raises(ValueError, match="at R=4 .*HTS-AT needs the frame count divisible by"):
-        load_config("demo", ["model.arch=htsat", "model.preset=micro"])  # 4 chunks of 32 / 4 frames
+        load_config("demo", ["model.arch=htsat", "model.preset=micro", "model.overrides.num_chunks=4"])

@@ -16,7 +16,7 @@ from coarse2fine import __version__, atomic
 from coarse2fine.accounting import baseline_costs, phase_costs, run_flops_per_clip
 from coarse2fine.compression import METHODS
 from coarse2fine.config import config_from_dict, load_config, preset_names, save_config
-from coarse2fine.data.sources import count_classes, count_clips, load_splits
+from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
 from coarse2fine.distributed import resolve_device
 from coarse2fine.experiment import (
@@ -33,6 +33,7 @@ from coarse2fine.phases import default_initial_fraction, parse_schedule
 from coarse2fine.planner import choose, plan, planned_config
 from coarse2fine.predict import load_run_for_inference, predict_files
 from coarse2fine.pretraining import (
+    calibrate_pretraining,
     compare_pretraining,
     comparison_rows,
     write_comparison,
@@ -115,6 +116,8 @@ def _add_training_commands(sub) -> None:
                    help="override a value of every downstream config (repeatable)")
     p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md)")
     p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
+    p.add_argument("--calibrate-rounds", type=int, default=10,
+                   help="interleaved rounds timing each phase's step for the calibrated time saves (0: wall time only)")
     _add_common(p)
 
     p = sub.add_parser("crossval", help="k-fold cross-validation (ESC-50 style): {fold} in data.train/data.val")
@@ -177,6 +180,8 @@ def _add_report_commands(sub) -> None:
     p.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: read from the data's manifests)")
+    p.add_argument("--inputs", choices=["waveforms", "features", "model_input"], default=None,
+                   help="what the step starts from (default: what the config's data source serves)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, flops_ratio and time_ratio")
     _add_common(p)
@@ -303,7 +308,10 @@ def cmd_pretrain_experiment(args) -> int:
     pre = load_config(args.config, args.overrides)
     tasks = [load_config(name.strip(), args.finetune_overrides) for name in args.finetune.split(",") if name.strip()]
     result = compare_pretraining(pre, tasks, args.schedule, args.method, args.out, progress=not args.quiet, reuse=not args.fresh)
-    rows = comparison_rows(result, tasks)
+    configs = {"Baseline": variant_config(pre, None), Variant(args.method, args.schedule).label:
+               variant_config(pre, Variant(args.method, args.schedule))}
+    calibrated = calibrate_pretraining(result, configs, args.calibrate_rounds) if args.calibrate_rounds > 0 else None
+    rows = comparison_rows(result, tasks, calibrated)
     write_comparison(args.out, rows)
     print(format_table(rows, "text"), end="")
     print(f"Tables in {args.out}: pretraining.md, pretraining.csv")
@@ -381,15 +389,16 @@ def cmd_flops(args) -> int:
 def cmd_bench(args) -> int:
     cfg = load_config(args.config, _run_overrides(args))
     classes = args.classes if args.classes is not None else count_classes(cfg)
-    rows = bench(cfg, classes, args.rounds, args.warmup, args.device)
+    serves = args.inputs or input_kind(cfg, count_clips(cfg))
+    rows = bench(cfg, classes, args.rounds, args.warmup, args.device, serves)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     if args.json:
-        print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "method": cfg.c2f.method, "batch": cfg.train.batch_size,
+        print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "method": cfg.c2f.method, "batch": cfg.train.batch_size, "inputs": serves,
                           "rounds": args.rounds, "threads": torch.get_num_threads(), "load_avg": load,
                           "phases": [r.to_dict() for r in rows]}, indent=2))
         return 0
-    print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, "
-          f"{args.rounds} interleaved rounds, {torch.get_num_threads()} threads, load average {load}")
+    print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, inputs "
+          f"{serves}, {args.rounds} interleaved rounds, {torch.get_num_threads()} threads, load average {load}")
     table = [{"R": str(r.R), "tokens": str(r.tokens), "step ms": f"{r.step_ms:.1f}", "FLOPs ratio": f"{r.flops_ratio:.3f}",
               "time ratio": f"{r.time_ratio:.3f} [{r.time_ratio_q25:.3f}, {r.time_ratio_q75:.3f}]",
               "time/FLOPs": f"{r.time_over_flops:.2f}", "model ms": f"{r.model_ms:.1f}",

@@ -17,7 +17,7 @@ from typing import Sequence
 from coarse2fine.compression import Compression
 from coarse2fine.config import RunConfig
 from coarse2fine.data.datasets import DataSplits
-from coarse2fine.data.sources import load_splits
+from coarse2fine.data.sources import count_clips, input_kind, load_splits
 from coarse2fine.timing import Calibration, calibrate, calibrated_records
 from coarse2fine.train import RunResult, train_run
 
@@ -148,8 +148,7 @@ def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Sequence[dict
                    device: str = "auto") -> tuple[Calibration, list[list[dict]]]:
     """Time every phase the runs used, interleaved in this process (:func:`coarse2fine.timing.calibrate`),
     and give each run's records their calibrated time."""
-    served = any(c.data.cache_dir for c in configs)
-    cal = calibrate(configs, num_classes, rounds=rounds, device=device, served_features=served)
+    cal = calibrate(configs, num_classes, rounds=rounds, device=device, serves=input_kind(configs[0], count_clips(configs[0])))
     log.info("calibrated step costs (%d interleaved rounds, load average %s): %s", rounds, cal.load_avg,
              ", ".join(f"{k} {v.median * 1e3:.1f} ms" for k, v in cal.steps.items()))
     return cal, [calibrated_records(recs, cfg, cal) for cfg, recs in zip(configs, records)]

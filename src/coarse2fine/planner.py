@@ -20,6 +20,7 @@ from typing import Sequence
 
 from coarse2fine.accounting import phase_costs
 from coarse2fine.config import RunConfig
+from coarse2fine.data.sources import input_kind
 from coarse2fine.phases import parse_schedule
 from coarse2fine.timing import Calibration, calibrate, phase_key
 
@@ -81,7 +82,7 @@ def plan(cfg: RunConfig, num_classes: int, clips: int, budget_flops: float = 0.0
     if (budget_flops > 0) == (budget_hours > 0):
         raise ValueError("give one budget: FLOPs or hours")
     configs = [schedule_config(cfg, s) for s in schedules]
-    cal = calibrate(configs, num_classes, rounds=rounds, device=device, served_features=bool(cfg.data.cache_dir))
+    cal = calibrate(configs, num_classes, rounds=rounds, device=device, serves=input_kind(cfg, clips))
     out = []
     for scfg in configs:
         costs = phase_costs(scfg, num_classes)

@@ -57,10 +57,14 @@ class Prediction:
 
 
 def window_samples(spec: FeatureSpec) -> int:
-    """Samples the model sees in one input: ``(target_length - 1) * shift + window``
-    (164,080 = 10.255 s for AST's 1024 frames at 10 ms)."""
-    fb = spec.frontend
-    return (spec.target_length - 1) * fb.window_shift + fb.window_size
+    """Samples the model sees in one input: the fewest that give ``target_length`` frames
+    (Kaldi fbank: ``(target_length - 1) * shift + window``, 164,080 = 10.255 s for AST's 1024
+    frames at 10 ms; a centred STFT: ``(target_length - 1) * hop``)."""
+    fe, frames = spec.frontend, spec.target_length
+    n = (frames - 1) * fe.window_shift + fe.window_size
+    while n > 1 and fe.num_frames(n - fe.window_shift) >= frames:  # a centred front end needs less
+        n -= fe.window_shift
+    return n
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:

@@ -80,23 +80,42 @@ def compare_pretraining(
     return result
 
 
-def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfig]) -> list[dict[str, str]]:
-    """The table: pretraining cost and saves against the baseline, each downstream metric with its
-    difference to the baseline pretraining's (in points for fractions)."""
+def calibrate_pretraining(result: PretrainingComparison, configs: dict[str, RunConfig], rounds: int) -> dict[str, float]:
+    """Calibrated pretraining time of each pretraining run (see :mod:`coarse2fine.timing`)."""
+    from coarse2fine.experiment import calibrate_runs
+
+    labels = [label for label, run in result.pretrain.items() if run is not None]
+    _, records = calibrate_runs([configs[label] for label in labels], [result.pretrain[label].records for label in labels],
+                                0, rounds)
+    return {label: recs[-1]["cum_cal_time"] for label, recs in zip(labels, records)}
+
+
+def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfig],
+                    calibrated: dict[str, float] | None = None) -> list[dict[str, str]]:
+    """The table: pretraining cost and saves against the baseline (time: calibrated when given,
+    and measured wall time), each downstream metric with its difference to the baseline
+    pretraining's (in points for fractions)."""
     base = result.pretrain["Baseline"]
     assert base is not None
     base_flops, base_time = base.records[-1]["cum_flops"], base.records[-1]["cum_time"]
+    cal = calibrated or {}
     base_metric = {t.name: best_value(result.downstream[t.name]["Baseline"].records, t.train.metric) for t in downstream}
     rows = []
     for label, run in result.pretrain.items():
         row = {"Setting": label}
+        time_cols = ["Time save (%)", "Wall time (s)", "Wall time save (%)"] if cal else ["Time (s)", "Time save (%)"]
         if run is None:
-            row.update({"Pretrain PFLOPs": "-", "FLOPs save (%)": "-", "Pretrain time (s)": "-", "Time save (%)": "-"})
+            row.update({"Pretrain PFLOPs": "-", "FLOPs save (%)": "-", **{c: "-" for c in time_cols}})
         else:
             flops, secs = run.records[-1]["cum_flops"], run.records[-1]["cum_time"]
             same = run is base
-            row.update({"Pretrain PFLOPs": f"{flops / 1e15:.4g}", "FLOPs save (%)": "-" if same else f"{100 * (1 - flops / base_flops):.2f}",
-                        "Pretrain time (s)": f"{secs:.0f}", "Time save (%)": "-" if same else f"{100 * (1 - secs / base_time):.2f}"})
+            save = lambda a, b: "-" if same else f"{100 * (1 - a / b):.2f}"  # noqa: E731
+            row.update({"Pretrain PFLOPs": f"{flops / 1e15:.4g}", "FLOPs save (%)": save(flops, base_flops)})
+            if cal:
+                row.update({"Time save (%)": save(cal[label], cal["Baseline"]), "Wall time (s)": f"{secs:.0f}",
+                            "Wall time save (%)": save(secs, base_time)})
+            else:
+                row.update({"Time (s)": f"{secs:.0f}", "Time save (%)": save(secs, base_time)})
         for task in downstream:
             metric = task.train.metric
             value = best_value(result.downstream[task.name][label].records, metric)

@@ -50,7 +50,7 @@ class StepCase:
     of the config's clip length (``batch`` clips; default the run's batch size)."""
 
     def __init__(self, cfg: RunConfig, R: int, num_classes: int, device: torch.device, batch: int | None = None,
-                 part: str = "step", served_features: bool = False):
+                 part: str = "step", serves: str = "waveforms"):
         self.cfg, self.R, self.device, self.part = cfg, R, device, part
         c = cfg.c2f
         self.comp = Compression(c.method, R, c.patch_resize, c.scale_window)
@@ -65,17 +65,21 @@ class StepCase:
         self.waves = (0.1 * torch.randn(self.batch, samples, generator=gen)).to(device)
         self.targets = torch.eye(max(num_classes, 1))[torch.randint(0, max(num_classes, 1), (self.batch,), generator=gen)]
         self.targets = self.targets[:, :num_classes].to(device)
-        self.feats = extract(self.waves, self.spec) if part == "model" or served_features else None
-        self.model_input = self.comp.transform(self.feats) if part == "model" else None
+        self.feats = extract(self.waves, self.spec) if part == "model" or serves != "waveforms" else None
+        self.model_input = self.comp.transform(self.feats) if part == "model" or serves == "model_input" else None
         self.aug_gen = torch.Generator(device=device).manual_seed(0)
         self.flops_per_clip = self.objective.training_flops(self.model, 1)
 
     def inputs(self) -> torch.Tensor:
-        """The model input of one batch: what the training loop computes before the forward."""
-        if self.model_input is not None:
+        """The model input of one batch: what the training loop computes before the forward
+        (from waveforms, from served features, or served as is; then augmentation)."""
+        if self.part == "model":
             return self.model_input
-        feats = self.feats if self.feats is not None else extract(self.waves, self.spec)
-        return augment_features(self.comp.transform(feats), self.cfg.augment, self.comp.time_factor, self.aug_gen)
+        if self.model_input is not None:
+            x = self.model_input
+        else:
+            x = self.comp.transform(self.feats if self.feats is not None else extract(self.waves, self.spec))
+        return augment_features(x, self.cfg.augment, self.comp.time_factor, self.aug_gen)
 
     def __call__(self) -> None:
         x = self.inputs()
@@ -168,16 +172,16 @@ def _load_avg() -> tuple[float, float, float] | None:
 
 
 def calibrate(configs: Sequence[RunConfig], num_classes: int, rounds: int = 10, warmup: int = 2,
-              device: str = "auto", served_features: bool = False) -> Calibration:
+              device: str = "auto", serves: str = "waveforms") -> Calibration:
     """Time one training step of every phase the runs of ``configs`` use, interleaved in this
-    process, at each run's batch size."""
+    process, at each run's batch size, from inputs as the runs' data sources ``serves`` them."""
     dev = resolve_device(device)
     cases: dict[str, StepCase] = {}
     for cfg in configs:
         for phase in cfg.phases():
             key = phase_key(cfg, phase.R)
             if key not in cases:
-                cases[key] = StepCase(cfg, phase.R, num_classes, dev, served_features=served_features)
+                cases[key] = StepCase(cfg, phase.R, num_classes, dev, serves=serves)
     times = interleaved(cases, rounds, warmup, dev)
     steps = {}
     for key, case in cases.items():
@@ -231,13 +235,13 @@ def _ratio_quartiles(times: Sequence[float], ref: Sequence[float]) -> tuple[floa
 
 
 def bench(cfg: RunConfig, num_classes: int, rounds: int = 10, warmup: int = 2, device: str = "auto",
-          served_features: bool = False) -> list[PhaseBench]:
+          serves: str = "waveforms") -> list[PhaseBench]:
     """Every phase of ``cfg``'s schedule (and R = 1) timed interleaved, whole step and model alone."""
     dev = resolve_device(device)
     factors = sorted({p.R for p in cfg.phases()} | {1}, reverse=True)
     cases: dict[str, StepCase] = {}
     for R in factors:
-        cases[f"step {R}"] = StepCase(cfg, R, num_classes, dev, served_features=served_features)
+        cases[f"step {R}"] = StepCase(cfg, R, num_classes, dev, serves=serves)
         cases[f"model {R}"] = StepCase(cfg, R, num_classes, dev, part="model")
     times = interleaved(cases, rounds, warmup, dev)
     ref = cases["step 1"]

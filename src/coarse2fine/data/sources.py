@@ -41,6 +41,13 @@ def count_clips(cfg: RunConfig) -> int:
     return len(_manifests(cfg)[0].entries)
 
 
+def input_kind(cfg: RunConfig, num_clips: int) -> str:
+    """What the training step gets from ``cfg``'s data source (``ClipDataset.serves``)."""
+    if in_memory(cfg, num_clips):
+        return "model_input"
+    return "features" if cfg.data.cache_dir else "waveforms"
+
+
 def count_classes(cfg: RunConfig) -> int:
     """The number of classes ``cfg``'s data has, from its manifests (no audio is decoded)."""
     if cfg.data.kind == "synthetic":

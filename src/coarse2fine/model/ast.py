@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from coarse2fine.compression import InputGeometry
-from coarse2fine.model.base import C2FModel, config_from_dict, config_to_dict
+from coarse2fine.model.base import C2FModel, ConfigDict
 from coarse2fine.model.patch_embed import resize_patch_kernel
 from coarse2fine.model.patchout import DisentangledPosEmbed, patchout
 from coarse2fine.model.pos_embed import resample_pos_embed
@@ -47,7 +47,7 @@ def _pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int
 
 
 @dataclass
-class ASTConfig:
+class ASTConfig(ConfigDict):
     """Model size and input geometry. ``patch_size`` and ``stride`` are (freq, time).
 
     ``target_length`` is the number of input frames the model currently expects (it changes
@@ -153,15 +153,6 @@ class ASTConfig:
             self, target_length=geo.frames, num_mel_bins=geo.mel_bins,
             patch_size=(pf, pt // k * g), stride=(sf, st // k * g), time_patch_factor=g, time_factor=geo.time_factor,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (pairs as lists)."""
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ASTConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        return config_from_dict(cls, d)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -329,13 +320,6 @@ class AST(C2FModel):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    @property
-    def geometry(self) -> InputGeometry:
-        return self.config.geometry
-
-    @property
-    def num_tokens(self) -> int:
-        return self.config.num_tokens
 
     @property
     def train_tokens(self) -> int:

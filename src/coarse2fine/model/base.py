@@ -43,6 +43,19 @@ def config_from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
     return cls(**d)
 
 
+class ConfigDict:
+    """Mixin for a family's config dataclass: ``to_dict`` / ``from_dict`` (``model_config.json``)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (tuples as lists)."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        return config_from_dict(cls, d)
+
+
 class C2FModel(nn.Module):
     """Base class of every model family; subclasses implement the methods that raise here."""
 
@@ -52,8 +65,8 @@ class C2FModel(nn.Module):
 
     @property
     def geometry(self) -> InputGeometry:
-        """The input geometry the model is set to now."""
-        raise NotImplementedError
+        """The input geometry the model is set to now (by default its config's ``geometry``)."""
+        return self.config.geometry
 
     def set_geometry(self, geometry: InputGeometry) -> None:
         """Move to ``geometry`` carrying every learned weight over. Changed parameters become new
@@ -62,8 +75,9 @@ class C2FModel(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        """Tokens the first transformer stage sees at the current geometry (prefix tokens excluded)."""
-        raise NotImplementedError
+        """Tokens the first transformer stage sees at the current geometry (prefix tokens excluded;
+        by default its config's ``num_tokens``)."""
+        return self.config.num_tokens
 
     @property
     def train_tokens(self) -> int:

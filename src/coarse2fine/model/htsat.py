@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,7 +46,7 @@ import torch
 import torch.nn as nn
 
 from coarse2fine.compression import InputGeometry
-from coarse2fine.model.base import C2FModel, config_from_dict, config_to_dict
+from coarse2fine.model.base import C2FModel, ConfigDict
 from coarse2fine.model.patch_embed import resize_patch_kernel
 from coarse2fine.model.registry import Arch
 from coarse2fine.model.swin import SwinStage, window_plan
@@ -62,7 +63,7 @@ def _int_tuple(value: Any, name: str) -> tuple[int, ...]:
 
 
 @dataclass
-class HTSATConfig:
+class HTSATConfig(ConfigDict):
     """HTS-AT size and input geometry.
 
     ``target_length`` x ``num_mel_bins``: the input the model expects now (frames change between
@@ -195,15 +196,6 @@ class HTSATConfig:
             raise ValueError(f"the model has {self.num_mel_bins} mel bins; the input geometry {geo.mel_bins}")
         return dataclasses.replace(self, target_length=geo.frames, time_patch_factor=geo.time_patch_factor)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (tuples as lists)."""
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> HTSATConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        return config_from_dict(cls, d)
-
 
 HTSAT_PRESETS: dict[str, dict[str, Any]] = {
     # The published model: 27.5 M backbone + 2.4 M TSCAM at 527 classes (the unused head not built).
@@ -296,13 +288,6 @@ class HTSAT(C2FModel):
         for stage, res in zip(self.layers, self.config.stage_resolutions):
             stage.set_resolution(res)
 
-    @property
-    def geometry(self) -> InputGeometry:
-        return self.config.geometry
-
-    @property
-    def num_tokens(self) -> int:
-        return self.config.num_tokens
 
     def training_flops(self, batch_size: int = 1) -> int:
         return htsat_training_flops(self.config, batch_size)
@@ -492,18 +477,29 @@ def _settings_pair(value: Any, name: str) -> tuple[int, int] | None:
     return pair[0], pair[1]
 
 
+def auto_chunks(full_frames: int, mel_bins: int) -> int:
+    """HTS-AT's chunk count for an input: the power of two that makes the full-resolution image
+    closest to square (4 for 1024 frames x 64 mel bins: 256 x 256; 1 for 128 x 128), at most 8."""
+    ratio = max(full_frames / mel_bins, 1.0)
+    return int(min(8, 2 ** round(math.log2(ratio) / 2)))
+
+
 def htsat_make_config(settings: Any, num_classes: int, geo: InputGeometry) -> HTSATConfig:
     """HTS-AT at a phase's geometry. ``model.patch_size`` (default 4 x 4) is the full-resolution
     patch; the patches never overlap, so ``model.stride`` must be unset or equal to it; the Patch
-    method widens the patch ``geo.time_patch_factor`` times in time."""
+    method widens the patch ``geo.time_patch_factor`` times in time. Without
+    ``model.overrides.num_chunks`` the chunk count is :func:`auto_chunks` of the full-resolution
+    input, so that HTS-AT fits any preset (the HTS-AT recipes set HTS-AT's 4)."""
     patch = _settings_pair(settings.patch_size, "patch_size") or (4, 4)
     stride = _settings_pair(settings.stride, "stride")
     if stride is not None and stride != patch:
         raise ValueError(f"HTS-AT uses non-overlapping patches: model.stride {stride} must equal model.patch_size {patch}")
+    overrides = dict(settings.overrides or {})
+    overrides.setdefault("num_chunks", auto_chunks(geo.frames * geo.time_factor, geo.mel_bins))
     return htsat_config(
         settings.preset, num_classes=num_classes, num_mel_bins=geo.mel_bins, target_length=geo.frames,
         patch_size=patch, time_patch_factor=geo.time_patch_factor, drop_path_rate=settings.drop_path_rate,
-        **dict(settings.overrides or {}),
+        **overrides,
     )
 
 
