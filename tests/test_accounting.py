@@ -39,7 +39,7 @@ def test_phase_costs_are_what_flop_counter_measures(arch):
 
 
 def test_flops_command_json_lists_every_phase(capsys):
-    assert main(["flops", "htsat_esc50-cpu", "--json", "--quiet", "--schedule", "4-2-1"]) == 0
+    assert main(["flops", "htsat_esc50-cpu", "--json", "--quiet", "--schedule", "4-2-1", "--classes", "50"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["arch"] == "htsat" and out["classes"] == 50
     assert [(p["R"], p["tokens"]) for p in out["phases"]] == [(4, 512), (2, 1024), (1, 2048)]

@@ -175,3 +175,12 @@ def test_fix_length_pads_and_crops_at_the_end() -> None:
     assert fix_length(torch.ones(2, 4), 6).shape == (2, 6)
     with pytest.raises(ValueError):
         fix_length(wave, -1)
+
+
+def test_fix_length_repeats_a_short_clip_when_asked():
+    wave = torch.arange(1, 4, dtype=torch.float32)
+    assert fix_length(wave, 7, pad="repeat").tolist() == [1, 2, 3, 1, 2, 3, 1]
+    assert fix_length(wave, 7).tolist() == [1, 2, 3, 0, 0, 0, 0]
+    assert fix_length(wave, 2, pad="repeat").tolist() == [1, 2]
+    with pytest.raises(ValueError, match="pad must be"):
+        fix_length(wave, 7, pad="mirror")

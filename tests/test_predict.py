@@ -166,3 +166,11 @@ def test_load_run_for_inference(model, wavs, tmp_path):
     (tmp_path / "run" / "model.safetensors").unlink()
     with pytest.raises(ValueError, match=r"model\.safetensors: file not found"):
         load_run_for_inference(tmp_path / "run")
+
+
+def test_window_of_a_centred_front_end():
+    from coarse2fine.features import LogMelConfig
+
+    spec = FeatureSpec(LogMelConfig(), 1024, normalize=False)
+    n = window_samples(spec)
+    assert spec.frontend.num_frames(n) == 1024 and spec.frontend.num_frames(n - 320) == 1023  # 10.23 s at 32 kHz

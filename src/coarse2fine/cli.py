@@ -207,12 +207,13 @@ def _log_path(path: str) -> Path:
     return p / "log.json" if p.is_dir() else p
 
 
-def _calibrated(configs: list, records: list, classes: int, rounds: int, out_root: Path | None) -> list:
+def _calibrated(configs: list, records: list, classes: int, rounds: int, out_root: Path | None,
+                serves: str | None = None) -> list:
     """Records with calibrated time (``rounds`` 0: as they are); the calibration goes to
     ``out_root/calibration.json``."""
     if rounds <= 0:
         return records
-    cal, records = calibrate_runs(configs, records, classes, rounds)
+    cal, records = calibrate_runs(configs, records, classes, rounds, serves=serves)
     if out_root is not None:
         atomic.write_json(out_root / "calibration.json", cal.to_dict())
     return records
@@ -451,8 +452,9 @@ def cmd_compare(args) -> int:
     direction = logs[0].get("metrics", {}).get(metric)
     higher = metric_higher_is_better(metric) if direction is None else direction == "max"
     configs = [config_from_dict(saved["config"]) for saved in logs]
+    # Runs logged before the "inputs" field existed trained from waveforms.
     records = _calibrated(configs, records, len(logs[0].get("classes") or []) or count_classes(configs[0]),
-                          args.calibrate_rounds, None)
+                          args.calibrate_rounds, None, logs[0].get("inputs", "waveforms"))
     names = [p.parent.name for p in paths[1:]]
     print(format_table(savings_table("Baseline", records[0], dict(zip(names, records[1:])), metric, higher=higher), args.format), end="")
     if args.format == "text":

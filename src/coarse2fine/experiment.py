@@ -145,10 +145,12 @@ def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, 
 
 
 def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Sequence[dict]], num_classes: int, rounds: int,
-                   device: str = "auto") -> tuple[Calibration, list[list[dict]]]:
+                   device: str = "auto", serves: str | None = None) -> tuple[Calibration, list[list[dict]]]:
     """Time every phase the runs used, interleaved in this process (:func:`coarse2fine.timing.calibrate`),
-    and give each run's records their calibrated time."""
-    cal = calibrate(configs, num_classes, rounds=rounds, device=device, serves=input_kind(configs[0], count_clips(configs[0])))
+    from the inputs their data source ``serves`` (default: what it serves now), and give each
+    run's records their calibrated time."""
+    serves = serves or input_kind(configs[0], count_clips(configs[0]))
+    cal = calibrate(configs, num_classes, rounds=rounds, device=device, serves=serves)
     log.info("calibrated step costs (%d interleaved rounds, load average %s): %s", rounds, cal.load_avg,
              ", ".join(f"{k} {v.median * 1e3:.1f} ms" for k, v in cal.steps.items()))
     return cal, [calibrated_records(recs, cfg, cal) for cfg, recs in zip(configs, records)]

@@ -189,6 +189,7 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
         "classes": splits.train.class_names,
         "display_names": splits.display_names,
         "skipped": [{"path": str(p.path), "problem": p.problem} for p in splits.skipped],
+        "inputs": splits.train.serves,
     }
     run = Run(cfg, splits, out_dir, d, phases, build_objective(tc.objective, cfg), show_progress and d.main,
               val_loader, balanced_weights(splits.train.targets) if cfg.augment.balanced_sampling else None, report)
