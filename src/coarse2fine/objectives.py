@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from coarse2fine.metrics import evaluate as classification_metrics
+from coarse2fine.ssl import MASKED_PATCH_METRICS, masked_patch_objective
 
 Gather = Callable[[Any], list[Any]]
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -137,15 +138,8 @@ def build_objective(name: str, cfg: Any) -> Objective:
     return objective_entry(name).factory(cfg)
 
 
-def _masked_patch(cfg: Any) -> Objective:
-    from coarse2fine.ssl import masked_patch_objective
-
-    return masked_patch_objective(cfg)
-
-
 register_objective("classification", ObjectiveEntry(lambda cfg: Classification(cfg.train.loss), Classification.metrics))
-MASKED_PATCH_METRICS: Mapping[str, bool] = {"masked_acc": True, "recon_mse": False, "val_loss": False}
 register_objective("masked_patch", ObjectiveEntry(
-    _masked_patch, MASKED_PATCH_METRICS,
+    masked_patch_objective, MASKED_PATCH_METRICS,
     archs=("ssast",), model_overrides={"pretrain_heads": True},
 ))

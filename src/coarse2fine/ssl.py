@@ -37,11 +37,11 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from coarse2fine.model.ssast import PRETRAIN_TASKS, SSAST, ssast_pretrain_flops
-from coarse2fine.objectives import MASKED_PATCH_METRICS
 
 log = logging.getLogger(__name__)
 
 MASKINGS = ("auto", "cluster", "random")
+MASKED_PATCH_METRICS: Mapping[str, bool] = {"masked_acc": True, "recon_mse": False, "val_loss": False}
 CLUSTER_FACTORS = (3, 4, 5)  # SSAST: randrange(3) + 3
 _MAX_MISSES = 32  # draws of a start that adds nothing before choosing among the useful starts directly
 

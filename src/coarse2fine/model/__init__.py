@@ -1,6 +1,8 @@
 """The models: a seam every family implements (:mod:`.base`), a registry by name (:mod:`.registry`),
-and the families: AST (:mod:`.ast`)."""
+and the families: AST (:mod:`.ast`), HTS-AT (:mod:`.htsat`), SSAST (:mod:`.ssast`), registered
+when this package is imported (:mod:`.families`)."""
 
+from coarse2fine.model import families  # noqa: E402,F401,I001  (registers ast, htsat, ssast)
 from coarse2fine.model.ast import (
     AST,
     PRESETS,

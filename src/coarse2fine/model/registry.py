@@ -13,7 +13,8 @@ family registers itself with :func:`register`::
     ))
 
 after which ``model.arch: mynet`` trains it coarse-to-fine through the same loop, accounting,
-checkpoints and commands as every other family.
+checkpoints and commands as every other family. The shipped families register when the
+``coarse2fine.model`` package is imported (:mod:`coarse2fine.model.families`).
 """
 
 from __future__ import annotations
@@ -62,13 +63,11 @@ def register(arch: Arch) -> Arch:
 
 def arch_names() -> list[str]:
     """Names of the registered model families."""
-    _load_builtin()
     return sorted(_ARCHS)
 
 
 def get_arch(name: str) -> Arch:
     """The family registered as ``name``; ``ValueError`` naming the known ones otherwise."""
-    _load_builtin()
     if name not in _ARCHS:
         raise ValueError(f"model.arch: {name!r} is not one of {', '.join(sorted(_ARCHS))}")
     return _ARCHS[name]
@@ -93,15 +92,3 @@ def model_from_config_dict(d: Mapping[str, Any]) -> C2FModel:
     d = dict(d)
     arch = get_arch(d.pop("arch", "ast"))
     return arch.model_cls(arch.config_cls.from_dict(d))
-
-
-_BUILTIN_LOADED = False
-
-
-def _load_builtin() -> None:
-    """Import the shipped families (each registers itself on import)."""
-    global _BUILTIN_LOADED
-    if _BUILTIN_LOADED:
-        return
-    _BUILTIN_LOADED = True
-    import coarse2fine.model.families  # noqa: F401
