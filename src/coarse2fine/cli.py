@@ -59,6 +59,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
 
 
+def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that train several runs and compare them."""
+    p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
+    p.add_argument("--calibrate-rounds", type=int, default=10,
+                   help="interleaved rounds timing each phase's step for the calibrated time saves (0: wall time only)")
+
+
+def _add_run_options(p: argparse.ArgumentParser, methods: Sequence[str], out_help: str) -> None:
+    """Options of the commands that train one run."""
+    p.add_argument("config", help="preset name or YAML path")
+    p.add_argument("--schedule", help="override c2f.schedule (1 = full resolution only)")
+    p.add_argument("--method", choices=list(methods), help="override c2f.method")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint an interrupted run left in --out")
+    _add_common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coarse2fine", description="Coarse-to-fine training of audio spectrogram transformers.")
     parser.add_argument("--version", action="version", version=f"coarse2fine {__version__}")
@@ -76,9 +93,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--schedule", default="4-1", help="coarse-to-fine schedule, e.g. 4-1, 2-1, 4-2-1 (default 4-1)")
     p.add_argument("--methods", default="all", help="comma-separated: fshift,avgpool,maxpool,patch-bl,patch-pi or all")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
-    p.add_argument("--calibrate-rounds", type=int, default=10,
-                   help="interleaved rounds timing each phase's step for the calibrated time saves (0: wall time only)")
+    _add_grid_options(p)
     _add_common(p)
 
     p = sub.add_parser("experiment", help="baseline plus methods x schedules on a config's dataset")
@@ -86,26 +101,14 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--schedules", default="4-1", help="comma-separated schedules, e.g. 4-1,2-1,4-2-1")
     p.add_argument("--methods", default="all", help="comma-separated methods or all")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
-    p.add_argument("--calibrate-rounds", type=int, default=10,
-                   help="interleaved rounds timing each phase's step for the calibrated time saves (0: wall time only)")
+    _add_grid_options(p)
     _add_common(p)
 
     p = sub.add_parser("train", help="one run (baseline with --schedule 1) from a preset or YAML config")
-    p.add_argument("config", help="preset name or YAML path")
-    p.add_argument("--schedule", help="override c2f.schedule (1 = baseline)")
-    p.add_argument("--method", choices=["fshift", "avgpool", "maxpool", "patch"], help="override c2f.method")
-    p.add_argument("--out", required=True, help="run folder (logs, weights)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint an interrupted run left in --out")
-    _add_common(p)
+    _add_run_options(p, METHODS, "run folder (logs, weights)")
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining (SSAST masked patch modelling) on unlabeled audio")
-    p.add_argument("config", help="a pretraining preset (ssast_pretrain, ssast_pretrain-cpu) or YAML path")
-    p.add_argument("--schedule", help="override c2f.schedule (1 = pretrain at full resolution only)")
-    p.add_argument("--method", choices=["fshift", "avgpool", "maxpool"], help="override c2f.method")
-    p.add_argument("--out", required=True, help="run folder; fine-tune from it with model.init_from=FOLDER")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint an interrupted run left in --out")
-    _add_common(p)
+    _add_run_options(p, ("fshift", "avgpool", "maxpool"), "run folder; fine-tune from it with model.init_from=FOLDER")
 
     p = sub.add_parser("pretrain-experiment", help="baseline vs coarse-to-fine pretraining, each fine-tuned on downstream tasks")
     p.add_argument("config", help="a pretraining preset or YAML path")
@@ -115,9 +118,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a value of every downstream config (repeatable)")
     p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md)")
-    p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
-    p.add_argument("--calibrate-rounds", type=int, default=10,
-                   help="interleaved rounds timing each phase's step for the calibrated time saves (0: wall time only)")
+    _add_grid_options(p)
     _add_common(p)
 
     p = sub.add_parser("crossval", help="k-fold cross-validation (ESC-50 style): {fold} in data.train/data.val")
