@@ -26,11 +26,10 @@ import statistics
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-import _common
 
 from coarse2fine.augment import spec_augment
 from coarse2fine.config import load_config

@@ -22,7 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (benchmarks/ helpers: machine description)
+import _common
+import torch
 
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import count_classes, load_splits
@@ -84,8 +85,7 @@ def main() -> None:
     handle["proc"].wait()
     time.sleep(5)
     loaded_saves = saves(base, loaded, base_cfg, run_cfg, classes, args.rounds)
-    result = {"config": cfg.name, "method": args.method, "schedule": args.schedule, "machine": _common.machine_info(
-        __import__("torch").device("cpu")), "quiet": quiet_saves, "loaded": loaded_saves,
+    result = {"config": cfg.name, "method": args.method, "schedule": args.schedule, "machine": _common.machine_info(torch.device("cpu")), "quiet": quiet_saves, "loaded": loaded_saves,
         "load_avg_at_end_of_loaded_run": [round(v, 2) for v in load_avg_during],
         "epoch_wall_s": {"quiet": [round(r["train_time"], 2) for r in quiet], "loaded": [round(r["train_time"], 2) for r in loaded]}}
     print(json.dumps(result, indent=2))

@@ -111,3 +111,17 @@ def test_fsdd_benchmark_runs(tmp_path):
     assert "Patch PI 41" in proc.stdout and "FLOPs save" in proc.stdout
     assert (tmp_path / "speakers" / "metric_vs_time.png").exists()
     assert json.loads((tmp_path / "summary.json").read_text())["tasks"]["speakers"].endswith("savings.md")
+
+
+def test_time_robustness_runs_as_a_script(tmp_path):
+    # Tiny runs: this checks the script end to end (quiet run, a load started halfway, both
+    # calibrations), not the robustness itself (docs/RESULTS.md has the measured figures).
+    cmd = [sys.executable, str(BENCH / "time_robustness.py"), "--rounds", "2", "--load-threads", "1", "--out", str(tmp_path),
+           *[a for s in ("data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.epochs=2",
+                         "train.threads=1", "c2f.phase_epochs=[1, 2]") for a in ("--set", s)]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "time_robustness.json").read_text())
+    for case in ("quiet", "loaded"):
+        assert {"time_save_calibrated", "time_save_wall", "flops_save", "step_ms"} <= set(data[case])
+    assert MACHINE_KEYS <= set(data["machine"]) and len(data["epoch_wall_s"]["loaded"]) == 3
