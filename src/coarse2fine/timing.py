@@ -65,20 +65,25 @@ class StepCase:
         self.waves = (0.1 * torch.randn(self.batch, samples, generator=gen)).to(device)
         self.targets = torch.eye(max(num_classes, 1))[torch.randint(0, max(num_classes, 1), (self.batch,), generator=gen)]
         self.targets = self.targets[:, :num_classes].to(device)
-        self.feats = extract(self.waves, self.spec) if part == "model" or serves != "waveforms" else None
-        self.model_input = self.comp.transform(self.feats) if part == "model" or serves == "model_input" else None
+        self.serves = serves
+        served = {"waveforms": self.waves, "features": extract(self.waves, self.spec)}
+        served["model_input"] = self.comp.transform(served["features"])
+        self.model_input = served["model_input"] if part == "model" else None
+        self.items = [row.to("cpu").clone() for row in served[serves]]  # what a data source hands the loader
         self.aug_gen = torch.Generator(device=device).manual_seed(0)
         self.flops_per_clip = self.objective.training_flops(self.model, 1)
 
     def inputs(self) -> torch.Tensor:
-        """The model input of one batch: what the training loop computes before the forward
-        (from waveforms, from served features, or served as is; then augmentation)."""
+        """The model input of one batch, as the training loop makes it: the clips the data source
+        serves collated into a batch and moved to the device, then features (from waveforms) and
+        compression as far as the source has not done them, then augmentation."""
         if self.part == "model":
             return self.model_input
-        if self.model_input is not None:
-            x = self.model_input
-        else:
-            x = self.comp.transform(self.feats if self.feats is not None else extract(self.waves, self.spec))
+        x = torch.stack([item.float() for item in self.items]).to(self.device)
+        if self.serves == "waveforms":
+            x = extract(x, self.spec)
+        if self.serves != "model_input":
+            x = self.comp.transform(x)
         return augment_features(x, self.cfg.augment, self.comp.time_factor, self.aug_gen)
 
     def __call__(self) -> None:
