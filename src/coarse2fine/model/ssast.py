@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -137,7 +138,9 @@ class SSAST(AST):
     config: SSASTConfig
 
     def __init__(self, config: SSASTConfig):
-        super().__init__(config)
+        with warnings.catch_warnings():  # a pretraining model's data has no classes: AST's head is 0-wide, then dropped
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            super().__init__(config)
         if config.pretrain_heads:
             self.head = nn.Identity()  # no classifier in a pretraining model
             d = config.embed_dim
