@@ -103,12 +103,18 @@ def test_pretrain_coarse_to_fine_then_fine_tune_from_the_run(tmp_path, capsys):
     assert "mask_embed" not in tuned and "head.fc.weight" in tuned
 
 
-def test_frame_based_pretraining_masks_at_random(tmp_path):
+def test_frame_based_pretraining_masks_at_random_and_fine_tunes(tmp_path):
     pre = tmp_path / "frame"
     settings = [*SSAST, "model.patch_size=[128, 2]", "pretrain.mask_patch=50", "c2f.method=avgpool", "c2f.phase_epochs=[1, 1]"]
     assert main(["pretrain", "demo", "--out", str(pre), "--quiet", *_sets(settings)]) == 0
     recs = json.loads((pre / "log.json").read_text())["records"]
     assert [(r["R"], r["tokens"]) for r in recs] == [(4, 16), (1, 64)]
+    ft = tmp_path / "ft"
+    args = ["model.arch=ssast", "model.preset=micro", "model.patch_size=[128, 2]", "data.train_clips=16", "data.val_clips=8",
+            "train.batch_size=8", "train.threads=1", "train.epochs=1", "c2f.schedule=1", f"model.init_from={pre}"]
+    assert main(["train", "demo", "--out", str(ft), "--quiet", *_sets(args)]) == 0
+    tuned, pretrained = load_file(ft / "model.safetensors"), load_file(pre / "model.safetensors")
+    assert tuned["patch_embed.proj.weight"].shape == pretrained["patch_embed.proj.weight"].shape == (64, 1, 128, 2)
 
 
 def test_pretrain_refuses_a_classification_config(tmp_path, capsys):
