@@ -1,6 +1,6 @@
 """Shared helpers of the benchmark scripts: machine description, timing, tables, JSON output.
 
-Not a benchmark itself. The scripts put this folder on ``sys.path`` and ``import _common``.
+Not a benchmark itself. The scripts ``import _common``: run as scripts, their folder is on the path.
 """
 
 from __future__ import annotations

@@ -23,21 +23,18 @@ alike; ``--sequential`` times them one after another instead (less memory).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
-from coarse2fine.compression import Compression  # noqa: E402
-from coarse2fine.features import FbankConfig, FeatureSpec, extract  # noqa: E402
-from coarse2fine.model import AST, ast_config, ast_training_flops  # noqa: E402
-from coarse2fine.optim import OptimConfig, build_optimizer, build_scheduler  # noqa: E402
+from coarse2fine.compression import Compression
+from coarse2fine.features import FbankConfig, FeatureSpec, extract
+from coarse2fine.model import AST, ast_config, ast_training_flops
+from coarse2fine.optim import OptimConfig, build_optimizer, build_scheduler
 
 NAME = "epoch_time_vs_flops"
 TARGET = 1.10  # time ratio may exceed the FLOPs ratio by at most this factor

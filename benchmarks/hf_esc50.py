@@ -13,9 +13,17 @@ Reported (machine, threads and load average with the figures): seconds per train
 each pipeline (median over epochs), each run's best accuracy, and the training time each needs
 to reach the HF run's best accuracy (for the HF run, the time to its best epoch), with the
 speedup; HF preprocessing is counted in the HF time. All runs are made in this one process, back
-to back; run it alone on the machine.
+to back; run it alone on the machine. coarse2fine's runs go to ``--out`` as an experiment's do: a
+finished run of the same config already there is reused, not trained again (point ``--out`` at
+an empty folder to time all three in this process).
+
+Since epoch times of runs made at different moments differ with what else the machine does,
+the script first times one training step of HF's model and of ours on the same batches with the
+same loop body, in alternating blocks of ``--block-steps`` steps in this process (``step_ms``):
+the per-epoch comparison that other load moves least.
 
     python benchmarks/hf_esc50.py --out runs/hf_esc50     # transformers is a test extra
+    python benchmarks/hf_esc50.py --steps-only            # the per-step comparison alone, ~1 min
 """
 
 from __future__ import annotations
@@ -97,6 +105,47 @@ def train_hf(cfg, train_x, train_y, val_x, val_y, num_classes: int) -> dict:
     return {"epoch_s": times, "acc": accs}
 
 
+def step_costs(cfg, train_x, train_y, num_classes: int, blocks: int, block: int) -> dict:
+    """Milliseconds per training step of HF's model and ours on the same batches, with the same
+    loop body (SpecAugment, forward, cross-entropy, backward, Adam, scheduler, ``loss.item()``),
+    timed in this process in alternating blocks of ``block`` steps (a block keeps one model's
+    working set warm; alternating shares whatever else the machine does between the two)."""
+    from coarse2fine.config import phase_model_config
+    from coarse2fine.model.registry import get_arch
+
+    torch.manual_seed(cfg.train.seed)
+    ours = get_arch(cfg.model.arch).model_cls(phase_model_config(cfg, 1, num_classes))
+    models = {"hf": (hf_model(cfg, num_classes), lambda m, x: m(input_values=x).logits), "ours": (ours, lambda m, x: m(x))}
+    gen, aug, bs = torch.Generator().manual_seed(0), cfg.augment, cfg.train.batch_size
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(cfg.train.seed))
+    batches = [order[i:i + bs] for i in range(0, len(order) - bs + 1, bs)]
+    steps = {}
+    for name, (model, logits) in models.items():
+        opt = build_optimizer(model.parameters(), cfg.train.optim)
+        steps[name] = (model.train(), logits, opt, build_scheduler(opt, len(batches), cfg.train.optim))
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    k = 0
+    for b in range(blocks + 1):  # the first round warms up
+        for name, (model, logits, opt, sched) in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(block):
+                idx = batches[k % len(batches)]
+                k += 1
+                x = spec_augment(train_x[idx], aug.freqm, aug.timem, 1, gen, aug.spec_masks, aug.mask_value)
+                loss = F.cross_entropy(logits(model, x), train_y[idx])
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                sched.step()
+                loss.item()
+            if b > 0:
+                times[name].append(1e3 * (time.perf_counter() - t0) / block)
+    out = {name: {"ms_per_step": statistics.median(t), "min": min(t), "max": max(t)} for name, t in times.items()}
+    out["hf_over_ours"] = out["hf"]["ms_per_step"] / out["ours"]["ms_per_step"]
+    out["blocks"], out["block_steps"] = blocks, block
+    return out
+
+
 def time_to(accs: list[float], cum: list[float], target: float) -> float | None:
     """Cumulative training time at the first epoch whose accuracy reaches ``target``."""
     return next((c for a, c in zip(accs, cum) if a >= target), None)
@@ -108,13 +157,22 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--method", default="fshift")
     parser.add_argument("--out", type=Path, default=Path("runs/hf_esc50"))
+    parser.add_argument("--step-blocks", type=int, default=6, help="alternating blocks of the per-step comparison")
+    parser.add_argument("--block-steps", type=int, default=25, help="training steps per block")
+    parser.add_argument("--steps-only", action="store_true", help="only the per-step comparison, no training runs")
     args = parser.parse_args()
     cfg = load_config(args.config, [*args.overrides, "data.in_memory=off"])
     splits = load_splits(cfg)
     num_classes = splits.train.num_classes
     train_x, hf_prep_s = hf_features(splits.train.waves, cfg)
+    train_y = splits.train.targets.argmax(-1)
+    per_step = step_costs(cfg, train_x, train_y, num_classes, args.step_blocks, args.block_steps)
+    machine = _common.machine_info(torch.device("cpu"), ["transformers"])
+    if args.steps_only:
+        print(json.dumps({"config": cfg.name, "machine": machine, "step_ms": per_step}, indent=2))
+        return
     val_x, _ = hf_features(splits.val.waves, cfg)
-    train_y, val_y = splits.train.targets.argmax(-1), splits.val.targets.argmax(-1)
+    val_y = splits.val.targets.argmax(-1)
     hf = train_hf(cfg, train_x, train_y, val_x, val_y, num_classes)
     ours_cfg = load_config(args.config, args.overrides)
     base, runs = run_experiment(ours_cfg, [Variant(args.method, "4-1")], args.out, progress=False)
@@ -133,7 +191,7 @@ def main() -> None:
                      "time_to_hf_best_s": time_to([r["acc"] for r in c2f.records], [r["cum_time"] for r in c2f.records], hf_best)},
     }
     ours = rows["ours_4-1"]["time_to_hf_best_s"]
-    result = {"config": cfg.name, "method": args.method, "machine": _common.machine_info(torch.device("cpu"), ["transformers"]),
+    result = {"config": cfg.name, "method": args.method, "machine": machine, "step_ms": per_step,
               "rows": rows, "speedup_to_hf_best": (rows["hf"]["time_to_hf_best_s"] / ours) if ours else None,
               "hf_acc": hf["acc"], "hf_epoch_s": hf["epoch_s"]}
     print(json.dumps(result, indent=2))

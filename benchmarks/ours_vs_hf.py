@@ -26,19 +26,17 @@ import argparse
 import copy
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
-from coarse2fine.model import AST, ast_config  # noqa: E402
-from coarse2fine.model.hf import ast_config_from_hf, load_hf_state_dict  # noqa: E402
-from coarse2fine.optim import OptimConfig, build_optimizer  # noqa: E402
+from coarse2fine.model import AST, ast_config
+from coarse2fine.model.hf import ast_config_from_hf, load_hf_state_dict
+from coarse2fine.optim import OptimConfig, build_optimizer
 
 NAME = "ours_vs_hf"
 TOLERANCE = 1e-4

@@ -19,7 +19,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 MACHINE_KEYS = {"cpu", "cpu_cores", "torch_threads", "torch", "device"}
 
 
-def _load(name: str):
+def _load(name: str, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # as when run as a script: its folder is on the path
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -54,8 +55,8 @@ def test_epoch_time_vs_flops_runs_as_a_script(tmp_path):
     assert 0 < patch4["flops_ratio"] < fshift2["flops_ratio"] < 1
 
 
-def test_epoch_time_vs_flops_model_only_in_process(tmp_path):
-    bench = _load("epoch_time_vs_flops")
+def test_epoch_time_vs_flops_model_only_in_process(tmp_path, monkeypatch):
+    bench = _load("epoch_time_vs_flops", monkeypatch)
     out = tmp_path / "model_only.json"
     data = bench.main(["--quick", "--shapes", "micro", "--target-length", "32", "--R", "2", "--methods", "patch",
                        "--model-only", "--sequential", "--warmup", "0", "--steps", "1", "--out", str(out)])
@@ -65,9 +66,9 @@ def test_epoch_time_vs_flops_model_only_in_process(tmp_path):
     assert data["settings"]["model_only"] and data["settings"]["sequential"]
 
 
-def test_ours_vs_hf_quick(tmp_path):
+def test_ours_vs_hf_quick(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
-    bench = _load("ours_vs_hf")
+    bench = _load("ours_vs_hf", monkeypatch)
     out = tmp_path / "hf.json"
     data = bench.main(["--quick", "--shape", "micro", "--target-length", "64", "--batch-size", "2",
                        "--eval-batch-size", "2", "--warmup", "0", "--steps", "1", "--out", str(out)])

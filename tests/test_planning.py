@@ -1,6 +1,9 @@
 """The compute-budget planner: its arithmetic against the analytic FLOPs, and the plan command."""
 
+import json
+
 import pytest
+import yaml
 
 from coarse2fine.accounting import phase_costs
 from coarse2fine.cli import main
@@ -52,3 +55,36 @@ def test_plan_command_prints_candidates_and_writes_the_chosen_config(tmp_path, c
     costs = phase_costs(planned, 8)
     predicted = 200 * sum(c.epochs * c.train_flops_per_clip for c in costs)
     assert planned.c2f.schedule == "4-1" and planned.c2f.planned_flops == predicted <= 3e12
+
+
+def test_a_planned_run_is_compared_with_its_prediction(tmp_path, capsys):
+    out = tmp_path / "plan.yaml"
+    small = ["train.batch_size=8", "data.train_clips=64", "data.val_clips=16"]
+    assert main(["plan", "demo", "--budget-flops", "3e10", "--rounds", "2", "--quiet", "--out", str(out),
+                 *[a for s in small for a in ("--set", s)]]) == 0
+    capsys.readouterr()
+    assert main(["train", str(out), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert main(["compare", str(tmp_path / "run"), str(tmp_path / "run"), "--format", "markdown", "--calibrate-rounds", "2"]) == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.startswith("run: planned"))
+    planned = load_config(out)
+    measured = json.loads((tmp_path / "run" / "log.json").read_text())["records"][-1]["cum_flops"]
+    assert measured == pytest.approx(planned.c2f.planned_flops, rel=1e-9)  # the analytic FLOPs are the plan's
+    assert "(1.000x)" in line and "Time save: calibrated" in text
+
+
+def test_the_plan_extends_the_config_it_was_made_from(tmp_path, capsys, monkeypatch):
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs" / "mine.yaml").write_text("extends: demo\ntrain:\n  batch_size: 8\ndata:\n  train_clips: 200\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "elsewhere" / "plan.yaml"
+    assert main(["plan", "cfgs/mine.yaml", "--budget-flops", "3e12", "--rounds", "2", "--quiet", "--out", str(out),
+                 "--set", "features.mean=-5.0"]) == 0
+    written = yaml.safe_load(out.read_text())
+    assert written["extends"] == str(tmp_path / "cfgs" / "mine.yaml")
+    assert set(written) == {"extends", "name", "features", "train", "c2f"} and written["features"] == {"mean": -5.0}
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    planned = load_config(out)
+    assert planned.train.batch_size == 8 and planned.data.train_clips == 200 and planned.features.mean == -5.0
+    assert planned.c2f.phase_epochs == written["c2f"]["phase_epochs"] and planned.c2f.planned_flops > 0

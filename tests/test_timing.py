@@ -1,36 +1,35 @@
 """Time that other load hardly moves: interleaved step timing, calibrated time, and bench."""
 
 import json
-import time
 
 import pytest
 
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.savings import savings_table
-from coarse2fine.timing import Calibration, StepTiming, calibrated_records, interleaved, phase_key
-
-
-def busy(seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+from coarse2fine.timing import Calibration, StepTiming, calibrate, calibrated_records, interleaved, phase_key
 
 
 def test_interleaved_ratio_survives_a_burst_of_load():
-    # Case b costs 4x case a; during rounds 4-7 "other load" makes every step 3 ms slower.
-    state = {"round": 0}
+    # Case b costs 4x case a; during rounds 4-7 "other load" makes every step 3x slower. A
+    # simulated clock that the cases advance keeps this test about the arithmetic, not the machine.
+    clock = {"now": 0.0, "round": 0}
+    calls = []
 
-    def a():
-        busy(0.001 + (0.003 if 4 <= state["round"] < 8 else 0))
+    def step(name, cost):
+        def run():
+            slow = 3.0 if 4 <= clock["round"] < 8 else 1.0
+            clock["now"] += cost * slow
+            calls.append(name)
+            if len(calls) % 2 == 0:
+                clock["round"] += 1
+        return run
 
-    def b():
-        busy(0.004 + (0.003 if 4 <= state["round"] < 8 else 0))
-        state["round"] += 1
-
-    times = interleaved({"a": a, "b": b}, rounds=20, warmup=1)
+    times = interleaved({"a": step("a", 0.001), "b": step("b", 0.004)}, rounds=20, warmup=1, clock=lambda: clock["now"])
     ratios = sorted(tb / ta for ta, tb in zip(times["a"], times["b"]))
-    assert len(times["a"]) == 20 and ratios[len(ratios) // 2] == pytest.approx(4.0, rel=0.15)
+    assert len(times["a"]) == len(times["b"]) == 20 and all(r == pytest.approx(4.0) for r in ratios)
+    assert max(times["a"]) == pytest.approx(0.003) and sorted(times["a"])[10] == pytest.approx(0.001)
+    assert calls[:6] == ["a", "b", "b", "a", "a", "b"]  # the order rotates every round
 
 
 def _run(clips, flops_per_clip, R, phase, wall):
@@ -47,8 +46,9 @@ def _with_cum(records):
 
 def test_calibrated_time_is_clips_times_the_phase_cost_and_ignores_a_slowdown():
     cfg = load_config("demo")
-    cal = Calibration({"R=1": StepTiming("R=1", 1, 0.16, 0.15, 0.17, 16, 100),
-                       "fshift R=4": StepTiming("fshift R=4", 4, 0.04, 0.035, 0.045, 16, 24)}, 10, "cpu", 2, None)
+    k1, k4 = phase_key(cfg, 1), phase_key(cfg, 4)
+    cal = Calibration({k1: StepTiming(k1, 1, 0.16, 0.15, 0.17, 16, 100),
+                       k4: StepTiming(k4, 4, 0.04, 0.035, 0.045, 16, 24)}, 10, "cpu", 2, None)
     base = _with_cum([{**_run(320, 100, 1, 0, 3.2), "acc": a} for a in (0.5, 0.6, 0.7, 0.8)])
     quiet = _with_cum([{**_run(320, 24, 4, 0, 0.8), "acc": 0.4}] + [{**_run(320, 100, 1, 1, 3.2), "acc": a} for a in (0.7, 0.85)])
     # The same run with a competing load from its second epoch on: wall time doubles there.
@@ -63,7 +63,20 @@ def test_calibrated_time_is_clips_times_the_phase_cost_and_ignores_a_slowdown():
     # 320 x 2.5 ms + 2 x 320 x 10 ms = 7.2 s, a 43.75 % save, loaded or not.
     assert rows_q["Time save (%)"] == rows_l["Time save (%)"] == "43.75"
     assert float(rows_q["Wall time save (%)"]) - float(rows_l["Wall time save (%)"]) > 40
-    assert phase_key(cfg, 1) == "R=1" and phase_key(cfg, 4) == "fshift R=4"
+    assert k1.startswith("R=1 [") and k4.startswith("fshift R=4 [")
+
+
+def test_runs_whose_steps_differ_get_their_own_calibration():
+    # A switching rule or schedule leaves the step as it is; patchout (fewer tokens) does not.
+    plain = load_config("demo")
+    switched = load_config("demo", ["c2f.switch=plateau", "c2f.schedule=2-1"])
+    patchout = load_config("demo", ["model.overrides.pos_embed=disentangled", "model.overrides.patchout_time=2"])
+    assert phase_key(plain, 1) == phase_key(switched, 1)
+    assert phase_key(plain, 1) != phase_key(patchout, 1)
+    assert phase_key(plain, 4) != phase_key(load_config("demo", ["train.batch_size=8"]), 4)
+    cal = calibrate([plain, patchout], 8, rounds=2, warmup=1)
+    assert {phase_key(plain, 1), phase_key(patchout, 1), phase_key(plain, 4), phase_key(patchout, 4)} == set(cal.steps)
+    assert cal.steps[phase_key(patchout, 1)].flops_per_clip < cal.steps[phase_key(plain, 1)].flops_per_clip
 
 
 def test_bench_json_lists_every_phase(capsys):

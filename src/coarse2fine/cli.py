@@ -15,7 +15,7 @@ import torch
 from coarse2fine import __version__, atomic
 from coarse2fine.accounting import baseline_costs, phase_costs, run_flops_per_clip
 from coarse2fine.compression import METHODS
-from coarse2fine.config import config_from_dict, load_config, preset_names, save_config
+from coarse2fine.config import config_from_dict, config_reference, load_config, preset_names, save_config
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
 from coarse2fine.distributed import resolve_device
@@ -427,7 +427,7 @@ def cmd_plan(args) -> int:
           + f"; step times from {cal.rounds} interleaved rounds on {cal.device} (load average {cal.load_avg})")
     print(format_table(rows, "text"), end="")
     out = Path(args.out or f"{cfg.name}_plan.yaml")
-    save_config(planned_config(cfg, chosen), out)
+    save_config(planned_config(cfg, chosen), out, extends=config_reference(args.config))
     print(f"wrote {out}: schedule {chosen.schedule}, phase epochs {list(chosen.phase_epochs)}; "
           f"train it with `coarse2fine train {out} --out runs/plan`, then `coarse2fine compare` shows predicted vs measured")
     return 0
@@ -458,9 +458,11 @@ def cmd_compare(args) -> int:
                           args.calibrate_rounds, None, logs[0].get("inputs", "waveforms"))
     names = [p.parent.name for p in paths[1:]]
     print(format_table(savings_table("Baseline", records[0], dict(zip(names, records[1:])), metric, higher=higher), args.format), end="")
+    notes = [TIME_NOTE["cum_cal_time" in records[0][0]], *_plan_lines(configs, records, ["baseline", *names])]
     if args.format == "text":
-        print(TIME_NOTE["cum_cal_time" in records[0][0]])
-        print("\n".join(_plan_lines(configs, records, ["baseline", *names])))
+        print("\n".join(notes))
+    elif args.format == "markdown":  # notes as paragraphs under the table
+        print("\n" + "\n\n".join(notes))
     return 0
 
 

@@ -9,12 +9,13 @@ enumerated value (naming the key and the allowed values), and the model geometry
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -496,6 +497,36 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
     return config_from_dict(apply_overrides(resolve_extends(values, base_dir), overrides))
 
 
-def save_config(cfg: RunConfig, path: Path) -> None:
-    """Write ``cfg`` as YAML."""
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def config_reference(name_or_path: str) -> str:
+    """How another config file refers to this one in ``extends``: a shipped preset by its name,
+    a file by its absolute path (the other file may live elsewhere)."""
+    if not _looks_like_file(name_or_path) and name_or_path in preset_names():
+        return name_or_path
+    return str(Path(name_or_path).resolve())
+
+
+def config_delta(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``new`` that differ from ``base``, nested as in a config file."""
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        if key not in base:
+            out[key] = value
+            continue
+        old = base[key]
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            if sub := config_delta(old, value):
+                out[key] = sub
+        elif value != old:
+            out[key] = value
+    return out
+
+
+def save_config(cfg: RunConfig, path: Path, extends: str | None = None) -> None:
+    """Write ``cfg`` as YAML: every value, or, given the preset or config file it was made from
+    (``extends``), ``extends:`` and only what differs from it, when that reads back as ``cfg``."""
+    values = cfg.to_dict()
+    if extends is not None:
+        short = {"extends": extends, **config_delta(load_config(extends).to_dict(), values)}
+        if config_from_dict(resolve_extends(copy.deepcopy(short))).to_dict() == values:
+            values = short
+    path.write_text(yaml.safe_dump(values, sort_keys=False))

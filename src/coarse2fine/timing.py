@@ -18,6 +18,8 @@ load hits every case alike; medians over the rounds, and the spread of the per-r
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import statistics
 import time
@@ -36,13 +38,26 @@ from coarse2fine.objectives import build_objective
 from coarse2fine.optim import build_optimizer
 
 
+def step_signature(cfg: RunConfig) -> str:
+    """A short digest of every setting besides the schedule that changes what one training step
+    costs (model family, size and options such as patchout, features, batch, augmentation,
+    objective, precision, clip length): runs that share it share their calibrated step times."""
+    model = dataclasses.replace(cfg.model, init_from=None)
+    t = cfg.train
+    parts = (model, cfg.features, cfg.augment, t.batch_size, t.amp, t.objective, t.loss, cfg.data.clip_seconds)
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
+
+
 def phase_key(cfg: RunConfig, R: int) -> str:
-    """The name of a phase's step for calibration: the method matters only below full resolution."""
-    if R == 1:
-        return "R=1"
+    """The name of a phase's step for calibration: the method matters only below full resolution;
+    the :func:`step_signature` tells apart runs whose steps differ otherwise (e.g. with patchout)."""
     c = cfg.c2f
-    method = f"patch-{'pi' if c.patch_resize == 'pi' else 'bl'}" if c.method == "patch" else c.method
-    return f"{method} R={R}" + (" wide window" if c.scale_window and c.method == "fshift" else "")
+    if R == 1:
+        base = "R=1"
+    else:
+        method = f"patch-{'pi' if c.patch_resize == 'pi' else 'bl'}" if c.method == "patch" else c.method
+        base = f"{method} R={R}" + (" wide window" if c.scale_window and c.method == "fshift" else "")
+    return f"{base} [{step_signature(cfg)}]"
 
 
 class StepCase:
@@ -95,8 +110,8 @@ class StepCase:
         loss.item()
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
-    """Seconds one call takes: CUDA events on a GPU, ``perf_counter`` with a sync otherwise."""
+def _timer(device: torch.device, clock: Callable[[], float] = time.perf_counter) -> Callable[[Callable[[], None]], float]:
+    """Seconds one call takes: CUDA events on a GPU, ``clock`` (``perf_counter``) otherwise."""
     if device.type == "cuda":
         def cuda_time(fn: Callable[[], None]) -> float:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -108,17 +123,18 @@ def _timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
         return cuda_time
 
     def cpu_time(fn: Callable[[], None]) -> float:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        return time.perf_counter() - t0
+        return clock() - t0
     return cpu_time
 
 
 def interleaved(cases: Mapping[str, Callable[[], None]], rounds: int, warmup: int = 2,
-                device: torch.device = torch.device("cpu")) -> dict[str, list[float]]:
+                device: torch.device = torch.device("cpu"),
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Per case, the seconds of each timed round: every round runs one step of every case, the
-    order rotated by one each round; ``warmup`` untimed rounds first."""
-    keys, timer = list(cases), _timer(device)
+    order rotated by one each round; ``warmup`` untimed rounds first. ``clock`` times CPU steps."""
+    keys, timer = list(cases), _timer(device, clock)
     times: dict[str, list[float]] = {k: [] for k in keys}
     for r in range(warmup + rounds):
         shift = r % len(keys)
