@@ -89,6 +89,8 @@ def test_extends_is_relative_to_the_file_that_extends(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path.parent)  # not the folder the configs are in
     cfg = load_config(tmp_path / "configs" / "run.yaml")
     assert cfg.name == "run" and cfg.train.epochs == 3 and cfg.data.kind == "synthetic"
+    # A file without a name of its own is named after itself, not after what it extends.
+    assert load_config(tmp_path / "configs" / "base.yaml").name == "base"
 
 
 def test_legacy_flat_feature_keys_move_under_fbank():

@@ -492,8 +492,11 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 
 def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a preset or YAML file, apply overrides, and check the result (see the module docstring)."""
+    """Read a preset or YAML file, apply overrides, and check the result (see the module docstring).
+    A file that sets no ``name`` is named after itself, not after the preset it extends."""
     values, base_dir = read_yaml(name_or_path)
+    if base_dir is not None and "name" not in values:
+        values["name"] = Path(name_or_path).stem
     return config_from_dict(apply_overrides(resolve_extends(values, base_dir), overrides))
 
 

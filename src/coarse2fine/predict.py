@@ -118,6 +118,18 @@ class _Clip:
     scores: list[torch.Tensor] = field(default_factory=list)
 
 
+def _window_and_hop(spec: FeatureSpec, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
+    """Samples per scoring window (default: the model's window) and between windows (default:
+    half a window); a window longer than the model's is allowed, with a warning."""
+    sr = spec.frontend.sample_rate
+    win = window_samples(spec) if window_seconds is None else int(round(window_seconds * sr))
+    hop = max(1, win // 2) if hop_seconds is None else int(round(hop_seconds * sr))
+    if window_seconds is not None and win > window_samples(spec):
+        log.warning("window of %.3f s is longer than the model's %.3f s: its end is cut off by the model",
+                    win / sr, window_samples(spec) / sr)
+    return win, hop
+
+
 def predict_files(
     model: C2FModel,
     paths: Sequence[str | os.PathLike],
@@ -149,11 +161,7 @@ def predict_files(
     if batch_size < 1 or top_k < 1:
         raise ValueError(f"batch_size and top_k must be positive, got {batch_size} and {top_k}")
     sr = feature_spec.frontend.sample_rate
-    win = window_samples(feature_spec) if window_seconds is None else int(round(window_seconds * sr))
-    hop = max(1, win // 2) if hop_seconds is None else int(round(hop_seconds * sr))
-    if window_seconds is not None and win > window_samples(feature_spec):
-        log.warning("window of %.3f s is longer than the model's %.3f s: its end is cut off by the model",
-                    win / sr, window_samples(feature_spec) / sr)
+    win, hop = _window_and_hop(feature_spec, window_seconds, hop_seconds)
     dev = torch.device(device)
     model = model.to(dev).eval()
     dtype = next(model.parameters()).dtype
@@ -178,7 +186,7 @@ def predict_files(
             if not skip_errors:
                 raise
             log.warning("skipping %s", err)
-            results[i] = Prediction(path=path, error=str(err))
+            results[i] = Prediction(path=path, error=err.problem)
             continue
         clip = _Clip(i, path, int(wave.numel()), window_starts(int(wave.numel()), win, hop))
         clips.append(clip)
