@@ -52,3 +52,11 @@ def test_flops_command_text(capsys):
     assert main(["flops", "demo", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "train GFLOPs/clip" in out and "vs R=1" in out and "0.240" in out
+
+
+def test_flops_without_the_data_says_how_to_do_without(capsys, tmp_path):
+    missing = str(tmp_path / "no_esc50_here")
+    assert main(["flops", "htsat_esc50-cpu", "--quiet", "--set", f"data.root={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert "no_esc50_here" in err and "--classes N" in err
+    assert main(["flops", "htsat_esc50-cpu", "--quiet", "--set", f"data.root={missing}", "--classes", "50"]) == 0

@@ -366,7 +366,7 @@ def cmd_check(args) -> int:
 
 def cmd_flops(args) -> int:
     cfg = load_config(args.config, _run_overrides(args))
-    classes = args.classes if args.classes is not None else count_classes(cfg)
+    classes = args.classes if args.classes is not None else _classes_from_data(cfg)
     costs, base = phase_costs(cfg, classes), baseline_costs(cfg, classes)
     run, baseline = run_flops_per_clip(costs), run_flops_per_clip(base)
     full = base[0].train_flops_per_clip
@@ -390,7 +390,7 @@ def cmd_flops(args) -> int:
 
 def cmd_bench(args) -> int:
     cfg = load_config(args.config, _run_overrides(args))
-    classes = args.classes if args.classes is not None else count_classes(cfg)
+    classes = args.classes if args.classes is not None else _classes_from_data(cfg)
     serves = args.inputs or input_kind(cfg, count_clips(cfg))
     rows = bench(cfg, classes, args.rounds, args.warmup, args.device, serves)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -431,6 +431,14 @@ def cmd_plan(args) -> int:
     print(f"wrote {out}: schedule {chosen.schedule}, phase epochs {list(chosen.phase_epochs)}; "
           f"train it with `coarse2fine train {out} --out runs/plan`, then `coarse2fine compare` shows predicted vs measured")
     return 0
+
+
+def _classes_from_data(cfg) -> int:
+    """The config's number of classes, read from its data; the error says how to do without."""
+    try:
+        return count_classes(cfg)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{err} (or give --classes N: only the classifier's size needs the data)") from err
 
 
 def _plan_lines(configs: list, records: list, names: list) -> list[str]:
