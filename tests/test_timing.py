@@ -74,6 +74,7 @@ def test_runs_whose_steps_differ_get_their_own_calibration():
     assert phase_key(plain, 1) == phase_key(switched, 1)
     assert phase_key(plain, 1) != phase_key(patchout, 1)
     assert phase_key(plain, 4) != phase_key(load_config("demo", ["train.batch_size=8"]), 4)
+    assert phase_key(plain, 1) != phase_key(load_config("demo", ["train.optim.optimizer=adamw"]), 1)
     cal = calibrate([plain, patchout], 8, rounds=2, warmup=1)
     assert {phase_key(plain, 1), phase_key(patchout, 1), phase_key(plain, 4), phase_key(patchout, 4)} == set(cal.steps)
     assert cal.steps[phase_key(patchout, 1)].flops_per_clip < cal.steps[phase_key(plain, 1)].flops_per_clip

@@ -41,10 +41,12 @@ from coarse2fine.optim import build_optimizer
 def step_signature(cfg: RunConfig) -> str:
     """A short digest of every setting besides the schedule that changes what one training step
     costs (model family, size and options such as patchout, features, batch, augmentation,
-    objective, precision, clip length): runs that share it share their calibrated step times."""
+    objective and its masking, loss, optimizer, precision, clip length): runs that share it share
+    their calibrated step times."""
     model = dataclasses.replace(cfg.model, init_from=None)
     t = cfg.train
-    parts = (model, cfg.features, cfg.augment, t.batch_size, t.amp, t.objective, t.loss, cfg.data.clip_seconds)
+    parts = (model, cfg.features, cfg.augment, cfg.pretrain, t.batch_size, t.amp, t.objective, t.loss, t.optim,
+             cfg.data.clip_seconds)
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
 
 
