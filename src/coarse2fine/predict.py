@@ -130,6 +130,18 @@ def _window_and_hop(spec: FeatureSpec, window_seconds: float | None, hop_seconds
     return win, hop
 
 
+def _score_windows(model: C2FModel, batch: list[tuple[_Clip, torch.Tensor]], spec: FeatureSpec,
+                   multilabel: bool) -> None:
+    """Features and class scores of a batch of (clip, window) pairs, on the model's device and in
+    its dtype; each window's scores are appended to its clip's."""
+    param = next(model.parameters())
+    waves = torch.stack([w for _, w in batch]).to(param.device)
+    with torch.inference_mode():
+        probs = _activation(model(extract(waves, spec).to(param.dtype)).float(), multilabel).cpu()
+    for (clip, _), p in zip(batch, probs):
+        clip.scores.append(p)
+
+
 def predict_files(
     model: C2FModel,
     paths: Sequence[str | os.PathLike],
@@ -162,21 +174,11 @@ def predict_files(
         raise ValueError(f"batch_size and top_k must be positive, got {batch_size} and {top_k}")
     sr = feature_spec.frontend.sample_rate
     win, hop = _window_and_hop(feature_spec, window_seconds, hop_seconds)
-    dev = torch.device(device)
-    model = model.to(dev).eval()
-    dtype = next(model.parameters()).dtype
+    model = model.to(torch.device(device)).eval()
 
     results: list[Prediction | None] = [None] * len(paths)
     pending: list[tuple[_Clip, torch.Tensor]] = []
     clips: list[_Clip] = []
-
-    def score(batch: list[tuple[_Clip, torch.Tensor]]) -> None:
-        waves = torch.stack([w for _, w in batch]).to(dev)
-        with torch.inference_mode():
-            feats = extract(waves, feature_spec).to(dtype)
-            probs = _activation(model(feats).float(), multilabel).cpu()
-        for (clip, _), p in zip(batch, probs):
-            clip.scores.append(p)
 
     for i, raw_path in enumerate(paths):
         path = os.fspath(raw_path)
@@ -192,10 +194,10 @@ def predict_files(
         clips.append(clip)
         pending.extend((clip, fix_length(wave[s:s + win], win)) for s in clip.starts)
         while len(pending) >= batch_size:
-            score(pending[:batch_size])
+            _score_windows(model, pending[:batch_size], feature_spec, multilabel)
             del pending[:batch_size]
     if pending:
-        score(pending)
+        _score_windows(model, pending, feature_spec, multilabel)
 
     for clip in clips:
         results[clip.index] = _clip_prediction(clip, win, sr, labels, names, top_k, reduce)
