@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -47,7 +46,7 @@ from coarse2fine.savings import (
     metric_higher_is_better,
     savings_table,
 )
-from coarse2fine.timing import bench
+from coarse2fine.timing import bench, load_average
 from coarse2fine.train import NonFiniteLossError, train_run
 
 log = logging.getLogger("coarse2fine")
@@ -393,7 +392,7 @@ def cmd_bench(args) -> int:
     classes = args.classes if args.classes is not None else _classes_from_data(cfg)
     serves = args.inputs or input_kind(cfg, count_clips(cfg))
     rows = bench(cfg, classes, args.rounds, args.warmup, args.device, serves)
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load = load_average()
     if args.json:
         print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "method": cfg.c2f.method, "batch": cfg.train.batch_size, "inputs": serves,
                           "rounds": args.rounds, "threads": torch.get_num_threads(), "load_avg": load,

@@ -414,6 +414,13 @@ def _looks_like_file(name: str) -> bool:
     return name.endswith((".yaml", ".yml")) or "/" in name or os.sep in name
 
 
+def _preset(name: str) -> Any:
+    """The shipped preset file a config name refers to, or None: a name that is clearly a file
+    (:func:`_looks_like_file`) or names no preset refers to none."""
+    res = resources.files("coarse2fine.presets") / f"{name}.yaml"
+    return res if not _looks_like_file(name) and res.is_file() else None
+
+
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         values = yaml.safe_load(text) or {}
@@ -445,8 +452,8 @@ def read_yaml(name_or_path: str | Path, base_dir: Path | None = None) -> tuple[d
     ``ValueError`` naming the file.
     """
     name = str(name_or_path)
-    res = resources.files("coarse2fine.presets") / f"{name}.yaml"
-    if not isinstance(name_or_path, Path) and not _looks_like_file(name) and res.is_file():
+    res = None if isinstance(name_or_path, Path) else _preset(name)
+    if res is not None:
         return _parse_yaml(res.read_text(), f"preset {name}"), None
     path = Path(name)
     if base_dir is not None and not path.is_absolute() and (base_dir / path).is_file():
@@ -503,7 +510,7 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
 def config_reference(name_or_path: str) -> str:
     """How another config file refers to this one in ``extends``: a shipped preset by its name,
     a file by its absolute path (the other file may live elsewhere)."""
-    if not _looks_like_file(name_or_path) and name_or_path in preset_names():
+    if _preset(name_or_path) is not None:
         return name_or_path
     return str(Path(name_or_path).resolve())
 

@@ -187,7 +187,8 @@ class Calibration:
                 "steps": {k: {**asdict(v), "per_clip": v.per_clip} for k, v in self.steps.items()}}
 
 
-def _load_avg() -> tuple[float, float, float] | None:
+def load_average() -> tuple[float, float, float] | None:
+    """The machine's 1, 5 and 15 minute load averages (2 decimals), or None where there are none."""
     try:
         return tuple(round(v, 2) for v in os.getloadavg())  # type: ignore[return-value]
     except OSError:
@@ -210,7 +211,7 @@ def calibrate(configs: Sequence[RunConfig], num_classes: int, rounds: int = 10, 
     for key, case in cases.items():
         q25, med, q75 = _quartiles(times[key])
         steps[key] = StepTiming(key, case.R, med, q25, q75, case.batch, int(case.flops_per_clip))
-    return Calibration(steps, rounds, str(dev), torch.get_num_threads(), _load_avg())
+    return Calibration(steps, rounds, str(dev), torch.get_num_threads(), load_average())
 
 
 def calibrated_records(records: Sequence[Mapping[str, Any]], cfg: RunConfig, cal: Calibration) -> list[dict[str, Any]]:
