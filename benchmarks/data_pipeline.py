@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from coarse2fine.cache import FeatureCache
+from coarse2fine.data.cache import FeatureCache
 from coarse2fine.data.cached import CachedFeatureDataset
 from coarse2fine.data.files import FileDataset
 from coarse2fine.data.manifest import fsdd_manifest

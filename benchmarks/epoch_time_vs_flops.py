@@ -2,7 +2,7 @@
 
 For each model shape and compression (Fshift: target_length/R frames computed with an R times
 longer frame shift; Patch: full-length input cut into 16 x 16R patches), one training step is
-timed as the training loop does it (``coarse2fine.train.train_one_epoch``): features from
+timed as the training loop does it (``coarse2fine.training.loop.train_one_epoch``): features from
 waveforms (fbank, pad/crop, normalise, compression transform), forward, cross-entropy, backward,
 Adam step, LR-scheduler step, ``loss.item()``. ``--model-only`` leaves feature extraction out
 (features are computed once, before timing).
@@ -30,11 +30,10 @@ import torch
 import torch.nn.functional as F
 
 import _common
-
 from coarse2fine.compression import Compression
 from coarse2fine.features import FbankConfig, FeatureSpec, extract
 from coarse2fine.model import AST, ast_config, ast_training_flops
-from coarse2fine.optim import OptimConfig, build_optimizer, build_scheduler
+from coarse2fine.training.optim import OptimConfig, build_optimizer, build_scheduler
 
 NAME = "epoch_time_vs_flops"
 TARGET = 1.10  # time ratio may exceed the FLOPs ratio by at most this factor
@@ -119,7 +118,7 @@ class Case:
         self.times: dict[str, list[float]] = {k: [] for k in (*PARTS, "step")}
 
     def features(self) -> torch.Tensor:
-        # What coarse2fine.train.featurize does.
+        # What coarse2fine.training.loop.featurize does.
         return self.comp.transform(extract(self.waves, self.spec))
 
     def step(self, record: bool) -> None:

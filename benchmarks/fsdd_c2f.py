@@ -22,8 +22,8 @@ import torch
 
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
-from coarse2fine.experiment import VARIANTS, Variant, run_experiment
-from coarse2fine.report import write_report
+from coarse2fine.experiments.grid import VARIANTS, Variant, run_experiment
+from coarse2fine.report.plots import write_report
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ features once (as ``dataset.map(preprocess)`` does in the audio-classification g
 ``ASTForAudioClassification`` of the same shape as ours trains. It trains in a plain PyTorch loop
 rather than the ``Trainer``: the leanest HF path (no per-step logging, callbacks or accelerate
 wrapping), so none of the Trainer's own overhead is counted against HF. To compare pipelines
-rather than recipes, the HF side gets the same optimizer and LR schedule (``coarse2fine.optim``),
+rather than recipes, the HF side gets the same optimizer and LR schedule (``coarse2fine.training.optim``),
 batch size, epochs, batch order and SpecAugment as the coarse2fine config; evaluation every
 epoch, outside the timed training.
 
@@ -34,16 +34,16 @@ import statistics
 import time
 from pathlib import Path
 
-import _common
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from coarse2fine.augment import spec_augment
+import _common
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
-from coarse2fine.experiment import Variant, run_experiment
-from coarse2fine.optim import build_optimizer, build_scheduler
+from coarse2fine.experiments.grid import Variant, run_experiment
+from coarse2fine.training.augment import spec_augment
+from coarse2fine.training.optim import build_optimizer, build_scheduler
 
 
 def hf_features(waves: torch.Tensor, cfg) -> tuple[torch.Tensor, float]:
@@ -62,9 +62,7 @@ def hf_model(cfg, num_classes: int):
     """ASTForAudioClassification of the config's AST size and geometry."""
     from transformers import ASTConfig, ASTForAudioClassification
 
-    from coarse2fine.config import phase_model_config
-
-    ours = phase_model_config(cfg, 1, num_classes)
+    ours = cfg.baseline().phase(0, num_classes).model_config
     torch.manual_seed(cfg.train.seed)
     return ASTForAudioClassification(ASTConfig(
         hidden_size=ours.embed_dim, num_hidden_layers=ours.depth, num_attention_heads=ours.num_heads,
@@ -110,11 +108,8 @@ def step_costs(cfg, train_x, train_y, num_classes: int, blocks: int, block: int)
     loop body (SpecAugment, forward, cross-entropy, backward, Adam, scheduler, ``loss.item()``),
     timed in this process in alternating blocks of ``block`` steps (a block keeps one model's
     working set warm; alternating shares whatever else the machine does between the two)."""
-    from coarse2fine.config import phase_model_config
-    from coarse2fine.model.registry import get_arch
-
     torch.manual_seed(cfg.train.seed)
-    ours = get_arch(cfg.model.arch).model_cls(phase_model_config(cfg, 1, num_classes))
+    ours = cfg.baseline().phase(0, num_classes).build_model()
     models = {"hf": (hf_model(cfg, num_classes), lambda m, x: m(input_values=x).logits), "ours": (ours, lambda m, x: m(x))}
     gen, aug, bs = torch.Generator().manual_seed(0), cfg.augment, cfg.train.batch_size
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(cfg.train.seed))

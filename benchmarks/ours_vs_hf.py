@@ -3,7 +3,7 @@
 Both models get the same shape (hidden size, layers, heads, MLP width, 16x16 patches, strides,
 max_length, mel bins, classes, LayerNorm eps), the same weights (the HF model's state dict,
 loaded into ours with ``coarse2fine.model.hf.load_hf_state_dict``), the same input, targets,
-loss (cross-entropy) and optimizer (Adam from ``coarse2fine.optim.build_optimizer``). Before
+loss (cross-entropy) and optimizer (Adam from ``coarse2fine.training.optim.build_optimizer``). Before
 timing, the logits of every HF variant are checked against ours (max |diff| <= 1e-4, eval mode)
 and so is the loss of the first training step; the check is printed, and a failure makes the
 script exit with status 2 after writing its JSON.
@@ -33,10 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import _common
-
 from coarse2fine.model import AST, ast_config
 from coarse2fine.model.hf import ast_config_from_hf, load_hf_state_dict
-from coarse2fine.optim import OptimConfig, build_optimizer
+from coarse2fine.training.optim import OptimConfig, build_optimizer
 
 NAME = "ours_vs_hf"
 TOLERANCE = 1e-4
@@ -327,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     lines += ["", _common.format_table(headers, table), "",
               "ours speedup = variant time / our time, from medians and (best) from each one's fastest step:",
               "> 1 means ours is faster (target >= 1 against every HF variant). Every row uses the same Adam",
-              "(coarse2fine.optim.build_optimizer) except 'ours + fused Adam', which shows what",
+              "(coarse2fine.training.optim.build_optimizer) except 'ours + fused Adam', which shows what",
               "torch.optim.Adam(fused=True) would change (< 1: faster than ours today)."]
     print("\n".join(lines))
 

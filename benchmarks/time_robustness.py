@@ -4,7 +4,7 @@ Trains a baseline and a coarse-to-fine run of a config (default: the demo, Fshif
 machine, then the coarse-to-fine run again with a competing load (a process doing matrix products
 on every core) started halfway through it. For both coarse-to-fine runs it reports the time save
 to reach the baseline's best, by measured wall time and by calibrated time (each phase's step
-cost timed interleaved in this process, times the steps each run took; see coarse2fine.timing),
+cost timed interleaved in this process, times the steps each run took; see coarse2fine.report.timing),
 with the load average at each measurement. Run it alone on the machine.
 
     python benchmarks/time_robustness.py                   # demo, about 3 minutes on 2 cores
@@ -22,15 +22,15 @@ import threading
 import time
 from pathlib import Path
 
-import _common
 import torch
 
+import _common
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import count_classes, load_splits
-from coarse2fine.experiment import Variant, variant_config
-from coarse2fine.savings import savings_table
-from coarse2fine.timing import calibrate, calibrated_records
-from coarse2fine.train import train_run
+from coarse2fine.experiments.grid import Variant, variant_config
+from coarse2fine.report.savings import savings_table
+from coarse2fine.report.timing import calibrate, calibrated_records
+from coarse2fine.training.loop import train_run
 
 LOAD = "import torch\ntorch.set_num_threads({threads})\na = torch.randn(800, 800)\nwhile True:\n    a @ a\n"
 

@@ -4,14 +4,13 @@ import json
 
 import pytest
 import torch
-
-from coarse2fine.accounting import baseline_costs, phase_costs, run_flops_per_clip
-from coarse2fine.cli import main
-from coarse2fine.config import load_config, phase_model_config
 from torch.utils.flop_counter import FlopCounterMode
 
-from coarse2fine.model import get_arch, register_cpu_sdpa_flops
+from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.model import register_cpu_sdpa_flops
 from coarse2fine.objectives import build_objective
+from coarse2fine.report.accounting import baseline_costs, phase_costs, run_flops_per_clip
 
 CASES = {
     "ast": ["c2f.method=patch"],
@@ -28,7 +27,7 @@ def test_phase_costs_are_what_flop_counter_measures(arch):
     objective = build_objective(cfg.train.objective, cfg)
     for c in costs:
         torch.manual_seed(0)
-        model = get_arch(arch).model_cls(phase_model_config(cfg, c.R, 8))
+        model = cfg.phase(c.phase - 1, 8).build_model()
         x = torch.randn(1, c.frames, c.mel_bins)
         register_cpu_sdpa_flops()
         with FlopCounterMode(display=False) as counter:  # exactly what one training step runs

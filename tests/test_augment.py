@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from coarse2fine.augment import (
+from coarse2fine.training.augment import (
     AugmentConfig,
     add_noise_and_roll,
     augment_features,

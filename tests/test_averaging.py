@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coarse2fine.averaging import WeightAverager, average_state_dicts
+from coarse2fine.training.averaging import WeightAverager, average_state_dicts
 
 
 def sd(w, b, n, h):

@@ -5,7 +5,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from coarse2fine.cache import FeatureCache, cache_key
+from coarse2fine.data.cache import FeatureCache, cache_key
 from coarse2fine.data.cached import CachedFeatureDataset
 from coarse2fine.data.files import FileDataset
 from coarse2fine.data.manifest import Entry

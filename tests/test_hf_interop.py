@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from coarse2fine.features import FeatureSpec, FbankConfig
+from coarse2fine.features import FbankConfig, FeatureSpec
 from coarse2fine.model.ast import AST, ASTConfig
 from coarse2fine.model.hf import AUDIOSET_MEAN, export_hf_checkpoint, load_hf_checkpoint
+from coarse2fine.model.patch_embed import resize_patch_kernel
 from coarse2fine.model.pretrained import (
     _default_target_length,
     convert_original_ast_state_dict,
@@ -19,7 +20,6 @@ from coarse2fine.model.pretrained import (
     init_from_imagenet,
     load_original_ast_checkpoint,
 )
-from coarse2fine.model.patch_embed import resize_patch_kernel
 
 transformers = pytest.importorskip("transformers")
 

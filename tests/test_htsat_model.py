@@ -108,7 +108,7 @@ def test_shapes_and_tokens_at_each_geometry(name):
     model = _model()
     full = model.config.stage_resolutions
     model.set_geometry(geo)
-    assert model.geometry == InputGeometry(geo.frames, MEL, time_patch_factor=geo.time_patch_factor)
+    assert model.geometry == geo  # set_geometry then geometry round-trips (time factor and resize included)
     assert model.config.stage_resolutions == [(h, w // r) for h, w in full]  # every stage: R times fewer tokens
     assert model.num_tokens == 64 * 64 // r
     assert model.patch_embed.proj.kernel_size == (4, 4 * geo.time_patch_factor)

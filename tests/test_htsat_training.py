@@ -10,7 +10,7 @@ from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.predict import load_run_for_inference, predict_files
-from coarse2fine.train import train_run
+from coarse2fine.training.loop import train_run
 
 # HTS-AT's front end at the demo's 16 kHz (hop 160 = 10 ms), the micro model with one chunk
 # (the demo's 1.28 s clips give 128 frames: 32 at R = 4, the fewest a 4-stage Swin can take).
@@ -73,10 +73,8 @@ def test_switching_an_ast_preset_to_htsat(tmp_path, capsys):
 
 
 def test_htsat_fits_any_preset_and_geometry_errors_name_the_fix():
-    from coarse2fine.config import phase_model_config
-
     for preset, chunks in (("demo", 1), ("fsdd_digits-cpu", 1), ("esc50-cpu", 2), ("audioset-cpu", 4), ("htsat_audioset", 4)):
         cfg = load_config(preset, ["model.arch=htsat", "model.preset=micro", "c2f.schedule=4-2-1"])
-        assert phase_model_config(cfg, 4, 2).num_chunks == chunks
+        assert cfg.phase(0, 2).model_config.num_chunks == chunks
     with pytest.raises(ValueError, match="at R=4 .*HTS-AT needs the frame count divisible by"):
         load_config("demo", ["model.arch=htsat", "model.preset=micro", "model.overrides.num_chunks=4"])

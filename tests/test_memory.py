@@ -9,7 +9,7 @@ from coarse2fine.data.datasets import synthetic_splits
 from coarse2fine.data.memory import FeatureStore, feature_bytes
 from coarse2fine.data.sources import in_memory, load_splits
 from coarse2fine.features import extract
-from coarse2fine.train import train_run
+from coarse2fine.training.loop import train_run
 
 SMALL = ["data.train_clips=16", "data.val_clips=8", "train.batch_size=8", "train.threads=1", "train.epochs=1"]
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from coarse2fine.metrics import (
+from coarse2fine.objectives.metrics import (
     METRICS,
     average_precision,
     d_prime,

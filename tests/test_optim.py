@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from coarse2fine.optim import OptimConfig, build_optimizer, build_scheduler, lr_factor
+from coarse2fine.training.optim import OptimConfig, build_optimizer, build_scheduler, lr_factor
 
 
 def test_warmup_then_step_decay():

@@ -75,7 +75,7 @@ def test_patchout_needs_disentangled_embeddings_and_cannot_export_to_hugging_fac
 def test_patchout_with_coarse_to_fine_trains_from_a_config(tmp_path):
     from coarse2fine.config import load_config
     from coarse2fine.data.sources import load_splits
-    from coarse2fine.train import train_run
+    from coarse2fine.training.loop import train_run
 
     cfg = load_config("demo", ["data.train_clips=16", "data.val_clips=8", "train.batch_size=8", "train.threads=1",
                                "train.epochs=1", "c2f.phase_epochs=[1, 1]", "model.overrides.pos_embed=disentangled",

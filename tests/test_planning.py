@@ -5,10 +5,10 @@ import json
 import pytest
 import yaml
 
-from coarse2fine.accounting import phase_costs
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
-from coarse2fine.planner import candidate, choose, phase_epochs_for, planned_config, schedule_config
+from coarse2fine.report.accounting import phase_costs
+from coarse2fine.report.planner import candidate, choose, phase_epochs_for, planned_config, schedule_config
 
 
 def test_phase_epochs_follow_the_initial_share():

@@ -83,7 +83,7 @@ def test_pretrain_coarse_to_fine_then_fine_tune_from_the_run(tmp_path, capsys):
     assert log["metrics"] == {"masked_acc": "max", "recon_mse": "min", "val_loss": "min"}
     assert all(0 <= r["masked_acc"] <= 1 and r["recon_mse"] > 0 for r in recs)
     cfg = load_config("demo", SSAST)
-    from coarse2fine.accounting import phase_costs
+    from coarse2fine.report.accounting import phase_costs
 
     costs = phase_costs(cfg, 8)
     assert [r["train_flops"] for r in recs] == [c.train_flops_per_clip * 16 for c in costs]

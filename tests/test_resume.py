@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from coarse2fine.checkpoint import load_checkpoint
 from coarse2fine.cli import main
+from coarse2fine.training.checkpoint import load_checkpoint
 
 SETTINGS = [
     "data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.threads=1", "train.epochs=2",

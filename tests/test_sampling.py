@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coarse2fine.sampling import balanced_sampler, balanced_weights
+from coarse2fine.training.sampling import balanced_sampler, balanced_weights
 
 
 def test_balanced_weights_by_hand():

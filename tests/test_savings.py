@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from coarse2fine.savings import (
+from coarse2fine.report.savings import (
     BaselineRef,
     Savings,
     baseline_reference,

@@ -12,11 +12,18 @@ import torch.nn as nn
 from coarse2fine.compression import Compression, InputGeometry
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
-from coarse2fine.model import C2FModel, arch_names, build_model, get_arch, measured_training_flops, model_from_config_dict
+from coarse2fine.model import (
+    C2FModel,
+    arch_names,
+    build_model,
+    get_arch,
+    measured_training_flops,
+    model_from_config_dict,
+)
 from coarse2fine.model.registry import _ARCHS, Arch, register
 from coarse2fine.objectives import Classification, objective_metrics
 from coarse2fine.predict import load_run_for_inference
-from coarse2fine.train import train_run
+from coarse2fine.training.loop import train_run
 
 
 @dataclass

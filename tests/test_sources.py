@@ -10,7 +10,7 @@ import soundfile as sf
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.data.validate import InvalidInputError
-from coarse2fine.train import train_run
+from coarse2fine.training.loop import train_run
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from coarse2fine.compression import InputGeometry
+from coarse2fine.config import PretrainConfig
 from coarse2fine.model.flops import measured_training_flops, register_cpu_sdpa_flops
 from coarse2fine.model.ssast import (
     PRETRAIN_PREFIXES,
@@ -25,10 +26,9 @@ from coarse2fine.model.ssast import (
     ssast_load_pretrained,
     ssast_make_config,
 )
-from coarse2fine.ssl import (
+from coarse2fine.objectives.masked_patch import (
     MASKED_PATCH_METRICS,
     MaskedPatchObjective,
-    PretrainConfig,
     cluster_mask,
     draw_masks,
     masked_patch_objective,

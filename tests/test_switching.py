@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from coarse2fine.checkpoint import load_checkpoint
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
-from coarse2fine.switching import budget_shares, leave_phase
+from coarse2fine.training.checkpoint import load_checkpoint
+from coarse2fine.training.switching import budget_shares, leave_phase
 
 
 def rec(phase, acc, loss=1.0, flops=10, time_s=1.0):
@@ -47,7 +47,7 @@ def test_plateau_leaves_after_patience_evaluations_without_improvement():
     cfg = cfg_with(patience=1, min_delta=0.01)
     assert leave_phase(cfg, [10, 10], cum([rec(0, 0.3), rec(0, 0.305)]), higher=True) is not None
     # Lower is better (a loss-like metric): a falling value is an improvement.
-    cfg.train.metric = "recon_mse"
+    cfg.train = SimpleNamespace(metric="recon_mse")
     recs = cum([{**rec(0, 0), "recon_mse": v} for v in (1.0, 0.8)])
     assert leave_phase(cfg, [10, 10], recs, higher=False) is None
 

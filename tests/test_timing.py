@@ -6,8 +6,8 @@ import pytest
 
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
-from coarse2fine.savings import savings_table
-from coarse2fine.timing import Calibration, StepTiming, calibrate, calibrated_records, interleaved, phase_key
+from coarse2fine.report.savings import savings_table
+from coarse2fine.report.timing import Calibration, StepTiming, calibrate, calibrated_records, interleaved, phase_key
 
 
 def test_interleaved_ratio_survives_a_burst_of_load():

@@ -8,9 +8,9 @@ from safetensors.torch import load_file
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
-from coarse2fine.experiment import Variant, run_experiment
+from coarse2fine.experiments.grid import Variant, run_experiment
 from coarse2fine.model import ast_training_flops, model_from_config_dict
-from coarse2fine.train import train_run
+from coarse2fine.training.loop import train_run
 
 SMALL = [
     "data.train_clips=32", "data.val_clips=16", "train.epochs=2", "train.batch_size=16",
@@ -20,9 +20,7 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def cfg():
-    c = load_config("demo", SMALL)
-    c.model.preset = "micro"
-    return c
+    return load_config("demo", [*SMALL, "model.preset=micro"])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def splits(cfg):
 
 @pytest.mark.parametrize("method", ["fshift", "avgpool", "patch"])
 def test_two_phase_run_records_flops_time_and_weights(cfg, splits, tmp_path, method):
-    cfg.c2f.schedule, cfg.c2f.method, cfg.c2f.phase_epochs = "4-1", method, [1, 2]
+    cfg = cfg.replace({"c2f.schedule": "4-1", "c2f.method": method, "c2f.phase_epochs": [1, 2]})
     result = train_run(cfg, splits, tmp_path, progress=False)
     recs = result.records
     assert [(r["epoch"], r["phase"], r["R"], r["phase_epoch"]) for r in recs] == [(1, 0, 4, 1), (2, 1, 1, 1), (3, 1, 1, 2)]
@@ -54,16 +52,14 @@ def test_two_phase_run_records_flops_time_and_weights(cfg, splits, tmp_path, met
 
 
 def test_training_learns_something(cfg, splits, tmp_path):
-    cfg.c2f.schedule, cfg.c2f.phase_epochs = "1", None
-    cfg.train.epochs = 3
+    cfg = cfg.replace({"c2f.schedule": "1", "c2f.phase_epochs": None, "train.epochs": 3})
     result = train_run(cfg, splits, tmp_path, progress=False)
     losses = [r["train_loss"] for r in result.records]
     assert losses[-1] < losses[0]
 
 
 def test_experiment_reuses_finished_runs(cfg, splits, tmp_path):
-    cfg.train.epochs = 1
-    cfg.c2f.phase_epochs = None
+    cfg = cfg.replace({"train.epochs": 1, "c2f.phase_epochs": None})
     base, runs = run_experiment(cfg, [Variant("maxpool", "2-1")], tmp_path, splits=splits, progress=False)
     assert list(runs) == ["Max Pool 21"]
     stamp = (tmp_path / "baseline" / "log.json").stat().st_mtime_ns

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from coarse2fine.cache import FeatureCache
+from coarse2fine.data.cache import FeatureCache
 from coarse2fine.data.datasets import ClipDataset
 from coarse2fine.data.files import FileDataset
 from coarse2fine.features import FeatureSpec, finish

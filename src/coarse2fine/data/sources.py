@@ -12,8 +12,8 @@ import logging
 
 import torch
 
-from coarse2fine.cache import FeatureCache
 from coarse2fine.config import RunConfig
+from coarse2fine.data.cache import FeatureCache
 from coarse2fine.data.cached import CachedFeatureDataset
 from coarse2fine.data.datasets import DataSplits, synthetic_splits
 from coarse2fine.data.esc50 import esc50_manifest
@@ -28,7 +28,7 @@ from coarse2fine.data.memory import FeatureStore, feature_bytes
 from coarse2fine.data.synthetic import CLASSES
 from coarse2fine.data.unlabeled import unlabeled_manifests
 from coarse2fine.data.validate import validate
-from coarse2fine.distributed import resolve_device
+from coarse2fine.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The models: a seam every family implements (:mod:`.base`), a registry by name (:mod:`.registry`),
-and the families: AST (:mod:`.ast`), HTS-AT (:mod:`.htsat`), SSAST (:mod:`.ssast`), registered
-when this package is imported (:mod:`.families`)."""
+and the families, each defined and registered in its own module: AST (:mod:`.ast`), HTS-AT
+(:mod:`.htsat`), SSAST (:mod:`.ssast`). Importing this package registers them."""
 
-from coarse2fine.model import families  # noqa: E402,F401,I001  (registers ast, htsat, ssast)
+from coarse2fine.model import ast, htsat, ssast  # noqa: F401,I001  (each registers its family)
 from coarse2fine.model.ast import (
     AST,
     PRESETS,

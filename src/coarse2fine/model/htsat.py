@@ -48,7 +48,7 @@ import torch.nn as nn
 from coarse2fine.compression import InputGeometry
 from coarse2fine.model.base import C2FModel, ConfigDict
 from coarse2fine.model.patch_embed import resize_patch_kernel
-from coarse2fine.model.registry import Arch
+from coarse2fine.model.registry import Arch, register
 from coarse2fine.model.swin import SwinStage, window_plan
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ class HTSATConfig(ConfigDict):
     ``target_length`` x ``num_mel_bins``: the input the model expects now (frames change between
     phases). ``patch_size`` is the full-resolution (freq, time) patch on the image;
     ``time_patch_factor`` k > 1 (the Patch compression method) makes it k times wider in time.
+    ``time_factor``: how many times fewer frames than at full resolution (Fshift and Pool coarse
+    phases); ``patch_resize``: the kernel resize that moved the patch to this geometry.
     ``depths`` and ``num_heads`` list the stages; the channels double at every stage.
     """
 
@@ -78,6 +80,8 @@ class HTSATConfig(ConfigDict):
     num_chunks: int = 4
     patch_size: tuple[int, int] = (4, 4)
     time_patch_factor: int = 1
+    time_factor: int = 1
+    patch_resize: str = "pi"
     embed_dim: int = 96
     depths: tuple[int, ...] = (2, 2, 6, 2)
     num_heads: tuple[int, ...] = (4, 8, 16, 32)
@@ -188,13 +192,15 @@ class HTSATConfig(ConfigDict):
     @property
     def geometry(self) -> InputGeometry:
         """The input geometry this config describes."""
-        return InputGeometry(self.target_length, self.num_mel_bins, time_patch_factor=self.time_patch_factor)
+        return InputGeometry(self.target_length, self.num_mel_bins, self.time_factor, self.time_patch_factor,
+                             self.patch_resize)  # type: ignore[arg-type]
 
     def at_geometry(self, geo: InputGeometry) -> HTSATConfig:
-        """This config moved to ``geo`` (validated): its frames and time patch factor."""
+        """This config moved to ``geo`` (validated): its frames, time factor and time patch factor."""
         if geo.mel_bins != self.num_mel_bins:
             raise ValueError(f"the model has {self.num_mel_bins} mel bins; the input geometry {geo.mel_bins}")
-        return dataclasses.replace(self, target_length=geo.frames, time_patch_factor=geo.time_patch_factor)
+        return dataclasses.replace(self, target_length=geo.frames, time_patch_factor=geo.time_patch_factor,
+                                   time_factor=geo.time_factor, patch_resize=geo.patch_resize)
 
 
 HTSAT_PRESETS: dict[str, dict[str, Any]] = {
@@ -498,13 +504,13 @@ def htsat_make_config(settings: Any, num_classes: int, geo: InputGeometry) -> HT
     overrides.setdefault("num_chunks", auto_chunks(geo.frames * geo.time_factor, geo.mel_bins))
     return htsat_config(
         settings.preset, num_classes=num_classes, num_mel_bins=geo.mel_bins, target_length=geo.frames,
-        patch_size=patch, time_patch_factor=geo.time_patch_factor, drop_path_rate=settings.drop_path_rate,
-        **overrides,
+        patch_size=patch, time_patch_factor=geo.time_patch_factor, time_factor=geo.time_factor,
+        patch_resize=geo.patch_resize, drop_path_rate=settings.drop_path_rate, **overrides,
     )
 
 
-HTSAT_ARCH = Arch(
+HTSAT_ARCH = register(Arch(
     name="htsat", model_cls=HTSAT, config_cls=HTSATConfig, presets=HTSAT_PRESETS,
     make_config=htsat_make_config, load_pretrained=htsat_load_pretrained,
     description="HTS-AT (Swin Transformer over a chunk-stacked 64-mel image, token-semantic classifier)",
-)
+))

@@ -14,7 +14,7 @@ family registers itself with :func:`register`::
 
 after which ``model.arch: mynet`` trains it coarse-to-fine through the same loop, accounting,
 checkpoints and commands as every other family. The shipped families register when the
-``coarse2fine.model`` package is imported (:mod:`coarse2fine.model.families`).
+``coarse2fine.model`` package is imported, each from its own module.
 """
 
 from __future__ import annotations

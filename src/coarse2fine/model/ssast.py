@@ -1,7 +1,7 @@
 """SSAST (Gong et al., AAAI 2022): the self-supervised Audio Spectrogram Transformer, on our AST.
 
 SSAST is AST's encoder (DeiT with cls + distillation tokens, learnable positional embedding)
-pretrained by joint masked patch modelling (the objective is in :mod:`coarse2fine.ssl`). Two
+pretrained by joint masked patch modelling (the objective is in :mod:`coarse2fine.objectives.masked_patch`). Two
 variants, chosen by the patch size (``model.patch_size`` in a run config):
 
 * **patch-based**: 16 x 16 patches, stride 16 (the default): 128 mel x 1024 frames -> 8 x 64 = 512 tokens;
@@ -51,7 +51,7 @@ from coarse2fine.model.ast import (
     ast_training_flops,
 )
 from coarse2fine.model.base import C2FModel
-from coarse2fine.model.registry import Arch
+from coarse2fine.model.registry import Arch, register
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def ssast_make_config(settings: Any, num_classes: int, geo: InputGeometry) -> SS
     return ssast_config(
         settings.preset, num_classes=num_classes, num_mel_bins=geo.mel_bins, target_length=geo.frames,
         patch_size=(patch[0], patch[1] * k), stride=(stride[0], stride[1] * k), time_patch_factor=k,
-        drop_path_rate=settings.drop_path_rate, **overrides,
+        time_factor=geo.time_factor, patch_resize=geo.patch_resize, drop_path_rate=settings.drop_path_rate, **overrides,
     )
 
 
@@ -502,8 +502,8 @@ def export_ssast_hf(
     return export_hf_checkpoint(plain.eval(), directory, id2label=id2label, **kwargs)
 
 
-SSAST_ARCH = Arch(
+SSAST_ARCH = register(Arch(
     name="ssast", model_cls=SSAST, config_cls=SSASTConfig, presets=PRESETS, make_config=ssast_make_config,
     load_pretrained=ssast_load_pretrained, export_hf=export_ssast_hf,
     description="Self-supervised AST (joint masked patch modelling; patch-based 16x16 or frame-based 128x2)",
-)
+))

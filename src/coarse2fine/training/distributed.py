@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from coarse2fine.runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -27,13 +29,6 @@ class Dist:
     def main(self) -> bool:
         """Only the main process writes logs, checkpoints and progress bars."""
         return self.rank == 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def setup(device_name: str) -> Dist:

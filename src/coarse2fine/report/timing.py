@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -28,14 +27,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from coarse2fine.augment import augment_features
-from coarse2fine.compression import Compression
-from coarse2fine.config import RunConfig, phase_model_config
-from coarse2fine.distributed import resolve_device
+from coarse2fine.config import RunConfig
 from coarse2fine.features import extract
-from coarse2fine.model.registry import get_arch
 from coarse2fine.objectives import build_objective
-from coarse2fine.optim import build_optimizer
+from coarse2fine.runtime import load_average, resolve_device
+from coarse2fine.training.augment import augment_features
+from coarse2fine.training.optim import build_optimizer
 
 
 def step_signature(cfg: RunConfig) -> str:
@@ -69,11 +66,10 @@ class StepCase:
     def __init__(self, cfg: RunConfig, R: int, num_classes: int, device: torch.device, batch: int | None = None,
                  part: str = "step", serves: str = "waveforms"):
         self.cfg, self.R, self.device, self.part = cfg, R, device, part
-        c = cfg.c2f
-        self.comp = Compression(c.method, R, c.patch_resize, c.scale_window)
-        self.spec = self.comp.feature_spec(cfg.features.spec())
+        setup = next(cfg.phase(i, num_classes) for i, p in enumerate(cfg.phases()) if p.R == R)
+        self.comp, self.spec = setup.compression, setup.features
         torch.manual_seed(cfg.train.seed)
-        self.model = get_arch(cfg.model.arch).model_cls(phase_model_config(cfg, R, num_classes)).to(device).train()
+        self.model = setup.build_model().to(device).train()
         self.objective = build_objective(cfg.train.objective, cfg)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.train.optim)
         self.batch = batch or cfg.train.batch_size
@@ -185,14 +181,6 @@ class Calibration:
         return {"method": "interleaved step timing in one process (median of rounds)", "rounds": self.rounds,
                 "device": self.device, "threads": self.threads, "load_avg": self.load_avg,
                 "steps": {k: {**asdict(v), "per_clip": v.per_clip} for k, v in self.steps.items()}}
-
-
-def load_average() -> tuple[float, float, float] | None:
-    """The machine's 1, 5 and 15 minute load averages (2 decimals), or None where there are none."""
-    try:
-        return tuple(round(v, 2) for v in os.getloadavg())  # type: ignore[return-value]
-    except OSError:
-        return None
 
 
 def calibrate(configs: Sequence[RunConfig], num_classes: int, rounds: int = 10, warmup: int = 2,

@@ -11,7 +11,6 @@ runs with the same config are reused; interrupted ones continue from their check
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,9 @@ from typing import Sequence
 from coarse2fine import atomic
 from coarse2fine.config import RunConfig
 from coarse2fine.data.sources import load_splits
-from coarse2fine.experiment import Variant, finished_run, variant_config
-from coarse2fine.savings import best_value, format_table
-from coarse2fine.train import RunResult, train_run
+from coarse2fine.experiments.grid import Variant, finished_run, variant_config
+from coarse2fine.report.savings import best_value, format_table
+from coarse2fine.training.loop import RunResult, train_run
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +29,12 @@ log = logging.getLogger(__name__)
 def finetune_config(downstream: RunConfig, pretrain: RunConfig, init_from: Path | None, name: str) -> RunConfig:
     """``downstream`` fine-tuning the pretraining config's model (same family, size and patch;
     no pretraining heads), from ``init_from`` (None: from scratch), at full resolution."""
-    cfg = copy.deepcopy(downstream)
-    cfg.name = name
-    cfg.model.arch, cfg.model.preset = pretrain.model.arch, pretrain.model.preset
-    cfg.model.patch_size, cfg.model.stride = pretrain.model.patch_size, pretrain.model.stride
-    cfg.model.overrides = {k: v for k, v in pretrain.model.overrides.items() if k != "pretrain_heads"}
-    cfg.model.init_from = str(init_from) if init_from is not None else None
-    cfg.c2f.schedule, cfg.c2f.phase_epochs, cfg.c2f.phase_steps = "1", None, None
-    cfg.check()
-    return cfg
+    m = pretrain.model
+    return downstream.baseline(name).replace({
+        "model.arch": m.arch, "model.preset": m.preset, "model.patch_size": m.patch_size, "model.stride": m.stride,
+        "model.overrides": {k: v for k, v in m.overrides.items() if k != "pretrain_heads"},
+        "model.init_from": str(init_from) if init_from is not None else None,
+    })
 
 
 def _train_or_reuse(cfg: RunConfig, out_dir: Path, progress: bool, reuse: bool) -> RunResult:
@@ -81,8 +77,8 @@ def compare_pretraining(
 
 
 def calibrate_pretraining(result: PretrainingComparison, configs: dict[str, RunConfig], rounds: int) -> dict[str, float]:
-    """Calibrated pretraining time of each pretraining run (see :mod:`coarse2fine.timing`)."""
-    from coarse2fine.experiment import calibrate_runs
+    """Calibrated pretraining time of each pretraining run (see :mod:`coarse2fine.report.timing`)."""
+    from coarse2fine.experiments.grid import calibrate_runs
 
     labels = [label for label, run in result.pretrain.items() if run is not None]
     _, records = calibrate_runs([configs[label] for label in labels], [result.pretrain[label].records for label in labels],

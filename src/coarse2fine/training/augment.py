@@ -29,12 +29,12 @@ Behaviour follows AST's data loader (reference.md section 2):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
+from coarse2fine.config import AugmentConfig
+
 __all__ = [
-    "AugmentConfig",
     "add_noise_and_roll",
     "augment_features",
     "coarse_time_mask_param",
@@ -42,49 +42,6 @@ __all__ = [
     "sample_beta",
     "spec_augment",
 ]
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation settings of one training run (AST's names and defaults).
-
-    ``freqm`` / ``timem``: SpecAugment mask parameters in mel bins / full-resolution frames
-    (0 disables). ``mixup``: probability that an example is mixed; ``mixup_alpha``: the Beta
-    parameter of the mixing weight; ``mixup_targets``: mix the targets by the same weight (AST)
-    or keep each clip's own (HTS-AT's AudioSet recipe). ``noise``: AST's optional noise-and-roll.
-    ``spec_masks``: how many masks of each kind per example. ``mask_value``: the value
-    written into masked cells of the (normalised) features; AST's exact behaviour is
-    ``-mean / (2 * std)``, 0 is the dataset mean.
-
-    Also in a run's ``augment:`` section, under AST's names, though they act on the loop rather
-    than on a batch: ``balanced_sampling`` (AST's label-weighted draws, see
-    :mod:`coarse2fine.sampling`) and weight averaging of the final phase's epochs
-    ``wa_start..wa_end`` (0 = off; ``wa_end`` 0 = to the last epoch).
-    """
-
-    freqm: int = 0
-    timem: int = 0
-    mixup: float = 0.0
-    mixup_alpha: float = 10.0
-    mixup_targets: bool = True
-    noise: bool = False
-    spec_masks: int = 1
-    mask_value: float = 0.0
-    balanced_sampling: bool = False
-    wa_start: int = 0
-    wa_end: int = 0
-
-    def __post_init__(self) -> None:
-        if self.freqm < 0 or self.timem < 0:
-            raise ValueError(f"freqm and timem must be >= 0, got {self.freqm} and {self.timem}")
-        if not 0.0 <= self.mixup <= 1.0:
-            raise ValueError(f"mixup is a probability in [0, 1], got {self.mixup}")
-        if not self.mixup_alpha > 0:
-            raise ValueError(f"mixup_alpha must be > 0, got {self.mixup_alpha}")
-        if self.spec_masks < 0:
-            raise ValueError(f"spec_masks must be >= 0, got {self.spec_masks}")
-        if self.wa_start < 0 or (self.wa_end and self.wa_end < self.wa_start):
-            raise ValueError(f"weight averaging needs 0 <= wa_start <= wa_end (or wa_end 0), got {self.wa_start}..{self.wa_end}")
 
 
 def _draw_device(generator: torch.Generator | None) -> torch.device:

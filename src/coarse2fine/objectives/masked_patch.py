@@ -1,4 +1,5 @@
-"""Self-supervised pretraining: SSAST's joint masked patch modelling, as an :class:`~coarse2fine.objectives.Objective`.
+"""Self-supervised pretraining: SSAST's joint masked patch modelling, as an :class:`~coarse2fine.objectives.base.Objective`;
+registers itself as ``train.objective: masked_patch``.
 
 A training step runs **two separate masked passes**, as SSAST's ``pretrain_joint`` does
 (``pretrain_mpc`` then ``pretrain_mpg``, each with its own random mask), and one backward through
@@ -31,12 +32,12 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from coarse2fine.model.ssast import PRETRAIN_TASKS, SSAST, ssast_pretrain_flops
+from coarse2fine.objectives.base import ObjectiveEntry, register_objective
 
 log = logging.getLogger(__name__)
 
@@ -44,30 +45,6 @@ MASKINGS = ("auto", "cluster", "random")
 MASKED_PATCH_METRICS: Mapping[str, bool] = {"masked_acc": True, "recon_mse": False, "val_loss": False}
 CLUSTER_FACTORS = (3, 4, 5)  # SSAST: randrange(3) + 3
 _MAX_MISSES = 32  # draws of a start that adds nothing before choosing among the useful starts directly
-
-
-@dataclass
-class PretrainConfig:
-    """``pretrain`` settings of a run: masked patches at full resolution (``mask_patch``, scaled per
-    phase), the loss weights, the masking kind, and the full-resolution token count (None: computed
-    from the run's features and model settings)."""
-
-    mask_patch: int = 400
-    nce_weight: float = 1.0
-    mse_weight: float = 10.0
-    masking: str = "auto"
-    full_tokens: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.masking not in MASKINGS:
-            raise ValueError(f"pretrain.masking: {self.masking!r} is not one of {', '.join(MASKINGS)}")
-        if int(self.mask_patch) < 1:
-            raise ValueError(f"pretrain.mask_patch must be >= 1, got {self.mask_patch}")
-        if min(self.nce_weight, self.mse_weight) < 0 or self.nce_weight + self.mse_weight <= 0:
-            raise ValueError(f"pretrain.nce_weight / mse_weight must be >= 0 and not both 0, "
-                             f"got {self.nce_weight} / {self.mse_weight}")
-        if self.full_tokens is not None and int(self.full_tokens) < 1:
-            raise ValueError(f"pretrain.full_tokens must be >= 1, got {self.full_tokens}")
 
 
 # ----------------------------------------------------------------------------- masking
@@ -200,7 +177,11 @@ class MaskedPatchObjective:
 
     def __init__(self, full_tokens: int, mask_patch: int = 400, nce_weight: float = 1.0, mse_weight: float = 10.0,
                  masking: str = "auto", eval_seed: int = 0):
-        PretrainConfig(mask_patch, nce_weight, mse_weight, masking, full_tokens)  # validates
+        if masking not in MASKINGS:
+            raise ValueError(f"pretrain.masking: {masking!r} is not one of {', '.join(MASKINGS)}")
+        if min(int(mask_patch), int(full_tokens)) < 1 or min(nce_weight, mse_weight) < 0 or nce_weight + mse_weight <= 0:
+            raise ValueError(f"masked patch objective: need mask_patch and full_tokens >= 1 and loss weights >= 0, not both 0; "
+                             f"got {mask_patch}, {full_tokens}, {nce_weight}, {mse_weight}")
         self.full_tokens, self.mask_patch = int(full_tokens), int(mask_patch)
         self.nce_weight, self.mse_weight = float(nce_weight), float(mse_weight)
         self.masking, self.eval_seed = masking, int(eval_seed)
@@ -303,10 +284,16 @@ def full_resolution_tokens(cfg: Any) -> int:
 
 
 def masked_patch_objective(cfg: Any) -> MaskedPatchObjective:
-    """The objective for run config ``cfg`` (``cfg.pretrain``: a :class:`PretrainConfig`);
+    """The objective for run config ``cfg`` (``cfg.pretrain``: a :class:`~coarse2fine.config.PretrainConfig`);
     ``full_tokens`` from ``pretrain.full_tokens``, else :func:`full_resolution_tokens`."""
     pre = cfg.pretrain
     full = pre.full_tokens if pre.full_tokens is not None else full_resolution_tokens(cfg)
     log.info("masked patch pretraining: %d of %d tokens masked at full resolution (scaled per phase), "
              "loss %g x NCE + %g x MSE, masking %s", pre.mask_patch, full, pre.nce_weight, pre.mse_weight, pre.masking)
     return MaskedPatchObjective(full, pre.mask_patch, pre.nce_weight, pre.mse_weight, pre.masking)
+
+
+register_objective("masked_patch", ObjectiveEntry(
+    masked_patch_objective, MASKED_PATCH_METRICS,
+    archs=("ssast",), model_overrides={"pretrain_heads": True},
+))

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from coarse2fine import atomic  # noqa: E402
-from coarse2fine.savings import (  # noqa: E402
+from coarse2fine.report.savings import (  # noqa: E402
     TIME_NOTE,
     baseline_reference,
     format_table,

@@ -10,15 +10,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 
-def available() -> bool:
-    """Whether the optional ``tensorboard`` package is installed."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class TensorBoardLog:
     """Writes a run's records to ``out_dir/tensorboard`` as they come."""
 

@@ -13,9 +13,7 @@ from typing import Any
 
 import torch
 
-from coarse2fine.compression import Compression
-from coarse2fine.config import RunConfig, phase_model_config
-from coarse2fine.model.registry import get_arch
+from coarse2fine.config import RunConfig
 from coarse2fine.objectives import build_objective
 
 
@@ -39,16 +37,13 @@ class PhaseCost:
 
 def phase_costs(cfg: RunConfig, num_classes: int) -> list[PhaseCost]:
     """Every phase of ``cfg``'s schedule with its analytic cost per clip."""
-    phases = cfg.phases()
     objective = build_objective(cfg.train.objective, cfg)
-    arch = get_arch(cfg.model.arch)
     costs = []
-    for i, phase in enumerate(phases):
-        comp = Compression(cfg.c2f.method, phase.R, cfg.c2f.patch_resize, cfg.c2f.scale_window)
-        geo = comp.input_geometry(cfg.features.target_length, cfg.features.num_mel_bins)
+    for i in range(len(cfg.phases())):
+        setup = cfg.phase(i, num_classes)
         with torch.device("meta"):
-            model = arch.model_cls(phase_model_config(cfg, phase.R, num_classes))
-        costs.append(PhaseCost(i + 1, phase.R, phase.epochs, geo.frames, geo.mel_bins, model.num_tokens,
+            model = setup.build_model()
+        costs.append(PhaseCost(i + 1, setup.R, setup.epochs, setup.geometry.frames, setup.geometry.mel_bins, model.num_tokens,
                                int(objective.training_flops(model, 1)), int(model.forward_flops(1))))
     return costs
 
@@ -60,8 +55,4 @@ def run_flops_per_clip(costs: list[PhaseCost]) -> int:
 
 def baseline_costs(cfg: RunConfig, num_classes: int) -> list[PhaseCost]:
     """The costs of ``cfg``'s baseline: schedule 1 with ``train.epochs`` epochs."""
-    import copy
-
-    base = copy.deepcopy(cfg)
-    base.c2f.schedule, base.c2f.phase_epochs, base.c2f.phase_steps = "1", None, None
-    return phase_costs(base, num_classes)
+    return phase_costs(cfg.baseline(), num_classes)

@@ -7,7 +7,6 @@ whose log says it finished with the same config is reused instead of trained aga
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from coarse2fine.compression import Compression
 from coarse2fine.config import RunConfig
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.sources import count_clips, input_kind, load_splits
-from coarse2fine.timing import Calibration, calibrate, calibrated_records
-from coarse2fine.train import RunResult, train_run
+from coarse2fine.report.timing import Calibration, calibrate, calibrated_records
+from coarse2fine.training.loop import RunResult, train_run
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +63,11 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 
 def variant_config(base: RunConfig, variant: Variant | None) -> RunConfig:
     """The config of the baseline (``variant=None``) or of one coarse-to-fine variant."""
-    cfg = copy.deepcopy(base)
     if variant is None:
-        cfg.name, cfg.c2f.schedule, cfg.c2f.phase_epochs, cfg.c2f.phase_steps = "baseline", "1", None, None
-        return cfg
+        return base.baseline()
     method, resize = VARIANTS[variant.method]
-    cfg.name = variant.name
-    cfg.c2f.schedule, cfg.c2f.method, cfg.c2f.patch_resize = variant.schedule, method, resize
-    return cfg
+    return base.replace({"name": variant.name, "c2f.schedule": variant.schedule, "c2f.method": method,
+                         "c2f.patch_resize": resize})
 
 
 def finished_run(out_dir: Path, cfg: RunConfig) -> RunResult | None:
@@ -120,17 +116,13 @@ def run_experiment(
 def fold_config(base: RunConfig, fold: int) -> RunConfig:
     """The config of cross-validation fold ``fold``: ``data.fold`` for ESC-50 (``data.kind: esc50``),
     otherwise ``{fold}`` in data.train / data.val replaced."""
+    name = f"{base.name}_fold{fold}"
     if base.data.kind == "esc50":
-        cfg = copy.deepcopy(base)
-        cfg.name, cfg.data.fold = f"{base.name}_fold{fold}", fold
-        return cfg
+        return base.replace({"name": name, "data.fold": fold})
     if "{fold}" not in (base.data.train or "") or "{fold}" not in (base.data.val or ""):
         raise ValueError("cross-validation needs '{fold}' in data.train and data.val, e.g. data/esc_train_data_{fold}.json")
-    cfg = copy.deepcopy(base)
-    cfg.name = f"{base.name}_fold{fold}"
-    cfg.data.train = base.data.train.replace("{fold}", str(fold))
-    cfg.data.val = base.data.val.replace("{fold}", str(fold))
-    return cfg
+    return base.replace({"name": name, "data.train": base.data.train.replace("{fold}", str(fold)),
+                         "data.val": base.data.val.replace("{fold}", str(fold))})
 
 
 def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, progress: bool = True) -> dict[int, RunResult]:
@@ -146,7 +138,7 @@ def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, 
 
 def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Sequence[dict]], num_classes: int, rounds: int,
                    device: str = "auto", serves: str | None = None) -> tuple[Calibration, list[list[dict]]]:
-    """Time every phase the runs used, interleaved in this process (:func:`coarse2fine.timing.calibrate`),
+    """Time every phase the runs used, interleaved in this process (:func:`coarse2fine.report.timing.calibrate`),
     from the inputs their data source ``serves`` (default: what it serves now), and give each
     run's records their calibrated time."""
     serves = serves or input_kind(configs[0], count_clips(configs[0]))

@@ -5,10 +5,10 @@ by an interrupted run), then for each phase enters it (the model moves to the ph
 geometry with its weights carried over; a fresh optimizer and LR schedule), and for each epoch
 trains, evaluates and records (FLOPs and wall time of the epoch, the objective's metrics), then
 finishes (final weights, weight averaging, logs). The records are what
-:mod:`coarse2fine.savings` compares.
+:mod:`coarse2fine.report.savings` compares.
 
 Batches are drawn from a per-epoch order that is a pure function of (seed, epoch)
-(:func:`coarse2fine.sampling.epoch_batches`), so a resumed run replays exactly the batches an
+(:func:`coarse2fine.training.sampling.epoch_batches`), so a resumed run replays exactly the batches an
 uninterrupted run would; under torchrun each process takes its share of every global batch.
 The loop knows models only through :class:`~coarse2fine.model.base.C2FModel` and objectives
 only through :class:`~coarse2fine.objectives.Objective`.
@@ -32,24 +32,23 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from coarse2fine import atomic
-from coarse2fine.augment import augment_features, mixup
-from coarse2fine.averaging import WeightAverager
-from coarse2fine.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.compression import Compression
-from coarse2fine.config import RunConfig, phase_model_config, save_config
+from coarse2fine.config import RunConfig, save_config
 from coarse2fine.data.datasets import ClipDataset, DataSplits
-from coarse2fine.distributed import Dist, gather, setup
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.base import C2FModel
-from coarse2fine.model.registry import get_arch
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import Objective, build_objective
-from coarse2fine.optim import build_optimizer, build_scheduler
 from coarse2fine.phases import Phase
-from coarse2fine.progress import Progress, RngState
-from coarse2fine.sampling import balanced_weights, epoch_batches, shard, stream_batches
-from coarse2fine.switching import leave_phase
-from coarse2fine.tensorboard import TensorBoardLog
+from coarse2fine.training.augment import augment_features, mixup
+from coarse2fine.training.averaging import WeightAverager
+from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
+from coarse2fine.training.distributed import Dist, gather, setup
+from coarse2fine.training.optim import build_optimizer, build_scheduler
+from coarse2fine.training.progress import Progress, RngState
+from coarse2fine.training.sampling import balanced_weights, epoch_batches, shard, stream_batches
+from coarse2fine.training.switching import leave_phase
+from coarse2fine.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +180,8 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
     if tc.batch_size % (d.world * tc.grad_accum):
         raise ValueError(f"train.batch_size {tc.batch_size} must be a multiple of processes ({d.world}) x grad_accum ({tc.grad_accum})")
     phases = cfg.phases()
-    for phase in phases:  # every phase's geometry, with the real number of classes, before anything trains
-        phase_model_config(cfg, phase.R, splits.train.num_classes)
+    for p in range(len(phases)):  # every phase's geometry, with the real number of classes, before anything trains
+        cfg.phase(p, splits.train.num_classes)
     val_share = [i for i in range(len(splits.val)) if i % d.world == d.rank]
     val_loader = DataLoader(Subset(splits.val, val_share), batch_size=max(tc.batch_size, 64), **_loader_args(cfg, d))
     report = {
@@ -207,7 +206,8 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
 def _loader_args(cfg: RunConfig, d: Dist) -> dict[str, Any]:
     """DataLoader settings; an explicit generator keeps loaders off torch's global RNG, which only
     the model's own randomness (dropout, stochastic depth) may draw from."""
-    return dict(num_workers=cfg.data.num_workers, pin_memory=d.device.type == "cuda", generator=torch.Generator())
+    workers = cfg.data.num_workers
+    return dict(num_workers=0 if workers == "auto" else workers, pin_memory=d.device.type == "cuda", generator=torch.Generator())
 
 
 def restore(run: Run, resume: bool) -> State:
@@ -221,8 +221,7 @@ def restore(run: Run, resume: bool) -> State:
     if ckpt is not None:
         progress.load_state_dict(ckpt["progress"])
     torch.manual_seed(cfg.train.seed)
-    arch = get_arch(cfg.model.arch)
-    model = arch.model_cls(phase_model_config(cfg, run.phases[progress.model_phase].R, run.splits.train.num_classes))
+    model = cfg.phase(progress.model_phase, run.splits.train.num_classes).build_model()
     model = model.to(d.device)
     if d.world > 1 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         if d.device.type == "cuda":  # batch statistics over the global batch, as HTS-AT trains

@@ -11,48 +11,11 @@ is what building them anew does; epochs count from the phase's start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("step", "epochs")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer and schedule settings (per phase; epochs count from the phase's start)."""
-
-    optimizer: str = "adam"  # adam | adamw
-    lr: float = 2.5e-4
-    weight_decay: float = 5e-7
-    betas: tuple[float, float] = (0.95, 0.999)
-    warmup_steps: int = 1000
-    decay_start: int = 5
-    decay_every: int = 1
-    gamma: float = 0.85
-    schedule: str = "step"  # step (AST) | epochs (a factor per epoch, HTS-AT)
-    epoch_factors: tuple[tuple[int, float], ...] = ()
-    clip_grad_norm: float = 0.0  # clip the gradient norm to this before each update (0: off; HTS-AT: 1.0)
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optim.optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"train.optim.schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        factors = tuple((int(e), float(f)) for e, f in self.epoch_factors)
-        object.__setattr__(self, "epoch_factors", factors)
-        if self.schedule == "epochs" and (not factors or factors[0][0] != 1 or any(
-                a[0] >= b[0] for a, b in zip(factors, factors[1:])) or any(f <= 0 for _, f in factors)):
-            raise ValueError("train.optim.epoch_factors: schedule 'epochs' needs [[1, f1], [e2, f2], ...] with "
-                             f"increasing epochs from 1 and positive factors, got {list(factors)}")
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.gamma <= 1:
-            raise ValueError(f"train.optim: need lr > 0, weight_decay >= 0 and 0 < gamma <= 1, got "
-                             f"{self.lr}, {self.weight_decay}, {self.gamma}")
-        if self.warmup_steps < 0 or self.decay_start < 1 or self.decay_every < 1:
-            raise ValueError(f"train.optim: need warmup_steps >= 0, decay_start >= 1 and decay_every >= 1, got "
-                             f"{self.warmup_steps}, {self.decay_start}, {self.decay_every}")
+from coarse2fine.config import OptimConfig
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:

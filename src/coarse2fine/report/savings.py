@@ -11,7 +11,7 @@ direction the objective that reports the metric declares, see :func:`metric_high
 (b) *No budget constraint*: the best metric of the final phase and its gain over the baseline's
     best (Tables 3 and 5).
 
-A run's records are the per-epoch dicts it writes to ``log.json`` (see :mod:`coarse2fine.train`),
+A run's records are the per-epoch dicts it writes to ``log.json`` (see :mod:`coarse2fine.training.loop`),
 in training order, with at least ``phase``, ``epoch``, ``cum_flops``, ``cum_time`` and the
 metric. Everything here is a pure function of those records.
 """
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from coarse2fine.metrics import higher_is_better
 from coarse2fine.objectives import objective_metrics, objective_names
+from coarse2fine.objectives.metrics import higher_is_better
 
 Record = Mapping[str, Any]
 
@@ -232,7 +232,7 @@ def _fmt_pct(value: float) -> str:
 
 def table_columns(metric: str, calibrated: bool = False) -> list[str]:
     """Column headers of :func:`savings_table` rows for ``metric``. With calibrated time
-    (records with ``cum_cal_time``, see :mod:`coarse2fine.timing`) "Time save" is the calibrated
+    (records with ``cum_cal_time``, see :mod:`coarse2fine.report.timing`) "Time save" is the calibrated
     one and the measured wall time has its own column."""
     m = _display_name(metric)
     times = ["Time save (%)", "Wall time save (%)"] if calibrated else ["Time save (%)"]

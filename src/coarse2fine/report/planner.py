@@ -4,8 +4,8 @@ For each candidate schedule (R sequence) and share of the initial phases, the pl
 longest run that fits the budget: the final phase gets F epochs, the initial phases together
 ``fraction x F`` (split evenly), and the run's cost is the training clips times the sum over its
 phases of epochs x cost per clip. The cost per clip of a phase is its analytic training FLOPs
-(:mod:`coarse2fine.accounting`) and its measured seconds, from a short interleaved calibration of
-one training step of every phase on this machine (:mod:`coarse2fine.timing`). A budget in FLOPs
+(:mod:`coarse2fine.report.accounting`) and its measured seconds, from a short interleaved calibration of
+one training step of every phase on this machine (:mod:`coarse2fine.report.timing`). A budget in FLOPs
 predicts the time, a budget in hours the FLOPs. The chosen plan (by default the config's own
 schedule with the paper's initial share) is written as a config a user can train; its predicted
 FLOPs and time travel in it (``c2f.planned_flops`` / ``c2f.planned_seconds``), and ``compare``
@@ -14,15 +14,14 @@ shows them beside the measured ones.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Sequence
 
-from coarse2fine.accounting import phase_costs
 from coarse2fine.config import RunConfig
 from coarse2fine.data.sources import input_kind
 from coarse2fine.phases import parse_schedule
-from coarse2fine.timing import Calibration, calibrate, phase_key
+from coarse2fine.report.accounting import phase_costs
+from coarse2fine.report.timing import Calibration, calibrate, phase_key
 
 DEFAULT_SCHEDULES = ("1", "2-1", "4-1", "4-2-1")
 DEFAULT_FRACTIONS = (0.15, 0.25, 0.35)
@@ -45,10 +44,8 @@ class Candidate:
 
 def schedule_config(cfg: RunConfig, schedule: str) -> RunConfig:
     """``cfg`` with ``schedule`` and the default phase split (for costs per clip)."""
-    out = copy.deepcopy(cfg)
-    out.c2f.schedule, out.c2f.phase_epochs, out.c2f.phase_steps = schedule, None, None
-    out.c2f.switch, out.c2f.final_stop = "fixed", "epochs"
-    return out
+    return cfg.replace({"c2f.schedule": schedule, "c2f.phase_epochs": None, "c2f.phase_steps": None,
+                        "c2f.switch": "fixed", "c2f.final_stop": "epochs"})
 
 
 def phase_epochs_for(final: int, fraction: float, num_phases: int) -> tuple[int, ...]:
@@ -105,10 +102,7 @@ def choose(candidates: Sequence[Candidate], schedule: str, fraction: float) -> C
 
 def planned_config(cfg: RunConfig, chosen: Candidate) -> RunConfig:
     """``cfg`` set to the chosen plan, its prediction recorded."""
-    out = schedule_config(cfg, chosen.schedule)
-    out.name = f"{cfg.name}_plan_{chosen.schedule.replace('-', '')}"
-    out.train.epochs = chosen.phase_epochs[-1]
-    out.c2f.phase_epochs = list(chosen.phase_epochs)
-    out.c2f.planned_flops, out.c2f.planned_seconds = float(chosen.flops), float(chosen.seconds)
-    out.check()
-    return out
+    return schedule_config(cfg, chosen.schedule).replace({
+        "name": f"{cfg.name}_plan_{chosen.schedule.replace('-', '')}", "train.epochs": chosen.phase_epochs[-1],
+        "c2f.phase_epochs": list(chosen.phase_epochs), "c2f.planned_flops": float(chosen.flops),
+        "c2f.planned_seconds": float(chosen.seconds)})

@@ -1,0 +1,51 @@
+"""Command-line interface: ``coarse2fine COMMAND ...`` (``python -m coarse2fine.cli`` under torchrun).
+
+The commands live by what they do: :mod:`.training` (demo, experiment, train, pretrain,
+pretrain-experiment, crossval), :mod:`.models` (predict, export-hf) and :mod:`.reports` (compare,
+stats, check, flops, bench, plan, presets). Errors a user can fix end the command with one line
+on stderr and exit code 2; a non-finite loss, with exit code 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from coarse2fine import __version__
+from coarse2fine.cli import models, reports, training
+from coarse2fine.training.loop import NonFiniteLossError
+
+log = logging.getLogger("coarse2fine")
+
+COMMANDS = {**training.COMMANDS, **models.COMMANDS, **reports.COMMANDS}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coarse2fine", description="Coarse-to-fine training of audio spectrogram transformers.")
+    parser.add_argument("--version", action="version", version=f"coarse2fine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    training.add_parsers(sub)
+    models.add_parsers(sub)
+    reports.add_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return COMMANDS[args.command](args)
+    except NonFiniteLossError as err:
+        print(f"coarse2fine: stopped: {err}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as err:
+        print(f"coarse2fine: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

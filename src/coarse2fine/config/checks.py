@@ -1,0 +1,188 @@
+"""The checks every config value goes through, whichever way it arrives (YAML, ``--set``, code).
+
+A config section is a frozen dataclass whose fields say their type in the annotation and their
+limits in :func:`key` metadata (``minimum``, ``choices``, ``path``). :func:`check_fields` runs
+when a section is made or replaced (``__post_init__``): it converts what YAML leaves ambiguous
+(``3e-4`` is a string to YAML) and refuses what is wrong, naming the key:
+
+* an integer key takes integers, or a float with no fraction (``3.0``, said in a warning), never
+  ``2.5`` or ``true``;
+* a float key takes numbers and numeric strings, never ``true``;
+* a list key takes a list, never a bare string (``sources: /data`` would otherwise be read one
+  character at a time); the message shows the list form;
+* ``minimum`` (``>=``) and ``choices`` are checked after the conversion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Union, get_args, get_origin
+
+log = logging.getLogger(__name__)
+
+
+def key(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, minimum: float | None = None,
+        choices: tuple[Any, ...] | None = None, path: bool = False) -> Any:
+    """A section field with its limits: ``minimum`` (inclusive), ``choices`` (the allowed values)
+    and ``path`` (a file or folder: relative paths in a config file are taken from its folder)."""
+    meta = {"minimum": minimum, "choices": choices, "path": path}
+    if factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
+    """``ValueError`` naming ``name`` and the allowed values unless ``value`` is one of them."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def at_least(name: str, value: float, minimum: float) -> None:
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum:g}, got {value!r}")
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _list_form(name: str, value: str) -> str:
+    return f"{name.rsplit('.', 1)[-1]}: [{value}]"
+
+
+def coerce(value: Any, tp: Any, name: str) -> Any:
+    """``value`` as type ``tp`` (an annotation: int, float, bool, str, list[...], tuple[...],
+    dict, a dataclass, unions with None), or ``ValueError`` naming ``name``."""
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, name)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{name}: {value!r} is none of the accepted forms ({'; '.join(errors)})")
+    origin = get_origin(tp) or tp
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name}: expected true or false, got {value!r}")
+    if tp is int:
+        return _as_int(value, name)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"{name}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{name}: expected a string, got {value!r}")
+    if origin in (list, tuple):
+        return _as_sequence(value, tp, name)
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{name}: expected a mapping (key: value lines), got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return build(tp, value, name)
+        raise ValueError(f"{name}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _as_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+    if isinstance(number, float) and number.is_integer():
+        log.warning("%s: %r taken as the integer %d", name, value, int(number))
+        return int(number)
+    raise ValueError(f"{name}: expected an integer, got {value!r}")
+
+
+def _as_sequence(value: Any, tp: Any, name: str) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+    if isinstance(value, str):
+        raise ValueError(f"{name}: expected a list, e.g. `{_list_form(name, value)}`; got the string {value!r}")
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}: expected a list, got {value!r}")
+    if origin is list:
+        item = args[0] if args else Any
+        return [coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(coerce(v, args[0], f"{name}[{i}]") for i, v in enumerate(value))
+    if args and len(value) != len(args):
+        raise ValueError(f"{name}: expected {len(args)} values, got {list(value)!r}")
+    return tuple(coerce(v, a, f"{name}[{i}]") for i, (v, a) in enumerate(zip(value, args or [Any] * len(value))))
+
+
+def join(where: str, name: str) -> str:
+    """``where.name``, or ``name`` at the top level (``where`` empty)."""
+    return f"{where}.{name}" if where else name
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a dataclass's fields."""
+    return typing.get_type_hints(cls)
+
+
+def check_fields(obj: Any, where: str) -> None:
+    """Convert every field of the (frozen) dataclass ``obj`` to its annotated type and check its
+    ``minimum`` and ``choices``; errors name ``where.field``."""
+    hints = field_types(type(obj))
+    for f in dataclasses.fields(obj):
+        name = join(where, f.name)
+        value = coerce(getattr(obj, f.name), hints[f.name], name)
+        object.__setattr__(obj, f.name, value)
+        if value is None:
+            continue
+        minimum, choices = f.metadata.get("minimum"), f.metadata.get("choices")
+        if minimum is not None:
+            for v in value if isinstance(value, (list, tuple)) else (value,):
+                at_least(name, v, minimum)
+        if choices is not None:
+            choice(name, value, choices)
+
+
+def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclasses; unknown
+    keys and every problem name the key (``features.fbank.num_mel_bins: ...``)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    hints = field_types(cls)
+    kwargs = {name: coerce(value, hints[name], join(where, name)) for name, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # the class's own checks; make sure the key is named
+        msg = str(err)
+        raise ValueError(msg if msg.startswith(where) else f"{where}: {msg}") from None

@@ -1,0 +1,206 @@
+"""Configs as files: shipped presets, YAML files that ``extends:`` others, ``--set`` overrides.
+
+``load_config`` reads a preset by name (``presets/NAME.yaml`` inside the package) or a YAML file,
+applies ``section.key=value`` overrides and checks the result, including that the device it asks
+for exists here. Paths in a config file (data, cache, ``model.init_from``) are taken from that
+file's folder and stored absolute, so a config runs the same from any folder; paths in a shipped
+preset and on the command line are taken from the current folder, as typed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from coarse2fine.config.run import RunConfig, config_from_dict, merge
+from coarse2fine.config.sections import DataConfig, ModelConfig
+from coarse2fine.runtime import check_device
+
+PATH_SECTIONS = {"data": DataConfig, "model": ModelConfig}
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped with the package."""
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("coarse2fine.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def _looks_like_file(name: str) -> bool:
+    """A config name is a file when it ends in .yaml/.yml or contains a path separator."""
+    return name.endswith((".yaml", ".yml")) or "/" in name or os.sep in name
+
+
+def _preset(name: str) -> Any:
+    """The shipped preset file a config name refers to, or None: a name that is clearly a file
+    (:func:`_looks_like_file`) or names no preset refers to none."""
+    res = resources.files("coarse2fine.presets") / f"{name}.yaml"
+    return res if not _looks_like_file(name) and res.is_file() else None
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{source}: invalid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: expected a mapping at the top level")
+    return values
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a directory, not a YAML file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"config file {path} cannot be read ({err})") from None
+
+
+def read_yaml(name_or_path: str | Path, base_dir: Path | None = None) -> tuple[dict[str, Any], Path | None]:
+    """A config as a dict and the folder it came from (``None`` for a shipped preset).
+
+    A name resolves to a shipped preset unless it is clearly a file (ends in .yaml/.yml or
+    contains a path separator); a name that is no preset but an existing file is read as a file.
+    Relative file paths are taken from ``base_dir`` (the folder of the config that ``extends``
+    it) when the file exists there, else from the current directory. Path values inside a file
+    are made absolute from its folder (:func:`resolve_paths`). Every problem is a ``ValueError``
+    naming the file.
+    """
+    name = str(name_or_path)
+    res = None if isinstance(name_or_path, Path) else _preset(name)
+    if res is not None:
+        return _parse_yaml(res.read_text(), f"preset {name}"), None
+    path = Path(name)
+    if base_dir is not None and not path.is_absolute() and (base_dir / path).is_file():
+        path = base_dir / path
+    if not _looks_like_file(name) and not path.is_file():
+        raise ValueError(f"unknown preset {name!r} (and no file of that name); available: {', '.join(preset_names())}")
+    values = _parse_yaml(_read_file(path), str(path))
+    return resolve_paths(values, path.parent, str(path)), path.parent
+
+
+def _absolute(value: str, folder: Path) -> str:
+    """``value`` taken from ``folder`` unless it is absolute or a URL; ``imagenet:PATH`` and
+    ``PATH?filter`` keep their prefix / filter."""
+    if "://" in value:
+        return value
+    prefix = "imagenet:" if value.startswith("imagenet:") else ""
+    body, query = value[len(prefix):], ""
+    if "?" in body:
+        body, query = body.split("?", 1)
+        query = "?" + query
+    body = os.path.expanduser(body)
+    if not os.path.isabs(body):
+        body = os.path.normpath(os.path.join(os.path.abspath(folder), body))
+    return prefix + body + query
+
+
+def resolve_paths(values: dict[str, Any], folder: Path, source: str) -> dict[str, Any]:
+    """``values`` with every path key (fields marked ``path`` in their section) taken from ``folder``."""
+    out = dict(values)
+    for section, cls in PATH_SECTIONS.items():
+        given = out.get(section)
+        if not isinstance(given, dict):
+            continue
+        given = dict(given)
+        for f in dataclasses.fields(cls):
+            value = given.get(f.name)
+            if not f.metadata.get("path") or value is None:
+                continue
+            if isinstance(value, str):
+                given[f.name] = _absolute(value, folder)
+            elif isinstance(value, list):
+                given[f.name] = [_absolute(v, folder) if isinstance(v, str) else v for v in value]
+        out[section] = given
+    return out
+
+
+def resolve_extends(values: dict[str, Any], base_dir: Path | None = None, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Apply ``extends: PRESET_OR_PATH`` (a config building on another), recursively."""
+    values = dict(values)
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values
+    if parent in seen:
+        raise ValueError(f"config 'extends' loop: {' -> '.join((*seen, parent))}")
+    parent_values, parent_dir = read_yaml(parent, base_dir)
+    return merge(resolve_extends(parent_values, parent_dir, (*seen, parent)), values)
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r}: expected section.key=value, e.g. train.epochs=10")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = values
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {key} is not a section")
+        try:
+            node[keys[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({err})") from None
+    return values
+
+
+def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = (), check_runtime: bool = True) -> RunConfig:
+    """Read a preset or YAML file, apply overrides, and check the result (see the module
+    docstring); with ``check_runtime`` also that ``train.device`` exists on this machine. A file
+    that sets no ``name`` is named after itself, not after the preset it extends."""
+    values, base_dir = read_yaml(name_or_path)
+    if base_dir is not None and "name" not in values:
+        values["name"] = Path(name_or_path).stem
+    cfg = config_from_dict(apply_overrides(resolve_extends(values, base_dir), overrides))
+    if check_runtime:
+        check_device(cfg.train.device)
+    return cfg
+
+
+def config_reference(name_or_path: str) -> str:
+    """How another config file refers to this one in ``extends``: a shipped preset by its name,
+    a file by its absolute path (the other file may live elsewhere)."""
+    if _preset(name_or_path) is not None:
+        return name_or_path
+    return str(Path(name_or_path).resolve())
+
+
+def config_delta(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``new`` that differ from ``base``, nested as in a config file."""
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        if key not in base:
+            out[key] = value
+            continue
+        old = base[key]
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            if sub := config_delta(old, value):
+                out[key] = sub
+        elif value != old:
+            out[key] = value
+    return out
+
+
+def config_yaml(cfg: RunConfig, extends: str | None = None) -> str:
+    """``cfg`` as YAML: every value, or, given the preset or config file it was made from
+    (``extends``), ``extends:`` and only what differs from it, when that reads back as ``cfg``."""
+    values = cfg.to_dict()
+    if extends is not None:
+        short = {"extends": extends, **config_delta(load_config(extends, check_runtime=False).to_dict(), values)}
+        if config_from_dict(resolve_extends(copy.deepcopy(short))).to_dict() == values:
+            values = short
+    return yaml.safe_dump(values, sort_keys=False)
+
+
+def save_config(cfg: RunConfig, path: Path, extends: str | None = None) -> None:
+    """Write :func:`config_yaml` to ``path``."""
+    Path(path).write_text(config_yaml(cfg, extends))

@@ -1,0 +1,222 @@
+"""A whole run's config (:class:`RunConfig`) and what it says about each phase (:class:`PhaseSetup`).
+
+:meth:`RunConfig.phase` is the one place where a phase is made from the config: its compression,
+the features it computes, the model's input geometry and architecture config, its batch and its
+optimizer settings. The training loop, the FLOPs accounting, ``bench`` and the config's own
+checks all call it, so they cannot disagree about a phase.
+
+A ``RunConfig`` is frozen and checked when made; :meth:`RunConfig.replace` makes a changed copy
+and checks it again (every section and every phase), so code cannot hold an invalid config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from coarse2fine.compression import Compression, InputGeometry
+from coarse2fine.config.checks import build
+from coarse2fine.config.sections import (
+    LEGACY_FEATURE_KEYS,
+    AugmentConfig,
+    C2FConfig,
+    DataConfig,
+    FeatureConfig,
+    ModelConfig,
+    OptimConfig,
+    PretrainConfig,
+    TrainConfig,
+)
+from coarse2fine.features import FeatureSpec
+from coarse2fine.model.base import C2FModel
+from coarse2fine.model.registry import get_arch, model_config
+from coarse2fine.objectives import objective_entry
+from coarse2fine.phases import Phase, build_phases, parse_schedule
+
+
+@dataclass(frozen=True)
+class PhaseSetup:
+    """Phase ``index`` of a run as the config defines it: factor ``R`` and ``epochs``, the
+    compression, the features to compute (``features``), the model's input ``geometry`` and
+    architecture config (``model_config`` of family ``arch``), the global ``batch_size`` and the
+    optimizer settings (``optim``; learning rate and warm-up scaled with ``c2f.coarse_batch: scale``)."""
+
+    index: int
+    R: int
+    epochs: int
+    compression: Compression
+    features: FeatureSpec
+    geometry: InputGeometry
+    arch: str
+    model_config: Any
+    batch_size: int
+    optim: OptimConfig
+
+    def build_model(self) -> C2FModel:
+        """A freshly initialised model of this phase (draws from torch's global generator)."""
+        return get_arch(self.arch).model_cls(self.model_config)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run (see :mod:`coarse2fine.config`)."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    c2f: C2FConfig = field(default_factory=C2FConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "name" and not isinstance(value, f.default_factory):  # type: ignore[arg-type]
+                raise ValueError(f"{f.name}: expected a {f.default_factory.__name__}, got {type(value).__name__}")  # type: ignore[union-attr]
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name: expected a non-empty string, got {self.name!r}")
+        self.check()
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(dataclasses.asdict(self))
+
+    def replace(self, changes: Mapping[str, Any] | None = None, /, **more: Any) -> RunConfig:
+        """A copy with ``changes`` (keys may be dotted, ``{"c2f.schedule": "1"}``, or nested
+        mappings), checked like a loaded config."""
+        values = self.to_dict()
+        for dotted, value in {**(changes or {}), **more}.items():
+            *parents, leaf = dotted.split(".")
+            node = values
+            for k in parents:
+                if not isinstance(node.get(k), dict):
+                    raise ValueError(f"{dotted}: {k} is not a section")
+                node = node[k]
+            if not parents and isinstance(value, Mapping) and isinstance(node.get(leaf), Mapping):
+                node[leaf] = merge(node[leaf], value)  # a section given as a mapping: its keys change
+            else:
+                node[leaf] = value
+        return config_from_dict(values)
+
+    def check(self) -> None:
+        """Checks across sections: the objective against the model family, labels against the
+        data, phase lengths against the schedule, and every phase's model geometry (configs
+        only, no weights), including frames that a coarse phase's tokens would never see."""
+        archs = objective_entry(self.train.objective).archs
+        if archs and self.model.arch not in archs:
+            raise ValueError(f"train.objective: {self.train.objective} trains model.arch {' or '.join(archs)}, "
+                             f"not {self.model.arch}")
+        if self.data.kind == "unlabeled" and self.train.objective == "classification":
+            raise ValueError("data.kind: unlabeled audio has nothing to classify; pretrain on it "
+                             "(train.objective: masked_patch, `coarse2fine pretrain`) or give labeled data")
+        if self.train.batch_size % self.train.grad_accum:
+            raise ValueError(f"train.batch_size {self.train.batch_size} must be a multiple of train.grad_accum "
+                             f"({self.train.grad_accum})")
+        setups = [self.phase(i) for i in range(len(self.phases()))]
+        check_frames_seen(self, setups)
+
+    def phases(self) -> list[Phase]:
+        """The schedule's phases: ``c2f.phase_epochs``, or ``c2f.phase_steps`` in epochs of
+        ``train.epoch_steps`` steps, or the paper's default split of ``train.epochs``."""
+        c = self.c2f
+        epochs = c.phase_epochs
+        if c.phase_steps is not None:
+            steps = self.train.epoch_steps
+            if not steps or any(s % steps for s in c.phase_steps):
+                raise ValueError(f"c2f.phase_steps: {list(c.phase_steps)} must be whole multiples of train.epoch_steps "
+                                 f"({steps or 'unset'}), the steps between two evaluations")
+            epochs = [s // steps for s in c.phase_steps]
+        if epochs is None and "budget" in (c.switch, c.final_stop):  # every phase runs until its budget share
+            epochs = [self.train.epochs] * len(parse_schedule(c.schedule))
+        try:
+            return build_phases(c.schedule, self.train.epochs, epochs, c.initial_fraction)
+        except ValueError as err:
+            raise ValueError(f"c2f: {err}") from None
+
+    def phase(self, index: int, num_classes: int = 2) -> PhaseSetup:
+        """Phase ``index`` as this config defines it (see :class:`PhaseSetup`), for a classifier
+        of ``num_classes`` classes."""
+        c, f, t = self.c2f, self.features, self.train
+        phase = self.phases()[index]
+        comp = Compression(c.method, phase.R, c.patch_resize, c.scale_window)
+        geo = comp.input_geometry(f.target_length, f.num_mel_bins)
+        needs = objective_entry(t.objective).model_overrides
+        settings = dataclasses.replace(self.model, overrides={**self.model.overrides, **needs}) if needs else self.model
+        try:
+            arch_config = model_config(settings, num_classes, geo)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model {self.model.arch}/{self.model.preset} with c2f.method {c.method} at R={phase.R} "
+                             f"(schedule {c.schedule}): {err}") from None
+        scale = phase.R if c.coarse_batch == "scale" else 1
+        optim = t.optim
+        if scale > 1:
+            factor = math.sqrt(scale) if c.lr_scaling == "sqrt" else float(scale)
+            optim = dataclasses.replace(optim, lr=optim.lr * factor, warmup_steps=optim.warmup_steps // scale)
+        return PhaseSetup(index, phase.R, phase.epochs, comp, comp.feature_spec(f.spec()), geo, self.model.arch,
+                          arch_config, t.batch_size * scale, optim)
+
+    def baseline(self, name: str = "baseline") -> RunConfig:
+        """This config's baseline: the full-resolution schedule ``1`` with ``train.epochs`` epochs."""
+        return self.replace({"name": name, "c2f.schedule": "1", "c2f.phase_epochs": None, "c2f.phase_steps": None})
+
+
+def check_frames_seen(cfg: RunConfig, setups: list[PhaseSetup]) -> None:
+    """Refuse a schedule whose coarse phase leaves input frames that no token sees (``3-1`` on
+    128 frames: 42 coarse frames, 16-frame patches cover 32), beyond the rounding of one coarse
+    frame and what full resolution itself leaves, with the numbers."""
+    full = cfg.features.target_length
+    unseen_full = _unseen(full, setups[-1])  # every schedule ends at R = 1
+    for s in setups:
+        unseen = _unseen(full, s)
+        if unseen > unseen_full + (s.R - 1):
+            frames, ignored = s.geometry.frames, getattr(s.model_config, "ignored_frames", 0)
+            raise ValueError(
+                f"c2f.schedule {cfg.c2f.schedule} with c2f.method {cfg.c2f.method}: at R={s.R} the model's input has "
+                f"{frames} frames and its tokens see {frames - ignored} of them, so {unseen} of the {full} "
+                f"full-resolution frames would never be seen (at R=1: {unseen_full}); choose factors that "
+                f"divide features.target_length / the patch, or change features.target_length")
+
+
+def _unseen(full: int, s: PhaseSetup) -> int:
+    """Full-resolution frames that phase ``s``'s tokens never see."""
+    ignored = int(getattr(s.model_config, "ignored_frames", 0))
+    factor = s.geometry.time_factor
+    return full - factor * (s.geometry.frames - ignored)
+
+
+def plain(x: Any) -> Any:
+    """Tuples to lists, recursively, so the dict is YAML/JSON friendly."""
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    return x
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: ``over``'s values win; nested mappings merge key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def move_legacy_feature_keys(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Earlier configs set the Kaldi settings directly under ``features:``; they now live under
+    ``features.fbank``. Move them there (an explicit ``features.fbank`` value wins)."""
+    values = dict(values)
+    feats = values.get("features")
+    if isinstance(feats, dict) and any(k in feats for k in LEGACY_FEATURE_KEYS):
+        feats = dict(feats)
+        moved = {k: feats.pop(k) for k in LEGACY_FEATURE_KEYS if k in feats}
+        feats["fbank"] = {**moved, **(feats.get("fbank") or {})}
+        values["features"] = feats
+    return values
+
+
+def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
+    """A checked :class:`RunConfig` from a nested dict (errors name the key and the problem)."""
+    return build(RunConfig, move_legacy_feature_keys(values), "")

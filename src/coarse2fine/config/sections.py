@@ -1,0 +1,368 @@
+"""The sections of a run config, one frozen dataclass each, every key with its type and limits.
+
+``data`` (where clips come from), ``features`` (front end and normalisation), ``model`` (family,
+size, patches, pretrained weights), ``train`` (objective, optimizer in ``train.optim``, loop),
+``augment``, ``c2f`` (schedule, compression, switching) and ``pretrain`` (masked patch
+pretraining). Sections are frozen: a changed config is made with
+:meth:`coarse2fine.config.RunConfig.replace`, which checks it again, so a config is valid for as
+long as it exists. Types and limits are checked by :func:`~coarse2fine.config.checks.check_fields`
+(see there); what depends on several keys, by each section's ``check``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from coarse2fine.compression import METHODS, PATCH_RESIZES
+from coarse2fine.config.checks import at_least, check_fields, choice, key
+from coarse2fine.features import FbankConfig, FeatureSpec, LogMelConfig
+from coarse2fine.model.registry import get_arch
+from coarse2fine.objectives import LOSSES, objective_metrics, objective_names
+from coarse2fine.objectives.masked_patch import MASKINGS
+from coarse2fine.phases import parse_schedule
+
+DATA_KINDS = ("synthetic", "manifest", "fsdd", "esc50", "unlabeled")
+FRONTENDS: dict[str, type] = {"fbank": FbankConfig, "logmel": LogMelConfig}
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("step", "epochs")
+SWITCHES = ("fixed", "plateau", "budget")
+FINAL_STOPS = ("epochs", "plateau", "budget")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+class Section:
+    """A config section: checks every field (types, limits) and then itself when made or replaced."""
+
+    prefix: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.prefix)
+        self.check()
+
+    def check(self) -> None:
+        """Checks across this section's keys (raise ``ValueError`` naming them)."""
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    """Where the clips come from.
+
+    ``kind``: ``synthetic`` (the embedded demo set: ``train_clips``/``val_clips``), ``manifest``
+    (``train``/``val`` are AST JSON manifests with ``label_csv``, CSV files, or class folders),
+    ``fsdd`` (the Free Spoken Digit Dataset at ``root``; ``task``: digits or speakers),
+    ``esc50`` (ESC-50 at ``root``, with ``esc50.csv``; ``fold`` is the validation fold) or
+    ``unlabeled`` (audio without labels for self-supervised pretraining: ``sources`` lists
+    folders, CSV files and AST JSON manifests; recordings are cut into windows of
+    ``clip_seconds``; ``val_fraction`` of the files is held out to score the pretext task).
+    Clips are cut to ``clip_seconds`` and padded with zeros (``pad: zeros``) or by repeating
+    them (``pad: repeat``, as HTS-AT does for ESC-50). Every file is checked before training;
+    ``on_error: skip`` drops bad files and lists them in the run's report instead of stopping.
+    ``cache_dir`` turns on the on-disk feature cache; ``preload`` decodes all clips into memory;
+    ``in_memory`` (auto: when the features of every clip take at most ``memory_limit_gb``) holds
+    each phase's model input in memory, computed once per phase (``in_memory_dtype``), on the
+    training device when it fits there (``in_memory_device: auto``). ``num_workers``: loader
+    processes for sources read clip by clip (``auto``: one per spare core, at most 8; none for
+    sources served from memory, whose batches are one indexed read). Relative paths in a config
+    file are taken from that file's folder.
+    """
+
+    prefix: ClassVar[str] = "data"
+    kind: str = key("synthetic", choices=DATA_KINDS)
+    sources: list[str] = key(factory=list, path=True)
+    val_fraction: float = 0.05
+    fold: int = key(1, minimum=1)
+    pad: str = key("zeros", choices=("zeros", "repeat"))
+    train_clips: int = key(800, minimum=1)
+    val_clips: int = key(240, minimum=1)
+    clip_seconds: float = key(1.28, minimum=1e-3)
+    seed: int = 0
+    train: str | None = key(None, path=True)
+    val: str | None = key(None, path=True)
+    label_csv: str | None = key(None, path=True)
+    multilabel: bool = False
+    root: str | None = key(None, path=True)
+    task: str = key("digits", choices=("digits", "speakers"))
+    on_error: str = key("raise", choices=("raise", "skip"))
+    min_seconds: float = key(0.1, minimum=0)
+    preload: bool = True
+    cache_dir: str | None = key(None, path=True)
+    in_memory: str | bool = key("auto", choices=("auto", "on", "off"))  # YAML true / false: on / off
+    in_memory_dtype: str = key("float32", choices=("float32", "float16"))
+    in_memory_device: str = key("auto", choices=("auto", "cpu"))
+    memory_limit_gb: float = key(2.0, minimum=0)
+    num_workers: int | str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.in_memory, bool):  # YAML's true / false
+            object.__setattr__(self, "in_memory", "on" if self.in_memory else "off")
+        super().__post_init__()
+
+    def check(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"data.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        if isinstance(self.num_workers, str):
+            choice("data.num_workers", self.num_workers, ("auto",))
+        else:
+            at_least("data.num_workers", self.num_workers, 0)
+
+
+LEGACY_FEATURE_KEYS = ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms")
+
+
+@dataclass(frozen=True)
+class FeatureConfig(Section):
+    """The front end and what follows it: ``frontend`` names the front end whose settings section
+    is used (``fbank``: Kaldi fbank, AST/SSAST; ``logmel``: HTS-AT's STFT log-mel);
+    ``target_length`` is the frame count at R = 1 after pad/crop; ``mean``/``std`` the
+    normalisation ``(x - mean) / (2 std)`` (``normalize: false`` for models that normalise their
+    input themselves, such as HTS-AT's learned BatchNorm)."""
+
+    prefix: ClassVar[str] = "features"
+    frontend: str = key("fbank", choices=tuple(FRONTENDS))
+    fbank: FbankConfig = key(factory=FbankConfig)
+    logmel: LogMelConfig = key(factory=LogMelConfig)
+    target_length: int = key(128, minimum=1)
+    mean: float = -4.2677393
+    std: float = key(4.5689974, minimum=1e-12)
+    normalize: bool = True
+
+    @property
+    def settings(self) -> Any:
+        """The selected front end's settings."""
+        return getattr(self, self.frontend)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.settings.sample_rate
+
+    @property
+    def num_mel_bins(self) -> int:
+        return self.settings.num_mel_bins
+
+    def spec(self) -> FeatureSpec:
+        """The full-resolution :class:`~coarse2fine.features.FeatureSpec` of these settings."""
+        return FeatureSpec(self.settings, self.target_length, self.mean, self.std, self.normalize)
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    """Which model: a family (``arch``, see ``coarse2fine.model.registry``) and one of its size
+    presets, the full-resolution patch size and stride (freq, time; the family's default when
+    unset), stochastic depth, any other field of the family's config (``overrides``), and
+    pretrained weights to start from (``init_from``: a coarse2fine run folder, or a release
+    checkpoint of the family: Hugging Face AST folder, original AST .pth, imagenet:PATH, ...)."""
+
+    prefix: ClassVar[str] = "model"
+    arch: str = "ast"
+    preset: str = "tiny"
+    patch_size: tuple[int, int] | None = key(None, minimum=1)
+    stride: tuple[int, int] | None = key(None, minimum=1)
+    drop_path_rate: float = key(0.0, minimum=0)
+    overrides: dict[str, Any] = key(factory=dict)
+    init_from: str | None = key(None, path=True)
+
+    def check(self) -> None:
+        arch = get_arch(self.arch)
+        choice("model.preset", self.preset, tuple(arch.presets))
+        allowed = {f.name for f in dataclasses.fields(arch.config_cls)}
+        unknown = sorted(set(self.overrides) - allowed)
+        if unknown:
+            raise ValueError(f"model.overrides: {', '.join(unknown)} is not a field of the {arch.name} config; "
+                             f"allowed: {', '.join(sorted(allowed))}")
+
+
+@dataclass(frozen=True)
+class OptimConfig(Section):
+    """Optimizer and LR schedule, built anew at every phase (epochs count from the phase's start):
+    AST's recipe (``schedule: step``: Adam, linear warmup over ``warmup_steps``, then x ``gamma``
+    every ``decay_every`` epochs from ``decay_start``) or HTS-AT's (``schedule: epochs``: AdamW
+    with a factor per epoch, ``epoch_factors: [[1, 0.02], [2, 0.05], ...]``); ``clip_grad_norm``
+    clips the gradient norm before each update (0: off)."""
+
+    prefix: ClassVar[str] = "train.optim"
+    optimizer: str = key("adam", choices=OPTIMIZERS)
+    lr: float = 2.5e-4
+    weight_decay: float = key(5e-7, minimum=0)
+    betas: tuple[float, float] = (0.95, 0.999)
+    warmup_steps: int = key(1000, minimum=0)
+    decay_start: int = key(5, minimum=1)
+    decay_every: int = key(1, minimum=1)
+    gamma: float = 0.85
+    schedule: str = key("step", choices=LR_SCHEDULES)
+    epoch_factors: tuple[tuple[int, float], ...] = ()
+    clip_grad_norm: float = key(0.0, minimum=0)
+
+    def check(self) -> None:
+        factors = self.epoch_factors
+        if self.schedule == "epochs" and (not factors or factors[0][0] != 1 or any(
+                a[0] >= b[0] for a, b in zip(factors, factors[1:])) or any(f <= 0 for _, f in factors)):
+            raise ValueError("train.optim.epoch_factors: schedule 'epochs' needs [[1, f1], [e2, f2], ...] with "
+                             f"increasing epochs from 1 and positive factors, got {[list(f) for f in factors]}")
+        if not self.lr > 0:
+            raise ValueError(f"train.optim.lr: must be > 0, got {self.lr}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"train.optim.gamma: must be in (0, 1], got {self.gamma}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    """Loop settings; ``epochs`` is the baseline budget, from which phase lengths are derived.
+    ``objective`` says what is optimised (``classification`` with ``loss`` ce or bce) and which
+    metrics exist; ``metric`` picks the one that decides the best epoch and the savings.
+
+    ``device``: auto (CUDA when this torch has it, else CPU), cpu, cuda, cuda:N or mps.
+    ``threads``: torch's intra-op threads (0: torch's default). ``grad_accum``: micro-batches per
+    optimizer step (``batch_size`` is the global batch). ``epoch_steps``: optimizer steps between
+    two evaluations (0: one pass over the training set). ``amp``: mixed precision on CUDA.
+    ``checkpoint_every``: also checkpoint every N steps inside an epoch. ``log_every``: steps
+    between two reads of the loss on a GPU (each read waits for the device; on a CPU every step
+    is read). ``compile``: ``torch.compile`` the model once per phase (``compile_mode``).
+    ``peak_tflops``: the device's peak for MFU (0: looked up for known GPUs).
+    """
+
+    prefix: ClassVar[str] = "train"
+    epochs: int = key(20, minimum=1)
+    batch_size: int = key(32, minimum=1)
+    objective: str = "classification"
+    loss: str = key("ce", choices=LOSSES)
+    metric: str = "acc"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = key(0, minimum=0)
+    grad_accum: int = key(1, minimum=1)
+    epoch_steps: int = key(0, minimum=0)
+    amp: str = key("none", choices=("none", "bf16", "fp16"))
+    checkpoint_every: int = key(0, minimum=0)
+    log_every: int = key(50, minimum=1)
+    compile: bool = False
+    compile_mode: str = key("default", choices=COMPILE_MODES)
+    peak_tflops: float = key(0.0, minimum=0)
+    tensorboard: bool = False
+    optim: OptimConfig = key(factory=OptimConfig)
+
+    def check(self) -> None:
+        choice("train.objective", self.objective, objective_names())
+        choice("train.metric", self.metric, tuple(objective_metrics(self.objective)))
+        if not (self.device in ("auto", "cpu", "mps", "cuda") or _is_cuda_index(self.device)):
+            raise ValueError(f"train.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("train.tensorboard: the tensorboard package is not installed "
+                             "(pip install 'coarse2fine[tensorboard]' or pip install tensorboard)")
+
+
+def _is_cuda_index(name: str) -> bool:
+    head, _, index = name.partition(":")
+    return head == "cuda" and index.isdigit()
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Section):
+    """Augmentation settings of one training run (AST's names and defaults).
+
+    ``freqm`` / ``timem``: SpecAugment mask parameters in mel bins / full-resolution frames
+    (0 disables). ``mixup``: probability that an example is mixed; ``mixup_alpha``: the Beta
+    parameter of the mixing weight; ``mixup_targets``: mix the targets by the same weight (AST)
+    or keep each clip's own (HTS-AT's AudioSet recipe). ``noise``: AST's optional noise-and-roll.
+    ``spec_masks``: how many masks of each kind per example. ``mask_value``: the value
+    written into masked cells of the (normalised) features; AST's exact behaviour is
+    ``-mean / (2 * std)``, 0 is the dataset mean.
+
+    Also in a run's ``augment:`` section, under AST's names, though they act on the loop rather
+    than on a batch: ``balanced_sampling`` (AST's label-weighted draws, see
+    :mod:`coarse2fine.training.sampling`) and weight averaging of the final phase's epochs
+    ``wa_start..wa_end`` (0 = off; ``wa_end`` 0 = to the last epoch).
+    """
+
+    prefix: ClassVar[str] = "augment"
+    freqm: int = key(0, minimum=0)
+    timem: int = key(0, minimum=0)
+    mixup: float = key(0.0, minimum=0)
+    mixup_alpha: float = 10.0
+    mixup_targets: bool = True
+    noise: bool = False
+    spec_masks: int = key(1, minimum=0)
+    mask_value: float = 0.0
+    balanced_sampling: bool = False
+    wa_start: int = key(0, minimum=0)
+    wa_end: int = key(0, minimum=0)
+
+    def check(self) -> None:
+        if self.mixup > 1:
+            raise ValueError(f"augment.mixup: a probability in [0, 1], got {self.mixup}")
+        if not self.mixup_alpha > 0:
+            raise ValueError(f"augment.mixup_alpha: must be > 0, got {self.mixup_alpha}")
+        if self.wa_end and self.wa_end < self.wa_start:
+            raise ValueError(f"augment.wa_end: weight averaging needs wa_start <= wa_end (or wa_end 0), "
+                             f"got {self.wa_start}..{self.wa_end}")
+
+
+@dataclass(frozen=True)
+class C2FConfig(Section):
+    """Coarse-to-fine settings: schedule (``1`` = baseline), method, phase lengths, when to switch.
+
+    ``coarse_batch``: ``same`` (every phase trains at ``train.batch_size``) or ``scale`` (a phase
+    at factor R trains at R x the batch, with the learning rate scaled by ``lr_scaling``: ``sqrt``
+    (x sqrt(R)) or ``linear`` (x R), and its warm-up steps divided by R so that warm-up covers the
+    same clips), so that a coarse step fills the device as a fine one does.
+    """
+
+    prefix: ClassVar[str] = "c2f"
+    schedule: str = "4-1"
+    method: str = key("fshift", choices=METHODS)
+    patch_resize: str = key("pi", choices=PATCH_RESIZES)
+    scale_window: bool = False
+    phase_epochs: list[int] | None = key(None, minimum=1)
+    phase_steps: list[int] | None = key(None, minimum=1)
+    initial_fraction: float | None = None
+    switch: str = key("fixed", choices=SWITCHES)
+    final_stop: str = key("epochs", choices=FINAL_STOPS)
+    patience: int = key(3, minimum=1)
+    min_delta: float = key(0.0, minimum=0)
+    loss_window: int = key(0, minimum=0)
+    loss_tolerance: float = key(0.01, minimum=0)
+    min_phase_epochs: int = key(1, minimum=1)
+    budget_flops: float = key(0.0, minimum=0)
+    budget_hours: float = key(0.0, minimum=0)
+    budget_shares: list[float] | None = key(None, minimum=0)
+    coarse_batch: str = key("same", choices=("same", "scale"))
+    lr_scaling: str = key("sqrt", choices=("sqrt", "linear"))
+    planned_flops: float = key(0.0, minimum=0)
+    planned_seconds: float = key(0.0, minimum=0)
+
+    def check(self) -> None:
+        try:
+            factors = parse_schedule(self.schedule)
+        except ValueError as err:
+            raise ValueError(f"c2f.schedule: {err}") from None
+        if self.phase_epochs is not None and self.phase_steps is not None:
+            raise ValueError("c2f: give phase_epochs or phase_steps, not both")
+        budget = "budget" in (self.switch, self.final_stop)
+        if budget and (self.budget_flops > 0) == (self.budget_hours > 0):
+            raise ValueError("c2f: switch or final_stop 'budget' needs one of budget_flops or budget_hours (> 0)")
+        if self.budget_shares is not None and (len(self.budget_shares) != len(factors)
+                                               or abs(sum(self.budget_shares) - 1) > 1e-6):
+            raise ValueError(f"c2f.budget_shares: {self.budget_shares} needs one share per phase of schedule "
+                             f"{self.schedule}, summing to 1")
+        if self.initial_fraction is not None and not 0 < self.initial_fraction < 1:
+            raise ValueError(f"c2f.initial_fraction: must be in (0, 1), got {self.initial_fraction}")
+
+
+@dataclass(frozen=True)
+class PretrainConfig(Section):
+    """``pretrain`` settings of masked patch pretraining: masked patches at full resolution
+    (``mask_patch``, scaled per phase), the loss weights, the masking kind, and the
+    full-resolution token count (None: computed from the run's features and model settings)."""
+
+    prefix: ClassVar[str] = "pretrain"
+    mask_patch: int = key(400, minimum=1)
+    nce_weight: float = key(1.0, minimum=0)
+    mse_weight: float = key(10.0, minimum=0)
+    masking: str = key("auto", choices=MASKINGS)
+    full_tokens: int | None = key(None, minimum=1)
+
+    def check(self) -> None:
+        if self.nce_weight + self.mse_weight <= 0:
+            raise ValueError(f"pretrain.nce_weight / mse_weight: not both 0, got {self.nce_weight} / {self.mse_weight}")
