@@ -34,9 +34,9 @@ def test_every_method_cuts_tokens_by_R_in_every_phase(splits, tmp_path, method, 
                                "c2f.phase_epochs=[1, 1, 1]"])
     result = train_run(cfg, splits, tmp_path, progress=False)
     recs = result.records
-    assert [(r["R"], r["tokens"]) for r in recs] == [(4, 128), (2, 256), (1, 512)]  # 64 mel bins / 4 = 16 rows
-    assert recs[0]["train_flops"] < 0.27 * recs[2]["train_flops"] and recs[1]["train_flops"] < 0.52 * recs[2]["train_flops"]
-    assert all(r["train_loss"] == r["train_loss"] for r in recs)  # finite
+    assert [(r.R, r.tokens) for r in recs] == [(4, 128), (2, 256), (1, 512)]  # 64 mel bins / 4 = 16 rows
+    assert recs[0].train_flops < 0.27 * recs[2].train_flops and recs[1].train_flops < 0.52 * recs[2].train_flops
+    assert all(r.train_loss == r.train_loss for r in recs)  # finite
     model, spec, labels, _, _ = load_run_for_inference(tmp_path)
     assert model.arch == "htsat" and spec.frontend.kind == "logmel" and not spec.normalize
     assert model.num_tokens == 512 and len(labels) == 8
@@ -45,7 +45,7 @@ def test_every_method_cuts_tokens_by_R_in_every_phase(splits, tmp_path, method, 
 @pytest.mark.parametrize("schedule,tokens", [("4-1", [128, 512]), ("2-1", [256, 512])])
 def test_two_phase_schedules(splits, tmp_path, schedule, tokens):
     cfg = load_config("demo", [*HTSAT, f"c2f.schedule={schedule}", "c2f.phase_epochs=[1, 1]"])
-    assert [r["tokens"] for r in train_run(cfg, splits, tmp_path, progress=False).records] == tokens
+    assert [r.tokens for r in train_run(cfg, splits, tmp_path, progress=False).records] == tokens
 
 
 def test_predict_with_a_trained_htsat_run(splits, tmp_path):

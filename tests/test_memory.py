@@ -57,8 +57,8 @@ def test_training_from_memory_matches_training_from_waveforms(tmp_path):
     cfg = load_config("demo", [*SMALL, "c2f.phase_epochs=[1, 1]", "c2f.method=avgpool", "data.in_memory=off"])
     off = train_run(cfg, load_splits(cfg), tmp_path / "off", progress=False).records
     for a, b in zip(on, off):
-        assert a["train_flops"] == b["train_flops"]
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4) and a["acc"] == pytest.approx(b["acc"], abs=0.13)
+        assert a.train_flops == b.train_flops
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4) and a.metric("acc") == pytest.approx(b.metric("acc"), abs=0.13)
 
 
 def test_tensorboard_scalars_against_epochs_flops_and_time(tmp_path):
@@ -72,4 +72,4 @@ def test_tensorboard_scalars_against_epochs_flops_and_time(tmp_path):
     tags = acc.Tags()["scalars"]
     assert {"epoch/acc", "epoch/train_loss", "epoch/cum_flops", "vs_gflops/acc", "vs_time_ms/acc"} <= set(tags)
     assert [e.step for e in acc.Scalars("epoch/acc")] == [1, 2]
-    assert [e.step for e in acc.Scalars("vs_gflops/acc")] == [round(r["cum_flops"] / 1e9) for r in recs]
+    assert [e.step for e in acc.Scalars("vs_gflops/acc")] == [round(r.cum_flops / 1e9) for r in recs]

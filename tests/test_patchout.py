@@ -81,4 +81,4 @@ def test_patchout_with_coarse_to_fine_trains_from_a_config(tmp_path):
                                "train.epochs=1", "c2f.phase_epochs=[1, 1]", "model.overrides.pos_embed=disentangled",
                                "model.overrides.patchout_time=4", "model.overrides.patchout_freq=2"])
     recs = train_run(cfg, load_splits(cfg), tmp_path, progress=False).records
-    assert [(r["R"], r["tokens"], r["train_tokens"]) for r in recs] == [(4, 16, 6), (1, 64, 24)]
+    assert [(r.R, r.tokens, r.train_tokens) for r in recs] == [(4, 16, 6), (1, 64, 24)]

@@ -70,7 +70,7 @@ def test_a_planned_run_is_compared_with_its_prediction(tmp_path, capsys):
     planned = load_config(out)
     measured = json.loads((tmp_path / "run" / "log.json").read_text())["records"][-1]["cum_flops"]
     assert measured == pytest.approx(planned.c2f.planned_flops, rel=1e-9)  # the analytic FLOPs are the plan's
-    assert "(1.000x)" in line and "Time save: calibrated" in text
+    assert "(1.000x)" in line and "calibrated time: each phase's real step" in text
 
 
 def test_the_plan_extends_the_config_it_was_made_from(tmp_path, capsys, monkeypatch):

@@ -16,6 +16,7 @@ from coarse2fine.report.savings import (
     load_records,
     savings_table,
 )
+from coarse2fine.training.records import as_records
 
 
 def make_run(values, flops, phases=None, Rs=None, metric="acc", seconds_per_flop=0.1):
@@ -33,6 +34,10 @@ def make_run(values, flops, phases=None, Rs=None, metric="acc", seconds_per_flop
     return records
 
 
+# What EpochRecord.to_dict adds to a hand-made record: the defaults of the fields it leaves out.
+ALL_DEFAULTS = {"tokens": 0, "train_tokens": 0, "batch_size": 0, "lr": 0.0, "clips": 0, "steps": 0, "data_time": 0.0,
+                "eval_time": 0.0}
+
 # Baseline: best 0.494 at epoch 4, cum_flops 400, cum_time 40.
 BASE = make_run([0.30, 0.40, 0.45, 0.494, 0.49], [100] * 5)
 # Two-phase R=4 then R=1: reaches 0.499 at epoch 3 with cum_flops 25 + 25 + 100 = 150.
@@ -43,7 +48,7 @@ WEAK = make_run([0.20, 0.30, 0.40], [25, 25, 100], [0, 0, 1], [4, 4, 1])
 
 def test_baseline_reference():
     ref = baseline_reference(BASE, "acc")
-    assert ref == BaselineRef("acc", 0.494, 4, 400.0, pytest.approx(40.0))
+    assert ref == BaselineRef("acc", 0.494, 4, 400.0, pytest.approx(40.0), times={"wall": pytest.approx(40.0)})
 
 
 def test_baseline_reference_first_on_ties_and_nan_ignored():
@@ -160,8 +165,9 @@ def test_zero_reference_cost_gives_nan_savings():
 
 def test_load_records_roundtrip(tmp_path):
     (tmp_path / "log.json").write_text(json.dumps({"name": "x", "done": True, "records": C2F}))
-    assert load_records(tmp_path / "log.json") == C2F
-    assert load_records(tmp_path) == C2F  # run folder
+    assert load_records(tmp_path / "log.json") == as_records(C2F)
+    assert load_records(tmp_path) == as_records(C2F)  # run folder
+    assert [r.to_dict() for r in load_records(tmp_path)] == [{**ALL_DEFAULTS, **r} for r in C2F]
 
 
 def test_load_records_errors(tmp_path):
@@ -185,12 +191,12 @@ def _rows():
 def test_savings_table_rows():
     rows = _rows()
     assert rows[0] == {"Setting": "Baseline", "Acc at first beat (delta)": "49.40", "Beat epoch": "4",
-                       "FLOPs save (%)": "-", "Time save (%)": "-", "Best Acc (gain)": "49.40", "Best epoch": "4"}
+                       "FLOPs save (%)": "-", "Wall time save (%)": "-", "Best Acc (gain)": "49.40", "Best epoch": "4"}
     assert rows[1] == {"Setting": "Fshift 41", "Acc at first beat (delta)": "49.90 (+0.50)", "Beat epoch": "3",
-                       "FLOPs save (%)": "62.50", "Time save (%)": "62.50", "Best Acc (gain)": "51.43 (+2.03)",
+                       "FLOPs save (%)": "62.50", "Wall time save (%)": "62.50", "Best Acc (gain)": "51.43 (+2.03)",
                        "Best epoch": "4"}
     assert rows[2] == {"Setting": "Weak", "Acc at first beat (delta)": "not reached", "Beat epoch": "-",
-                       "FLOPs save (%)": "-", "Time save (%)": "-", "Best Acc (gain)": "40.00 (-9.40)",
+                       "FLOPs save (%)": "-", "Wall time save (%)": "-", "Best Acc (gain)": "40.00 (-9.40)",
                        "Best epoch": "3"}
 
 
@@ -214,26 +220,26 @@ def test_savings_table_non_fraction_metric_is_not_scaled():
 
 
 GOLDEN_MARKDOWN = """\
-| Setting   | Acc at first beat (delta) | Beat epoch | FLOPs save (%) | Time save (%) | Best Acc (gain) | Best epoch |
-| --------- | ------------------------: | ---------: | -------------: | ------------: | --------------: | ---------: |
-| Baseline  |                     49.40 |          4 |              - |             - |           49.40 |          4 |
-| Fshift 41 |             49.90 (+0.50) |          3 |          62.50 |         62.50 |   51.43 (+2.03) |          4 |
-| Weak      |               not reached |          - |              - |             - |   40.00 (-9.40) |          3 |
+| Setting   | Acc at first beat (delta) | Beat epoch | FLOPs save (%) | Wall time save (%) | Best Acc (gain) | Best epoch |
+| --------- | ------------------------: | ---------: | -------------: | -----------------: | --------------: | ---------: |
+| Baseline  |                     49.40 |          4 |              - |                  - |           49.40 |          4 |
+| Fshift 41 |             49.90 (+0.50) |          3 |          62.50 |              62.50 |   51.43 (+2.03) |          4 |
+| Weak      |               not reached |          - |              - |                  - |   40.00 (-9.40) |          3 |
 """
 
 GOLDEN_CSV = """\
-Setting,Acc at first beat (delta),Beat epoch,FLOPs save (%),Time save (%),Best Acc (gain),Best epoch
+Setting,Acc at first beat (delta),Beat epoch,FLOPs save (%),Wall time save (%),Best Acc (gain),Best epoch
 Baseline,49.40,4,-,-,49.40,4
 Fshift 41,49.90 (+0.50),3,62.50,62.50,51.43 (+2.03),4
 Weak,not reached,-,-,-,40.00 (-9.40),3
 """
 
 GOLDEN_TEXT = """\
-Setting    Acc at first beat (delta)  Beat epoch  FLOPs save (%)  Time save (%)  Best Acc (gain)  Best epoch
----------  -------------------------  ----------  --------------  -------------  ---------------  ----------
-Baseline                       49.40           4               -              -            49.40           4
-Fshift 41              49.90 (+0.50)           3           62.50          62.50    51.43 (+2.03)           4
-Weak                     not reached           -               -              -    40.00 (-9.40)           3
+Setting    Acc at first beat (delta)  Beat epoch  FLOPs save (%)  Wall time save (%)  Best Acc (gain)  Best epoch
+---------  -------------------------  ----------  --------------  ------------------  ---------------  ----------
+Baseline                       49.40           4               -                   -            49.40           4
+Fshift 41              49.90 (+0.50)           3           62.50               62.50    51.43 (+2.03)           4
+Weak                     not reached           -               -                   -    40.00 (-9.40)           3
 """
 
 

@@ -116,10 +116,10 @@ def test_a_new_family_trains_coarse_to_fine_without_touching_the_loop(meanpool, 
                                "train.epochs=2", "train.batch_size=16", "train.threads=1", "c2f.phase_epochs=[1, 2]",
                                "c2f.method=avgpool"])
     result = train_run(cfg, load_splits(cfg), tmp_path, progress=False)
-    assert [(r["R"], r["tokens"]) for r in result.records] == [(4, 32), (1, 128), (1, 128)]
+    assert [(r.R, r.tokens) for r in result.records] == [(4, 32), (1, 128), (1, 128)]
     model = MeanPool(make_config(cfg.model, 8, InputGeometry(32, 128)))
     assert measured_training_flops(model, torch.randn(1, 32, 128)) == model.training_flops(1)
-    assert result.records[0]["train_flops"] == model.training_flops(32)
+    assert result.records[0].train_flops == model.training_flops(32)
     loaded, spec, labels, _, multilabel = load_run_for_inference(tmp_path)
     assert isinstance(loaded, MeanPool) and spec.target_length == 128 and len(labels) == 8 and not multilabel
 

@@ -24,10 +24,10 @@ def rec(phase, acc, loss=1.0, flops=10, time_s=1.0):
 
 def cum(records):
     total_f = total_t = 0
-    for r in records:
+    for i, r in enumerate(records, start=1):
         total_f += r["train_flops"]
         total_t += r["train_time"]
-        r["cum_flops"], r["cum_time"] = total_f, total_t
+        r["epoch"], r["cum_flops"], r["cum_time"] = i, total_f, total_t
     return records
 
 

@@ -33,17 +33,17 @@ def test_two_phase_run_records_flops_time_and_weights(cfg, splits, tmp_path, met
     cfg = cfg.replace({"c2f.schedule": "4-1", "c2f.method": method, "c2f.phase_epochs": [1, 2]})
     result = train_run(cfg, splits, tmp_path, progress=False)
     recs = result.records
-    assert [(r["epoch"], r["phase"], r["R"], r["phase_epoch"]) for r in recs] == [(1, 0, 4, 1), (2, 1, 1, 1), (3, 1, 1, 2)]
-    assert [r["tokens"] for r in recs] == [16, 64, 64]
+    assert [(r.epoch, r.phase, r.R, r.phase_epoch) for r in recs] == [(1, 0, 4, 1), (2, 1, 1, 1), (3, 1, 1, 2)]
+    assert [r.tokens for r in recs] == [16, 64, 64]
     # FLOPs: the analytic count for the real geometry of each phase, times the clips seen.
     full = model_from_config_dict(json.loads((tmp_path / "model_config.json").read_text()))
-    assert full.arch == "ast" and recs[-1]["train_flops"] == ast_training_flops(full.config, 1) * 32
-    assert recs[0]["train_flops"] < recs[1]["train_flops"] / 3
-    assert recs[-1]["cum_flops"] == sum(r["train_flops"] for r in recs)
-    assert recs[-1]["cum_time"] == pytest.approx(sum(r["train_time"] for r in recs))
-    assert all(r["train_time"] > 0 and 0 <= r["acc"] <= 1 for r in recs)
+    assert full.arch == "ast" and recs[-1].train_flops == ast_training_flops(full.config, 1) * 32
+    assert recs[0].train_flops < recs[1].train_flops / 3
+    assert recs[-1].cum_flops == sum(r.train_flops for r in recs)
+    assert recs[-1].cum_time == pytest.approx(sum(r.train_time for r in recs))
+    assert all(r.train_time > 0 and 0 <= r.metric("acc") <= 1 for r in recs)
     # The LR schedule (warmup included) restarts at the phase change.
-    assert recs[1]["lr"] == pytest.approx(recs[0]["lr"])
+    assert recs[1].lr == pytest.approx(recs[0].lr)
     log = json.loads((tmp_path / "log.json").read_text())
     assert log["done"] and len(log["records"]) == 3
     assert (tmp_path / "log.csv").read_text().splitlines()[0].startswith("epoch,phase,R")
@@ -54,7 +54,7 @@ def test_two_phase_run_records_flops_time_and_weights(cfg, splits, tmp_path, met
 def test_training_learns_something(cfg, splits, tmp_path):
     cfg = cfg.replace({"c2f.schedule": "1", "c2f.phase_epochs": None, "train.epochs": 3})
     result = train_run(cfg, splits, tmp_path, progress=False)
-    losses = [r["train_loss"] for r in result.records]
+    losses = [r.train_loss for r in result.records]
     assert losses[-1] < losses[0]
 
 

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from coarse2fine import atomic
 from coarse2fine.data.sources import count_classes
 from coarse2fine.experiments.grid import calibrate_runs
 
@@ -20,8 +19,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_grid_options(p: argparse.ArgumentParser) -> None:
     """Options of the commands that train several runs and compare them."""
     p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
-    p.add_argument("--calibrate-rounds", type=int, default=10,
-                   help="interleaved rounds timing each phase's step for the calibrated time saves (0: wall time only)")
+    p.add_argument("--calibrate-rounds", type=int, default=0,
+                   help="also time each phase's real step in N interleaved rounds for a calibrated time save "
+                        "(0, the default: wall and median-step time, both measured in the runs)")
+    p.add_argument("--recalibrate", action="store_true", help="calibrate again even when calibration.json covers the runs")
 
 
 def add_run_options(p: argparse.ArgumentParser, methods: Sequence[str], out_help: str) -> None:
@@ -30,7 +31,9 @@ def add_run_options(p: argparse.ArgumentParser, methods: Sequence[str], out_help
     p.add_argument("--schedule", help="override c2f.schedule (1 = full resolution only)")
     p.add_argument("--method", choices=list(methods), help="override c2f.method")
     p.add_argument("--out", required=True, help=out_help)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint an interrupted run left in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of this config in --out (the default when one is there)")
+    p.add_argument("--fresh", action="store_true", help="discard what --out holds (checkpoint, logs, weights) and start over")
     add_common(p)
 
 
@@ -54,13 +57,11 @@ def log_path(path: str) -> Path:
     return p / "log.json" if p.is_dir() else p
 
 
-def calibrated(configs: list, records: list, classes: int, rounds: int, out_root: Path | None,
-                serves: str | None = None) -> list:
-    """Records with calibrated time (``rounds`` 0: as they are); the calibration goes to
-    ``out_root/calibration.json``."""
+def calibrated(configs: list, records: list, classes: int, rounds: int, saved: Path | None, source=None,
+               fresh: bool = False) -> list:
+    """Records with calibrated time (``rounds`` 0: as they are); the calibration is kept in
+    ``saved`` (``calibration.json``) and used again while it covers the runs' phases."""
     if rounds <= 0:
         return records
-    cal, records = calibrate_runs(configs, records, classes, rounds, serves=serves)
-    if out_root is not None:
-        atomic.write_json(out_root / "calibration.json", cal.to_dict())
+    _, records = calibrate_runs(configs, records, classes, rounds, source, saved, fresh)
     return records

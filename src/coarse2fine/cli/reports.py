@@ -33,14 +33,16 @@ from coarse2fine.report.accounting import (
 )
 from coarse2fine.report.planner import choose, plan, planned_config
 from coarse2fine.report.savings import (
-    TIME_NOTE,
+    busy_runs,
     format_table,
-    load_records,
     metric_higher_is_better,
+    read_log,
     savings_table,
+    table_measures,
+    time_note,
 )
-from coarse2fine.report.timing import bench
-from coarse2fine.runtime import load_average
+from coarse2fine.report.timing import bench, synthetic_source
+from coarse2fine.runtime import check_device, device_name, load_average, resolve_device
 
 log = logging.getLogger("coarse2fine")
 
@@ -53,7 +55,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--metric", default=None, help="metric to compare (default: the baseline config's train.metric)")
     p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
     p.add_argument("--calibrate-rounds", type=int, default=0,
-                   help="time every phase's step in N interleaved rounds and report calibrated time saves (0: wall time only)")
+                   help="also time every phase's real step in N interleaved rounds for a calibrated time save")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="tabulate unfinished runs too (marked as such); by default they are listed under the table")
 
     p = sub.add_parser("stats", help="normalisation mean/std of a config's training set (AST's features.mean/std)")
     p.add_argument("config", help="preset name or YAML path")
@@ -71,15 +75,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, tokens and FLOPs per clip")
     add_common(p)
 
-    p = sub.add_parser("bench", help="one training step of each phase, timed interleaved: FLOPs ratio vs time ratio")
+    p = sub.add_parser("bench", help="the real training step of each phase, timed interleaved: FLOPs ratio vs time ratio")
     p.add_argument("config", help="preset name or YAML path")
     p.add_argument("--schedule", help="override c2f.schedule")
     p.add_argument("--method", choices=list(METHODS), help="override c2f.method")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
-    p.add_argument("--classes", type=int, default=None, help="number of classes (default: read from the data's manifests)")
-    p.add_argument("--inputs", choices=["waveforms", "features", "model_input"], default=None,
-                   help="what the step starts from (default: what the config's data source serves)")
+    p.add_argument("--classes", type=int, default=None,
+                   help="number of classes: time on random audio of the config's shape instead of the data")
+    p.add_argument("--inputs", choices=["waveforms", "model_input"], default=None,
+                   help="with --classes: what the random clips are served as (default: what the config's source serves)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also show where a step's time goes: data, features and augmentation, forward and backward, "
+                        "optimizer (and on a GPU the device's busy time)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, flops_ratio and time_ratio")
     add_common(p)
@@ -148,25 +156,55 @@ def cmd_flops(args) -> int:
     return 0
 
 
+def _bench_source(args, cfg):
+    """The clips bench feeds the steps: the config's data as the loop serves it, or, with
+    ``--classes``, random audio served as ``--inputs`` (default: as the config's source would)."""
+    if args.classes is None:
+        try:
+            splits = load_splits(cfg)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{err} (or give --classes N to time on random audio of the config's shape)") from err
+        return splits.train.num_classes, splits.train
+    serves = args.inputs or ("model_input" if input_kind(cfg, 2 * cfg.train.batch_size) == "model_input" else "waveforms")
+    return args.classes, synthetic_source(cfg, args.classes, 4 * cfg.train.batch_size, serves)
+
+
 def cmd_bench(args) -> int:
     cfg = load_config(args.config, run_overrides(args))
-    classes = args.classes if args.classes is not None else classes_from_data(cfg)
-    serves = args.inputs or input_kind(cfg, count_clips(cfg))
-    rows = bench(cfg, classes, args.rounds, args.warmup, args.device, serves)
+    check_device(args.device, "--device")
+    classes, source = _bench_source(args, cfg)
+    rows = bench(cfg, classes, source, args.rounds, args.warmup, args.device, args.breakdown)
     load = load_average()
+    device = resolve_device(args.device, "--device")
+    head = {"config": cfg.name, "arch": cfg.model.arch, "preset": cfg.model.preset, "method": cfg.c2f.method,
+            "batch": cfg.train.batch_size, "amp": cfg.train.amp, "inputs": source.serves, "rounds": args.rounds,
+            "device": device_name(device), "threads": torch.get_num_threads(), "load_avg": load}
     if args.json:
-        print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "method": cfg.c2f.method, "batch": cfg.train.batch_size, "inputs": serves,
-                          "rounds": args.rounds, "threads": torch.get_num_threads(), "load_avg": load,
-                          "phases": [r.to_dict() for r in rows]}, indent=2))
+        print(json.dumps({**head, "phases": [r.to_dict() for r in rows]}, indent=2))
         return 0
-    print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, inputs "
-          f"{serves}, {args.rounds} interleaved rounds, {torch.get_num_threads()} threads, load average {load}")
-    table = [{"R": str(r.R), "tokens": str(r.tokens), "step ms": f"{r.step_ms:.1f}", "FLOPs ratio": f"{r.flops_ratio:.3f}",
-              "time ratio": f"{r.time_ratio:.3f} [{r.time_ratio_q25:.3f}, {r.time_ratio_q75:.3f}]",
-              "time/FLOPs": f"{r.time_over_flops:.2f}", "model ms": f"{r.model_ms:.1f}",
-              "model time/FLOPs": f"{r.model_time_over_flops:.2f}"} for r in rows]
+    print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, amp "
+          f"{cfg.train.amp}, inputs {source.serves}, {args.rounds} interleaved rounds on {head['device']}, "
+          f"load average {load}")
+    table = []
+    for r in rows:
+        row = {"R": str(r.R), "tokens": str(r.tokens), "batch": str(r.batch), "step ms": f"{r.step_ms:.1f}",
+               "data ms": f"{r.data_ms:.1f}", "FLOPs ratio": f"{r.flops_ratio:.3f}",
+               "time ratio": f"{r.time_ratio:.3f} [{r.time_ratio_q25:.3f}, {r.time_ratio_q75:.3f}]",
+               "time/FLOPs": f"{r.time_over_flops:.2f}", "MFU": "-" if r.mfu is None else f"{100 * r.mfu:.1f} %"}
+        table.append(row)
     print(format_table(table, "text"), end="")
-    print("time ratio: median of the per-round ratios to R=1 [quartiles]; model: forward, backward and update only")
+    print("step: the loop's training step on the data source's batches (batch fetch: data ms); time ratio: median of "
+          "the per-round ratios to R=1 per clip [quartiles]")
+    if args.breakdown:
+        parts = []
+        for r in rows:
+            row = {"R": str(r.R), **{f"{k} ms": f"{v:.1f}" for k, v in (r.stages or {}).items()},
+                   "total ms": f"{sum((r.stages or {}).values()):.1f}"}
+            if r.device_busy_ms is not None:
+                row.update({"device busy ms": f"{r.device_busy_ms:.1f}", "host-bound ms": f"{max(0.0, r.step_ms - r.device_busy_ms):.1f}"})
+            parts.append(row)
+        print("\nWhere a step's time goes (each stage ends with a device synchronisation):")
+        print(format_table(parts, "text"), end="")
     return 0
 
 
@@ -198,27 +236,44 @@ def _plan_lines(configs: list, records: list, names: list) -> list[str]:
     lines = []
     for cfg, recs, name in zip(configs, records, names):
         if cfg.c2f.planned_flops or cfg.c2f.planned_seconds:
-            flops, secs = recs[-1]["cum_flops"], recs[-1]["cum_time"]
+            flops, secs = recs[-1].cum_flops, recs[-1].cum_time
             lines.append(f"{name}: planned {cfg.c2f.planned_flops:.4g} FLOPs, {cfg.c2f.planned_seconds:.0f} s; "
                          f"measured {flops:.4g} FLOPs ({flops / cfg.c2f.planned_flops:.3f}x), {secs:.0f} s "
                          f"({secs / cfg.c2f.planned_seconds:.2f}x)")
     return lines
 
 
+def _unfinished(log: dict, cfg) -> str | None:
+    """How far an unfinished run got, or None for a finished one."""
+    if log.get("done"):
+        return None
+    planned = sum(p.epochs for p in cfg.phases())
+    why = f", stopped: {log['stopped']}" if log.get("stopped") else ""
+    return f"unfinished: {len(log['records'])} of {planned} epochs{why}"
+
+
 def cmd_compare(args) -> int:
     paths = [log_path(args.baseline), *(log_path(r) for r in args.runs)]
-    logs = [json.loads(p.read_text()) for p in paths]
-    records = [load_records(p) for p in paths]
-    metric = args.metric or logs[0]["config"]["train"]["metric"]
+    logs = [read_log(p) for p in paths]
+    configs = [config_from_dict(saved["config"]) for saved in logs]
+    metric = args.metric or configs[0].train.metric
     direction = logs[0].get("metrics", {}).get(metric)
     higher = metric_higher_is_better(metric) if direction is None else direction == "max"
-    configs = [config_from_dict(saved["config"]) for saved in logs]
-    # Runs logged before the "inputs" field existed trained from waveforms.
-    records = calibrated(configs, records, len(logs[0].get("classes") or []) or count_classes(configs[0]),
-                          args.calibrate_rounds, None, logs[0].get("inputs", "waveforms"))
-    names = [p.parent.name for p in paths[1:]]
-    print(format_table(savings_table("Baseline", records[0], dict(zip(names, records[1:])), metric, higher=higher), args.format), end="")
-    notes = [TIME_NOTE["cum_cal_time" in records[0][0]], *_plan_lines(configs, records, ["baseline", *names])]
+    records = calibrated(configs, [saved["records"] for saved in logs], len(logs[0].get("classes") or []) or 2,
+                         args.calibrate_rounds, None)
+    names = [p.parent.name for p in paths]
+    notes, runs = [], {}
+    for name, saved, cfg, recs in zip(names[1:], logs[1:], configs[1:], records[1:]):
+        state = _unfinished(saved, cfg)
+        if state is None or args.include_unfinished:
+            runs[f"{name} ({state.split(':')[0]})" if state else name] = recs
+        if state:
+            notes.append(f"{name}: {state}" + ("" if args.include_unfinished else "; not in the table (--include-unfinished)"))
+    if (base_state := _unfinished(logs[0], configs[0])) is not None:
+        notes.append(f"baseline {names[0]}: {base_state}; its best so far is the reference")
+    print(format_table(savings_table("Baseline", records[0], runs, metric, higher=higher), args.format), end="")
+    notes = [time_note(table_measures([records[0], *runs.values()]), busy_runs({"Baseline": records[0], **runs})),
+             *notes, *_plan_lines(configs, records, names)]
     if args.format == "text":
         print("\n".join(notes))
     elif args.format == "markdown":  # notes as paragraphs under the table

@@ -17,7 +17,7 @@ from coarse2fine.compression import METHODS
 from coarse2fine.config import (
     load_config,
 )
-from coarse2fine.data.sources import count_classes, load_splits
+from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import (
     Variant,
     cross_validate,
@@ -34,12 +34,15 @@ from coarse2fine.experiments.pretraining import (
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.plots import phase_rows, write_report
 from coarse2fine.report.savings import (
-    TIME_NOTE,
+    best_coarse_value,
     best_value,
+    busy_runs,
     format_table,
     savings_table,
+    table_measures,
+    time_note,
 )
-from coarse2fine.training.loop import train_run
+from coarse2fine.training.loop import RunResult, train_run
 
 log = logging.getLogger("coarse2fine")
 
@@ -90,7 +93,7 @@ def add_parsers(sub) -> None:
 def _print_experiment(base_records, runs: dict, metric: str, out_root: Path, title: str) -> None:
     write_report(out_root, base_records, runs, metric, title)
     print(format_table(savings_table("Baseline", base_records, runs, metric), "text"), end="")
-    print(TIME_NOTE["cum_cal_time" in base_records[0]])
+    print(time_note(table_measures([base_records, *runs.values()]), busy_runs({"Baseline": base_records, **runs})))
     print("Measured FLOPs and time per training epoch, by phase (ratios to the baseline's epoch):")
     print(format_table(phase_rows(base_records, runs), "text"))
     print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv, metric_vs_flops.png, metric_vs_time.png")
@@ -104,20 +107,32 @@ def cmd_experiment(args) -> int:
         parse_schedule(s)
     variants = [Variant(m, s) for s in schedules for m in parse_methods(args.methods)]
     out_root = Path(args.out)
-    baseline, results = run_experiment(cfg, variants, out_root, progress=not args.quiet, reuse=not args.fresh)
+    splits = load_splits(cfg)
+    baseline, results = run_experiment(cfg, variants, out_root, splits, progress=not args.quiet, reuse=not args.fresh)
     configs = [variant_config(cfg, None), *(variant_config(cfg, v) for v in variants)]
-    records = calibrated(configs, [baseline.records, *(r.records for r in results.values())], count_classes(cfg),
-                          args.calibrate_rounds, out_root)
+    records = calibrated(configs, [baseline.records, *(r.records for r in results.values())], splits.train.num_classes,
+                         args.calibrate_rounds, out_root / "calibration.json", splits.train, args.recalibrate)
     runs = dict(zip(results, records[1:]))
     _print_experiment(records[0], runs, cfg.train.metric, out_root, f"{cfg.name}: baseline vs {', '.join(schedules)}")
     return 0
 
 
+def _train_one(args, cfg) -> RunResult:
+    """Train one run into ``--out`` and print what happened and its best metric (the final
+    phase's; the best of the coarse phases beside it)."""
+    result = train_run(cfg, load_splits(cfg), args.out, progress=not args.quiet, resume=True, fresh=args.fresh)
+    metric = cfg.train.metric
+    what = {"trained": "trained", "resumed": "resumed from its checkpoint and finished",
+            "finished": "already finished in this folder (nothing trained; --fresh trains it again)"}[result.status]
+    coarse = best_coarse_value(result.records, metric)
+    also = f" (coarse phases: {coarse:.4f})" if coarse is not None else ""
+    print(f"{cfg.name}: {what}; best {metric} {best_value(result.records, metric):.4f} in the final phase{also}; "
+          f"logs in {result.out_dir}")
+    return result
+
+
 def cmd_train(args) -> int:
-    cfg = load_config(args.config, run_overrides(args))
-    result = train_run(cfg, load_splits(cfg), args.out, progress=not args.quiet, resume=args.resume)
-    best = best_value(result.records, cfg.train.metric)
-    print(f"{cfg.name}: best {cfg.train.metric} {best:.4f}; logs in {result.out_dir}")
+    _train_one(args, load_config(args.config, run_overrides(args)))
     return 0
 
 
@@ -126,9 +141,8 @@ def cmd_pretrain(args) -> int:
     if cfg.train.objective != "masked_patch":
         raise ValueError(f"{args.config} is a {cfg.train.objective} config; pretraining needs train.objective: "
                          "masked_patch (start from the ssast_pretrain or ssast_pretrain-cpu preset)")
-    result = train_run(cfg, load_splits(cfg), args.out, progress=not args.quiet, resume=args.resume)
-    best = best_value(result.records, cfg.train.metric)
-    print(f"{cfg.name}: best {cfg.train.metric} {best:.4f}; fine-tune from it with --set model.init_from={result.out_dir}")
+    result = _train_one(args, cfg)
+    print(f"fine-tune from it with --set model.init_from={result.out_dir}")
     return 0
 
 
@@ -138,7 +152,8 @@ def cmd_pretrain_experiment(args) -> int:
     result = compare_pretraining(pre, tasks, args.schedule, args.method, args.out, progress=not args.quiet, reuse=not args.fresh)
     configs = {"Baseline": variant_config(pre, None), Variant(args.method, args.schedule).label:
                variant_config(pre, Variant(args.method, args.schedule))}
-    calibrated = calibrate_pretraining(result, configs, args.calibrate_rounds) if args.calibrate_rounds > 0 else None
+    calibrated = (calibrate_pretraining(result, configs, args.calibrate_rounds, Path(args.out) / "calibration.json",
+                                        args.recalibrate) if args.calibrate_rounds > 0 else None)
     rows = comparison_rows(result, tasks, calibrated)
     write_comparison(args.out, rows)
     print(format_table(rows, "text"), end="")

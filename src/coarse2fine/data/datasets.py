@@ -34,6 +34,8 @@ class ClipDataset(Dataset):
     multilabel: bool = False
     serves: str = "waveforms"
     lengths: list[int] | None = None
+    in_memory: bool = False
+    """Whether :meth:`take` serves a whole batch as one indexed read (no loader needed)."""
 
     @property
     def num_classes(self) -> int:
@@ -46,6 +48,12 @@ class ClipDataset(Dataset):
     def set_phase(self, spec: Any, compression: Any) -> None:
         """Serve the inputs of a phase with features ``spec`` and ``compression`` from now on (a
         no-op for waveform sources)."""
+
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clips ``indices`` as one batch ``(inputs [B, ...], targets [B, C])``, equal to
+        collating ``self[i]`` for each index; sources held in memory do it in one indexed read."""
+        items = [self[int(i)] for i in indices]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 
 class WaveformDataset(ClipDataset):
@@ -66,8 +74,13 @@ class WaveformDataset(ClipDataset):
     def __len__(self) -> int:
         return len(self.waves)
 
+    in_memory = True
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.waves[i], self.targets[i]
+
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.waves[indices], self.targets[indices]
 
 
 @dataclass(frozen=True)

@@ -30,20 +30,34 @@ def feature_bytes(num_clips: int, frames: int, mel_bins: int, dtype: torch.dtype
     return num_clips * frames * mel_bins * torch.empty((), dtype=dtype).element_size()
 
 
+def store_device(device: torch.device, size: int, setting: str = "auto") -> torch.device:
+    """Where an in-memory store of ``size`` bytes lives: on the training GPU when ``setting`` is
+    ``auto`` and it takes at most 40 % of the GPU's free memory, else in CPU memory."""
+    if setting == "auto" and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if size <= 0.4 * free:
+            return device
+    return torch.device("cpu")
+
+
 class FeatureStore(ClipDataset):
     """Serves ``(model input [frames, mel bins], target)`` of ``source``'s clips for the phase set
-    with :meth:`set_phase`, computed once per phase in batches of ``batch_size`` on ``device``."""
+    with :meth:`set_phase`, computed once per phase in batches of ``batch_size`` on ``device`` and
+    kept on ``store_device`` (the training device when it fits there, so that a batch is one
+    indexed read with no copy; pinned CPU memory otherwise, for an asynchronous copy)."""
 
     serves = "model_input"
+    in_memory = True
 
     def __init__(self, source: ClipDataset, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 batch_size: int = 64):
+                 batch_size: int = 64, store_device: torch.device | str = "cpu"):
         if source.serves != "waveforms":
             raise ValueError("an in-memory feature store is built from waveforms, not from served features")
         self.source = source
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch_size = batch_size
+        self.store_device = torch.device(store_device)
         self.targets = source.targets
         self.class_names = source.class_names
         self.multilabel = source.multilabel
@@ -68,13 +82,23 @@ class FeatureStore(ClipDataset):
         parts = []
         for i in range(0, len(self.source), self.batch_size):
             waves = torch.stack([self.source[j][0] for j in range(i, min(i + self.batch_size, len(self.source)))])
-            parts.append(compression.transform(extract(waves.to(self.device), spec)).to("cpu", self.dtype))
+            parts.append(compression.transform(extract(waves.to(self.device), spec)).to(self.store_device, self.dtype))
         self.inputs = torch.cat(parts)
+        if self.store_device.type == "cpu" and self.device.type == "cuda":
+            self.inputs = self.inputs.pin_memory()
+        self._targets = self.targets.to(self.store_device)
         self._phase = (spec, compression)
         log.info("features of %d clips in memory for R=%d (%s, %.0f MB) in %.1f s", len(self), compression.R,
                  compression.method, self.inputs.numel() * self.inputs.element_size() / 2**20, time.perf_counter() - start)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check(self) -> torch.Tensor:
         if self.inputs is None:
             raise RuntimeError("FeatureStore.set_phase has not been called: no phase's features to serve")
-        return self.inputs[i].float(), self.targets[i]
+        return self.inputs
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._check()[i].float().cpu(), self.targets[i]
+
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = indices.to(self.store_device)
+        return self._check()[idx].float(), self._targets[idx]

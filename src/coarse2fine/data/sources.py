@@ -24,7 +24,7 @@ from coarse2fine.data.manifest import (
     fsdd_manifest,
     read_manifest,
 )
-from coarse2fine.data.memory import FeatureStore, feature_bytes
+from coarse2fine.data.memory import FeatureStore, feature_bytes, store_device
 from coarse2fine.data.synthetic import CLASSES
 from coarse2fine.data.unlabeled import unlabeled_manifests
 from coarse2fine.data.validate import validate
@@ -92,7 +92,10 @@ def load_splits(cfg: RunConfig) -> DataSplits:
         return splits
     dtype = getattr(torch, cfg.data.in_memory_dtype)
     device = resolve_device(cfg.train.device)
-    return dataclasses.replace(splits, train=FeatureStore(splits.train, device, dtype), val=FeatureStore(splits.val, device, dtype))
+    size = feature_bytes(len(splits.train) + len(splits.val), cfg.features.target_length, cfg.features.num_mel_bins, dtype)
+    store = store_device(device, size, cfg.data.in_memory_device)
+    return dataclasses.replace(splits, train=FeatureStore(splits.train, device, dtype, store_device=store),
+                               val=FeatureStore(splits.val, device, dtype, store_device=store))
 
 
 def in_memory(cfg: RunConfig, num_clips: int) -> bool:

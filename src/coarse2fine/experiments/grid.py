@@ -15,9 +15,12 @@ from typing import Sequence
 
 from coarse2fine.compression import Compression
 from coarse2fine.config import RunConfig
-from coarse2fine.data.datasets import DataSplits
-from coarse2fine.data.sources import count_clips, input_kind, load_splits
-from coarse2fine.report.timing import Calibration, calibrate, calibrated_records
+from coarse2fine import atomic
+from coarse2fine.data.datasets import ClipDataset, DataSplits
+from coarse2fine.data.sources import load_splits
+from coarse2fine.report.savings import Records
+from coarse2fine.report.timing import Calibration, calibrate, calibrated_records, phase_key
+from coarse2fine.training.records import EpochRecord
 from coarse2fine.training.loop import RunResult, train_run
 
 log = logging.getLogger(__name__)
@@ -70,20 +73,6 @@ def variant_config(base: RunConfig, variant: Variant | None) -> RunConfig:
                          "c2f.patch_resize": resize})
 
 
-def finished_run(out_dir: Path, cfg: RunConfig) -> RunResult | None:
-    """The results of a finished run in ``out_dir`` with exactly this config, if there is one."""
-    path = out_dir / "log.json"
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not saved.get("done") or saved.get("config") != cfg.to_dict():
-        return None
-    return RunResult(cfg.name, out_dir, saved["records"])
-
-
 def run_experiment(
     base: RunConfig,
     variants: Sequence[Variant],
@@ -92,19 +81,16 @@ def run_experiment(
     progress: bool = True,
     reuse: bool = True,
 ) -> tuple[RunResult, dict[str, RunResult]]:
-    """Train (or reuse) the baseline and every variant; returns (baseline, {label: result})."""
+    """Train the baseline and every variant into ``out_root/<run name>``; returns (baseline,
+    {label: result}). A finished run of the same config there is reused and an interrupted one
+    continues from its checkpoint (``reuse``; without it every run starts over)."""
     out_root = Path(out_root)
     splits = splits if splits is not None else load_splits(base)
     results: dict[str, RunResult] = {}
     baseline: RunResult | None = None
     for variant in [None, *variants]:
         cfg = variant_config(base, variant)
-        run_dir = out_root / cfg.name
-        result = finished_run(run_dir, cfg) if reuse else None
-        if result is not None:
-            log.info("reusing finished run %s", run_dir)
-        else:
-            result = train_run(cfg, splits, run_dir, progress=progress, resume=reuse)  # an interrupted run continues
+        result = train_run(cfg, splits, out_root / cfg.name, progress=progress, resume=reuse, fresh=not reuse)
         if variant is None:
             baseline = result
         else:
@@ -131,18 +117,28 @@ def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, 
     results = {}
     for fold in folds:
         cfg = fold_config(base, fold)
-        run_dir = Path(out_root) / f"fold{fold}"
-        results[fold] = finished_run(run_dir, cfg) or train_run(cfg, load_splits(cfg), run_dir, progress=progress, resume=True)
+        results[fold] = train_run(cfg, load_splits(cfg), Path(out_root) / f"fold{fold}", progress=progress)
     return results
 
 
-def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Sequence[dict]], num_classes: int, rounds: int,
-                   device: str = "auto", serves: str | None = None) -> tuple[Calibration, list[list[dict]]]:
-    """Time every phase the runs used, interleaved in this process (:func:`coarse2fine.report.timing.calibrate`),
-    from the inputs their data source ``serves`` (default: what it serves now), and give each
-    run's records their calibrated time."""
-    serves = serves or input_kind(configs[0], count_clips(configs[0]))
-    cal = calibrate(configs, num_classes, rounds=rounds, device=device, serves=serves)
-    log.info("calibrated step costs (%d interleaved rounds, load average %s): %s", rounds, cal.load_avg,
-             ", ".join(f"{k} {v.median * 1e3:.1f} ms" for k, v in cal.steps.items()))
+def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Records], num_classes: int, rounds: int,
+                   source: ClipDataset | None = None, saved: Path | None = None,
+                   fresh: bool = False) -> tuple[Calibration, list[list[EpochRecord]]]:
+    """Give each run's records their calibrated time: every phase the runs used timed interleaved in
+    this process (:func:`coarse2fine.report.timing.calibrate`) on batches of ``source`` (random
+    audio when None). A calibration ``saved`` earlier that covers every phase is used again
+    (unless ``fresh``), so reused runs keep their figures; a new one is saved there."""
+    keys = {phase_key(cfg, p.R) for cfg in configs for p in cfg.phases()}
+    cal = None
+    if saved is not None and saved.exists() and not fresh:
+        old = Calibration.from_dict(json.loads(saved.read_text()))
+        if keys <= set(old.steps):
+            cal = old
+            log.info("calibrated step costs from %s (measured with load average %s)", saved, cal.load_avg)
+    if cal is None:
+        cal = calibrate(configs, num_classes, source, rounds=rounds)
+        log.info("calibrated step costs (%d interleaved rounds, load average %s): %s", rounds, cal.load_avg,
+                 ", ".join(f"{k} {v.median * 1e3:.1f} ms" for k, v in cal.steps.items()))
+        if saved is not None:
+            atomic.write_json(saved, cal.to_dict())
     return cal, [calibrated_records(recs, cfg, cal) for cfg, recs in zip(configs, records)]

@@ -19,9 +19,10 @@ from typing import Sequence
 from coarse2fine import atomic
 from coarse2fine.config import RunConfig
 from coarse2fine.data.sources import load_splits
-from coarse2fine.experiments.grid import Variant, finished_run, variant_config
+from coarse2fine.experiments.grid import Variant, calibrate_runs, variant_config
 from coarse2fine.report.savings import best_value, format_table
 from coarse2fine.training.loop import RunResult, train_run
+from coarse2fine.training.records import EpochRecord, cumulative_time, measures
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,7 @@ def finetune_config(downstream: RunConfig, pretrain: RunConfig, init_from: Path 
 
 
 def _train_or_reuse(cfg: RunConfig, out_dir: Path, progress: bool, reuse: bool) -> RunResult:
-    result = finished_run(out_dir, cfg) if reuse else None
-    if result is not None:
-        log.info("reusing finished run %s", out_dir)
-        return result
-    return train_run(cfg, load_splits(cfg), out_dir, progress=progress, resume=reuse)
+    return train_run(cfg, load_splits(cfg), out_dir, progress=progress, resume=reuse, fresh=not reuse)
 
 
 @dataclass
@@ -76,14 +73,13 @@ def compare_pretraining(
     return result
 
 
-def calibrate_pretraining(result: PretrainingComparison, configs: dict[str, RunConfig], rounds: int) -> dict[str, float]:
+def calibrate_pretraining(result: PretrainingComparison, configs: dict[str, RunConfig], rounds: int,
+                          saved: Path | None = None, fresh: bool = False) -> dict[str, float]:
     """Calibrated pretraining time of each pretraining run (see :mod:`coarse2fine.report.timing`)."""
-    from coarse2fine.experiments.grid import calibrate_runs
-
     labels = [label for label, run in result.pretrain.items() if run is not None]
     _, records = calibrate_runs([configs[label] for label in labels], [result.pretrain[label].records for label in labels],
-                                0, rounds)
-    return {label: recs[-1]["cum_cal_time"] for label, recs in zip(labels, records)}
+                                0, rounds, saved=saved, fresh=fresh)
+    return {label: cumulative_time(recs, "calibrated")[-1] for label, recs in zip(labels, records)}
 
 
 def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfig],
@@ -93,25 +89,26 @@ def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfi
     pretraining's (in points for fractions)."""
     base = result.pretrain["Baseline"]
     assert base is not None
-    base_flops, base_time = base.records[-1]["cum_flops"], base.records[-1]["cum_time"]
+    base_flops, base_time = base.records[-1].cum_flops, robust_total(base.records)
     cal = calibrated or {}
     base_metric = {t.name: best_value(result.downstream[t.name]["Baseline"].records, t.train.metric) for t in downstream}
     rows = []
     for label, run in result.pretrain.items():
         row = {"Setting": label}
-        time_cols = ["Time save (%)", "Wall time (s)", "Wall time save (%)"] if cal else ["Time (s)", "Time save (%)"]
+        time_cols = (["Calibrated time save (%)", "Wall time (s)", "Wall time save (%)"] if cal
+                     else ["Wall time (s)", "Wall time save (%)", "Median-step time save (%)"])
         if run is None:
             row.update({"Pretrain PFLOPs": "-", "FLOPs save (%)": "-", **{c: "-" for c in time_cols}})
         else:
-            flops, secs = run.records[-1]["cum_flops"], run.records[-1]["cum_time"]
+            flops, secs = run.records[-1].cum_flops, run.records[-1].cum_time
             same = run is base
             save = lambda a, b: "-" if same else f"{100 * (1 - a / b):.2f}"  # noqa: E731
             row.update({"Pretrain PFLOPs": f"{flops / 1e15:.4g}", "FLOPs save (%)": save(flops, base_flops)})
+            wall = {"Wall time (s)": f"{secs:.0f}", "Wall time save (%)": save(secs, base.records[-1].cum_time)}
             if cal:
-                row.update({"Time save (%)": save(cal[label], cal["Baseline"]), "Wall time (s)": f"{secs:.0f}",
-                            "Wall time save (%)": save(secs, base_time)})
+                row.update({"Calibrated time save (%)": save(cal[label], cal["Baseline"]), **wall})
             else:
-                row.update({"Time (s)": f"{secs:.0f}", "Time save (%)": save(secs, base_time)})
+                row.update({**wall, "Median-step time save (%)": save(robust_total(run.records), base_time)})
         for task in downstream:
             metric = task.train.metric
             value = best_value(result.downstream[task.name][label].records, metric)
@@ -120,6 +117,12 @@ def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfi
             row[f"{task.name} {metric}"] = f"{scale * value:.2f}{diff}"
         rows.append(row)
     return rows
+
+
+def robust_total(records: Sequence[EpochRecord]) -> float:
+    """A run's whole training time by the load-robust median-step measure (wall time for runs
+    logged before it was measured)."""
+    return cumulative_time(records, "step" if "step" in measures(records) else "wall")[-1]
 
 
 def write_comparison(out_root: str | Path, rows: list[dict[str, str]]) -> None:

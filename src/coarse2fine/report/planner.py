@@ -21,7 +21,7 @@ from coarse2fine.config import RunConfig
 from coarse2fine.data.sources import input_kind
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.accounting import phase_costs
-from coarse2fine.report.timing import Calibration, calibrate, phase_key
+from coarse2fine.report.timing import Calibration, calibrate, phase_key, synthetic_source
 
 DEFAULT_SCHEDULES = ("1", "2-1", "4-1", "4-2-1")
 DEFAULT_FRACTIONS = (0.15, 0.25, 0.35)
@@ -79,12 +79,13 @@ def plan(cfg: RunConfig, num_classes: int, clips: int, budget_flops: float = 0.0
     if (budget_flops > 0) == (budget_hours > 0):
         raise ValueError("give one budget: FLOPs or hours")
     configs = [schedule_config(cfg, s) for s in schedules]
-    cal = calibrate(configs, num_classes, rounds=rounds, device=device, serves=input_kind(cfg, clips))
+    source = synthetic_source(cfg, num_classes, 4 * cfg.train.batch_size, input_kind(cfg, clips))
+    cal = calibrate(configs, num_classes, source, rounds=rounds, device=device)
     out = []
     for scfg in configs:
         costs = phase_costs(scfg, num_classes)
         flops = [c.train_flops_per_clip for c in costs]
-        secs = [cal.steps[phase_key(scfg, c.R)].per_clip for c in costs]
+        secs = [cal.steps[phase_key(scfg, c.R)].median / cal.steps[phase_key(scfg, c.R)].batch for c in costs]
         for fraction in (fractions if len(costs) > 1 else (0.0,)):
             found = candidate(scfg, scfg.c2f.schedule, fraction, clips, flops, secs, budget_flops, budget_hours * 3600.0)
             if found is not None:

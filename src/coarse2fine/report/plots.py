@@ -4,13 +4,14 @@
 that beats the baseline, and trained to convergence), ``phases.csv`` (measured FLOPs and time
 per epoch of every phase, with ratios to the baseline's), and ``metric_vs_flops.png`` /
 ``metric_vs_time.png`` (every run's validation metric after each epoch, against its cumulative
-training FLOPs and wall time, the baseline's best as a dashed line).
+training FLOPs and its load-robust time when measured, else wall time; ``metric_vs_wall_time.png``
+beside it), the baseline's best as a dashed line.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -19,70 +20,63 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from coarse2fine import atomic  # noqa: E402
 from coarse2fine.report.savings import (  # noqa: E402
-    TIME_NOTE,
+    Records,
     baseline_reference,
+    busy_runs,
     format_table,
     savings_table,
+    table_measures,
+    time_note,
 )
+from coarse2fine.training.records import TIME_LABELS, as_records, cumulative_time, epoch_times, phase_records  # noqa: E402
 
-Records = Sequence[Mapping[str, Any]]
-
-
-def phase_summary(records: Records) -> list[dict[str, Any]]:
-    """Per phase: R, tokens, epochs, FLOPs and training time in total and per epoch."""
-    phases: dict[int, dict[str, Any]] = {}
-    for r in records:
-        s = phases.setdefault(r["phase"], {"phase": r["phase"], "R": r["R"], "tokens": r.get("tokens"), "epochs": 0, "flops": 0, "time": 0.0})
-        s["epochs"] += 1
-        s["flops"] += r["train_flops"]
-        if "cal_time" in r:
-            s["cal_time"] = s.get("cal_time", 0.0) + r["cal_time"]
-        s["time"] += r["train_time"]
-    for s in phases.values():
-        s["flops_per_epoch"] = s["flops"] / s["epochs"]
-        s["time_per_epoch"] = s["time"] / s["epochs"]
-        if "cal_time" in s:
-            s["cal_time_per_epoch"] = s["cal_time"] / s["epochs"]
-    return list(phases.values())
+FRACTIONS = ("acc", "mAP", "mAUC")
 
 
 def phase_rows(baseline: Records, runs: Mapping[str, Records]) -> list[dict[str, str]]:
-    """Rows of measured cost per phase, with FLOPs and wall-time ratios to the baseline's epoch
-    (and calibrated-time ratios when the records carry ``cal_time``)."""
-    ref = phase_summary(baseline)[-1]
+    """Rows of measured cost per phase: FLOPs and seconds per epoch, with ratios to the
+    baseline's epoch by FLOPs and by every time measure all runs carry."""
+    measures = table_measures([baseline, *runs.values()])
+    base = as_records(baseline)
+    ref_times = {m: sum(epoch_times(base, m)) / len(base) for m in measures}
     rows = []
     for label, records in [("Baseline", baseline), *runs.items()]:
-        for s in phase_summary(records):
-            fr = s["flops_per_epoch"] / ref["flops_per_epoch"]
-            tr = s["time_per_epoch"] / ref["time_per_epoch"]
+        recs = as_records(records)
+        for ph in phase_records(recs):
+            mine = [r for r in recs if r.phase == ph.phase]
+            flops = sum(r.train_flops for r in mine) / ph.epochs
             row = {
-                "Setting": label, "phase": str(s["phase"] + 1), "R": str(s["R"]), "tokens": str(s["tokens"]),
-                "epochs": str(s["epochs"]), "GFLOPs/epoch": f"{s['flops_per_epoch'] / 1e9:.1f}",
-                "s/epoch": f"{s['time_per_epoch']:.2f}", "FLOPs ratio": f"{fr:.3f}", "wall time ratio": f"{tr:.3f}",
+                "Setting": label, "phase": str(ph.phase + 1), "R": str(ph.R), "tokens": str(ph.tokens),
+                "batch": str(ph.batch_size), "epochs": str(ph.epochs), "GFLOPs/epoch": f"{flops / 1e9:.1f}",
+                "s/epoch": f"{ph.train_time / ph.epochs:.2f}",
+                "FLOPs ratio": f"{flops / (sum(r.train_flops for r in base) / len(base)):.3f}",
             }
-            if "cal_time_per_epoch" in s and "cal_time_per_epoch" in ref:
-                row["calibrated time ratio"] = f"{s['cal_time_per_epoch'] / ref['cal_time_per_epoch']:.3f}"
+            for m in measures:
+                seconds = sum(epoch_times(recs, m)[i] for i, r in enumerate(recs) if r.phase == ph.phase) / ph.epochs
+                row[f"{TIME_LABELS[m].lower()} ratio"] = f"{seconds / ref_times[m]:.3f}"
             rows.append(row)
     return rows
 
 
 def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: str, path: Path) -> None:
-    """Metric after each epoch against cumulative ``x`` (``cum_flops`` or ``cum_time``) as a PNG."""
+    """Metric after each epoch against cumulative ``x`` (``flops`` or a time measure: ``wall``,
+    ``step``, ``calibrated``) as a PNG; dotted lines mark phase changes."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    scale, xlabel = {"cum_flops": (1e12, "cumulative training TFLOPs"), "cum_time": (1.0, "cumulative training wall time (s)"),
-                     "cum_cal_time": (1.0, "cumulative calibrated training time (s)")}[x]
+    xlabel = "cumulative training TFLOPs" if x == "flops" else f"cumulative training {TIME_LABELS[x].lower()} (s)"
+    scale = 100.0 if metric in FRACTIONS else 1.0
     for label, records in [("Baseline", baseline), *runs.items()]:
-        xs = [r[x] / scale for r in records]
-        ys = [100 * r[metric] if metric in ("acc", "mAP", "mAUC") else r[metric] for r in records]
+        recs = as_records(records)
+        xs = [r.cum_flops / 1e12 for r in recs] if x == "flops" else cumulative_time(recs, x)
+        ys = [scale * r.metric(metric) for r in recs]
         style = dict(color="black", linewidth=2.2) if label == "Baseline" else dict(linewidth=1.4, alpha=0.9)
         ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)
-        boundaries = [r[x] / scale for a, r in zip(records, records[1:]) if r["phase"] != a["phase"]]
-        for b in boundaries:
-            ax.axvline(b, color=ax.lines[-1].get_color(), linestyle=":", linewidth=0.8, alpha=0.6)
-    best = baseline_reference(baseline, metric).best
-    ax.axhline(100 * best if metric in ("acc", "mAP", "mAUC") else best, color="black", linestyle="--", linewidth=0.8, label="Baseline best")
+        for a, b, at in zip(recs, recs[1:], xs[1:]):
+            if a.phase != b.phase:
+                ax.axvline(at, color=ax.lines[-1].get_color(), linestyle=":", linewidth=0.8, alpha=0.6)
+    ax.axhline(scale * baseline_reference(baseline, metric).best, color="black", linestyle="--", linewidth=0.8,
+               label="Baseline best")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"validation {metric}" + (" (%)" if metric in ("acc", "mAP", "mAUC") else ""))
+    ax.set_ylabel(f"validation {metric}" + (" (%)" if metric in FRACTIONS else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -91,20 +85,23 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
     plt.close(fig)
 
 
-def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Records], metric: str, title: str = "") -> str:
+def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Records], metric: str, title: str = "",
+                 notes: Sequence[str] = ()) -> str:
     """Write tables and plots into ``out_dir``; returns the Markdown report."""
     out_dir = Path(out_dir)
     rows = savings_table("Baseline", baseline, runs, metric)
     prows = phase_rows(baseline, runs)
+    measures = table_measures([baseline, *runs.values()])
     atomic.write_text(out_dir / "savings.csv", format_table(rows, "csv"))
     atomic.write_text(out_dir / "phases.csv", format_table(prows, "csv"))
-    calibrated = all("cum_cal_time" in r for r in baseline)
-    plots = [("cum_flops", "metric_vs_flops.png"), ("cum_cal_time" if calibrated else "cum_time", "metric_vs_time.png")]
-    if calibrated:
-        plots.append(("cum_time", "metric_vs_wall_time.png"))
+    robust = next((m for m in ("step", "calibrated") if m in measures), "wall")
+    plots = [("flops", "metric_vs_flops.png"), (robust, "metric_vs_time.png")]
+    if robust != "wall":
+        plots.append(("wall", "metric_vs_wall_time.png"))
     for x, name in plots:
         plot_runs(baseline, runs, metric, x, out_dir / name)
-    md = ((f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + TIME_NOTE[calibrated] + "\n\n"
-          + format_table(prows, "markdown"))
+    note = time_note(measures, busy_runs({"Baseline": baseline, **runs}))
+    md = ((f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + note + "\n\n"
+          + "".join(f"{n}\n\n" for n in notes) + format_table(prows, "markdown"))
     atomic.write_text(out_dir / "savings.md", md)
     return md

@@ -11,9 +11,10 @@ direction the objective that reports the metric declares, see :func:`metric_high
 (b) *No budget constraint*: the best metric of the final phase and its gain over the baseline's
     best (Tables 3 and 5).
 
-A run's records are the per-epoch dicts it writes to ``log.json`` (see :mod:`coarse2fine.training.loop`),
-in training order, with at least ``phase``, ``epoch``, ``cum_flops``, ``cum_time`` and the
-metric. Everything here is a pure function of those records.
+A run's records are its :class:`~coarse2fine.training.records.EpochRecord` list (or the dicts of
+its ``log.json``), in training order. Time is saved by every measure the records carry: wall
+time, and the load-robust median-step time (see :mod:`coarse2fine.training.records`); each has
+its own column. Everything here is a pure function of those records.
 """
 
 from __future__ import annotations
@@ -22,24 +23,34 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from coarse2fine.objectives import objective_metrics, objective_names
 from coarse2fine.objectives.metrics import higher_is_better
+from coarse2fine.training.records import (
+    TIME_LABELS,
+    TIME_MEASURES,
+    EpochRecord,
+    as_records,
+    cumulative_time,
+    epoch_spread,
+    final_phase,
+    measures,
+)
 
-Record = Mapping[str, Any]
-
-_REQUIRED = ("phase", "epoch", "cum_flops", "cum_time")
+Records = Sequence[EpochRecord | Mapping[str, Any]]
 _FRACTION_METRICS = frozenset({"acc", "mAP", "mAUC"})
 _DISPLAY = {"acc": "Acc", "d_prime": "d-prime"}
 FORMATS = ("markdown", "csv", "text")
+SPREAD_LIMIT = 2.0
 
 
 @dataclass(frozen=True)
 class BaselineRef:
-    """The baseline's best epoch for ``metric`` and its cumulative cost up to there."""
+    """The baseline's best epoch for ``metric`` and its cumulative cost up to there: FLOPs, wall
+    time (``cum_time``) and every time measure its records carry (``times``, by measure)."""
 
     metric: str
     best: float
@@ -47,7 +58,7 @@ class BaselineRef:
     cum_flops: float
     cum_time: float
     higher: bool = True
-    cum_cal_time: float | None = None
+    times: Mapping[str, float] = field(default_factory=dict)
 
     def reached_by(self, value: float, tolerance: float = 0.0) -> bool:
         """Whether ``value`` is as good as the baseline's best (within ``tolerance``)."""
@@ -58,10 +69,10 @@ class BaselineRef:
 class Savings:
     """One run against a :class:`BaselineRef`.
 
-    Rule (a) fields (``epoch``, ``metric_at_reach``, ``flops_save_pct``, ``time_save_pct``) are
-    None when the baseline's best was never reached (``reached`` False). Rule (b) fields are
-    always set; ``gain`` is ``best_metric - baseline.best``. ``total_flops``/``total_time`` are
-    the whole run's cumulative cost.
+    Rule (a) fields (``epoch``, ``metric_at_reach``, ``flops_save_pct``, ``time_save_pct``: wall
+    time, ``time_saves``: by time measure) are None (empty) when the baseline's best was never
+    reached (``reached`` False). Rule (b) fields are always set; ``gain`` is ``best_metric -
+    baseline.best``. ``total_flops``/``total_time`` are the whole run's cumulative cost.
     """
 
     name: str
@@ -76,15 +87,13 @@ class Savings:
     best_epoch: int
     total_flops: float
     total_time: float
-    cal_time_save_pct: float | None = None
+    time_saves: Mapping[str, float] = field(default_factory=dict)
 
 
-def load_records(path: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch records of a run's ``log.json`` (``{"records": [...], ...}``).
-
-    ``path`` may also be the run folder holding ``log.json``. Raises ``FileNotFoundError`` for
-    a missing file and ``ValueError`` for a file that is not a run log with records.
-    """
+def read_log(path: str | Path) -> dict[str, Any]:
+    """A run's ``log.json`` (``path`` may be the run folder) with its ``records`` as
+    :class:`EpochRecord`. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a
+    file that is not a run log with records."""
     path = Path(path)
     if path.is_dir():
         path = path / "log.json"
@@ -97,7 +106,15 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     records = data.get("records") if isinstance(data, dict) else None
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{path}: expected a run log with a non-empty 'records' list")
-    return records
+    try:
+        return {**data, "records": as_records(records), "path": path}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def load_records(path: str | Path) -> list[EpochRecord]:
+    """The per-epoch records of a run's ``log.json`` (see :func:`read_log`)."""
+    return read_log(path)["records"]
 
 
 def metric_higher_is_better(metric: str) -> bool:
@@ -113,26 +130,26 @@ def metric_higher_is_better(metric: str) -> bool:
         return True
 
 
-def _check(records: Sequence[Record], metric: str, what: str) -> None:
-    """Reject empty records and records without the required keys."""
+def _checked(records: Records, metric: str, what: str) -> list[EpochRecord]:
+    """``records`` as :class:`EpochRecord`; empty records and records without ``metric`` are refused."""
     if not records:
         raise ValueError(f"{what}: no records")
-    for i, rec in enumerate(records):
-        missing = [k for k in (*_REQUIRED, metric) if k not in rec]
-        if missing:
-            raise ValueError(f"{what}: record {i} lacks {', '.join(map(repr, missing))}")
+    try:
+        out = as_records(records)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+    for i, rec in enumerate(out):
+        if metric not in rec.metrics:
+            raise ValueError(f"{what}: record {i} lacks {metric!r}")
+    return out
 
 
-def _value(rec: Record, metric: str) -> float:
-    return float(rec[metric])
-
-
-def _best(records: Sequence[Record], metric: str, what: str, higher: bool = True) -> Record:
+def _best(records: Sequence[EpochRecord], metric: str, what: str, higher: bool = True) -> EpochRecord:
     """The first record holding the best (largest, or smallest unless ``higher``) non-NaN value."""
-    best: Record | None = None
+    best: EpochRecord | None = None
     for rec in records:
-        v = _value(rec, metric)
-        better = best is None or (v > _value(best, metric) if higher else v < _value(best, metric))
+        v = rec.metric(metric)
+        better = best is None or (v > best.metric(metric) if higher else v < best.metric(metric))
         if not math.isnan(v) and better:
             best = rec
     if best is None:
@@ -140,21 +157,38 @@ def _best(records: Sequence[Record], metric: str, what: str, higher: bool = True
     return best
 
 
-def best_value(records: Sequence[Record], metric: str, higher: bool | None = None) -> float:
-    """The best value of ``metric`` over ``records`` in its direction (NaN values ignored)."""
+def best_value(records: Records, metric: str, higher: bool | None = None, any_phase: bool = False) -> float:
+    """The best value of ``metric`` in its direction (NaN values ignored) over the final phase's
+    epochs, the one "best" every table and command reports (``any_phase``: over every epoch)."""
     higher = metric_higher_is_better(metric) if higher is None else higher
-    return _value(_best(records, metric, "run", higher), metric)
+    recs = _checked(records, metric, "run")
+    return _best(recs if any_phase else final_phase(recs), metric, "run", higher).metric(metric)
 
 
-def baseline_reference(records: Sequence[Record], metric: str, higher: bool | None = None) -> BaselineRef:
+def best_coarse_value(records: Records, metric: str, higher: bool | None = None) -> float | None:
+    """The best value of ``metric`` before the final phase (None for a one-phase run)."""
+    recs = _checked(records, metric, "run")
+    coarse = [r for r in recs if r.phase < max(x.phase for x in recs)]
+    if not coarse:
+        return None
+    higher = metric_higher_is_better(metric) if higher is None else higher
+    return _best(coarse, metric, "run", higher).metric(metric)
+
+
+def _times_at(records: Sequence[EpochRecord], rec: EpochRecord) -> dict[str, float]:
+    """Cumulative seconds up to ``rec`` by every time measure ``records`` carry."""
+    i = records.index(rec)
+    return {m: cumulative_time(records, m)[i] for m in measures(records)}
+
+
+def baseline_reference(records: Records, metric: str, higher: bool | None = None) -> BaselineRef:
     """Best epoch of the baseline (best value of ``metric``, first occurrence on ties);
     ``higher`` defaults to :func:`metric_higher_is_better`."""
     higher = metric_higher_is_better(metric) if higher is None else higher
-    _check(records, metric, "baseline")
-    best = _best(records, metric, "baseline", higher)
-    cal = best.get("cum_cal_time")
-    return BaselineRef(metric, _value(best, metric), int(best["epoch"]), float(best["cum_flops"]),
-                       float(best["cum_time"]), higher, None if cal is None else float(cal))
+    recs = _checked(records, metric, "baseline")
+    best = _best(recs, metric, "baseline", higher)
+    return BaselineRef(metric, best.metric(metric), best.epoch, float(best.cum_flops), float(best.cum_time), higher,
+                       _times_at(recs, best))
 
 
 def _save_pct(cost: float, reference: float) -> float:
@@ -162,15 +196,9 @@ def _save_pct(cost: float, reference: float) -> float:
     return 100.0 * (1.0 - cost / reference) if reference > 0 else math.nan
 
 
-def final_phase(records: Sequence[Record]) -> list[Record]:
-    """The records of the highest phase index present (the full-resolution phase of a finished run)."""
-    last = max(int(r["phase"]) for r in records)
-    return [r for r in records if int(r["phase"]) == last]
-
-
 def compare(
     run_name: str,
-    records: Sequence[Record],
+    records: Records,
     baseline: BaselineRef,
     any_phase: bool = False,
     tolerance: float = 0.0,
@@ -179,29 +207,32 @@ def compare(
 
     Only epochs of the final phase count (for reaching and for the best) unless ``any_phase``.
     An epoch reaches the baseline when its metric is at least as good as ``baseline.best``
-    (within ``tolerance``), in the metric's direction.
+    (within ``tolerance``), in the metric's direction. Time is saved by every measure both the
+    run and the baseline carry.
     """
     metric = baseline.metric
-    _check(records, metric, run_name)
-    eligible = list(records) if any_phase else final_phase(records)
-    hit = next((r for r in eligible if baseline.reached_by(_value(r, metric), tolerance)), None)
+    recs = _checked(records, metric, run_name)
+    eligible = recs if any_phase else final_phase(recs)
+    hit = next((r for r in eligible if baseline.reached_by(r.metric(metric), tolerance)), None)
     best = _best(eligible, metric, run_name, baseline.higher)
-    best_metric = _value(best, metric)
+    saves = {}
+    if hit is not None:
+        at = _times_at(recs, hit)
+        saves = {m: _save_pct(at[m], baseline.times[m]) for m in TIME_MEASURES if m in at and m in baseline.times}
     return Savings(
         name=run_name,
         metric=metric,
         reached=hit is not None,
-        epoch=int(hit["epoch"]) if hit is not None else None,
-        metric_at_reach=_value(hit, metric) if hit is not None else None,
-        flops_save_pct=_save_pct(float(hit["cum_flops"]), baseline.cum_flops) if hit is not None else None,
-        time_save_pct=_save_pct(float(hit["cum_time"]), baseline.cum_time) if hit is not None else None,
-        cal_time_save_pct=_save_pct(float(hit["cum_cal_time"]), baseline.cum_cal_time)
-        if hit is not None and baseline.cum_cal_time is not None and "cum_cal_time" in hit else None,
-        best_metric=best_metric,
-        gain=best_metric - baseline.best,
-        best_epoch=int(best["epoch"]),
-        total_flops=float(records[-1]["cum_flops"]),
-        total_time=float(records[-1]["cum_time"]),
+        epoch=hit.epoch if hit is not None else None,
+        metric_at_reach=hit.metric(metric) if hit is not None else None,
+        flops_save_pct=_save_pct(float(hit.cum_flops), baseline.cum_flops) if hit is not None else None,
+        time_save_pct=_save_pct(float(hit.cum_time), baseline.cum_time) if hit is not None else None,
+        best_metric=best.metric(metric),
+        gain=best.metric(metric) - baseline.best,
+        best_epoch=best.epoch,
+        total_flops=float(recs[-1].cum_flops),
+        total_time=float(recs[-1].cum_time),
+        time_saves=saves,
     )
 
 
@@ -230,27 +261,51 @@ def _fmt_pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
-def table_columns(metric: str, calibrated: bool = False) -> list[str]:
-    """Column headers of :func:`savings_table` rows for ``metric``. With calibrated time
-    (records with ``cum_cal_time``, see :mod:`coarse2fine.report.timing`) "Time save" is the calibrated
-    one and the measured wall time has its own column."""
+def time_column(measure: str) -> str:
+    """The savings-table column of a time measure, e.g. ``Wall time save (%)``."""
+    return f"{TIME_LABELS[measure]} save (%)"
+
+
+def table_columns(metric: str, time_measures: Sequence[str] = ("wall",)) -> list[str]:
+    """Column headers of :func:`savings_table` rows for ``metric``, one time column per measure."""
     m = _display_name(metric)
-    times = ["Time save (%)", "Wall time save (%)"] if calibrated else ["Time save (%)"]
-    return ["Setting", f"{m} at first beat (delta)", "Beat epoch", "FLOPs save (%)", *times,
-            f"Best {m} (gain)", "Best epoch"]
+    return ["Setting", f"{m} at first beat (delta)", "Beat epoch", "FLOPs save (%)",
+            *(time_column(t) for t in time_measures), f"Best {m} (gain)", "Best epoch"]
 
 
-TIME_NOTE = {
-    True: "Time save: calibrated (each phase's step cost timed interleaved in one process, times the steps each "
-          "run took), which other load on the machine hardly moves; wall time save: measured epoch time.",
-    False: "Time save: measured wall time of the training epochs.",
+TIME_NOTES = {
+    "wall": "wall time: the measured time of the training epochs",
+    "step": "median-step time: each phase's median step time in its fastest epoch (other load only adds time), "
+            "times the steps each run took, measured in the run itself",
+    "calibrated": "calibrated time: each phase's real step timed interleaved in one process on real batches, "
+                  "times the steps each run took",
 }
+
+
+def time_note(time_measures: Sequence[str], busy: Sequence[str] = ()) -> str:
+    """What each time column of a table measures, and which runs' wall times cannot be trusted."""
+    note = "Time saves by " + "; ".join(TIME_NOTES[m] for m in time_measures) + "."
+    if busy:
+        note += (f" * {', '.join(busy)}: epochs of one phase took more than {SPREAD_LIMIT:g}x as long as others "
+                 "(the machine was busy): their wall time save cannot be trusted.")
+    return note
+
+
+def table_measures(runs: Sequence[Records]) -> list[str]:
+    """The time measures every run carries (``wall`` always)."""
+    have = [set(measures(as_records(r))) for r in runs]
+    return [m for m in TIME_MEASURES if all(m in h for h in have)]
+
+
+def busy_runs(named: Mapping[str, Records]) -> list[str]:
+    """The runs whose epochs of one phase varied by more than :data:`SPREAD_LIMIT` in wall time per clip."""
+    return [name for name, recs in named.items() if epoch_spread(as_records(recs)) > SPREAD_LIMIT]
 
 
 def savings_table(
     baseline_name: str,
-    baseline_records: Sequence[Record],
-    runs: Mapping[str, Sequence[Record]],
+    baseline_records: Records,
+    runs: Mapping[str, Records],
     metric: str,
     *,
     any_phase: bool = False,
@@ -261,25 +316,28 @@ def savings_table(
 
     The baseline row shows its best value, its best epoch and ``-`` in the save columns. A run
     that never reaches the baseline shows ``not reached`` and ``-`` in the rule (a) columns.
-    Fraction metrics (acc, mAP, mAUC) are printed as percentages with 2 decimals; deltas and
-    gains are differences of the printed numbers (``=`` for none).
+    There is a time column per measure every run carries (:func:`table_measures`); a wall time
+    save whose run was on a busy machine (:func:`busy_runs`) is marked ``*``. Fraction metrics
+    (acc, mAP, mAUC) are printed as percentages with 2 decimals; deltas and gains are
+    differences of the printed numbers (``=`` for none).
     """
     ref = baseline_reference(baseline_records, metric, higher)
-    calibrated = ref.cum_cal_time is not None
-    cols = table_columns(metric, calibrated)
-    dashes = ["-"] * (3 if calibrated else 2)
-    rows = [dict(zip(cols, [baseline_name, _fmt_value(ref.best, metric), str(ref.epoch), *dashes,
+    time_measures = table_measures([baseline_records, *runs.values()])
+    busy = set(busy_runs({baseline_name: baseline_records, **runs}))
+    cols = table_columns(metric, time_measures)
+    dashes = ["-"] * (2 + len(time_measures))
+    rows = [dict(zip(cols, [baseline_name, _fmt_value(ref.best, metric), str(ref.epoch), *dashes[1:],
                             _fmt_value(ref.best, metric), str(ref.epoch)]))]
     for name, records in runs.items():
         s = compare(name, records, ref, any_phase=any_phase, tolerance=tolerance)
         if s.reached:
-            assert s.metric_at_reach is not None and s.flops_save_pct is not None and s.time_save_pct is not None
-            times = [_fmt_pct(s.cal_time_save_pct if s.cal_time_save_pct is not None else math.nan),
-                     _fmt_pct(s.time_save_pct)] if calibrated else [_fmt_pct(s.time_save_pct)]
+            assert s.metric_at_reach is not None and s.flops_save_pct is not None
+            times = [_fmt_pct(s.time_saves.get(m, math.nan)) + ("*" if m == "wall" and busy & {name, baseline_name} else "")
+                     for m in time_measures]
             beat = [f"{_fmt_value(s.metric_at_reach, metric)} ({_fmt_delta(s.metric_at_reach, ref.best, metric)})",
                     str(s.epoch), _fmt_pct(s.flops_save_pct), *times]
         else:
-            beat = ["not reached", "-", *dashes]
+            beat = ["not reached", *dashes]
         best = [f"{_fmt_value(s.best_metric, metric)} ({_fmt_delta(s.best_metric, ref.best, metric)})", str(s.best_epoch)]
         rows.append(dict(zip(cols, [name, *beat, *best])))
     return rows

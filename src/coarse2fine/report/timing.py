@@ -1,19 +1,22 @@
-"""Step time that other load on the machine does not move much: interleaved timing in one process.
+"""Timing the real training step outside a run: ``bench``, its breakdown, and calibration.
 
 Wall time of one run against another run made minutes later mostly measures what else the machine
 was doing. What survives is a *ratio measured in one process, interleaved*: each round times one
-training step of every case in turn (the order rotated from round to round), so a burst of other
-load hits every case alike; medians over the rounds, and the spread of the per-round ratios.
+step of every case in turn (the order rotated from round to round), so a burst of other load hits
+every case alike; medians over the rounds, and the spread of the per-round ratios.
 
-* :class:`StepCase` is one phase's real training step on inputs of a config's shape: features
-  from waveforms (or the served features), compression, augmentation, forward, backward and the
-  optimizer update of the run's objective and model (``part="model"``: features precomputed).
-* :func:`interleaved` times any step functions that way (CUDA events on a GPU).
-* :func:`calibrate` measures every phase a set of runs used; :func:`calibrated_records` turns
-  the clips each epoch actually trained on into *calibrated time* (``cal_time``,
-  ``cum_cal_time``), which the savings tables use by default beside the measured wall time.
-* ``coarse2fine bench`` (:func:`bench`) prints each phase's FLOPs ratio, time ratio and their
-  quotient against R = 1, for the whole step and for the model alone.
+Every case here is the loop's own :class:`~coarse2fine.training.step.TrainStep` (autocast,
+mixup, augmentation, micro-batches, clipping, scaler, update, LR schedule), built by the same
+:func:`~coarse2fine.training.step.build_step` for the same phase setup, fed batches the run's data
+source serves through the loop's own batch path (:func:`~coarse2fine.data.loading.iterate_batches`);
+without the data (``--classes N``), random audio of the config's clip length.
+
+* :func:`bench` (``coarse2fine bench``): each phase's FLOPs ratio, time ratio and their quotient
+  against R = 1, the data time per batch, and MFU where the device's peak is known; with
+  ``breakdown``, where a step's time goes (data, features and augmentation, forward and
+  backward, optimizer; on a GPU also the device's busy time and the host's share).
+* :func:`calibrate` times every phase a set of runs used; :func:`calibrated_records` gives the
+  records their ``cal_time`` (the steps each epoch took times the phase's step time).
 """
 
 from __future__ import annotations
@@ -28,22 +31,24 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from coarse2fine.config import RunConfig
-from coarse2fine.features import extract
+from coarse2fine.data.datasets import ClipDataset, WaveformDataset
+from coarse2fine.data.loading import iterate_batches, resolve_workers
+from coarse2fine.data.memory import FeatureStore
 from coarse2fine.objectives import build_objective
-from coarse2fine.runtime import load_average, resolve_device
-from coarse2fine.training.augment import augment_features
-from coarse2fine.training.optim import build_optimizer
+from coarse2fine.runtime import load_average, peak_tflops, resolve_device
+from coarse2fine.training.records import EpochRecord, as_records
+from coarse2fine.training.step import STAGES, StepProfile, TrainStep, build_step, synchronize
 
 
 def step_signature(cfg: RunConfig) -> str:
     """A short digest of every setting besides the schedule that changes what one training step
     costs (model family, size and options such as patchout, features, batch, augmentation,
-    objective and its masking, loss, optimizer, precision, clip length): runs that share it share
-    their calibrated step times."""
+    objective and its masking, loss, optimizer, precision, compilation, clip length): runs that
+    share it share their calibrated step times."""
     model = dataclasses.replace(cfg.model, init_from=None)
     t = cfg.train
-    parts = (model, cfg.features, cfg.augment, cfg.pretrain, t.batch_size, t.amp, t.objective, t.loss, t.optim,
-             cfg.data.clip_seconds)
+    parts = (model, cfg.features, cfg.augment, cfg.pretrain, t.batch_size, t.grad_accum, t.amp, t.compile,
+             t.objective, t.loss, t.optim, cfg.data.clip_seconds, cfg.c2f.coarse_batch, cfg.c2f.lr_scaling)
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
 
 
@@ -59,53 +64,66 @@ def phase_key(cfg: RunConfig, R: int) -> str:
     return f"{base} [{step_signature(cfg)}]"
 
 
-class StepCase:
-    """One training step of ``cfg``'s model at compression factor ``R`` on a batch of random audio
-    of the config's clip length (``batch`` clips; default the run's batch size)."""
+def synthetic_source(cfg: RunConfig, num_classes: int, clips: int, serves: str = "waveforms", seed: int = 0) -> ClipDataset:
+    """Random audio of the config's clip length with random labels, for timing without the data,
+    served as the run's source would (``model_input``: held in memory as each phase's features)."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = int(round(cfg.data.clip_seconds * cfg.features.sample_rate))
+    waves = 0.1 * torch.randn(clips, samples, generator=gen)
+    labels = torch.randint(0, max(num_classes, 1), (clips,), generator=gen)
+    targets = torch.nn.functional.one_hot(labels, max(num_classes, 1)).float()[:, :num_classes]
+    source = WaveformDataset(waves, targets, [str(i) for i in range(num_classes)])
+    if serves == "model_input":
+        device = resolve_device(cfg.train.device)
+        return FeatureStore(source, device, getattr(torch, cfg.data.in_memory_dtype), store_device=device)
+    return source
 
-    def __init__(self, cfg: RunConfig, R: int, num_classes: int, device: torch.device, batch: int | None = None,
-                 part: str = "step", serves: str = "waveforms"):
-        self.cfg, self.R, self.device, self.part = cfg, R, device, part
-        setup = next(cfg.phase(i, num_classes) for i, p in enumerate(cfg.phases()) if p.R == R)
-        self.comp, self.spec = setup.compression, setup.features
-        torch.manual_seed(cfg.train.seed)
-        self.model = setup.build_model().to(device).train()
-        self.objective = build_objective(cfg.train.objective, cfg)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.train.optim)
-        self.batch = batch or cfg.train.batch_size
-        gen = torch.Generator().manual_seed(cfg.train.seed)
-        samples = int(round(cfg.data.clip_seconds * cfg.features.sample_rate))
-        self.waves = (0.1 * torch.randn(self.batch, samples, generator=gen)).to(device)
-        self.targets = torch.eye(max(num_classes, 1))[torch.randint(0, max(num_classes, 1), (self.batch,), generator=gen)]
-        self.targets = self.targets[:, :num_classes].to(device)
-        self.serves = serves
-        served = {"waveforms": self.waves, "features": extract(self.waves, self.spec)}
-        served["model_input"] = self.comp.transform(served["features"])
-        self.model_input = served["model_input"] if part == "model" else None
-        self.items = [row.to("cpu").clone() for row in served[serves]]  # what a data source hands the loader
-        self.aug_gen = torch.Generator(device=device).manual_seed(0)
-        self.flops_per_clip = self.objective.training_flops(self.model, 1)
 
-    def inputs(self) -> torch.Tensor:
-        """The model input of one batch, as the training loop makes it: the clips the data source
-        serves collated into a batch and moved to the device, then features (from waveforms) and
-        compression as far as the source has not done them, then augmentation."""
-        if self.part == "model":
-            return self.model_input
-        x = torch.stack([item.float() for item in self.items]).to(self.device)
-        if self.serves == "waveforms":
-            x = extract(x, self.spec)
-        if self.serves != "model_input":
-            x = self.comp.transform(x)
-        return augment_features(x, self.cfg.augment, self.comp.time_factor, self.aug_gen)
+@dataclass
+class PhaseCase:
+    """One phase's real training step and a few real batches to feed it, in turn."""
+
+    R: int
+    key: str
+    step: TrainStep
+    tokens: int
+    batch_size: int
+    flops_per_clip: float
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+    data_seconds: float
+    _next: int = 0
 
     def __call__(self) -> None:
-        x = self.inputs()
-        loss = self.objective.training_loss(self.model, x, self.targets, self.aug_gen)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.item()
+        x, y = self.batches[self._next % len(self.batches)]
+        self._next += 1
+        self.step(x, y)
+
+
+def phase_case(cfg: RunConfig, p: int, num_classes: int, source: ClipDataset, device: torch.device,
+               num_batches: int = 4) -> PhaseCase:
+    """Phase ``p``'s step as the loop builds it, with ``num_batches`` batches fetched from ``source``
+    through the loop's batch path (the time that took, per batch: ``data_seconds``)."""
+    setup = cfg.phase(p, num_classes)
+    torch.manual_seed(cfg.train.seed)
+    model = setup.build_model().to(device).train()
+    model.set_geometry(setup.geometry)
+    source.set_phase(setup.features, setup.compression)
+    net: torch.nn.Module = model
+    if cfg.train.compile:
+        net = torch.compile(model, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode)
+    objective = build_objective(cfg.train.objective, cfg)
+    step = build_step(cfg, setup, model, net, objective, steps_per_epoch=1000, serves=source.serves,
+                      generator=torch.Generator(device=device).manual_seed(0), device=device, check_finite=False)
+    n = len(source)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.train.seed)).tolist()
+    index_batches = [[order[(i * setup.batch_size + j) % n] for j in range(setup.batch_size)] for i in range(num_batches)]
+    workers = resolve_workers(cfg.data.num_workers, source, device)
+    start = time.perf_counter()
+    batches = [(x.to(device), y.to(device)) for x, y in iterate_batches(source, index_batches, device, workers)]
+    synchronize(device)
+    data = (time.perf_counter() - start) / num_batches
+    return PhaseCase(setup.R, phase_key(cfg, setup.R), step, model.num_tokens, setup.batch_size,
+                     objective.training_flops(model, 1), batches, data)
 
 
 def _timer(device: torch.device, clock: Callable[[], float] = time.perf_counter) -> Callable[[Callable[[], None]], float]:
@@ -143,9 +161,16 @@ def interleaved(cases: Mapping[str, Callable[[], None]], rounds: int, warmup: in
     return times
 
 
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
 @dataclass(frozen=True)
 class StepTiming:
-    """A case's median seconds per step, the quartiles, and its FLOPs per clip."""
+    """A case's median seconds per step, the quartiles, its batch and FLOPs per clip."""
 
     key: str
     R: int
@@ -153,18 +178,7 @@ class StepTiming:
     q25: float
     q75: float
     batch: int
-    flops_per_clip: int
-
-    @property
-    def per_clip(self) -> float:
-        return self.median / self.batch
-
-
-def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
-    if len(values) < 2:
-        return values[0], values[0], values[0]
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], statistics.median(values), q[2]
+    flops_per_clip: float
 
 
 @dataclass
@@ -178,91 +192,121 @@ class Calibration:
     load_avg: tuple[float, float, float] | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "interleaved step timing in one process (median of rounds)", "rounds": self.rounds,
-                "device": self.device, "threads": self.threads, "load_avg": self.load_avg,
-                "steps": {k: {**asdict(v), "per_clip": v.per_clip} for k, v in self.steps.items()}}
+        return {"method": "the loop's training step on real batches, timed in interleaved rounds in one process "
+                          "(median of rounds)", "rounds": self.rounds, "device": self.device, "threads": self.threads,
+                "load_avg": self.load_avg, "steps": {k: asdict(v) for k, v in self.steps.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
+        return cls({k: StepTiming(**v) for k, v in d["steps"].items()}, d["rounds"], d["device"], d["threads"],
+                   tuple(d["load_avg"]) if d.get("load_avg") else None)
 
 
-def calibrate(configs: Sequence[RunConfig], num_classes: int, rounds: int = 10, warmup: int = 2,
-              device: str = "auto", serves: str = "waveforms") -> Calibration:
-    """Time one training step of every phase the runs of ``configs`` use, interleaved in this
-    process, at each run's batch size, from inputs as the runs' data sources ``serves`` them."""
+def calibrate(configs: Sequence[RunConfig], num_classes: int, source: ClipDataset | None = None, rounds: int = 10,
+              warmup: int = 2, device: str = "auto") -> Calibration:
+    """Time the real step of every phase the runs of ``configs`` use, interleaved in this process,
+    on batches of ``source`` (random audio when None)."""
     dev = resolve_device(device)
-    cases: dict[str, StepCase] = {}
+    source = source if source is not None else synthetic_source(configs[0], num_classes, 4 * configs[0].train.batch_size)
+    cases: dict[str, PhaseCase] = {}
     for cfg in configs:
-        for phase in cfg.phases():
+        for p, phase in enumerate(cfg.phases()):
             key = phase_key(cfg, phase.R)
             if key not in cases:
-                cases[key] = StepCase(cfg, phase.R, num_classes, dev, serves=serves)
+                cases[key] = phase_case(cfg, p, num_classes, source, dev)
     times = interleaved(cases, rounds, warmup, dev)
     steps = {}
     for key, case in cases.items():
         q25, med, q75 = _quartiles(times[key])
-        steps[key] = StepTiming(key, case.R, med, q25, q75, case.batch, int(case.flops_per_clip))
+        steps[key] = StepTiming(key, case.R, med, q25, q75, case.batch_size, case.flops_per_clip)
     return Calibration(steps, rounds, str(dev), torch.get_num_threads(), load_average())
 
 
-def calibrated_records(records: Sequence[Mapping[str, Any]], cfg: RunConfig, cal: Calibration) -> list[dict[str, Any]]:
-    """Copies of a run's records with ``cal_time`` (the clips the epoch trained on times the
-    calibrated cost per clip of its phase) and ``cum_cal_time``."""
-    out, total = [], 0.0
-    for rec in records:
-        timing = cal.steps[phase_key(cfg, int(rec["R"]))]
-        clips = rec["clips"] if "clips" in rec else rec["train_flops"] / timing.flops_per_clip
-        seconds = clips * timing.per_clip
-        total += seconds
-        out.append({**rec, "cal_time": seconds, "cum_cal_time": total})
+def calibrated_records(records: Sequence[EpochRecord | Mapping[str, Any]], cfg: RunConfig,
+                       cal: Calibration) -> list[EpochRecord]:
+    """Copies of a run's records with ``cal_time``: the steps each epoch took times the calibrated
+    step time of its phase (for records without steps, its clips at the calibrated cost per clip)."""
+    out = []
+    for rec in as_records(records):
+        timing = cal.steps[phase_key(cfg, rec.R)]
+        seconds = rec.steps * timing.median if rec.steps else rec.clips * timing.median / timing.batch
+        out.append(dataclasses.replace(rec, cal_time=seconds))
     return out
 
 
 @dataclass(frozen=True)
 class PhaseBench:
-    """One phase against R = 1: FLOPs ratio, and the whole step's and the model's time ratios
-    (medians of the per-round ratios, with their quartiles) and quotients."""
+    """One phase against R = 1: tokens and batch, the step's median milliseconds, the data time per
+    batch, the FLOPs ratio, the time ratio (median of the per-round ratios, with quartiles) and
+    their quotient, MFU where the device's peak is known, and, with a breakdown, the milliseconds
+    of each stage of a step (``stages``) and, on a GPU, the device's busy milliseconds per step."""
 
     R: int
     tokens: int
+    batch: int
     step_ms: float
-    model_ms: float
+    data_ms: float
     flops_ratio: float
     time_ratio: float
     time_ratio_q25: float
     time_ratio_q75: float
-    model_time_ratio: float
+    mfu: float | None = None
+    stages: dict[str, float] | None = None
+    device_busy_ms: float | None = None
 
     @property
     def time_over_flops(self) -> float:
         return self.time_ratio / self.flops_ratio
 
-    @property
-    def model_time_over_flops(self) -> float:
-        return self.model_time_ratio / self.flops_ratio
-
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "time_over_flops": self.time_over_flops, "model_time_over_flops": self.model_time_over_flops}
+        return {**asdict(self), "time_over_flops": self.time_over_flops}
 
 
-def _ratio_quartiles(times: Sequence[float], ref: Sequence[float]) -> tuple[float, float, float]:
-    return _quartiles([a / b for a, b in zip(times, ref)])
+def breakdown(case: PhaseCase, steps: int = 5) -> tuple[dict[str, float], float | None]:
+    """Milliseconds per step in each stage (with a synchronisation after each) over ``steps``
+    steps, the data stage from the loop's batch path; on a GPU also the device's busy
+    milliseconds per unsynchronised step (kernel time from ``torch.profiler``)."""
+    profile = StepProfile(case.step.device)
+    case.step.profile = profile
+    try:
+        for _ in range(steps):
+            case()
+    finally:
+        case.step.profile = None
+    stages = {k: 1e3 * v / steps for k, v in profile.seconds.items()}
+    stages["data"] += 1e3 * case.data_seconds
+    busy = None
+    if case.step.device.type == "cuda":
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                case()
+            synchronize(case.step.device)
+        busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e3 / steps
+    return {k: stages[k] for k in STAGES}, busy
 
 
-def bench(cfg: RunConfig, num_classes: int, rounds: int = 10, warmup: int = 2, device: str = "auto",
-          serves: str = "waveforms") -> list[PhaseBench]:
-    """Every phase of ``cfg``'s schedule (and R = 1) timed interleaved, whole step and model alone."""
-    dev = resolve_device(device)
-    factors = sorted({p.R for p in cfg.phases()} | {1}, reverse=True)
-    cases: dict[str, StepCase] = {}
-    for R in factors:
-        cases[f"step {R}"] = StepCase(cfg, R, num_classes, dev, serves=serves)
-        cases[f"model {R}"] = StepCase(cfg, R, num_classes, dev, part="model")
-    times = interleaved(cases, rounds, warmup, dev)
-    ref = cases["step 1"]
+def bench(cfg: RunConfig, num_classes: int, source: ClipDataset | None = None, rounds: int = 10, warmup: int = 2,
+          device: str = "auto", with_breakdown: bool = False) -> list[PhaseBench]:
+    """Every factor of ``cfg``'s schedule timed interleaved (see the module docstring); the time
+    ratio is per clip, so a phase with a larger batch (``c2f.coarse_batch: scale``) compares fairly."""
+    dev = resolve_device(device, "--device")
+    source = source if source is not None else synthetic_source(cfg, num_classes, 4 * cfg.train.batch_size)
+    first = {}  # every schedule ends at R = 1; each factor's first phase
+    for i, p in enumerate(cfg.phases()):
+        first.setdefault(p.R, i)
+    cases = {R: phase_case(cfg, i, num_classes, source, dev) for R, i in first.items()}
+    times = interleaved({str(R): c for R, c in cases.items()}, rounds, warmup, dev)
+    peak = peak_tflops(dev, cfg.train.amp, cfg.train.peak_tflops)
+    ref = cases[1]
     rows = []
-    for R in factors:
-        step = cases[f"step {R}"]
-        q25, med, q75 = _ratio_quartiles(times[f"step {R}"], times["step 1"])
-        model_ratio = _ratio_quartiles(times[f"model {R}"], times["model 1"])[1]
-        rows.append(PhaseBench(R, step.model.num_tokens, 1e3 * statistics.median(times[f"step {R}"]),
-                               1e3 * statistics.median(times[f"model {R}"]), step.flops_per_clip / ref.flops_per_clip,
-                               med, q25, q75, model_ratio))
+    for R, case in cases.items():
+        per_clip = case.batch_size / ref.batch_size  # batches differ with c2f.coarse_batch: scale
+        q25, med, q75 = _quartiles([a / b / per_clip for a, b in zip(times[str(R)], times["1"])])
+        step = statistics.median(times[str(R)])
+        mfu = case.flops_per_clip * case.batch_size / step / (peak * 1e12) if peak else None
+        stages, busy = breakdown(case) if with_breakdown else (None, None)
+        rows.append(PhaseBench(R, case.tokens, case.batch_size, 1e3 * step, 1e3 * case.data_seconds,
+                               case.flops_per_clip / ref.flops_per_clip, med, q25, q75, mfu, stages, busy))
     return rows

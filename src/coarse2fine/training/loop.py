@@ -1,72 +1,80 @@
 """The training loop: one run = a schedule of phases, coarse to fine, read top to bottom.
 
-:func:`train_run` sets the run up, restores where it stands (a fresh start, or a checkpoint left
-by an interrupted run), then for each phase enters it (the model moves to the phase's input
-geometry with its weights carried over; a fresh optimizer and LR schedule), and for each epoch
-trains, evaluates and records (FLOPs and wall time of the epoch, the objective's metrics), then
-finishes (final weights, weight averaging, logs). The records are what
-:mod:`coarse2fine.report.savings` compares.
+:func:`train_run` sets the run up, restores where it stands (a fresh start, a checkpoint left by
+an interrupted run, or a run that already finished), then for each phase enters it (the model
+moves to the phase's input geometry with its weights carried over; a fresh optimizer and LR
+schedule; one untimed warm-up step), and for each epoch trains, evaluates and records (an
+:class:`~coarse2fine.training.records.EpochRecord`: metrics, FLOPs, wall time, data wait and
+per-step time), then finishes (final weights, weight averaging, logs).
 
 Batches are drawn from a per-epoch order that is a pure function of (seed, epoch)
-(:func:`coarse2fine.training.sampling.epoch_batches`), so a resumed run replays exactly the batches an
-uninterrupted run would; under torchrun each process takes its share of every global batch.
-The loop knows models only through :class:`~coarse2fine.model.base.C2FModel` and objectives
-only through :class:`~coarse2fine.objectives.Objective`.
+(:func:`coarse2fine.training.sampling.epoch_batches`), so a resumed run replays exactly the
+batches an uninterrupted run would; under torchrun each process takes its share of every global
+batch. A step is :class:`~coarse2fine.training.step.TrainStep`, the same code ``bench`` times.
+The loop knows models only through :class:`~coarse2fine.model.base.C2FModel` and objectives only
+through :class:`~coarse2fine.objectives.Objective`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import dataclasses
 import io
+import json
 import logging
 import math
+import shutil
+import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from coarse2fine import atomic
-from coarse2fine.compression import Compression
-from coarse2fine.config import RunConfig, save_config
-from coarse2fine.data.datasets import ClipDataset, DataSplits
-from coarse2fine.features import FeatureSpec, extract
+from coarse2fine.config import PhaseSetup, RunConfig, config_yaml
+from coarse2fine.data.datasets import DataSplits
+from coarse2fine.data.loading import iterate_batches, resolve_workers
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import Objective, build_objective
-from coarse2fine.phases import Phase
-from coarse2fine.training.augment import augment_features, mixup
+from coarse2fine.runtime import load_average, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
+from coarse2fine.training.clock import EpochClock
 from coarse2fine.training.distributed import Dist, gather, setup
-from coarse2fine.training.optim import build_optimizer, build_scheduler
 from coarse2fine.training.progress import Progress, RngState
+from coarse2fine.training.records import EpochRecord, as_records, phase_records
 from coarse2fine.training.sampling import balanced_weights, epoch_batches, shard, stream_batches
+from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, featurize
 from coarse2fine.training.switching import leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.safetensors"
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and phase."""
 
 
+class RunFolderError(ValueError):
+    """The output folder holds another run that this one would overwrite."""
+
+
 @dataclass
 class RunResult:
-    """What a finished run leaves behind: its per-epoch records and where its files are."""
+    """What a run leaves behind: its per-epoch records, where its files are, and what this call
+    did (``status``: trained, resumed, or finished: the folder held this finished run already)."""
 
     name: str
     out_dir: Path
-    records: list[dict[str, Any]]
+    records: list[EpochRecord]
+    status: str = "trained"
 
 
 @dataclass
@@ -77,48 +85,42 @@ class Run:
     splits: DataSplits
     out_dir: Path
     d: Dist
-    phases: list[Phase]
+    setups: list[PhaseSetup]
     objective: Objective
     show_progress: bool
-    val_loader: DataLoader
+    val_batches: list[list[int]]
     sample_weights: torch.Tensor | None
     report: dict[str, Any]
+    workers: int
+    peak_tflops: float | None
     tensorboard: TensorBoardLog | None = None
 
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT
 
-    @property
-    def steps_per_epoch(self) -> int:
-        tc = self.cfg.train
-        return tc.epoch_steps or math.ceil(len(self.splits.train) / tc.batch_size)
+    def steps_per_epoch(self, p: int) -> int:
+        """Optimizer steps of an epoch of phase ``p`` (fewer with ``c2f.coarse_batch: scale``)."""
+        t, batch = self.cfg.train, self.setups[p].batch_size
+        if t.epoch_steps:
+            return max(1, t.epoch_steps * t.batch_size // batch)
+        return math.ceil(len(self.splits.train) / batch)
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The global batches of ``epoch``: one shuffled pass, or ``train.epoch_steps`` steps of an
-        endless stream of passes; weighted draws with balanced sampling."""
-        tc, n = self.cfg.train, len(self.splits.train)
-        if tc.epoch_steps and self.sample_weights is None:
-            return stream_batches(n, tc.batch_size, tc.seed, epoch, tc.epoch_steps)
-        draws = tc.epoch_steps * tc.batch_size if tc.epoch_steps else None
-        return epoch_batches(n, tc.batch_size, tc.seed, epoch, self.sample_weights, draws)
-
-    @property
-    def micro_batch(self) -> int:
-        return self.cfg.train.batch_size // (self.d.world * self.cfg.train.grad_accum)
-
-    def compression(self, p: int) -> Compression:
-        c = self.cfg.c2f
-        return Compression(c.method, self.phases[p].R, c.patch_resize, c.scale_window)
-
-    def geometry(self, p: int):
-        f = self.cfg.features
-        return self.compression(p).input_geometry(f.target_length, f.num_mel_bins)
+    def epoch_batches(self, epoch: int, p: int) -> list[list[int]]:
+        """The global batches of ``epoch`` (in phase ``p``): one shuffled pass, or
+        ``train.epoch_steps`` steps of an endless stream of passes; weighted draws with balanced
+        sampling."""
+        t, n, batch = self.cfg.train, len(self.splits.train), self.setups[p].batch_size
+        if t.epoch_steps and self.sample_weights is None:
+            return stream_batches(n, batch, t.seed, epoch, self.steps_per_epoch(p))
+        draws = t.epoch_steps * t.batch_size if t.epoch_steps else None
+        return epoch_batches(n, batch, t.seed, epoch, self.sample_weights, draws)
 
     def log_columns(self) -> list[str]:
         metrics = [m for m in self.objective.metrics if m != "val_loss"]
-        return ["epoch", "phase", "R", "phase_epoch", "tokens", "lr", "train_loss", "val_loss", *metrics,
-                "train_flops", "cum_flops", "train_time", "cum_time", "eval_time"]
+        return ["epoch", "phase", "R", "phase_epoch", "tokens", "batch_size", "lr", "train_loss", "val_loss", *metrics,
+                "train_flops", "cum_flops", "train_time", "cum_time", "data_time", "step_median", "eval_time",
+                "load_avg", "mfu"]
 
 
 @dataclass
@@ -136,29 +138,32 @@ class State:
 
 @dataclass
 class PhaseRun:
-    """One phase being trained: its compression, features, optimizer and cost per clip."""
+    """One phase being trained: its setup, its training step and cost per clip."""
 
     index: int
-    phase: Phase
-    comp: Compression
-    spec: FeatureSpec
-    net: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
+    setup: PhaseSetup
+    step: TrainStep
     flops_per_clip: int
-    batches: list[list[int]] = field(default_factory=list)
+    tally: LossTally
+    batches: list[list[int]] = dataclasses.field(default_factory=list)
 
 
-def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress: bool = True, resume: bool = False) -> RunResult:
+def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress: bool = True, resume: bool = True,
+              fresh: bool = False) -> RunResult:
     """Train ``cfg`` on ``splits`` through all phases of its schedule; logs go to ``out_dir``.
 
-    With ``resume=True`` a checkpoint left in ``out_dir`` by an interrupted run with the same
-    config is continued from the step it was written at.
+    A folder is never overwritten by accident: with ``resume`` a checkpoint left there by an
+    interrupted run of this config is continued, and a finished run of this config is returned
+    as it is; without ``resume`` a folder holding a run is refused. A folder holding a run of
+    another config is refused either way, unless ``fresh``, which starts over.
     """
-    run = setup_run(cfg, splits, Path(out_dir), progress)
-    state = restore(run, resume)
-    for p in range(state.progress.phase, len(run.phases)):
+    out_dir = Path(out_dir)
+    finished = claim_folder(cfg, out_dir, resume, fresh)
+    if finished is not None:
+        return finished
+    run = setup_run(cfg, splits, out_dir, progress)
+    state = restore(run)
+    for p in range(state.progress.phase, len(run.setups)):
         ph = enter_phase(run, state, p)
         while state.progress.phase == p:
             train_epoch(run, ph, state)
@@ -168,61 +173,104 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
 
 # ----------------------------------------------------------------------------- set up
 
+def claim_folder(cfg: RunConfig, out_dir: Path, resume: bool, fresh: bool) -> RunResult | None:
+    """Apply the run-folder rules of :func:`train_run`; returns the finished run to reuse, if any."""
+    log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
+    if fresh:
+        for name in (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors"):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        return None
+    saved = _read_log(log_path)
+    if ckpt.exists():
+        ckpt_config = load_checkpoint(ckpt)["config"]
+        if ckpt_config != cfg.to_dict():
+            raise RunFolderError(f"{out_dir} holds an unfinished run of another config ({config_difference(ckpt_config, cfg.to_dict())}); "
+                                 "continue it with its own config, use another --out, or --fresh to discard it")
+        if not resume:
+            raise RunFolderError(f"{out_dir} holds an unfinished run of this config; continue it with --resume, "
+                                 "or --fresh to start over")
+        return None
+    if saved is not None and saved.get("done"):
+        if saved.get("config") != cfg.to_dict():
+            raise RunFolderError(f"{out_dir} holds a finished run of another config "
+                                 f"({config_difference(saved.get('config') or {}, cfg.to_dict())}); "
+                                 "use another --out, or --fresh to overwrite it")
+        if not resume:
+            raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
+        log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
+        return RunResult(cfg.name, out_dir, as_records(saved["records"]), status="finished")
+    return None
+
+
+def _read_log(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def config_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    """The first keys whose values differ between two config dicts, as ``key: a vs b``."""
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            inner = config_difference(x, y, f"{prefix}{key}.")
+            diffs += [inner] if inner else []
+        elif x != y:
+            diffs.append(f"{prefix}{key}: {x!r} vs {y!r}")
+    return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
+
+
 def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool) -> Run:
     """Check the config against the data and the processes, and build what the run keeps fixed."""
-    cfg.check()
-    tc = cfg.train
-    d = setup(tc.device)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    if tc.amp != "none" and d.device.type != "cuda":
-        raise ValueError(f"train.amp={tc.amp} needs a CUDA device (got {d.device}); use amp: none on CPU")
-    if tc.batch_size % (d.world * tc.grad_accum):
-        raise ValueError(f"train.batch_size {tc.batch_size} must be a multiple of processes ({d.world}) x grad_accum ({tc.grad_accum})")
-    phases = cfg.phases()
-    for p in range(len(phases)):  # every phase's geometry, with the real number of classes, before anything trains
-        cfg.phase(p, splits.train.num_classes)
+    t = cfg.train
+    d = setup(t.device)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    if t.amp != "none" and d.device.type != "cuda":
+        raise ValueError(f"train.amp={t.amp} needs a CUDA device (got {d.device}); use amp: none on CPU")
+    setups = [cfg.phase(p, splits.train.num_classes) for p in range(len(cfg.phases()))]  # with the real classes
+    for s in setups:
+        if s.batch_size % (d.world * t.grad_accum):
+            raise ValueError(f"train.batch_size {s.batch_size} (phase {s.index + 1}) must be a multiple of processes "
+                             f"({d.world}) x grad_accum ({t.grad_accum})")
     val_share = [i for i in range(len(splits.val)) if i % d.world == d.rank]
-    val_loader = DataLoader(Subset(splits.val, val_share), batch_size=max(tc.batch_size, 64), **_loader_args(cfg, d))
+    val_batch = max(t.batch_size, 64)
     report = {
         "classes": splits.train.class_names,
         "display_names": splits.display_names,
         "skipped": [{"path": str(p.path), "problem": p.problem} for p in splits.skipped],
         "inputs": splits.train.serves,
+        "device": str(d.device),
     }
-    run = Run(cfg, splits, out_dir, d, phases, build_objective(tc.objective, cfg), show_progress and d.main,
-              val_loader, balanced_weights(splits.train.targets) if cfg.augment.balanced_sampling else None, report)
+    run = Run(cfg, splits, out_dir, d, setups, build_objective(t.objective, cfg), show_progress and d.main,
+              [val_share[i:i + val_batch] for i in range(0, len(val_share), val_batch)],
+              balanced_weights(splits.train.targets) if cfg.augment.balanced_sampling else None, report,
+              resolve_workers(cfg.data.num_workers, splits.train, d.device), peak_tflops(d.device, t.amp, t.peak_tflops))
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
-        if tc.tensorboard:
+        atomic.write_text(out_dir / "config.yaml", config_yaml(cfg))
+        if t.tensorboard:
             run.tensorboard = TensorBoardLog(out_dir, run.objective.metrics)
         atomic.write_json(out_dir / "labels.json", {"classes": report["classes"], "display_names": report["display_names"]})
-    log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es)", cfg.name, cfg.model.arch,
-             cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method, [(p.R, p.epochs) for p in phases], d.device, d.world)
+    log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es), %d loader worker(s)",
+             cfg.name, cfg.model.arch, cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method,
+             [(s.R, s.epochs) for s in setups], d.device, d.world, run.workers)
     return run
 
 
-def _loader_args(cfg: RunConfig, d: Dist) -> dict[str, Any]:
-    """DataLoader settings; an explicit generator keeps loaders off torch's global RNG, which only
-    the model's own randomness (dropout, stochastic depth) may draw from."""
-    workers = cfg.data.num_workers
-    return dict(num_workers=0 if workers == "auto" else workers, pin_memory=d.device.type == "cuda", generator=torch.Generator())
-
-
-def restore(run: Run, resume: bool) -> State:
-    """The state to start from: a fresh model (or ``model.init_from``), or, with ``resume`` and a
-    checkpoint of this config in the run folder, everything the checkpoint holds."""
+def restore(run: Run) -> State:
+    """The state to start from: a fresh model (or ``model.init_from``), or everything a checkpoint
+    of this config in the run folder holds."""
     cfg, d = run.cfg, run.d
-    ckpt = load_checkpoint(run.checkpoint_path) if resume and run.checkpoint_path.exists() else None
-    if ckpt is not None and ckpt["config"] != cfg.to_dict():
-        raise ValueError(f"{run.checkpoint_path} was written by a run with another config; use another --out or delete it")
+    ckpt = load_checkpoint(run.checkpoint_path) if run.checkpoint_path.exists() else None
     progress = Progress()
     if ckpt is not None:
         progress.load_state_dict(ckpt["progress"])
     torch.manual_seed(cfg.train.seed)
-    model = cfg.phase(progress.model_phase, run.splits.train.num_classes).build_model()
-    model = model.to(d.device)
+    model = run.setups[progress.model_phase].build_model().to(d.device)
     if d.world > 1 and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         if d.device.type == "cuda":  # batch statistics over the global batch, as HTS-AT trains
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -247,127 +295,122 @@ def restore(run: Run, resume: bool) -> State:
 # ----------------------------------------------------------------------------- phases and epochs
 
 def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
-    """Move the model to phase ``p``'s geometry (weights carried over), serve its features, and
-    build a fresh optimizer and LR schedule (or those of a checkpoint written inside this phase)."""
-    cfg, d, model = run.cfg, run.d, state.model
-    comp = run.compression(p)
-    model.set_geometry(run.geometry(p))
-    spec = comp.feature_spec(cfg.features.spec())
+    """Move the model to phase ``p``'s geometry (weights carried over), serve its features, build
+    its training step with a fresh optimizer and LR schedule (or those of a checkpoint written
+    inside this phase), and run one untimed warm-up step."""
+    cfg, d, model, s = run.cfg, run.d, state.model, run.setups[p]
+    model.set_geometry(s.geometry)
     for ds in (run.splits.train, run.splits.val):
-        ds.set_phase(spec, comp)
-    net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
-    optimizer = build_optimizer(model.parameters(), cfg.train.optim)
-    scheduler = build_scheduler(optimizer, run.steps_per_epoch, cfg.train.optim)
+        ds.set_phase(s.features, s.compression)
+    net: torch.nn.Module = model
+    if d.world > 1:
+        net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode)
+    step = build_step(cfg, s, model, net, run.objective, run.steps_per_epoch(p), run.splits.train.serves,
+                      state.rng.aug, d.device, d.world)
     if state.phase_restore is not None:
-        optimizer.load_state_dict(state.phase_restore["optimizer"])
-        scheduler.load_state_dict(state.phase_restore["scheduler"])
+        step.optimizer.load_state_dict(state.phase_restore["optimizer"])
+        step.scheduler.load_state_dict(state.phase_restore["scheduler"])
         state.phase_restore = None
     state.progress.model_phase, state.progress.fresh_phase = p, False
-    ph = PhaseRun(p, run.phases[p], comp, spec, net, optimizer, scheduler,
-                  torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16"),
-                  run.objective.training_flops(model, 1))
-    warm_up(run, ph, state)
-    log.info("phase %d/%d: R=%d, %d epochs, %d tokens, %.3g training FLOPs per clip",
-             p + 1, len(run.phases), ph.phase.R, ph.phase.epochs, model.num_tokens, ph.flops_per_clip)
+    ph = PhaseRun(p, s, step, run.objective.training_flops(model, 1), LossTally(d.device))
+    seconds = warm_up(run, ph, state)
+    state.progress.warmups.setdefault(p, seconds)
+    log.info("phase %d/%d: R=%d, %d epochs, %d tokens, batch %d, %.3g training FLOPs per clip, warm-up %.1f s",
+             p + 1, len(run.setups), s.R, s.epochs, model.num_tokens, s.batch_size, ph.flops_per_clip, seconds)
     return ph
 
 
-def featurize(x: torch.Tensor, ds: ClipDataset, spec: FeatureSpec, comp: Compression) -> torch.Tensor:
-    """Model input [B, frames, mel bins] for one phase: features computed here, batched, on the
-    training device, from waveforms (or taken from a source that serves them), then compressed
-    (unless the source serves compressed features already)."""
-    if ds.serves == "model_input":
-        return x
-    return comp.transform(x if ds.serves == "features" else extract(x, spec))
-
-
-def warm_up(run: Run, ph: PhaseRun, state: State) -> None:
-    """One untimed forward + backward on a real batch, in eval mode, with every state untouched
-    (weights, normalisation statistics, optimizer, generators), so one-time costs (thread pools,
-    kernel selection, FFT plans) stay out of the measured epoch time."""
+def warm_up(run: Run, ph: PhaseRun, state: State) -> float:
+    """One untimed forward + backward of the phase's real training step on a batch, with every
+    state put back (weights, normalisation statistics, gradients, optimizer, generators), so that
+    one-time costs (thread pools, kernel selection, ``torch.compile``) stay out of the measured
+    epoch time; returns its seconds."""
     model, dev = state.model, run.d.device
-    x, y = next(iter(run.val_loader))
-    was_training = model.training
-    model.eval()
+    start = time.perf_counter()
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    x, y = run.splits.val.take(torch.as_tensor(run.val_batches[0][: ph.setup.batch_size]))
+    scratch = dataclasses.replace(ph.step, generator=torch.Generator(device=dev).manual_seed(0), profile=None)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        feats = featurize(x.to(dev), run.splits.val, ph.spec, ph.comp)
-        run.objective.training_loss(model, feats, y.to(dev), torch.Generator(device=dev).manual_seed(0)).backward()
+        scratch.net.train()
+        scratch.forward_backward(*scratch.prepare(x, y))
     model.zero_grad(set_to_none=True)
-    model.train(was_training)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            buf.copy_(buffers[name])
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter() - start
 
 
 def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     """Train the rest of the current epoch (all of it, unless resumed mid-epoch), checkpointing
     every ``train.checkpoint_every`` steps; the epoch's sums accumulate in ``state.progress``."""
-    pr, tc = state.progress, run.cfg.train
+    pr, t, d = state.progress, run.cfg.train, run.d
     if pr.step == 0:
-        pr.start_epoch(ph.optimizer.param_groups[0]["lr"])
-    ph.batches = run.epoch_batches(pr.epoch)
-    mine = [shard(b, run.d.world, run.d.rank) for b in ph.batches]
-    loader = DataLoader(run.splits.train, batch_sampler=mine[pr.step:], **_loader_args(run.cfg, run.d))
-    bar = tqdm(loader, desc=f"{run.cfg.name} ep {pr.epoch} (phase {ph.index + 1}, R={ph.phase.R})", leave=False,
-               disable=not run.show_progress, dynamic_ncols=True, initial=pr.step, total=len(mine))
-    ph.net.train()
-    t0 = time.perf_counter()
-    for x, y in bar:
-        loss = train_step(run, ph, state, x, y)
-        pr.loss_sum += loss * len(ph.batches[pr.step])
+        pr.start_epoch(ph.step.optimizer.param_groups[0]["lr"])
+    ph.batches = run.epoch_batches(pr.epoch, ph.index)
+    mine = [shard(b, d.world, d.rank) for b in ph.batches]
+    bar = tqdm(total=len(mine), initial=pr.step, desc=f"{run.cfg.name} ep {pr.epoch} (phase {ph.index + 1}, R={ph.setup.R})",
+               leave=False, disable=not run.show_progress, dynamic_ncols=True)
+    read_every = 1 if ph.step.check_finite else t.log_every
+    ph.step.net.train()
+    clock = EpochClock(d.device)
+    clock.start()
+    for x, y in iterate_batches(run.splits.train, mine[pr.step:], d.device, run.workers):
+        clock.batch_ready()
+        try:
+            loss = ph.step(x, y)
+        except NonFiniteLoss as err:
+            stop_non_finite(run, ph, state, err.loss, pr.step)
+        ph.tally.add(loss, len(ph.batches[pr.step]), pr.step)
         pr.seen += len(ph.batches[pr.step])
         pr.step += 1
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if tc.checkpoint_every and pr.step % tc.checkpoint_every == 0 and pr.step < len(mine):
-            pr.epoch_time += time.perf_counter() - t0
+        clock.step_done()
+        bar.update(1)
+        if pr.step % read_every == 0:
+            bar.set_postfix(loss=f"{read_loss(run, ph, state) / max(1, pr.seen):.4f}")
+        if t.checkpoint_every and pr.step % t.checkpoint_every == 0 and pr.step < len(mine):
+            clock.pause()
+            read_loss(run, ph, state)
             save(run, ph, state)
-            t0 = time.perf_counter()
-    if run.d.device.type == "cuda":
-        torch.cuda.synchronize(run.d.device)
-    pr.epoch_time += time.perf_counter() - t0
+            clock.resume()
+    clock.pause()
+    bar.close()
+    read_loss(run, ph, state)
+    pr.epoch_time += clock.wall
+    pr.data_time += clock.data
+    pr.step_times += clock.step_times()
 
 
-def train_step(run: Run, ph: PhaseRun, state: State, x: torch.Tensor, y: torch.Tensor) -> float:
-    """One optimizer step on a global batch's share: mixup, then features, augmentation, forward
-    and backward per micro-batch (gradient accumulation), then the update. Returns the loss;
-    a non-finite loss stops the run before the update."""
-    cfg, d, gen = run.cfg, run.d, state.rng.aug
-    dev, amp_dtype = d.device, AMP_DTYPES[cfg.train.amp]
-    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-    if cfg.augment.mixup > 0:
-        x, y = mixup(x, y, cfg.augment.mixup, cfg.augment.mixup_alpha, gen, cfg.augment.mixup_targets)
-    chunks = list(zip(x.split(run.micro_batch), y.split(run.micro_batch)))
-    step_loss = 0.0
-    for i, (xc, yc) in enumerate(chunks):
-        sync = contextlib.nullcontext() if i == len(chunks) - 1 or d.world == 1 else ph.net.no_sync()
-        with sync, torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            feats = augment_features(featurize(xc, run.splits.train, ph.spec, ph.comp), cfg.augment, ph.comp.time_factor, gen)
-            loss = run.objective.training_loss(ph.net, feats, yc, gen) * len(xc) / len(x)
-            ph.scaler.scale(loss).backward()
-        step_loss += loss.item()
-    if not math.isfinite(step_loss):
-        stop_non_finite(run, ph, state, step_loss)
-    if cfg.train.optim.clip_grad_norm > 0:
-        ph.scaler.unscale_(ph.optimizer)
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.train.optim.clip_grad_norm)
-    ph.scaler.step(ph.optimizer)
-    ph.scaler.update()
-    ph.optimizer.zero_grad(set_to_none=True)
-    ph.scheduler.step()
-    return step_loss
+def read_loss(run: Run, ph: PhaseRun, state: State) -> float:
+    """Fold the steps' loss into the epoch's sum (the one read of the device's loss); stop the run
+    if a step's loss was not finite. Returns the epoch's loss sum so far."""
+    total, bad = ph.tally.read()
+    state.progress.loss_sum += total
+    if bad >= 0:
+        stop_non_finite(run, ph, state, math.nan, bad, noticed=state.progress.step)
+    return state.progress.loss_sum
 
 
-def stop_non_finite(run: Run, ph: PhaseRun, state: State, loss: float) -> None:
+def stop_non_finite(run: Run, ph: PhaseRun, state: State, loss: float, step: int, noticed: int | None = None) -> None:
     """Record why the run stopped and raise :class:`NonFiniteLossError`; the last checkpoint stays."""
     pr = state.progress
-    where = f"step {pr.step + 1} of epoch {pr.epoch} (phase {ph.index + 1}, R={ph.phase.R})"
+    where = f"step {step + 1} of epoch {pr.epoch} (phase {ph.index + 1}, R={ph.setup.R})"
+    if noticed is not None:
+        where += f", read at step {noticed} (train.log_every)"
     if run.d.main:
-        write_logs(run, pr.records, done=False, extra={"stopped": f"non-finite loss at epoch {pr.epoch}, step {pr.step + 1}"})
+        write_logs(run, pr, done=False, extra={"stopped": f"non-finite loss at epoch {pr.epoch}, step {step + 1}"})
     kept = f"last good checkpoint: {run.checkpoint_path}" if run.checkpoint_path.exists() else "no checkpoint written yet"
     raise NonFiniteLossError(f"{run.cfg.name}: loss is {loss} at {where}; stopping. {kept}")
 
 
 def val_batches(run: Run, ph: PhaseRun) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The validation set as (model input, targets) batches at this phase's resolution."""
-    for x, y in run.val_loader:
-        yield featurize(x.to(run.d.device), run.splits.val, ph.spec, ph.comp), y.to(run.d.device)
+    s, val = ph.setup, run.splits.val
+    for x, y in iterate_batches(val, run.val_batches, run.d.device, run.workers):
+        yield featurize(x.to(run.d.device), val.serves, s.features, s.compression), y.to(run.d.device)
 
 
 def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
@@ -379,28 +422,34 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     metrics = run.objective.evaluate(model, val_batches(run, ph), lambda obj: gather(obj, run.d))
     eval_time = time.perf_counter() - t1
     train_flops = ph.flops_per_clip * pr.seen
-    pr.records.append({
-        "epoch": pr.epoch, "phase": ph.index, "R": ph.phase.R, "phase_epoch": pr.phase_epoch,
-        "tokens": model.num_tokens, "lr": pr.lr, "train_loss": pr.loss_sum / max(1, pr.seen),
-        "train_tokens": model.train_tokens, "clips": pr.seen, "steps": pr.step,
-        **metrics, "train_flops": train_flops, "cum_flops": pr.cum_flops + train_flops,
-        "train_time": pr.epoch_time, "cum_time": pr.cum_time + pr.epoch_time, "eval_time": eval_time,
-    })
-    if state.averager is not None and ph.index == len(run.phases) - 1:
+    load = load_average()
+    record = EpochRecord(
+        epoch=pr.epoch, phase=ph.index, R=ph.setup.R, phase_epoch=pr.phase_epoch, tokens=model.num_tokens,
+        train_tokens=model.train_tokens, batch_size=ph.setup.batch_size, lr=pr.lr,
+        train_loss=pr.loss_sum / max(1, pr.seen), clips=pr.seen, steps=pr.step, metrics=metrics,
+        train_flops=train_flops, cum_flops=pr.cum_flops + train_flops, train_time=pr.epoch_time,
+        cum_time=pr.cum_time + pr.epoch_time, data_time=pr.data_time,
+        step_median=statistics.median(pr.step_times) if pr.step_times else None, eval_time=eval_time,
+        load_avg=load[0] if load else None,
+        mfu=train_flops / pr.epoch_time / (run.peak_tflops * 1e12) if run.peak_tflops and pr.epoch_time > 0 else None,
+    )
+    if state.averager is not None and ph.index == len(run.setups) - 1:
         state.averager.update(model.state_dict(), epoch=pr.phase_epoch)
     metric = run.cfg.train.metric
-    log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %.4f, %.1fs, %.3g FLOPs", run.cfg.name, pr.epoch, ph.index + 1,
-             ph.phase.R, pr.records[-1]["train_loss"], metric, metrics[metric], pr.epoch_time, train_flops)
-    reason = leave_phase(run.cfg, [p.epochs for p in run.phases], pr.records, run.objective.metrics[metric])
-    if reason is not None and (ph.index < len(run.phases) - 1 or not reason.startswith("epochs")):
-        pr.records[-1]["switch"] = reason
-        log.info("%s leaves phase %d (R=%d) after epoch %d: %s", run.cfg.name, ph.index + 1, ph.phase.R, pr.epoch, reason)
+    log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %.4f, %.1fs (data %.1fs, median step %.1f ms), %.3g FLOPs",
+             run.cfg.name, pr.epoch, ph.index + 1, ph.setup.R, record.train_loss, metric, metrics[metric], pr.epoch_time,
+             pr.data_time, 1e3 * (record.step_median or 0.0), train_flops)
+    reason = leave_phase(run.cfg, [s.epochs for s in run.setups], [*pr.records, record], run.objective.metrics[metric])
+    if reason is not None and (ph.index < len(run.setups) - 1 or not reason.startswith("epochs")):
+        record = dataclasses.replace(record, switch=reason)
+        log.info("%s leaves phase %d (R=%d) after epoch %d: %s", run.cfg.name, ph.index + 1, ph.setup.R, pr.epoch, reason)
+    pr.records.append(record)
     if run.tensorboard is not None:
-        run.tensorboard.epoch(pr.records[-1])
+        run.tensorboard.epoch(record)
     pr.advance(reason is not None)
     if run.d.main:
-        write_logs(run, pr.records, done=False)
-    if pr.phase < len(run.phases):
+        write_logs(run, pr, done=False)
+    if pr.phase < len(run.setups):
         save(run, ph, state)
 
 
@@ -414,8 +463,8 @@ def save(run: Run, ph: PhaseRun, state: State) -> None:
         "config": run.cfg.to_dict(),
         "progress": state.progress.state_dict(),
         "model": state.model.state_dict(),
-        "optimizer": None if fresh else ph.optimizer.state_dict(),
-        "scheduler": None if fresh else ph.scheduler.state_dict(),
+        "optimizer": None if fresh else ph.step.optimizer.state_dict(),
+        "scheduler": None if fresh else ph.step.scheduler.state_dict(),
         "rng": state.rng.state_dict(),
         "averager": state.averager.state_dict() if state.averager is not None and state.averager.count else None,
     })
@@ -434,7 +483,7 @@ def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
     if averager is not None and averager.count:
         model.load_state_dict(averager.average())
         model.eval()
-        last = ph.phase.epochs
+        last = ph.setup.epochs
         report["weight_averaged"] = {"epochs": [averager.start, min(averager.end or last, last)],
                                      **run.objective.evaluate(model, val_batches(run, ph), lambda obj: gather(obj, d))}
         if d.main:
@@ -445,24 +494,28 @@ def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
     if failures:
         report["load_failures"] = failures
     if d.main:
-        write_logs(run, state.progress.records, done=True, extra=report)
+        write_logs(run, state.progress, done=True, extra=report)
         run.checkpoint_path.unlink(missing_ok=True)
     if run.tensorboard is not None:
         run.tensorboard.close()
-    return RunResult(cfg.name, run.out_dir, state.progress.records)
+    resumed = bool(state.progress.records) and state.progress.records[0].epoch != 1
+    return RunResult(cfg.name, run.out_dir, state.progress.records, "resumed" if resumed else "trained")
 
 
-def write_logs(run: Run, records: list[dict[str, Any]], done: bool, extra: dict[str, Any] | None = None) -> None:
-    """Per-epoch log as JSON (with the config, each metric's direction and the report) and CSV,
-    written atomically."""
+def write_logs(run: Run, pr: Progress, done: bool, extra: dict[str, Any] | None = None) -> None:
+    """Per-epoch log as JSON (with the config, each metric's direction, the phases and the report)
+    and CSV, written atomically."""
+    records = pr.records
     directions = {m: "max" if up else "min" for m, up in run.objective.metrics.items()}
-    switches = [{"epoch": r["epoch"], "phase": r["phase"] + 1, "R": r["R"], "reason": r["switch"]} for r in records if "switch" in r]
+    switches = [{"epoch": r.epoch, "phase": r.phase + 1, "R": r.R, "reason": r.switch} for r in records if r.switch]
+    phases = [p.to_dict() for p in phase_records(records, pr.warmups)] if records else []
     atomic.write_json(run.out_dir / "log.json", {
         "name": run.cfg.name, "config": run.cfg.to_dict(), "done": done, "metrics": directions,
-        "switches": switches, "records": records, **run.report, **(extra or {}),
+        "switches": switches, "phases": phases, "records": [r.to_dict() for r in records], **run.report, **(extra or {}),
     })
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=run.log_columns(), extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(records)
+    writer.writerows(r.to_dict() for r in records)
     atomic.write_text(run.out_dir / "log.csv", buf.getvalue())
+

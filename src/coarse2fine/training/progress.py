@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import torch
 
+from coarse2fine.training.records import EpochRecord, as_records
+
 
 @dataclass
 class Progress:
@@ -23,8 +25,10 @@ class Progress:
 
     ``model_phase``: the phase whose geometry the model weights have (the previous phase at a
     phase boundary). ``fresh_phase``: the run stands at the start of a phase that has not begun,
-    so its optimizer and LR schedule start fresh rather than from the checkpoint. ``epoch_time`` / ``loss_sum`` / ``seen`` /
-    ``lr``: the partial sums of the current epoch. ``records``: one dict per finished epoch.
+    so its optimizer and LR schedule start fresh rather than from the checkpoint. ``epoch_time`` /
+    ``data_time`` / ``loss_sum`` / ``seen`` / ``lr`` / ``step_times``: the partial sums of the current
+    epoch. ``records``: one :class:`~coarse2fine.training.records.EpochRecord` per finished epoch;
+    ``warmups``: seconds of each entered phase's warm-up (kernel selection, compilation).
     """
 
     phase: int = 0
@@ -34,22 +38,26 @@ class Progress:
     model_phase: int = 0
     fresh_phase: bool = True
     epoch_time: float = 0.0
+    data_time: float = 0.0
     loss_sum: float = 0.0
     seen: int = 0
     lr: float = 0.0
-    records: list[dict[str, Any]] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    records: list[EpochRecord] = field(default_factory=list)
+    warmups: dict[int, float] = field(default_factory=dict)
 
     @property
-    def cum_flops(self) -> int:
-        return self.records[-1]["cum_flops"] if self.records else 0
+    def cum_flops(self) -> float:
+        return self.records[-1].cum_flops if self.records else 0
 
     @property
     def cum_time(self) -> float:
-        return self.records[-1]["cum_time"] if self.records else 0.0
+        return self.records[-1].cum_time if self.records else 0.0
 
     def start_epoch(self, lr: float) -> None:
         """Reset the epoch's partial sums; ``lr`` is the learning rate it starts at."""
-        self.step, self.epoch_time, self.loss_sum, self.seen, self.lr = 0, 0.0, 0.0, 0, lr
+        self.step, self.epoch_time, self.data_time, self.loss_sum, self.seen, self.lr = 0, 0.0, 0.0, 0.0, 0, lr
+        self.step_times = []
 
     def advance(self, leave_phase: bool) -> None:
         """Move past a finished epoch; to the next phase if ``leave_phase``."""
@@ -63,11 +71,17 @@ class Progress:
         self.step = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        state["records"] = [r.to_dict() for r in self.records]
+        state["step_times"] = torch.tensor(self.step_times, dtype=torch.float64)
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, state[f.name])
+        self.records = as_records(state["records"])
+        self.step_times = [float(s) for s in state["step_times"]]
+        self.warmups = {int(k): float(v) for k, v in state["warmups"].items()}
 
 
 class RngState:

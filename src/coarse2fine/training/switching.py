@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from coarse2fine.phases import default_initial_fraction
+from coarse2fine.training.records import EpochRecord, as_records
 
 SWITCHES = ("fixed", "plateau", "budget")
 FINAL_STOPS = ("epochs", "plateau", "budget")
@@ -44,20 +45,20 @@ def budget_shares(c2f: Any, num_phases: int) -> list[float]:
     return out
 
 
-def _spent(records: Sequence[Mapping[str, Any]], c2f: Any) -> tuple[float, float]:
+def _spent(records: Sequence[EpochRecord], c2f: Any) -> tuple[float, float]:
     """(spent, budget) in FLOPs or hours, whichever budget is set."""
     last = records[-1]
     if c2f.budget_flops:
-        return float(last["cum_flops"]), float(c2f.budget_flops)
-    return float(last["cum_time"]) / 3600.0, float(c2f.budget_hours)
+        return float(last.cum_flops), float(c2f.budget_flops)
+    return float(last.cum_time) / 3600.0, float(c2f.budget_hours)
 
 
-def _plateau(records: Sequence[Mapping[str, Any]], metric: str, higher: bool, c2f: Any) -> str | None:
+def _plateau(records: Sequence[EpochRecord], metric: str, higher: bool, c2f: Any) -> str | None:
     """Why the phase whose records these are has plateaued, or None."""
     sign = 1.0 if higher else -1.0
-    best, since = float(records[0][metric]), 0
+    best, since = records[0].metric(metric), 0
     for r in records[1:]:
-        value = float(r[metric])
+        value = r.metric(metric)
         if sign * (value - best) > c2f.min_delta:
             best, since = value, 0
         else:
@@ -66,17 +67,19 @@ def _plateau(records: Sequence[Mapping[str, Any]], metric: str, higher: bool, c2
         return f"plateau: {metric} not improved by more than {c2f.min_delta:g} for {since} evaluations (best {best:.4g})"
     n = c2f.loss_window
     if n and len(records) > n:
-        before, now = float(records[-1 - n]["train_loss"]), float(records[-1]["train_loss"])
+        before, now = records[-1 - n].train_loss, records[-1].train_loss
         if before > 0 and (before - now) / before < c2f.loss_tolerance:
             return f"plateau: training loss fell {100 * (before - now) / before:.2f} % over {n} epochs (< {100 * c2f.loss_tolerance:g} %)"
     return None
 
 
-def leave_phase(cfg: Any, phase_epochs: Sequence[int], records: Sequence[Mapping[str, Any]], higher: bool) -> str | None:
+def leave_phase(cfg: Any, phase_epochs: Sequence[int], records: Sequence[EpochRecord | Mapping[str, Any]],
+                higher: bool) -> str | None:
     """Why the current phase (the last record's) ends after this epoch, or None to go on."""
+    records = as_records(records)
     c2f, last = cfg.c2f, records[-1]
-    p, final = int(last["phase"]), int(last["phase"]) == len(phase_epochs) - 1
-    mine = [r for r in records if int(r["phase"]) == p]
+    p, final = last.phase, last.phase == len(phase_epochs) - 1
+    mine = [r for r in records if r.phase == p]
     if len(mine) >= phase_epochs[p]:
         return f"epochs: {len(mine)} of {phase_epochs[p]}"
     rule = c2f.final_stop if final else c2f.switch

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import numbers
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Iterable
+
+from coarse2fine.training.records import EpochRecord
 
 
 class TensorBoardLog:
@@ -19,17 +21,17 @@ class TensorBoardLog:
         self.writer = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"))
         self.metrics = list(metrics)
 
-    def epoch(self, record: Mapping[str, Any]) -> None:
+    def epoch(self, record: EpochRecord) -> None:
         """Add one epoch's record."""
-        epoch = int(record["epoch"])
-        for key, value in record.items():
+        epoch, values = record.epoch, record.to_dict()
+        for key, value in values.items():
             if isinstance(value, numbers.Real) and not isinstance(value, bool) and key != "epoch":
                 self.writer.add_scalar(f"epoch/{key}", float(value), epoch)
-        flops_step, time_step = int(round(record["cum_flops"] / 1e9)), int(round(1000 * record["cum_time"]))
+        flops_step, time_step = int(round(record.cum_flops / 1e9)), int(round(1000 * record.cum_time))
         for metric in self.metrics:
-            if metric in record:
-                self.writer.add_scalar(f"vs_gflops/{metric}", float(record[metric]), flops_step)
-                self.writer.add_scalar(f"vs_time_ms/{metric}", float(record[metric]), time_step)
+            if metric in record.metrics:
+                self.writer.add_scalar(f"vs_gflops/{metric}", record.metric(metric), flops_step)
+                self.writer.add_scalar(f"vs_time_ms/{metric}", record.metric(metric), time_step)
         self.writer.flush()
 
     def close(self) -> None:

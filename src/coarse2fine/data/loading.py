@@ -1,0 +1,47 @@
+"""Batches from a clip source, in a given order, without making the training step wait.
+
+A source held in memory (``ClipDataset.in_memory``: the in-memory feature store, preloaded
+waveforms) serves each batch as one indexed read (:meth:`~coarse2fine.data.datasets.ClipDataset.take`),
+on the training device when the store lives there. A source read clip by clip (audio files,
+the feature cache) goes through a ``DataLoader`` with worker processes, pinned memory and
+prefetching, so that decoding overlaps the step (``data.num_workers``, :func:`resolve_workers`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader
+
+from coarse2fine.data.datasets import ClipDataset
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def resolve_workers(setting: int | str, dataset: ClipDataset, device: torch.device) -> int:
+    """Loader processes for ``dataset``: none for sources held in memory; ``auto`` is one per spare
+    core (at most 8) when training on a GPU, and a quarter of the cores (at most 4) on a CPU,
+    whose cores the step itself uses; an integer is taken as given."""
+    if dataset.in_memory:
+        return 0
+    if setting != "auto":
+        return int(setting)
+    cores = os.cpu_count() or 1
+    return min(8, cores - 1) if device.type == "cuda" else min(4, cores // 4)
+
+
+def iterate_batches(dataset: ClipDataset, batches: Sequence[Sequence[int]], device: torch.device,
+                    workers: int = 0, prefetch: int = 4) -> Iterator[Batch]:
+    """``(inputs, targets)`` of each batch of clip indices, in order."""
+    if dataset.in_memory:
+        for batch in batches:
+            yield dataset.take(torch.as_tensor(batch, dtype=torch.long))
+        return
+    # An explicit generator keeps the loader off torch's global RNG, which only the model's own
+    # randomness (dropout, stochastic depth) may draw from.
+    loader = DataLoader(dataset, batch_sampler=[list(b) for b in batches], num_workers=workers,
+                        pin_memory=device.type == "cuda", generator=torch.Generator(),
+                        prefetch_factor=prefetch if workers else None)
+    yield from loader

@@ -1,0 +1,64 @@
+"""Where an epoch's time goes, measured in the real loop: waiting for data, and each step.
+
+:class:`EpochClock` keeps, for one epoch, the wall time of the training loop, the time spent
+waiting for batches and every step's time (from the end of one step to the end of the next,
+the wait for its batch included). On a GPU a step's time comes from CUDA events recorded as the
+step is queued, read once at the end of the epoch, so timing adds no synchronisation per step;
+on a CPU it is the host clock. A checkpoint written between two steps is paused out.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+class EpochClock:
+    """Times one epoch's loop (see the module docstring); ``pause``/``resume`` around anything that
+    is not training (a checkpoint)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.wall = 0.0
+        self.data = 0.0
+        self._segments: list[list] = []
+        self._t0 = self._mark_t = 0.0
+
+    def _event(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self) -> None:
+        """Training starts (again): a new segment of steps."""
+        self._t0 = self._mark_t = time.perf_counter()
+        self._segments.append([self._event()])
+
+    def batch_ready(self) -> None:
+        """The next batch has arrived: the wait since the last step is data time."""
+        now = time.perf_counter()
+        self.data += now - self._mark_t
+
+    def step_done(self) -> None:
+        """A step has been queued (on a GPU) or run (on a CPU)."""
+        self._segments[-1].append(self._event())
+        self._mark_t = time.perf_counter()
+
+    def pause(self) -> None:
+        """Training stops (a checkpoint follows): wait for the device, close the wall time."""
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        self.wall += time.perf_counter() - self._t0
+
+    resume = start
+
+    def step_times(self) -> list[float]:
+        """Seconds of every step timed (waits for the device once)."""
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return [a.elapsed_time(b) / 1000.0 for seg in self._segments for a, b in zip(seg, seg[1:])]
+        return [b - a for seg in self._segments for a, b in zip(seg, seg[1:])]
