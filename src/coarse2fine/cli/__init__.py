@@ -1,7 +1,7 @@
 """Command-line interface: ``coarse2fine COMMAND ...`` (``python -m coarse2fine.cli`` under torchrun).
 
 The commands live by what they do: :mod:`.training` (demo, experiment, train, pretrain,
-pretrain-experiment, crossval), :mod:`.models` (predict, export-hf) and :mod:`.reports` (compare,
+pretrain-experiment, crossval), :mod:`.models` (predict, export-hf, export-onnx) and :mod:`.reports` (compare,
 stats, check, flops, bench, plan, presets). Errors a user can fix end the command with one line
 on stderr and exit code 2; a non-finite loss, with exit code 3.
 """
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"coarse2fine: stopped: {err}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"coarse2fine: error: {err}", file=sys.stderr)
         return 2
 
