@@ -12,7 +12,9 @@ Requires ``pip install "coarse2fine[onnx]"`` (onnx, onnxruntime, onnxscript); im
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +29,20 @@ from coarse2fine.model.base import C2FModel
 
 ATOL, RTOL = 1e-4, 1e-3
 INPUT, OUTPUT = "features", "logits"
+_EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")  # an INFO line per optimised initializer
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _require(module: str) -> Any:
@@ -51,8 +67,10 @@ def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / "model.onnx"
-        torch.onnx.export(model, (x,), str(raw), dynamo=True, external_data=False, input_names=[INPUT],
-                          output_names=[OUTPUT], dynamic_shapes={arg: {0: torch.export.Dim("batch")}})
+        with _quiet_exporter():
+            torch.onnx.export(model, (x,), str(raw), dynamo=True, external_data=False, verbose=False,
+                              input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_shapes={arg: {0: torch.export.Dim("batch")}})
         proto = onnx.load(str(raw))
         meta = {"coarse2fine.arch": model.arch, "coarse2fine.frames": geo.frames, "coarse2fine.mel_bins": geo.mel_bins,
                 "coarse2fine.num_classes": model.num_classes}
