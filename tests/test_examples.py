@@ -1,0 +1,38 @@
+"""The examples in examples/ run (with tiny settings) and stay short."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CASES = {
+    "plain_loop.py": ([], [], "| Fshift 4-1 "),
+    "lightning_callback.py": ([], ["lightning"], "| Avg Pool 4-1 "),
+    "hf_trainer.py": (["--out", "hf-ast-c2f"], ["transformers", "accelerate"], "pipeline accuracy"),
+}
+
+
+def test_every_example_is_tested_and_under_60_lines():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CASES)
+    for path in EXAMPLES.glob("*.py"):
+        assert len(path.read_text().splitlines()) < 60, path.name
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_example_runs(name, tmp_path):
+    extra, needs, expected = CASES[name]
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), "--epochs", "1", "--clips", "16", *extra],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert expected in proc.stdout
+    assert "R=4" in proc.stdout or "Avg Pool 4-1" in proc.stdout
