@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import pytest
@@ -170,3 +171,25 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="in_memory=off"):
         cfg = load_config("demo", [t for t in TINY if not t.startswith("data.in_memory")])
         config_loaders(cfg, load_splits(cfg))
+
+
+@pytest.fixture
+def ddp_cleanup():
+    """Lightning's DDP leaves its environment variables and process group in this process."""
+    environ = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_model_is_wrapped_again_after_a_phase_change(runs, tmp_path, ddp_cleanup):
+    r = runs["fshift"]
+    # One process under DDP (its reducer would keep the old parameters); the CLI's data order, not
+    # DistributedSampler's.
+    ddp = pl.strategies.DDPStrategy(process_group_backend="gloo")
+    module, c2f, _ = _lightning_run(r["cfg"], r["splits"], tmp_path, strategy=ddp, use_distributed_sampler=False)
+    assert [x.R for x in c2f.records] == [4, 1, 1]
+    # Float tolerance only: Lightning's DDP sets its own number of CPU threads.
+    assert _max_diff(module.model.state_dict(), r["module"].model.state_dict()) <= 1e-3
