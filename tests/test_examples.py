@@ -36,3 +36,17 @@ def test_example_runs(name, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert expected in proc.stdout
     assert "R=4" in proc.stdout or "Avg Pool 4-1" in proc.stdout
+
+
+def test_readme_snippets_are_excerpts_of_the_examples():
+    """Each README snippet marked ``<!-- excerpt: examples/X.py -->`` is made of the example's own
+    lines, so the README cannot drift from code that the tests run."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    parts = readme.split("<!-- excerpt: ")[1:]
+    assert sorted(p.split(" -->")[0] for p in parts) == sorted(f"examples/{name}" for name in CASES)
+    for part in parts:
+        name, rest = part.split(" -->", 1)
+        block = rest.split("```python\n", 1)[1].split("```", 1)[0]
+        lines = {line.strip() for line in (EXAMPLES.parent / name).read_text().splitlines()}
+        missing = [line for line in block.splitlines() if line.strip() and line.strip() not in lines]
+        assert not missing, f"{name}: {missing}"

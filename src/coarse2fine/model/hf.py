@@ -11,7 +11,14 @@ are concatenated into our fused ``qkv``. :func:`load_hf_checkpoint` reads a whol
 
 :func:`export_hf_checkpoint` writes the other way, in the Hub (4.x) layout that every
 transformers version loads. The original AST release and ImageNet weights are in
-:mod:`coarse2fine.model.pretrained`. Transformers itself is not imported; every file is read without unpickling code.
+:mod:`coarse2fine.model.pretrained`.
+
+A transformers ``ASTForAudioClassification`` can also be trained coarse to fine in place:
+:func:`hf_set_geometry` moves it between phases as our AST moves (positional embedding
+interpolated, patch conv resized), :func:`hf_training_flops` counts its step, and
+:func:`hf_state_dict_for` renames weights of either key layout to the model's own (what
+:func:`coarse2fine.core.carry` and :mod:`coarse2fine.integrations.hf` use). Transformers itself
+is not imported; every file is read without unpickling code.
 """
 
 from __future__ import annotations
