@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -71,7 +72,8 @@ class _Phases(TrainerCallback):
         self.trainer = trainer
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.trainer._begin_epoch(int(round(state.epoch or 0)), state.max_steps, args.num_train_epochs)
+        # state.epoch: the epochs done, fractional when a run resumes in an epoch's middle
+        self.trainer._begin_epoch(math.floor((state.epoch or 0.0) + 1e-6), state.max_steps, args.num_train_epochs)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer._end_epoch()

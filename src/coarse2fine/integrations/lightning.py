@@ -159,16 +159,15 @@ class CoarseToFine(pl.Callback):
 
     def _compress(self, batch: Any) -> int:
         """Compress the batch's input in place; returns the batch size."""
+        if isinstance(batch, tuple):
+            raise ValueError("the batch is a tuple, which cannot be changed in place: return lists or dicts from the "
+                             "DataLoader (default_collate makes (x, y) samples a list)")
         try:
             x = batch[self.batch_key]
         except (KeyError, IndexError, TypeError):
             raise ValueError(f"cannot read the input of a {type(batch).__name__} batch at {self.batch_key!r} "
                              "(CoarseToFine(batch_key=...) names it)") from None
-        try:
-            batch[self.batch_key] = compress(x, self.compression, self.inputs, self.features)
-        except TypeError:
-            raise ValueError(f"the batch is a {type(batch).__name__}, which cannot be changed in place: return lists "
-                             "or dicts from the DataLoader (default_collate makes (x, y) samples a list)") from None
+        batch[self.batch_key] = compress(x, self.compression, self.inputs, self.features)
         return len(x)
 
     # --- set up and resume --------------------------------------------------------------------
@@ -193,8 +192,11 @@ class CoarseToFine(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # Plain types only: Lightning reads checkpoints with torch.load(weights_only=True).
-        return {"phase": self.phase, "records": [r.to_dict() for r in self.records],
-                "partial": {**self._epoch, "time": self._elapsed()} if self._epoch else None}
+        partial = None
+        if self._epoch:  # a checkpoint in the middle of an epoch: its sums so far
+            partial = {k: self._epoch[k] for k in ("epoch", "flops", "clips", "steps", "lr")}
+            partial["time"] = self._elapsed()
+        return {"phase": self.phase, "records": [r.to_dict() for r in self.records], "partial": partial}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.phase = int(state_dict["phase"])
@@ -207,8 +209,7 @@ class CoarseToFine(pl.Callback):
         loop = trainer.fit_loop
         if loop.restarted_mid_epoch and self._resumed is not None:
             self._epoch = {k: v for k, v in self._resumed.items() if k != "time"}
-            self._epoch["t0"] = time.perf_counter() - float(self._resumed["time"])
-            self._epoch["val"] = 0.0
+            self._epoch.update(t0=time.perf_counter() - float(self._resumed["time"]), val=0.0)
             done = loop.epoch_loop.batch_progress.current.processed
             loader = trainer.train_dataloader
             sampler = getattr(loader, "sampler", None)
@@ -375,16 +376,18 @@ class ConfigModule(pl.LightningModule):
                              "`coarse2fine train`, or change them")
         self.cfg, self.num_classes = cfg, num_classes
         self.steps_per_epoch = math.ceil(train_clips / cfg.train.batch_size)
+        self.setups = [cfg.phase(i, num_classes) for i in range(len(cfg.phases()))]
         torch.manual_seed(cfg.train.seed)  # as the CLI: the model is drawn at phase 0's geometry
-        self.model = cfg.phase(0, num_classes).build_model()
+        self.model = self.setups[0].build_model()
         if cfg.model.init_from:
             initialise(self.model, cfg.model.init_from)
         self.objective = build_objective(cfg.train.objective, cfg)
         self.generator = torch.Generator().manual_seed(cfg.train.seed + 1)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def _phase(self) -> int:
-        return max(CoarseToFine.of(self.trainer).phase, 0)
+    def _setup(self) -> Any:
+        """The current phase's :class:`~coarse2fine.config.PhaseSetup` (phase 0 before training)."""
+        return self.setups[max(CoarseToFine.of(self.trainer).phase, 0)]
 
     def setup(self, stage: str) -> None:
         self.generator = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + 1 + self.global_rank)
@@ -400,7 +403,7 @@ class ConfigModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch  # the phase's model input: CoarseToFine compressed it
-        time_factor = self.cfg.phase(self._phase(), self.num_classes).compression.time_factor
+        time_factor = self._setup().compression.time_factor
         feats = augment_features(x, self.cfg.augment, time_factor, self.generator)
         loss = self.objective.training_loss(self.model, feats, y, self.generator)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
@@ -430,14 +433,14 @@ class ConfigModule(pl.LightningModule):
             self.log(name, float(value), rank_zero_only=True)
 
     def configure_optimizers(self) -> Any:
-        optim = self.cfg.phase(self._phase(), self.num_classes).optim
+        optim = self._setup().optim
         optimizer = build_optimizer(self.model.parameters(), optim)  # the parameters now: a phase change replaces some
         scheduler = build_scheduler(optimizer, self.steps_per_epoch, optim)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
                                     gradient_clip_algorithm: Any = None) -> None:
-        clip = self.cfg.phase(self._phase(), self.num_classes).optim.clip_grad_norm
+        clip = self._setup().optim.clip_grad_norm
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
 
