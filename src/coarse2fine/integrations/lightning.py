@@ -55,6 +55,7 @@ from coarse2fine.core import INPUT_KINDS, InputKind, Schedule, carry, compress, 
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import resolve_workers
 from coarse2fine.features import FeatureSpec
+from coarse2fine.model.hf import hf_ast_config, is_hf_ast
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import build_objective
 from coarse2fine.training.augment import augment_features, mixup
@@ -172,7 +173,8 @@ class CoarseToFine(pl.Callback):
 
     # --- set up and resume --------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not isinstance(trainer.strategy, (SingleDeviceStrategy, DDPStrategy)):
+        strategy = trainer.strategy
+        if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)) or strategy.restore_checkpoint_after_setup:
             raise ValueError(f"CoarseToFine supports single-device and DDP training, not {type(trainer.strategy).__name__} "
                              "(it loads weights after wrapping the model, when their shapes no longer fit)")
         self._module = pl_module
@@ -207,9 +209,11 @@ class CoarseToFine(pl.Callback):
         # Lightning calls no on_train_epoch_start for an epoch resumed in its middle: continue its
         # sums here, and skip the batches it trained (Lightning restarts the loader's pass).
         loop = trainer.fit_loop
-        if loop.restarted_mid_epoch and self._resumed is not None:
-            self._epoch = {k: v for k, v in self._resumed.items() if k != "time"}
-            self._epoch.update(t0=time.perf_counter() - float(self._resumed["time"]), val=0.0)
+        if loop.restarted_mid_epoch:
+            self._start(trainer)
+            if self._resumed is not None:
+                self._epoch.update({k: v for k, v in self._resumed.items() if k != "time"})
+                self._epoch["t0"] -= float(self._resumed["time"])
             done = loop.epoch_loop.batch_progress.current.processed
             loader = trainer.train_dataloader
             sampler = getattr(loader, "sampler", None)
@@ -317,7 +321,6 @@ class CoarseToFine(pl.Callback):
 
 
 def _hf_tokens(model: torch.nn.Module) -> int:
-    from coarse2fine.model.hf import hf_ast_config, is_hf_ast
     return hf_ast_config(model).num_tokens if is_hf_ast(model) else 0
 
 
@@ -406,7 +409,7 @@ class ConfigModule(pl.LightningModule):
         time_factor = self._setup().compression.time_factor
         feats = augment_features(x, self.cfg.augment, time_factor, self.generator)
         loss = self.objective.training_loss(self.model, feats, y, self.generator)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=self.trainer.world_size > 1)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -429,8 +432,8 @@ class ConfigModule(pl.LightningModule):
         logits_model: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits  # noqa: E731
         metrics = self.objective.evaluate(logits_model, self._val, gather)  # type: ignore[arg-type]
         self._val = []
-        for name, value in metrics.items():
-            self.log(name, float(value), rank_zero_only=True)
+        for name, value in metrics.items():  # the same on every process (gathered): averaging keeps it
+            self.log(name, float(value), sync_dist=world > 1)
 
     def configure_optimizers(self) -> Any:
         optim = self._setup().optim
