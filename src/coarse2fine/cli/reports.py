@@ -141,7 +141,8 @@ def cmd_flops(args) -> int:
     if args.json:
         print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "preset": cfg.model.preset, "method": cfg.c2f.method,
                           "schedule": cfg.c2f.schedule, "classes": classes, "phases": [c.to_dict() for c in costs],
-                          "run_flops_per_clip": run, "baseline_flops_per_clip": baseline}, indent=2))
+                          "run_flops_per_clip": run, "baseline_flops_per_clip": baseline,
+                          "flops_source": costs[0].flops_source}, indent=2))
         return 0
     print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, schedule {cfg.c2f.schedule}, {classes} classes")
     rows = [{"phase": str(c.phase), "R": str(c.R), "epochs": str(c.epochs), "input": f"{c.frames} x {c.mel_bins}",
@@ -149,6 +150,8 @@ def cmd_flops(args) -> int:
              "eval GFLOPs/clip": f"{c.forward_flops_per_clip / 1e9:.4g}",
              "vs R=1": f"{c.train_flops_per_clip / full:.3f}"} for c in costs]
     print(format_table(rows, "text"), end="")
+    if costs[0].flops_source == "measured":
+        print(f"FLOPs measured with FlopCounterMode: the {cfg.model.arch} family has no analytic count")
     note = ("; the final phase keeps the baseline's budget, so the saving is measured where a run first beats "
             "the baseline's best (coarse2fine compare)") if costs[-1].epochs == base[0].epochs and len(costs) > 1 else ""
     print(f"whole schedule: {run / 1e9:.4g} training GFLOPs per training clip, {run / baseline:.2f}x the baseline's "
@@ -209,6 +212,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    for name, value in (("--budget-flops", args.budget_flops), ("--budget-hours", args.budget_hours)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value:g}")
     cfg = load_config(args.config, args.overrides)
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
     fractions = [float(f) for f in args.fractions.split(",") if f.strip()]

@@ -110,7 +110,7 @@ def phase_case(cfg: RunConfig, p: int, num_classes: int, source: ClipDataset, de
     source.set_phase(setup.features, setup.compression)
     net: torch.nn.Module = model
     if cfg.train.compile:
-        net = torch.compile(model, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode)
+        net = torch.compile(model, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode, dynamic=False)
     objective = build_objective(cfg.train.objective, cfg)
     step = build_step(cfg, setup, model, net, objective, steps_per_epoch=1000, serves=source.serves,
                       generator=torch.Generator(device=device).manual_seed(0), device=device, check_finite=False)

@@ -119,7 +119,7 @@ class Run:
     def log_columns(self) -> list[str]:
         metrics = [m for m in self.objective.metrics if m != "val_loss"]
         return ["epoch", "phase", "R", "phase_epoch", "tokens", "batch_size", "lr", "train_loss", "val_loss", *metrics,
-                "train_flops", "cum_flops", "train_time", "cum_time", "data_time", "step_median", "eval_time",
+                "train_flops", "cum_flops", "train_time", "cum_time", "data_time", "step_time", "step_median", "eval_time",
                 "load_avg", "mfu"]
 
 
@@ -134,6 +134,7 @@ class State:
     rng: RngState
     progress: Progress
     phase_restore: dict[str, Any] | None = None
+    resumed: bool = False
 
 
 @dataclass
@@ -279,6 +280,7 @@ def restore(run: Run) -> State:
     rng = RngState(torch.Generator(device=d.device).manual_seed(cfg.train.seed + 1 + d.rank), d.device)
     ac = cfg.augment
     averager = WeightAverager(ac.wa_start, ac.wa_end or None, device="cpu") if ac.wa_start > 0 else None
+    run.report["flops_source"] = model.flops_source
     if ckpt is None:
         if cfg.model.init_from:
             initialise(model, cfg.model.init_from)
@@ -289,7 +291,7 @@ def restore(run: Run) -> State:
         averager.load_state_dict(ckpt["averager"])
     log.info("resuming %s at phase %d, epoch %d, step %d", run.out_dir, progress.phase + 1, progress.epoch, progress.step)
     phase_state = None if progress.fresh_phase else {"optimizer": ckpt["optimizer"], "scheduler": ckpt["scheduler"]}
-    return State(model, averager, rng, progress, phase_state)
+    return State(model, averager, rng, progress, phase_state, resumed=True)
 
 
 # ----------------------------------------------------------------------------- phases and epochs
@@ -306,7 +308,7 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     if d.world > 1:
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     if cfg.train.compile:
-        net = torch.compile(net, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode)
+        net = torch.compile(net, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode, dynamic=False)
     step = build_step(cfg, s, model, net, run.objective, run.steps_per_epoch(p), run.splits.train.serves,
                       state.rng.aug, d.device, d.world)
     if state.phase_restore is not None:
@@ -429,6 +431,7 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         train_loss=pr.loss_sum / max(1, pr.seen), clips=pr.seen, steps=pr.step, metrics=metrics,
         train_flops=train_flops, cum_flops=pr.cum_flops + train_flops, train_time=pr.epoch_time,
         cum_time=pr.cum_time + pr.epoch_time, data_time=pr.data_time,
+        step_time=max(0.0, sum(pr.step_times) - pr.data_time),
         step_median=statistics.median(pr.step_times) if pr.step_times else None, eval_time=eval_time,
         load_avg=load[0] if load else None,
         mfu=train_flops / pr.epoch_time / (run.peak_tflops * 1e12) if run.peak_tflops and pr.epoch_time > 0 else None,
@@ -498,8 +501,7 @@ def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
         run.checkpoint_path.unlink(missing_ok=True)
     if run.tensorboard is not None:
         run.tensorboard.close()
-    resumed = bool(state.progress.records) and state.progress.records[0].epoch != 1
-    return RunResult(cfg.name, run.out_dir, state.progress.records, "resumed" if resumed else "trained")
+    return RunResult(cfg.name, run.out_dir, state.progress.records, "resumed" if state.resumed else "trained")
 
 
 def write_logs(run: Run, pr: Progress, done: bool, extra: dict[str, Any] | None = None) -> None:
