@@ -5,10 +5,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +13,8 @@ import torch
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.report.savings import best_value, busy_runs, savings_table
-from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import as_records
+from killing import kill_after_checkpoint
 
 TINY = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.threads=1", "model.preset=micro",
         "train.optim.warmup_steps=2"]
@@ -105,21 +101,7 @@ def _train_args(out, *more):
 
 
 def _kill_in_phase_2(out: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", *_train_args(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt, deadline = out / "checkpoint.safetensors", time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            st = load_checkpoint(ckpt)["progress"] if ckpt.exists() else None
-        except ValueError:
-            st = None
-        if st and st["phase"] == 1 and st["step"] >= 1:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    kill_after_checkpoint(_train_args(out), out, phase=1)
 
 
 def test_the_same_command_after_a_kill_resumes_and_says_so(tmp_path, capsys):
