@@ -28,7 +28,7 @@ from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.transfer import load_saved_model
 from coarse2fine.training.checkpoint import load_checkpoint
-from coarse2fine.training.loop import CHECKPOINT
+from coarse2fine.training.folder import CHECKPOINT
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import math
-import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -46,8 +44,9 @@ from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.training.clock import EpochClock
 from coarse2fine.training.distributed import Dist, gather, setup
+from coarse2fine.training.folder import CHECKPOINT, claim_folder
 from coarse2fine.training.progress import Progress, RngState
-from coarse2fine.training.records import EpochRecord, as_records, phase_records
+from coarse2fine.training.records import EpochRecord, phase_records
 from coarse2fine.training.sampling import balanced_weights, epoch_batches, shard, stream_batches
 from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, featurize
 from coarse2fine.training.switching import leave_phase
@@ -55,15 +54,8 @@ from coarse2fine.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.safetensors"
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and phase."""
-
-
-class RunFolderError(ValueError):
-    """The output folder holds another run that this one would overwrite."""
 
 
 @dataclass
@@ -159,9 +151,10 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
     another config is refused either way, unless ``fresh``, which starts over.
     """
     out_dir = Path(out_dir)
-    finished = claim_folder(cfg, out_dir, resume, fresh)
+    finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)
     if finished is not None:
-        return finished
+        log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
+        return RunResult(cfg.name, out_dir, finished, status="finished")
     run = setup_run(cfg, splits, out_dir, progress)
     state = restore(run)
     for p in range(state.progress.phase, len(run.setups)):
@@ -173,56 +166,6 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
 
 
 # ----------------------------------------------------------------------------- set up
-
-def claim_folder(cfg: RunConfig, out_dir: Path, resume: bool, fresh: bool) -> RunResult | None:
-    """Apply the run-folder rules of :func:`train_run`; returns the finished run to reuse, if any."""
-    log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
-    if fresh:
-        for name in (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors"):
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
-        return None
-    saved = _read_log(log_path)
-    if ckpt.exists():
-        ckpt_config = load_checkpoint(ckpt)["config"]
-        if ckpt_config != cfg.to_dict():
-            raise RunFolderError(f"{out_dir} holds an unfinished run of another config ({config_difference(ckpt_config, cfg.to_dict())}); "
-                                 "continue it with its own config, use another --out, or --fresh to discard it")
-        if not resume:
-            raise RunFolderError(f"{out_dir} holds an unfinished run of this config; continue it with --resume, "
-                                 "or --fresh to start over")
-        return None
-    if saved is not None and saved.get("done"):
-        if saved.get("config") != cfg.to_dict():
-            raise RunFolderError(f"{out_dir} holds a finished run of another config "
-                                 f"({config_difference(saved.get('config') or {}, cfg.to_dict())}); "
-                                 "use another --out, or --fresh to overwrite it")
-        if not resume:
-            raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
-        log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
-        return RunResult(cfg.name, out_dir, as_records(saved["records"]), status="finished")
-    return None
-
-
-def _read_log(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def config_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
-    """The first keys whose values differ between two config dicts, as ``key: a vs b``."""
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            inner = config_difference(x, y, f"{prefix}{key}.")
-            diffs += [inner] if inner else []
-        elif x != y:
-            diffs.append(f"{prefix}{key}: {x!r} vs {y!r}")
-    return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
-
 
 def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool) -> Run:
     """Check the config against the data and the processes, and build what the run keeps fixed."""
