@@ -85,8 +85,8 @@ def decode_audio(source: str | BinaryIO, sample_rate: int, name: str) -> torch.T
     sample_rate = int(sample_rate)
     try:
         data, rate = sf.read(source, dtype="float32", always_2d=True)
-    except _DECODE_ERRORS as e:
-        raise AudioError(name, f"cannot decode audio ({e})") from e
+    except _DECODE_ERRORS as e:  # libsndfile names a file object by its repr (an address): name it instead
+        raise AudioError(name, f"cannot decode audio ({str(e).replace(repr(source), name)})") from e
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise AudioError(name, "audio is empty (0 samples)")
     if not np.isfinite(data).all():
