@@ -52,6 +52,15 @@ class AudioSet:
     files_config: Path
     train_paths: list[Path]
     val_paths: list[Path]
+    bad_at: int = BAD_AT
+
+    @property
+    def train_clips(self) -> int:
+        return len(self.train_paths)
+
+    @property
+    def val_clips(self) -> int:
+        return len(self.val_paths)
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class PackedSet:
     audio: AudioSet
     root: Path
     config: Path
+    shard_clips: int = SHARD_CLIPS
 
 
 def write_audio_set(folder: Path, train: int = TRAIN_CLIPS, val: int = VAL_CLIPS) -> AudioSet:

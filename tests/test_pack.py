@@ -2,11 +2,13 @@
 (byte-identical to an uninterrupted pack), damaged shards rewritten, other settings refused."""
 
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -21,8 +23,6 @@ from coarse2fine.data.labels import balanced_weights
 from coarse2fine.data.pack import PackError, pack
 from coarse2fine.data.shard_layout import clip_key
 
-from conftest import BAD_AT, SHARD_CLIPS, TRAIN_CLIPS, VAL_CLIPS
-
 
 def _files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
@@ -30,13 +30,14 @@ def _files(root: Path) -> dict[str, str]:
 
 def test_pack_layout_counts_checksums_and_report(packed):
     root, audio = packed.root, packed.audio
+    n_train, n_val, per_shard = audio.train_clips, audio.val_clips, packed.shard_clips
     manifest = json.loads((root / "pack.json").read_text())
     assert manifest["format"] == "coarse2fine-shards/1" and len(manifest["config_digest"]) == 64
     assert manifest["settings"]["sample_rate"] == 16000 and manifest["settings"]["num_samples"] == 20480
     assert [s["name"] for s in manifest["settings"]["feature_sets"]] == ["r1", "r4"]
     train = manifest["splits"]["train"]
-    assert (train["clips"], train["skipped"], train["shards"]) == (TRAIN_CLIPS, 1, 4)
-    assert manifest["splits"]["val"]["clips"] == VAL_CLIPS and set(train["bytes"]) == {"audio", "r1", "r4"}
+    assert (train["clips"], train["skipped"], train["shards"]) == (n_train, 1, 4)
+    assert manifest["splits"]["val"]["clips"] == n_val and set(train["bytes"]) == {"audio", "r1", "r4"}
     # a coarse epoch reads R times fewer feature bytes (tar headers aside)
     assert 3.0 < train["bytes"]["r1"] / train["bytes"]["r4"] <= 4.0
 
@@ -45,8 +46,8 @@ def test_pack_layout_counts_checksums_and_report(packed):
     assert report["skipped"][0]["problem"].startswith("undecodable")
 
     desc = json.loads((root / "train" / "dataset.json").read_text())
-    assert desc["wids_version"] == 1 and desc["num_clips"] == TRAIN_CLIPS
-    assert [s["nsamples"] for s in desc["shardlist"]] == [SHARD_CLIPS - 1, SHARD_CLIPS, SHARD_CLIPS, 1]
+    assert desc["wids_version"] == 1 and desc["num_clips"] == n_train
+    assert [s["nsamples"] for s in desc["shardlist"]] == [per_shard - 1, per_shard, per_shard, 1]
     for shard in desc["shardlist"]:
         data = (root / "train" / shard["url"]).read_bytes()
         assert len(data) == shard["filesize"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
@@ -55,14 +56,10 @@ def test_pack_layout_counts_checksums_and_report(packed):
     assert [s["nsamples"] for s in r4["shardlist"]] == [s["nsamples"] for s in desc["shardlist"]]
 
     # members: clip i is key %09d in every set; audio is the source cut to 1.28 s, bit-exact
-    import tarfile
-
     with tarfile.open(root / "train" / "audio-000000.tar") as tar:
         names = tar.getnames()
         first = tar.extractfile(names[0]).read()
     assert names[:2] == [f"{clip_key(0)}.flac", f"{clip_key(1)}.flac"]
-    import io
-
     wave, rate = sf.read(io.BytesIO(first), dtype="float32")
     source, _ = sf.read(audio.train_paths[0], dtype="float32")
     assert rate == 16000 and np.array_equal(wave, source[:20480])
@@ -71,11 +68,11 @@ def test_pack_layout_counts_checksums_and_report(packed):
     with np.load(root / "train" / "index.npz") as z:
         indptr, indices, weights, lengths = z["indptr"], z["indices"], z["weights"], z["lengths"]
     rows = [line.split(",")[1].strip() for line in (audio.folder / "train.csv").read_text().splitlines()[1:]]
-    del rows[BAD_AT]
+    del rows[audio.bad_at]
     classes = desc["classes"]
-    assert [classes[int(indices[indptr[i]])] for i in range(TRAIN_CLIPS)] == rows
-    dense = torch.zeros(TRAIN_CLIPS, len(classes))
-    dense[torch.arange(TRAIN_CLIPS), torch.from_numpy(indices.astype(np.int64))] = 1
+    assert [classes[int(indices[indptr[i]])] for i in range(n_train)] == rows
+    dense = torch.zeros(n_train, len(classes))
+    dense[torch.arange(n_train), torch.from_numpy(indices.astype(np.int64))] = 1
     assert torch.allclose(torch.from_numpy(weights), balanced_weights(dense), rtol=1e-12, atol=0)
     assert (lengths == 20480).all()
 
@@ -105,11 +102,11 @@ def test_pack_killed_midway_resumes_to_identical_files(audio_set, tmp_path):
 def test_a_damaged_shard_is_written_again(audio_set, tmp_path):
     cfg = load_config(audio_set.files_config)
     out = tmp_path / "pack"
-    pack(cfg, out, shard_clips=SHARD_CLIPS, progress=False)
+    pack(cfg, out, shard_clips=8, progress=False)
     before = _files(out)
     shard = out / "train" / "audio-000002.tar"
     shard.write_bytes(shard.read_bytes()[:1000])
-    results = pack(cfg, out, shard_clips=SHARD_CLIPS, progress=False)
+    results = pack(cfg, out, shard_clips=8, progress=False)
     assert (results[0].written, results[0].kept) == (1, 3)
     assert _files(out) == before
 
@@ -117,7 +114,7 @@ def test_a_damaged_shard_is_written_again(audio_set, tmp_path):
 def test_a_folder_of_other_settings_or_other_files_is_refused(audio_set, tmp_path, capsys):
     cfg = load_config(audio_set.files_config)
     out = tmp_path / "pack"
-    pack(cfg, out, shard_clips=SHARD_CLIPS, progress=False)
+    pack(cfg, out, shard_clips=8, progress=False)
     with pytest.raises(PackError, match="shard_clips: 8 vs 16"):
         pack(cfg, out, shard_clips=16, progress=False)
     assert main(["pack", str(audio_set.files_config), "--out", str(out), "--shard-clips", "16", "--fresh", "--quiet"]) == 0

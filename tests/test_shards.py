@@ -3,8 +3,8 @@
 opens in bounded memory without touching a shard."""
 
 import functools
-import json
 import http.server
+import json
 import shutil
 import subprocess
 import sys
@@ -25,12 +25,11 @@ from coarse2fine.data.shard_layout import ShardError
 from coarse2fine.data.shard_store import ShardStore
 from coarse2fine.data.shards import ShardDataset
 from coarse2fine.data.sources import count_classes, count_clips, load_splits
+from coarse2fine.data.synthetic import CLASSES
 from coarse2fine.experiments.grid import fold_config
 from coarse2fine.features import extract
 
-from coarse2fine.data.synthetic import CLASSES
-
-from conftest import TRAIN_CLIPS, VAL_CLIPS
+TRAIN_CLIPS, VAL_CLIPS = 24, 8  # the audio_set fixture's (conftest.py)
 
 
 def _phase_spec(cfg, method: str, R: int):

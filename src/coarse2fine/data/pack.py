@@ -30,7 +30,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -363,28 +363,15 @@ class SplitWriter:
     def finish(self, result: SplitResult) -> SplitResult:
         """Index, report and descriptors from the shard records (the descriptor last)."""
         records = (json.loads((self.folder / record_name(s)).read_text()) for s in range(self.num_shards))
-        counts, flat, lengths, skipped = [], [], [], []
-        shardlists: dict[str, list[ShardInfo]] = {"audio": [], **{fs.name: [] for fs in self.settings.feature_sets}}
-        dtype = index_dtype(len(self.manifest.classes))
-        for record in records:
-            counts.append(np.fromiter((len(row) for row in record["labels"]), dtype=np.int64, count=record["nsamples"]))
-            flat.append(np.fromiter((c for row in record["labels"] for c in row), dtype=dtype))
-            lengths.append(np.asarray(record["lengths"], dtype=np.int32))
-            skipped += record["skipped"]
-            if record["nsamples"]:  # a shard whose clips were all bad is left out of the descriptors
-                for set_name, info in record["sets"].items():
-                    shardlists[set_name].append(ShardInfo(**info))
-        indptr = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(counts) if counts else np.zeros(0, np.int64), out=indptr[1:])
-        labels = LabelIndex(indptr, np.concatenate(flat) if flat else np.zeros(0, dtype), len(self.manifest.classes))
-        index = SplitIndex(labels, labels.balanced_weights().numpy(),
-                           np.concatenate(lengths) if lengths else np.zeros(0, np.int32))
+        built = index_from_records(records, len(self.manifest.classes), ["audio", *(fs.name for fs in self.settings.feature_sets)])
+        index, shardlists, skipped = built.index, built.shardlists, built.skipped
+        labels = index.labels
         if len(labels) == 0:
             raise PackError(f"{self.folder}: no clip of {self.manifest.source} could be packed "
                             f"({len(skipped)} skipped; see {self.folder / REPORT})")
         atomic.write_json(self.folder / REPORT, {"split": self.name, "source": self.manifest.source, "skipped": skipped})
-        with atomic.atomic_path(self.folder / INDEX) as tmp:
-            tmp.write_bytes(index.to_bytes())
+        with atomic.atomic_path(self.folder / INDEX) as tmp, open(tmp, "wb") as fh:
+            index.save(fh)
         st = self.settings
         common = {"config_digest": self.config_digest, "created_by": f"coarse2fine {__version__}", "split": self.name,
                   "sample_rate": st.sample_rate, "clip_seconds": st.clip_seconds, "num_samples": st.num_samples,
@@ -403,6 +390,36 @@ class SplitWriter:
         result.clips, result.skipped = len(labels), len(skipped)
         result.bytes = {"audio": doc["bytes"], **{e["name"]: e["bytes"] for e in entries}}
         return result
+
+
+@dataclass
+class BuiltIndex:
+    """What the shard records of a split add up to."""
+
+    index: SplitIndex
+    shardlists: dict[str, list[ShardInfo]]
+    skipped: list[dict[str, str]]
+
+
+def index_from_records(records: Iterable[dict[str, Any]], num_classes: int, set_names: list[str]) -> BuiltIndex:
+    """The split's index (labels as sparse rows, balanced weights, lengths), each set's shardlist
+    and the skipped clips, from its shard records in order, one record in memory at a time."""
+    counts, flat, lengths, skipped = [], [], [], []
+    shardlists: dict[str, list[ShardInfo]] = {name: [] for name in set_names}
+    dtype = index_dtype(num_classes)
+    for record in records:
+        counts.append(np.fromiter((len(row) for row in record["labels"]), dtype=np.int64, count=record["nsamples"]))
+        flat.append(np.fromiter((c for row in record["labels"] for c in row), dtype=dtype))
+        lengths.append(np.asarray(record["lengths"], dtype=np.int32))
+        skipped += record["skipped"]
+        if record["nsamples"]:  # a shard whose clips were all bad is left out of the descriptors
+            for set_name in set_names:
+                shardlists[set_name].append(ShardInfo(**record["sets"][set_name]))
+    indptr = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(counts) if counts else np.zeros(0, np.int64), out=indptr[1:])
+    labels = LabelIndex(indptr, np.concatenate(flat) if flat else np.zeros(0, dtype), num_classes)
+    index = SplitIndex(labels, labels.balanced_weights().numpy(), np.concatenate(lengths) if lengths else np.zeros(0, np.int32))
+    return BuiltIndex(index, shardlists, skipped)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,8 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -171,11 +172,10 @@ class SplitIndex:
     weights: np.ndarray
     lengths: np.ndarray
 
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(buf, indptr=self.labels.indptr, indices=self.labels.indices, weights=self.weights,
+    def save(self, target: str | Path | BinaryIO) -> None:
+        """Write ``index.npz`` to a path or an open binary file."""
+        np.savez(target, indptr=self.labels.indptr, indices=self.labels.indices, weights=self.weights,
                  lengths=self.lengths, num_classes=np.int64(self.labels.num_classes))
-        return buf.getvalue()
 
     @classmethod
     def load(cls, source: str | bytes, location: str) -> SplitIndex:
