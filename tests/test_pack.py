@@ -127,3 +127,19 @@ def test_a_folder_of_other_settings_or_other_files_is_refused(audio_set, tmp_pat
     assert "is not empty and holds no pack" in capsys.readouterr().err
     assert main(["pack", "demo", "--out", str(tmp_path / "synthetic"), "--quiet"]) == 2
     assert "pack reads audio files" in capsys.readouterr().err
+
+
+def test_unlabeled_recordings_are_packed_as_their_windows(audio_set, tmp_path):
+    cfg = load_config("ssast_pretrain-cpu", [f"data.sources=[{audio_set.folder / 'audio'}]", "data.clip_seconds=0.5",
+                                             "data.val_fraction=0.25", "features.target_length=64"])
+    results = pack(cfg, tmp_path / "pack", shard_clips=16, progress=False)
+    windows = sum(r.clips for r in results)
+    assert windows == 3 * (audio_set.train_clips + audio_set.val_clips)  # 1.5 s recordings: windows at 0, 0.5, 1 s
+    assert sum(r.skipped for r in results) == 1  # the broken file
+    record = json.loads((tmp_path / "pack" / "train" / "parts" / "000000.json").read_text())
+    assert record["labels"][0] == [] and record["sources"][1].endswith("@0.5s")
+    with tarfile.open(tmp_path / "pack" / "train" / "audio-000000.tar") as tar:
+        second = tar.extractfile(tar.getnames()[1]).read()
+    wave, _ = sf.read(io.BytesIO(second), dtype="float32")
+    source, _ = sf.read(record["sources"][1].removesuffix("@0.5s"), dtype="float32")
+    assert np.array_equal(wave, source[8000:16000])

@@ -65,7 +65,8 @@ class DataConfig(Section):
     Clips are cut to ``clip_seconds`` and padded with zeros (``pad: zeros``) or by repeating
     them (``pad: repeat``, as HTS-AT does for ESC-50). Every file is checked before training;
     ``on_error: skip`` drops bad files and lists them in the run's report instead of stopping.
-    ``cache_dir`` turns on the on-disk feature cache; ``preload`` decodes all clips into memory;
+    ``cache_dir`` turns on the on-disk feature cache and ``preload`` decodes all clips into memory
+    (both for kinds that read audio files);
     ``in_memory`` (auto: when the features of every clip take at most ``memory_limit_gb``) holds
     each phase's model input in memory, computed once per phase (``in_memory_dtype``), on the
     training device when it fits there (``in_memory_device: auto``). ``num_workers``: loader

@@ -160,7 +160,7 @@ def pack(cfg: RunConfig, out: str | Path, *, features: bool = False, shard_clips
     tar_writer()  # the optional dependency, before any work
     out = Path(out)
     settings = PackSettings.from_config(cfg, shard_clips, features)
-    lists = dict(zip(SPLITS, manifests(cfg)))
+    lists = dict(zip(SPLITS, manifests(cfg), strict=True))
     described = {"format": FORMAT, **settings.to_dict(),
                  "splits": {name: source_summary(m) for name, m in lists.items()}}
     config_digest = digest(described)
@@ -303,10 +303,10 @@ class SplitWriter:
                 good = [c for c in clips if c.problem is None]
                 skipped += [{"path": c.source, "problem": c.problem} for c in clips if c.problem is not None]
                 keys = [clip_key(first + len(labels) + j) for j in range(len(good))]
-                for key, clip in zip(keys, good):
+                for key, clip in zip(keys, good, strict=True):
                     writers["audio"].write({"__key__": key, AUDIO_MEMBER: clip.flac})
                 for fs in self.settings.feature_sets:
-                    for key, feats in zip(keys, self.features(fs, good)):
+                    for key, feats in zip(keys, self.features(fs, good), strict=True):
                         writers[fs.name].write({"__key__": key, FEATURE_MEMBER: feats})
                 for clip in good:
                     labels.append(clip.labels)

@@ -81,7 +81,7 @@ def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
             raise ValueError("data.kind 'esc50' needs data.root: the ESC-50 folder (with esc50.csv and audio/)")
         return esc50_manifest(d.root, d.fold, "train"), esc50_manifest(d.root, d.fold, "val")
     if d.kind == "unlabeled":
-        return unlabeledmanifests(d.sources, d.clip_seconds, d.min_seconds, d.val_fraction)
+        return unlabeled_manifests(d.sources, d.clip_seconds, d.min_seconds, d.val_fraction)
     if d.kind == "manifest":
         if not d.train or not d.val:
             raise ValueError("data.kind 'manifest' needs data.train and data.val (AST JSON, CSV or a class folder)")
