@@ -23,13 +23,13 @@ import json
 import time
 from pathlib import Path
 
-import _common
 import torch
 
+import _common
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import Variant, run_experiment
-from coarse2fine.report.savings import compare, baseline_reference, format_table
+from coarse2fine.report.savings import baseline_reference, compare, format_table
 from coarse2fine.report.timing import bench, synthetic_source
 from coarse2fine.runtime import load_average, peak_tflops
 from coarse2fine.training.records import phase_records

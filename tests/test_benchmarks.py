@@ -138,3 +138,27 @@ def test_gpu_check_runs_as_a_script_on_tiny_settings(tmp_path):
     assert {r["model"] for r in data["bench"]} == {"AST-Base, batch 12", "AST-Base, batch 48", "HTS-AT, batch 128",
                                                    "SSAST-Base pretraining, batch 24"}
     assert "## bench at the published shapes" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_shards_throughput_runs_as_a_script(tmp_path):
+    out = tmp_path / "shards.json"
+    cmd = [sys.executable, str(BENCH / "shards_throughput.py"), "--source", "audioset", "--quick", "--workers", "0",
+           "--index-clips", "0", "--work", str(tmp_path / "work"), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "shards_throughput" and MACHINE_KEYS <= set(data["machine"])
+    rows = {(r["variant"], r["workers"]): r for r in data["throughput"]}
+    assert set(rows) == {(v, 0) for v in ("files", "shards audio", "shards R=1", "shards R=4")}
+    assert all(r["clips_per_s"] > 0 for r in rows.values())
+    assert data["clips"] == 24 and data["pack"]["written_shards"] == 4  # 24 + 8 validation clips, 8 a shard
+    assert 0.2 < data["coarse_over_fine_bytes"] < 0.5
+
+
+def test_shards_index_steps_measure_a_split_index(tmp_path, monkeypatch):
+    bench = _load("shards_throughput", monkeypatch)
+    built = bench.index_step("build", tmp_path, 2500)
+    opened = bench.index_step("open", tmp_path, 2500)
+    for m in (built, opened):
+        assert {"seconds", "peak_traced_mib", "peak_rss_over_start_mib"} <= set(m) and m["peak_traced_mib"] > 0
+    assert len(json.loads((tmp_path / "dataset.json").read_text())["shardlist"]) == 3

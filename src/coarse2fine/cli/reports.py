@@ -23,6 +23,8 @@ from coarse2fine.config import (
     preset_names,
     save_config,
 )
+from coarse2fine.data.shard_store import ShardStore
+from coarse2fine.data.shards import verify_split
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
 from coarse2fine.phases import default_initial_fraction, parse_schedule
@@ -125,11 +127,32 @@ def cmd_stats(args) -> int:
 def cmd_check(args) -> int:
     cfg = load_config(args.config, [*args.overrides, "data.on_error=skip", "data.preload=false", "data.cache_dir=null",
                                     "data.in_memory=off"])
+    if cfg.data.kind == "shards":
+        return _check_shards(cfg)
     splits = load_splits(cfg)
     print(f"{len(splits.train)} training and {len(splits.val)} validation clips usable; {len(splits.skipped)} bad")
     for p in splits.skipped:
         print(f"  {p.path}: {p.problem}")
     return 1 if splits.skipped else 0
+
+
+def _check_shards(cfg) -> int:
+    """``check`` of packed shards: every shard of every set against its descriptor (size, sha256,
+    clip count, keys); the clips the pack skipped are listed from its report."""
+    store = ShardStore(cfg.data.shard_cache)
+    bad = 0
+    for split, root in (("train", cfg.data.train), ("val", cfg.data.val)):
+        if not root:
+            raise ValueError(f"data.kind 'shards' needs data.{split}: a split folder (or URL) written by `coarse2fine pack`")
+        audio, sets, problems = verify_split(root, store)
+        skipped = int(audio.meta.get("num_skipped", 0))
+        state = "ok" if not problems else f"{len(problems)} bad"
+        print(f"{split}: {audio.num_clips} clips in {len(audio.shards)} shards (sets: {', '.join(sets)}): {state}; "
+              f"{skipped} clip(s) skipped when packed ({root}/report.json)")
+        for line in problems:
+            print(f"  {line}")
+        bad += len(problems)
+    return 1 if bad else 0
 
 
 def cmd_flops(args) -> int:

@@ -277,7 +277,8 @@ def breakdown(case: PhaseCase, steps: int = 5) -> tuple[dict[str, float], float 
     stages["data"] += 1e3 * case.data_seconds
     busy = None
     if case.step.device.type == "cuda":
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(steps):

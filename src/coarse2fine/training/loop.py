@@ -47,7 +47,7 @@ from coarse2fine.training.distributed import Dist, gather, setup
 from coarse2fine.training.folder import CHECKPOINT, claim_folder
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, phase_records
-from coarse2fine.training.sampling import balanced_weights, epoch_batches, shard, stream_batches
+from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
 from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, featurize
 from coarse2fine.training.switching import leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
@@ -186,12 +186,12 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
         "classes": splits.train.class_names,
         "display_names": splits.display_names,
         "skipped": [{"path": str(p.path), "problem": p.problem} for p in splits.skipped],
-        "inputs": splits.train.serves,
+        "inputs": [splits.train.serves_for(s.features, s.compression) for s in setups],  # per phase
         "device": str(d.device),
     }
     run = Run(cfg, splits, out_dir, d, setups, build_objective(t.objective, cfg), show_progress and d.main,
               [val_share[i:i + val_batch] for i in range(0, len(val_share), val_batch)],
-              balanced_weights(splits.train.targets) if cfg.augment.balanced_sampling else None, report,
+              splits.train.sampling_weights() if cfg.augment.balanced_sampling else None, report,
               resolve_workers(cfg.data.num_workers, splits.train, d.device), peak_tflops(d.device, t.amp, t.peak_tflops))
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -245,7 +245,7 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     inside this phase), and run one untimed warm-up step."""
     cfg, d, model, s = run.cfg, run.d, state.model, run.setups[p]
     model.set_geometry(s.geometry)
-    for ds in (run.splits.train, run.splits.val):
+    for ds in (run.splits.train, run.splits.val):  # before the step: what a source serves may change with the phase
         ds.set_phase(s.features, s.compression)
     net: torch.nn.Module = model
     if d.world > 1:
