@@ -39,3 +39,13 @@ def test_sampler_reproducible_and_rejects_unlabelled():
     assert a == b and c != d
     with pytest.raises(ValueError):
         balanced_sampler(torch.zeros(3, 2))
+
+
+def test_balanced_draws_over_a_fixed_number_of_steps_fill_every_batch():
+    # Balanced sampling with train.epoch_steps: draws = steps x batch, whatever the set's size.
+    from coarse2fine.training.sampling import epoch_batches
+
+    weights = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    batches = epoch_batches(5, 4, seed=0, epoch=1, weights=weights, draws=12)
+    assert [len(b) for b in batches] == [4, 4, 4]
+    assert epoch_batches(5, 4, seed=0, epoch=1, weights=weights) == epoch_batches(5, 4, 0, 1, weights, draws=5)

@@ -35,7 +35,7 @@ def make_run(values, flops, phases=None, Rs=None, metric="acc", seconds_per_flop
 
 
 # What EpochRecord.to_dict adds to a hand-made record: the defaults of the fields it leaves out.
-ALL_DEFAULTS = {"tokens": 0, "train_tokens": 0, "batch_size": 0, "lr": 0.0, "clips": 0, "steps": 0, "data_time": 0.0,
+ALL_DEFAULTS = {"tokens": 0, "train_tokens": 0, "batch_size": 0, "lr": 0.0, "clips": 0, "steps": 0, "data_time": 0.0, "step_time": 0.0,
                 "eval_time": 0.0}
 
 # Baseline: best 0.494 at epoch 4, cum_flops 400, cum_time 40.

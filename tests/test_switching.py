@@ -1,11 +1,6 @@
 """Automatic phase switching: plateau and budget rules, and resume across an automatic switch."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -14,8 +9,8 @@ from safetensors.torch import load_file
 
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
-from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.switching import budget_shares, leave_phase
+from killing import kill_after_checkpoint
 
 
 def rec(phase, acc, loss=1.0, flops=10, time_s=1.0):
@@ -103,21 +98,7 @@ def test_budget_run_switches_logs_why_and_resumes_exactly_across_the_switch(tmp_
     assert log["records"][2]["cum_flops"] >= 2e9 > log["records"][1]["cum_flops"] and log["records"][-1]["cum_flops"] >= 8e9
     # Kill right after the switch (a checkpoint in phase 2) and resume: identical weights and log.
     out = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", *_args(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt, deadline = out / "checkpoint.safetensors", time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            st = load_checkpoint(ckpt)["progress"] if ckpt.exists() else None
-        except ValueError:
-            st = None
-        if st and st["phase"] == 1 and st["step"] >= 1:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    kill_after_checkpoint(_args(out), out, phase=1)
     assert main(_args(out, "--resume")) == 0
     a, b = load_file(out / "model.safetensors"), load_file(ref / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in b)

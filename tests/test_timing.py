@@ -7,7 +7,6 @@ import pytest
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.report.savings import savings_table
-from coarse2fine.training.records import cumulative_time
 from coarse2fine.report.timing import Calibration, StepTiming, calibrate, calibrated_records, interleaved, phase_key
 
 
@@ -57,7 +56,6 @@ def test_calibrated_time_is_clips_times_the_phase_cost_and_ignores_a_slowdown():
     b = calibrated_records(base, cfg, cal)
     q, ld = calibrated_records(quiet, cfg, cal), calibrated_records(loaded, cfg, cal)
     assert b[0].cal_time == pytest.approx(320 * 0.16 / 16) and q[0].cal_time == pytest.approx(320 * 0.04 / 16)
-    assert cumulative_time(q, "calibrated") == cumulative_time(ld, "calibrated")
     rows_q = savings_table("Baseline", b, {"c2f": q}, "acc")[1]
     rows_l = savings_table("Baseline", b, {"c2f": ld}, "acc")[1]
     # Baseline best at epoch 4: 4 x 320 clips x 10 ms = 12.8 s; the c2f run beats it at epoch 3:
@@ -86,6 +84,6 @@ def test_bench_json_lists_every_phase(capsys):
                  "--set", "train.batch_size=4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [p["R"] for p in out["phases"]] == [4, 2, 1]
-    for p in out["phases"]:
-        assert p["flops_ratio"] > 0 and p["time_ratio"] > 0 and p["step_ms"] > 0 and "time_over_flops" in p
     assert out["phases"][-1]["flops_ratio"] == 1.0 and out["phases"][0]["flops_ratio"] < 0.3
+    # Timed on the right phases: a coarse step is cheaper than a full-resolution one.
+    assert out["phases"][0]["step_ms"] < out["phases"][-1]["step_ms"] and out["phases"][0]["time_ratio"] < 1

@@ -7,8 +7,10 @@ whose message starts with the file path and says what is wrong with it.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -70,24 +72,45 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tenso
         AudioError: the file is missing, cannot be decoded, holds no samples, or holds NaN/inf.
         ValueError: ``sample_rate`` is not a positive integer.
     """
+    p = os.fspath(path)
+    _check_exists(p)
+    return decode_audio(p, sample_rate, p)
+
+
+def decode_audio(source: str | BinaryIO, sample_rate: int, name: str) -> torch.Tensor:
+    """:func:`load_audio` of a path or an open binary file (audio bytes held in memory, a member
+    of a shard); errors are :class:`AudioError` naming ``name``."""
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     sample_rate = int(sample_rate)
-    p = os.fspath(path)
-    _check_exists(p)
     try:
-        data, rate = sf.read(p, dtype="float32", always_2d=True)
-    except _DECODE_ERRORS as e:
-        raise AudioError(p, f"cannot decode audio ({e})") from e
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
+    except _DECODE_ERRORS as e:  # libsndfile names a file object by its repr (an address): name it instead
+        raise AudioError(name, f"cannot decode audio ({str(e).replace(repr(source), name)})") from e
     if data.shape[0] == 0 or data.shape[1] == 0:
-        raise AudioError(p, "audio is empty (0 samples)")
+        raise AudioError(name, "audio is empty (0 samples)")
     if not np.isfinite(data).all():
-        raise AudioError(p, "contains NaN or infinite samples")
+        raise AudioError(name, "contains NaN or infinite samples")
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-        logger.debug("resampled %s from %d Hz to %d Hz", p, rate, sample_rate)
+        logger.debug("resampled %s from %d Hz to %d Hz", name, rate, sample_rate)
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+
+
+def encode_flac(wave: torch.Tensor, sample_rate: int) -> bytes:
+    """A mono float waveform as FLAC bytes, losslessly where it can be: 16-bit PCM when every
+    sample is a 16-bit value (audio decoded from 16-bit files at this rate reads back
+    bit-identical), else 24-bit PCM (resampled or float audio; error below 6e-8). Samples
+    outside [-1, 1) are clipped."""
+    x = wave.detach().to("cpu", torch.float32).numpy()
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"expected a non-empty mono waveform [n], got shape {tuple(x.shape)}")
+    scaled = x * 32768.0
+    exact16 = bool(np.all(scaled == np.round(scaled))) and float(x.min()) >= -1.0 and float(x.max()) <= 32767 / 32768
+    buf = io.BytesIO()  # FLAC holds integers: samples outside [-1, 1) are clipped
+    sf.write(buf, np.clip(x, -1.0, 1.0 - 2.0**-23), sample_rate, format="FLAC", subtype="PCM_16" if exact16 else "PCM_24")
+    return buf.getvalue()
 
 
 def remove_dc(wave: torch.Tensor) -> torch.Tensor:

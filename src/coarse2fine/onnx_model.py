@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from coarse2fine.compression import InputGeometry
+from coarse2fine.extras import require
 from coarse2fine.model.base import C2FModel
 
 ATOL, RTOL = 1e-4, 1e-3
@@ -46,10 +47,7 @@ def _quiet_exporter():
 
 
 def _require(module: str) -> Any:
-    try:
-        return __import__(module)
-    except ImportError as err:
-        raise ImportError(f'ONNX export and inference need {module}: pip install "coarse2fine[onnx]"') from err
+    return require(module, "onnx", "ONNX export and inference")
 
 
 def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2) -> Path:

@@ -24,10 +24,12 @@ import torch
 
 from coarse2fine.audio import AudioError, fix_length, load_audio
 from coarse2fine.compression import InputGeometry
-from coarse2fine.config import load_config
+from coarse2fine.config import config_from_dict, load_config
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.transfer import load_saved_model
+from coarse2fine.training.checkpoint import load_checkpoint
+from coarse2fine.training.folder import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +276,7 @@ def _run_feature_spec(path: Path, model: C2FModel) -> tuple[FeatureSpec, bool]:
     """The run's full-resolution :class:`FeatureSpec` and multi-label flag from its ``config.yaml``."""
     if not path.is_file():
         raise ValueError(f"{path}: file not found (is this a finished coarse2fine run folder?)")
-    cfg = load_config(path)
+    cfg = load_config(path, check_runtime=False)
     if cfg.train.objective != "classification":
         raise ValueError(f"{path}: a {cfg.train.objective} run has no classifier to predict with; "
                          "fine-tune it first (model.init_from in a classification config)")
@@ -289,14 +291,18 @@ def _run_feature_spec(path: Path, model: C2FModel) -> tuple[FeatureSpec, bool]:
     return spec, cfg.train.loss == "bce"
 
 
-def _run_labels(path: Path, num_classes: int) -> tuple[list[str], list[str]]:
-    """Class ids and display names from ``labels.json``; ``class_i`` when the file is absent."""
+def _run_labels(path: Path, num_classes: int | None) -> tuple[list[str], list[str]]:
+    """Class ids and display names from ``labels.json``; ``class_i`` when the file is absent
+    (``num_classes`` None: the file must be there, and says how many)."""
+    if not path.is_file() and num_classes is None:
+        raise ValueError(f"{path}: file not found (the run's classes)")
     if not path.is_file():
         log.info("%s not found; naming the classes class_0..class_%d", path, num_classes - 1)
         classes = [f"class_{i}" for i in range(num_classes)]
         return classes, list(classes)
     data = _read_run_json(path)
     classes = data.get("classes") if isinstance(data, dict) else None
+    num_classes = len(classes) if num_classes is None and isinstance(classes, list) else num_classes
     if not isinstance(classes, list) or len(classes) != num_classes:
         raise ValueError(f"{path}: 'classes' must list the model's {num_classes} classes")
     names = data.get("display_names") or classes
@@ -305,20 +311,51 @@ def _run_labels(path: Path, num_classes: int) -> tuple[list[str], list[str]]:
     return [str(c) for c in classes], [str(n) for n in names]
 
 
+def checkpoint_position(path: Path) -> str:
+    """Where the run that wrote checkpoint ``path`` stood, in words."""
+    pr = load_checkpoint(path)["progress"]
+    return f"phase {pr['model_phase'] + 1}, epoch {pr['epoch']}, step {pr['step']}"
+
+
+def checkpoint_model(run: Path) -> C2FModel:
+    """The model of an unfinished run from its checkpoint, moved to full resolution (the geometry
+    of the run's last phase), in eval mode on the CPU."""
+    ckpt = load_checkpoint(run / CHECKPOINT)
+    cfg = config_from_dict(ckpt["config"])
+    state, phase = ckpt["model"], ckpt["progress"]["model_phase"]
+    num_classes = len(_run_labels(run / "labels.json", None)[0])
+    model = cfg.phase(phase, num_classes).build_model()
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{run / CHECKPOINT}: cannot load its model section ({err})") from None
+    model.set_geometry(cfg.phase(len(cfg.phases()) - 1, num_classes).geometry)
+    log.info("%s: unfinished run, model from its checkpoint (%s)", run, checkpoint_position(run / CHECKPOINT))
+    return model.eval()
+
+
 def load_run_for_inference(
     run_dir: str | os.PathLike, weights: str = "model.safetensors"
 ) -> tuple[C2FModel, FeatureSpec, list[str], list[str], bool]:
     """``(model, feature_spec, labels, display_names, multilabel)`` of a finished run folder.
 
     Reads ``model_config.json`` and ``weights`` (``model.safetensors``, or ``model_wa.safetensors``
-    for the weight-averaged model) of any model family, ``config.yaml`` (features;
+    for the weight-averaged model, or ``checkpoint.safetensors`` for the last checkpoint of an
+    unfinished run, moved to full resolution) of any model family, ``config.yaml`` (features;
     ``train.loss == "bce"`` means multi-label) and ``labels.json`` if present. The model is
     returned in eval mode on the CPU. Errors are ``ValueError`` naming the file.
     """
     run = Path(run_dir)
     if not run.is_dir():
         raise ValueError(f"{run}: not a directory")
-    model = load_saved_model(run, weights)
+    if weights == CHECKPOINT:
+        model = checkpoint_model(run)
+    else:
+        if not (run / "model_config.json").is_file() and (run / CHECKPOINT).is_file():
+            where = checkpoint_position(run / CHECKPOINT)
+            raise ValueError(f"{run}: an unfinished run (no final weights yet); its checkpoint ({where}) can be "
+                             f"used: --weights {CHECKPOINT}")
+        model = load_saved_model(run, weights)
     spec, multilabel = _run_feature_spec(run / "config.yaml", model)
     labels, names = _run_labels(run / "labels.json", model.num_classes)
     log.info("loaded run %s (%s): %d classes, %s, %d frames", run, model.arch, len(labels),

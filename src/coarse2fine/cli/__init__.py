@@ -1,8 +1,8 @@
 """Command-line interface: ``coarse2fine COMMAND ...`` (``python -m coarse2fine.cli`` under torchrun).
 
 The commands live by what they do: :mod:`.training` (demo, experiment, train, pretrain,
-pretrain-experiment, crossval), :mod:`.models` (predict, export-hf, export-onnx) and :mod:`.reports` (compare,
-stats, check, flops, bench, plan, presets). Errors a user can fix end the command with one line
+pretrain-experiment, crossval), :mod:`.data` (pack), :mod:`.models` (predict, export-hf, export-onnx) and
+:mod:`.reports` (compare, stats, check, flops, bench, plan, presets). Errors a user can fix end the command with one line
 on stderr and exit code 2; a non-finite loss, with exit code 3.
 """
 
@@ -14,12 +14,13 @@ import sys
 from typing import Sequence
 
 from coarse2fine import __version__
-from coarse2fine.cli import models, reports, training
+from coarse2fine.cli import data, models, reports, training
+from coarse2fine.extras import MissingExtraError
 from coarse2fine.training.loop import NonFiniteLossError
 
 log = logging.getLogger("coarse2fine")
 
-COMMANDS = {**training.COMMANDS, **models.COMMANDS, **reports.COMMANDS}
+COMMANDS = {**training.COMMANDS, **data.COMMANDS, **models.COMMANDS, **reports.COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"coarse2fine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     training.add_parsers(sub)
+    data.add_parsers(sub)
     models.add_parsers(sub)
     reports.add_parsers(sub)
     return parser
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"coarse2fine: stopped: {err}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, FileNotFoundError, MissingExtraError) as err:
         print(f"coarse2fine: error: {err}", file=sys.stderr)
         return 2
 

@@ -30,7 +30,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--hop", type=float, default=None, help="window hop in seconds (default: half a window)")
     p.add_argument("--reduce", choices=["mean", "max"], default="mean", help="how window scores make the clip's")
     p.add_argument("--multilabel", action="store_true", help="sigmoid scores (Hugging Face models; runs know)")
-    p.add_argument("--weights", default="model.safetensors", help="weights file in a run folder (e.g. model_wa.safetensors)")
+    p.add_argument("--weights", default="model.safetensors",
+                   help="weights file in a run folder (model_wa.safetensors: weight-averaged; checkpoint.safetensors: "
+                        "an unfinished run's last checkpoint)")
     p.add_argument("--json", action="store_true", help="print JSON with every window's scores")
     p.add_argument("--skip-errors", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--device", default="auto")
@@ -51,9 +53,9 @@ def add_parsers(sub) -> None:
 
 
 def cmd_predict(args) -> int:
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     path = Path(args.model)
-    if (path / "model_config.json").exists():
+    if any((path / name).exists() for name in ("model_config.json", "config.yaml", "checkpoint.safetensors")):
         model, spec, labels, names, multilabel = load_run_for_inference(path, weights=args.weights)
     else:
         model, info = load_hf_checkpoint(path)

@@ -23,6 +23,8 @@ from coarse2fine.config import (
     preset_names,
     save_config,
 )
+from coarse2fine.data.shard_store import ShardStore
+from coarse2fine.data.shards import verify_split
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
 from coarse2fine.phases import default_initial_fraction, parse_schedule
@@ -125,11 +127,32 @@ def cmd_stats(args) -> int:
 def cmd_check(args) -> int:
     cfg = load_config(args.config, [*args.overrides, "data.on_error=skip", "data.preload=false", "data.cache_dir=null",
                                     "data.in_memory=off"])
+    if cfg.data.kind == "shards":
+        return _check_shards(cfg)
     splits = load_splits(cfg)
     print(f"{len(splits.train)} training and {len(splits.val)} validation clips usable; {len(splits.skipped)} bad")
     for p in splits.skipped:
         print(f"  {p.path}: {p.problem}")
     return 1 if splits.skipped else 0
+
+
+def _check_shards(cfg) -> int:
+    """``check`` of packed shards: every shard of every set against its descriptor (size, sha256,
+    clip count, keys); the clips the pack skipped are listed from its report."""
+    store = ShardStore(cfg.data.shard_cache)
+    bad = 0
+    for split, root in (("train", cfg.data.train), ("val", cfg.data.val)):
+        if not root:
+            raise ValueError(f"data.kind 'shards' needs data.{split}: a split folder (or URL) written by `coarse2fine pack`")
+        audio, sets, problems = verify_split(root, store)
+        skipped = int(audio.meta.get("num_skipped", 0))
+        state = "ok" if not problems else f"{len(problems)} bad"
+        print(f"{split}: {audio.num_clips} clips in {len(audio.shards)} shards (sets: {', '.join(sets)}): {state}; "
+              f"{skipped} clip(s) skipped when packed ({root}/report.json)")
+        for line in problems:
+            print(f"  {line}")
+        bad += len(problems)
+    return 1 if bad else 0
 
 
 def cmd_flops(args) -> int:
@@ -141,7 +164,8 @@ def cmd_flops(args) -> int:
     if args.json:
         print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "preset": cfg.model.preset, "method": cfg.c2f.method,
                           "schedule": cfg.c2f.schedule, "classes": classes, "phases": [c.to_dict() for c in costs],
-                          "run_flops_per_clip": run, "baseline_flops_per_clip": baseline}, indent=2))
+                          "run_flops_per_clip": run, "baseline_flops_per_clip": baseline,
+                          "flops_source": costs[0].flops_source}, indent=2))
         return 0
     print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, schedule {cfg.c2f.schedule}, {classes} classes")
     rows = [{"phase": str(c.phase), "R": str(c.R), "epochs": str(c.epochs), "input": f"{c.frames} x {c.mel_bins}",
@@ -149,6 +173,8 @@ def cmd_flops(args) -> int:
              "eval GFLOPs/clip": f"{c.forward_flops_per_clip / 1e9:.4g}",
              "vs R=1": f"{c.train_flops_per_clip / full:.3f}"} for c in costs]
     print(format_table(rows, "text"), end="")
+    if costs[0].flops_source == "measured":
+        print(f"FLOPs measured with FlopCounterMode: the {cfg.model.arch} family has no analytic count")
     note = ("; the final phase keeps the baseline's budget, so the saving is measured where a run first beats "
             "the baseline's best (coarse2fine compare)") if costs[-1].epochs == base[0].epochs and len(costs) > 1 else ""
     print(f"whole schedule: {run / 1e9:.4g} training GFLOPs per training clip, {run / baseline:.2f}x the baseline's "
@@ -209,6 +235,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    for name, value in (("--budget-flops", args.budget_flops), ("--budget-hours", args.budget_hours)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value:g}")
     cfg = load_config(args.config, args.overrides)
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
     fractions = [float(f) for f in args.fractions.split(",") if f.strip()]

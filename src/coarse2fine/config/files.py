@@ -155,12 +155,14 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = (), check_runtime: bool = True) -> RunConfig:
     """Read a preset or YAML file, apply overrides, and check the result (see the module
-    docstring); with ``check_runtime`` also that ``train.device`` exists on this machine. A file
-    that sets no ``name`` is named after itself, not after the preset it extends."""
+    docstring); with ``check_runtime`` also that ``train.device`` exists on this machine (not for
+    reading the config of a run made elsewhere). A file that sets no ``name`` is named after
+    itself, not after the preset it extends."""
     values, base_dir = read_yaml(name_or_path)
     if base_dir is not None and "name" not in values:
         values["name"] = Path(name_or_path).stem
-    cfg = config_from_dict(apply_overrides(resolve_extends(values, base_dir), overrides))
+    values = apply_overrides(resolve_extends(values, base_dir), overrides)
+    cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))
     if check_runtime:
         check_device(cfg.train.device)
     return cfg

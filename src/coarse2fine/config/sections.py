@@ -24,7 +24,7 @@ from coarse2fine.objectives import LOSSES, objective_metrics, objective_names
 from coarse2fine.objectives.masked_patch import MASKINGS
 from coarse2fine.phases import parse_schedule
 
-DATA_KINDS = ("synthetic", "manifest", "fsdd", "esc50", "unlabeled")
+DATA_KINDS = ("synthetic", "manifest", "fsdd", "esc50", "unlabeled", "shards")
 FRONTENDS: dict[str, type] = {"fbank": FbankConfig, "logmel": LogMelConfig}
 OPTIMIZERS = ("adam", "adamw")
 LR_SCHEDULES = ("step", "epochs")
@@ -56,11 +56,17 @@ class DataConfig(Section):
     ``esc50`` (ESC-50 at ``root``, with ``esc50.csv``; ``fold`` is the validation fold) or
     ``unlabeled`` (audio without labels for self-supervised pretraining: ``sources`` lists
     folders, CSV files and AST JSON manifests; recordings are cut into windows of
-    ``clip_seconds``; ``val_fraction`` of the files is held out to score the pretext task).
+    ``clip_seconds``; ``val_fraction`` of the files is held out to score the pretext task) or
+    ``shards`` (``train``/``val`` are split folders, or http(s) URLs of them, written by
+    ``coarse2fine pack``: WebDataset shards read by index; remote shards are downloaded once
+    per machine into ``shard_cache``, default ``~/.cache/coarse2fine/shards``; ``open_shards``
+    caps the shards each loader process keeps open, 0: all of them, which a shuffle over the
+    whole set needs; held in memory only with ``in_memory: on``).
     Clips are cut to ``clip_seconds`` and padded with zeros (``pad: zeros``) or by repeating
     them (``pad: repeat``, as HTS-AT does for ESC-50). Every file is checked before training;
     ``on_error: skip`` drops bad files and lists them in the run's report instead of stopping.
-    ``cache_dir`` turns on the on-disk feature cache; ``preload`` decodes all clips into memory;
+    ``cache_dir`` turns on the on-disk feature cache and ``preload`` decodes all clips into memory
+    (both for kinds that read audio files);
     ``in_memory`` (auto: when the features of every clip take at most ``memory_limit_gb``) holds
     each phase's model input in memory, computed once per phase (``in_memory_dtype``), on the
     training device when it fits there (``in_memory_device: auto``). ``num_workers``: loader
@@ -94,6 +100,8 @@ class DataConfig(Section):
     in_memory_device: str = key("auto", choices=("auto", "cpu"))
     memory_limit_gb: float = key(2.0, minimum=0)
     num_workers: int | str = "auto"
+    shard_cache: str | None = key(None, path=True)
+    open_shards: int = key(0, minimum=0)
 
     def __post_init__(self) -> None:
         if isinstance(self.in_memory, bool):  # YAML's true / false
@@ -107,6 +115,8 @@ class DataConfig(Section):
             choice("data.num_workers", self.num_workers, ("auto",))
         else:
             at_least("data.num_workers", self.num_workers, 0)
+        if self.kind == "shards" and importlib.util.find_spec("wids") is None:
+            raise ValueError("data.kind: shards needs the wids package (pip install 'coarse2fine[shards]')")
 
 
 LEGACY_FEATURE_KEYS = ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms")

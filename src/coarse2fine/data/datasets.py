@@ -6,7 +6,9 @@ later, batched, on the training device, so every phase computes its own: Fshift 
 shift), ``"features"`` (the features of the current phase's
 :class:`~coarse2fine.features.FeatureSpec`, from the on-disk cache) or ``"model_input"``
 (features already compressed for the phase, held in memory). The loop tells every source the
-phase it is in with :meth:`ClipDataset.set_phase`. Targets are multi-hot (or soft) float vectors.
+phase it is in with :meth:`ClipDataset.set_phase`; a source whose input depends on the phase
+(packed shards: the phase's feature shards when they were packed, waveforms otherwise) changes
+``serves`` there. Targets are multi-hot (or soft) float vectors.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from coarse2fine.data.labels import balanced_weights
 from coarse2fine.data.synthetic import CLASSES, SyntheticConfig, make_split
 
 
@@ -48,6 +51,17 @@ class ClipDataset(Dataset):
     def set_phase(self, spec: Any, compression: Any) -> None:
         """Serve the inputs of a phase with features ``spec`` and ``compression`` from now on (a
         no-op for waveform sources)."""
+
+    def serves_for(self, spec: Any, compression: Any) -> str:
+        """What :attr:`serves` will be in a phase with features ``spec`` and ``compression``,
+        without switching to it (sources whose input depends on the phase override it)."""
+        return self.serves
+
+    def sampling_weights(self) -> torch.Tensor:
+        """AST's balanced-sampling weight of each clip [N] (float64, see
+        :func:`coarse2fine.data.labels.balanced_weights`); sources that keep no dense targets
+        override it."""
+        return balanced_weights(self.targets)
 
     def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The clips ``indices`` as one batch ``(inputs [B, ...], targets [B, C])``, equal to

@@ -45,7 +45,7 @@ class FeatureStore(ClipDataset):
     """Serves ``(model input [frames, mel bins], target)`` of ``source``'s clips for the phase set
     with :meth:`set_phase`, computed once per phase in batches of ``batch_size`` on ``device`` and
     kept on ``store_device`` (the training device when it fits there, so that a batch is one
-    indexed read with no copy; pinned CPU memory otherwise, for an asynchronous copy)."""
+    indexed read with no copy; CPU memory otherwise)."""
 
     serves = "model_input"
     in_memory = True
@@ -85,8 +85,6 @@ class FeatureStore(ClipDataset):
             waves = torch.stack([self.source[j][0] for j in range(i, min(i + self.batch_size, len(self.source)))])
             parts.append(phase_input(waves.to(self.device), "waveforms", spec, compression).to(self.store_device, self.dtype))
         self.inputs = torch.cat(parts)
-        if self.store_device.type == "cpu" and self.device.type == "cuda":
-            self.inputs = self.inputs.pin_memory()
         self._targets = self.targets.to(self.store_device)
         self._phase = (spec, compression)
         log.info("features of %d clips in memory for R=%d (%s, %.0f MB) in %.1f s", len(self), compression.R,

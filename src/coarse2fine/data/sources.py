@@ -1,4 +1,5 @@
-"""Build a run's train/validation datasets from its config: synthetic, manifests, folders, FSDD.
+"""Build a run's train/validation datasets from its config: synthetic, manifests, folders, FSDD,
+packed shards (:mod:`coarse2fine.data.shards`).
 
 File-based data is checked clip by clip before training (:mod:`coarse2fine.data.validate`): a bad
 file stops the run with a message naming every bad file and its problem, or, with
@@ -25,6 +26,7 @@ from coarse2fine.data.manifest import (
     read_manifest,
 )
 from coarse2fine.data.memory import FeatureStore, feature_bytes, store_device
+from coarse2fine.data.shards import shard_splits, split_summary
 from coarse2fine.data.synthetic import CLASSES
 from coarse2fine.data.unlabeled import unlabeled_manifests
 from coarse2fine.data.validate import validate
@@ -35,27 +37,40 @@ log = logging.getLogger(__name__)
 
 def count_clips(cfg: RunConfig) -> int:
     """The number of training clips (windows, for unlabeled audio) of ``cfg``'s data, from its
-    manifests (no audio is decoded)."""
+    manifests or its shards' descriptor (no audio is decoded)."""
     if cfg.data.kind == "synthetic":
         return cfg.data.train_clips
-    return len(_manifests(cfg)[0].entries)
+    if cfg.data.kind == "shards":
+        return split_summary(_shard_split(cfg)).num_clips
+    return len(manifests(cfg)[0].entries)
 
 
 def input_kind(cfg: RunConfig, num_clips: int) -> str:
-    """What the training step gets from ``cfg``'s data source (``ClipDataset.serves``)."""
+    """What the training step gets from ``cfg``'s data source (``ClipDataset.serves``); for
+    shards it depends on the phase (its packed features, else waveforms): ``waveforms`` here."""
     if in_memory(cfg, num_clips):
         return "model_input"
     return "features" if cfg.data.cache_dir else "waveforms"
 
 
 def count_classes(cfg: RunConfig) -> int:
-    """The number of classes ``cfg``'s data has, from its manifests (no audio is decoded)."""
+    """The number of classes ``cfg``'s data has, from its manifests or its shards' descriptor (no
+    audio is decoded)."""
     if cfg.data.kind == "synthetic":
         return len(CLASSES)
-    return len(_manifests(cfg)[0].classes)
+    if cfg.data.kind == "shards":
+        return len(split_summary(_shard_split(cfg)).meta.get("classes") or [])
+    return len(manifests(cfg)[0].classes)
 
 
-def _manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
+def _shard_split(cfg: RunConfig) -> str:
+    if not cfg.data.train:
+        raise ValueError("data.kind 'shards' needs data.train: a split folder (or URL) written by `coarse2fine pack`")
+    return cfg.data.train
+
+
+def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
+    """The training and validation clip lists of a file-based config (no audio is decoded)."""
     d = cfg.data
     if d.kind == "fsdd":
         if not d.root:
@@ -80,14 +95,21 @@ def _manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
                 + "; give both the same label_csv"
             )
         return train, val
-    raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest, fsdd or esc50")
+    if d.kind == "shards":
+        raise ValueError("data.kind 'shards' has no clip list: its clips are packed (read them with load_splits)")
+    raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest, fsdd, esc50, unlabeled or shards")
 
 
 def load_splits(cfg: RunConfig) -> DataSplits:
     """The datasets a config names, checked, optionally preloaded, served from the feature cache,
     or held in memory as each phase's model input (:func:`in_memory`)."""
-    splits = _file_splits(cfg) if cfg.data.kind != "synthetic" else synthetic_splits(
-        cfg.data.train_clips, cfg.data.val_clips, cfg.data.clip_seconds, cfg.features.sample_rate, cfg.data.seed)
+    if cfg.data.kind == "synthetic":
+        splits = synthetic_splits(cfg.data.train_clips, cfg.data.val_clips, cfg.data.clip_seconds,
+                                  cfg.features.sample_rate, cfg.data.seed)
+    elif cfg.data.kind == "shards":
+        splits = shard_splits(cfg)
+    else:
+        splits = _file_splits(cfg)
     if not in_memory(cfg, len(splits.train) + len(splits.val)):
         return splits
     dtype = getattr(torch, cfg.data.in_memory_dtype)
@@ -101,9 +123,10 @@ def load_splits(cfg: RunConfig) -> DataSplits:
 def in_memory(cfg: RunConfig, num_clips: int) -> bool:
     """Whether to hold the features in memory: ``data.in_memory`` on, or auto and the
     full-resolution features of every clip take at most ``data.memory_limit_gb`` (never with the
-    on-disk cache, which serves features itself)."""
+    on-disk cache, which serves features itself; shards, which serve packed features and are
+    for sets that do not fit, only with ``on``)."""
     d = cfg.data
-    if d.in_memory == "off" or d.cache_dir:
+    if d.in_memory == "off" or d.cache_dir or (d.kind == "shards" and d.in_memory == "auto"):
         return False
     size = feature_bytes(num_clips, cfg.features.target_length, cfg.features.num_mel_bins, getattr(torch, d.in_memory_dtype))
     if d.in_memory == "on":
@@ -115,7 +138,7 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
     num_samples = int(round(d.clip_seconds * f.sample_rate))
     splits, skipped = [], []
-    for manifest in _manifests(cfg):
+    for manifest in manifests(cfg):
         report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)
         skipped += report.problems
         files = FileDataset.from_manifest(report.filtered(manifest), num_samples, f.sample_rate, d.pad)

@@ -129,6 +129,18 @@ def check_clip(path: Path, sample_rate: int = 16000, min_seconds: float = 0.1, c
         wave = load_audio(path, sample_rate)
     except Exception as e:  # noqa: BLE001
         return _decode_problem(e, path, classify=True)
+    return wave_problem(wave, sample_rate, min_seconds, check_silence)
+
+
+def decode_problem(err: Exception, path: Path) -> str:
+    """A failure of :func:`~coarse2fine.audio.load_audio` or :func:`~coarse2fine.audio.decode_audio`
+    as a problem, in the words :func:`check_clip` uses."""
+    return _decode_problem(err, path, classify=True)
+
+
+def wave_problem(wave: torch.Tensor, sample_rate: int, min_seconds: float = 0.1, check_silence: bool = True) -> str | None:
+    """The problem with a decoded clip (empty, NaN or infinite samples, too short, digital
+    silence), or None if it can be trained on."""
     if wave.numel() == 0:
         return "empty: 0 frames"
     if not bool(torch.isfinite(wave).all()):

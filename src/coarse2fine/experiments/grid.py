@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from coarse2fine import atomic
 from coarse2fine.compression import Compression
 from coarse2fine.config import RunConfig
-from coarse2fine import atomic
 from coarse2fine.data.datasets import ClipDataset, DataSplits
 from coarse2fine.data.sources import load_splits
 from coarse2fine.report.savings import Records
 from coarse2fine.report.timing import Calibration, calibrate, calibrated_records, phase_key
-from coarse2fine.training.records import EpochRecord
 from coarse2fine.training.loop import RunResult, train_run
+from coarse2fine.training.records import EpochRecord
 
 log = logging.getLogger(__name__)
 

@@ -41,21 +41,21 @@ import time
 from typing import Any
 
 import torch
-
-try:
-    from transformers import Trainer, TrainerCallback
-    from transformers.trainer_utils import get_last_checkpoint
-except ImportError as err:  # pragma: no cover - exercised only without the extra
-    raise ImportError('coarse2fine.integrations.hf needs transformers: pip install "coarse2fine[hf]"') from err
-
 from safetensors.torch import load_file
 
 from coarse2fine import atomic
 from coarse2fine.compression import Compression
 from coarse2fine.core import INPUT_KINDS, InputKind, Schedule, carry, compress, step_flops
+from coarse2fine.extras import require
 from coarse2fine.features import FeatureSpec
 from coarse2fine.model.hf import hf_ast_config, hf_state_dict_for, is_hf_ast
 from coarse2fine.training.records import EpochRecord, as_records
+
+require("transformers", "hf", "coarse2fine.integrations.hf")
+require("accelerate", "hf", "the Hugging Face Trainer")
+
+from transformers import Trainer, TrainerCallback  # noqa: E402
+from transformers.trainer_utils import get_last_checkpoint  # noqa: E402
 
 log = logging.getLogger(__name__)
 

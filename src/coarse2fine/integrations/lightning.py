@@ -38,14 +38,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-
-try:
-    import lightning.pytorch as pl
-    from lightning.pytorch.plugins.io import CheckpointIO
-    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
-except ImportError as err:  # pragma: no cover - exercised only without the extra
-    raise ImportError('coarse2fine.integrations.lightning needs Lightning: pip install "coarse2fine[lightning]"') from err
-
 from torch.utils.data import DataLoader
 
 from coarse2fine import atomic
@@ -54,6 +46,7 @@ from coarse2fine.config import RunConfig
 from coarse2fine.core import INPUT_KINDS, InputKind, Schedule, carry, compress, step_flops
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import resolve_workers
+from coarse2fine.extras import require
 from coarse2fine.features import FeatureSpec
 from coarse2fine.model.hf import hf_ast_config, is_hf_ast
 from coarse2fine.model.transfer import initialise
@@ -61,6 +54,12 @@ from coarse2fine.objectives import build_objective
 from coarse2fine.training.augment import augment_features, mixup
 from coarse2fine.training.optim import build_optimizer, build_scheduler
 from coarse2fine.training.records import EpochRecord, as_records
+
+require("lightning", "lightning", "coarse2fine.integrations.lightning")
+
+import lightning.pytorch as pl  # noqa: E402
+from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy  # noqa: E402
 
 log = logging.getLogger(__name__)
 

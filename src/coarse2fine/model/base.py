@@ -85,13 +85,25 @@ class C2FModel(nn.Module):
         return self.num_tokens
 
     def training_flops(self, batch_size: int = 1) -> int:
-        """Analytic FLOPs of one forward + backward on ``batch_size`` clips at the current geometry,
-        counted as ``torch.utils.flop_counter.FlopCounterMode`` counts them."""
-        raise NotImplementedError
+        """FLOPs of one forward + backward on ``batch_size`` clips at the current geometry, counted
+        as ``torch.utils.flop_counter.FlopCounterMode`` counts them. Families override it with an
+        analytic count; by default the count is measured once per geometry on a fresh model of
+        this config and cached (:func:`coarse2fine.model.flops.measured_model_flops`)."""
+        from coarse2fine.model.flops import measured_model_flops
+
+        return batch_size * measured_model_flops(self, backward=True)
 
     def forward_flops(self, batch_size: int = 1) -> int:
-        """Analytic FLOPs of one forward pass (evaluation) on ``batch_size`` clips."""
-        raise NotImplementedError
+        """FLOPs of one forward pass (evaluation) on ``batch_size`` clips (analytic, or measured
+        and cached like :meth:`training_flops`)."""
+        from coarse2fine.model.flops import measured_model_flops
+
+        return batch_size * measured_model_flops(self, backward=False)
+
+    @property
+    def flops_source(self) -> str:
+        """``analytic`` when the family counts its own training FLOPs, else ``measured``."""
+        return "measured" if type(self).training_flops is C2FModel.training_flops else "analytic"
 
     @property
     def num_classes(self) -> int:

@@ -80,3 +80,29 @@ def measured_training_flops(
         loss = loss_fn(out) if loss_fn is not None else out.float().sum()
         loss.backward()
     return counter.get_total_flops()
+
+
+_MEASURED: dict[tuple[str, str, bool], int] = {}
+
+
+def measured_model_flops(model: torch.nn.Module, backward: bool = True) -> int:
+    """FLOPs per clip of ``model``'s forward (+ backward) at its current geometry, measured with
+    FlopCounterMode on a fresh model of the same config (random weights, on the CPU, one clip of
+    zeros), once per (family, config) and cached: what a family without an analytic count gets."""
+    config = model.config  # type: ignore[attr-defined]
+    key = (type(model).__qualname__, repr(config), backward)
+    if key not in _MEASURED:
+        geo = model.geometry  # type: ignore[attr-defined]
+        with torch.random.fork_rng():
+            fresh = type(model)(config)
+        fresh.set_geometry(geo)  # type: ignore[attr-defined]
+        x = torch.zeros(1, geo.frames, geo.mel_bins)
+        register_cpu_sdpa_flops()
+        with flop_counter.FlopCounterMode(display=False) as counter:
+            out = fresh(x)
+            if backward:
+                out.float().sum().backward()
+        _MEASURED[key] = int(counter.get_total_flops())
+        log.info("%s: %.4g %s FLOPs per clip measured with FlopCounterMode (no analytic count)", type(model).__name__,
+                 _MEASURED[key], "training" if backward else "forward")
+    return _MEASURED[key]

@@ -310,6 +310,7 @@ class HTSAT(C2FModel):
         old = self.config
         new = old.at_geometry(geometry)  # validates before anything changes
         if (new.target_length, new.time_patch_factor) == (old.target_length, old.time_patch_factor):
+            self.config = new  # the same token grid: only what the geometry says of itself changes
             return
         if new.time_patch != old.time_patch:
             self.patch_embed.resize(new.time_patch, geometry.patch_resize)

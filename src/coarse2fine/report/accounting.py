@@ -2,7 +2,8 @@
 
 :func:`phase_costs` builds each phase's model on the meta device (no weights are allocated, so
 AST-Base or HTS-AT cost nothing to inspect) and asks the model and the objective for their
-analytic FLOPs per clip: what the training loop will count. ``coarse2fine flops CONFIG`` prints
+analytic FLOPs per clip: what the training loop will count (a family without an analytic count
+is measured once per geometry with FlopCounterMode, and says so: ``flops_source``). ``coarse2fine flops CONFIG`` prints
 it; the planner and the savings tables build on the same numbers.
 """
 
@@ -31,6 +32,7 @@ class PhaseCost:
     tokens: int
     train_flops_per_clip: int
     forward_flops_per_clip: int
+    flops_source: str = "analytic"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,11 +44,21 @@ def phase_costs(cfg: RunConfig, num_classes: int) -> list[PhaseCost]:
     costs = []
     for i in range(len(cfg.phases())):
         setup = cfg.phase(i, num_classes)
-        with torch.device("meta"):
+        device = "meta" if _analytic(setup) else "cpu"
+        with torch.device(device):
             model = setup.build_model()
         costs.append(PhaseCost(i + 1, setup.R, setup.epochs, setup.geometry.frames, setup.geometry.mel_bins, model.num_tokens,
-                               step_flops(model, 1, objective), int(model.forward_flops(1))))
+                               step_flops(model, 1, objective), int(model.forward_flops(1)), model.flops_source))
     return costs
+
+
+def _analytic(setup) -> bool:
+    """Whether the phase's family counts its FLOPs itself (so its model can live on the meta
+    device, no weights allocated); measured counts need a real model."""
+    from coarse2fine.model.base import C2FModel
+    from coarse2fine.model.registry import get_arch
+
+    return get_arch(setup.arch).model_cls.training_flops is not C2FModel.training_flops
 
 
 def run_flops_per_clip(costs: list[PhaseCost]) -> int:

@@ -111,7 +111,7 @@ def phase_case(cfg: RunConfig, p: int, num_classes: int, source: ClipDataset, de
     source.set_phase(setup.features, setup.compression)
     net: torch.nn.Module = model
     if cfg.train.compile:
-        net = torch.compile(model, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode)
+        net = torch.compile(model, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode, dynamic=False)
     objective = build_objective(cfg.train.objective, cfg)
     step = build_step(cfg, setup, model, net, objective, steps_per_epoch=1000, serves=source.serves,
                       generator=torch.Generator(device=device).manual_seed(0), device=device, check_finite=False)
@@ -278,7 +278,8 @@ def breakdown(case: PhaseCase, steps: int = 5) -> tuple[dict[str, float], float 
     stages["data"] += 1e3 * case.data_seconds
     busy = None
     if case.step.device.type == "cuda":
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(steps):

@@ -20,10 +20,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import math
-import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -47,24 +45,18 @@ from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.training.clock import EpochClock
 from coarse2fine.training.distributed import Dist, gather, setup
+from coarse2fine.training.folder import CHECKPOINT, claim_folder
 from coarse2fine.training.progress import Progress, RngState
-from coarse2fine.training.records import EpochRecord, as_records, phase_records
-from coarse2fine.training.sampling import balanced_weights, epoch_batches, shard, stream_batches
+from coarse2fine.training.records import EpochRecord, phase_records
+from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
 from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step
 from coarse2fine.training.switching import leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.safetensors"
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and phase."""
-
-
-class RunFolderError(ValueError):
-    """The output folder holds another run that this one would overwrite."""
 
 
 @dataclass
@@ -120,7 +112,7 @@ class Run:
     def log_columns(self) -> list[str]:
         metrics = [m for m in self.objective.metrics if m != "val_loss"]
         return ["epoch", "phase", "R", "phase_epoch", "tokens", "batch_size", "lr", "train_loss", "val_loss", *metrics,
-                "train_flops", "cum_flops", "train_time", "cum_time", "data_time", "step_median", "eval_time",
+                "train_flops", "cum_flops", "train_time", "cum_time", "data_time", "step_time", "step_median", "eval_time",
                 "load_avg", "mfu"]
 
 
@@ -135,6 +127,7 @@ class State:
     rng: RngState
     progress: Progress
     phase_restore: dict[str, Any] | None = None
+    resumed: bool = False
 
 
 @dataclass
@@ -159,9 +152,10 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
     another config is refused either way, unless ``fresh``, which starts over.
     """
     out_dir = Path(out_dir)
-    finished = claim_folder(cfg, out_dir, resume, fresh)
+    finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)
     if finished is not None:
-        return finished
+        log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
+        return RunResult(cfg.name, out_dir, finished, status="finished")
     run = setup_run(cfg, splits, out_dir, progress)
     state = restore(run)
     for p in range(state.progress.phase, len(run.setups)):
@@ -173,56 +167,6 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
 
 
 # ----------------------------------------------------------------------------- set up
-
-def claim_folder(cfg: RunConfig, out_dir: Path, resume: bool, fresh: bool) -> RunResult | None:
-    """Apply the run-folder rules of :func:`train_run`; returns the finished run to reuse, if any."""
-    log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
-    if fresh:
-        for name in (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors"):
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
-        return None
-    saved = _read_log(log_path)
-    if ckpt.exists():
-        ckpt_config = load_checkpoint(ckpt)["config"]
-        if ckpt_config != cfg.to_dict():
-            raise RunFolderError(f"{out_dir} holds an unfinished run of another config ({config_difference(ckpt_config, cfg.to_dict())}); "
-                                 "continue it with its own config, use another --out, or --fresh to discard it")
-        if not resume:
-            raise RunFolderError(f"{out_dir} holds an unfinished run of this config; continue it with --resume, "
-                                 "or --fresh to start over")
-        return None
-    if saved is not None and saved.get("done"):
-        if saved.get("config") != cfg.to_dict():
-            raise RunFolderError(f"{out_dir} holds a finished run of another config "
-                                 f"({config_difference(saved.get('config') or {}, cfg.to_dict())}); "
-                                 "use another --out, or --fresh to overwrite it")
-        if not resume:
-            raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
-        log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
-        return RunResult(cfg.name, out_dir, as_records(saved["records"]), status="finished")
-    return None
-
-
-def _read_log(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def config_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
-    """The first keys whose values differ between two config dicts, as ``key: a vs b``."""
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            inner = config_difference(x, y, f"{prefix}{key}.")
-            diffs += [inner] if inner else []
-        elif x != y:
-            diffs.append(f"{prefix}{key}: {x!r} vs {y!r}")
-    return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
-
 
 def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool) -> Run:
     """Check the config against the data and the processes, and build what the run keeps fixed."""
@@ -243,12 +187,12 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
         "classes": splits.train.class_names,
         "display_names": splits.display_names,
         "skipped": [{"path": str(p.path), "problem": p.problem} for p in splits.skipped],
-        "inputs": splits.train.serves,
+        "inputs": [splits.train.serves_for(s.features, s.compression) for s in setups],  # per phase
         "device": str(d.device),
     }
     run = Run(cfg, splits, out_dir, d, setups, build_objective(t.objective, cfg), show_progress and d.main,
               [val_share[i:i + val_batch] for i in range(0, len(val_share), val_batch)],
-              balanced_weights(splits.train.targets) if cfg.augment.balanced_sampling else None, report,
+              splits.train.sampling_weights() if cfg.augment.balanced_sampling else None, report,
               resolve_workers(cfg.data.num_workers, splits.train, d.device), peak_tflops(d.device, t.amp, t.peak_tflops))
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,6 +224,7 @@ def restore(run: Run) -> State:
     rng = RngState(torch.Generator(device=d.device).manual_seed(cfg.train.seed + 1 + d.rank), d.device)
     ac = cfg.augment
     averager = WeightAverager(ac.wa_start, ac.wa_end or None, device="cpu") if ac.wa_start > 0 else None
+    run.report["flops_source"] = model.flops_source
     if ckpt is None:
         if cfg.model.init_from:
             initialise(model, cfg.model.init_from)
@@ -290,7 +235,7 @@ def restore(run: Run) -> State:
         averager.load_state_dict(ckpt["averager"])
     log.info("resuming %s at phase %d, epoch %d, step %d", run.out_dir, progress.phase + 1, progress.epoch, progress.step)
     phase_state = None if progress.fresh_phase else {"optimizer": ckpt["optimizer"], "scheduler": ckpt["scheduler"]}
-    return State(model, averager, rng, progress, phase_state)
+    return State(model, averager, rng, progress, phase_state, resumed=True)
 
 
 # ----------------------------------------------------------------------------- phases and epochs
@@ -301,13 +246,13 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     inside this phase), and run one untimed warm-up step."""
     cfg, d, model, s = run.cfg, run.d, state.model, run.setups[p]
     carry(model, s.geometry)
-    for ds in (run.splits.train, run.splits.val):
+    for ds in (run.splits.train, run.splits.val):  # before the step: what a source serves may change with the phase
         ds.set_phase(s.features, s.compression)
     net: torch.nn.Module = model
     if d.world > 1:
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     if cfg.train.compile:
-        net = torch.compile(net, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode)
+        net = torch.compile(net, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode, dynamic=False)
     step = build_step(cfg, s, model, net, run.objective, run.steps_per_epoch(p), run.splits.train.serves,
                       state.rng.aug, d.device, d.world)
     if state.phase_restore is not None:
@@ -430,6 +375,7 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         train_loss=pr.loss_sum / max(1, pr.seen), clips=pr.seen, steps=pr.step, metrics=metrics,
         train_flops=train_flops, cum_flops=pr.cum_flops + train_flops, train_time=pr.epoch_time,
         cum_time=pr.cum_time + pr.epoch_time, data_time=pr.data_time,
+        step_time=max(0.0, sum(pr.step_times) - pr.data_time),
         step_median=statistics.median(pr.step_times) if pr.step_times else None, eval_time=eval_time,
         load_avg=load[0] if load else None,
         mfu=train_flops / pr.epoch_time / (run.peak_tflops * 1e12) if run.peak_tflops and pr.epoch_time > 0 else None,
@@ -499,8 +445,7 @@ def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
         run.checkpoint_path.unlink(missing_ok=True)
     if run.tensorboard is not None:
         run.tensorboard.close()
-    resumed = bool(state.progress.records) and state.progress.records[0].epoch != 1
-    return RunResult(cfg.name, run.out_dir, state.progress.records, "resumed" if resumed else "trained")
+    return RunResult(cfg.name, run.out_dir, state.progress.records, "resumed" if state.resumed else "trained")
 
 
 def write_logs(run: Run, pr: Progress, done: bool, extra: dict[str, Any] | None = None) -> None:

@@ -33,8 +33,9 @@ class EpochRecord:
     1-based in its phase, factor ``R``), the model (``tokens``; ``train_tokens`` seen in training,
     fewer with patchout), the optimisation (``batch_size``, ``lr`` at the epoch's start,
     ``train_loss``, ``clips``, ``steps``), the objective's ``metrics``, its cost (``train_flops``,
-    ``cum_flops``; seconds: ``train_time`` wall, ``data_time`` waiting for batches, ``step_median``
-    median seconds per step, waiting included; ``eval_time`` outside the training time), the
+    ``cum_flops``; seconds: ``train_time`` wall, ``data_time`` waiting for batches, ``step_time`` in
+    the steps themselves, ``step_median`` median seconds per step, waiting included; ``eval_time``
+    outside the training time), the
     machine's 1-minute ``load_avg`` at its end and ``mfu`` (model FLOPs utilisation, when the
     device's peak is known), why the phase ended after it (``switch``) and, once calibrated,
     ``cal_time``."""
@@ -56,6 +57,7 @@ class EpochRecord:
     train_flops: float = 0.0
     train_time: float = 0.0
     data_time: float = 0.0
+    step_time: float = 0.0
     step_median: float | None = None
     eval_time: float = 0.0
     load_avg: float | None = None

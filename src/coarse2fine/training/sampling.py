@@ -8,7 +8,8 @@ torchrun each process takes a contiguous share of every global batch (:func:`sha
 Each label gets the weight ``1000 / (count + 0.01)`` where ``count`` is the number of
 training clips carrying it; a clip's weight is the sum of its labels' weights, and clips
 are drawn with replacement in proportion to it. Rare labels are thus drawn about as often
-as common ones.
+as common ones (:func:`coarse2fine.data.labels.balanced_weights`; a clip source gives them with
+:meth:`~coarse2fine.data.datasets.ClipDataset.sampling_weights`, packed shards from their index).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
+
+from coarse2fine.data.labels import balanced_weights
 
 __all__ = ["EpochSampler", "balanced_sampler", "balanced_weights", "epoch_batches", "shard", "stream_batches"]
 
@@ -31,7 +34,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, weights: torch
     order = torch.multinomial(weights, draws or n, replacement=True, generator=g) if weights is not None \
         else torch.randperm(n, generator=g)
     order = order.tolist()
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 class EpochSampler(Sampler[int]):
@@ -81,21 +84,6 @@ def shard(batch: list[int], parts: int, index: int) -> list[int]:
     """Contiguous share ``index`` of ``parts`` of a batch (sizes differ by at most one)."""
     bounds = np.linspace(0, len(batch), parts + 1).round().astype(int)
     return batch[bounds[index] : bounds[index + 1]]
-
-
-def balanced_weights(targets: torch.Tensor) -> torch.Tensor:
-    """Per-clip sampling weights [N] (float64) from targets [N, C].
-
-    A clip carries label ``c`` when ``targets[i, c] > 0`` (multi-hot or soft targets both
-    work; only presence counts, as in AST's label strings). Label weight:
-    ``1000 / (count_c + 0.01)``; clip weight: the sum over its labels. A clip with no
-    label gets weight 0 and is never drawn.
-    """
-    if targets.dim() != 2:
-        raise ValueError(f"expected targets [N, C], got shape {tuple(targets.shape)}")
-    present = (targets > 0).to(torch.float64)
-    label_weight = 1000.0 / (present.sum(dim=0) + 0.01)
-    return present @ label_weight
 
 
 def balanced_sampler(

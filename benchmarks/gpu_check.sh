@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU check (issue 16): the AudioSet-shaped AST-Base 4-1 experiment in bf16, bench with its
+# breakdown at the published shapes of AST, HTS-AT and SSAST, and the demo, on one GPU, in about
+# 5 minutes; writes OUT/gpu_check.md (one markdown table per part) and OUT/gpu_check.json.
+#
+#   bash benchmarks/gpu_check.sh [OUT]                 # default OUT: runs/gpu_check
+#
+# Needs coarse2fine importable (pip install -e . on the GPU machine, or PYTHONPATH=src with its
+# dependencies installed). Put the table in docs/RESULTS.md with the card and the date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT="${1:-runs/gpu_check}"
+export PYTHONUNBUFFERED=1
+python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device visible to this torch')"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 benchmarks/gpu_check.py --device cuda --out "$OUT" "${@:2}"

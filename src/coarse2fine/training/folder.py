@@ -1,0 +1,78 @@
+"""The rules of a run folder: a run is never lost by accident.
+
+A folder holds at most one run. :func:`claim_folder` decides, before anything trains, what a new
+run may do with a folder: continue the interrupted run of the same config that left its
+checkpoint there, reuse the finished run of the same config, start in an empty folder, or start
+over when asked (``fresh``); anything else (another config's run, finished or not) is refused,
+naming what differs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from coarse2fine.training.checkpoint import load_checkpoint
+from coarse2fine.training.records import EpochRecord, as_records
+
+CHECKPOINT = "checkpoint.safetensors"
+RUN_FILES = (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors", "model_config.json")
+
+
+class RunFolderError(ValueError):
+    """The output folder holds another run that this one would overwrite."""
+
+
+def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool, fresh: bool) -> list[EpochRecord] | None:
+    """Apply the run-folder rules to a run of ``config`` (a config dict): with ``resume`` a
+    checkpoint of this config is continued (the loop reads it) and a finished run of this config
+    is reused (its records are returned); without, a folder holding a run is refused; ``fresh``
+    discards what the folder holds. A run of another config is refused unless ``fresh``."""
+    log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
+    if fresh:
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        return None
+    saved = _read_log(log_path)
+    if ckpt.exists():
+        ckpt_config = load_checkpoint(ckpt)["config"]
+        if ckpt_config != config:
+            raise RunFolderError(f"{out_dir} holds an unfinished run of another config "
+                                 f"({config_difference(ckpt_config, config)}); continue it with its own config, "
+                                 "use another --out, or --fresh to discard it")
+        if not resume:
+            raise RunFolderError(f"{out_dir} holds an unfinished run of this config; continue it with --resume, "
+                                 "or --fresh to start over")
+        return None
+    if saved is not None and saved.get("done"):
+        if saved.get("config") != config:
+            raise RunFolderError(f"{out_dir} holds a finished run of another config "
+                                 f"({config_difference(saved.get('config') or {}, config)}); "
+                                 "use another --out, or --fresh to overwrite it")
+        if not resume:
+            raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
+        return as_records(saved["records"])
+    return None
+
+
+def _read_log(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def config_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    """The first keys whose values differ between two config dicts, as ``key: a vs b``."""
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            inner = config_difference(x, y, f"{prefix}{key}.")
+            diffs += [inner] if inner else []
+        elif x != y:
+            diffs.append(f"{prefix}{key}: {x!r} vs {y!r}")
+    return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")

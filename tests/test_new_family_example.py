@@ -1,0 +1,21 @@
+"""The README's "add a family" example: one file, no FLOPs method, trains coarse-to-fine."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "new_family.py"
+
+
+def test_a_family_defined_in_one_file_without_flops_trains_and_its_flops_are_measured(tmp_path):
+    proc = subprocess.run([sys.executable, str(EXAMPLE), "--epochs", "1", "--clips", "32", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert log["flops_source"] == "measured"
+    recs = log["records"]
+    assert [(r["R"], r["tokens"]) for r in recs] == [(4, 32), (1, 128)]
+    # Measured FLOPs grow with the tokens: the coarse epoch costs a quarter of a fine one, or less.
+    assert 0 < recs[0]["train_flops"] <= 0.26 * recs[1]["train_flops"]
+    assert "GFLOPs (measured)" in proc.stdout

@@ -1,0 +1,249 @@
+"""What a new user hit, each case reproduced: devices, types, unfinished runs, one "best", paths,
+geometries that drop frames, and time figures that say when they cannot be trusted."""
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.report.savings import best_value, busy_runs, savings_table
+from coarse2fine.training.records import as_records
+from killing import kill_after_checkpoint
+
+TINY = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.threads=1", "model.preset=micro",
+        "train.optim.warmup_steps=2"]
+
+
+def _sets(values):
+    return [a for s in values for a in ("--set", s)]
+
+
+# 1. devices ---------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+@pytest.mark.parametrize("argv", [
+    ["train", "demo", "--out", "x", "--set", "train.device=cuda"],
+    ["bench", "demo", "--device", "cuda", "--classes", "8"],
+    ["bench", "demo", "--device", "foo", "--classes", "8"],
+])
+def test_a_device_this_torch_cannot_use_is_one_line_naming_the_key(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    key = "train.device" if "train.device=cuda" in argv else "--device"
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert key in err and "available: auto, cpu" in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without CUDA")
+def test_predict_on_a_device_this_torch_cannot_use(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "a.wav", "--device", "cuda:1"]) == 2
+    err = capsys.readouterr().err
+    assert "--device: 'cuda:1' cannot be used" in err and "without CUDA" in err
+
+
+def test_auto_picks_what_this_machine_has():
+    from coarse2fine.runtime import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type in (expected, "mps")
+
+
+# 2, 3. types ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,message", [
+    ("train.epochs=2.5", "train.epochs: expected an integer, got 2.5"),
+    ("c2f.patience=1.5", "c2f.patience: expected an integer, got 1.5"),
+    ("c2f.min_delta=-1", "c2f.min_delta: must be >= 0, got -1.0"),
+    ("train.batch_size=true", "train.batch_size: expected an integer, got True"),
+    ("augment.freqm=-3", "augment.freqm: must be >= 0, got -3"),
+    ("data.sources=/some/folder", "data.sources: expected a list, e.g. `sources: [/some/folder]`"),
+    ("c2f.phase_epochs=3", "c2f.phase_epochs: expected a list"),
+    ("model.overrides.depht=2", "model.overrides: depht is not a field of the ast config; allowed: "),
+])
+def test_types_and_limits_are_checked_at_load(override, message):
+    with pytest.raises(ValueError, match=message.replace("[", "\\[").replace("]", "\\]")):
+        load_config("demo", [override])
+
+
+def test_an_integer_given_as_a_whole_float_is_taken_and_said(caplog):
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config("demo", ["train.epochs=3.0"])
+    assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
+    assert "train.epochs: 3.0 taken as the integer 3" in caplog.text
+
+
+def test_a_bare_string_for_sources_never_scans_the_filesystem(tmp_path):
+    with pytest.raises(ValueError, match="got the string"):
+        load_config("ssast_pretrain-cpu", [f"data.sources={tmp_path}"])
+
+
+def test_configs_stay_valid_once_made():
+    cfg = load_config("demo")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.metric = "accuracy"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="train.metric: 'accuracy' is not one of"):
+        cfg.replace({"train.metric": "accuracy"})
+    assert cfg.replace({"train.epochs": 3}).train.epochs == 3 and cfg.train.epochs == 12
+
+
+# 4. runs are never lost -----------------------------------------------------------------------
+
+def _train_args(out, *more):
+    return ["train", "demo", "--out", str(out), "--quiet", *_sets([*TINY, "train.epochs=2", "c2f.phase_epochs=[1, 2]",
+                                                                   "train.checkpoint_every=1"]), *more]
+
+
+def _kill_in_phase_2(out: Path) -> None:
+    kill_after_checkpoint(_train_args(out), out, phase=1)
+
+
+def test_the_same_command_after_a_kill_resumes_and_says_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    _kill_in_phase_2(out)
+    # An unfinished run: compare marks it, predict says which checkpoint it could use.
+    assert main(["predict", str(out), "x.wav"]) == 2
+    err = capsys.readouterr().err
+    assert "an unfinished run" in err and "--weights checkpoint.safetensors" in err and "phase 2" in err
+    assert main(["train", "demo", "--out", str(tmp_path / "other"), "--quiet", *_sets([*TINY, "train.epochs=1"])]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "other"), str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "run: unfinished:" in text and "of 3 epochs" in text and "not in the table" in text
+    assert main(["compare", str(tmp_path / "other"), str(out), "--include-unfinished"]) == 0
+    assert "run (unfinished)" in capsys.readouterr().out
+    # The same command, without --resume, continues the run.
+    assert main(_train_args(out)) == 0
+    assert "resumed from its checkpoint and finished" in capsys.readouterr().out
+    assert json.loads((out / "log.json").read_text())["done"]
+    # Again: nothing to do, nothing overwritten.
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert main(_train_args(out)) == 0
+    assert "already finished in this folder" in capsys.readouterr().out
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_finished_run_of_another_config_is_refused_unless_fresh(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "demo", "--out", str(out), "--quiet", *_sets([*TINY, "train.epochs=1"])]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", "--schedule", "2-1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run of another config" in err and "c2f.schedule: '4-1' vs '2-1'" in err and "--fresh" in err
+    assert json.loads((out / "log.json").read_text())["config"]["c2f"]["schedule"] == "4-1"
+    assert main([*args, "--schedule", "2-1", "--fresh"]) == 0
+    assert json.loads((out / "log.json").read_text())["config"]["c2f"]["schedule"] == "2-1"
+
+
+def test_predict_uses_an_unfinished_runs_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    _kill_in_phase_2(out)
+    wav = tmp_path / "tone.wav"
+    import soundfile as sf
+
+    sf.write(wav, 0.1 * torch.sin(torch.arange(16000) * 0.05).numpy(), 16000)
+    assert main(["predict", str(out), str(wav), "--weights", "checkpoint.safetensors", "--top-k", "2"]) == 0
+    assert "tone.wav" in capsys.readouterr().out
+
+
+# 6. one "best" --------------------------------------------------------------------------------
+
+def test_one_best_everywhere_is_the_final_phase(tmp_path, capsys):
+    recs = as_records([
+        {"epoch": 1, "phase": 0, "R": 4, "cum_flops": 1, "cum_time": 1, "acc": 0.5},
+        {"epoch": 2, "phase": 1, "R": 1, "cum_flops": 5, "cum_time": 5, "acc": 0.2},
+        {"epoch": 3, "phase": 1, "R": 1, "cum_flops": 9, "cum_time": 9, "acc": 0.3},
+    ])
+    assert best_value(recs, "acc") == 0.3 and best_value(recs, "acc", any_phase=True) == 0.5
+    base = as_records([{"epoch": 1, "phase": 0, "cum_flops": 4, "cum_time": 4, "acc": 0.25}])
+    assert savings_table("Baseline", base, {"c2f": recs}, "acc")[1]["Best Acc (gain)"] == "30.00 (+5.00)"
+    out = tmp_path / "run"
+    assert main(["train", "demo", "--out", str(out), "--quiet", *_sets([*TINY, "train.epochs=1"])]) == 0
+    line = capsys.readouterr().out
+    log = json.loads((out / "log.json").read_text())
+    final = max(r["acc"] for r in log["records"] if r["phase"] == 1)
+    coarse = max(r["acc"] for r in log["records"] if r["phase"] == 0)
+    assert f"best acc {final:.4f} in the final phase (coarse phases: {coarse:.4f})" in line
+
+
+# 7. paths in a config file are relative to that file --------------------------------------------
+
+def test_a_config_outside_the_repo_runs_the_same_from_two_folders(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "project" / "data"
+    for label in ("a", "b"):
+        (data / label).mkdir(parents=True)
+        for i in range(4):
+            import soundfile as sf
+
+            sf.write(data / label / f"{i}.wav", (0.1 * torch.randn(8000)).numpy(), 16000)
+    cfgs = tmp_path / "project" / "configs"
+    cfgs.mkdir()
+    (cfgs / "mine.yaml").write_text("extends: demo\ndata:\n  kind: manifest\n  train: ../data\n  val: ../data\n"
+                                    "  clip_seconds: 0.64\nfeatures:\n  target_length: 64\n")
+    results = []
+    for folder in (tmp_path, cfgs):
+        monkeypatch.chdir(folder)
+        cfg = load_config(str(cfgs / "mine.yaml") if folder == tmp_path else "mine.yaml", TINY)
+        assert cfg.data.train == str(data)
+        out = tmp_path / f"run_from_{folder.name}"
+        assert main(["train", str(cfgs / "mine.yaml"), "--out", str(out), "--quiet", "--schedule", "1",
+                     *_sets([*TINY, "train.epochs=1"])]) == 0
+        results.append(json.loads((out / "log.json").read_text())["records"][0]["acc"])
+    assert results[0] == results[1]
+
+
+def test_command_line_paths_stay_relative_to_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config("demo", ["data.cache_dir=cache"])
+    assert cfg.data.cache_dir == str(tmp_path / "cache")
+
+
+# 8. geometries that drop frames; budgets --------------------------------------------------------
+
+def test_a_schedule_that_leaves_frames_unseen_is_refused_with_the_numbers():
+    with pytest.raises(ValueError, match=r"at R=3 the model's input has 42 frames and its tokens see 32 of them, so 32 of "
+                                         r"the 128 full-resolution frames would never be seen \(at R=1: 0\)"):
+        load_config("demo", ["c2f.schedule=3-1"])
+    load_config("demo", ["c2f.schedule=4-2-1"])  # every frame seen
+
+
+@pytest.mark.parametrize("preset", ["demo", "esc50-cpu", "audioset", "htsat_esc50-cpu", "ssast_pretrain-cpu"])
+@pytest.mark.parametrize("schedule", ["2-1", "4-1", "4-2-1"])
+def test_shipped_presets_take_the_papers_schedules(preset, schedule):
+    load_config(preset, [f"c2f.schedule={schedule}", "c2f.phase_epochs=null", "c2f.phase_steps=null"])
+
+
+def test_a_zero_budget_is_named(capsys):
+    assert main(["plan", "demo", "--budget-hours", "0", "--quiet"]) == 2
+    assert "--budget-hours must be > 0, got 0" in capsys.readouterr().err
+
+
+# 9. time figures say when they cannot be trusted --------------------------------------------------
+
+def test_a_run_whose_epochs_varied_more_than_twice_is_flagged():
+    def run(times):
+        cum, out = 0.0, []
+        for i, t in enumerate(times, start=1):
+            cum += t
+            out.append({"epoch": i, "phase": 0, "clips": 100, "train_time": t, "cum_flops": 10 * i, "cum_time": cum,
+                        "acc": 0.1 * i})
+        return as_records(out)
+
+    steady, busy = run([1.0, 1.1, 0.95, 1.0]), run([1.0, 1.0, 2.6, 1.0])
+    assert busy_runs({"steady": steady, "busy": busy}) == ["busy"]
+    rows = savings_table("Baseline", steady, {"busy": busy}, "acc")
+    assert rows[1]["Wall time save (%)"].endswith("*")
+
+
+def test_every_epoch_records_the_load_average(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "demo", "--out", str(out), "--quiet", *_sets([*TINY, "train.epochs=1"])]) == 0
+    recs = json.loads((out / "log.json").read_text())["records"]
+    assert all("load_avg" in r and r["load_avg"] >= 0 for r in recs) == hasattr(os, "getloadavg")

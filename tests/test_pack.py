@@ -1,0 +1,145 @@
+"""coarse2fine pack: the layout it writes, bad clips skipped and reported, resuming after a kill
+(byte-identical to an uninterrupted pack), damaged shards rewritten, other settings refused."""
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.data.labels import balanced_weights
+from coarse2fine.data.pack import PackError, pack
+from coarse2fine.data.shard_layout import clip_key
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_pack_layout_counts_checksums_and_report(packed):
+    root, audio = packed.root, packed.audio
+    n_train, n_val, per_shard = audio.train_clips, audio.val_clips, packed.shard_clips
+    manifest = json.loads((root / "pack.json").read_text())
+    assert manifest["format"] == "coarse2fine-shards/1" and len(manifest["config_digest"]) == 64
+    assert manifest["settings"]["sample_rate"] == 16000 and manifest["settings"]["num_samples"] == 20480
+    assert [s["name"] for s in manifest["settings"]["feature_sets"]] == ["r1", "r4"]
+    train = manifest["splits"]["train"]
+    assert (train["clips"], train["skipped"], train["shards"]) == (n_train, 1, 4)
+    assert manifest["splits"]["val"]["clips"] == n_val and set(train["bytes"]) == {"audio", "r1", "r4"}
+    # a coarse epoch reads R times fewer feature bytes (tar headers aside)
+    assert 3.0 < train["bytes"]["r1"] / train["bytes"]["r4"] <= 4.0
+
+    report = json.loads((root / "train" / "report.json").read_text())
+    assert [Path(p["path"]).name for p in report["skipped"]] == ["broken.flac"]
+    assert report["skipped"][0]["problem"].startswith("undecodable")
+
+    desc = json.loads((root / "train" / "dataset.json").read_text())
+    assert desc["wids_version"] == 1 and desc["num_clips"] == n_train
+    assert [s["nsamples"] for s in desc["shardlist"]] == [per_shard - 1, per_shard, per_shard, 1]
+    for shard in desc["shardlist"]:
+        data = (root / "train" / shard["url"]).read_bytes()
+        assert len(data) == shard["filesize"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
+    r4 = json.loads((root / "train" / "r4" / "dataset.json").read_text())
+    assert r4["R"] == 4 and r4["dtype"] == "float16" and r4["frontend"]["frame_shift_ms"] == 40.0
+    assert [s["nsamples"] for s in r4["shardlist"]] == [s["nsamples"] for s in desc["shardlist"]]
+
+    # members: clip i is key %09d in every set; audio is the source cut to 1.28 s, bit-exact
+    with tarfile.open(root / "train" / "audio-000000.tar") as tar:
+        names = tar.getnames()
+        first = tar.extractfile(names[0]).read()
+    assert names[:2] == [f"{clip_key(0)}.flac", f"{clip_key(1)}.flac"]
+    wave, rate = sf.read(io.BytesIO(first), dtype="float32")
+    source, _ = sf.read(audio.train_paths[0], dtype="float32")
+    assert rate == 16000 and np.array_equal(wave, source[:20480])
+
+    # the index: labels in packed order (the broken clip left out), pack-time balanced weights
+    with np.load(root / "train" / "index.npz") as z:
+        indptr, indices, weights, lengths = z["indptr"], z["indices"], z["weights"], z["lengths"]
+    rows = [line.split(",")[1].strip() for line in (audio.folder / "train.csv").read_text().splitlines()[1:]]
+    del rows[audio.bad_at]
+    classes = desc["classes"]
+    assert [classes[int(indices[indptr[i]])] for i in range(n_train)] == rows
+    dense = torch.zeros(n_train, len(classes))
+    dense[torch.arange(n_train), torch.from_numpy(indices.astype(np.int64))] = 1
+    assert torch.allclose(torch.from_numpy(weights), balanced_weights(dense), rtol=1e-12, atol=0)
+    assert (lengths == 20480).all()
+
+
+def test_pack_killed_midway_resumes_to_identical_files(audio_set, tmp_path):
+    reference = tmp_path / "reference"
+    cfg = load_config(audio_set.files_config)
+    pack(cfg, reference, features=True, shard_clips=2, progress=False)
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "coarse2fine.cli", "pack", str(audio_set.files_config), "--out", str(out),
+           "--features", "--shard-clips", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (out / "train" / "parts" / "000001.json").exists():
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"pack was not killed mid-way: {proc.stderr.read().decode()[-2000:]}"
+    assert not (out / "pack.json").exists()
+    results = pack(cfg, out, features=True, shard_clips=2, progress=False)
+    train = results[0]
+    assert train.kept >= 2 and train.written >= 1 and train.kept + train.written == train.shards == 13
+    assert _files(out) == _files(reference)
+
+
+def test_a_damaged_shard_is_written_again(audio_set, tmp_path):
+    cfg = load_config(audio_set.files_config)
+    out = tmp_path / "pack"
+    pack(cfg, out, shard_clips=8, progress=False)
+    before = _files(out)
+    shard = out / "train" / "audio-000002.tar"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    results = pack(cfg, out, shard_clips=8, progress=False)
+    assert (results[0].written, results[0].kept) == (1, 3)
+    assert _files(out) == before
+
+
+def test_a_folder_of_other_settings_or_other_files_is_refused(audio_set, tmp_path, capsys):
+    cfg = load_config(audio_set.files_config)
+    out = tmp_path / "pack"
+    pack(cfg, out, shard_clips=8, progress=False)
+    with pytest.raises(PackError, match="shard_clips: 8 vs 16"):
+        pack(cfg, out, shard_clips=16, progress=False)
+    assert main(["pack", str(audio_set.files_config), "--out", str(out), "--shard-clips", "16", "--fresh", "--quiet"]) == 0
+    assert json.loads((out / "pack.json").read_text())["settings"]["shard_clips"] == 16
+    assert "train: 24 clips in 2 shards (2 written, 0 kept), 1 skipped" in capsys.readouterr().out
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["pack", str(audio_set.files_config), "--out", str(other), "--quiet"]) == 2
+    assert "is not empty and holds no pack" in capsys.readouterr().err
+    assert main(["pack", "demo", "--out", str(tmp_path / "synthetic"), "--quiet"]) == 2
+    assert "pack reads audio files" in capsys.readouterr().err
+
+
+def test_unlabeled_recordings_are_packed_as_their_windows(audio_set, tmp_path):
+    cfg = load_config("ssast_pretrain-cpu", [f"data.sources=[{audio_set.folder / 'audio'}]", "data.clip_seconds=0.5",
+                                             "data.val_fraction=0.25", "features.target_length=64"])
+    results = pack(cfg, tmp_path / "pack", shard_clips=16, progress=False)
+    windows = sum(r.clips for r in results)
+    assert windows == 3 * (audio_set.train_clips + audio_set.val_clips)  # 1.5 s recordings: windows at 0, 0.5, 1 s
+    assert sum(r.skipped for r in results) == 1  # the broken file
+    record = json.loads((tmp_path / "pack" / "train" / "parts" / "000000.json").read_text())
+    assert record["labels"][0] == [] and record["sources"][1].endswith("@0.5s")
+    with tarfile.open(tmp_path / "pack" / "train" / "audio-000000.tar") as tar:
+        second = tar.extractfile(tar.getnames()[1]).read()
+    wave, _ = sf.read(io.BytesIO(second), dtype="float32")
+    source, _ = sf.read(record["sources"][1].removesuffix("@0.5s"), dtype="float32")
+    assert np.array_equal(wave, source[8000:16000])

@@ -1,0 +1,289 @@
+"""data.kind: shards: what a packed split serves in each phase, reading over HTTP from a server on
+127.0.0.1, corrupt shards named in the error, check and stats, and a 2-million-clip index that
+opens in bounded memory without touching a shard."""
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from coarse2fine.cli import main
+from coarse2fine.compression import Compression
+from coarse2fine.config import load_config
+from coarse2fine.data.shard_layout import ShardError
+from coarse2fine.data.shard_store import ShardStore
+from coarse2fine.data.shards import ShardDataset
+from coarse2fine.data.sources import count_classes, count_clips, load_splits
+from coarse2fine.data.synthetic import CLASSES
+from coarse2fine.experiments.grid import fold_config
+from coarse2fine.features import extract
+
+TRAIN_CLIPS, VAL_CLIPS = 24, 8  # the audio_set fixture's (conftest.py)
+
+
+def _phase_spec(cfg, method: str, R: int):
+    comp = Compression(method, R)
+    return comp.feature_spec(cfg.features.spec()), comp
+
+
+def _dataset(packed, root=None, store=None) -> ShardDataset:
+    return ShardDataset(str(root or packed.root / "train"), 16000, 20480, store=store or ShardStore(packed.audio.folder / "cache"))
+
+
+def test_splits_from_a_config_and_what_each_phase_serves(packed):
+    cfg = load_config(packed.config)
+    assert count_clips(cfg) == TRAIN_CLIPS and count_classes(cfg) == 8
+    splits = load_splits(cfg)
+    train = splits.train
+    assert isinstance(train, ShardDataset) and len(train) == TRAIN_CLIPS and len(splits.val) == VAL_CLIPS
+    assert [p.path.name for p in splits.skipped] == ["broken.flac"]
+    assert splits.display_names == [c.title() for c in CLASSES] and train.class_names == list(CLASSES)
+    assert torch.equal(train.sampling_weights(), torch.as_tensor(np.load(packed.root / "train" / "index.npz")["weights"]))
+
+    # before any phase, and for a front end that was not packed: waveforms, bit-exact with the source file
+    wave, target = train[0]
+    source, _ = sf.read(packed.audio.train_paths[0], dtype="float32")
+    assert train.serves == "waveforms" and torch.equal(wave, torch.from_numpy(source[:20480]))
+    assert torch.equal(target, train.targets[0]) and float(target.sum()) == 1.0
+    spec2, fshift2 = _phase_spec(cfg, "fshift", 2)
+    assert train.serves_for(spec2, fshift2) == "waveforms"
+
+    # Fshift R=4 reads the R=4 set: the front end's output at R=4 (float16), finished with the run's settings
+    spec4, fshift4 = _phase_spec(cfg, "fshift", 4)
+    assert train.serves_for(spec4, fshift4) == "features"
+    train.set_phase(spec4, fshift4)
+    feats, _ = train[0]
+    assert train.serves == "features" and feats.shape == (32, 128)
+    expected = extract(torch.from_numpy(source[:20480]).unsqueeze(0), spec4)[0]
+    assert torch.allclose(feats, expected, atol=5e-3, rtol=0) and not torch.equal(feats, expected)
+
+    # Pool and Patch phases compress full-resolution features on the device: they read the R=1 set
+    spec_pool, pool4 = _phase_spec(cfg, "avgpool", 4)
+    train.set_phase(spec_pool, pool4)
+    assert train.serves == "features" and train[0][0].shape == (128, 128)
+    train.set_phase(spec2, fshift2)
+    assert train.serves == "waveforms" and torch.equal(train[0][0], wave)
+
+    with pytest.raises(IndexError):
+        train[TRAIN_CLIPS]
+    with pytest.raises(ShardError, match="packed at 16000 Hz"):
+        ShardDataset(str(packed.root / "train"), 22050, 20480)
+    with pytest.raises(ShardError, match="cut to 1.28 s"):
+        ShardDataset(str(packed.root / "train"), 16000, 32000)
+
+
+def test_loader_workers_read_the_same_clips(packed):
+    train = _dataset(packed)
+    order = [[5, 17], [0, 23], [9]]
+    single = [train.take(torch.tensor(b)) for b in order]
+    loader = DataLoader(train, batch_sampler=order, num_workers=2)
+    for (x, y), (xs, ys) in zip(loader, single):
+        assert torch.equal(x, xs) and torch.equal(y, ys)
+
+
+@pytest.fixture(scope="module")
+def server(packed):
+    """``python -m http.server``'s handler on a free port of 127.0.0.1, serving the audio set's folder."""
+    handler = functools.partial(_QuietHandler, directory=str(packed.audio.folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        _QuietHandler.requests.append(self.path)
+
+
+def test_remote_split_reads_like_the_local_one(packed, server, tmp_path):
+    local = _dataset(packed)
+    remote = ShardDataset(f"{server}/packed/train", 16000, 20480, store=ShardStore(tmp_path / "cache"))
+    assert len(remote) == len(local) and remote.class_names == local.class_names
+    _QuietHandler.requests.clear()
+    for i in (0, 7, 23):
+        assert torch.equal(remote[i][0], local[i][0])
+    shards = [r for r in _QuietHandler.requests if r.endswith(".tar")]
+    assert sorted(shards) == [f"/packed/train/audio-00000{s}.tar" for s in (0, 1, 3)]  # once each
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("*.tar"))
+    assert len(cached) == 3 and all(len(Path(name).stem) == 64 for name in cached)  # named by sha256
+
+    # a second reader on this machine uses the verified downloads: no request
+    _QuietHandler.requests.clear()
+    again = ShardDataset(f"{server}/packed/train", 16000, 20480, store=ShardStore(tmp_path / "cache"))
+    assert torch.equal(again[7][0], local[7][0]) and not [r for r in _QuietHandler.requests if r.endswith(".tar")]
+
+    with pytest.raises(ShardError, match=r"/nowhere/train/dataset.json: HTTP 404"):
+        ShardDataset(f"{server}/nowhere/train", 16000, 20480, store=ShardStore(tmp_path / "cache"))
+
+
+def test_training_and_check_over_http(packed, server, tmp_path, capsys):
+    sets = ["--set", f"data.train={server}/packed/train", "--set", f"data.val={server}/packed/val",
+            "--set", f"data.shard_cache={tmp_path / 'cache'}"]
+    assert main(["check", str(packed.config), *sets]) == 0
+    assert "train: 24 clips in 4 shards (sets: audio, features-r1, features-r4): ok" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert main(["train", str(packed.config), "--out", str(out), "--quiet", "--schedule", "1",
+                 "--set", "c2f.phase_epochs=null", "--set", "train.epochs=1", *sets]) == 0
+    log = json.loads((out / "log.json").read_text())
+    assert log["done"] and log["inputs"] == ["features"] and [r["R"] for r in log["records"]] == [1]
+    assert [Path(s["path"]).name for s in log["skipped"]] == ["broken.flac"]
+
+
+@pytest.fixture
+def damaged(packed, tmp_path):
+    """A copy of the pack whose shard can be damaged by the test."""
+    root = tmp_path / "packed"
+    shutil.copytree(packed.root, root)
+    return root
+
+
+@pytest.mark.parametrize("damage,problem", [
+    ("truncate", "bytes, its descriptor says"),
+    ("empty", "0 bytes, its descriptor says"),
+    ("garble", "does not match its descriptor|cannot read clip|cannot decode audio|not a readable tar"),
+])
+def test_a_corrupt_shard_is_named_in_the_error(packed, damaged, tmp_path, damage, problem, capsys):
+    shard = damaged / "train" / "audio-000001.tar"
+    shard.write_bytes(_damage(shard.read_bytes(), damage))
+    features = damaged / "train" / "r4" / "feat-000001.tar"  # what the first phase of training reads
+    features.write_bytes(_damage(features.read_bytes(), damage))
+    train = _dataset(packed, damaged / "train", ShardStore(tmp_path / "cache"))
+    with pytest.raises(ShardError, match=problem) as err:
+        for i in range(SHARD_RANGE.start, SHARD_RANGE.stop):
+            train[i]
+    assert str(err.value).startswith(str(shard))
+    assert train[0][0].shape == (20480,)  # other shards still read
+
+    cfg = _config_for(packed, damaged)
+    assert main(["check", str(cfg), "--set", f"data.shard_cache={tmp_path / 'cache'}"]) == 1
+    out = capsys.readouterr().out
+    assert "train: 24 clips in 4 shards" in out and "2 bad" in out and f"  {shard}: " in out and f"  {features}: " in out
+    if damage != "garble":  # training stops with the shard named (garbled float16 features may still load)
+        rc = main(["train", str(cfg), "--out", str(tmp_path / "run"), "--quiet", "--set", "data.num_workers=0"])
+        assert rc == 2 and str(features) in capsys.readouterr().err
+
+
+SHARD_RANGE = range(7, 15)  # the clips of shard 1
+
+
+def _damage(data: bytes, how: str) -> bytes:
+    if how == "truncate":
+        return data[: len(data) // 2]
+    if how == "empty":
+        return b""
+    garbled = bytearray(data)  # same size, 4 KB of garbage from the middle on: a checksum or a decode notices
+    garbled[len(data) // 2: len(data) // 2 + 4096] = bytes(range(256)) * 16
+    return bytes(garbled)
+
+
+def _config_for(packed, root) -> Path:
+    path = root.parent / "damaged.yaml"
+    path.write_text(f"extends: {packed.config}\ndata:\n  train: {root / 'train'}\n  val: {root / 'val'}\n")
+    return path
+
+
+def test_check_and_stats_of_shards_match_the_files(packed, capsys):
+    assert main(["check", str(packed.config)]) == 0
+    out = capsys.readouterr().out
+    assert "val: 8 clips in 1 shards (sets: audio, features-r1, features-r4): ok; 0 clip(s) skipped" in out
+    assert main(["stats", str(packed.config)]) == 0
+    shard_stats = capsys.readouterr().out.splitlines()[0]
+    assert main(["stats", str(packed.audio.files_config)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == shard_stats  # same audio, bit-exact: same statistics
+
+
+def test_crossval_folds_of_shards_are_packed_folders(packed):
+    cfg = load_config(packed.config, ["data.train=/packs/esc50_fold{fold}/train", "data.val=/packs/esc50_fold{fold}/val"])
+    fold = fold_config(cfg, 3)
+    assert (fold.data.train, fold.data.val) == ("/packs/esc50_fold3/train", "/packs/esc50_fold3/val")
+
+
+def test_unsupported_remote_scheme_and_missing_split(packed, tmp_path):
+    with pytest.raises(ValueError, match="s3:// is not supported"):
+        load_splits(load_config(packed.config, ["data.train=s3://bucket/train"]))
+    with pytest.raises(ShardError, match="no such file"):
+        load_splits(load_config(packed.config, [f"data.train={tmp_path}/missing"]))
+
+
+INDEX_SCRIPT = textwrap.dedent("""
+    import json, sys, tracemalloc
+    from pathlib import Path
+
+    import numpy as np
+
+    root = Path(sys.argv[1])
+    N, SHARDS, C = 2_000_000, 2_000, 527
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 5, size=N)
+    indptr = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = rng.integers(0, C, size=int(indptr[-1])).astype(np.int16)
+    weights = rng.random(N)
+    np.savez(root / "index.npz", indptr=indptr, indices=indices, weights=weights,
+             lengths=np.full(N, 160000, dtype=np.int32), num_classes=np.int64(C))
+    per = N // SHARDS
+    desc = {"wids_version": 1, "name": "audio", "format": "coarse2fine-shards/1", "member": "flac",
+            "sample_rate": 16000, "clip_seconds": 10.0, "num_samples": 160000, "multilabel": True,
+            "classes": [f"/m/{c}" for c in range(C)], "num_clips": N, "index": "index.npz",
+            "shardlist": [{"url": f"audio-{s:06d}.tar", "nsamples": per, "filesize": 175_000_000,
+                           "sha256": "0" * 64} for s in range(SHARDS)]}
+    (root / "dataset.json").write_text(json.dumps(desc))
+    del indptr, indices, weights, counts
+
+    from coarse2fine.data.shards import ShardDataset
+
+    opened, listed = [], []
+    def audit(event, args):
+        if event == "open" and isinstance(args[0], str) and args[0].endswith(".tar"):
+            opened.append(args[0])
+        if event in ("os.listdir", "os.scandir"):
+            listed.append(args)
+    sys.addaudithook(audit)
+
+    tracemalloc.start()
+    ds = ShardDataset(str(root), 16000, 160000)
+    weights = ds.sampling_weights()
+    batch = ds.target_rows([0, 1_999_999])
+    _, peak = tracemalloc.get_traced_memory()
+    try:
+        ds.targets
+        dense = "built"
+    except ValueError as err:
+        dense = str(err)
+    print(json.dumps({"clips": len(ds), "peak": peak, "opened": opened, "listed": len(listed),
+                      "batch": list(batch.shape), "weights": len(weights), "dense": dense}))
+""")
+
+
+def test_a_two_million_clip_index_opens_in_bounded_memory_without_touching_a_shard(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", INDEX_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["clips"] == 2_000_000 and got["batch"] == [2, 527] and got["weights"] == 2_000_000
+    assert got["opened"] == [] and got["listed"] == 0  # no shard opened, no folder listed
+    # The index is 2M x (8 indptr + 2 x 2.5 labels + 8 weights + 4 lengths) bytes = 48 MiB, plus the
+    # lengths cut to the run's clip length (8 MB) and the weights handed to the sampler (16 MB):
+    # 71 MiB measured. Today's list of 2M manifest entries takes 1.3 GB.
+    assert got["peak"] < 100 * 2**20, f"peak {got['peak'] / 2**20:.0f} MiB"
+    assert "3.9 GiB" in got["dense"]
+
+
+def test_shards_need_train_and_val(packed):
+    with pytest.raises(ValueError, match="needs data.train and data.val"):
+        load_splits(load_config(packed.config, ["data.val=null"]))
