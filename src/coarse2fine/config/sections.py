@@ -301,7 +301,13 @@ class AugmentConfig(Section):
 
 @dataclass(frozen=True)
 class C2FConfig(Section):
-    """Coarse-to-fine settings: schedule (``1`` = baseline), method, phase lengths, when to switch.
+    """Coarse-to-fine settings: schedule (``1`` = baseline; a factor may repeat, ``1-1`` being the
+    restart control of ``4-1``), method, phase lengths, when to switch.
+
+    ``eval_on_entry``: at every phase change, evaluate the carried-over model once at the new
+    phase's resolution before it trains (what the transfer keeps; ``entry_metrics`` of the run's
+    phases in ``log.json``). It never changes training (its random draws are forked off) and its
+    time counts as evaluation time, not training time.
 
     ``coarse_batch``: ``same`` (every phase trains at ``train.batch_size``) or ``scale`` (a phase
     at factor R trains at R x the batch, with the learning rate scaled by ``lr_scaling``: ``sqrt``
@@ -331,6 +337,7 @@ class C2FConfig(Section):
     lr_scaling: str = key("sqrt", choices=("sqrt", "linear"))
     planned_flops: float = key(0.0, minimum=0)
     planned_seconds: float = key(0.0, minimum=0)
+    eval_on_entry: bool = True
 
     def check(self) -> None:
         try:
