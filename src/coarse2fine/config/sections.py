@@ -357,6 +357,30 @@ class C2FConfig(Section):
             raise ValueError(f"c2f.initial_fraction: must be in (0, 1), got {self.initial_fraction}")
 
 
+CONTROLS = ("restart", "equal-epochs")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(Section):
+    """What ``experiment`` and ``crossval`` add to the baseline and the coarse-to-fine variants
+    (the ``--controls`` and ``--seeds`` options set the same): ``controls`` (``restart``: each
+    variant's phases, epochs and resets, all at R = 1; ``equal-epochs``: the baseline trained for
+    as many epochs as the longest variant) and ``seeds`` (every setting trained with that many
+    seeds of ``train.seed``: data order, initialisation, augmentation). They describe the
+    experiment, not a run: each run's own config holds the defaults, so a run is the same run
+    whichever experiment trains it (and a finished one is reused)."""
+
+    prefix: ClassVar[str] = "experiment"
+    controls: list[str] = key(factory=list)
+    seeds: int = key(1, minimum=1)
+
+    def check(self) -> None:
+        for c in self.controls:
+            choice("experiment.controls", c, CONTROLS)
+        if len(set(self.controls)) != len(self.controls):
+            raise ValueError(f"experiment.controls: each control once, got {self.controls}")
+
+
 @dataclass(frozen=True)
 class PretrainConfig(Section):
     """``pretrain`` settings of masked patch pretraining: masked patches at full resolution
