@@ -34,7 +34,8 @@ class EpochRecord:
     fewer with patchout), the optimisation (``batch_size``, ``lr`` at the epoch's start,
     ``train_loss``, ``clips``, ``steps``), the objective's ``metrics``, its cost (``train_flops``,
     ``cum_flops``; seconds: ``train_time`` wall, ``data_time`` waiting for batches, ``step_median``
-    median seconds per step, waiting included; ``eval_time`` outside the training time), the
+    median seconds per step, waiting included; ``eval_time`` outside the training time, in a phase's
+    first epoch with the carried-over model's evaluation on entering the phase), the
     machine's 1-minute ``load_avg`` at its end and ``mfu`` (model FLOPs utilisation, when the
     device's peak is known), why the phase ended after it (``switch``) and, once calibrated,
     ``cal_time``."""
