@@ -118,6 +118,9 @@ def test_savings_from_plain_records():
     assert rows[1]["Best Acc (gain)"] == "85.00 (+5.00)"
     dicts = [{"epoch": e, "R": R, "acc": a, "train_flops": f, "train_time": t} for e, R, a, f, t in c2f]
     assert "| 4-1 " in savings(baseline, {"4-1": dicts}) and savings(baseline, {"4-1": dicts}, fmt=None) == rows
+    restart = [{"epoch": e, "R": 1, "phase": p, "acc": 0.5, "train_flops": 1.0, "train_time": 1.0}
+               for e, p in ((1, 0), (2, 1), (3, 1))]  # "1-1": the phase changes, R does not
+    assert [(r.phase, r.phase_epoch) for r in epoch_records(restart)] == [(0, 1), (1, 1), (1, 2)]
     with pytest.raises(ValueError, match="lacks 'acc'"):
         epoch_records([{"epoch": 1, "R": 1, "train_flops": 1.0, "train_time": 1.0}])
 

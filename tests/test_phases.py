@@ -1,18 +1,28 @@
 import pytest
 
-from coarse2fine.phases import Phase, build_phases, parse_schedule, schedule_name
+from coarse2fine.phases import Phase, build_phases, parse_schedule, restart_schedule, schedule_name
 
 
-@pytest.mark.parametrize("text,expected", [("1", (1,)), ("4-1", (4, 1)), ("2-1", (2, 1)), ("4-2-1", (4, 2, 1)), ("8>4>1", (8, 4, 1))])
+@pytest.mark.parametrize("text,expected", [
+    ("1", (1,)), ("4-1", (4, 1)), ("2-1", (2, 1)), ("4-2-1", (4, 2, 1)), ("8>4>1", (8, 4, 1)),
+    ("1-1", (1, 1)), ("1-1-1", (1, 1, 1)), ("2-2-1", (2, 2, 1)),
+])
 def test_parse_schedule(text, expected):
     assert parse_schedule(text) == expected
     assert parse_schedule(schedule_name(expected)) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "4", "1-4", "4-4-1", "a-1", "0-1", "4-2"])
+@pytest.mark.parametrize("bad", ["", "4", "1-4", "2-4-1", "1-2-1", "a-1", "0-1", "4-2", "1-1-2"])
 def test_parse_schedule_rejects(bad):
     with pytest.raises(ValueError):
         parse_schedule(bad)
+
+
+def test_restart_schedule_keeps_the_phases_at_full_resolution():
+    assert restart_schedule((4, 1)) == (1, 1) and restart_schedule((4, 2, 1)) == (1, 1, 1)
+    # The default split depends only on the number of phases: a restart control has the epochs of its schedule.
+    assert [p.epochs for p in build_phases("1-1", 40)] == [p.epochs for p in build_phases("4-1", 40)] == [10, 40]
+    assert [p.epochs for p in build_phases("1-1-1", 20)] == [p.epochs for p in build_phases("4-2-1", 20)] == [3, 3, 20]
 
 
 def test_paper_phase_lengths():

@@ -98,6 +98,10 @@ def test_killed_run_resumes_to_identical_weights(references, tmp_path, arch, pha
     b = json.loads((reference / "log.json").read_text())["records"]
     metric = "masked_acc" if arch.startswith("ssast") else "acc"
     assert [(r["epoch"], r["train_loss"], r[metric], r["train_flops"]) for r in a] == [(r["epoch"], r["train_loss"], r[metric], r["train_flops"]) for r in b]
+    # The carried-over model's evaluation at the phase change survives the kill (checkpointed, or made again).
+    entries = [[p["entry_metrics"] for p in json.loads((d / "log.json").read_text())["phases"]]
+               for d in (tmp_path, reference)]
+    assert entries[0] == entries[1] and entries[0][1] and not entries[0][0]
     assert not (tmp_path / "checkpoint.safetensors").exists()
 
 

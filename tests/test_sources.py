@@ -117,6 +117,39 @@ def test_crossval_runs_every_fold(tmp_path, capsys):
     assert main(["crossval", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2  # no {fold} in the paths
 
 
+def test_crossval_with_methods_controls_and_seeds_is_one_command(tmp_path, capsys):
+    from coarse2fine.cli import main
+
+    for fold in (1, 2):
+        train, val, labels = _make_set(tmp_path / f"f{fold}", bad=False)
+        train.rename(tmp_path / f"train_{fold}.json")
+        val.rename(tmp_path / f"val_{fold}.json")
+    args = ["data.kind=manifest", f"data.train={tmp_path}/train_{{fold}}.json",
+            f"data.val={tmp_path}/val_{{fold}}.json", f"data.label_csv={labels}", "data.clip_seconds=0.5",
+            "features.target_length=64", "train.epochs=1", "train.batch_size=4", "train.threads=1",
+            "c2f.phase_epochs=[1, 1]"]
+    sets = [a for s in args for a in ("--set", s)]
+    out = tmp_path / "cv"
+    assert main(["crossval", "demo", "--folds", "2", "--methods", "fshift", "--schedules", "2-1", "--controls",
+                 "restart", "--seeds", "2", "--out", str(out), "--quiet", *sets]) == 0
+    printed = capsys.readouterr().out
+    rows = (out / "crossval.csv").read_text().splitlines()
+    assert rows[0] == "Setting,Seeds,Fold 1,Fold 2,Acc mean over folds (± std),Paired gain by fold (95 % CI)"
+    assert [r.split(",")[0] for r in rows[1:]] == ["Baseline", "Restart 11 (control)", "Fshift 21"]
+    assert all(r.split(",")[1] == "2" for r in rows[1:])
+    for fold in (1, 2):  # each fold is an experiment with its own report
+        assert (out / f"fold{fold}" / "restart_11_s1" / "log.json").exists()
+        assert (out / f"fold{fold}" / "savings.md").exists() and (out / f"fold{fold}" / "kept.csv").exists()
+    assert "== 2 folds ==" in printed and "ESC-50's convention" in printed
+    # Without --methods: the one setting per fold and seed; controls then have nothing to control.
+    assert main(["crossval", "demo", "--folds", "2", "--seeds", "2", "--out", str(tmp_path / "one"), "--quiet", *sets,
+                 "--set", "c2f.schedule=1", "--set", "c2f.phase_epochs=null"]) == 0
+    assert (tmp_path / "one" / "fold2_s1" / "log.json").exists()
+    assert "± " in (tmp_path / "one" / "folds.csv").read_text().splitlines()[1]  # mean ± std over the fold's seeds
+    assert main(["crossval", "demo", "--folds", "2", "--controls", "restart", "--out", str(tmp_path / "x"), "--quiet",
+                 *sets]) == 2
+
+
 def test_fsdd_without_a_root_is_a_clear_error():
     with pytest.raises(ValueError, match="needs data.root"):
         load_splits(load_config("fsdd_digits-cpu", ["data.root=null"]))

@@ -262,7 +262,9 @@ def epoch_records(rows: Iterable[RecordRow], metric: str = "acc") -> list[EpochR
     * ``(epoch, R, metric value, FLOPs, seconds)`` tuples: the epoch's own training FLOPs and
       seconds (the cumulative sums are added up here; a new phase starts where R changes);
     * dicts with ``epoch``, ``R``, ``metric``'s value and ``train_flops`` / ``train_time`` (or
-      ``flops`` / ``time``), or a run log's full records (with ``cum_flops`` / ``cum_time``);
+      ``flops`` / ``time``), and optionally ``phase`` (0-based; needed where a phase change keeps
+      R, as in the restart control ``1-1``), or a run log's full records (with ``cum_flops`` /
+      ``cum_time``);
     * :class:`~coarse2fine.training.records.EpochRecord` (kept as they are).
     """
     out: list[EpochRecord] = []
@@ -275,8 +277,9 @@ def epoch_records(rows: Iterable[RecordRow], metric: str = "acc") -> list[EpochR
             out.append(EpochRecord.from_dict(row))
             continue
         epoch, R, value, flops, seconds = _row_values(row, metric, i)
-        if R != last_R:
-            phase, last_R, phase_epoch = phase + 1, R, 0
+        given = int(row["phase"]) if isinstance(row, Mapping) and "phase" in row else None
+        if (R != last_R) if given is None else (given != phase):
+            phase, last_R, phase_epoch = (phase + 1 if given is None else given), R, 0
         phase_epoch += 1
         cum_flops += flops
         cum_time += seconds

@@ -1,7 +1,12 @@
 """Coarse-to-fine schedules: which factor R each phase uses and for how many epochs.
 
 A schedule is written as the factors joined by dashes, coarsest first, ending at full resolution:
-``"1"`` (the baseline), ``"4-1"``, ``"2-1"``, ``"4-2-1"``. By the paper's rule the initial phases
+``"1"`` (the baseline), ``"4-1"``, ``"2-1"``, ``"4-2-1"``. Each dash is a phase change, where the
+model carries its weights over and the optimizer and LR schedule start again, so a factor may
+repeat: ``"1-1"`` and ``"1-1-1"`` train at full resolution throughout with the resets of a two- or
+three-phase run (the *restart control* of ``"4-1"`` and ``"4-2-1"``: the same phases, epochs and
+resets without the coarse input), and ``"2-2-1"`` resets once inside the coarse part. Factors never
+grow (``"1-4"`` is refused: fine to coarse is not this method). By the paper's rule the initial phases
 together take about 25 % of the baseline's epochs in a two-phase schedule and about 30 % in a
 longer one (split evenly between them), and the final phase gets the baseline's full budget so the
 run can be judged both "at the first epoch that beats the baseline" and "trained to convergence".
@@ -22,7 +27,8 @@ class Phase:
 
 
 def parse_schedule(text: str | int | Sequence[int]) -> tuple[int, ...]:
-    """Parse ``"4-2-1"`` (or ``[4, 2, 1]``) into factors; they must not increase and end at 1."""
+    """Parse ``"4-2-1"`` (or ``[4, 2, 1]``) into factors: positive, never increasing (a factor may
+    repeat: ``"1-1"``), ending at 1."""
     if isinstance(text, int):
         factors: tuple[int, ...] = (text,)
     elif isinstance(text, str):
@@ -39,14 +45,21 @@ def parse_schedule(text: str | int | Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"schedule {text!r}: factors must be positive integers")
     if factors[-1] != 1:
         raise ValueError(f"schedule {text!r}: the last phase must be full resolution (factor 1)")
-    if any(a <= b for a, b in zip(factors, factors[1:])):
-        raise ValueError(f"schedule {text!r}: factors must strictly decrease (coarse to fine)")
+    if any(a < b for a, b in zip(factors, factors[1:])):
+        raise ValueError(f"schedule {text!r}: factors must not increase (coarse to fine; a factor may repeat, "
+                         "as in '1-1')")
     return factors
 
 
 def schedule_name(factors: Sequence[int]) -> str:
     """``(4, 2, 1)`` -> ``"4-2-1"``."""
     return "-".join(str(f) for f in factors)
+
+
+def restart_schedule(factors: Sequence[int]) -> tuple[int, ...]:
+    """The restart control of a schedule: as many phases, all at full resolution (``(4, 1)`` ->
+    ``(1, 1)``)."""
+    return (1,) * len(factors)
 
 
 def default_initial_fraction(num_phases: int) -> float:

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from coarse2fine.data.sources import count_classes
 from coarse2fine.experiments.grid import calibrate_runs
+from coarse2fine.experiments.settings import parse_controls
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,27 @@ def add_grid_options(p: argparse.ArgumentParser) -> None:
                    help="also time each phase's real step in N interleaved rounds for a calibrated time save "
                         "(0, the default: wall and median-step time, both measured in the runs)")
     p.add_argument("--recalibrate", action="store_true", help="calibrate again even when calibration.json covers the runs")
+
+
+def add_evidence_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that compare settings: controls and seeds (they override the
+    config's ``experiment.controls`` and ``experiment.seeds``)."""
+    p.add_argument("--controls", default=None,
+                   help="comma-separated controls to train beside the variants: restart (the variants' phases, epochs "
+                        "and resets, all at R = 1), equal-epochs (the baseline trained as many epochs as the longest "
+                        "variant), all or none (default: experiment.controls of the config, none)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="train every setting with N seeds (train.seed varied) and report mean ± std, the paired gain "
+                        "with a bootstrap interval and mean curves (default: experiment.seeds of the config, 1)")
+
+
+def evidence(cfg, args) -> tuple[list[str], int]:
+    """The controls and the number of seeds: ``--controls`` / ``--seeds``, else the config's."""
+    controls = parse_controls(args.controls) if args.controls is not None else list(cfg.experiment.controls)
+    seeds = args.seeds if args.seeds is not None else cfg.experiment.seeds
+    if seeds < 1:
+        raise ValueError(f"--seeds: at least 1, got {seeds}")
+    return controls, seeds
 
 
 def add_run_options(p: argparse.ArgumentParser, methods: Sequence[str], out_help: str) -> None:

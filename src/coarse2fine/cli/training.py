@@ -8,9 +8,10 @@ from pathlib import Path
 from coarse2fine import atomic
 from coarse2fine.cli.options import (
     add_common,
+    add_evidence_options,
     add_grid_options,
     add_run_options,
-    calibrated,
+    evidence,
     run_overrides,
 )
 from coarse2fine.compression import METHODS
@@ -19,10 +20,12 @@ from coarse2fine.config import (
 )
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import (
+    SettingRuns,
     Variant,
     cross_validate,
+    cross_validate_settings,
     parse_methods,
-    run_experiment,
+    run_settings,
     variant_config,
 )
 from coarse2fine.experiments.pretraining import (
@@ -31,17 +34,13 @@ from coarse2fine.experiments.pretraining import (
     comparison_rows,
     write_comparison,
 )
+from coarse2fine.experiments.settings import experiment_settings
+from coarse2fine.experiments.tables import ExperimentReport, calibrate_settings, write_experiment
 from coarse2fine.phases import parse_schedule
-from coarse2fine.report.plots import phase_rows, write_report
-from coarse2fine.report.savings import (
-    best_coarse_value,
-    best_value,
-    busy_runs,
-    format_table,
-    savings_table,
-    table_measures,
-    time_note,
-)
+from coarse2fine.report.kept import transfers
+from coarse2fine.report.savings import best_coarse_value, best_value, format_table
+from coarse2fine.report.seeds import fold_table, format_spread
+from coarse2fine.report.stats import mean, sample_std
 from coarse2fine.training.loop import RunResult, train_run
 
 log = logging.getLogger("coarse2fine")
@@ -54,14 +53,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--schedule", default="4-1", help="coarse-to-fine schedule, e.g. 4-1, 2-1, 4-2-1 (default 4-1)")
     p.add_argument("--methods", default="all", help="comma-separated: fshift,avgpool,maxpool,patch-bl,patch-pi or all")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    add_evidence_options(p)
     add_grid_options(p)
     add_common(p)
 
-    p = sub.add_parser("experiment", help="baseline plus methods x schedules on a config's dataset")
+    p = sub.add_parser("experiment",
+                       help="baseline plus methods x schedules (and controls, seeds) on a config's dataset")
     p.add_argument("config", help="preset name or YAML path")
     p.add_argument("--schedules", default="4-1", help="comma-separated schedules, e.g. 4-1,2-1,4-2-1")
     p.add_argument("--methods", default="all", help="comma-separated methods or all")
     p.add_argument("--out", required=True, help="output folder")
+    add_evidence_options(p)
     add_grid_options(p)
     add_common(p)
 
@@ -82,44 +84,65 @@ def add_parsers(sub) -> None:
     add_grid_options(p)
     add_common(p)
 
-    p = sub.add_parser("crossval", help="k-fold cross-validation (ESC-50 style): {fold} in data.train/data.val")
+    p = sub.add_parser("crossval", help="k-fold cross-validation (ESC-50 style): one setting, or with --methods an "
+                                        "experiment (baseline, variants, controls) per fold; mean over folds")
     p.add_argument("config", help="preset name or YAML path")
     p.add_argument("--folds", type=int, default=5, help="number of folds, numbered from 1 (default 5)")
-    p.add_argument("--schedule", help="override c2f.schedule (1 = baseline)")
-    p.add_argument("--out", required=True, help="output folder (one run folder per fold)")
+    p.add_argument("--schedule",
+                   help="override c2f.schedule (1 = baseline) of the one setting trained without --methods")
+    p.add_argument("--methods", help="comma-separated methods or all: per fold the baseline, these methods x "
+                                     "--schedules and the --controls, each with --seeds seeds")
+    p.add_argument("--schedules", default="4-1", help="with --methods: comma-separated schedules (default 4-1)")
+    p.add_argument("--out", required=True, help="output folder (one run folder per fold and seed, or one experiment "
+                                                "folder per fold)")
+    add_evidence_options(p)
+    add_grid_options(p)
     add_common(p)
 
 
-def _print_experiment(base_records, runs: dict, metric: str, out_root: Path, title: str) -> None:
-    write_report(out_root, base_records, runs, metric, title)
-    print(format_table(savings_table("Baseline", base_records, runs, metric), "text"), end="")
-    print(time_note(table_measures([base_records, *runs.values()]), busy_runs({"Baseline": base_records, **runs})))
-    print("Measured FLOPs and time per training epoch, by phase (ratios to the baseline's epoch):")
-    print(format_table(phase_rows(base_records, runs), "text"))
-    print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv, metric_vs_flops.png, metric_vs_time.png")
+def _variants(schedules: str, methods: str) -> list[Variant]:
+    names = [s.strip() for s in schedules.split(",") if s.strip()]
+    for s in names:
+        parse_schedule(s)
+    return [Variant(m, s) for s in names for m in parse_methods(methods)]
+
+
+def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, title: str) -> ExperimentReport:
+    """Calibrate (``--calibrate-rounds``), write and print an experiment's report."""
+    records = calibrate_settings(done, splits.train.num_classes, args.calibrate_rounds, out_root / "calibration.json",
+                                 splits.train, args.recalibrate)
+    report = write_experiment(out_root, done, records, metric, title)
+    print(format_table(report.rows, "text"), end="")
+    print("\n".join(report.notes))
+    if report.kept:
+        print("\nWhat the transfer keeps at each phase change (the carried-over model evaluated before it trains):")
+        print(format_table(report.kept, "text"), end="")
+    print("\nMeasured FLOPs and time per training epoch, by phase (ratios to the baseline's epoch):")
+    print(format_table(report.phases, "text"))
+    print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv{', kept.csv' if report.kept else ''}, "
+          "metric_vs_flops.png, metric_vs_time.png")
+    return report
 
 
 def cmd_experiment(args) -> int:
-    """``demo`` and ``experiment``: the baseline plus every method x schedule, and the tables."""
+    """``demo`` and ``experiment``: the baseline, the controls and every method x schedule, with
+    every seed, and the tables."""
     cfg = load_config(args.config, args.overrides)
-    schedules = [args.schedule] if args.command == "demo" else [s.strip() for s in args.schedules.split(",")]
-    for s in schedules:
-        parse_schedule(s)
-    variants = [Variant(m, s) for s in schedules for m in parse_methods(args.methods)]
+    controls, seeds = evidence(cfg, args)
+    variants = _variants(args.schedule if args.command == "demo" else args.schedules, args.methods)
     out_root = Path(args.out)
     splits = load_splits(cfg)
-    baseline, results = run_experiment(cfg, variants, out_root, splits, progress=not args.quiet, reuse=not args.fresh)
-    configs = [variant_config(cfg, None), *(variant_config(cfg, v) for v in variants)]
-    records = calibrated(configs, [baseline.records, *(r.records for r in results.values())], splits.train.num_classes,
-                         args.calibrate_rounds, out_root / "calibration.json", splits.train, args.recalibrate)
-    runs = dict(zip(results, records[1:]))
-    _print_experiment(records[0], runs, cfg.train.metric, out_root, f"{cfg.name}: baseline vs {', '.join(schedules)}")
+    done = run_settings(experiment_settings(cfg, variants, controls), out_root, splits, seeds, progress=not args.quiet,
+                        reuse=not args.fresh)
+    schedules = ", ".join(dict.fromkeys(v.schedule for v in variants))
+    _report(args, done, splits, cfg.train.metric, out_root,
+            f"{cfg.name}: baseline vs {schedules}" + (f", {seeds} seeds" if seeds > 1 else ""))
     return 0
 
 
 def _train_one(args, cfg) -> RunResult:
-    """Train one run into ``--out`` and print what happened and its best metric (the final
-    phase's; the best of the coarse phases beside it)."""
+    """Train one run into ``--out`` and print what happened, its best metric (the final phase's;
+    the best of the coarse phases beside it) and what each phase change kept."""
     result = train_run(cfg, load_splits(cfg), args.out, progress=not args.quiet, resume=True, fresh=args.fresh)
     metric = cfg.train.metric
     what = {"trained": "trained", "resumed": "resumed from its checkpoint and finished",
@@ -128,6 +151,9 @@ def _train_one(args, cfg) -> RunResult:
     also = f" (coarse phases: {coarse:.4f})" if coarse is not None else ""
     print(f"{cfg.name}: {what}; best {metric} {best_value(result.records, metric):.4f} in the final phase{also}; "
           f"logs in {result.out_dir}")
+    for t in transfers(result.records, result.phases, metric):
+        print(f"  phase {t.phase} -> {t.phase + 1} (R={t.R_from} -> R={t.R_to}): {metric} {t.before:.4f} at the end of "
+              f"phase {t.phase}, {t.after:.4f} carried over before training (kept {t.kept:.2f})")
     return result
 
 
@@ -162,17 +188,57 @@ def cmd_pretrain_experiment(args) -> int:
 
 
 def cmd_crossval(args) -> int:
-    cfg = load_config(args.config, run_overrides(args))
-    results = cross_validate(cfg, range(1, args.folds + 1), args.out, progress=not args.quiet)
+    """``crossval``: one setting per fold and seed (``folds.csv``), or with ``--methods`` an
+    experiment per fold (its own report in ``fold<N>/``) and the table over folds
+    (``crossval.md`` / ``crossval.csv``: each fold's seed-mean best, the mean over folds)."""
+    if args.methods is None:
+        return _crossval_one(args)
+    if args.schedule:
+        raise ValueError("crossval: --schedule sets the one setting trained without --methods; with --methods give "
+                         "--schedules")
+    cfg = load_config(args.config, args.overrides)
+    controls, seeds = evidence(cfg, args)
+    variants = _variants(args.schedules, args.methods)
+    out_root = Path(args.out)
+    folds = range(1, args.folds + 1)
     metric = cfg.train.metric
-    best = {fold: best_value(res.records, metric) for fold, res in results.items()}
-    rows = [{"fold": str(f), f"best {metric}": f"{v:.4f}"} for f, v in best.items()]
-    values = list(best.values())
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-    rows.append({"fold": "mean", f"best {metric}": f"{mean:.4f} +/- {std:.4f}"})
+    by_fold = {}
+    for f in cross_validate_settings(cfg, variants, controls, folds, out_root, seeds, progress=not args.quiet,
+                                     reuse=not args.fresh):
+        print(f"\n== fold {f.fold} ==")
+        _report(args, f.settings, f.splits, metric, out_root / f"fold{f.fold}", f"{cfg.name}, fold {f.fold}")
+        by_fold[f.fold] = {d.setting.label: [r.records for r in d.runs] for d in f.settings}
+    rows = fold_table(by_fold, "Baseline", metric)
+    note = (f"{len(folds)} folds x {seeds} seed(s). Fold columns: each fold's best in the final phase, the mean over "
+            "its seeds; mean over folds ± sample std (n - 1) over folds (ESC-50's convention); paired gain: the mean "
+            "over folds of (setting - baseline) per fold, with its 95 % percentile bootstrap interval over folds.")
+    atomic.write_text(out_root / "crossval.csv", format_table(rows, "csv"))
+    atomic.write_text(out_root / "crossval.md", f"# {cfg.name}: cross-validation over {len(folds)} folds\n\n"
+                      + format_table(rows, "markdown") + f"\n{note}\n")
+    print(f"\n== {len(folds)} folds ==")
+    print(format_table(rows, "text"), end="")
+    print(note)
+    print(f"Table in {out_root}: crossval.md, crossval.csv; each fold's report in fold<N>/")
+    return 0
+
+
+def _crossval_one(args) -> int:
+    """One setting (the config's schedule and method) per fold and seed: ``folds.csv``."""
+    cfg = load_config(args.config, run_overrides(args))
+    controls, seeds = evidence(cfg, args)
+    if controls:
+        raise ValueError(f"crossval: controls ({', '.join(controls)}) need the variants they control: give --methods")
+    results = cross_validate(cfg, range(1, args.folds + 1), args.out, progress=not args.quiet, seeds=seeds,
+                             reuse=not args.fresh)
+    metric = cfg.train.metric
+    best = {fold: [best_value(r.records, metric) for r in runs] for fold, runs in results.items()}
+    rows = [{"fold": str(f), f"best {metric}": format_spread(mean(v), sample_std(v), metric)} for f, v in best.items()]
+    values = [mean(v) for v in best.values()]
+    rows.append({"fold": "mean", f"best {metric}": format_spread(mean(values), sample_std(values), metric)})
     atomic.write_text(Path(args.out) / "folds.csv", format_table(rows, "csv"))
-    print(format_table(rows, "text"))
+    print(format_table(rows, "text"), end="")
+    over_seeds = f", mean ± sample std over {seeds} seeds per fold" if seeds > 1 else ""
+    print(f"Best {metric} in the final phase{over_seeds}; mean: over folds ± sample std (n - 1) over folds.")
     return 0
 
 

@@ -2,7 +2,8 @@
 command line, checked when loaded.
 
 A config has the sections ``data``, ``features``, ``model``, ``train`` (with ``train.optim``),
-``augment``, ``c2f`` and ``pretrain`` (:mod:`.sections`, every key with its type and limits);
+``augment``, ``c2f``, ``pretrain`` and ``experiment`` (an experiment's controls and seeds)
+(:mod:`.sections`, every key with its type and limits);
 :class:`RunConfig` holds them and says what each phase is (:meth:`RunConfig.phase`, :mod:`.run`);
 :func:`load_config` reads presets and files (:mod:`.files`). Everything a run would otherwise trip
 over later is checked at load: unknown keys, types (an integer key takes no ``2.5``, a list key
@@ -28,6 +29,7 @@ from coarse2fine.config.sections import (
     AugmentConfig,
     C2FConfig,
     DataConfig,
+    ExperimentConfig,
     FeatureConfig,
     ModelConfig,
     OptimConfig,
@@ -36,7 +38,8 @@ from coarse2fine.config.sections import (
 )
 
 __all__ = [
-    "FRONTENDS", "AugmentConfig", "C2FConfig", "DataConfig", "FeatureConfig", "ModelConfig", "OptimConfig", "PhaseSetup",
-    "PretrainConfig", "RunConfig", "TrainConfig", "apply_overrides", "choice", "config_delta", "config_from_dict",
-    "config_reference", "config_yaml", "load_config", "preset_names", "read_yaml", "resolve_extends", "save_config",
+    "FRONTENDS", "AugmentConfig", "C2FConfig", "DataConfig", "ExperimentConfig", "FeatureConfig", "ModelConfig",
+    "OptimConfig", "PhaseSetup", "PretrainConfig", "RunConfig", "TrainConfig", "apply_overrides", "choice",
+    "config_delta", "config_from_dict", "config_reference", "config_yaml", "load_config", "preset_names", "read_yaml",
+    "resolve_extends", "save_config",
 ]

@@ -23,6 +23,7 @@ from coarse2fine.config.sections import (
     AugmentConfig,
     C2FConfig,
     DataConfig,
+    ExperimentConfig,
     FeatureConfig,
     ModelConfig,
     OptimConfig,
@@ -72,6 +73,7 @@ class RunConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     c2f: C2FConfig = field(default_factory=C2FConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -168,6 +170,11 @@ class RunConfig:
     def baseline(self, name: str = "baseline") -> RunConfig:
         """This config's baseline: the full-resolution schedule ``1`` with ``train.epochs`` epochs."""
         return self.replace({"name": name, "c2f.schedule": "1", "c2f.phase_epochs": None, "c2f.phase_steps": None})
+
+    def run_only(self) -> RunConfig:
+        """This config without its experiment-level settings (``experiment`` at its defaults): what
+        a run trained by an experiment stores, so that the run does not depend on the experiment."""
+        return self.replace({"experiment": dataclasses.asdict(ExperimentConfig())})
 
 
 def check_frames_seen(cfg: RunConfig, setups: list[PhaseSetup]) -> None:

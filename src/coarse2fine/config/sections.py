@@ -311,7 +311,13 @@ class AugmentConfig(Section):
 
 @dataclass(frozen=True)
 class C2FConfig(Section):
-    """Coarse-to-fine settings: schedule (``1`` = baseline), method, phase lengths, when to switch.
+    """Coarse-to-fine settings: schedule (``1`` = baseline; a factor may repeat, ``1-1`` being the
+    restart control of ``4-1``), method, phase lengths, when to switch.
+
+    ``eval_on_entry``: at every phase change, evaluate the carried-over model once at the new
+    phase's resolution before it trains (what the transfer keeps; ``entry_metrics`` of the run's
+    phases in ``log.json``). It never changes training (its random draws are forked off) and its
+    time counts as evaluation time, not training time.
 
     ``coarse_batch``: ``same`` (every phase trains at ``train.batch_size``) or ``scale`` (a phase
     at factor R trains at R x the batch, with the learning rate scaled by ``lr_scaling``: ``sqrt``
@@ -341,6 +347,7 @@ class C2FConfig(Section):
     lr_scaling: str = key("sqrt", choices=("sqrt", "linear"))
     planned_flops: float = key(0.0, minimum=0)
     planned_seconds: float = key(0.0, minimum=0)
+    eval_on_entry: bool = True
 
     def check(self) -> None:
         try:
@@ -358,6 +365,30 @@ class C2FConfig(Section):
                              f"{self.schedule}, summing to 1")
         if self.initial_fraction is not None and not 0 < self.initial_fraction < 1:
             raise ValueError(f"c2f.initial_fraction: must be in (0, 1), got {self.initial_fraction}")
+
+
+CONTROLS = ("restart", "equal-epochs")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(Section):
+    """What ``experiment`` and ``crossval`` add to the baseline and the coarse-to-fine variants
+    (the ``--controls`` and ``--seeds`` options set the same): ``controls`` (``restart``: each
+    variant's phases, epochs and resets, all at R = 1; ``equal-epochs``: the baseline trained for
+    as many epochs as the longest variant) and ``seeds`` (every setting trained with that many
+    seeds of ``train.seed``: data order, initialisation, augmentation). They describe the
+    experiment, not a run: each run's own config holds the defaults, so a run is the same run
+    whichever experiment trains it (and a finished one is reused)."""
+
+    prefix: ClassVar[str] = "experiment"
+    controls: list[str] = key(factory=list)
+    seeds: int = key(1, minimum=1)
+
+    def check(self) -> None:
+        for c in self.controls:
+            choice("experiment.controls", c, CONTROLS)
+        if len(set(self.controls)) != len(self.controls):
+            raise ValueError(f"experiment.controls: each control once, got {self.controls}")
 
 
 @dataclass(frozen=True)

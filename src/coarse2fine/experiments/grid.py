@@ -1,8 +1,10 @@
-"""Experiments: a baseline plus coarse-to-fine variants on one dataset, and their comparison.
+"""Experiments: a baseline plus coarse-to-fine variants (and controls) on one dataset, trained
+with one or more seeds, and cross-validation over folds.
 
-A variant is a method string (``fshift``, ``avgpool``, ``maxpool``, ``patch-bl``, ``patch-pi``)
-with a schedule (``4-1``, ``2-1``, ``4-2-1``...). Each run lives in ``out_root/<run name>``; a run
-whose log says it finished with the same config is reused instead of trained again.
+What is trained is decided in :mod:`coarse2fine.experiments.settings` (the settings and their
+seeds); here they are trained. Each run lives in ``out_root/<run name>`` (``<run name>_s<k>`` for
+seed k > 0); a run whose log says it finished with the same config is reused instead of trained
+again, and an interrupted one continues from its checkpoint (:func:`~coarse2fine.training.loop.train_run`).
 """
 
 from __future__ import annotations
@@ -11,13 +13,22 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from coarse2fine import atomic
-from coarse2fine.compression import Compression
 from coarse2fine.config import RunConfig
 from coarse2fine.data.datasets import ClipDataset, DataSplits
 from coarse2fine.data.sources import load_splits
+from coarse2fine.experiments.settings import (
+    VARIANTS,
+    Setting,
+    Variant,
+    experiment_settings,
+    parse_methods,
+    seed_config,
+    seed_folder,
+    variant_config,
+)
 from coarse2fine.report.savings import Records
 from coarse2fine.report.timing import Calibration, calibrate, calibrated_records, phase_key
 from coarse2fine.training.loop import RunResult, train_run
@@ -25,52 +36,40 @@ from coarse2fine.training.records import EpochRecord
 
 log = logging.getLogger(__name__)
 
-VARIANTS: dict[str, tuple[str, str]] = {
-    "fshift": ("fshift", "pi"),
-    "avgpool": ("avgpool", "pi"),
-    "maxpool": ("maxpool", "pi"),
-    "patch-bl": ("patch", "bilinear"),
-    "patch-pi": ("patch", "pi"),
-}
+__all__ = [
+    "VARIANTS", "FoldRuns", "SettingRuns", "Variant", "calibrate_runs", "cross_validate", "cross_validate_settings",
+    "fold_config", "parse_methods", "run_experiment", "run_settings", "variant_config",
+]
 
 
+@dataclass
+class SettingRuns:
+    """A setting and its runs, one per seed (seed 0 first)."""
 
-@dataclass(frozen=True)
-class Variant:
-    """One coarse-to-fine setting: method string and schedule."""
+    setting: Setting
+    runs: list[RunResult]
 
-    method: str
-    schedule: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}_{self.schedule.replace('-', '')}"
-
-    @property
-    def label(self) -> str:
-        """Paper-style label, e.g. ``Fshift 41``."""
-        method, resize = VARIANTS[self.method]
-        return f"{Compression(method, patch_resize=resize).label} {self.schedule.replace('-', '')}"
+    def configs(self) -> list[RunConfig]:
+        """The config of each seed's run."""
+        return [seed_config(self.setting.config, k) for k in range(len(self.runs))]
 
 
-def parse_methods(text: str | Sequence[str]) -> list[str]:
-    """``"fshift,patch-pi"`` -> validated list of method strings (``all`` = every method)."""
-    items = [m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip()]
-    if items == ["all"]:
-        return list(VARIANTS)
-    unknown = [m for m in items if m not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)} or 'all'")
-    return items
-
-
-def variant_config(base: RunConfig, variant: Variant | None) -> RunConfig:
-    """The config of the baseline (``variant=None``) or of one coarse-to-fine variant."""
-    if variant is None:
-        return base.baseline()
-    method, resize = VARIANTS[variant.method]
-    return base.replace({"name": variant.name, "c2f.schedule": variant.schedule, "c2f.method": method,
-                         "c2f.patch_resize": resize})
+def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: DataSplits | None = None, seeds: int = 1,
+                 progress: bool = True, reuse: bool = True) -> list[SettingRuns]:
+    """Train every setting with ``seeds`` seeds into ``out_root`` (see :func:`seed_folder`), seed
+    by seed (every setting's seed 0 first, so an interrupted experiment has whole seeds); finished
+    runs are reused and interrupted ones continue (``reuse``; without it every run starts over)."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    out_root = Path(out_root)
+    splits = splits if splits is not None else load_splits(settings[0].config)
+    done = [SettingRuns(s, []) for s in settings]
+    for k in range(seeds):
+        for entry in done:
+            cfg = seed_config(entry.setting.config, k)
+            entry.runs.append(train_run(cfg, splits, seed_folder(out_root, entry.setting.name, k), progress=progress,
+                                        resume=reuse, fresh=not reuse))
+    return done
 
 
 def run_experiment(
@@ -81,22 +80,11 @@ def run_experiment(
     progress: bool = True,
     reuse: bool = True,
 ) -> tuple[RunResult, dict[str, RunResult]]:
-    """Train the baseline and every variant into ``out_root/<run name>``; returns (baseline,
-    {label: result}). A finished run of the same config there is reused and an interrupted one
-    continues from its checkpoint (``reuse``; without it every run starts over)."""
-    out_root = Path(out_root)
-    splits = splits if splits is not None else load_splits(base)
-    results: dict[str, RunResult] = {}
-    baseline: RunResult | None = None
-    for variant in [None, *variants]:
-        cfg = variant_config(base, variant)
-        result = train_run(cfg, splits, out_root / cfg.name, progress=progress, resume=reuse, fresh=not reuse)
-        if variant is None:
-            baseline = result
-        else:
-            results[variant.label] = result
-    assert baseline is not None
-    return baseline, results
+    """Train the baseline and every variant (one seed, no controls) into ``out_root/<run name>``;
+    returns (baseline, {label: result}). A finished run of the same config there is reused and an
+    interrupted one continues from its checkpoint (``reuse``; without it every run starts over)."""
+    done = run_settings(experiment_settings(base, variants), out_root, splits, 1, progress, reuse)
+    return done[0].runs[0], {d.setting.label: d.runs[0] for d in done[1:]}
 
 
 def fold_config(base: RunConfig, fold: int) -> RunConfig:
@@ -111,14 +99,41 @@ def fold_config(base: RunConfig, fold: int) -> RunConfig:
                          "data.val": base.data.val.replace("{fold}", str(fold))})
 
 
-def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, progress: bool = True) -> dict[int, RunResult]:
-    """Train ``base`` (its schedule and method) once per fold into ``out_root/fold<N>``; finished
-    folds are reused and an interrupted fold continues from its checkpoint."""
-    results = {}
+def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, progress: bool = True, seeds: int = 1,
+                   reuse: bool = True) -> dict[int, list[RunResult]]:
+    """Train ``base`` (its schedule and method) once per fold and seed into ``out_root/fold<N>``
+    (``fold<N>_s<k>`` for seed k > 0); finished runs are reused and an interrupted one continues
+    from its checkpoint. Returns each fold's runs, one per seed."""
+    results: dict[int, list[RunResult]] = {}
+    plain = base.run_only()
+    for fold in folds:
+        cfg = fold_config(plain, fold)
+        splits = load_splits(cfg)
+        results[fold] = [train_run(seed_config(cfg, k), splits, seed_folder(out_root, f"fold{fold}", k),
+                                   progress=progress, resume=reuse, fresh=not reuse) for k in range(seeds)]
+    return results
+
+
+@dataclass
+class FoldRuns:
+    """One fold of a cross-validated experiment: its number, its data and its settings' runs."""
+
+    fold: int
+    splits: DataSplits
+    settings: list[SettingRuns]
+
+
+def cross_validate_settings(base: RunConfig, variants: Sequence[Variant], controls: Sequence[str], folds: Sequence[int],
+                            out_root: str | Path, seeds: int = 1, progress: bool = True,
+                            reuse: bool = True) -> Iterator[FoldRuns]:
+    """An experiment (baseline, ``controls``, ``variants``, ``seeds`` seeds each) per fold, in
+    ``out_root/fold<N>/``, yielded fold by fold as each finishes (one fold's data in memory at a
+    time)."""
     for fold in folds:
         cfg = fold_config(base, fold)
-        results[fold] = train_run(cfg, load_splits(cfg), Path(out_root) / f"fold{fold}", progress=progress)
-    return results
+        splits = load_splits(cfg)
+        yield FoldRuns(fold, splits, run_settings(experiment_settings(cfg, variants, controls),
+                                                  Path(out_root) / f"fold{fold}", splits, seeds, progress, reuse))
 
 
 def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Records], num_classes: int, rounds: int,

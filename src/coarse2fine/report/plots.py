@@ -1,17 +1,21 @@
 """Reports of an experiment: the paper's tables (Markdown, CSV) and plots of metric vs cost.
 
 ``write_report`` puts, in an experiment's folder: ``savings.md`` / ``savings.csv`` (first epoch
-that beats the baseline, and trained to convergence), ``phases.csv`` (measured FLOPs and time
-per epoch of every phase, with ratios to the baseline's), and ``metric_vs_flops.png`` /
-``metric_vs_time.png`` (every run's validation metric after each epoch, against its cumulative
-training FLOPs and its load-robust time when measured, else wall time; ``metric_vs_wall_time.png``
-beside it), the baseline's best as a dashed line.
+that beats the baseline, and trained to convergence; with several seeds, the seeds table of
+:mod:`coarse2fine.report.seeds`), ``phases.csv`` (measured FLOPs and time per epoch of every
+phase, with ratios to the baseline's), any further tables (``kept.csv``: what each phase change
+keeps), and ``metric_vs_flops.png`` / ``metric_vs_time.png`` (every run's validation metric after
+each epoch, against its cumulative training FLOPs and its load-robust time when measured, else
+wall time; ``metric_vs_wall_time.png`` beside it), the baseline's best as a dashed line; with
+several seeds the mean curves, shaded ± one standard deviation over the seeds.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import matplotlib
 
@@ -31,6 +35,17 @@ from coarse2fine.report.savings import (  # noqa: E402
 from coarse2fine.training.records import TIME_LABELS, as_records, cumulative_time, epoch_times, phase_records  # noqa: E402
 
 FRACTIONS = ("acc", "mAP", "mAUC")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A further table of a report: written as ``<stem>.csv`` and under ``heading`` in
+    ``savings.md``, followed by its ``note``."""
+
+    stem: str
+    heading: str
+    rows: Sequence[Mapping[str, str]]
+    note: str = ""
 
 
 def phase_rows(baseline: Records, runs: Mapping[str, Records]) -> list[dict[str, str]]:
@@ -58,9 +73,13 @@ def phase_rows(baseline: Records, runs: Mapping[str, Records]) -> list[dict[str,
     return rows
 
 
-def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: str, path: Path) -> None:
+def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: str, path: Path,
+              bands: Mapping[str, Sequence[float]] | None = None, title: str = "",
+              dashed: Collection[str] = ()) -> None:
     """Metric after each epoch against cumulative ``x`` (``flops`` or a time measure: ``wall``,
-    ``step``, ``calibrated``) as a PNG; dotted lines mark phase changes."""
+    ``step``, ``calibrated``) as a PNG; dotted lines mark phase changes. ``bands``: per label
+    (``Baseline`` for the baseline), a spread per epoch shaded ± around the curve (the standard
+    deviation over seeds around the mean curve); ``dashed``: labels drawn dashed (the controls)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     xlabel = "cumulative training TFLOPs" if x == "flops" else f"cumulative training {TIME_LABELS[x].lower()} (s)"
     scale = 100.0 if metric in FRACTIONS else 1.0
@@ -69,7 +88,14 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
         xs = [r.cum_flops / 1e12 for r in recs] if x == "flops" else cumulative_time(recs, x)
         ys = [scale * r.metric(metric) for r in recs]
         style = dict(color="black", linewidth=2.2) if label == "Baseline" else dict(linewidth=1.4, alpha=0.9)
+        if label in dashed:
+            style["linestyle"] = "--"
         ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)
+        spread = (bands or {}).get(label)
+        if spread is not None and len(spread) == len(ys) and not all(math.isnan(v) for v in spread):
+            lo = [y - scale * v for y, v in zip(ys, spread)]
+            hi = [y + scale * v for y, v in zip(ys, spread)]
+            ax.fill_between(xs, lo, hi, color=ax.lines[-1].get_color(), alpha=0.15, linewidth=0)
         for a, b, at in zip(recs, recs[1:], xs[1:]):
             if a.phase != b.phase:
                 ax.axvline(at, color=ax.lines[-1].get_color(), linestyle=":", linewidth=0.8, alpha=0.6)
@@ -77,6 +103,8 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
                label="Baseline best")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"validation {metric}" + (" (%)" if metric in FRACTIONS else ""))
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -86,22 +114,31 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
 
 
 def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Records], metric: str, title: str = "",
-                 notes: Sequence[str] = ()) -> str:
-    """Write tables and plots into ``out_dir``; returns the Markdown report."""
+                 notes: Sequence[str] = (), *, rows: Sequence[Mapping[str, str]] | None = None,
+                 bands: Mapping[str, Sequence[float]] | None = None, tables: Sequence[Table] = (),
+                 plot_title: str = "", dashed: Collection[str] = ()) -> str:
+    """Write tables and plots into ``out_dir``; returns the Markdown report. ``rows``: the main
+    table (default: :func:`savings_table` of ``runs``; with several seeds, the seeds table of their
+    mean curves, which ``baseline`` and ``runs`` then are); ``bands``: spreads to shade in the plots
+    (:func:`plot_runs`), ``dashed``: labels drawn dashed; ``tables``: further tables after the main one."""
     out_dir = Path(out_dir)
-    rows = savings_table("Baseline", baseline, runs, metric)
+    rows = savings_table("Baseline", baseline, runs, metric) if rows is None else rows
     prows = phase_rows(baseline, runs)
     measures = table_measures([baseline, *runs.values()])
     atomic.write_text(out_dir / "savings.csv", format_table(rows, "csv"))
     atomic.write_text(out_dir / "phases.csv", format_table(prows, "csv"))
+    for t in tables:
+        atomic.write_text(out_dir / f"{t.stem}.csv", format_table(t.rows, "csv"))
     robust = next((m for m in ("step", "calibrated") if m in measures), "wall")
     plots = [("flops", "metric_vs_flops.png"), (robust, "metric_vs_time.png")]
     if robust != "wall":
         plots.append(("wall", "metric_vs_wall_time.png"))
     for x, name in plots:
-        plot_runs(baseline, runs, metric, x, out_dir / name)
+        plot_runs(baseline, runs, metric, x, out_dir / name, bands, plot_title, dashed)
     note = time_note(measures, busy_runs({"Baseline": baseline, **runs}))
+    extra = "".join(f"## {t.heading}\n\n" + format_table(t.rows, "markdown") + (f"\n{t.note}\n" if t.note else "")
+                    + "\n" for t in tables if t.rows)
     md = ((f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + note + "\n\n"
-          + "".join(f"{n}\n\n" for n in notes) + format_table(prows, "markdown"))
+          + "".join(f"{n}\n\n" for n in notes) + extra + format_table(prows, "markdown"))
     atomic.write_text(out_dir / "savings.md", md)
     return md

@@ -41,7 +41,7 @@ from coarse2fine.training.records import (
 )
 
 Records = Sequence[EpochRecord | Mapping[str, Any]]
-_FRACTION_METRICS = frozenset({"acc", "mAP", "mAUC"})
+FRACTION_METRICS = frozenset({"acc", "mAP", "mAUC"})
 _DISPLAY = {"acc": "Acc", "d_prime": "d-prime"}
 FORMATS = ("markdown", "csv", "text")
 SPREAD_LIMIT = 2.0
@@ -236,28 +236,37 @@ def compare(
     )
 
 
-def _display_name(metric: str) -> str:
+def display_name(metric: str) -> str:
+    """The metric's name in table headers (``Acc``, ``d-prime``, ``mAP``)."""
     return _DISPLAY.get(metric, metric)
 
 
-def _shown(value: float, metric: str) -> float:
+def shown_value(value: float, metric: str) -> float:
     """The value as printed: fractions as percentages with 2 decimals, others with 3."""
-    return round(100.0 * value, 2) if metric in _FRACTION_METRICS else round(value, 3)
+    return round(100.0 * value, 2) if metric in FRACTION_METRICS else round(value, 3)
 
 
-def _fmt_value(value: float, metric: str) -> str:
-    digits = 2 if metric in _FRACTION_METRICS else 3
-    return f"{_shown(value, metric):.{digits}f}"
+def format_value(value: float, metric: str) -> str:
+    """``value`` as tables print it (fractions as percentages, 2 decimals; others 3 decimals)."""
+    digits = 2 if metric in FRACTION_METRICS else 3
+    return f"{shown_value(value, metric):.{digits}f}"
 
 
-def _fmt_delta(value: float, reference: float, metric: str) -> str:
+def format_signed(value: float, metric: str) -> str:
+    """A difference of ``metric`` values as tables print it, with its sign (``+1.25``)."""
+    digits = 2 if metric in FRACTION_METRICS else 3
+    return f"{shown_value(value, metric):+.{digits}f}"
+
+
+def format_delta(value: float, reference: float, metric: str) -> str:
     """Signed difference of the printed numbers, ``=`` when they print the same."""
-    digits = 2 if metric in _FRACTION_METRICS else 3
-    text = f"{_shown(value, metric) - _shown(reference, metric):+.{digits}f}"
+    digits = 2 if metric in FRACTION_METRICS else 3
+    text = f"{shown_value(value, metric) - shown_value(reference, metric):+.{digits}f}"
     return "=" if float(text) == 0.0 else text
 
 
-def _fmt_pct(value: float) -> str:
+def format_pct(value: float) -> str:
+    """A percentage with 2 decimals (``n/a`` for NaN)."""
     return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
@@ -268,7 +277,7 @@ def time_column(measure: str) -> str:
 
 def table_columns(metric: str, time_measures: Sequence[str] = ("wall",)) -> list[str]:
     """Column headers of :func:`savings_table` rows for ``metric``, one time column per measure."""
-    m = _display_name(metric)
+    m = display_name(metric)
     return ["Setting", f"{m} at first beat (delta)", "Beat epoch", "FLOPs save (%)",
             *(time_column(t) for t in time_measures), f"Best {m} (gain)", "Best epoch"]
 
@@ -326,19 +335,21 @@ def savings_table(
     busy = set(busy_runs({baseline_name: baseline_records, **runs}))
     cols = table_columns(metric, time_measures)
     dashes = ["-"] * (2 + len(time_measures))
-    rows = [dict(zip(cols, [baseline_name, _fmt_value(ref.best, metric), str(ref.epoch), *dashes[1:],
-                            _fmt_value(ref.best, metric), str(ref.epoch)]))]
+    rows = [dict(zip(cols, [baseline_name, format_value(ref.best, metric), str(ref.epoch), *dashes[1:],
+                            format_value(ref.best, metric), str(ref.epoch)]))]
     for name, records in runs.items():
         s = compare(name, records, ref, any_phase=any_phase, tolerance=tolerance)
         if s.reached:
             assert s.metric_at_reach is not None and s.flops_save_pct is not None
-            times = [_fmt_pct(s.time_saves.get(m, math.nan)) + ("*" if m == "wall" and busy & {name, baseline_name} else "")
+            marked = bool(busy & {name, baseline_name})
+            times = [format_pct(s.time_saves.get(m, math.nan)) + ("*" if m == "wall" and marked else "")
                      for m in time_measures]
-            beat = [f"{_fmt_value(s.metric_at_reach, metric)} ({_fmt_delta(s.metric_at_reach, ref.best, metric)})",
-                    str(s.epoch), _fmt_pct(s.flops_save_pct), *times]
+            beat = [f"{format_value(s.metric_at_reach, metric)} ({format_delta(s.metric_at_reach, ref.best, metric)})",
+                    str(s.epoch), format_pct(s.flops_save_pct), *times]
         else:
             beat = ["not reached", *dashes]
-        best = [f"{_fmt_value(s.best_metric, metric)} ({_fmt_delta(s.best_metric, ref.best, metric)})", str(s.best_epoch)]
+        best = [f"{format_value(s.best_metric, metric)} ({format_delta(s.best_metric, ref.best, metric)})",
+                str(s.best_epoch)]
         rows.append(dict(zip(cols, [name, *beat, *best])))
     return rows
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from coarse2fine.training.checkpoint import load_checkpoint
-from coarse2fine.training.records import EpochRecord, as_records
+from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
 CHECKPOINT = "checkpoint.safetensors"
 RUN_FILES = (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors", "model_config.json")
@@ -25,11 +25,13 @@ class RunFolderError(ValueError):
     """The output folder holds another run that this one would overwrite."""
 
 
-def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool, fresh: bool) -> list[EpochRecord] | None:
+def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
+                 fresh: bool) -> tuple[list[EpochRecord], list[PhaseRecord]] | None:
     """Apply the run-folder rules to a run of ``config`` (a config dict): with ``resume`` a
     checkpoint of this config is continued (the loop reads it) and a finished run of this config
-    is reused (its records are returned); without, a folder holding a run is refused; ``fresh``
-    discards what the folder holds. A run of another config is refused unless ``fresh``."""
+    is reused (its epoch and phase records are returned); without, a folder holding a run is
+    refused; ``fresh`` discards what the folder holds. A run of another config is refused unless
+    ``fresh``."""
     log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
     if fresh:
         for name in RUN_FILES:
@@ -54,7 +56,7 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool, fresh: boo
                                  "use another --out, or --fresh to overwrite it")
         if not resume:
             raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
-        return as_records(saved["records"])
+        return as_records(saved["records"]), [PhaseRecord.from_dict(p) for p in saved.get("phases") or []]
     return None
 
 

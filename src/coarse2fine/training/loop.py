@@ -3,7 +3,9 @@
 :func:`train_run` sets the run up, restores where it stands (a fresh start, a checkpoint left by
 an interrupted run, or a run that already finished), then for each phase enters it (the model
 moves to the phase's input geometry with its weights carried over; a fresh optimizer and LR
-schedule; one untimed warm-up step), and for each epoch trains, evaluates and records (an
+schedule; one untimed warm-up step; after a phase change, with ``c2f.eval_on_entry``, one
+evaluation of the carried-over model before it trains), and for each epoch trains, evaluates and
+records (an
 :class:`~coarse2fine.training.records.EpochRecord`: metrics, FLOPs, wall time, data wait and
 per-step time), then finishes (final weights, weight averaging, logs).
 
@@ -47,7 +49,7 @@ from coarse2fine.training.clock import EpochClock
 from coarse2fine.training.distributed import Dist, gather, setup
 from coarse2fine.training.folder import CHECKPOINT, claim_folder
 from coarse2fine.training.progress import Progress, RngState
-from coarse2fine.training.records import EpochRecord, phase_records
+from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
 from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
 from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step
 from coarse2fine.training.switching import leave_phase
@@ -61,13 +63,16 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class RunResult:
-    """What a run leaves behind: its per-epoch records, where its files are, and what this call
-    did (``status``: trained, resumed, or finished: the folder held this finished run already)."""
+    """What a run leaves behind: its per-epoch records and per-phase records (``phases``, with
+    what the carried-over model scored on entering each phase), where its files are, and what
+    this call did (``status``: trained, resumed, or finished: the folder held this finished run
+    already)."""
 
     name: str
     out_dir: Path
     records: list[EpochRecord]
     status: str = "trained"
+    phases: list[PhaseRecord] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -155,7 +160,8 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
     finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)
     if finished is not None:
         log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
-        return RunResult(cfg.name, out_dir, finished, status="finished")
+        records, phases = finished
+        return RunResult(cfg.name, out_dir, records, "finished", phases)
     run = setup_run(cfg, splits, out_dir, progress)
     state = restore(run)
     for p in range(state.progress.phase, len(run.setups)):
@@ -243,7 +249,8 @@ def restore(run: Run) -> State:
 def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     """Move the model to phase ``p``'s geometry (weights carried over), serve its features, build
     its training step with a fresh optimizer and LR schedule (or those of a checkpoint written
-    inside this phase), and run one untimed warm-up step."""
+    inside this phase), run one untimed warm-up step and, after a phase change, evaluate the
+    carried-over model once (:func:`evaluate_on_entry`)."""
     cfg, d, model, s = run.cfg, run.d, state.model, run.setups[p]
     carry(model, s.geometry)
     for ds in (run.splits.train, run.splits.val):  # before the step: what a source serves may change with the phase
@@ -265,7 +272,27 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     state.progress.warmups.setdefault(p, seconds)
     log.info("phase %d/%d: R=%d, %d epochs, %d tokens, batch %d, %.3g training FLOPs per clip, warm-up %.1f s",
              p + 1, len(run.setups), s.R, s.epochs, model.num_tokens, s.batch_size, ph.flops_per_clip, seconds)
+    if p > 0 and cfg.c2f.eval_on_entry and p not in state.progress.entries:
+        evaluate_on_entry(run, ph, state)
     return ph
+
+
+def evaluate_on_entry(run: Run, ph: PhaseRun, state: State) -> None:
+    """Evaluate the model carried over from the previous phase at this phase's resolution, before
+    it trains: what the transfer keeps. Its random draws are forked off, so training goes on as
+    without it; the metrics and seconds go to the progress (checkpointed, so a resumed run keeps
+    them) and from there to the phase's record and its first epoch's evaluation time."""
+    pr, model, dev = state.progress, state.model, run.d.device
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        model.eval()
+        metrics = run.objective.evaluate(model, val_batches(run, ph), lambda obj: gather(obj, run.d))
+    pr.entries[ph.index] = {k: float(v) for k, v in metrics.items()}
+    pr.entry_times[ph.index] = time.perf_counter() - start
+    metric = run.cfg.train.metric
+    before = next((r.metric(metric) for r in reversed(pr.records) if r.phase == ph.index - 1), math.nan)
+    log.info("%s enters phase %d (R=%d): the carried-over model scores %s %.4f before training (%.4f at the end of "
+             "phase %d)", run.cfg.name, ph.index + 1, ph.setup.R, metric, metrics[metric], before, ph.index)
 
 
 def warm_up(run: Run, ph: PhaseRun, state: State) -> float:
@@ -367,6 +394,8 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     model.eval()
     metrics = run.objective.evaluate(model, val_batches(run, ph), lambda obj: gather(obj, run.d))
     eval_time = time.perf_counter() - t1
+    if pr.phase_epoch == 1:  # the phase's entry evaluation is evaluation time too
+        eval_time += pr.entry_times.get(ph.index, 0.0)
     train_flops = ph.flops_per_clip * pr.seen
     load = load_average()
     record = EpochRecord(
@@ -445,7 +474,9 @@ def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
         run.checkpoint_path.unlink(missing_ok=True)
     if run.tensorboard is not None:
         run.tensorboard.close()
-    return RunResult(cfg.name, run.out_dir, state.progress.records, "resumed" if state.resumed else "trained")
+    pr = state.progress
+    return RunResult(cfg.name, run.out_dir, pr.records, "resumed" if state.resumed else "trained",
+                     phase_records(pr.records, pr.warmups, pr.entries))
 
 
 def write_logs(run: Run, pr: Progress, done: bool, extra: dict[str, Any] | None = None) -> None:
@@ -454,7 +485,7 @@ def write_logs(run: Run, pr: Progress, done: bool, extra: dict[str, Any] | None 
     records = pr.records
     directions = {m: "max" if up else "min" for m, up in run.objective.metrics.items()}
     switches = [{"epoch": r.epoch, "phase": r.phase + 1, "R": r.R, "reason": r.switch} for r in records if r.switch]
-    phases = [p.to_dict() for p in phase_records(records, pr.warmups)] if records else []
+    phases = [p.to_dict() for p in phase_records(records, pr.warmups, pr.entries)] if records else []
     atomic.write_json(run.out_dir / "log.json", {
         "name": run.cfg.name, "config": run.cfg.to_dict(), "done": done, "metrics": directions,
         "switches": switches, "phases": phases, "records": [r.to_dict() for r in records], **run.report, **(extra or {}),

@@ -28,7 +28,10 @@ class Progress:
     so its optimizer and LR schedule start fresh rather than from the checkpoint. ``epoch_time`` /
     ``data_time`` / ``loss_sum`` / ``seen`` / ``lr`` / ``step_times``: the partial sums of the current
     epoch. ``records``: one :class:`~coarse2fine.training.records.EpochRecord` per finished epoch;
-    ``warmups``: seconds of each entered phase's warm-up (kernel selection, compilation).
+    ``warmups``: seconds of each entered phase's warm-up (kernel selection, compilation);
+    ``entries``: per phase entered after the first, the carried-over model's metrics evaluated at
+    the phase's resolution before it trained (``c2f.eval_on_entry``), and ``entry_times`` the
+    seconds that evaluation took (evaluation time of the phase's first epoch).
     """
 
     phase: int = 0
@@ -45,6 +48,8 @@ class Progress:
     step_times: list[float] = field(default_factory=list)
     records: list[EpochRecord] = field(default_factory=list)
     warmups: dict[int, float] = field(default_factory=dict)
+    entries: dict[int, dict[str, float]] = field(default_factory=dict)
+    entry_times: dict[int, float] = field(default_factory=dict)
 
     @property
     def cum_flops(self) -> float:
@@ -77,11 +82,18 @@ class Progress:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict` (``entries`` and ``entry_times`` empty when a checkpoint
+        written before they existed lacks them)."""
         for f in dataclasses.fields(self):
+            if f.name in ("entries", "entry_times") and f.name not in state:
+                setattr(self, f.name, {})
+                continue
             setattr(self, f.name, state[f.name])
         self.records = as_records(state["records"])
         self.step_times = [float(s) for s in state["step_times"]]
         self.warmups = {int(k): float(v) for k, v in state["warmups"].items()}
+        self.entries = {int(k): {m: float(v) for m, v in metrics.items()} for k, metrics in self.entries.items()}
+        self.entry_times = {int(k): float(v) for k, v in self.entry_times.items()}
 
 
 class RngState:

@@ -35,7 +35,8 @@ class EpochRecord:
     ``train_loss``, ``clips``, ``steps``), the objective's ``metrics``, its cost (``train_flops``,
     ``cum_flops``; seconds: ``train_time`` wall, ``data_time`` waiting for batches, ``step_time`` in
     the steps themselves, ``step_median`` median seconds per step, waiting included; ``eval_time``
-    outside the training time), the
+    outside the training time, in a phase's first epoch with the carried-over model's evaluation
+    on entering the phase), the
     machine's 1-minute ``load_avg`` at its end and ``mfu`` (model FLOPs utilisation, when the
     device's peak is known), why the phase ended after it (``switch``) and, once calibrated,
     ``cal_time``."""

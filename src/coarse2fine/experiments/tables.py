@@ -1,0 +1,90 @@
+"""An experiment's report from its settings' runs: the main table (the savings table of one seed,
+or the seeds table of several), what each phase change keeps, what the controls are, the phase
+costs and the plots, written into the experiment's folder.
+
+``experiment``, ``demo`` and every fold of ``crossval`` report through :func:`write_experiment`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from coarse2fine.data.datasets import ClipDataset
+from coarse2fine.experiments.grid import SettingRuns, calibrate_runs
+from coarse2fine.report.kept import KEPT_NOTE, kept_rows
+from coarse2fine.report.plots import Table, phase_rows, write_report
+from coarse2fine.report.savings import busy_runs, savings_table, table_measures, time_note
+from coarse2fine.report.seeds import mean_records, metric_band, seed_note, seed_table
+from coarse2fine.training.records import EpochRecord
+
+SeedRecords = list[list[EpochRecord]]  # one setting: one run's records per seed
+
+
+@dataclass(frozen=True)
+class ExperimentReport:
+    """What an experiment reports: the main table (``rows``), the kept table, the phase costs,
+    and the notes that say what the columns, the controls and the statistics are."""
+
+    rows: list[dict[str, str]]
+    kept: list[dict[str, str]]
+    phases: list[dict[str, str]]
+    notes: list[str]
+    markdown: str
+
+
+def calibrate_settings(done: Sequence[SettingRuns], num_classes: int, rounds: int, saved: Path | None = None,
+                       source: ClipDataset | None = None, fresh: bool = False) -> list[SeedRecords]:
+    """Every run's records, per setting and seed, with their calibrated time when ``rounds`` > 0
+    (one calibration for all: seeds share their step costs); as they are otherwise."""
+    records = [[list(r.records) for r in d.runs] for d in done]
+    if rounds <= 0:
+        return records
+    configs = [cfg for d in done for cfg in d.configs()]
+    flat_records = [r for seeds in records for r in seeds]
+    _, flat = calibrate_runs(configs, flat_records, num_classes, rounds, source, saved, fresh)
+    out, i = [], 0
+    for seeds in records:
+        out.append(flat[i:i + len(seeds)])
+        i += len(seeds)
+    return out
+
+
+def control_notes(done: Sequence[SettingRuns]) -> list[str]:
+    """One line per control: what it trained."""
+    return [f"{d.setting.label}: {d.setting.about}." for d in done if d.setting.role == "control"]
+
+
+def write_experiment(out_root: str | Path, done: Sequence[SettingRuns], records: Sequence[SeedRecords], metric: str,
+                     title: str) -> ExperimentReport:
+    """Write the report of ``done`` (the baseline first; ``records``: each setting's records per
+    seed, e.g. calibrated) into ``out_root`` and return it. One seed: the paper's savings table.
+    Several: the seeds table (mean ± std of the best, paired gain with its bootstrap interval,
+    first beat and saves on the mean curves) and plots of the mean curves with bands."""
+    if not done or done[0].setting.role != "baseline":
+        raise ValueError("an experiment's report needs its baseline first")
+    seeds = len(records[0])
+    labels = [d.setting.label for d in done]
+    base_label, names = labels[0], labels[1:]
+    if seeds == 1:
+        base = records[0][0]
+        runs = {n: r[0] for n, r in zip(names, records[1:])}
+        rows = savings_table(base_label, base, runs, metric)
+        bands = None
+        notes = []
+    else:
+        base = mean_records(records[0])
+        runs = {n: mean_records(r) for n, r in zip(names, records[1:])}
+        rows = seed_table(base_label, records[0], dict(zip(names, records[1:])), metric)
+        bands = {label: metric_band(r, metric) for label, r in zip(["Baseline", *names], records)}
+        notes = [seed_note(seeds)]
+    notes += control_notes(done)
+    kept = kept_rows({d.setting.label: [(recs, run.phases) for recs, run in zip(r, d.runs)]
+                      for d, r in zip(done, records)}, metric)
+    tables = [Table("kept", "What the transfer keeps at each phase change", kept, KEPT_NOTE)] if kept else []
+    controls = [d.setting.label for d in done if d.setting.role == "control"]
+    markdown = write_report(out_root, base, runs, metric, title, notes, rows=rows, bands=bands, tables=tables,
+                            plot_title=f"mean of {seeds} seeds, ± 1 std shaded" if seeds > 1 else "", dashed=controls)
+    notes.insert(0, time_note(table_measures([base, *runs.values()]), busy_runs({"Baseline": base, **runs})))
+    return ExperimentReport(list(rows), kept, phase_rows(base, runs), notes, markdown)

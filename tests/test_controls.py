@@ -1,0 +1,170 @@
+"""Controls and seeds: what the restart and equal-epochs controls train, ``1-1`` schedules with their
+resets, the carried-over model's evaluation, finished seeds reused, and the commands."""
+
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+
+import pytest
+
+from coarse2fine.cli import main
+from coarse2fine.cli.options import evidence
+from coarse2fine.config import load_config
+from coarse2fine.data.sources import load_splits
+from coarse2fine.experiments.grid import run_settings
+from coarse2fine.experiments.settings import (
+    SEED_STRIDE,
+    Variant,
+    experiment_settings,
+    parse_controls,
+    seed_config,
+    seed_folder,
+)
+from coarse2fine.training.loop import train_run
+
+TINY = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.epochs=2", "model.preset=micro",
+        "train.threads=1", "train.optim.warmup_steps=6"]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("demo", TINY)
+
+
+@pytest.fixture(scope="module")
+def splits(cfg):
+    return load_splits(cfg)
+
+
+def _phases(setting):
+    return [(p.R, p.epochs) for p in setting.config.phases()]
+
+
+def test_equal_epochs_control_trains_as_many_epochs_as_the_longest_variant():
+    base = load_config("esc50-cpu")  # 40 baseline epochs: 4-1 is 10 + 40, 4-2-1 is 6 + 6 + 40
+    settings = experiment_settings(base, [Variant("fshift", "4-1"), Variant("avgpool", "4-2-1")], ["equal-epochs"])
+    assert [(s.name, s.role) for s in settings] == [("baseline", "baseline"), ("equal_epochs", "control"),
+                                                    ("fshift_41", "coarse-to-fine"), ("avgpool_421", "coarse-to-fine")]
+    control = settings[1]
+    assert _phases(control) == [(1, 52)] and control.label == "Equal epochs 52 (control)"
+    assert "avgpool_421" in control.about
+    only_41 = experiment_settings(base, [Variant("fshift", "4-1")], ["equal-epochs"])[1]
+    assert _phases(only_41) == [(1, 50)]
+    explicit = experiment_settings(base.replace({"c2f.phase_epochs": [3, 45]}), [Variant("patch-pi", "4-1")],
+                                   ["equal-epochs"])[1]
+    assert _phases(explicit) == [(1, 48)]
+
+
+def test_restart_control_has_the_variants_phases_and_resets_at_full_resolution():
+    base = load_config("esc50-cpu")
+    settings = experiment_settings(base, [Variant("fshift", "4-1"), Variant("patch-pi", "4-1"),
+                                          Variant("avgpool", "4-2-1")], parse_controls("restart"))
+    controls = {s.name: s for s in settings if s.role == "control"}
+    assert list(controls) == ["restart_11", "restart_111"]  # one per phase shape, shared by the two 4-1 variants
+    assert _phases(controls["restart_11"]) == [(1, 10), (1, 40)]
+    assert _phases(controls["restart_111"]) == [(1, 6), (1, 6), (1, 40)]
+    assert controls["restart_11"].label == "Restart 11 (control)"
+    assert "fshift_41 and patch-pi_41" in controls["restart_11"].about
+    # Every run holds the experiment section at its defaults: the run does not depend on the experiment.
+    tagged = base.replace({"experiment.seeds": 3, "experiment.controls": ["restart"]})
+    assert all(s.config.experiment.seeds == 1 and not s.config.experiment.controls
+               for s in experiment_settings(tagged, [Variant("fshift", "4-1")], ["restart"]))
+
+
+def test_controls_are_refused_where_they_cannot_control_anything():
+    base = load_config("esc50-cpu")
+    with pytest.raises(ValueError, match="give some methods"):
+        experiment_settings(base, [], ["restart"])
+    with pytest.raises(ValueError, match="its own equal-epochs control"):
+        experiment_settings(base.replace({"c2f.phase_epochs": [5, 35]}), [Variant("fshift", "4-1")], ["equal-epochs"])
+    with pytest.raises(ValueError, match="fixed in advance"):
+        experiment_settings(base.replace({"c2f.switch": "plateau"}), [Variant("fshift", "4-1")], ["restart"])
+    with pytest.raises(ValueError, match="unknown control"):
+        parse_controls("restart,warm")
+    with pytest.raises(ValueError, match="experiment.controls"):
+        load_config("demo", ["experiment.controls=[warm]"])
+    assert parse_controls("all") == ["restart", "equal-epochs"] and parse_controls("none") == []
+
+
+def test_controls_and_seeds_as_config_keys_and_options():
+    cfg = load_config("demo", ["experiment.controls=[equal-epochs]", "experiment.seeds=3"])
+    assert evidence(cfg, Namespace(controls=None, seeds=None)) == (["equal-epochs"], 3)
+    assert evidence(cfg, Namespace(controls="restart,equal-epochs", seeds=2)) == (["restart", "equal-epochs"], 2)
+    assert evidence(cfg, Namespace(controls="none", seeds=None)) == ([], 3)
+    with pytest.raises(ValueError, match="--seeds"):
+        evidence(cfg, Namespace(controls=None, seeds=0))
+    with pytest.raises(ValueError, match="experiment.seeds"):
+        load_config("demo", ["experiment.seeds=0"])
+
+
+def test_seeds_vary_train_seed_and_live_beside_seed_zero(cfg, tmp_path):
+    assert seed_config(cfg, 0) is cfg
+    assert seed_config(cfg, 2).train.seed == cfg.train.seed + 2 * SEED_STRIDE
+    assert seed_folder(tmp_path, "fshift_41", 0) == tmp_path / "fshift_41"
+    assert seed_folder(tmp_path, "fshift_41", 2) == tmp_path / "fshift_41_s2"
+
+
+def test_one_one_schedule_resets_at_the_phase_change_and_evaluates_the_carried_over_model(cfg, splits, tmp_path):
+    restart = cfg.replace({"c2f.schedule": "1-1", "c2f.phase_epochs": [1, 2]})
+    result = train_run(restart, splits, tmp_path / "restart", progress=False)
+    recs = result.records
+    assert [(r.epoch, r.phase, r.R, r.phase_epoch) for r in recs] == [(1, 0, 1, 1), (2, 1, 1, 1), (3, 1, 1, 2)]
+    # 4 steps per epoch, 6 warm-up steps: the LR at an epoch's start climbs within a phase and starts over at epoch 2.
+    assert recs[1].lr == pytest.approx(recs[0].lr) and recs[2].lr > recs[1].lr
+    # The same seed trains the baseline's first epoch; the reset changes the second (fresh Adam and LR schedule).
+    baseline = train_run(cfg.replace({"c2f.schedule": "1", "train.epochs": 3}), splits, tmp_path / "base",
+                         progress=False)
+    assert baseline.records[0].train_loss == recs[0].train_loss and baseline.records[0].metrics == recs[0].metrics
+    assert baseline.records[1].lr > recs[1].lr and baseline.records[1].train_loss != recs[1].train_loss
+    # The carried-over model, evaluated before phase 2 trains, is the model phase 1 ended with: it keeps everything.
+    entry = result.phases[1].entry_metrics
+    assert entry == recs[0].metrics and result.phases[0].entry_metrics == {}
+    logged = json.loads((tmp_path / "restart" / "log.json").read_text())["phases"]
+    assert logged[1]["entry_metrics"] == entry
+    # The entry evaluation changes nothing in training.
+    quiet = train_run(restart.replace({"c2f.eval_on_entry": False}), splits, tmp_path / "quiet", progress=False)
+    assert [(r.train_loss, r.metrics) for r in quiet.records] == [(r.train_loss, r.metrics) for r in recs]
+    assert quiet.phases[1].entry_metrics == {}
+
+
+def test_finished_seeds_are_reused(cfg, splits, tmp_path):
+    settings = experiment_settings(cfg.replace({"train.epochs": 1}), [])
+    [one] = run_settings(settings, tmp_path, splits, seeds=1, progress=False)
+    stamp = (tmp_path / "baseline" / "log.json").stat().st_mtime_ns
+    [two] = run_settings(settings, tmp_path, splits, seeds=2, progress=False)
+    assert [r.status for r in two.runs] == ["finished", "trained"]  # seed 0 reused, seed 1 trained
+    assert (tmp_path / "baseline" / "log.json").stat().st_mtime_ns == stamp
+    assert two.runs[0].records == one.runs[0].records and two.runs[1].records != one.runs[0].records
+    assert json.loads((tmp_path / "baseline_s1" / "log.json").read_text())["config"]["train"]["seed"] == SEED_STRIDE
+    [again] = run_settings(settings, tmp_path, splits, seeds=2, progress=False)
+    assert [r.status for r in again.runs] == ["finished", "finished"]
+
+
+def test_experiment_command_with_controls_and_seeds(tmp_path, capsys):
+    args = ["experiment", "demo", "--schedules", "4-1", "--methods", "fshift", "--controls", "restart,equal-epochs",
+            "--seeds", "2", "--out", str(tmp_path), "--quiet", *[a for s in TINY for a in ("--set", s)]]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for row in ("Baseline", "Equal epochs 3 (control)", "Restart 11 (control)", "Fshift 41"):
+        assert row in out
+    assert "Paired gain (95 % CI)" in out and "2 seeds per setting" in out
+    savings = (tmp_path / "savings.csv").read_text().splitlines()
+    assert savings[0].startswith("Setting,Seeds,Best Acc (mean ± std)") and len(savings) == 5
+    kept = (tmp_path / "kept.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in kept[1:]] == ["Restart 11 (control)", "Fshift 41"]
+    assert kept[1].split(",")[5] == "1.00 ± 0.00"  # a restart keeps exactly what it had
+    assert (tmp_path / "fshift_41_s1" / "log.json").exists()
+    assert (tmp_path / "metric_vs_flops.png").stat().st_size > 1000
+    # Run again: every seed of every setting is reused, the table is the same.
+    assert main(args) == 0
+    assert (tmp_path / "savings.csv").read_text().splitlines() == savings
+
+
+def test_train_command_prints_what_the_phase_change_kept(tmp_path, capsys):
+    args = ["train", "demo", "--schedule", "4-1", "--out", str(tmp_path), "--quiet", "--set", "c2f.phase_epochs=[1, 1]",
+            *[a for s in TINY for a in ("--set", s)]]
+    assert main(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "carried over" in x)
+    phases = json.loads((tmp_path / "log.json").read_text())["phases"]
+    assert "phase 1 -> 2 (R=4 -> R=1)" in line and f"{phases[1]['entry_metrics']['acc']:.4f} carried over" in line
