@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 import _common
 from coarse2fine.compression import Compression
-from coarse2fine.features import FbankConfig, FeatureSpec, extract
+from coarse2fine.core import phase_input
+from coarse2fine.features import FbankConfig, FeatureSpec
 from coarse2fine.model import AST, ast_config, ast_training_flops
 from coarse2fine.training.optim import OptimConfig, build_optimizer, build_scheduler
 
@@ -118,8 +119,7 @@ class Case:
         self.times: dict[str, list[float]] = {k: [] for k in (*PARTS, "step")}
 
     def features(self) -> torch.Tensor:
-        # What coarse2fine.training.loop.featurize does.
-        return self.comp.transform(extract(self.waves, self.spec))
+        return phase_input(self.waves, "waveforms", self.spec, self.comp)  # the training step's own function
 
     def step(self, record: bool) -> None:
         timer = _common.Timer(self.device)

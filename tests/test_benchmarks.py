@@ -162,3 +162,18 @@ def test_shards_index_steps_measure_a_split_index(tmp_path, monkeypatch):
     for m in (built, opened):
         assert {"seconds", "peak_traced_mib", "peak_rss_over_start_mib"} <= set(m) and m["peak_traced_mib"] > 0
     assert len(json.loads((tmp_path / "dataset.json").read_text())["shardlist"]) == 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lightning") is None, reason="needs the lightning extra")
+def test_lightning_vs_cli_runs_as_a_script(tmp_path):
+    cmd = [sys.executable, str(BENCH / "lightning_vs_cli.py"), "--quick", "--threads", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CLI fshift 4-1" in proc.stdout and "Lightning fshift 4-1" in proc.stdout and "machine:" in proc.stdout
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["benchmark"] == "lightning_vs_cli" and MACHINE_KEYS <= set(data["machine"])
+    assert [s["side"] for s in data["sides"]] == ["CLI fshift 4-1", "Lightning fshift 4-1"]
+    assert {"best", "flops_save_pct", "time_save_pct", "beat_epoch"} <= set(data["sides"][0])
+    agree = data["agreement"]
+    assert agree["same_phases_and_R"] and agree["same_flops_per_epoch"] and agree["final_weights_max_abs_diff"] <= 1e-5
+    assert set(data["records"]) == {"cli_baseline", "cli_c2f", "lightning_baseline", "lightning_c2f"}

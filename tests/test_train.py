@@ -12,7 +12,7 @@ from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import Variant, run_experiment
 from coarse2fine.model import ast_training_flops, model_from_config_dict
 from coarse2fine.training.loop import train_run
-from coarse2fine.training.step import featurize
+from coarse2fine.core import phase_input
 
 SMALL = [
     "data.train_clips=32", "data.val_clips=16", "train.epochs=2", "train.batch_size=16",
@@ -49,7 +49,7 @@ def test_two_phase_run_records_flops_time_and_weights(cfg, splits, tmp_path, met
     val.set_phase(cfg.phase(1, 8).features, cfg.phase(1, 8).compression)
     x, y = val.take(torch.arange(len(val)))
     with torch.no_grad():
-        acc = (full.eval()(featurize(x, val.serves, cfg.phase(1, 8).features, cfg.phase(1, 8).compression)).argmax(-1)
+        acc = (full.eval()(phase_input(x, val.serves, cfg.phase(1, 8).features, cfg.phase(1, 8).compression)).argmax(-1)
                == y.argmax(-1)).float().mean().item()
     assert recs[-1].metric("acc") == pytest.approx(acc)
     # The LR schedule (warmup included) restarts at the phase change.

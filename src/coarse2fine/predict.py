@@ -18,11 +18,12 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Protocol, Sequence
 
 import torch
 
 from coarse2fine.audio import AudioError, fix_length, load_audio
+from coarse2fine.compression import InputGeometry
 from coarse2fine.config import config_from_dict, load_config
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.base import C2FModel
@@ -34,6 +35,17 @@ log = logging.getLogger(__name__)
 
 Reduce = Literal["mean", "max"]
 LabelScore = tuple[str, str, float]  # (label id, display name, score)
+
+
+class Classifier(Protocol):
+    """What scoring needs of a model: its input ``geometry``, ``num_classes``, and logits of a
+    batch of features. A :class:`~coarse2fine.model.base.C2FModel` is one, and so is an exported
+    model run by onnxruntime (:class:`coarse2fine.onnx_model.OnnxClassifier`)."""
+
+    geometry: InputGeometry
+    num_classes: int
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -95,7 +107,7 @@ def top_labels(scores: torch.Tensor, labels: Sequence[str], display_names: Seque
     return [(labels[i], display_names[i], float(scores[i])) for i in order]
 
 
-def _check_inputs(model: C2FModel, spec: FeatureSpec, labels: Sequence[str], display_names: Sequence[str]) -> None:
+def _check_inputs(model: Classifier, spec: FeatureSpec, labels: Sequence[str], display_names: Sequence[str]) -> None:
     """Model, features and labels must agree."""
     geo = model.geometry
     if (geo.frames, geo.mel_bins) != (spec.target_length, spec.frontend.num_mel_bins):
@@ -132,20 +144,28 @@ def _window_and_hop(spec: FeatureSpec, window_seconds: float | None, hop_seconds
     return win, hop
 
 
-def _score_windows(model: C2FModel, batch: list[tuple[_Clip, torch.Tensor]], spec: FeatureSpec,
+def _device_dtype(model: Classifier) -> tuple[torch.device, torch.dtype]:
+    """Where and in which dtype the model takes its input (the CPU in float32 for ONNX)."""
+    if isinstance(model, torch.nn.Module):
+        param = next(model.parameters())
+        return param.device, param.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _score_windows(model: Classifier, batch: list[tuple[_Clip, torch.Tensor]], spec: FeatureSpec,
                    multilabel: bool) -> None:
     """Features and class scores of a batch of (clip, window) pairs, on the model's device and in
     its dtype; each window's scores are appended to its clip's."""
-    param = next(model.parameters())
-    waves = torch.stack([w for _, w in batch]).to(param.device)
+    device, dtype = _device_dtype(model)
+    waves = torch.stack([w for _, w in batch]).to(device)
     with torch.inference_mode():
-        probs = _activation(model(extract(waves, spec).to(param.dtype)).float(), multilabel).cpu()
+        probs = _activation(model(extract(waves, spec).to(dtype)).float(), multilabel).cpu()
     for (clip, _), p in zip(batch, probs):
         clip.scores.append(p)
 
 
 def predict_files(
-    model: C2FModel,
+    model: Classifier,
     paths: Sequence[str | os.PathLike],
     feature_spec: FeatureSpec,
     labels: Sequence[str],
@@ -176,7 +196,8 @@ def predict_files(
         raise ValueError(f"batch_size and top_k must be positive, got {batch_size} and {top_k}")
     sr = feature_spec.frontend.sample_rate
     win, hop = _window_and_hop(feature_spec, window_seconds, hop_seconds)
-    model = model.to(torch.device(device)).eval()
+    if isinstance(model, torch.nn.Module):
+        model = model.to(torch.device(device)).eval()
 
     results: list[Prediction | None] = [None] * len(paths)
     pending: list[tuple[_Clip, torch.Tensor]] = []
@@ -205,6 +226,15 @@ def predict_files(
         results[clip.index] = _clip_prediction(clip, win, sr, labels, names, top_k, reduce)
     log.info("scored %d file(s) (%d window(s))", len(clips), sum(len(c.starts) for c in clips))
     return [r for r in results if r is not None]
+
+
+def window_features(paths: Sequence[str | os.PathLike], spec: FeatureSpec) -> torch.Tensor:
+    """Model input ``[len(paths), frames, mel bins]``: the features of each file's first window
+    (padded like training when the file is shorter). Undecodable files raise
+    :class:`~coarse2fine.audio.AudioError`."""
+    win = window_samples(spec)
+    waves = [fix_length(load_audio(p, spec.frontend.sample_rate)[:win], win) for p in paths]
+    return extract(torch.stack(waves), spec)
 
 
 def _clip_prediction(

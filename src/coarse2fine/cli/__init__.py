@@ -1,8 +1,8 @@
 """Command-line interface: ``coarse2fine COMMAND ...`` (``python -m coarse2fine.cli`` under torchrun).
 
 The commands live by what they do: :mod:`.training` (demo, experiment, train, pretrain,
-pretrain-experiment, crossval), :mod:`.data` (pack), :mod:`.models` (predict, export-hf) and :mod:`.reports` (compare,
-stats, check, flops, bench, plan, presets). Errors a user can fix end the command with one line
+pretrain-experiment, crossval), :mod:`.data` (pack), :mod:`.models` (predict, export-hf, export-onnx) and
+:mod:`.reports` (compare, stats, check, flops, bench, plan, presets). Errors a user can fix end the command with one line
 on stderr and exit code 2; a non-finite loss, with exit code 3.
 """
 

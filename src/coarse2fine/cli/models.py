@@ -1,4 +1,4 @@
-"""Commands that use a trained model: predict, export-hf."""
+"""Commands that use a trained model: predict, export-hf, export-onnx."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
+from coarse2fine.config import load_config
+from coarse2fine.data.sources import load_splits
+from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.hf import load_hf_checkpoint
 from coarse2fine.model.registry import get_arch
-from coarse2fine.predict import load_run_for_inference, predict_files
+from coarse2fine.predict import load_run_for_inference, predict_files, window_features
 from coarse2fine.runtime import resolve_device
 
 log = logging.getLogger("coarse2fine")
 
 
 def add_parsers(sub) -> None:
-    """predict, export-hf: commands that use a trained model."""
+    """predict, export-hf, export-onnx: commands that use a trained model."""
     p = sub.add_parser("predict", help="top-k labels for audio files of any length (sliding windows)")
     p.add_argument("model", help="a finished run folder, or a Hugging Face AST model folder")
     p.add_argument("audio", nargs="+", help="audio files")
@@ -31,10 +36,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON with every window's scores")
     p.add_argument("--skip-errors", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--device", default="auto")
+    p.add_argument("--onnx", metavar="FILE", help="score with this ONNX export of the model (onnxruntime, CPU; "
+                                                  "see export-onnx) instead of PyTorch")
 
     p = sub.add_parser("export-hf", help="export a finished run as a Hugging Face ASTForAudioClassification folder")
     p.add_argument("run", help="run folder")
     p.add_argument("out", help="output folder")
+
+    p = sub.add_parser("export-onnx", help="export a finished run's model as ONNX (dynamic batch) and check it "
+                                           "against PyTorch with onnxruntime")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", help="ONNX file to write (default: RUN/model.onnx)")
+    p.add_argument("--weights", default="model.safetensors", help="weights file in the run folder")
+    p.add_argument("--audio", nargs="+", metavar="FILE", help="clips to check on (default: the run's first validation clips)")
+    p.add_argument("--clips", type=int, default=4, help="validation clips to check on (default: 4)")
 
 
 def cmd_predict(args) -> int:
@@ -45,8 +60,12 @@ def cmd_predict(args) -> int:
     else:
         model, info = load_hf_checkpoint(path)
         spec, labels, names, multilabel = info["feature_spec"], info["labels"], info["labels"], args.multilabel
+    if args.onnx:
+        from coarse2fine.onnx_model import OnnxClassifier
+
+        model, device = OnnxClassifier(args.onnx), torch.device("cpu")
     # Every readable file is scored; each unreadable one is listed with its problem (exit 1).
-    preds = predict_files(model.to(device), args.audio, spec, labels, names, top_k=args.top_k, multilabel=multilabel,
+    preds = predict_files(model, args.audio, spec, labels, names, top_k=args.top_k, multilabel=multilabel,
                           hop_seconds=args.hop, device=device, reduce=args.reduce, skip_errors=True)
     if args.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2))
@@ -76,4 +95,32 @@ def cmd_export_hf(args) -> int:
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "export-hf": cmd_export_hf}
+def check_features(run: Path, spec: FeatureSpec, audio: list[str] | None, clips: int) -> torch.Tensor:
+    """Model inputs to check an export on: the first window of each ``audio`` file, or the first
+    ``clips`` validation clips of the run's data (read from its config; nothing is preloaded)."""
+    if audio:
+        return window_features(audio, spec)
+    cfg = load_config(run / "config.yaml")
+    cfg = cfg.replace({"data.in_memory": "off", "data.preload": False, "data.cache_dir": None})
+    try:
+        val = load_splits(cfg).val
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the run's validation clips to check the export on ({err}); give --audio FILES") from None
+    waves, _ = val.take(torch.arange(min(clips, len(val))))
+    return extract(waves, spec)
+
+
+def cmd_export_onnx(args) -> int:
+    from coarse2fine.onnx_model import check_onnx, export_onnx
+
+    run = Path(args.run)
+    model, spec, _labels, _names, _ = load_run_for_inference(run, weights=args.weights)
+    out = export_onnx(model, Path(args.out) if args.out else run / "model.onnx")
+    check = check_onnx(model, out, check_features(run, spec, args.audio, args.clips))
+    print(f"exported {run} to {out} (input features [batch, {model.geometry.frames}, {model.geometry.mel_bins}], "
+          f"output logits [batch, {model.num_classes}])")
+    print(check.summary())
+    return 0 if check.ok else 1
+
+
+COMMANDS = {"predict": cmd_predict, "export-hf": cmd_export_hf, "export-onnx": cmd_export_onnx}

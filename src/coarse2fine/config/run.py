@@ -30,6 +30,7 @@ from coarse2fine.config.sections import (
     PretrainConfig,
     TrainConfig,
 )
+from coarse2fine.core import Schedule
 from coarse2fine.features import FeatureSpec
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import get_arch, model_config
@@ -138,13 +139,19 @@ class RunConfig:
         except ValueError as err:
             raise ValueError(f"c2f: {err}") from None
 
+    def schedule(self) -> Schedule:
+        """The schedule as the functional core takes it (:class:`coarse2fine.core.Schedule`):
+        the phases, the compression method and the full-resolution input."""
+        c, f = self.c2f, self.features
+        return Schedule(tuple(self.phases()), f.target_length, f.num_mel_bins, c.method, c.patch_resize,  # type: ignore[arg-type]
+                        c.scale_window)
+
     def phase(self, index: int, num_classes: int = 2) -> PhaseSetup:
         """Phase ``index`` as this config defines it (see :class:`PhaseSetup`), for a classifier
         of ``num_classes`` classes."""
         c, f, t = self.c2f, self.features, self.train
-        phase = self.phases()[index]
-        comp = Compression(c.method, phase.R, c.patch_resize, c.scale_window)
-        geo = comp.input_geometry(f.target_length, f.num_mel_bins)
+        schedule = self.schedule()
+        phase, comp, geo = schedule.phases[index], schedule.compression(index), schedule.geometry(index)
         needs = objective_entry(t.objective).model_overrides
         settings = dataclasses.replace(self.model, overrides={**self.model.overrides, **needs}) if needs else self.model
         try:

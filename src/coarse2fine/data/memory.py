@@ -4,9 +4,9 @@ When a whole set's features fit in memory (ESC-50 at 512 x 128 in float32 is 0.4
 them once per phase and serving them from memory removes from every training step what does not
 shrink with R: decoding or cache reads, the full-resolution filter bank that Pool and Patch
 phases would otherwise compute at every step, and the pooling itself. At each phase change
-(:meth:`FeatureStore.set_phase`) the features are computed in batches with the same
-:func:`~coarse2fine.features.extract` and :meth:`~coarse2fine.compression.Compression.transform`
-the training step uses, on the training device, and kept (float32, or float16 to halve the
+(:meth:`FeatureStore.set_phase`) the features are computed in batches by the function the
+training step uses (:func:`coarse2fine.core.phase_input`: features, then compression), on the
+training device, and kept (float32, or float16 to halve the
 memory). Mixup then mixes features rather than waveforms, as with the on-disk cache.
 """
 
@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
+from coarse2fine.core import phase_input
 from coarse2fine.data.datasets import ClipDataset
-from coarse2fine.features import FeatureSpec, extract
+from coarse2fine.features import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class FeatureStore(ClipDataset):
         parts = []
         for i in range(0, len(self.source), self.batch_size):
             waves = torch.stack([self.source[j][0] for j in range(i, min(i + self.batch_size, len(self.source)))])
-            parts.append(compression.transform(extract(waves.to(self.device), spec)).to(self.store_device, self.dtype))
+            parts.append(phase_input(waves.to(self.device), "waveforms", spec, compression).to(self.store_device, self.dtype))
         self.inputs = torch.cat(parts)
         self._targets = self.targets.to(self.store_device)
         self._phase = (spec, compression)

@@ -11,7 +11,14 @@ are concatenated into our fused ``qkv``. :func:`load_hf_checkpoint` reads a whol
 
 :func:`export_hf_checkpoint` writes the other way, in the Hub (4.x) layout that every
 transformers version loads. The original AST release and ImageNet weights are in
-:mod:`coarse2fine.model.pretrained`. Transformers itself is not imported; every file is read without unpickling code.
+:mod:`coarse2fine.model.pretrained`.
+
+A transformers ``ASTForAudioClassification`` can also be trained coarse to fine in place:
+:func:`hf_set_geometry` moves it between phases as our AST moves (positional embedding
+interpolated, patch conv resized), :func:`hf_training_flops` counts its step, and
+:func:`hf_state_dict_for` renames weights of either key layout to the model's own (what
+:func:`coarse2fine.core.carry` and :mod:`coarse2fine.integrations.hf` use). Transformers itself
+is not imported; every file is read without unpickling code.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 
 from coarse2fine.atomic import save_safetensors, write_json
+from coarse2fine.compression import InputGeometry
 from coarse2fine.features import FbankConfig, FeatureSpec
-from coarse2fine.model.ast import AST, ASTConfig
+from coarse2fine.model.ast import AST, ASTConfig, ast_training_flops
+from coarse2fine.model.patch_embed import resize_patch_kernel
+from coarse2fine.model.pos_embed import resample_pos_embed
 
 log = logging.getLogger(__name__)
 
@@ -179,16 +189,32 @@ _BLOCK_TO_HF = {
     "mlp.fc1": "intermediate.dense",
     "mlp.fc2": "output.dense",
 }
+# The same in the layout transformers 5.x modules have (``layers.N.attention.{q,k,v,o}_proj``, ``mlp``).
+_BLOCK_TO_HF_V5 = {
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "attn.proj": "attention.o_proj",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
+_LAYOUTS = {
+    "hub": ("encoder.layer", _BLOCK_TO_HF, ("attention.attention.query", "attention.attention.key", "attention.attention.value")),
+    "v5": ("layers", _BLOCK_TO_HF_V5, ("attention.q_proj", "attention.k_proj", "attention.v_proj")),
+}
 _OUR_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$")
 
 
-def to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our AST ``state_dict`` in the Hub / transformers 4.x ``ASTForAudioClassification`` layout.
+def to_hf_state_dict(state_dict: Mapping[str, torch.Tensor], layout: str = "hub") -> dict[str, torch.Tensor]:
+    """Our AST ``state_dict`` in the ``ASTForAudioClassification`` key ``layout``: ``hub`` (the Hub /
+    transformers 4.x names, what every transformers version loads) or ``v5`` (the module names of
+    transformers 5.x).
 
-    The fused ``qkv`` is split into ``attention.attention.{query,key,value}``; every tensor is a
-    contiguous CPU copy (safetensors refuses tensors that share memory). Unknown keys raise
-    ``ValueError``.
+    The fused ``qkv`` is split into query, key and value; every tensor is a contiguous CPU copy
+    (safetensors refuses tensors that share memory). Unknown keys raise ``ValueError``.
     """
+    if layout not in _LAYOUTS:
+        raise ValueError(f"unknown Hugging Face key layout {layout!r}; choose one of {', '.join(_LAYOUTS)}")
+    blocks, block_names, qkv_names = _LAYOUTS[layout]
     inverse_top = {ours: hf for hf, ours in _TOP_LEVEL.items()}
     out: dict[str, torch.Tensor] = {}
     unknown: list[str] = []
@@ -204,12 +230,12 @@ def to_hf_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
             unknown.append(key)
             continue
         idx, module, kind = match[1], match[2], match[3]
-        base = f"{_PREFIX}encoder.layer.{idx}."
+        base = f"{_PREFIX}{blocks}.{idx}."
         if module == "attn.qkv":
-            for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):
-                out[f"{base}attention.attention.{part}.{kind}"] = chunk.clone().contiguous()
-        elif module in _BLOCK_TO_HF:
-            out[f"{base}{_BLOCK_TO_HF[module]}.{kind}"] = value.clone().contiguous()
+            for name, chunk in zip(qkv_names, value.chunk(3, dim=0)):
+                out[f"{base}{name}.{kind}"] = chunk.clone().contiguous()
+        elif module in block_names:
+            out[f"{base}{block_names[module]}.{kind}"] = value.clone().contiguous()
         else:
             unknown.append(key)
     if unknown:
@@ -472,3 +498,103 @@ def load_hf_checkpoint(directory: str | os.PathLike) -> tuple[AST, dict[str, Any
     }
     log.info("loaded Hugging Face AST from %s (%d classes, grid %s)", folder, cfg.num_classes, cfg.grid)
     return model, info
+
+
+# ============================================================================ a transformers model, coarse to fine
+# transformers' ``ASTForAudioClassification`` (or ``ASTModel``) trained coarse to fine in place: its
+# positional embedding and patch conv move between geometries exactly as our AST's do. The model
+# is recognised by duck typing (``config.model_type`` and the embeddings' attribute names), so
+# that this module still never imports transformers.
+
+_HF_STATE = "_coarse2fine_geometry"  # per-module attribute holding (full-resolution config, current config)
+
+
+def is_hf_ast(model: Any) -> bool:
+    """Whether ``model`` is a transformers ``ASTForAudioClassification`` or ``ASTModel``."""
+    config = getattr(model, "config", None)
+    return getattr(config, "model_type", None) == HF_MODEL_TYPE and isinstance(model, torch.nn.Module) \
+        and hasattr(_hf_embeddings(model), "position_embeddings")
+
+
+def _hf_embeddings(model: Any) -> Any:
+    return getattr(getattr(model, "audio_spectrogram_transformer", model), "embeddings", None)
+
+
+def _hf_configs(model: torch.nn.Module) -> tuple[ASTConfig, ASTConfig]:
+    """(full-resolution, current) :class:`ASTConfig` of an HF AST; the full-resolution one is read
+    from the HF config the first time and kept on the module (not in ``config.json``)."""
+    state = model.__dict__.get(_HF_STATE)
+    if state is None:
+        full = ast_config_from_hf(model.config)
+        proj = _hf_embeddings(model).patch_embeddings.projection
+        if (tuple(proj.kernel_size), tuple(proj.stride)) != (full.patch_size, full.stride):
+            raise ValueError(f"the model's patch conv (kernel {tuple(proj.kernel_size)}, stride {tuple(proj.stride)}) "
+                             f"does not match its config ({full.patch_size}, {full.stride}); load it at full resolution")
+        state = (full, full)
+        model.__dict__[_HF_STATE] = state
+    return state
+
+
+def hf_ast_config(model: torch.nn.Module) -> ASTConfig:
+    """Our :class:`ASTConfig` equal to a transformers AST *at its current geometry* (for FLOPs)."""
+    if not is_hf_ast(model):
+        raise TypeError(f"{type(model).__name__} is not a transformers AST model")
+    return _hf_configs(model)[1]
+
+
+def hf_geometry(model: torch.nn.Module) -> InputGeometry:
+    """The input geometry a transformers AST is set to now."""
+    return hf_ast_config(model).geometry
+
+
+@torch.no_grad()
+def hf_set_geometry(model: torch.nn.Module, geometry: InputGeometry) -> None:
+    """Move a transformers AST to ``geometry``, carrying its weights over as our AST does: the
+    positional embedding is interpolated to the new token grid and, for the Patch method, the
+    patch conv becomes ``p x p*k`` with stride ``(fs, ts*k)`` (kernel resized by
+    ``geometry.patch_resize``). ``config.max_length`` and ``config.time_stride`` follow; at full
+    resolution the config is the original again, so ``save_pretrained`` then writes a model that
+    ``from_pretrained`` and ``pipeline`` load. (A coarse Patch phase has a non-square kernel,
+    which a transformers config cannot describe.) Changed parameters are new ``nn.Parameter``
+    objects: build the optimizer afterwards."""
+    full, current = _hf_configs(model)
+    new = full.at_geometry(geometry)
+    if new.num_mel_bins != full.num_mel_bins:
+        raise ValueError(f"the model has {full.num_mel_bins} mel bins; the input geometry {geometry.mel_bins}")
+    emb = _hf_embeddings(model)
+    if new.grid != current.grid:
+        pos = resample_pos_embed(emb.position_embeddings.detach(), current.grid, new.grid, 2)
+        emb.position_embeddings = torch.nn.Parameter(pos.clone(), requires_grad=emb.position_embeddings.requires_grad)
+    proj = emb.patch_embeddings.projection
+    if (new.patch_size, new.stride) != (tuple(proj.kernel_size), tuple(proj.stride)):
+        weight = resize_patch_kernel(proj.weight.detach(), new.patch_size, geometry.patch_resize)
+        conv = torch.nn.Conv2d(proj.in_channels, proj.out_channels, new.patch_size, new.stride,
+                               device=weight.device, dtype=weight.dtype)
+        conv.weight = torch.nn.Parameter(weight.clone(), requires_grad=proj.weight.requires_grad)
+        conv.bias = torch.nn.Parameter(proj.bias.detach().clone(), requires_grad=proj.bias.requires_grad)
+        conv.train(proj.training)
+        emb.patch_embeddings.projection = conv
+    model.config.max_length = new.target_length
+    model.config.time_stride = new.stride[1]
+    model.__dict__[_HF_STATE] = (full, new)
+
+
+def hf_training_flops(model: torch.nn.Module, batch_size: int = 1) -> int:
+    """Analytic FLOPs of one training step of a transformers AST at its current geometry (equal to
+    what ``FlopCounterMode`` counts with SDPA attention, as for our AST)."""
+    return ast_training_flops(hf_ast_config(model), batch_size)
+
+
+def hf_state_dict_for(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` (Hub / 4.x or 5.x key layout) renamed to the keys of a transformers
+    ``ASTForAudioClassification`` ``model``. ``save_pretrained`` of transformers 5.x writes the Hub
+    layout, which ``Trainer``'s own checkpoint reload (``load_state_dict(strict=False)``) then does
+    not match: every encoder tensor would silently stay as it was."""
+    own = model.state_dict().keys()
+    layout = "v5" if any(".layers." in k for k in own) else "hub"
+    out = to_hf_state_dict(convert_hf_state_dict(state_dict), layout)
+    if set(out) != set(own):
+        missing, extra = sorted(set(own) - set(out)), sorted(set(out) - set(own))
+        raise ValueError(f"weights do not fit the model (missing: {', '.join(missing[:5]) or 'none'}; "
+                         f"unexpected: {', '.join(extra[:5]) or 'none'})")
+    return out

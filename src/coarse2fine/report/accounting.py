@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from coarse2fine.config import RunConfig
+from coarse2fine.core import step_flops
 from coarse2fine.objectives import build_objective
 
 
@@ -47,7 +48,7 @@ def phase_costs(cfg: RunConfig, num_classes: int) -> list[PhaseCost]:
         with torch.device(device):
             model = setup.build_model()
         costs.append(PhaseCost(i + 1, setup.R, setup.epochs, setup.geometry.frames, setup.geometry.mel_bins, model.num_tokens,
-                               int(objective.training_flops(model, 1)), int(model.forward_flops(1)), model.flops_source))
+                               step_flops(model, 1, objective), int(model.forward_flops(1)), model.flops_source))
     return costs
 
 

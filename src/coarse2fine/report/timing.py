@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from coarse2fine.config import RunConfig
+from coarse2fine.core import carry, step_flops
 from coarse2fine.data.datasets import ClipDataset, WaveformDataset
 from coarse2fine.data.loading import iterate_batches, resolve_workers
 from coarse2fine.data.memory import FeatureStore
@@ -106,7 +107,7 @@ def phase_case(cfg: RunConfig, p: int, num_classes: int, source: ClipDataset, de
     setup = cfg.phase(p, num_classes)
     torch.manual_seed(cfg.train.seed)
     model = setup.build_model().to(device).train()
-    model.set_geometry(setup.geometry)
+    carry(model, setup.geometry)
     source.set_phase(setup.features, setup.compression)
     net: torch.nn.Module = model
     if cfg.train.compile:
@@ -123,7 +124,7 @@ def phase_case(cfg: RunConfig, p: int, num_classes: int, source: ClipDataset, de
     synchronize(device)
     data = (time.perf_counter() - start) / num_batches
     return PhaseCase(setup.R, phase_key(cfg, setup.R), step, model.num_tokens, setup.batch_size,
-                     objective.training_flops(model, 1), batches, data)
+                     step_flops(model, 1, objective), batches, data)
 
 
 def _timer(device: torch.device, clock: Callable[[], float] = time.perf_counter) -> Callable[[Callable[[], None]], float]:

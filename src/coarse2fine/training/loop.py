@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from coarse2fine import atomic
 from coarse2fine.config import PhaseSetup, RunConfig, config_yaml
+from coarse2fine.core import carry, phase_input, step_flops
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import iterate_batches, resolve_workers
 from coarse2fine.model.base import C2FModel
@@ -50,7 +51,7 @@ from coarse2fine.training.folder import CHECKPOINT, claim_folder
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
 from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
-from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, featurize
+from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step
 from coarse2fine.training.switching import leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
 
@@ -251,7 +252,7 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     inside this phase), run one untimed warm-up step and, after a phase change, evaluate the
     carried-over model once (:func:`evaluate_on_entry`)."""
     cfg, d, model, s = run.cfg, run.d, state.model, run.setups[p]
-    model.set_geometry(s.geometry)
+    carry(model, s.geometry)
     for ds in (run.splits.train, run.splits.val):  # before the step: what a source serves may change with the phase
         ds.set_phase(s.features, s.compression)
     net: torch.nn.Module = model
@@ -266,7 +267,7 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
         step.scheduler.load_state_dict(state.phase_restore["scheduler"])
         state.phase_restore = None
     state.progress.model_phase, state.progress.fresh_phase = p, False
-    ph = PhaseRun(p, s, step, run.objective.training_flops(model, 1), LossTally(d.device))
+    ph = PhaseRun(p, s, step, step_flops(model, 1, run.objective), LossTally(d.device))
     seconds = warm_up(run, ph, state)
     state.progress.warmups.setdefault(p, seconds)
     log.info("phase %d/%d: R=%d, %d epochs, %d tokens, batch %d, %.3g training FLOPs per clip, warm-up %.1f s",
@@ -382,7 +383,7 @@ def val_batches(run: Run, ph: PhaseRun) -> Iterator[tuple[torch.Tensor, torch.Te
     """The validation set as (model input, targets) batches at this phase's resolution."""
     s, val = ph.setup, run.splits.val
     for x, y in iterate_batches(val, run.val_batches, run.d.device, run.workers):
-        yield featurize(x.to(run.d.device), val.serves, s.features, s.compression), y.to(run.d.device)
+        yield phase_input(x.to(run.d.device), val.serves, s.features, s.compression), y.to(run.d.device)
 
 
 def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:

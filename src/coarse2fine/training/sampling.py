@@ -14,13 +14,15 @@ as common ones (:func:`coarse2fine.data.labels.balanced_weights`; a clip source 
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import Sampler, WeightedRandomSampler
 
 from coarse2fine.data.labels import balanced_weights
 
-__all__ = ["balanced_sampler", "balanced_weights", "epoch_batches", "shard", "stream_batches"]
+__all__ = ["EpochSampler", "balanced_sampler", "balanced_weights", "epoch_batches", "shard", "stream_batches"]
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, weights: torch.Tensor | None = None,
@@ -33,6 +35,33 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, weights: torch
         else torch.randperm(n, generator=g)
     order = order.tolist()
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class EpochSampler(Sampler[int]):
+    """The clip order of coarse2fine's training loop (:func:`epoch_batches`) as a ``Sampler`` for a
+    ``DataLoader(sampler=..., batch_size=...)``: a shuffle of ``n`` clips that depends only on
+    (``seed``, epoch), so another training loop sees the batches the CLI's run sees.
+
+    ``set_epoch`` takes the 0-based epoch (as Lightning and ``DistributedSampler`` count; the
+    loop's epoch is one more). ``skip`` (one-shot, reset after each pass) leaves out the first
+    clips of the next pass: a run resumed in the middle of an epoch continues where it stopped.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        if n < 1:
+            raise ValueError(f"EpochSampler needs at least one clip, got {n}")
+        self.n, self.seed, self.epoch, self.skip = int(n), int(seed), 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        (order,) = epoch_batches(self.n, self.n, self.seed, self.epoch + 1)
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:])
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def stream_batches(n: int, batch_size: int, seed: int, epoch: int, steps: int) -> list[list[int]]:

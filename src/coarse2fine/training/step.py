@@ -27,7 +27,8 @@ import torch
 
 from coarse2fine.compression import Compression
 from coarse2fine.config import AugmentConfig, PhaseSetup, RunConfig
-from coarse2fine.features import FeatureSpec, extract
+from coarse2fine.core import phase_input
+from coarse2fine.features import FeatureSpec
 from coarse2fine.objectives import Objective
 from coarse2fine.training.augment import augment_features, mixup
 from coarse2fine.training.optim import build_optimizer, build_scheduler
@@ -42,15 +43,6 @@ class NonFiniteLoss(RuntimeError):
     def __init__(self, loss: float):
         super().__init__(f"loss is {loss}")
         self.loss = loss
-
-
-def featurize(x: torch.Tensor, serves: str, spec: FeatureSpec, comp: Compression) -> torch.Tensor:
-    """Model input [B, frames, mel bins] for one phase from what a data source ``serves``:
-    features computed here, batched, on ``x``'s device, from waveforms, then compressed
-    (unless the source serves compressed features already)."""
-    if serves == "model_input":
-        return x
-    return comp.transform(x if serves == "features" else extract(x, spec))
 
 
 def synchronize(device: torch.device) -> None:
@@ -143,7 +135,7 @@ class TrainStep:
 
     def model_input(self, x: torch.Tensor) -> torch.Tensor:
         """Features, compression and augmentation of one (micro-)batch."""
-        feats = featurize(x, self.serves, self.features, self.compression)
+        feats = phase_input(x, self.serves, self.features, self.compression)
         return augment_features(feats, self.augment, self.compression.time_factor, self.generator)
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,480 @@
+"""Coarse-to-fine training in PyTorch Lightning: the :class:`CoarseToFine` callback.
+
+Add the callback to a ``Trainer`` and keep your ``LightningModule``::
+
+    schedule = Schedule.build("4-1", epochs=40, frames=1024, mel_bins=128, method="avgpool")
+    trainer = Trainer(max_epochs=schedule.epochs, callbacks=[CoarseToFine(schedule, inputs="features")])
+    trainer.fit(module, train_loader, val_loader)
+
+At each phase's first epoch (or step, ``switch="step"``) the callback moves the model to the
+phase's input geometry with its weights carried over (:func:`coarse2fine.core.carry`) and has
+Lightning build the optimizer and LR scheduler anew (``configure_optimizers`` is called again, as
+the paper resets both); before every batch of training, validation, test and prediction it
+compresses the batch's input in place (:func:`coarse2fine.core.compress`). It records each epoch
+(phase, R, training FLOPs, training seconds with validation left out, the metrics validation
+logged) as :class:`~coarse2fine.training.records.EpochRecord`, logs them to every logger of the
+trainer as ``c2f/*`` (float64, unlike ``self.log``), optionally writes them as a run log that
+``coarse2fine compare`` reads, and keeps them and the phase in Lightning's checkpoints: a run
+killed in a coarse phase resumes in it.
+
+What the ``LightningModule`` must do: keep the model in an attribute (``model`` by default,
+``model_attr=``), build its optimizer over the parameters *at call time* in
+``configure_optimizers`` (a phase change replaces the positional embedding and patch conv), and
+return a per-step scheduler as ``{"scheduler": s, "interval": "step"}`` when it has one.
+
+:class:`ConfigModule` and :func:`config_loaders` train a coarse2fine config in Lightning the way
+``coarse2fine train`` does (same model initialisation, data order, augmentation, optimizer and
+schedule), which is how the two are compared.
+
+Requires ``pip install "coarse2fine[lightning]"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from coarse2fine import atomic
+from coarse2fine.compression import Compression, InputGeometry
+from coarse2fine.config import RunConfig
+from coarse2fine.core import INPUT_KINDS, InputKind, Schedule, carry, compress, step_flops
+from coarse2fine.data.datasets import DataSplits
+from coarse2fine.data.loading import resolve_workers
+from coarse2fine.extras import require
+from coarse2fine.features import FeatureSpec
+from coarse2fine.model.hf import hf_ast_config, is_hf_ast
+from coarse2fine.model.transfer import initialise
+from coarse2fine.objectives import build_objective
+from coarse2fine.training.augment import augment_features, mixup
+from coarse2fine.training.optim import build_optimizer, build_scheduler
+from coarse2fine.training.records import EpochRecord, as_records
+
+require("lightning", "lightning", "coarse2fine.integrations.lightning")
+
+import lightning.pytorch as pl  # noqa: E402
+from lightning.pytorch.plugins.io import CheckpointIO  # noqa: E402
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CoarseToFine", "ConfigModule", "config_loaders"]
+
+SWITCHES = ("epoch", "step")
+
+
+class CoarseToFine(pl.Callback):
+    """Coarse-to-fine training of a ``LightningModule``'s model (see the module docstring).
+
+    ``schedule``: the phases and compression (:class:`~coarse2fine.core.Schedule`). ``inputs``:
+    what the batches carry at ``batch_key`` (``0`` for ``(x, y)`` batches, a name for dict
+    batches): ``waveforms`` (features are computed here with ``features``, the full-resolution
+    :class:`~coarse2fine.features.FeatureSpec`; every method, Fshift included), full-resolution
+    ``features`` (Avg/Max pooling and Patch) or ``model_input`` (left as is). ``model_attr``: the
+    module's attribute holding the model (a coarse2fine model or a transformers AST).
+    ``switch``: change phase at epoch boundaries (``epoch``) or after
+    ``start_epoch(i) * steps_per_epoch`` optimizer steps (``step``; ``steps_per_epoch`` defaults to
+    the trainer's). ``log_path``: a JSON run log of the records (``coarse2fine compare`` reads it).
+    """
+
+    def __init__(self, schedule: Schedule, *, inputs: InputKind = "waveforms", features: FeatureSpec | None = None,
+                 batch_key: int | str = 0, model_attr: str = "model", switch: str = "epoch",
+                 steps_per_epoch: int | None = None, log_path: str | Path | None = None):
+        if inputs not in INPUT_KINDS:
+            raise ValueError(f"inputs must be one of {', '.join(INPUT_KINDS)}, got {inputs!r}")
+        if inputs == "waveforms" and features is None:
+            raise ValueError("inputs='waveforms' needs features=FeatureSpec(...) (the full-resolution features)")
+        if inputs == "features" and schedule.method == "fshift" and any(p.R > 1 for p in schedule.phases):
+            raise ValueError("Fshift computes features with a longer frame shift: it needs inputs='waveforms'")
+        if switch not in SWITCHES:
+            raise ValueError(f"switch must be one of {', '.join(SWITCHES)}, got {switch!r}")
+        self.schedule, self.inputs, self.features = schedule, inputs, features
+        self.batch_key, self.model_attr, self.switch = batch_key, model_attr, switch
+        self.steps_per_epoch, self.log_path = steps_per_epoch, Path(log_path) if log_path else None
+        self.phase = -1  # the phase the model is set to (-1: not yet)
+        self.records: list[EpochRecord] = []
+        self._module: pl.LightningModule | None = None
+        self._epoch: dict[str, Any] = {}  # sums of the epoch (segment) in progress
+        self._resumed: dict[str, Any] | None = None  # those sums, from a checkpoint written mid-epoch
+        self._val_start = 0.0
+        self._val_metrics: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, **kwargs: Any) -> CoarseToFine:
+        """The callback for a coarse2fine config: its schedule, and waveforms in, with its features."""
+        c2f = cfg.c2f
+        if c2f.switch != "fixed" or c2f.final_stop != "epochs":
+            raise ValueError(f"c2f.switch {c2f.switch!r} / c2f.final_stop {c2f.final_stop!r}: the Lightning callback "
+                             "switches at fixed epochs or steps only (c2f.switch: fixed, c2f.final_stop: epochs)")
+        kwargs.setdefault("inputs", "waveforms")
+        kwargs.setdefault("features", cfg.features.spec())
+        return cls(cfg.schedule(), **kwargs)
+
+    @staticmethod
+    def of(trainer: pl.Trainer) -> CoarseToFine:
+        """The trainer's :class:`CoarseToFine` callback (``ValueError`` when it has none)."""
+        found = [cb for cb in trainer.callbacks if isinstance(cb, CoarseToFine)]  # type: ignore[attr-defined]
+        if len(found) != 1:
+            raise ValueError(f"the trainer has {len(found)} CoarseToFine callbacks; expected one")
+        return found[0]
+
+    # --- what the phase is ------------------------------------------------------------------
+    @property
+    def compression(self) -> Compression:
+        """The compression of the current phase (phase 0 before training starts)."""
+        return self.schedule.compression(max(self.phase, 0))
+
+    @property
+    def geometry(self) -> InputGeometry:
+        return self.schedule.geometry(max(self.phase, 0))
+
+    def model_of(self, pl_module: pl.LightningModule) -> torch.nn.Module:
+        model = getattr(pl_module, self.model_attr, None)
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"{type(pl_module).__name__} has no model in attribute {self.model_attr!r} "
+                             "(CoarseToFine(model_attr=...) names it)")
+        return model
+
+    def move(self, pl_module: pl.LightningModule, phase: int) -> None:
+        """Move the module's model to ``phase``'s geometry (weights carried over)."""
+        carry(self.model_of(pl_module), self.schedule.geometry(phase))
+        self.phase = phase
+
+    def _switch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, phase: int) -> None:
+        """Enter ``phase``: move the model, wrap it again under DDP (its reducer holds the old
+        parameters), and build the optimizers and LR schedulers anew (``configure_optimizers``)."""
+        self.move(pl_module, phase)
+        strategy = trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            strategy.model = strategy.lightning_module
+            strategy.configure_ddp()
+        strategy.setup_optimizers(trainer)
+        log.info("coarse-to-fine: phase %d/%d, R=%d, input %s", phase + 1, len(self.schedule.phases),
+                 self.schedule.phases[phase].R, self.geometry)
+
+    def _compress(self, batch: Any) -> int:
+        """Compress the batch's input in place; returns the batch size."""
+        if isinstance(batch, tuple):
+            raise ValueError("the batch is a tuple, which cannot be changed in place: return lists or dicts from the "
+                             "DataLoader (default_collate makes (x, y) samples a list)")
+        try:
+            x = batch[self.batch_key]
+        except (KeyError, IndexError, TypeError):
+            raise ValueError(f"cannot read the input of a {type(batch).__name__} batch at {self.batch_key!r} "
+                             "(CoarseToFine(batch_key=...) names it)") from None
+        batch[self.batch_key] = compress(x, self.compression, self.inputs, self.features)
+        return len(x)
+
+    # --- set up and resume --------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        strategy = trainer.strategy
+        if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)) or strategy.restore_checkpoint_after_setup:
+            raise ValueError(f"CoarseToFine supports single-device and DDP training, not {type(trainer.strategy).__name__} "
+                             "(it loads weights after wrapping the model, when their shapes no longer fit)")
+        self._module = pl_module
+        if self.phase < 0:
+            self.move(pl_module, 0)
+        if not isinstance(trainer.strategy.checkpoint_io, _PhaseCheckpointIO):
+            trainer.strategy.checkpoint_io = _PhaseCheckpointIO(trainer.strategy.checkpoint_io, self)
+        if stage == "fit" and self.switch == "epoch" and trainer.max_epochs not in (None, -1, self.schedule.epochs):
+            log.warning("Trainer(max_epochs=%s) differs from the schedule's %d epochs", trainer.max_epochs,
+                        self.schedule.epochs)
+
+    def _checkpoint_loaded(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint was read, before its weights load: move the model to its phase's geometry."""
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is not None and self._module is not None:
+            self.move(self._module, int(state["phase"]))
+
+    def state_dict(self) -> dict[str, Any]:
+        # Plain types only: Lightning reads checkpoints with torch.load(weights_only=True).
+        partial = None
+        if self._epoch:  # a checkpoint in the middle of an epoch: its sums so far
+            partial = {k: self._epoch[k] for k in ("epoch", "flops", "clips", "steps", "lr")}
+            partial["time"] = self._elapsed()
+        return {"phase": self.phase, "records": [r.to_dict() for r in self.records], "partial": partial}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.phase = int(state_dict["phase"])
+        self.records = as_records(state_dict["records"])
+        self._resumed = state_dict.get("partial")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning calls no on_train_epoch_start for an epoch resumed in its middle: continue its
+        # sums here, and skip the batches it trained (Lightning restarts the loader's pass).
+        loop = trainer.fit_loop
+        if loop.restarted_mid_epoch:
+            self._start(trainer)
+            if self._resumed is not None:
+                self._epoch.update({k: v for k, v in self._resumed.items() if k != "time"})
+                self._epoch["t0"] -= float(self._resumed["time"])
+            done = loop.epoch_loop.batch_progress.current.processed
+            loader = trainer.train_dataloader
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "skip") and getattr(loader, "batch_size", None):
+                sampler.skip = done * loader.batch_size  # type: ignore[union-attr]
+            else:
+                log.warning("resumed in the middle of an epoch with a sampler that cannot skip the %d batches already "
+                            "trained (coarse2fine.training.sampling.EpochSampler can): the epoch's data order differs",
+                            done)
+        self._resumed = None
+
+    # --- phases and epochs --------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.switch == "epoch":
+            p = self.schedule.at_epoch(trainer.current_epoch).index
+            if p != self.phase:
+                self._switch(trainer, pl_module, p)
+        self._start(trainer)
+
+    def _start(self, trainer: pl.Trainer) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
+        self._epoch = {"epoch": trainer.current_epoch, "flops": 0, "clips": 0, "steps": 0, "lr": lr,
+                       "t0": time.perf_counter(), "val": 0.0}
+        self._val_metrics = {}
+
+    def _steps_per_epoch(self, trainer: pl.Trainer) -> int:
+        if self.steps_per_epoch:
+            return self.steps_per_epoch
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ValueError("switch='step' needs steps_per_epoch= for an iterable of unknown length")
+        return max(1, int(batches) // max(1, trainer.accumulate_grad_batches))
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.switch == "step":
+            p = self.schedule.at_step(trainer.global_step, self._steps_per_epoch(trainer)).index
+            if p != self.phase:
+                if self._epoch.get("clips"):
+                    self._close(trainer, pl_module)  # the epoch's part in the old phase is its own record
+                    self._start(trainer)
+                self._switch(trainer, pl_module, p)
+                self._epoch["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        n = self._compress(batch)
+        world = trainer.world_size
+        self._epoch["flops"] += step_flops(self.model_of(pl_module), n) * world  # every process's share
+        self._epoch["clips"] += n * world
+        self._epoch["steps"] += 1
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        self._compress(batch)
+
+    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+                            dataloader_idx: int = 0) -> None:
+        self._compress(batch)
+
+    def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+                               dataloader_idx: int = 0) -> None:
+        self._compress(batch)
+
+    # Lightning validates inside the training epoch (before on_train_epoch_end): its time is not training time.
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not self._epoch:
+            return
+        self._epoch["val"] += time.perf_counter() - self._val_start
+        self._val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                             if not k.startswith("c2f/") and getattr(v, "numel", lambda: 1)() == 1}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close(trainer, pl_module)
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._epoch["t0"] - self._epoch["val"] if self._epoch else 0.0
+
+    def _close(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record the epoch (or its part in one phase) and log it."""
+        e, seconds = self._epoch, self._elapsed()
+        prev = self.records[-1] if self.records else None
+        model = self.model_of(pl_module)
+        tokens = int(getattr(model, "num_tokens", 0) or _hf_tokens(model))
+        phase_epoch = len({r.epoch for r in self.records if r.phase == self.phase} | {e["epoch"] + 1})
+        record = EpochRecord(
+            epoch=e["epoch"] + 1, phase=self.phase, R=self.schedule.phases[self.phase].R, phase_epoch=phase_epoch,
+            tokens=tokens, train_tokens=int(getattr(model, "train_tokens", tokens)), lr=float(e["lr"]),
+            clips=e["clips"], steps=e["steps"], metrics=dict(self._val_metrics), train_flops=float(e["flops"]),
+            cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"], train_time=seconds,
+            cum_time=(prev.cum_time if prev else 0.0) + seconds, eval_time=e["val"],
+        )
+        self.records.append(record)
+        self._epoch = {}
+        phase_recs = [r for r in self.records if r.phase == self.phase]
+        values = {"c2f/phase": float(record.phase), "c2f/R": float(record.R), "c2f/train_flops": record.train_flops,
+                  "c2f/cum_flops": record.cum_flops, "c2f/train_time": record.train_time, "c2f/cum_time": record.cum_time,
+                  "c2f/phase_flops": sum(r.train_flops for r in phase_recs),
+                  "c2f/phase_time": sum(r.train_time for r in phase_recs)}
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.global_step)
+        if self.log_path is not None and trainer.is_global_zero:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(self.log_path, {"name": self.log_path.stem, "source": "lightning",
+                                              "records": [r.to_dict() for r in self.records]})
+
+
+def _hf_tokens(model: torch.nn.Module) -> int:
+    return hf_ast_config(model).num_tokens if is_hf_ast(model) else 0
+
+
+class _PhaseCheckpointIO(CheckpointIO):
+    """The strategy's checkpoint IO, unchanged, except that a checkpoint read for resuming moves the
+    model to the phase it was written in before Lightning loads its weights (no hook of a callback
+    runs that early; the weights of a coarse phase have that phase's shapes)."""
+
+    def __init__(self, inner: CheckpointIO, callback: CoarseToFine):
+        self.inner, self.callback = inner, callback
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        self.inner.save_checkpoint(checkpoint, path, storage_options)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        checkpoint = self.inner.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        self.callback._checkpoint_loaded(checkpoint)
+        return checkpoint
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self.inner.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+
+# ============================================================================ a coarse2fine config in Lightning
+
+UNSUPPORTED = {
+    "train.objective": lambda c: c.train.objective != "classification",
+    "train.grad_accum": lambda c: c.train.grad_accum != 1,
+    "train.amp": lambda c: c.train.amp != "none",
+    "train.epoch_steps": lambda c: bool(c.train.epoch_steps),
+    "c2f.coarse_batch": lambda c: c.c2f.coarse_batch == "scale",
+    "augment.wa_start": lambda c: c.augment.wa_start > 0,
+    "augment.balanced_sampling": lambda c: bool(c.augment.balanced_sampling),
+}
+
+
+class ConfigModule(pl.LightningModule):
+    """A coarse2fine classification config trained in Lightning as ``coarse2fine train`` trains it:
+    the model built at phase 0's geometry after ``torch.manual_seed(train.seed)`` (and
+    ``model.init_from``), mixup on the batch before features, SpecAugment and noise after the
+    phase's compression (one augmentation generator seeded with ``train.seed + 1 + rank``), the
+    objective's loss, ``train.optim``'s optimizer and per-step LR schedule (built for the current
+    phase), gradient clipping, and validation metrics (``acc``, ``mAP``, ... and ``val_loss``)
+    computed over the whole validation set. Use it with :meth:`CoarseToFine.from_config` and
+    :func:`config_loaders`. ``train_clips``: the number of training clips (steps per epoch).
+    Settings the Lightning run does not reproduce are refused with their names."""
+
+    def __init__(self, cfg: RunConfig, num_classes: int, train_clips: int):
+        super().__init__()
+        bad = [key for key, unsupported in UNSUPPORTED.items() if unsupported(cfg)]
+        if bad:
+            raise ValueError(f"ConfigModule does not reproduce {', '.join(bad)} of the config; train it with "
+                             "`coarse2fine train`, or change them")
+        self.cfg, self.num_classes = cfg, num_classes
+        self.steps_per_epoch = math.ceil(train_clips / cfg.train.batch_size)
+        self.setups = [cfg.phase(i, num_classes) for i in range(len(cfg.phases()))]
+        torch.manual_seed(cfg.train.seed)  # as the CLI: the model is drawn at phase 0's geometry
+        self.model = self.setups[0].build_model()
+        if cfg.model.init_from:
+            initialise(self.model, cfg.model.init_from)
+        self.objective = build_objective(cfg.train.objective, cfg)
+        self.generator = torch.Generator().manual_seed(cfg.train.seed + 1)
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def _setup(self) -> Any:
+        """The current phase's :class:`~coarse2fine.config.PhaseSetup` (phase 0 before training)."""
+        return self.setups[max(CoarseToFine.of(self.trainer).phase, 0)]
+
+    def setup(self, stage: str) -> None:
+        self.generator = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + 1 + self.global_rank)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        a = self.cfg.augment
+        if self.trainer.training and a.mixup > 0:  # on what the source serves, before the features
+            batch[0], batch[1] = mixup(batch[0], batch[1], a.mixup, a.mixup_alpha, self.generator, a.mixup_targets)
+        return batch
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch  # the phase's model input: CoarseToFine compressed it
+        time_factor = self._setup().compression.time_factor
+        feats = augment_features(x, self.cfg.augment, time_factor, self.generator)
+        loss = self.objective.training_loss(self.model, feats, y, self.generator)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(x), sync_dist=self.trainer.world_size > 1)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self._val.append((self.model(x).float(), y))
+
+    def on_validation_epoch_end(self) -> None:
+        world = self.trainer.world_size
+
+        def gather(obj: Any) -> list[Any]:
+            if world == 1:
+                return [obj]
+            out: list[Any] = [None] * world
+            torch.distributed.all_gather_object(out, obj)
+            return out
+
+        logits_model: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits  # noqa: E731
+        metrics = self.objective.evaluate(logits_model, self._val, gather)  # type: ignore[arg-type]
+        self._val = []
+        for name, value in metrics.items():  # the same on every process (gathered): averaging keeps it
+            self.log(name, float(value), sync_dist=world > 1)
+
+    def configure_optimizers(self) -> Any:
+        optim = self._setup().optim
+        optimizer = build_optimizer(self.model.parameters(), optim)  # the parameters now: a phase change replaces some
+        scheduler = build_scheduler(optimizer, self.steps_per_epoch, optim)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        clip = self._setup().optim.clip_grad_norm
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["coarse2fine_rng"] = {"torch": torch.get_rng_state(), "aug": self.generator.get_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("coarse2fine_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            self.generator.set_state(rng["aug"])
+
+
+def config_loaders(cfg: RunConfig, splits: DataSplits, device: str | torch.device = "cpu") -> tuple[DataLoader, DataLoader]:
+    """Training and validation loaders of a config's data in the CLI's order: the training clips
+    shuffled by :class:`~coarse2fine.training.sampling.EpochSampler` (a function of seed and
+    epoch), batches of ``train.batch_size``; the validation clips in order, batches of
+    ``max(train.batch_size, 64)``. The data must serve waveforms (``data.in_memory: off``, no
+    ``data.cache_dir``): the callback computes each phase's features."""
+    from coarse2fine.training.sampling import EpochSampler
+
+    for name, ds in (("train", splits.train), ("val", splits.val)):
+        if ds.serves != "waveforms":
+            raise ValueError(f"the {name} data serves {ds.serves}, not waveforms: load it with data.in_memory=off and "
+                             "without data.cache_dir")
+    workers = resolve_workers(cfg.data.num_workers, splits.train, torch.device(device))
+    t = cfg.train
+    # Explicit generators: a loader without one draws its seed from torch's global generator,
+    # which only the model's own randomness may use.
+    train = DataLoader(splits.train, batch_size=t.batch_size, sampler=EpochSampler(len(splits.train), t.seed),
+                       num_workers=workers, generator=torch.Generator())
+    val = DataLoader(splits.val, batch_size=max(t.batch_size, 64), shuffle=False, num_workers=workers,
+                     generator=torch.Generator())
+    return train, val
+

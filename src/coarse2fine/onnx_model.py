@@ -1,0 +1,143 @@
+"""A trained model as ONNX: export with a dynamic batch, a check against PyTorch, and inference.
+
+:func:`export_onnx` writes a model at its current geometry (a finished run's model: full
+resolution) as one ``.onnx`` file with input ``features`` ``[batch, frames, mel bins]`` (batch
+dynamic, geometry fixed) and output ``logits`` ``[batch, classes]``, through ``torch.onnx.export``'s
+dynamo exporter; the geometry, classes and architecture go into the file's metadata.
+:func:`check_onnx` runs it with onnxruntime on real inputs and compares with PyTorch.
+:class:`OnnxClassifier` scores features with onnxruntime wherever ``predict`` takes a model.
+
+Requires ``pip install "coarse2fine[onnx]"`` (onnx, onnxruntime, onnxscript); imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from coarse2fine.compression import InputGeometry
+from coarse2fine.extras import require
+from coarse2fine.model.base import C2FModel
+
+ATOL, RTOL = 1e-4, 1e-3
+INPUT, OUTPUT = "features", "logits"
+_EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")  # an INFO line per optimised initializer
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _require(module: str) -> Any:
+    return require(module, "onnx", "ONNX export and inference")
+
+
+def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2) -> Path:
+    """Write ``model`` (eval mode, at its current geometry) to ``path`` as ONNX: dynamic batch,
+    fixed ``frames`` x ``mel bins``, the weights inside the file. Returns the path."""
+    _require("onnx")
+    _require("onnxscript")
+    import onnx
+
+    path = Path(path)
+    geo = model.geometry
+    model = model.eval()
+    x = torch.zeros(example_batch, geo.frames, geo.mel_bins)
+    arg = next(iter(inspect.signature(model.forward).parameters))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / "model.onnx"
+        with _quiet_exporter():
+            torch.onnx.export(model, (x,), str(raw), dynamo=True, external_data=False, verbose=False,
+                              input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_shapes={arg: {0: torch.export.Dim("batch")}})
+        proto = onnx.load(str(raw))
+        meta = {"coarse2fine.arch": model.arch, "coarse2fine.frames": geo.frames, "coarse2fine.mel_bins": geo.mel_bins,
+                "coarse2fine.num_classes": model.num_classes}
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+        onnx.checker.check_model(proto)
+        tmp_out = Path(tmp) / "final.onnx"
+        onnx.save(proto, str(tmp_out))
+        os.replace(tmp_out, path)
+    return path
+
+
+class OnnxClassifier:
+    """An exported model run by onnxruntime (CPU): ``classifier(features [B, frames, mel bins])``
+    returns logits ``[B, classes]`` as a tensor; ``geometry`` and ``num_classes`` come from the
+    file, as ``predict`` needs them."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        ort = _require("onnxruntime")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ValueError(f"{self.path}: no such ONNX file")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 3:
+            raise ValueError(f"{self.path}: expected one input [batch, frames, mel bins], got {[i.shape for i in inputs]}")
+        _, frames, mel = inputs[0].shape
+        if not isinstance(frames, int) or not isinstance(mel, int):
+            raise ValueError(f"{self.path}: the input's frames and mel bins must be fixed, got {inputs[0].shape}")
+        self.input_name = inputs[0].name
+        self.geometry = InputGeometry(frames, mel)
+        self.num_classes = int(meta.get("coarse2fine.num_classes", outputs[0].shape[-1]))
+        self.arch = meta.get("coarse2fine.arch", "onnx")
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.detach().to("cpu", torch.float32).contiguous().numpy()
+        (logits,) = self.session.run(None, {self.input_name: x})
+        return torch.from_numpy(np.asarray(logits))
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """ONNX against PyTorch on ``clips`` inputs: the largest absolute difference of the logits and
+    whether every logit is within ``atol + rtol * |PyTorch's|``."""
+
+    clips: int
+    max_abs_diff: float
+    atol: float
+    rtol: float
+    ok: bool
+
+    def summary(self) -> str:
+        verdict = "OK" if self.ok else "MISMATCH"
+        return (f"onnxruntime vs PyTorch on {self.clips} clip(s): max |diff| of the logits {self.max_abs_diff:.2e} "
+                f"(tolerance {self.atol:g} + {self.rtol:g} x |logit|): {verdict}")
+
+
+def check_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, features: torch.Tensor, atol: float = ATOL,
+               rtol: float = RTOL) -> OnnxCheck:
+    """Run the exported file and ``model`` on ``features`` ``[B, frames, mel bins]`` and compare."""
+    model = model.eval()
+    with torch.inference_mode():
+        ref = model(features.float()).float()
+    got = OnnxClassifier(onnx_path)(features)
+    diff = (got - ref).abs()
+    ok = bool((diff <= atol + rtol * ref.abs()).all())
+    return OnnxCheck(len(features), float(diff.max()), atol, rtol, ok)

@@ -1,0 +1,201 @@
+"""The Lightning callback: the same run as the CLI's, resumes in the coarse phase, step-based switches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pl = pytest.importorskip("lightning.pytorch")
+
+from coarse2fine.config import load_config  # noqa: E402
+from coarse2fine.core import Schedule  # noqa: E402
+from coarse2fine.data.sources import load_splits  # noqa: E402
+from coarse2fine.integrations.lightning import CoarseToFine, ConfigModule, config_loaders  # noqa: E402
+from coarse2fine.phases import Phase  # noqa: E402
+from coarse2fine.report.savings import load_records  # noqa: E402
+from coarse2fine.training.loop import train_run  # noqa: E402
+
+# 32 clips in batches of 8: 4 steps per epoch; 4-1 with one coarse epoch and two at full resolution.
+TINY = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.optim.warmup_steps=2",
+        "train.threads=1", "model.preset=micro", "c2f.schedule=4-1", "c2f.phase_epochs=[1, 2]", "data.in_memory=off"]
+# Patch PI with mixup (on waveforms, before the features) and SpecAugment (after compression);
+# HTS-AT (its Swin windows follow the token grid) with stochastic depth and gradient clipping.
+AUGMENTED = ["c2f.method=patch", "augment.mixup=0.5", "augment.freqm=8", "augment.timem=16"]
+HTSAT = ["model.arch=htsat", "model.overrides.num_chunks=1", "model.overrides.depths=[1, 1]",
+         "model.overrides.num_heads=[2, 4]", "model.drop_path_rate=0.2", "train.optim.clip_grad_norm=1.0",
+         "c2f.method=avgpool"]
+CASES = {"fshift": ["c2f.method=fshift", "model.overrides.depth=1"], "patch+augment": [*AUGMENTED, "model.overrides.depth=1"],
+         "htsat": HTSAT}
+
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+
+
+def _config(case: str):
+    return load_config("demo", [*TINY, *CASES[case]])
+
+
+def _lightning_run(cfg, splits, out, *, ckpt_path=None, callbacks=(), **trainer_kwargs):
+    module = ConfigModule(cfg, splits.train.num_classes, len(splits.train))
+    c2f = CoarseToFine.from_config(cfg, log_path=out / "c2f_log.json")
+    train, val = config_loaders(cfg, splits)
+    trainer_kwargs.setdefault("max_epochs", cfg.schedule().epochs)
+    trainer = pl.Trainer(callbacks=[c2f, *callbacks], accelerator="cpu", devices=1, default_root_dir=out,
+                         logger=pl.loggers.CSVLogger(out, name="csv"), enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, **trainer_kwargs)
+    trainer.fit(module, train, val, ckpt_path=ckpt_path)
+    return module, c2f, trainer
+
+
+def _max_diff(a, b) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Each case trained by the CLI and in Lightning (shared by the tests below)."""
+    out = {}
+    for case in CASES:
+        cfg = _config(case)
+        splits = load_splits(cfg)
+        root = tmp_path_factory.mktemp(case.replace("+", "_"))
+        cli = train_run(cfg, splits, root / "cli", progress=False)
+        module, c2f, trainer = _lightning_run(cfg, splits, root / "lightning")
+        out[case] = dict(cfg=cfg, splits=splits, root=root, cli=cli, module=module, c2f=c2f, trainer=trainer,
+                         cli_weights=load_file(root / "cli" / "model.safetensors"))
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_lightning_run_matches_the_cli_run(runs, case):
+    r = runs[case]
+    cli, lit = r["cli"].records, r["c2f"].records
+    assert [(x.epoch, x.phase, x.R, x.phase_epoch, x.tokens) for x in lit] == \
+        [(x.epoch, x.phase, x.R, x.phase_epoch, x.tokens) for x in cli]
+    assert [(x.epoch, x.phase, x.R, x.phase_epoch) for x in lit] == [(1, 0, 4, 1), (2, 1, 1, 1), (3, 1, 1, 2)]
+    assert lit[0].tokens * 4 == lit[1].tokens
+    assert [x.train_flops for x in lit] == [x.train_flops for x in cli]
+    assert [x.cum_flops for x in lit] == [x.cum_flops for x in cli]
+    assert [(x.clips, x.steps) for x in lit] == [(x.clips, x.steps) for x in cli] == [(32, 4)] * 3
+    # The optimizer and LR schedule restart at the phase change (warm-up from its first step).
+    assert [x.lr for x in lit] == pytest.approx([x.lr for x in cli]) and lit[1].lr == pytest.approx(lit[0].lr)
+    assert [x.metric("acc") for x in lit] == pytest.approx([x.metric("acc") for x in cli], abs=1e-6)
+    assert [x.metric("val_loss") for x in lit] == pytest.approx([x.metric("val_loss") for x in cli], rel=1e-5)
+    # Same seed, same data order, same augmentation draws: the same final weights.
+    assert _max_diff(r["cli_weights"], r["module"].model.state_dict()) <= 1e-5
+    # The records are a run log that the savings tables read.
+    assert [x.epoch for x in load_records(r["root"] / "lightning" / "c2f_log.json")] == [1, 2, 3]
+
+
+def test_flops_and_time_reach_the_lightning_logger(runs):
+    r = runs["fshift"]
+    rows = list(__import__("csv").DictReader(open(r["trainer"].logger.log_dir + "/metrics.csv")))
+    logged = [float(row["c2f/train_flops"]) for row in rows if row.get("c2f/train_flops")]
+    assert logged == [x.train_flops for x in r["c2f"].records]  # float64, not self.log's float32
+    times = [float(row["c2f/train_time"]) for row in rows if row.get("c2f/train_time")]
+    assert len(times) == 3 and all(t > 0 for t in times)
+    phase_flops = [float(row["c2f/phase_flops"]) for row in rows if row.get("c2f/phase_flops")]
+    recs = r["c2f"].records
+    assert phase_flops == [recs[0].train_flops, recs[1].train_flops, recs[1].train_flops + recs[2].train_flops]
+
+
+def test_resumes_from_a_checkpoint_of_the_coarse_phase(runs, tmp_path):
+    r = runs["patch+augment"]
+    cfg, splits = r["cfg"], r["splits"]
+    # A run killed after its coarse epoch left this end-of-epoch checkpoint ...
+    every_epoch = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, filename="{epoch}")
+    _lightning_run(cfg, splits, tmp_path / "killed", callbacks=[every_epoch], max_epochs=1)
+    ckpt = tmp_path / "ckpt" / "epoch=0.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["callbacks"]["CoarseToFine"]["phase"] == 0
+    assert state["state_dict"]["model.patch_embed.proj.weight"].shape[-1] == 16 * 4  # Patch: 16 x 64 patches
+    # ... and resuming from it ends where the uninterrupted run ended.
+    module, c2f, _ = _lightning_run(cfg, splits, tmp_path / "resumed", ckpt_path=ckpt)
+    assert [(x.epoch, x.R, x.train_flops) for x in c2f.records] == [(x.epoch, x.R, x.train_flops) for x in r["c2f"].records]
+    assert _max_diff(module.model.state_dict(), r["module"].model.state_dict()) <= 1e-6
+
+
+def test_resumes_in_the_middle_of_a_coarse_epoch(runs, tmp_path):
+    r = runs["fshift"]
+    cfg, splits = r["cfg"], r["splits"]
+    every_2 = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1,
+                                           filename="{step}")
+    _lightning_run(cfg, splits, tmp_path / "killed", callbacks=[every_2], max_steps=2)
+    module, c2f, _ = _lightning_run(cfg, splits, tmp_path / "resumed", ckpt_path=tmp_path / "ckpt" / "step=2.ckpt")
+    assert [(x.epoch, x.R, x.clips, x.train_flops) for x in c2f.records] == \
+        [(x.epoch, x.R, x.clips, x.train_flops) for x in r["c2f"].records]
+    assert _max_diff(module.model.state_dict(), r["module"].model.state_dict()) <= 1e-6
+
+
+class _Probe(pl.Callback):
+    """Per step: the optimizer object, its LR and the input's frames (after CoarseToFine)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        opt = trainer.optimizers[0]
+        self.steps.append((id(opt), opt.param_groups[0]["lr"], batch[0].shape[1]))
+
+
+def test_switches_phase_at_a_step_in_the_middle_of_an_epoch(runs, tmp_path):
+    r = runs["fshift"]
+    cfg, splits = r["cfg"], r["splits"]
+    module = ConfigModule(cfg, splits.train.num_classes, len(splits.train))
+    schedule = Schedule((Phase(4, 1), Phase(1, 1)), frames=128, mel_bins=128, method="avgpool")
+    c2f = CoarseToFine(schedule, inputs="waveforms", features=cfg.features.spec(), switch="step", steps_per_epoch=2)
+    probe = _Probe()
+    train, val = config_loaders(cfg, splits)
+    pl.Trainer(max_epochs=1, callbacks=[c2f, probe], accelerator="cpu", logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(module, train, val)
+    (opt0, *_), (opt1, *_) = probe.steps[0], probe.steps[2]
+    assert [frames for *_, frames in probe.steps] == [32, 32, 128, 128]
+    assert opt0 == probe.steps[1][0] and opt1 != opt0  # a new optimizer at step 2
+    lrs = [lr for _, lr, _ in probe.steps]
+    assert lrs[2] == pytest.approx(lrs[0]) and lrs[1] > lrs[0]  # the warm-up starts again
+    assert [(x.epoch, x.phase, x.R, x.steps) for x in c2f.records] == [(1, 0, 4, 2), (1, 1, 1, 2)]
+
+
+def test_clear_errors():
+    schedule = Schedule((Phase(4, 1), Phase(1, 1)), frames=128, mel_bins=128, method="fshift")
+    with pytest.raises(ValueError, match="features=FeatureSpec"):
+        CoarseToFine(schedule, inputs="waveforms")
+    with pytest.raises(ValueError, match="needs inputs='waveforms'"):
+        CoarseToFine(schedule, inputs="features")
+    cb = CoarseToFine(Schedule((Phase(2, 1), Phase(1, 1)), 128, 128, "avgpool"), inputs="features")
+    with pytest.raises(ValueError, match="cannot be changed in place"):
+        cb._compress((torch.zeros(2, 128, 128), torch.zeros(2)))
+    with pytest.raises(ValueError, match="augment.wa_start"):
+        ConfigModule(load_config("demo", [*TINY, "augment.wa_start=1"]), 8, 32)
+    with pytest.raises(ValueError, match="in_memory=off"):
+        cfg = load_config("demo", [t for t in TINY if not t.startswith("data.in_memory")])
+        config_loaders(cfg, load_splits(cfg))
+
+
+@pytest.fixture
+def ddp_cleanup():
+    """Lightning's DDP leaves its environment variables and process group in this process."""
+    environ = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_model_is_wrapped_again_after_a_phase_change(runs, tmp_path, ddp_cleanup):
+    r = runs["fshift"]
+    # One process under DDP (its reducer would keep the old parameters); the CLI's data order, not
+    # DistributedSampler's.
+    ddp = pl.strategies.DDPStrategy(process_group_backend="gloo")
+    module, c2f, _ = _lightning_run(r["cfg"], r["splits"], tmp_path, strategy=ddp, use_distributed_sampler=False)
+    assert [x.R for x in c2f.records] == [4, 1, 1]
+    # Float tolerance only: Lightning's DDP sets its own number of CPU threads.
+    assert _max_diff(module.model.state_dict(), r["module"].model.state_dict()) <= 1e-3
