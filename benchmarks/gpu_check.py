@@ -7,7 +7,7 @@ raw figures (``gpu_check.json``) into ``--out``:
    512 tokens at R = 1, 128 at R = 4) in bf16 on the embedded synthetic source (1,200 training
    and 240 validation clips of 10.24 s, 8 classes, CE / acc), baseline 5 epochs, Fshift and
    Patch PI 4-1 (1 + 5 epochs): per run, the coarse epoch's FLOPs ratio and wall time ratio,
-   the FLOPs, wall time and median-step time saves, and the fine phase's MFU;
+   the FLOPs, wall time and step time saves, and the fine phase's MFU;
 2. ``bench`` with its breakdown at the published shapes in bf16: AST-Base at batch 12 (the
    recipe's) and 48, HTS-AT (``htsat_audioset``), SSAST-Base pretraining (``ssast_pretrain``);
 3. the demo on the GPU (micro AST: a step bound by the host, not the device).
@@ -67,9 +67,9 @@ def experiment(device: str, out: Path, smoke: bool) -> list[dict]:
         rows.append({
             "setting": label, "FLOPs ratio (coarse epoch)": coarse.flops_per_clip / base_phase.flops_per_clip,
             "wall time ratio (coarse epoch)": (coarse.train_time / coarse.epochs) / (base_phase.train_time / base_phase.epochs),
-            "median-step time ratio (per clip)": (coarse.step_cost / coarse.batch_size) / (base_phase.step_cost / base_phase.batch_size),
+            "step time ratio (per clip)": (coarse.step_cost / coarse.batch_size) / (base_phase.step_cost / base_phase.batch_size),
             "FLOPs save (%)": s.flops_save_pct, "wall time save (%)": s.time_saves.get("wall"),
-            "median-step time save (%)": s.time_saves.get("step"), "best acc": s.best_metric,
+            "step time save (%)": s.time_saves.get("step"), "best acc": s.best_metric,
             "fine-phase MFU": max(fine_mfu) if fine_mfu else None, "warm-up s (coarse, fine)": warmups,
         })
     return rows
@@ -99,7 +99,7 @@ def demo(device: str, out: Path, smoke: bool) -> dict:
     base, runs = run_experiment(cfg, [Variant("fshift", "4-1")], out / "demo", load_splits(cfg), progress=False, reuse=False)
     s = compare("Fshift 41", runs["Fshift 41"].records, baseline_reference(base.records, "acc"))
     return {"seconds": time.perf_counter() - start, "FLOPs save (%)": s.flops_save_pct, "wall time save (%)": s.time_saves.get("wall"),
-            "median-step time save (%)": s.time_saves.get("step")}
+            "step time save (%)": s.time_saves.get("step")}
 
 
 def fmt(value) -> str:

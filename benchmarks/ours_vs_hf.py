@@ -2,7 +2,7 @@
 
 Both models get the same shape (hidden size, layers, heads, MLP width, 16x16 patches, strides,
 max_length, mel bins, classes, LayerNorm eps), the same weights (the HF model's state dict,
-loaded into ours with ``coarse2fine.model.hf.load_hf_state_dict``), the same input, targets,
+loaded into ours with ``coarse2fine.model.ast.hf.load_hf_state_dict``), the same input, targets,
 loss (cross-entropy) and optimizer (Adam from ``coarse2fine.training.optim.build_optimizer``). Before
 timing, the logits of every HF variant are checked against ours (max |diff| <= 1e-4, eval mode)
 and so is the loss of the first training step; the check is printed, and a failure makes the
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 import _common
 from coarse2fine.model import AST, ast_config
-from coarse2fine.model.hf import ast_config_from_hf, load_hf_state_dict
+from coarse2fine.model.ast.hf import ast_config_from_hf, load_hf_state_dict
 from coarse2fine.training.optim import OptimConfig, build_optimizer
 
 NAME = "ours_vs_hf"

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from coarse2fine.model import AST, PRESETS, ASTConfig, adapt_state_dict, ast_config
-from coarse2fine.model.hf import ast_config_from_hf, convert_hf_state_dict, load_hf_state_dict
+from coarse2fine.model.ast.hf import ast_config_from_hf, convert_hf_state_dict, load_hf_state_dict
 
 P = 8  # tiny: 32 dim, 2 layers, 2 heads, 32 mel bins x 64 frames, 8x8 patches -> 4 x 8 tokens
 TINY = dict(num_classes=5, embed_dim=32, depth=2, num_heads=2, num_mel_bins=32, target_length=64,

@@ -175,3 +175,17 @@ def test_augment_features_config():
     for bad in ({"freqm": -1}, {"mixup": 1.5}, {"mixup_alpha": 0.0}, {"spec_masks": -1}):
         with pytest.raises(ValueError):
             AugmentConfig(**bad)
+
+
+@pytest.mark.parametrize("a,b", [(10.0, 10.0), (0.5, 0.5), (2.0, 5.0)])
+def test_beta_without_waiting_on_the_device_has_the_right_moments(a, b):
+    # The GPU path (a fixed number of candidates per draw, no rejection count read back), run on
+    # the CPU: the same distribution as the CPU path.
+    from coarse2fine.training.augment import _standard_gamma
+
+    g = torch.Generator().manual_seed(0)
+    x, y = _standard_gamma(a, 20000, g, proposals=16), _standard_gamma(b, 20000, g, proposals=16)
+    s = x / (x + y)
+    mean, var = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+    assert abs(s.mean().item() - mean) < 0.01 and abs(s.var().item() - var) < 0.1 * var
+    assert bool(((s > 0) & (s < 1)).all())

@@ -57,7 +57,7 @@ def test_train_predict_export(tmp_path, capsys):
 def test_coarse_to_fine_fine_tuning_from_a_hugging_face_checkpoint(tmp_path):
     from safetensors.torch import load_file
 
-    from coarse2fine.model.hf import load_hf_checkpoint
+    from coarse2fine.model.ast.hf import load_hf_checkpoint
 
     run = tmp_path / "pretrain"
     assert main(["train", "demo", "--out", str(run), "--quiet", *[a for s in TRAIN for a in ("--set", s)]]) == 0

@@ -132,7 +132,7 @@ def transformers():
 
 def _hf_pair(transformers):
     """Our tiny AST and the same weights as a transformers ASTForAudioClassification."""
-    from coarse2fine.model.hf import hf_config_dict, hf_state_dict_for, to_hf_state_dict
+    from coarse2fine.model.ast.hf import hf_config_dict, hf_state_dict_for, to_hf_state_dict
 
     ours = _tiny_ast()
     hf_cfg = transformers.ASTConfig(**{k: v for k, v in hf_config_dict(ours.config, dict(enumerate("abcde"))).items()

@@ -11,15 +11,15 @@ from safetensors.torch import load_file, save_file
 
 from coarse2fine.features import FbankConfig, FeatureSpec
 from coarse2fine.model.ast import AST, ASTConfig
-from coarse2fine.model.hf import AUDIOSET_MEAN, export_hf_checkpoint, load_hf_checkpoint
-from coarse2fine.model.patch_embed import resize_patch_kernel
-from coarse2fine.model.pretrained import (
+from coarse2fine.model.ast.hf import AUDIOSET_MEAN, export_hf_checkpoint, load_hf_checkpoint
+from coarse2fine.model.ast.pretrained import (
     _default_target_length,
     convert_original_ast_state_dict,
     imagenet_pos_embed,
     init_from_imagenet,
     load_original_ast_checkpoint,
 )
+from coarse2fine.model.patch_embed import resize_patch_kernel
 
 transformers = pytest.importorskip("transformers")
 

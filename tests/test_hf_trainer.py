@@ -28,7 +28,7 @@ from transformers import (  # noqa: E402
 from coarse2fine.audio import load_audio  # noqa: E402
 from coarse2fine.core import Schedule, step_flops  # noqa: E402
 from coarse2fine.integrations.hf import STATE_FILE, CoarseToFineTrainer, ast_feature_spec  # noqa: E402
-from coarse2fine.model.hf import hf_ast_config  # noqa: E402
+from coarse2fine.model.ast.hf import hf_ast_config  # noqa: E402
 
 ESC50 = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc50"
 SR, MEL = 16000, 128

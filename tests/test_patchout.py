@@ -66,7 +66,7 @@ def test_time_embedding_is_interpolated_not_cut_between_phases():
 def test_patchout_needs_disentangled_embeddings_and_cannot_export_to_hugging_face():
     with pytest.raises(ValueError, match="patchout needs pos_embed: disentangled"):
         ast_config("micro", patchout_time=4, target_length=128)
-    from coarse2fine.model.hf import hf_config_dict
+    from coarse2fine.model.ast.hf import hf_config_dict
 
     with pytest.raises(ValueError, match="disentangled"):
         hf_config_dict(model().config, {i: str(i) for i in range(5)})

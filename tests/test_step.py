@@ -61,14 +61,15 @@ def test_in_loop_time_fields_add_up(tmp_path):
         assert 0 < r.step_median <= r.train_time
     assert recs[-1].cum_time < elapsed  # the epochs' training time is part of the run's wall time
     costs = phase_step_cost(recs)
-    assert costs[1] == min(r.step_median for r in recs if r.phase == 1)
+    fine = sorted(d for r in recs if r.phase == 1 for d in r.step_deciles)  # 2 epochs of 4 steps: equal weights
+    assert costs[1] == fine[math.ceil(len(fine) / 4) - 1] and all(len(r.step_deciles) == 9 for r in recs)
     robust = cumulative_time(recs, "step")
     assert robust[-1] == pytest.approx(sum(r.steps * costs[r.phase] for r in recs))
     log = json.loads((tmp_path / "log.json").read_text())
     assert [p["R"] for p in log["phases"]] == [4, 1] and all(p["warmup_seconds"] > 0 for p in log["phases"])
 
 
-def test_the_median_step_measure_ignores_a_slow_stretch():
+def test_the_step_time_measure_ignores_a_slow_stretch():
     from coarse2fine.training.records import as_records
 
     def epoch(i, phase, median, wall):
@@ -79,6 +80,20 @@ def test_the_median_step_measure_ignores_a_slow_stretch():
     # The same run with other load on the machine for most of its final phase.
     loaded = as_records([epoch(1, 0, 0.01, 0.1), epoch(2, 1, 0.04, 0.4), epoch(3, 1, 0.11, 1.1), epoch(4, 1, 0.12, 1.2)])
     assert cumulative_time(quiet, "step") == pytest.approx(cumulative_time(loaded, "step")) == [0.1, 0.5, 0.9, 1.3]
+
+
+def test_the_step_cost_is_the_lower_quartile_of_the_phases_steps():
+    from coarse2fine.training.records import as_records
+
+    def epoch(i, steps, deciles):
+        return {"epoch": i, "phase": 0, "steps": steps, "step_deciles": deciles, "cum_flops": i, "cum_time": 0.0,
+                "acc": 0.1}
+
+    # 30 steps at 10-18 ms, then 10 steps at 50-90 ms (a busy stretch): a quarter of the 40 steps is
+    # reached inside the quiet epoch's deciles, at its 4th (weight 30/9 each: 13.3 >= 10).
+    recs = as_records([epoch(1, 30, [0.010 + 0.001 * k for k in range(9)]),
+                       epoch(2, 10, [0.050 + 0.005 * k for k in range(9)])])
+    assert phase_step_cost(recs) == {0: pytest.approx(0.012)}
 
 
 def test_sources_in_memory_serve_a_batch_as_one_read_equal_to_collating_items():

@@ -8,11 +8,11 @@ from safetensors.torch import load_file
 
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
+from coarse2fine.core import phase_input
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import Variant, run_experiment
 from coarse2fine.model import ast_training_flops, model_from_config_dict
 from coarse2fine.training.loop import train_run
-from coarse2fine.core import phase_input
 
 SMALL = [
     "data.train_clips=32", "data.val_clips=16", "train.epochs=2", "train.batch_size=16",

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from coarse2fine.features import FeatureSpec, target_frames_for_shift
+from coarse2fine.features import FeatureSpec, extract, target_frames_for_shift
 
 METHODS = ("fshift", "avgpool", "maxpool", "patch")
 PATCH_RESIZES = ("bilinear", "pi")
@@ -117,3 +117,49 @@ def pool_time(feats: torch.Tensor, R: int, mode: Literal["avg", "max"]) -> torch
     x = feats.transpose(1, 2)  # [B, F, T]
     x = F.avg_pool1d(x, R, R) if mode == "avg" else F.max_pool1d(x, R, R)
     return x.transpose(1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------- a phase's model input
+
+InputKind = Literal["waveforms", "features", "model_input"]
+INPUT_KINDS: tuple[str, ...] = ("waveforms", "features", "model_input")
+
+
+def phase_input(x: torch.Tensor, kind: str, phase_features: FeatureSpec | None, compression: Compression) -> torch.Tensor:
+    """A phase's model input ``[B, frames, mel bins]`` from a batch of ``kind``, given the phase's
+    own features (``compression.feature_spec(full)``): waveforms ``[B, samples]`` -> features
+    (computed batched on ``x``'s device) -> compressed; features of the phase -> compressed;
+    ``model_input`` as it is. The step of coarse2fine's training loop calls this."""
+    if kind == "model_input":
+        return x
+    if kind == "waveforms":
+        if phase_features is None:
+            raise ValueError("features from waveforms need the phase's FeatureSpec")
+        x = extract(x, phase_features)
+    elif kind != "features":
+        raise ValueError(f"unknown input kind {kind!r}; choose one of {', '.join(INPUT_KINDS)}")
+    return compression.transform(x)
+
+
+def compress(x: torch.Tensor, compression: Compression, kind: InputKind = "features",
+             spec: FeatureSpec | None = None) -> torch.Tensor:
+    """The model input of the phase that ``compression`` describes, from a batch of ``kind``:
+
+    * ``waveforms`` ``[B, samples]``: features with the phase's settings (``spec`` is the
+      full-resolution :class:`~coarse2fine.features.FeatureSpec`; Fshift multiplies its frame shift
+      by R), then pooled (Avg/Max);
+    * ``features`` ``[B, frames, mel bins]`` at full resolution: pooled (Avg/Max) or left as they
+      are (Patch, R = 1). Fshift at R > 1 changes how features are computed, so it needs
+      waveforms: an error says so;
+    * ``model_input``: already the phase's input, returned as it is.
+    """
+    if kind == "waveforms":
+        if spec is None:
+            raise ValueError("compressing waveforms needs the full-resolution FeatureSpec (spec=...)")
+        return phase_input(x, kind, compression.feature_spec(spec), compression)
+    if kind == "features" and compression.method == "fshift" and compression.R > 1:
+        raise ValueError("Fshift changes the frame shift the features are computed with: give waveforms "
+                         "(kind='waveforms' with the FeatureSpec), not features")
+    if kind == "features" and x.ndim != 3:
+        raise ValueError(f"features must be [batch, frames, mel bins], got shape {list(x.shape)}")
+    return phase_input(x, kind, None, compression)

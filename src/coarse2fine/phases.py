@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from coarse2fine.compression import METHODS, Compression, InputGeometry, PatchResize
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -98,3 +100,97 @@ def build_phases(
     per_initial = max(1, round(frac * baseline_epochs / n_initial)) if n_initial else 0
     final = baseline_epochs if final_epochs is None else final_epochs
     return [Phase(R, per_initial) for R in factors[:-1]] + [Phase(1, final)]
+
+
+# ----------------------------------------------------------------------------- where training stands
+
+@dataclass(frozen=True)
+class PhaseAt:
+    """A position in a schedule: phase ``index`` (0-based) with factor ``R``, ``phase_epoch``
+    (0-based epoch within the phase) and whether it is the ``last`` (full-resolution) phase."""
+
+    index: int
+    R: int
+    phase_epoch: int
+    last: bool
+
+
+def phase_at(phases: Sequence[Phase], epoch: int) -> PhaseAt:
+    """The phase that trains 0-based ``epoch`` of ``phases`` (an epoch past the end belongs to the
+    last phase, so a loop that trains on stays at full resolution)."""
+    if not phases:
+        raise ValueError("the schedule has no phases")
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0 (0-based), got {epoch}")
+    start = 0
+    for i, ph in enumerate(phases):
+        if epoch < start + ph.epochs or i == len(phases) - 1:
+            return PhaseAt(i, ph.R, epoch - start, i == len(phases) - 1)
+        start += ph.epochs
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A coarse-to-fine schedule for a model input of ``frames`` x ``mel_bins`` at full resolution:
+    the ``phases`` (factor R and epochs each, coarsest first, the last at R = 1) and how the input
+    is compressed (``method``: fshift, avgpool, maxpool or patch; ``patch_resize`` of the Patch
+    method's kernel; ``scale_window``: Fshift also widens the analysis window)."""
+
+    phases: tuple[Phase, ...]
+    frames: int
+    mel_bins: int
+    method: str = "fshift"
+    patch_resize: PatchResize = "pi"
+    scale_window: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phases", tuple(self.phases))
+        if not self.phases or not all(isinstance(p, Phase) for p in self.phases):
+            raise ValueError(f"phases must be a non-empty sequence of Phase, got {self.phases!r}")
+        if self.phases[-1].R != 1:
+            raise ValueError(f"the last phase must be full resolution (R=1), got R={self.phases[-1].R}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if min(self.frames, self.mel_bins) < 1:
+            raise ValueError(f"frames and mel_bins must be positive, got {self.frames} x {self.mel_bins}")
+        for i in range(len(self.phases)):
+            self.compression(i)  # checks R and patch_resize
+
+    @classmethod
+    def build(cls, schedule: str | Sequence[int], epochs: int, *, frames: int, mel_bins: int, method: str = "fshift",
+              phase_epochs: Sequence[int] | None = None, initial_fraction: float | None = None,
+              patch_resize: PatchResize = "pi", scale_window: bool = False) -> Schedule:
+        """A schedule from its text (``"4-1"``, ``"4-2-1"``) and the baseline's ``epochs``: each
+        phase's epochs are ``phase_epochs``, or the paper's split (the initial phases share about
+        25 % of ``epochs``, 30 % for three phases or more; the last phase gets ``epochs``)."""
+        phases = build_phases(schedule, epochs, phase_epochs, initial_fraction)
+        return cls(tuple(phases), frames, mel_bins, method, patch_resize, scale_window)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs of the whole schedule."""
+        return sum(p.epochs for p in self.phases)
+
+    def start_epoch(self, index: int) -> int:
+        """0-based first epoch of phase ``index``."""
+        return sum(p.epochs for p in self.phases[:index])
+
+    def at_epoch(self, epoch: int) -> PhaseAt:
+        """The phase of 0-based ``epoch`` (see :func:`phase_at`)."""
+        return phase_at(self.phases, epoch)
+
+    def at_step(self, step: int, steps_per_epoch: int) -> PhaseAt:
+        """The phase of 0-based optimizer ``step`` when phases are counted in steps: phase ``i``
+        starts after ``start_epoch(i) * steps_per_epoch`` steps."""
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        return phase_at(self.phases, step // steps_per_epoch)
+
+    def compression(self, index: int) -> Compression:
+        """How phase ``index`` compresses the input."""
+        return Compression(self.method, self.phases[index].R, self.patch_resize, self.scale_window)
+
+    def geometry(self, index: int) -> InputGeometry:
+        """The model input of phase ``index``."""
+        return self.compression(index).input_geometry(self.frames, self.mel_bins)

@@ -13,7 +13,7 @@ import torch
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.features import FeatureSpec, extract
-from coarse2fine.model.hf import load_hf_checkpoint
+from coarse2fine.model.ast.hf import load_hf_checkpoint
 from coarse2fine.model.registry import get_arch
 from coarse2fine.predict import load_run_for_inference, predict_files, window_features
 from coarse2fine.runtime import resolve_device

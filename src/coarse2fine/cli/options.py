@@ -22,7 +22,7 @@ def add_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
     p.add_argument("--calibrate-rounds", type=int, default=0,
                    help="also time each phase's real step in N interleaved rounds for a calibrated time save "
-                        "(0, the default: wall and median-step time, both measured in the runs)")
+                        "(0, the default: wall and step time, both measured in the runs)")
     p.add_argument("--recalibrate", action="store_true", help="calibrate again even when calibration.json covers the runs")
 
 

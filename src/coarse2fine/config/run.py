@@ -30,12 +30,11 @@ from coarse2fine.config.sections import (
     PretrainConfig,
     TrainConfig,
 )
-from coarse2fine.core import Schedule
 from coarse2fine.features import FeatureSpec
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import get_arch, model_config
 from coarse2fine.objectives import objective_entry
-from coarse2fine.phases import Phase, build_phases, parse_schedule
+from coarse2fine.phases import Phase, Schedule, build_phases, parse_schedule
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ class RunConfig:
             raise ValueError(f"c2f: {err}") from None
 
     def schedule(self) -> Schedule:
-        """The schedule as the functional core takes it (:class:`coarse2fine.core.Schedule`):
+        """The schedule as the functional core takes it (:class:`coarse2fine.phases.Schedule`):
         the phases, the compression method and the full-resolution input."""
         c, f = self.c2f, self.features
         return Schedule(tuple(self.phases()), f.target_length, f.num_mel_bins, c.method, c.patch_resize,  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ them once per phase and serving them from memory removes from every training ste
 shrink with R: decoding or cache reads, the full-resolution filter bank that Pool and Patch
 phases would otherwise compute at every step, and the pooling itself. At each phase change
 (:meth:`FeatureStore.set_phase`) the features are computed in batches by the function the
-training step uses (:func:`coarse2fine.core.phase_input`: features, then compression), on the
+training step uses (:func:`coarse2fine.compression.phase_input`: features, then compression), on the
 training device, and kept (float32, or float16 to halve the
 memory). Mixup then mixes features rather than waveforms, as with the on-disk cache.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from coarse2fine.core import phase_input
+from coarse2fine.compression import phase_input
 from coarse2fine.data.datasets import ClipDataset
 from coarse2fine.features import FeatureSpec
 

@@ -96,7 +96,7 @@ def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfi
     for label, run in result.pretrain.items():
         row = {"Setting": label}
         time_cols = (["Calibrated time save (%)", "Wall time (s)", "Wall time save (%)"] if cal
-                     else ["Wall time (s)", "Wall time save (%)", "Median-step time save (%)"])
+                     else ["Wall time (s)", "Wall time save (%)", "Step time save (%)"])
         if run is None:
             row.update({"Pretrain PFLOPs": "-", "FLOPs save (%)": "-", **{c: "-" for c in time_cols}})
         else:
@@ -108,7 +108,7 @@ def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfi
             if cal:
                 row.update({"Calibrated time save (%)": save(cal[label], cal["Baseline"]), **wall})
             else:
-                row.update({**wall, "Median-step time save (%)": save(robust_total(run.records), base_time)})
+                row.update({**wall, "Step time save (%)": save(robust_total(run.records), base_time)})
         for task in downstream:
             metric = task.train.metric
             value = best_value(result.downstream[task.name][label].records, metric)
@@ -120,7 +120,7 @@ def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfi
 
 
 def robust_total(records: Sequence[EpochRecord]) -> float:
-    """A run's whole training time by the load-robust median-step measure (wall time for runs
+    """A run's whole training time by the load-robust step-time measure (wall time for runs
     logged before it was measured)."""
     return cumulative_time(records, "step" if "step" in measures(records) else "wall")[-1]
 

@@ -48,7 +48,7 @@ from coarse2fine.compression import Compression
 from coarse2fine.core import INPUT_KINDS, InputKind, Schedule, carry, compress, step_flops
 from coarse2fine.extras import require
 from coarse2fine.features import FeatureSpec
-from coarse2fine.model.hf import hf_ast_config, hf_state_dict_for, is_hf_ast
+from coarse2fine.model.ast.hf import hf_ast_config, hf_state_dict_for, is_hf_ast
 from coarse2fine.training.records import EpochRecord, as_records
 
 require("transformers", "hf", "coarse2fine.integrations.hf")

@@ -48,7 +48,7 @@ from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import resolve_workers
 from coarse2fine.extras import require
 from coarse2fine.features import FeatureSpec
-from coarse2fine.model.hf import hf_ast_config, is_hf_ast
+from coarse2fine.model.ast.hf import hf_ast_config, is_hf_ast
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import build_objective
 from coarse2fine.training.augment import augment_features, mixup

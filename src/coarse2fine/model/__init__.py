@@ -14,7 +14,7 @@ from coarse2fine.model.ast import (
 )
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.flops import measured_training_flops, register_cpu_sdpa_flops
-from coarse2fine.model.hf import load_hf_state_dict
+from coarse2fine.model.ast.hf import load_hf_state_dict
 from coarse2fine.model.patch_embed import resize_patch_kernel
 from coarse2fine.model.pos_embed import resample_pos_embed
 from coarse2fine.model.registry import (

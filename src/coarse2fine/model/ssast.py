@@ -330,7 +330,7 @@ def convert_official_state_dict(
     (0-dim parameters; pretraining checkpoints only) and returned as ``(mel bins, frames)``,
     else None. Unknown keys raise ``ValueError``.
     """
-    from coarse2fine.model.pretrained import convert_original_ast_state_dict
+    from coarse2fine.model.ast.pretrained import convert_original_ast_state_dict
 
     encoder: dict[str, torch.Tensor] = {}
     extra: dict[str, torch.Tensor] = {}
@@ -356,13 +356,13 @@ def official_ssast_config(
 ) -> SSASTConfig:
     """:class:`SSASTConfig` of a converted official state dict (:func:`convert_official_state_dict`).
 
-    Sizes come from the weights (:func:`~coarse2fine.model.pretrained.original_ast_config`); the
+    Sizes come from the weights (:func:`~coarse2fine.model.ast.pretrained.original_ast_config`); the
     patch from the kernel. A pretraining checkpoint stores its input size, and its stride is the
     patch. A fine-tuned one stores neither: ``num_mel_bins`` defaults to 128 and ``stride`` to
     SSAST's fine-tuning strides (10 x 10 for square patches, (pf, 1) for frame-based), with the
     input length inferred from the positional embedding; pass any of them in ``overrides``.
     """
-    from coarse2fine.model.pretrained import original_ast_config
+    from coarse2fine.model.ast.pretrained import original_ast_config
 
     pf, pt = (int(s) for s in sd["patch_embed.proj.weight"].shape[-2:])
     if input_size is not None:
@@ -379,7 +379,7 @@ def official_ssast_config(
 def _check_official_weights(sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], source: str) -> list[str]:
     """Missing keys of ``sd`` for a model whose state dict is ``own``; only the classifier and the
     pretraining parts may be missing. Extra keys and shape mismatches raise ``ValueError``."""
-    from coarse2fine.model.hf import check_state_dict
+    from coarse2fine.model.ast.hf import check_state_dict
 
     return check_state_dict(sd, own, source, may_miss=("head.",) + PRETRAIN_PREFIXES)
 
@@ -414,7 +414,7 @@ def load_official_ssast(path: str | os.PathLike, pretrain_heads: bool | None = N
     """Our :class:`SSAST` from an official SSAST checkpoint file (e.g. ``SSAST-Base-Patch-400.pth``),
     read with ``torch.load(weights_only=True)``; see :func:`model_from_official_state_dict`.
     Errors are ``ValueError`` naming the file."""
-    from coarse2fine.model.hf import load_state_dict_file
+    from coarse2fine.model.ast.hf import load_state_dict_file
 
     p = Path(path)
     raw = load_state_dict_file(p)
@@ -436,8 +436,8 @@ def ssast_load_pretrained(model: C2FModel, source: str) -> bool:
     when ``model`` has them. The patch shape must be the pretraining one (as SSAST requires).
     The attention heads are not in the weights: the DeiT count for the width (tiny, small, base),
     else ``model``'s."""
-    from coarse2fine.model.hf import load_state_dict_file
-    from coarse2fine.model.pretrained import HEADS_BY_DIM
+    from coarse2fine.model.ast.hf import load_state_dict_file
+    from coarse2fine.model.ast.pretrained import HEADS_BY_DIM
     from coarse2fine.model.transfer import transfer_weights
 
     path = Path(source)
@@ -472,7 +472,7 @@ def export_ssast_hf(
     **kwargs: Any,
 ) -> Path:
     """Write a patch-based SSAST as a Hugging Face ``ASTForAudioClassification`` folder
-    (:func:`~coarse2fine.model.hf.export_hf_checkpoint`; ``kwargs`` go to it).
+    (:func:`~coarse2fine.model.ast.hf.export_hf_checkpoint`; ``kwargs`` go to it).
 
     Hugging Face AST takes square patches only, so frame-based SSAST (128 x 2) raises
     ``ValueError``. Hugging Face AST pools ``(cls + dist) / 2``, while SSAST's default pools the
@@ -481,7 +481,7 @@ def export_ssast_hf(
     logged); ``pooling="cls"`` models export exactly. A pretraining model has no classifier: the
     exported one is freshly initialised (warning); ``mask_embed`` and the prediction heads are not exported.
     """
-    from coarse2fine.model.hf import export_hf_checkpoint
+    from coarse2fine.model.ast.hf import export_hf_checkpoint
 
     cfg = model.config
     pf, pt = cfg.patch_size

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from coarse2fine.config import RunConfig
-from coarse2fine.core import step_flops
+from coarse2fine.model.phase_change import step_flops
 from coarse2fine.objectives import build_objective
 
 

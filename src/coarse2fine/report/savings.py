@@ -13,7 +13,7 @@ direction the objective that reports the metric declares, see :func:`metric_high
 
 A run's records are its :class:`~coarse2fine.training.records.EpochRecord` list (or the dicts of
 its ``log.json``), in training order. Time is saved by every measure the records carry: wall
-time, and the load-robust median-step time (see :mod:`coarse2fine.training.records`); each has
+time, and the load-robust step time (see :mod:`coarse2fine.training.records`); each has
 its own column. Everything here is a pure function of those records.
 """
 
@@ -284,7 +284,7 @@ def table_columns(metric: str, time_measures: Sequence[str] = ("wall",)) -> list
 
 TIME_NOTES = {
     "wall": "wall time: the measured time of the training epochs",
-    "step": "median-step time: each phase's median step time in its fastest epoch (other load only adds time), "
+    "step": "step time: each phase's lower quartile of its steps' times, pooled over its epochs (other load only adds time), "
             "times the steps each run took, measured in the run itself",
     "calibrated": "calibrated time: each phase's real step timed interleaved in one process on real batches, "
                   "times the steps each run took",

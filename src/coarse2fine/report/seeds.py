@@ -60,7 +60,7 @@ def _mean_or_none(values: Sequence[float | None]) -> float | None:
 
 def mean_records(runs: SeedRuns) -> list[EpochRecord]:
     """The mean run of one setting's seeds: per epoch, the mean of every metric, of the loss, of
-    the FLOPs and of every time (wall, evaluation, calibrated; the median-step measure as the mean
+    the FLOPs and of every time (wall, evaluation, calibrated; the step-time measure as the mean
     of each seed's phase step cost, so that its times are the mean of the seeds' times). The
     seeds must have trained the same epochs in the same phases (fixed phase lengths)."""
     seeds = [as_records(r) for r in runs]
@@ -85,6 +85,7 @@ def mean_records(runs: SeedRuns) -> list[EpochRecord]:
             train_flops=mean([r.train_flops for r in recs]), cum_flops=mean([r.cum_flops for r in recs]),
             train_time=mean([r.train_time for r in recs]), cum_time=mean([r.cum_time for r in recs]),
             data_time=mean([r.data_time for r in recs]), eval_time=mean([r.eval_time for r in recs]), step_median=step,
+            step_deciles=None,
             load_avg=_mean_or_none([r.load_avg for r in recs]), mfu=_mean_or_none([r.mfu for r in recs]),
             cal_time=_mean_or_none([r.cal_time for r in recs])))
     return out
@@ -138,7 +139,7 @@ def format_gain(gain: float, interval: tuple[float, float] | None, metric: str) 
 
 
 def robust_measure(time_measures: Sequence[str]) -> str:
-    """The time measure least moved by other load among those present (calibrated, median-step, wall)."""
+    """The time measure least moved by other load among those present (calibrated, step time, wall)."""
     return next((m for m in ("calibrated", "step") if m in time_measures), "wall")
 
 

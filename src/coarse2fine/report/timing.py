@@ -31,10 +31,10 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from coarse2fine.config import RunConfig
-from coarse2fine.core import carry, step_flops
 from coarse2fine.data.datasets import ClipDataset, WaveformDataset
 from coarse2fine.data.loading import iterate_batches, resolve_workers
 from coarse2fine.data.memory import FeatureStore
+from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.objectives import build_objective
 from coarse2fine.runtime import load_average, peak_tflops, resolve_device
 from coarse2fine.training.records import EpochRecord, as_records

@@ -143,30 +143,39 @@ def add_noise_and_roll(
     return out.squeeze(0) if single else out
 
 
-def _standard_gamma(shape: float, n: int, generator: torch.Generator | None) -> torch.Tensor:
+def _standard_gamma(shape: float, n: int, generator: torch.Generator | None, proposals: int = 0) -> torch.Tensor:
     """``n`` Gamma(shape, 1) draws (float64) from ``generator`` by Marsaglia & Tsang (2000).
 
-    Squeeze-free rejection sampling, vectorised: the rejected entries are redrawn until all
-    are accepted (acceptance > 95% for shape >= 1). For ``shape < 1`` the boost
-    ``Gamma(a) = Gamma(a + 1) * U^(1/a)`` is used.
+    Squeeze-free rejection sampling, vectorised. On the CPU the rejected entries are redrawn until
+    all are accepted (acceptance > 95% for shape >= 1). On a GPU (or with ``proposals`` > 0) every
+    draw gets ``proposals`` (16) candidates at once and keeps the first accepted, so the count of
+    rejections is never read back and the step does not wait on the device (all 16 rejected has a
+    probability under 1e-20). For ``shape < 1`` the boost ``Gamma(a) = Gamma(a + 1) * U^(1/a)`` is used.
     """
     device = _draw_device(generator)
     if shape < 1.0:
-        g = _standard_gamma(shape + 1.0, n, generator)
+        g = _standard_gamma(shape + 1.0, n, generator, proposals)
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
         return g * u.clamp_min(torch.finfo(torch.float64).tiny).pow(1.0 / shape)
     d = shape - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
-    out = torch.empty(n, dtype=torch.float64, device=device)
-    pending = torch.arange(n, device=device)
-    while pending.numel() > 0:
-        m = pending.numel()
-        z = torch.randn(m, generator=generator, device=device, dtype=torch.float64)
-        u = torch.rand(m, generator=generator, device=device, dtype=torch.float64)
+
+    def propose(shape_: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(shape_, generator=generator, device=device, dtype=torch.float64)
+        u = torch.rand(shape_, generator=generator, device=device, dtype=torch.float64)
         v = (1.0 + c * z) ** 3
         positive = v > 0
         log_v = torch.log(torch.where(positive, v, torch.ones_like(v)))
-        accept = positive & (torch.log(u) < 0.5 * z * z + d - d * v + d * log_v)
+        return v, positive & (torch.log(u) < 0.5 * z * z + d - d * v + d * log_v)
+
+    if proposals or device.type != "cpu":
+        v, accept = propose((n, proposals or 16))
+        first = accept.to(torch.int8).argmax(dim=1, keepdim=True)  # the first accepted candidate
+        return torch.where(accept.any(dim=1), d * v.gather(1, first).squeeze(1), torch.full_like(v[:, 0], d))
+    out = torch.empty(n, dtype=torch.float64, device=device)
+    pending = torch.arange(n, device=device)
+    while pending.numel() > 0:
+        v, accept = propose((pending.numel(),))
         out[pending[accept]] = d * v[accept]
         pending = pending[~accept]
     return out

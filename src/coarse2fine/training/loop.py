@@ -35,11 +35,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from coarse2fine import atomic
+from coarse2fine.compression import phase_input
 from coarse2fine.config import PhaseSetup, RunConfig, config_yaml
-from coarse2fine.core import carry, phase_input, step_flops
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import iterate_batches, resolve_workers
 from coarse2fine.model.base import C2FModel
+from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import Objective, build_objective
 from coarse2fine.runtime import load_average, peak_tflops
@@ -405,7 +406,8 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         train_flops=train_flops, cum_flops=pr.cum_flops + train_flops, train_time=pr.epoch_time,
         cum_time=pr.cum_time + pr.epoch_time, data_time=pr.data_time,
         step_time=max(0.0, sum(pr.step_times) - pr.data_time),
-        step_median=statistics.median(pr.step_times) if pr.step_times else None, eval_time=eval_time,
+        step_median=statistics.median(pr.step_times) if pr.step_times else None,
+        step_deciles=statistics.quantiles(pr.step_times, n=10) if len(pr.step_times) > 1 else None, eval_time=eval_time,
         load_avg=load[0] if load else None,
         mfu=train_flops / pr.epoch_time / (run.peak_tflops * 1e12) if run.peak_tflops and pr.epoch_time > 0 else None,
     )

@@ -9,9 +9,11 @@ Time is measured three ways, each a named :data:`TIME_MEASURES` entry read with
 
 * ``wall``: the wall time of each epoch's training loop (data, features, forward, backward,
   update; evaluation excluded), what the run took;
-* ``step``: load-robust: each phase's cost per step is the median step time of its fastest
-  epoch (other load on the machine only ever adds time, so the fastest epoch's median is the
-  closest to the step's own cost), times the steps each epoch took;
+* ``step``: load-robust: each phase's cost per step is the lower quartile of its steps' times,
+  pooled over the phase's epochs (from each epoch's deciles, weighted by its steps), times the
+  steps each epoch took. Other load on the machine only ever adds time, so a lower quantile of
+  many steps is close to the step's own cost for as long as a quarter of the phase's steps ran
+  undisturbed, and a steady machine moves it no differently from the median;
 * ``calibrated``: from a separate interleaved timing of every phase's real step
   (``--calibrate-rounds``, :mod:`coarse2fine.report.timing`), when it was made.
 """
@@ -19,12 +21,11 @@ Time is measured three ways, each a named :data:`TIME_MEASURES` entry read with
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 TIME_MEASURES = ("wall", "step", "calibrated")
-TIME_LABELS = {"wall": "Wall time", "step": "Median-step time", "calibrated": "Calibrated time"}
+TIME_LABELS = {"wall": "Wall time", "step": "Step time", "calibrated": "Calibrated time"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class EpochRecord:
     fewer with patchout), the optimisation (``batch_size``, ``lr`` at the epoch's start,
     ``train_loss``, ``clips``, ``steps``), the objective's ``metrics``, its cost (``train_flops``,
     ``cum_flops``; seconds: ``train_time`` wall, ``data_time`` waiting for batches, ``step_time`` in
-    the steps themselves, ``step_median`` median seconds per step, waiting included; ``eval_time``
+    the steps themselves, ``step_median`` median seconds per step, waiting included, and
+    ``step_deciles`` the 10th to 90th percentiles of the steps' seconds; ``eval_time``
     outside the training time, in a phase's first epoch with the carried-over model's evaluation
     on entering the phase), the
     machine's 1-minute ``load_avg`` at its end and ``mfu`` (model FLOPs utilisation, when the
@@ -60,6 +62,7 @@ class EpochRecord:
     data_time: float = 0.0
     step_time: float = 0.0
     step_median: float | None = None
+    step_deciles: list[float] | None = None
     eval_time: float = 0.0
     load_avg: float | None = None
     mfu: float | None = None
@@ -104,13 +107,30 @@ def final_phase(records: Sequence[EpochRecord]) -> list[EpochRecord]:
     return [r for r in records if r.phase == last]
 
 
-def phase_step_cost(records: Sequence[EpochRecord]) -> dict[int, float]:
-    """Per phase, the load-robust seconds per step: the median step time of its fastest epoch."""
-    costs: dict[int, float] = {}
+ROBUST_QUANTILE = 0.25
+
+
+def phase_step_cost(records: Sequence[EpochRecord], quantile: float = ROBUST_QUANTILE) -> dict[int, float]:
+    """Per phase, the load-robust seconds per step: the ``quantile`` of its steps' times pooled over
+    its epochs, each epoch given by its deciles (or its median, for records without them)
+    weighted by its steps."""
+    samples: dict[int, list[tuple[float, float]]] = {}
     for r in records:
-        if r.step_median is not None:
-            costs[r.phase] = min(costs.get(r.phase, math.inf), r.step_median)
-    return costs
+        points = r.step_deciles or ([r.step_median] if r.step_median is not None else [])
+        for value in points:
+            samples.setdefault(r.phase, []).append((value, max(r.steps, 1) / len(points)))
+    return {phase: _weighted_quantile(values, quantile) for phase, values in samples.items()}
+
+
+def _weighted_quantile(samples: list[tuple[float, float]], q: float) -> float:
+    """The ``q`` quantile of weighted samples (the smallest value whose cumulative weight reaches q)."""
+    ordered = sorted(samples)
+    total, acc = sum(w for _, w in ordered), 0.0
+    for value, weight in ordered:
+        acc += weight
+        if acc >= q * total - 1e-12:
+            return value
+    return ordered[-1][0]
 
 
 def measures(records: Sequence[EpochRecord]) -> list[str]:

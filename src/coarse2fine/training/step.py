@@ -25,9 +25,8 @@ from typing import Any
 
 import torch
 
-from coarse2fine.compression import Compression
+from coarse2fine.compression import Compression, phase_input
 from coarse2fine.config import AugmentConfig, PhaseSetup, RunConfig
-from coarse2fine.core import phase_input
 from coarse2fine.features import FeatureSpec
 from coarse2fine.objectives import Objective
 from coarse2fine.training.augment import augment_features, mixup

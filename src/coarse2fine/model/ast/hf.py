@@ -11,7 +11,7 @@ are concatenated into our fused ``qkv``. :func:`load_hf_checkpoint` reads a whol
 
 :func:`export_hf_checkpoint` writes the other way, in the Hub (4.x) layout that every
 transformers version loads. The original AST release and ImageNet weights are in
-:mod:`coarse2fine.model.pretrained`.
+:mod:`coarse2fine.model.ast.pretrained`.
 
 A transformers ``ASTForAudioClassification`` can also be trained coarse to fine in place:
 :func:`hf_set_geometry` moves it between phases as our AST moves (positional embedding
@@ -36,7 +36,7 @@ from safetensors.torch import load_file as load_safetensors
 from coarse2fine.atomic import save_safetensors, write_json
 from coarse2fine.compression import InputGeometry
 from coarse2fine.features import FbankConfig, FeatureSpec
-from coarse2fine.model.ast import AST, ASTConfig, ast_training_flops
+from coarse2fine.model.ast.model import AST, ASTConfig, ast_training_flops
 from coarse2fine.model.patch_embed import resize_patch_kernel
 from coarse2fine.model.pos_embed import resample_pos_embed
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
@@ -30,7 +29,6 @@ from coarse2fine.model.base import C2FModel, ConfigDict
 from coarse2fine.model.patch_embed import resize_patch_kernel
 from coarse2fine.model.patchout import DisentangledPosEmbed, patchout
 from coarse2fine.model.pos_embed import resample_pos_embed
-from coarse2fine.model.registry import Arch, register
 
 log = logging.getLogger(__name__)
 
@@ -480,55 +478,3 @@ def ast_training_flops(cfg: ASTConfig, batch_size: int = 1) -> int:
     no_input_grad = _patch_embed_flops(cfg)
     recompute = cfg.depth * _attention_matmul_flops(cfg, tokens)
     return 3 * ast_forward_flops(cfg, batch_size, tokens) + batch_size * (recompute - no_input_grad)
-
-
-# ----------------------------------------------------------------------------- registry entry
-
-def _settings_pair(value: Any, default: tuple[int, int]) -> tuple[int, int]:
-    return default if value is None else (int(value[0]), int(value[1]))
-
-
-def ast_make_config(settings: Any, num_classes: int, geo: InputGeometry) -> ASTConfig:
-    """AST at a phase's geometry: ``model.patch_size`` / ``model.stride`` (default 16 x 16,
-    non-overlapping) are the full-resolution ones; the Patch method widens them in time."""
-    patch = _settings_pair(settings.patch_size, (16, 16))
-    stride = _settings_pair(settings.stride, patch)
-    k = geo.time_patch_factor
-    return ast_config(
-        settings.preset, num_classes=num_classes, num_mel_bins=geo.mel_bins, target_length=geo.frames,
-        patch_size=(patch[0], patch[1] * k), stride=(stride[0], stride[1] * k), time_patch_factor=k,
-        time_factor=geo.time_factor, patch_resize=geo.patch_resize, drop_path_rate=settings.drop_path_rate,
-        **dict(settings.overrides or {}),
-    )
-
-
-def ast_load_pretrained(model: C2FModel, source: str) -> bool:
-    """AST releases: a Hugging Face AST folder, an original AST ``.pth``, or ``imagenet:PATH``."""
-    from coarse2fine.model import hf, pretrained
-    from coarse2fine.model.transfer import transfer_weights
-
-    if source.startswith("imagenet:"):
-        pretrained.init_from_imagenet(model, source[len("imagenet:"):])
-        return True
-    path = Path(source)
-    if path.is_dir() and (path / "config.json").is_file():
-        other, _ = hf.load_hf_checkpoint(path)
-    elif path.is_file():
-        other = pretrained.load_original_ast_checkpoint(path)
-    else:
-        return False
-    transfer_weights(other, model, str(path))
-    return True
-
-def _export_hf(model: C2FModel, directory: Any, **kwargs: Any) -> Any:
-    """A Hugging Face ``ASTForAudioClassification`` folder (:func:`coarse2fine.model.hf.export_hf_checkpoint`)."""
-    from coarse2fine.model.hf import export_hf_checkpoint
-
-    return export_hf_checkpoint(model, directory, **kwargs)
-
-
-register(Arch(
-    name="ast", model_cls=AST, config_cls=ASTConfig, presets=PRESETS, make_config=ast_make_config,
-    load_pretrained=ast_load_pretrained, export_hf=_export_hf,
-    description="Audio Spectrogram Transformer (ViT over 16x16 log-mel patches, cls + distillation tokens)",
-))

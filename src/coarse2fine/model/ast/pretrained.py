@@ -18,8 +18,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from coarse2fine.model.ast import AST, ASTConfig, PatchResize
-from coarse2fine.model.hf import check_state_dict, load_state_dict_file
+from coarse2fine.model.ast.hf import check_state_dict, load_state_dict_file
+from coarse2fine.model.ast.model import AST, ASTConfig, PatchResize
 from coarse2fine.model.patch_embed import resize_patch_kernel
 
 log = logging.getLogger(__name__)
