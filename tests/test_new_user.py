@@ -247,3 +247,12 @@ def test_every_epoch_records_the_load_average(tmp_path):
     assert main(["train", "demo", "--out", str(out), "--quiet", *_sets([*TINY, "train.epochs=1"])]) == 0
     recs = json.loads((out / "log.json").read_text())["records"]
     assert all("load_avg" in r and r["load_avg"] >= 0 for r in recs) == hasattr(os, "getloadavg")
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "coarse2fine", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "experiment" in out.stdout and "train" in out.stdout

@@ -176,6 +176,28 @@ def config_reference(name_or_path: str) -> str:
     return str(Path(name_or_path).resolve())
 
 
+def config_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "", limit: int = 3) -> str:
+    """The first ``limit`` keys whose values differ between two nested dicts, as ``key: a vs b``
+    (long values shortened), for messages that say why two configs or settings do not match."""
+
+    def short(value: Any) -> str:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    def walk(x: Mapping[str, Any], y: Mapping[str, Any], at: str) -> list[str]:
+        found: list[str] = []
+        for key in sorted(set(x) | set(y)):
+            u, v = x.get(key), y.get(key)
+            if isinstance(u, Mapping) and isinstance(v, Mapping):
+                found += walk(u, v, f"{at}{key}.")
+            elif u != v:
+                found.append(f"{at}{key}: {short(u)} vs {short(v)}")
+        return found
+
+    diffs = walk(a, b, prefix)
+    return "; ".join(diffs[:limit]) + ("; ..." if len(diffs) > limit else "")
+
+
 def config_delta(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """The values of ``new`` that differ from ``base``, nested as in a config file."""
     out: dict[str, Any] = {}

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from coarse2fine import __version__, atomic
 from coarse2fine.audio import decode_audio, encode_flac, fix_length
 from coarse2fine.config import RunConfig
+from coarse2fine.config.files import config_difference
 from coarse2fine.data.labels import LabelIndex, index_dtype
 from coarse2fine.data.manifest import Entry, Manifest
 from coarse2fine.data.shard_layout import (
@@ -207,29 +208,11 @@ def claim_folder(out: Path, config_digest: str, described: dict[str, Any], fresh
                 target = out / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         elif held.get("config_digest") != config_digest:
-            raise PackError(f"{out} holds a pack of other settings ({difference(held.get('settings') or {}, described)}); "
+            raise PackError(f"{out} holds a pack of other settings ({config_difference(held.get('settings') or {}, described)}); "
                             "use another --out, or --fresh to replace it")
     elif out.exists() and any(out.iterdir()):
         raise PackError(f"{out} is not empty and holds no pack; choose an empty or new folder for --out")
     atomic.write_json(marker, {"config_digest": config_digest, "settings": described})
-
-
-def difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
-    """The first keys whose values differ between two nested dicts."""
-    found = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            inner = difference(x, y, f"{prefix}{key}.")
-            found += [inner] if inner else []
-        elif x != y:
-            found.append(f"{prefix}{key}: {_short(x)} vs {_short(y)}")
-    return "; ".join(found[:3])
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class SplitWriter:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from coarse2fine.config.files import config_difference
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
@@ -66,15 +67,3 @@ def _read_log(path: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
 
-
-def config_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
-    """The first keys whose values differ between two config dicts, as ``key: a vs b``."""
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            inner = config_difference(x, y, f"{prefix}{key}.")
-            diffs += [inner] if inner else []
-        elif x != y:
-            diffs.append(f"{prefix}{key}: {x!r} vs {y!r}")
-    return "; ".join(diffs[:3]) + ("; ..." if len(diffs) > 3 else "")
