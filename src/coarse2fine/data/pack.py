@@ -208,8 +208,9 @@ def claim_folder(out: Path, config_digest: str, described: dict[str, Any], fresh
                 target = out / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         elif held.get("config_digest") != config_digest:
-            raise PackError(f"{out} holds a pack of other settings ({config_difference(held.get('settings') or {}, described)}); "
-                            "use another --out, or --fresh to replace it")
+            differ = config_difference(held.get("settings") or {}, described)
+            raise PackError(f"{out} holds a pack of other settings ({differ}); use another --out, "
+                            "or --fresh to replace it")
     elif out.exists() and any(out.iterdir()):
         raise PackError(f"{out} is not empty and holds no pack; choose an empty or new folder for --out")
     atomic.write_json(marker, {"config_digest": config_digest, "settings": described})
