@@ -294,9 +294,9 @@ def _run_feature_spec(path: Path, model: C2FModel) -> tuple[FeatureSpec, bool]:
 def _run_labels(path: Path, num_classes: int | None) -> tuple[list[str], list[str]]:
     """Class ids and display names from ``labels.json``; ``class_i`` when the file is absent
     (``num_classes`` None: the file must be there, and says how many)."""
-    if not path.is_file() and num_classes is None:
-        raise ValueError(f"{path}: file not found (the run's classes)")
     if not path.is_file():
+        if num_classes is None:
+            raise ValueError(f"{path}: file not found (the run's classes)")
         log.info("%s not found; naming the classes class_0..class_%d", path, num_classes - 1)
         classes = [f"class_{i}" for i in range(num_classes)]
         return classes, list(classes)
