@@ -6,11 +6,23 @@
 #   bash benchmarks/gpu_check.sh [OUT]                 # default OUT: runs/gpu_check
 #
 # Needs coarse2fine importable (pip install -e . on the GPU machine, or PYTHONPATH=src with its
-# dependencies installed). Put the table in docs/RESULTS.md with the card and the date.
+# dependencies installed). A GPU machine without PyPI access and without soundfile/soxr: download
+# their wheels here first (git-ignored; pass .gpu-wheels in the device tool's carry) and the script
+# installs them into .gpu-deps and puts src and .gpu-deps on PYTHONPATH:
+#
+#   pip download --only-binary=:all: --no-deps --python-version 3.12 \
+#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+#       -d .gpu-wheels soundfile soxr cffi pycparser
+#
+# Put the table in docs/RESULTS.md with the card and the date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-runs/gpu_check}"
 export PYTHONUNBUFFERED=1
+if compgen -G ".gpu-wheels/*.whl" > /dev/null; then
+    python3 -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target .gpu-deps .gpu-wheels/*.whl
+    export PYTHONPATH="$PWD/src:$PWD/.gpu-deps${PYTHONPATH:+:$PYTHONPATH}"
+fi
 python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: no CUDA device visible to this torch')"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 benchmarks/gpu_check.py --device cuda --out "$OUT" "${@:2}"

@@ -106,6 +106,19 @@ def test_flops_and_time_reach_the_lightning_logger(runs):
     assert phase_flops == [recs[0].train_flops, recs[1].train_flops, recs[1].train_flops + recs[2].train_flops]
 
 
+def test_records_time_the_steps_as_the_cli_does(runs):
+    r = runs["fshift"]
+    cli, lit = r["cli"].records, r["c2f"].records
+    assert [x.batch_size for x in lit] == [x.batch_size for x in cli] == [8] * 3
+    for x in lit:
+        assert x.step_median > 0 and len(x.step_deciles) == 9 and x.step_deciles == sorted(x.step_deciles)
+        assert x.data_time >= 0 and x.step_time > 0
+        # waiting for data and stepping happen inside the epoch's training time (validation left out)
+        assert x.data_time + x.step_time <= x.train_time * 1.001 + 1e-3
+    # so the savings table has the step time column for a Lightning run as for the CLI's
+    assert all(x.step_deciles for x in cli)
+
+
 def test_resumes_from_a_checkpoint_of_the_coarse_phase(runs, tmp_path):
     r = runs["patch+augment"]
     cfg, splits = r["cfg"], r["splits"]
@@ -128,6 +141,8 @@ def test_resumes_in_the_middle_of_a_coarse_epoch(runs, tmp_path):
     every_2 = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1,
                                            filename="{step}")
     _lightning_run(cfg, splits, tmp_path / "killed", callbacks=[every_2], max_steps=2)
+    partial = torch.load(tmp_path / "ckpt" / "step=2.ckpt", weights_only=True)["callbacks"]["CoarseToFine"]["partial"]
+    assert partial["steps"] == 2 and len(partial["step_times"]) == 2 and partial["batch"] == 8
     module, c2f, _ = _lightning_run(cfg, splits, tmp_path / "resumed", ckpt_path=tmp_path / "ckpt" / "step=2.ckpt")
     assert [(x.epoch, x.R, x.clips, x.train_flops) for x in c2f.records] == \
         [(x.epoch, x.R, x.clips, x.train_flops) for x in r["c2f"].records]

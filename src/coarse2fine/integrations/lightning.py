@@ -12,7 +12,9 @@ Lightning build the optimizer and LR scheduler anew (``configure_optimizers`` is
 the paper resets both); before every batch of training, validation, test and prediction it
 compresses the batch's input in place (:func:`coarse2fine.core.compress`). It records each epoch
 (phase, R, training FLOPs, training seconds with validation left out, the metrics validation
-logged) as :class:`~coarse2fine.training.records.EpochRecord`, logs them to every logger of the
+logged; the wait for batches and every step's time, measured as ``coarse2fine train`` measures
+them, with :class:`~coarse2fine.training.clock.EpochClock`) as
+:class:`~coarse2fine.training.records.EpochRecord`, logs them to every logger of the
 trainer as ``c2f/*`` (float64, unlike ``self.log``), optionally writes them as a run log that
 ``coarse2fine compare`` reads, and keeps them and the phase in Lightning's checkpoints: a run
 killed in a coarse phase resumes in it.
@@ -51,7 +53,9 @@ from coarse2fine.features import FeatureSpec
 from coarse2fine.model.ast.hf import hf_ast_config, is_hf_ast
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import build_objective
+from coarse2fine.runtime import load_average
 from coarse2fine.training.augment import augment_features, mixup
+from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.optim import build_optimizer, build_scheduler
 from coarse2fine.training.records import EpochRecord, as_records
 
@@ -101,6 +105,7 @@ class CoarseToFine(pl.Callback):
         self._module: pl.LightningModule | None = None
         self._epoch: dict[str, Any] = {}  # sums of the epoch (segment) in progress
         self._resumed: dict[str, Any] | None = None  # those sums, from a checkpoint written mid-epoch
+        self._clock: EpochClock | None = None  # the epoch's data wait and step times
         self._val_start = 0.0
         self._val_metrics: dict[str, float] = {}
 
@@ -195,8 +200,8 @@ class CoarseToFine(pl.Callback):
         # Plain types only: Lightning reads checkpoints with torch.load(weights_only=True).
         partial = None
         if self._epoch:  # a checkpoint in the middle of an epoch: its sums so far
-            partial = {k: self._epoch[k] for k in ("epoch", "flops", "clips", "steps", "lr")}
-            partial["time"] = self._elapsed()
+            partial = {k: self._epoch[k] for k in ("epoch", "flops", "clips", "steps", "lr", "batch")}
+            partial.update(time=self._elapsed(), data=self._data_time(), step_times=self._step_times())
         return {"phase": self.phase, "records": [r.to_dict() for r in self.records], "partial": partial}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -211,8 +216,10 @@ class CoarseToFine(pl.Callback):
         if loop.restarted_mid_epoch:
             self._start(trainer)
             if self._resumed is not None:
-                self._epoch.update({k: v for k, v in self._resumed.items() if k != "time"})
+                self._epoch.update({k: v for k, v in self._resumed.items() if k not in ("time", "data", "step_times")})
                 self._epoch["t0"] -= float(self._resumed["time"])
+                self._epoch["data0"] = float(self._resumed.get("data", 0.0))
+                self._epoch["steps0"] = list(self._resumed.get("step_times", []))
             done = loop.epoch_loop.batch_progress.current.processed
             loader = trainer.train_dataloader
             sampler = getattr(loader, "sampler", None)
@@ -234,9 +241,11 @@ class CoarseToFine(pl.Callback):
 
     def _start(self, trainer: pl.Trainer) -> None:
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
-        self._epoch = {"epoch": trainer.current_epoch, "flops": 0, "clips": 0, "steps": 0, "lr": lr,
-                       "t0": time.perf_counter(), "val": 0.0}
+        self._epoch = {"epoch": trainer.current_epoch, "flops": 0, "clips": 0, "steps": 0, "lr": lr, "batch": 0,
+                       "t0": time.perf_counter(), "val": 0.0, "data0": 0.0, "steps0": []}
         self._val_metrics = {}
+        self._clock = EpochClock(trainer.strategy.root_device)
+        self._clock.start()
 
     def _steps_per_epoch(self, trainer: pl.Trainer) -> int:
         if self.steps_per_epoch:
@@ -247,6 +256,8 @@ class CoarseToFine(pl.Callback):
         return max(1, int(batches) // max(1, trainer.accumulate_grad_batches))
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._clock is not None:
+            self._clock.batch_ready()
         if self.switch == "step":
             p = self.schedule.at_step(trainer.global_step, self._steps_per_epoch(trainer)).index
             if p != self.phase:
@@ -260,6 +271,12 @@ class CoarseToFine(pl.Callback):
         self._epoch["flops"] += step_flops(self.model_of(pl_module), n) * world  # every process's share
         self._epoch["clips"] += n * world
         self._epoch["steps"] += 1
+        self._epoch["batch"] = max(self._epoch["batch"], n * world)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._clock is not None:
+            self._clock.step_done()
 
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
                                   dataloader_idx: int = 0) -> None:
@@ -276,11 +293,15 @@ class CoarseToFine(pl.Callback):
     # Lightning validates inside the training epoch (before on_train_epoch_end): its time is not training time.
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._val_start = time.perf_counter()
+        if self._clock is not None and self._epoch:
+            self._clock.pause()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not self._epoch:
             return
         self._epoch["val"] += time.perf_counter() - self._val_start
+        if self._clock is not None:
+            self._clock.resume()
         self._val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                              if not k.startswith("c2f/") and getattr(v, "numel", lambda: 1)() == 1}
 
@@ -290,22 +311,31 @@ class CoarseToFine(pl.Callback):
     def _elapsed(self) -> float:
         return time.perf_counter() - self._epoch["t0"] - self._epoch["val"] if self._epoch else 0.0
 
+    def _data_time(self) -> float:
+        return self._epoch["data0"] + (self._clock.data if self._clock is not None else 0.0)
+
+    def _step_times(self) -> list[float]:
+        return self._epoch["steps0"] + (self._clock.step_times() if self._clock is not None else [])
+
     def _close(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Record the epoch (or its part in one phase) and log it."""
         e, seconds = self._epoch, self._elapsed()
+        data_time, step_times = self._data_time(), self._step_times()
+        load = load_average()
         prev = self.records[-1] if self.records else None
         model = self.model_of(pl_module)
         tokens = int(getattr(model, "num_tokens", 0) or _hf_tokens(model))
         phase_epoch = len({r.epoch for r in self.records if r.phase == self.phase} | {e["epoch"] + 1})
         record = EpochRecord(
             epoch=e["epoch"] + 1, phase=self.phase, R=self.schedule.phases[self.phase].R, phase_epoch=phase_epoch,
-            tokens=tokens, train_tokens=int(getattr(model, "train_tokens", tokens)), lr=float(e["lr"]),
-            clips=e["clips"], steps=e["steps"], metrics=dict(self._val_metrics), train_flops=float(e["flops"]),
-            cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"], train_time=seconds,
-            cum_time=(prev.cum_time if prev else 0.0) + seconds, eval_time=e["val"],
+            tokens=tokens, train_tokens=int(getattr(model, "train_tokens", tokens)), batch_size=e["batch"],
+            lr=float(e["lr"]), clips=e["clips"], steps=e["steps"], metrics=dict(self._val_metrics),
+            train_flops=float(e["flops"]), cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"], train_time=seconds,
+            cum_time=(prev.cum_time if prev else 0.0) + seconds, data_time=data_time,
+            **step_summary(step_times, data_time), eval_time=e["val"], load_avg=load[0] if load else None,
         )
         self.records.append(record)
-        self._epoch = {}
+        self._epoch, self._clock = {}, None
         phase_recs = [r for r in self.records if r.phase == self.phase]
         values = {"c2f/phase": float(record.phase), "c2f/R": float(record.R), "c2f/train_flops": record.train_flops,
                   "c2f/cum_flops": record.cum_flops, "c2f/train_time": record.train_time, "c2f/cum_time": record.cum_time,

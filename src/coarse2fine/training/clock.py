@@ -9,7 +9,9 @@ on a CPU it is the host clock. A checkpoint written between two steps is paused 
 
 from __future__ import annotations
 
+import statistics
 import time
+from typing import Any
 
 import torch
 
@@ -62,3 +64,14 @@ class EpochClock:
             torch.cuda.synchronize(self.device)
             return [a.elapsed_time(b) / 1000.0 for seg in self._segments for a, b in zip(seg, seg[1:])]
         return [b - a for seg in self._segments for a, b in zip(seg, seg[1:])]
+
+
+def step_summary(step_times: list[float], data_time: float) -> dict[str, Any]:
+    """An epoch's step fields for its record from its steps' seconds (each with its wait for data)
+    and the epoch's data wait: ``step_time`` (in steps, data wait excluded), ``step_median`` and
+    ``step_deciles`` (None where there are too few steps)."""
+    return {
+        "step_time": max(0.0, sum(step_times) - data_time),
+        "step_median": statistics.median(step_times) if step_times else None,
+        "step_deciles": statistics.quantiles(step_times, n=10) if len(step_times) > 1 else None,
+    }

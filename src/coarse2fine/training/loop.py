@@ -24,7 +24,6 @@ import dataclasses
 import io
 import logging
 import math
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from coarse2fine.objectives import Objective, build_objective
 from coarse2fine.runtime import load_average, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
-from coarse2fine.training.clock import EpochClock
+from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.distributed import Dist, gather, setup
 from coarse2fine.training.folder import CHECKPOINT, claim_folder
 from coarse2fine.training.progress import Progress, RngState
@@ -404,11 +403,8 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         train_tokens=model.train_tokens, batch_size=ph.setup.batch_size, lr=pr.lr,
         train_loss=pr.loss_sum / max(1, pr.seen), clips=pr.seen, steps=pr.step, metrics=metrics,
         train_flops=train_flops, cum_flops=pr.cum_flops + train_flops, train_time=pr.epoch_time,
-        cum_time=pr.cum_time + pr.epoch_time, data_time=pr.data_time,
-        step_time=max(0.0, sum(pr.step_times) - pr.data_time),
-        step_median=statistics.median(pr.step_times) if pr.step_times else None,
-        step_deciles=statistics.quantiles(pr.step_times, n=10) if len(pr.step_times) > 1 else None, eval_time=eval_time,
-        load_avg=load[0] if load else None,
+        cum_time=pr.cum_time + pr.epoch_time, data_time=pr.data_time, **step_summary(pr.step_times, pr.data_time),
+        eval_time=eval_time, load_avg=load[0] if load else None,
         mfu=train_flops / pr.epoch_time / (run.peak_tflops * 1e12) if run.peak_tflops and pr.epoch_time > 0 else None,
     )
     if state.averager is not None and ph.index == len(run.setups) - 1:
