@@ -148,7 +148,8 @@ def main() -> None:
                "step time save (%)", "c2f time (s)", "baseline time (s)"]
     rows = [[s["side"], _common.fmt(s["best"], ".4f"), _common.fmt(s["baseline_best"], ".4f"), _common.fmt(s["beat_epoch"]),
              _common.fmt(s["flops_save_pct"], ".2f"), _common.fmt(s["time_save_pct"], ".2f"),
-             _common.fmt(s["step_time_save_pct"], ".2f"), _common.fmt(s["total_time_s"], ".1f"), _common.fmt(s["baseline_time_s"], ".1f")] for s in sides]
+             _common.fmt(s["step_time_save_pct"], ".2f"), _common.fmt(s["total_time_s"], ".1f"),
+             _common.fmt(s["baseline_time_s"], ".1f")] for s in sides]
     print("\n" + tables["cli"] + "\n" + tables["lightning"])
     print(_common.format_table(headers, rows))
     print(f"agreement of the two {label} runs: phases and R {agree['same_phases_and_R']}, FLOPs per epoch "
