@@ -217,7 +217,7 @@ class CoarseToFine(pl.Callback):
             self._start(trainer)
             if self._resumed is not None:
                 self._epoch.update({k: v for k, v in self._resumed.items() if k not in ("time", "data", "step_times")})
-                self._epoch["t0"] -= float(self._resumed["time"])
+                self._epoch["time0"] = float(self._resumed["time"])
                 self._epoch["data0"] = float(self._resumed.get("data", 0.0))
                 self._epoch["steps0"] = list(self._resumed.get("step_times", []))
             done = loop.epoch_loop.batch_progress.current.processed
@@ -242,7 +242,7 @@ class CoarseToFine(pl.Callback):
     def _start(self, trainer: pl.Trainer) -> None:
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
         self._epoch = {"epoch": trainer.current_epoch, "flops": 0, "clips": 0, "steps": 0, "lr": lr, "batch": 0,
-                       "t0": time.perf_counter(), "val": 0.0, "data0": 0.0, "steps0": []}
+                       "val": 0.0, "time0": 0.0, "data0": 0.0, "steps0": []}
         self._val_metrics = {}
         self._clock = EpochClock(trainer.strategy.root_device)
         self._clock.start()
@@ -309,7 +309,9 @@ class CoarseToFine(pl.Callback):
         self._close(trainer, pl_module)
 
     def _elapsed(self) -> float:
-        return time.perf_counter() - self._epoch["t0"] - self._epoch["val"] if self._epoch else 0.0
+        """The epoch's training wall time so far: validation and checkpoints paused out, the part
+        trained before a resume included."""
+        return self._epoch["time0"] + (self._clock.elapsed() if self._clock is not None else 0.0) if self._epoch else 0.0
 
     def _data_time(self) -> float:
         return self._epoch["data0"] + (self._clock.data if self._clock is not None else 0.0)

@@ -27,6 +27,7 @@ class EpochClock:
         self.data = 0.0
         self._segments: list[list] = []
         self._t0 = self._mark_t = 0.0
+        self._running = False
 
     def _event(self):
         if not self.cuda:
@@ -39,6 +40,7 @@ class EpochClock:
         """Training starts (again): a new segment of steps."""
         self._t0 = self._mark_t = time.perf_counter()
         self._segments.append([self._event()])
+        self._running = True
 
     def batch_ready(self) -> None:
         """The next batch has arrived: the wait since the last step is data time."""
@@ -55,8 +57,14 @@ class EpochClock:
         if self.cuda:
             torch.cuda.synchronize(self.device)
         self.wall += time.perf_counter() - self._t0
+        self._running = False
 
     resume = start
+
+    def elapsed(self) -> float:
+        """Wall time so far, pauses left out (the host clock: on a GPU, steps still queued are not
+        in it until ``pause``)."""
+        return self.wall + (time.perf_counter() - self._t0 if self._running else 0.0)
 
     def step_times(self) -> list[float]:
         """Seconds of every step timed (waits for the device once)."""
