@@ -309,8 +309,8 @@ class CoarseToFine(pl.Callback):
         self._close(trainer, pl_module)
 
     def _elapsed(self) -> float:
-        """The epoch's training wall time so far: validation and checkpoints paused out, the part
-        trained before a resume included."""
+        """The epoch's training wall time so far: validation paused out (a checkpoint Lightning
+        writes between two steps falls in the next step), the part trained before a resume included."""
         return self._epoch["time0"] + (self._clock.elapsed() if self._clock is not None else 0.0) if self._epoch else 0.0
 
     def _data_time(self) -> float:
