@@ -30,3 +30,17 @@ def test_elapsed_leaves_pauses_out_and_counts_the_open_segment(monkeypatch):
     assert c.step_times() == [3.0, 2.0]  # each step with its wait for data
     summary = step_summary(c.step_times(), c.data)
     assert summary["step_time"] == 3.5 and summary["step_median"] == 2.5
+
+
+def test_carry_continues_an_epoch_resumed_in_its_middle(monkeypatch):
+    now = {"t": 0.0}
+    monkeypatch.setattr(clock_module.time, "perf_counter", lambda: now["t"])
+    c = EpochClock(torch.device("cpu"))
+    c.start()
+    c.carry(wall=7.0, data=0.5, step_times=[3.0, 4.0])  # the part trained before the resume
+    now["t"] += 0.25
+    c.batch_ready()
+    now["t"] += 1.75
+    c.step_done()
+    assert c.elapsed() == 9.0 and c.data == 0.75
+    assert c.step_times() == [3.0, 4.0, 2.0]

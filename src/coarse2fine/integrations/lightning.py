@@ -201,7 +201,8 @@ class CoarseToFine(pl.Callback):
         partial = None
         if self._epoch:  # a checkpoint in the middle of an epoch: its sums so far
             partial = {k: self._epoch[k] for k in ("epoch", "flops", "clips", "steps", "lr", "batch")}
-            partial.update(time=self._elapsed(), data=self._data_time(), step_times=self._step_times())
+            clock = self._epoch_clock()
+            partial.update(time=clock.elapsed(), data=clock.data, step_times=clock.step_times())
         return {"phase": self.phase, "records": [r.to_dict() for r in self.records], "partial": partial}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -217,9 +218,8 @@ class CoarseToFine(pl.Callback):
             self._start(trainer)
             if self._resumed is not None:
                 self._epoch.update({k: v for k, v in self._resumed.items() if k not in ("time", "data", "step_times")})
-                self._epoch["time0"] = float(self._resumed["time"])
-                self._epoch["data0"] = float(self._resumed.get("data", 0.0))
-                self._epoch["steps0"] = list(self._resumed.get("step_times", []))
+                self._epoch_clock().carry(float(self._resumed["time"]), float(self._resumed.get("data", 0.0)),
+                                          list(self._resumed.get("step_times", [])))
             done = loop.epoch_loop.batch_progress.current.processed
             loader = trainer.train_dataloader
             sampler = getattr(loader, "sampler", None)
@@ -242,7 +242,7 @@ class CoarseToFine(pl.Callback):
     def _start(self, trainer: pl.Trainer) -> None:
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
         self._epoch = {"epoch": trainer.current_epoch, "flops": 0, "clips": 0, "steps": 0, "lr": lr, "batch": 0,
-                       "val": 0.0, "time0": 0.0, "data0": 0.0, "steps0": []}
+                       "val": 0.0}
         self._val_metrics = {}
         self._clock = EpochClock(trainer.strategy.root_device)
         self._clock.start()
@@ -308,21 +308,19 @@ class CoarseToFine(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close(trainer, pl_module)
 
-    def _elapsed(self) -> float:
-        """The epoch's training wall time so far: validation paused out (a checkpoint Lightning
-        writes between two steps falls in the next step), the part trained before a resume included."""
-        return self._epoch["time0"] + (self._clock.elapsed() if self._clock is not None else 0.0) if self._epoch else 0.0
-
-    def _data_time(self) -> float:
-        return self._epoch["data0"] + (self._clock.data if self._clock is not None else 0.0)
-
-    def _step_times(self) -> list[float]:
-        return self._epoch["steps0"] + (self._clock.step_times() if self._clock is not None else [])
+    def _epoch_clock(self) -> EpochClock:
+        """The clock of the epoch under way: its training wall time (validation paused out; a
+        checkpoint Lightning writes between two steps falls in the next step), data wait and step
+        times, the part trained before a resume included."""
+        if self._clock is None:
+            raise RuntimeError("no training epoch is under way")
+        return self._clock
 
     def _close(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Record the epoch (or its part in one phase) and log it."""
-        e, seconds = self._epoch, self._elapsed()
-        data_time, step_times = self._data_time(), self._step_times()
+        clock = self._epoch_clock()
+        e, seconds = self._epoch, clock.elapsed()
+        data_time, step_times = clock.data, clock.step_times()
         load = load_average()
         prev = self.records[-1] if self.records else None
         model = self.model_of(pl_module)

@@ -26,6 +26,7 @@ class EpochClock:
         self.wall = 0.0
         self.data = 0.0
         self._segments: list[list] = []
+        self._earlier: list[float] = []  # step times of the epoch's part before a resume
         self._t0 = self._mark_t = 0.0
         self._running = False
 
@@ -61,6 +62,13 @@ class EpochClock:
 
     resume = start
 
+    def carry(self, wall: float, data: float, step_times: list[float]) -> None:
+        """Continue an epoch interrupted earlier (a resume in its middle): its wall time, data wait
+        and step times so far count as this clock's."""
+        self.wall += wall
+        self.data += data
+        self._earlier = list(step_times)
+
     def elapsed(self) -> float:
         """Wall time so far, pauses left out (the host clock: on a GPU, steps still queued are not
         in it until ``pause``)."""
@@ -70,8 +78,8 @@ class EpochClock:
         """Seconds of every step timed (waits for the device once)."""
         if self.cuda:
             torch.cuda.synchronize(self.device)
-            return [a.elapsed_time(b) / 1000.0 for seg in self._segments for a, b in zip(seg, seg[1:])]
-        return [b - a for seg in self._segments for a, b in zip(seg, seg[1:])]
+            return self._earlier + [a.elapsed_time(b) / 1000.0 for seg in self._segments for a, b in zip(seg, seg[1:])]
+        return self._earlier + [b - a for seg in self._segments for a, b in zip(seg, seg[1:])]
 
 
 def step_summary(step_times: list[float], data_time: float) -> dict[str, Any]:
