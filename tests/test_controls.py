@@ -161,6 +161,38 @@ def test_experiment_command_with_controls_and_seeds(tmp_path, capsys):
     assert (tmp_path / "savings.csv").read_text().splitlines() == savings
 
 
+def test_report_only_tabulates_the_whole_seeds_and_trains_nothing(tmp_path, capsys):
+    base = ["experiment", "demo", "--schedules", "4-1", "--methods", "fshift", "--out", str(tmp_path), "--quiet",
+            *[a for s in TINY for a in ("--set", s)]]
+    assert main([*base, "--report-only"]) == 2  # nothing finished yet
+    assert "no seed has finished for every setting" in capsys.readouterr().err
+    assert main(base) == 0  # seed 0 of both settings
+    one_seed = (tmp_path / "savings.csv").read_text()
+    (tmp_path / "savings.csv").unlink()
+    # An experiment of two seeds whose seed 1 is only half done: the baseline's seed 1 finished.
+    cfg = load_config("demo", TINY)
+    baseline = experiment_settings(cfg, [Variant("fshift", "4-1")])[0]
+    train_run(seed_config(baseline.config, 1), load_splits(cfg), seed_folder(tmp_path, baseline.name, 1), progress=False)
+    assert main([*base, "--seeds", "2", "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 seed(s) finished for every setting" in out and out.rstrip().endswith("fshift_41_s1")
+    assert "baseline vs 4-1, 1 of 2 seeds finished" in (tmp_path / "savings.md").read_text()
+    assert (tmp_path / "savings.csv").read_text() == one_seed  # the whole seed 0, as the one-seed experiment wrote it
+    assert not (tmp_path / "fshift_41_s1").exists()  # nothing trained
+    # Logs whose paths were resolved from another working folder are the same settings, said so.
+    log_path = tmp_path / "fshift_41" / "log.json"
+    saved = json.loads(log_path.read_text())
+    saved["config"]["data"]["root"] = "/elsewhere/data"
+    log_path.write_text(json.dumps(saved))
+    assert main([*base, "--report-only"]) == 0
+    assert "data.root: '/elsewhere/data' vs None" in capsys.readouterr().out
+    assert (tmp_path / "savings.csv").read_text() == one_seed
+    # Another config's finished run in a folder is named, not silently tabulated or overwritten.
+    assert main([*base, "--report-only", "--set", "train.epochs=3"]) == 2
+    assert "holds a finished run of another config" in capsys.readouterr().err
+    assert main([*base, "--report-only", "--fresh"]) == 2
+
+
 def test_train_command_prints_what_the_phase_change_kept(tmp_path, capsys):
     args = ["train", "demo", "--schedule", "4-1", "--out", str(tmp_path), "--quiet", "--set", "c2f.phase_epochs=[1, 1]",
             *[a for s in TINY for a in ("--set", s)]]

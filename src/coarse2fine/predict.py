@@ -190,42 +190,55 @@ def predict_files(
     """
     names = list(display_names) if display_names is not None else list(labels)
     _check_inputs(model, feature_spec, labels, names)
-    if reduce not in ("mean", "max"):
-        raise ValueError(f"unknown reduce {reduce!r}; choose 'mean' or 'max'")
-    if batch_size < 1 or top_k < 1:
-        raise ValueError(f"batch_size and top_k must be positive, got {batch_size} and {top_k}")
+    _check_options(reduce, batch_size, top_k)
     sr = feature_spec.frontend.sample_rate
     win, hop = _window_and_hop(feature_spec, window_seconds, hop_seconds)
     if isinstance(model, torch.nn.Module):
         model = model.to(torch.device(device)).eval()
 
-    results: list[Prediction | None] = [None] * len(paths)
-    pending: list[tuple[_Clip, torch.Tensor]] = []
-    clips: list[_Clip] = []
+    clips, failed = _score_files(model, paths, feature_spec, win, hop, batch_size, multilabel, skip_errors)
+    results: dict[int, Prediction] = dict(failed)
+    for clip in clips:
+        results[clip.index] = _clip_prediction(clip, win, sr, labels, names, top_k, reduce)
+    log.info("scored %d file(s) (%d window(s))", len(clips), sum(len(c.starts) for c in clips))
+    return [results[i] for i in sorted(results)]
 
+
+def _check_options(reduce: str, batch_size: int, top_k: int) -> None:
+    """Scoring options a caller can get wrong."""
+    if reduce not in ("mean", "max"):
+        raise ValueError(f"unknown reduce {reduce!r}; choose 'mean' or 'max'")
+    if batch_size < 1 or top_k < 1:
+        raise ValueError(f"batch_size and top_k must be positive, got {batch_size} and {top_k}")
+
+
+def _score_files(model: Classifier, paths: Sequence[str | os.PathLike], spec: FeatureSpec, win: int, hop: int,
+                 batch_size: int, multilabel: bool, skip_errors: bool) -> tuple[list[_Clip], dict[int, Prediction]]:
+    """Decode each file, cut it into windows and score them in batches shared across files.
+    Returns the scored clips and, with ``skip_errors``, a :class:`Prediction` with ``error`` set
+    for each file (by its index in ``paths``) that could not be decoded."""
+    clips: list[_Clip] = []
+    failed: dict[int, Prediction] = {}
+    pending: list[tuple[_Clip, torch.Tensor]] = []
     for i, raw_path in enumerate(paths):
         path = os.fspath(raw_path)
         try:
-            wave = load_audio(path, sr)
+            wave = load_audio(path, spec.frontend.sample_rate)
         except AudioError as err:
             if not skip_errors:
                 raise
             log.warning("skipping %s", err)
-            results[i] = Prediction(path=path, error=err.problem)
+            failed[i] = Prediction(path=path, error=err.problem)
             continue
         clip = _Clip(i, path, int(wave.numel()), window_starts(int(wave.numel()), win, hop))
         clips.append(clip)
         pending.extend((clip, fix_length(wave[s:s + win], win)) for s in clip.starts)
         while len(pending) >= batch_size:
-            _score_windows(model, pending[:batch_size], feature_spec, multilabel)
+            _score_windows(model, pending[:batch_size], spec, multilabel)
             del pending[:batch_size]
     if pending:
-        _score_windows(model, pending, feature_spec, multilabel)
-
-    for clip in clips:
-        results[clip.index] = _clip_prediction(clip, win, sr, labels, names, top_k, reduce)
-    log.info("scored %d file(s) (%d window(s))", len(clips), sum(len(c.starts) for c in clips))
-    return [r for r in results if r is not None]
+        _score_windows(model, pending, spec, multilabel)
+    return clips, failed
 
 
 def window_features(paths: Sequence[str | os.PathLike], spec: FeatureSpec) -> torch.Tensor:

@@ -26,6 +26,13 @@ def add_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recalibrate", action="store_true", help="calibrate again even when calibration.json covers the runs")
 
 
+def add_report_only(p: argparse.ArgumentParser) -> None:
+    """``--report-only`` of the commands that train an experiment."""
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write and print the tables of the runs finished in --out so far (every seed "
+                        "in which all settings have finished; the rest are named), e.g. while the experiment runs")
+
+
 def add_evidence_options(p: argparse.ArgumentParser) -> None:
     """Options of the commands that compare settings: controls and seeds (they override the
     config's ``experiment.controls`` and ``experiment.seeds``)."""

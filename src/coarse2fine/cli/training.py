@@ -10,6 +10,7 @@ from coarse2fine.cli.options import (
     add_common,
     add_evidence_options,
     add_grid_options,
+    add_report_only,
     add_run_options,
     evidence,
     run_overrides,
@@ -24,6 +25,7 @@ from coarse2fine.experiments.grid import (
     Variant,
     cross_validate,
     cross_validate_settings,
+    finished_settings,
     parse_methods,
     run_settings,
     variant_config,
@@ -55,6 +57,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     add_evidence_options(p)
     add_grid_options(p)
+    add_report_only(p)
     add_common(p)
 
     p = sub.add_parser("experiment",
@@ -65,6 +68,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="output folder")
     add_evidence_options(p)
     add_grid_options(p)
+    add_report_only(p)
     add_common(p)
 
     p = sub.add_parser("train", help="one run (baseline with --schedule 1) from a preset or YAML config")
@@ -108,9 +112,10 @@ def _variants(schedules: str, methods: str) -> list[Variant]:
 
 
 def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, title: str) -> ExperimentReport:
-    """Calibrate (``--calibrate-rounds``), write and print an experiment's report."""
-    records = calibrate_settings(done, splits.train.num_classes, args.calibrate_rounds, out_root / "calibration.json",
-                                 splits.train, args.recalibrate)
+    """Calibrate (``--calibrate-rounds``, on ``splits``' training clips), write and print an
+    experiment's report."""
+    records = calibrate_settings(done, splits.train.num_classes if splits else 0, args.calibrate_rounds,
+                                 out_root / "calibration.json", splits.train if splits else None, args.recalibrate)
     report = write_experiment(out_root, done, records, metric, title)
     print(format_table(report.rows, "text"), end="")
     print("\n".join(report.notes))
@@ -126,17 +131,42 @@ def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, 
 
 def cmd_experiment(args) -> int:
     """``demo`` and ``experiment``: the baseline, the controls and every method x schedule, with
-    every seed, and the tables."""
+    every seed, and the tables (with ``--report-only``, the tables of what has finished)."""
     cfg = load_config(args.config, args.overrides)
     controls, seeds = evidence(cfg, args)
     variants = _variants(args.schedule if args.command == "demo" else args.schedules, args.methods)
+    settings = experiment_settings(cfg, variants, controls)
     out_root = Path(args.out)
+    title = f"{cfg.name}: baseline vs {', '.join(dict.fromkeys(v.schedule for v in variants))}"
+    if args.report_only:
+        return _report_finished(args, cfg, settings, seeds, out_root, title)
     splits = load_splits(cfg)
-    done = run_settings(experiment_settings(cfg, variants, controls), out_root, splits, seeds, progress=not args.quiet,
-                        reuse=not args.fresh)
-    schedules = ", ".join(dict.fromkeys(v.schedule for v in variants))
-    _report(args, done, splits, cfg.train.metric, out_root,
-            f"{cfg.name}: baseline vs {schedules}" + (f", {seeds} seeds" if seeds > 1 else ""))
+    done = run_settings(settings, out_root, splits, seeds, progress=not args.quiet, reuse=not args.fresh)
+    _report(args, done, splits, cfg.train.metric, out_root, title + (f", {seeds} seeds" if seeds > 1 else ""))
+    return 0
+
+
+def _report_finished(args, cfg, settings, seeds: int, out_root: Path, title: str) -> int:
+    """``--report-only``: the report of the whole seeds that have finished in ``out_root`` (see
+    :func:`finished_settings`); nothing trains, and the data is read only to calibrate."""
+    if args.fresh:
+        raise ValueError("--report-only trains nothing and keeps every run; it does not go with --fresh")
+    done, missing, path_diffs = finished_settings(settings, out_root, seeds)
+    whole = len(done[0].runs)
+    unfinished = ", ".join(p.name for p in missing)
+    if whole == 0:
+        raise ValueError(f"--report-only: no seed has finished for every setting in {out_root} "
+                         f"(not finished: {unfinished})")
+    splits = load_splits(cfg) if args.calibrate_rounds > 0 else None
+    counted = "" if seeds == 1 else f", {seeds} seeds" if whole == seeds else f", {whole} of {seeds} seeds finished"
+    print(f"{out_root}: {whole} of {seeds} seed(s) finished for every setting; their tables (nothing trained):")
+    _report(args, done, splits, cfg.train.metric, out_root, title + counted)
+    if path_diffs:
+        print("The runs were trained with other paths than this command resolves (their value vs this command's; "
+              "tabulated as the same settings): " + "; ".join(path_diffs))
+    if missing:
+        print(f"Not finished (left out of the tables; train them with the same command without --report-only): "
+              f"{unfinished}")
     return 0
 
 

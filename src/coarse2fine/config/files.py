@@ -176,6 +176,24 @@ def config_reference(name_or_path: str) -> str:
     return str(Path(name_or_path).resolve())
 
 
+def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Every dotted key whose value differs between two nested dicts, with both values, in key order."""
+    found: list[tuple[str, Any, Any]] = []
+    for key in sorted(set(a) | set(b)):
+        u, v = a.get(key), b.get(key)
+        if isinstance(u, Mapping) and isinstance(v, Mapping):
+            found += differing_keys(u, v, f"{prefix}{key}.")
+        elif u != v:
+            found.append((f"{prefix}{key}", u, v))
+    return found
+
+
+def path_keys() -> set[str]:
+    """The dotted config keys that hold paths (resolved from the config's folder when loaded)."""
+    return {f"{section}.{f.name}" for section, cls in PATH_SECTIONS.items()
+            for f in dataclasses.fields(cls) if f.metadata.get("path")}
+
+
 def config_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "", limit: int = 3) -> str:
     """The first ``limit`` keys whose values differ between two nested dicts, as ``key: a vs b``
     (long values shortened), for messages that say why two configs or settings do not match."""
@@ -184,17 +202,7 @@ def config_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = 
         text = repr(value)
         return text if len(text) <= 60 else text[:57] + "..."
 
-    def walk(x: Mapping[str, Any], y: Mapping[str, Any], at: str) -> list[str]:
-        found: list[str] = []
-        for key in sorted(set(x) | set(y)):
-            u, v = x.get(key), y.get(key)
-            if isinstance(u, Mapping) and isinstance(v, Mapping):
-                found += walk(u, v, f"{at}{key}.")
-            elif u != v:
-                found.append(f"{at}{key}: {short(u)} vs {short(v)}")
-        return found
-
-    diffs = walk(a, b, prefix)
+    diffs = [f"{key}: {short(u)} vs {short(v)}" for key, u, v in differing_keys(a, b, prefix)]
     return "; ".join(diffs[:limit]) + ("; ..." if len(diffs) > limit else "")
 
 

@@ -31,6 +31,7 @@ from coarse2fine.experiments.settings import (
 )
 from coarse2fine.report.savings import Records
 from coarse2fine.report.timing import Calibration, calibrate, calibrated_records, phase_key
+from coarse2fine.training.folder import read_finished
 from coarse2fine.training.loop import RunResult, train_run
 from coarse2fine.training.records import EpochRecord
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "VARIANTS", "FoldRuns", "SettingRuns", "Variant", "calibrate_runs", "cross_validate", "cross_validate_settings",
-    "fold_config", "parse_methods", "run_experiment", "run_settings", "variant_config",
+    "finished_settings", "fold_config", "parse_methods", "run_experiment", "run_settings", "variant_config",
 ]
 
 
@@ -70,6 +71,36 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
             entry.runs.append(train_run(cfg, splits, seed_folder(out_root, entry.setting.name, k), progress=progress,
                                         resume=reuse, fresh=not reuse))
     return done
+
+
+def finished_settings(settings: Sequence[Setting], out_root: str | Path,
+                      seeds: int) -> tuple[list[SettingRuns], list[Path], list[str]]:
+    """What has finished of an experiment in ``out_root``, training nothing: its whole seeds (seed
+    k counts when every setting's seed-k run has finished with that setting's config, and so do
+    all seeds before it), the folders of the runs of the first ``seeds`` seeds that have not, and
+    the path keys in which the finished runs' configs differ from these settings' (see
+    :func:`~coarse2fine.training.folder.read_finished`). A folder that holds another config's
+    finished run raises :class:`~coarse2fine.training.folder.RunFolderError`."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    done = [SettingRuns(s, []) for s in settings]
+    missing: list[Path] = []
+    path_diffs: dict[str, None] = {}
+    for k in range(seeds):
+        found = []
+        for entry in done:
+            cfg, folder = seed_config(entry.setting.config, k), seed_folder(out_root, entry.setting.name, k)
+            finished = read_finished(cfg.to_dict(), folder)
+            if finished is None:
+                missing.append(folder)
+                continue
+            records, phases, diffs = finished
+            path_diffs.update(dict.fromkeys(diffs))
+            found.append(RunResult(cfg.name, folder, records, "finished", phases))
+        if not missing:
+            for entry, result in zip(done, found):
+                entry.runs.append(result)
+    return done, missing, list(path_diffs)
 
 
 def run_experiment(

@@ -38,7 +38,7 @@ from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.objectives import build_objective
 from coarse2fine.runtime import load_average, peak_tflops, resolve_device
 from coarse2fine.training.records import EpochRecord, as_records
-from coarse2fine.training.step import STAGES, StepProfile, TrainStep, build_step, synchronize
+from coarse2fine.training.step import STAGES, StepProfile, TrainStep, build_step, compile_net, synchronize
 
 
 def step_signature(cfg: RunConfig) -> str:
@@ -111,7 +111,7 @@ def phase_case(cfg: RunConfig, p: int, num_classes: int, source: ClipDataset, de
     source.set_phase(setup.features, setup.compression)
     net: torch.nn.Module = model
     if cfg.train.compile:
-        net = torch.compile(model, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode, dynamic=False)
+        net = compile_net(model, cfg.train.compile_mode)
     objective = build_objective(cfg.train.objective, cfg)
     step = build_step(cfg, setup, model, net, objective, steps_per_epoch=1000, serves=source.serves,
                       generator=torch.Generator(device=device).manual_seed(0), device=device, check_finite=False)

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from coarse2fine.config.files import config_difference
+from coarse2fine.config.files import config_difference, differing_keys, path_keys
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
@@ -59,6 +59,23 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
             raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
         return as_records(saved["records"]), [PhaseRecord.from_dict(p) for p in saved.get("phases") or []]
     return None
+
+
+def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochRecord], list[PhaseRecord], list[str]] | None:
+    """The epoch and phase records of the finished run of ``config`` in ``out_dir``, read for a
+    report without claiming the folder; None when it holds no finished run (empty, or a checkpoint
+    of a run still going). Configs that differ only in path keys (a relative path resolved from
+    another working folder, logs copied elsewhere) match; those differences are returned as
+    ``key: theirs vs ours``. A finished run of another config raises :class:`RunFolderError`."""
+    saved = _read_log(out_dir / "log.json")
+    if (out_dir / CHECKPOINT).exists() or saved is None or not saved.get("done"):
+        return None
+    theirs = saved.get("config") or {}
+    diffs = differing_keys(theirs, config)
+    if any(key not in path_keys() for key, _, _ in diffs):
+        raise RunFolderError(f"{out_dir} holds a finished run of another config ({config_difference(theirs, config)})")
+    return (as_records(saved["records"]), [PhaseRecord.from_dict(p) for p in saved.get("phases") or []],
+            [f"{key}: {u!r} vs {v!r}" for key, u, v in diffs])
 
 
 def _read_log(path: Path) -> dict[str, Any] | None:

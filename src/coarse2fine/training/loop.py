@@ -51,7 +51,7 @@ from coarse2fine.training.folder import CHECKPOINT, claim_folder
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
 from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
-from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step
+from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, compile_net
 from coarse2fine.training.switching import leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
 
@@ -259,7 +259,7 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     if d.world > 1:
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     if cfg.train.compile:
-        net = torch.compile(net, mode=None if cfg.train.compile_mode == "default" else cfg.train.compile_mode, dynamic=False)
+        net = compile_net(net, cfg.train.compile_mode)
     step = build_step(cfg, s, model, net, run.objective, run.steps_per_epoch(p), run.splits.train.serves,
                       state.rng.aug, d.device, d.world)
     if state.phase_restore is not None:

@@ -180,6 +180,12 @@ class TrainStep:
         return loss
 
 
+def compile_net(net: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """``net`` compiled by ``torch.compile`` for one geometry (``dynamic=False``: a phase change
+    compiles again); ``mode`` is ``train.compile_mode`` ("default" is torch's own default)."""
+    return torch.compile(net, mode=None if mode == "default" else mode, dynamic=False)
+
+
 def build_step(cfg: RunConfig, setup: PhaseSetup, model: torch.nn.Module, net: torch.nn.Module, objective: Objective,
                steps_per_epoch: int, serves: str, generator: torch.Generator, device: torch.device,
                world: int = 1, check_finite: bool | None = None) -> TrainStep:
