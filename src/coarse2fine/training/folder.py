@@ -72,8 +72,10 @@ def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochReco
         return None
     theirs = saved.get("config") or {}
     diffs = differing_keys(theirs, config)
-    if any(key not in path_keys() for key, _, _ in diffs):
-        raise RunFolderError(f"{out_dir} holds a finished run of another config ({config_difference(theirs, config)})")
+    other = [f"{key}: {u!r} vs {v!r}" for key, u, v in diffs if key not in path_keys()]
+    if other:
+        raise RunFolderError(f"{out_dir} holds a finished run of another config "
+                             f"({'; '.join(other[:3])}{'; ...' if len(other) > 3 else ''})")
     return (as_records(saved["records"]), [PhaseRecord.from_dict(p) for p in saved.get("phases") or []],
             [f"{key}: {u!r} vs {v!r}" for key, u, v in diffs])
 
