@@ -14,7 +14,7 @@ import dataclasses
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import yaml
 
@@ -194,15 +194,17 @@ def path_keys() -> set[str]:
             for f in dataclasses.fields(cls) if f.metadata.get("path")}
 
 
-def config_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "", limit: int = 3) -> str:
+def config_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "", limit: int = 3,
+                      ignore: Collection[str] = ()) -> str:
     """The first ``limit`` keys whose values differ between two nested dicts, as ``key: a vs b``
-    (long values shortened), for messages that say why two configs or settings do not match."""
+    (long values shortened), for messages that say why two configs or settings do not match;
+    keys in ``ignore`` (dotted) do not count. Empty when nothing else differs."""
 
     def short(value: Any) -> str:
         text = repr(value)
         return text if len(text) <= 60 else text[:57] + "..."
 
-    diffs = [f"{key}: {short(u)} vs {short(v)}" for key, u, v in differing_keys(a, b, prefix)]
+    diffs = [f"{key}: {short(u)} vs {short(v)}" for key, u, v in differing_keys(a, b, prefix) if key not in ignore]
     return "; ".join(diffs[:limit]) + ("; ..." if len(diffs) > limit else "")
 
 

@@ -70,14 +70,12 @@ def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochReco
     saved = _read_log(out_dir / "log.json")
     if (out_dir / CHECKPOINT).exists() or saved is None or not saved.get("done"):
         return None
-    theirs = saved.get("config") or {}
-    diffs = differing_keys(theirs, config)
-    other = [f"{key}: {u!r} vs {v!r}" for key, u, v in diffs if key not in path_keys()]
+    theirs, paths = saved.get("config") or {}, path_keys()
+    other = config_difference(theirs, config, ignore=paths)
     if other:
-        raise RunFolderError(f"{out_dir} holds a finished run of another config "
-                             f"({'; '.join(other[:3])}{'; ...' if len(other) > 3 else ''})")
+        raise RunFolderError(f"{out_dir} holds a finished run of another config ({other})")
     return (as_records(saved["records"]), [PhaseRecord.from_dict(p) for p in saved.get("phases") or []],
-            [f"{key}: {u!r} vs {v!r}" for key, u, v in diffs])
+            [f"{key}: {u!r} vs {v!r}" for key, u, v in differing_keys(theirs, config)])
 
 
 def _read_log(path: Path) -> dict[str, Any] | None:
