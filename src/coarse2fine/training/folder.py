@@ -57,7 +57,7 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
                                  "use another --out, or --fresh to overwrite it")
         if not resume:
             raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
-        return as_records(saved["records"]), [PhaseRecord.from_dict(p) for p in saved.get("phases") or []]
+        return _finished_records(saved)
     return None
 
 
@@ -74,8 +74,12 @@ def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochReco
     other = config_difference(theirs, config, ignore=paths)
     if other:
         raise RunFolderError(f"{out_dir} holds a finished run of another config ({other})")
-    return (as_records(saved["records"]), [PhaseRecord.from_dict(p) for p in saved.get("phases") or []],
-            [f"{key}: {u!r} vs {v!r}" for key, u, v in differing_keys(theirs, config)])
+    return (*_finished_records(saved), [f"{key}: {u!r} vs {v!r}" for key, u, v in differing_keys(theirs, config)])
+
+
+def _finished_records(saved: dict[str, Any]) -> tuple[list[EpochRecord], list[PhaseRecord]]:
+    """The epoch and phase records of a finished run's ``log.json`` (read as ``saved``)."""
+    return as_records(saved["records"]), [PhaseRecord.from_dict(p) for p in saved.get("phases") or []]
 
 
 def _read_log(path: Path) -> dict[str, Any] | None:
