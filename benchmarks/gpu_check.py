@@ -107,6 +107,8 @@ def fmt(value) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v) for v in value)
     return str(value)
 
 

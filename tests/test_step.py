@@ -13,7 +13,7 @@ from coarse2fine.config import load_config, preset_names
 from coarse2fine.data.datasets import WaveformDataset
 from coarse2fine.data.loading import iterate_batches, resolve_workers
 from coarse2fine.data.sources import load_splits
-from coarse2fine.report.timing import bench, calibrate
+from coarse2fine.report.timing import BLOCK, bench, calibrate
 from coarse2fine.training import step as step_module
 from coarse2fine.training.loop import train_run
 from coarse2fine.training.records import cumulative_time, phase_step_cost
@@ -46,7 +46,7 @@ def test_training_bench_and_calibration_run_the_same_step(counted_update, tmp_pa
     assert all(r.step_median >= 0.03 for r in result.records)
     before = counted_update["n"]
     rows = bench(cfg, 8, splits.train, rounds=2, warmup=0)
-    assert counted_update["n"] - before == 2 * len(rows) and all(r.step_ms >= 30 for r in rows)
+    assert counted_update["n"] - before == 2 * BLOCK * len(rows) and all(r.step_ms >= 30 for r in rows)
     cal = calibrate([cfg], 8, splits.train, rounds=2, warmup=0)
     assert all(s.median >= 0.03 for s in cal.steps.values())
 

@@ -32,6 +32,31 @@ def test_interleaved_ratio_survives_a_burst_of_load():
     assert calls[:6] == ["a", "b", "b", "a", "a", "b"]  # the order rotates every round
 
 
+def test_blocks_time_the_step_as_the_loop_runs_it_back_to_back():
+    # A step right after another case's step refills the caches (an extra 0.002 s, simulated);
+    # the loop runs a phase's steps back to back and never pays it. One step a round times the
+    # refill; a block's first step takes it untimed.
+    clock = {"now": 0.0, "last": None}
+    calls = []
+
+    def step(name, cost):
+        def run():
+            clock["now"] += cost + (0.002 if clock["last"] not in (None, name) else 0.0)
+            clock["last"] = name
+            calls.append(name)
+        return run
+
+    cases = {"a": step("a", 0.001), "b": step("b", 0.004)}
+    one = interleaved(cases, rounds=6, warmup=1, clock=lambda: clock["now"])
+    assert sorted(one["a"])[-3:] == pytest.approx([0.003] * 3) and sorted(one["b"])[-3:] == pytest.approx([0.006] * 3)
+    calls.clear()
+    blocks = interleaved(cases, rounds=6, warmup=1, clock=lambda: clock["now"], block=4)
+    assert all(t == pytest.approx(0.001) for t in blocks["a"]) and all(t == pytest.approx(0.004) for t in blocks["b"])
+    assert len(blocks["a"]) == 6 and calls[:8] == ["a"] * 4 + ["b"] * 4 and calls[8:12] == ["b"] * 4
+    with pytest.raises(ValueError, match="block"):
+        interleaved(cases, rounds=1, block=0)
+
+
 def _run(clips, flops_per_clip, R, phase, wall):
     return {"R": R, "phase": phase, "clips": clips, "train_flops": clips * flops_per_clip, "train_time": wall}
 

@@ -43,7 +43,7 @@ from coarse2fine.report.savings import (
     table_measures,
     time_note,
 )
-from coarse2fine.report.timing import bench, synthetic_source
+from coarse2fine.report.timing import BLOCK, bench, synthetic_source
 from coarse2fine.runtime import check_device, device_name, load_average, resolve_device
 
 log = logging.getLogger("coarse2fine")
@@ -83,6 +83,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--method", choices=list(METHODS), help="override c2f.method")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    p.add_argument("--block", type=int, default=BLOCK,
+                   help=f"consecutive steps of each phase per round, the first untimed, as the loop runs a phase's "
+                        f"steps back to back (default {BLOCK}; 1: one timed step of each phase in turn)")
     p.add_argument("--classes", type=int, default=None,
                    help="number of classes: time on random audio of the config's shape instead of the data")
     p.add_argument("--inputs", choices=["waveforms", "model_input"], default=None,
@@ -196,20 +199,23 @@ def _bench_source(args, cfg):
 
 
 def cmd_bench(args) -> int:
+    for name, value in (("--rounds", args.rounds), ("--block", args.block)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     cfg = load_config(args.config, run_overrides(args))
     check_device(args.device, "--device")
     classes, source = _bench_source(args, cfg)
-    rows = bench(cfg, classes, source, args.rounds, args.warmup, args.device, args.breakdown)
+    rows = bench(cfg, classes, source, args.rounds, args.warmup, args.device, args.breakdown, args.block)
     load = load_average()
     device = resolve_device(args.device, "--device")
     head = {"config": cfg.name, "arch": cfg.model.arch, "preset": cfg.model.preset, "method": cfg.c2f.method,
             "batch": cfg.train.batch_size, "amp": cfg.train.amp, "inputs": source.serves, "rounds": args.rounds,
-            "device": device_name(device), "threads": torch.get_num_threads(), "load_avg": load}
+            "block": args.block, "device": device_name(device), "threads": torch.get_num_threads(), "load_avg": load}
     if args.json:
         print(json.dumps({**head, "phases": [r.to_dict() for r in rows]}, indent=2))
         return 0
     print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, amp "
-          f"{cfg.train.amp}, inputs {source.serves}, {args.rounds} interleaved rounds on {head['device']}, "
+          f"{cfg.train.amp}, inputs {source.serves}, {args.rounds} interleaved rounds of {args.block} step(s) per phase on {head['device']}, "
           f"load average {load}")
     table = []
     for r in rows:

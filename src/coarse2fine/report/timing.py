@@ -1,9 +1,10 @@
 """Timing the real training step outside a run: ``bench``, its breakdown, and calibration.
 
 Wall time of one run against another run made minutes later mostly measures what else the machine
-was doing. What survives is a *ratio measured in one process, interleaved*: each round times one
-step of every case in turn (the order rotated from round to round), so a burst of other load hits
-every case alike; medians over the rounds, and the spread of the per-round ratios.
+was doing. What survives is a *ratio measured in one process, interleaved*: each round times a
+short block of consecutive steps of every case in turn (the order rotated from round to round), so
+a burst of other load hits every case alike, and each timed step follows a step of its own phase,
+as in the loop (:data:`BLOCK`); medians over the rounds, and the spread of the per-round ratios.
 
 Every case here is the loop's own :class:`~coarse2fine.training.step.TrainStep` (autocast,
 mixup, augmentation, micro-batches, clipping, scaler, update, LR schedule), built by the same
@@ -39,6 +40,10 @@ from coarse2fine.objectives import build_objective
 from coarse2fine.runtime import load_average, peak_tflops, resolve_device
 from coarse2fine.training.records import EpochRecord, as_records
 from coarse2fine.training.step import STAGES, StepProfile, TrainStep, build_step, compile_net, synchronize
+
+BLOCK = 4
+"""Consecutive steps of a case per interleaved round in ``bench`` and calibration: one untimed, then
+three timed (see :func:`interleaved`)."""
 
 
 def step_signature(cfg: RunConfig) -> str:
@@ -148,15 +153,34 @@ def _timer(device: torch.device, clock: Callable[[], float] = time.perf_counter)
 
 def interleaved(cases: Mapping[str, Callable[[], None]], rounds: int, warmup: int = 2,
                 device: torch.device = torch.device("cpu"),
-                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Per case, the seconds of each timed round: every round runs one step of every case, the
-    order rotated by one each round; ``warmup`` untimed rounds first. ``clock`` times CPU steps."""
+                clock: Callable[[], float] = time.perf_counter, block: int = 1) -> dict[str, list[float]]:
+    """Per case, the seconds per step of each timed round: every round runs ``block`` consecutive
+    steps of every case, the order rotated by one each round; ``warmup`` untimed rounds first.
+
+    With ``block`` > 1 the first step of each case's block is untimed and the round's time is the
+    mean of the other ``block - 1``: the loop runs a phase's steps back to back, so the step it
+    runs finds its own weights and optimizer state in the caches, where a step right after another
+    case's does not (one step of each in turn overstated a micro model's coarse step by 5-10 % on
+    a CPU). ``clock`` times CPU steps; a GPU block is timed with CUDA events, unsynchronised
+    between its steps as in the loop."""
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
     keys, timer = list(cases), _timer(device, clock)
+    timed = max(1, block - 1)
+
+    def steps(case: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(timed):
+                case()
+        return run
+
     times: dict[str, list[float]] = {k: [] for k in keys}
     for r in range(warmup + rounds):
         shift = r % len(keys)
         for key in keys[shift:] + keys[:shift]:
-            seconds = timer(cases[key])
+            if block > 1:
+                cases[key]()
+            seconds = timer(steps(cases[key])) / timed
             if r >= warmup:
                 times[key].append(seconds)
     return times
@@ -191,20 +215,23 @@ class Calibration:
     device: str
     threads: int
     load_avg: tuple[float, float, float] | None
+    block: int = BLOCK
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": "the loop's training step on real batches, timed in interleaved rounds in one process "
-                          "(median of rounds)", "rounds": self.rounds, "device": self.device, "threads": self.threads,
-                "load_avg": self.load_avg, "steps": {k: asdict(v) for k, v in self.steps.items()}}
+                          f"({self.block} consecutive steps of each phase a round, the first untimed when more than "
+                          "one; median of rounds)", "rounds": self.rounds, "block": self.block, "device": self.device,
+                "threads": self.threads, "load_avg": self.load_avg, "steps": {k: asdict(v) for k, v in self.steps.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:
+        """A saved calibration; one saved before blocks (no ``block``) timed one step a round."""
         return cls({k: StepTiming(**v) for k, v in d["steps"].items()}, d["rounds"], d["device"], d["threads"],
-                   tuple(d["load_avg"]) if d.get("load_avg") else None)
+                   tuple(d["load_avg"]) if d.get("load_avg") else None, d.get("block", 1))
 
 
 def calibrate(configs: Sequence[RunConfig], num_classes: int, source: ClipDataset | None = None, rounds: int = 10,
-              warmup: int = 2, device: str = "auto") -> Calibration:
+              warmup: int = 2, device: str = "auto", block: int = BLOCK) -> Calibration:
     """Time the real step of every phase the runs of ``configs`` use, interleaved in this process,
     on batches of ``source`` (random audio when None)."""
     dev = resolve_device(device)
@@ -215,12 +242,12 @@ def calibrate(configs: Sequence[RunConfig], num_classes: int, source: ClipDatase
             key = phase_key(cfg, phase.R)
             if key not in cases:
                 cases[key] = phase_case(cfg, p, num_classes, source, dev)
-    times = interleaved(cases, rounds, warmup, dev)
+    times = interleaved(cases, rounds, warmup, dev, block=block)
     steps = {}
     for key, case in cases.items():
         q25, med, q75 = _quartiles(times[key])
         steps[key] = StepTiming(key, case.R, med, q25, q75, case.batch_size, case.flops_per_clip)
-    return Calibration(steps, rounds, str(dev), torch.get_num_threads(), load_average())
+    return Calibration(steps, rounds, str(dev), torch.get_num_threads(), load_average(), block)
 
 
 def calibrated_records(records: Sequence[EpochRecord | Mapping[str, Any]], cfg: RunConfig,
@@ -290,7 +317,7 @@ def breakdown(case: PhaseCase, steps: int = 5) -> tuple[dict[str, float], float 
 
 
 def bench(cfg: RunConfig, num_classes: int, source: ClipDataset | None = None, rounds: int = 10, warmup: int = 2,
-          device: str = "auto", with_breakdown: bool = False) -> list[PhaseBench]:
+          device: str = "auto", with_breakdown: bool = False, block: int = BLOCK) -> list[PhaseBench]:
     """Every factor of ``cfg``'s schedule timed interleaved (see the module docstring); the time
     ratio is per clip, so a phase with a larger batch (``c2f.coarse_batch: scale``) compares fairly."""
     dev = resolve_device(device, "--device")
@@ -299,7 +326,7 @@ def bench(cfg: RunConfig, num_classes: int, source: ClipDataset | None = None, r
     for i, p in enumerate(cfg.phases()):
         first.setdefault(p.R, i)
     cases = {R: phase_case(cfg, i, num_classes, source, dev) for R, i in first.items()}
-    times = interleaved({str(R): c for R, c in cases.items()}, rounds, warmup, dev)
+    times = interleaved({str(R): c for R, c in cases.items()}, rounds, warmup, dev, block=block)
     peak = peak_tflops(dev, cfg.train.amp, cfg.train.peak_tflops)
     ref = cases[1]
     rows = []
