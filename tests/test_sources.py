@@ -38,7 +38,7 @@ def _make_set(root: Path, bad: bool) -> tuple[Path, Path, Path]:
 
 def _cfg(train, val, labels, *extra):
     return load_config("demo", [
-        "data.kind=manifest", f"data.train={train}", f"data.val={val}", f"data.label_csv={labels}",
+        "data.kind=manifest", f"data.train={train}", f"data.val={val}", *([f"data.label_csv={labels}"] if labels else []),
         "data.clip_seconds=0.5", "features.target_length=64", "train.epochs=1", "train.batch_size=4",
         "train.optim.warmup_steps=1", "c2f.schedule=1", *extra,
     ])
@@ -64,6 +64,44 @@ def test_skip_option_trains_and_lists_bad_files_in_the_report(tmp_path):
     assert "weight_averaged" in log and (tmp_path / "run" / "model_wa.safetensors").exists()
     labels = json.loads((tmp_path / "run" / "labels.json").read_text())
     assert labels["classes"] == ["/m/a", "/m/b"]
+
+
+def _csv_set(root: Path, rows: dict[str, list[str]]) -> dict[str, Path]:
+    """CSV manifests (no label CSV) of short tones: ``{split: [label, ...]}``."""
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, labels in rows.items():
+        lines = ["path,label"]
+        for i, label in enumerate(labels):
+            p = root / f"{split}{i}.wav"
+            sf.write(p, (0.3 * np.sin(2 * np.pi * (200 + 100 * i) * np.arange(8000) / 16000)).astype(np.float32), 16000)
+            lines.append(f"{p},{label}")
+        out[split] = root / f"{split}.csv"
+        out[split].write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_a_validation_set_without_some_classes_takes_the_training_columns(tmp_path, caplog):
+    # A small validation set often lacks a class. Its targets must use the training set's
+    # columns, not columns of its own; a training class whose clips are all bad is named.
+    csv = _csv_set(tmp_path, {"train": ["cat", "dog", "owl", "cat", "dog", "owl"], "val": ["owl", "cat"]})
+    with open(csv["train"], "a") as f:
+        f.write(f"{tmp_path / 'gone.wav'},bat\n")
+    cfg = _cfg(csv["train"], csv["val"], None, "data.on_error=skip")
+    with caplog.at_level("INFO"):
+        splits = load_splits(cfg)
+    assert splits.train.class_names == splits.val.class_names == ["bat", "cat", "dog", "owl"]
+    assert splits.val.targets.argmax(1).tolist() == [3, 1]
+    assert "1 class(es) have no usable training clip: bat" in caplog.text
+    assert "2 of the 4 training classes have no validation clip" in caplog.text
+
+
+def test_a_validation_label_training_never_saw_is_refused_naming_it(tmp_path):
+    from coarse2fine.data.manifest import ManifestError
+
+    csv = _csv_set(tmp_path, {"train": ["cat", "dog"], "val": ["cat", "emu", "emu"]})
+    with pytest.raises(ManifestError, match=r"val\.csv: 1 label\(s\) not in the training set .*: emu \(2 clip\(s\), e\.g\. .*val1\.wav\)"):
+        load_splits(_cfg(csv["train"], csv["val"], None))
 
 
 def test_cached_run_reuses_features_across_phases_and_runs(tmp_path):

@@ -360,6 +360,27 @@ def read_manifest(spec: str | Path | Manifest, label_csv: str | Path | None = No
     raise ManifestError(f"{path}: unknown manifest type; expected a folder, an AST .json manifest or a .csv file")
 
 
+def align_classes(train: Manifest, val: Manifest) -> Manifest:
+    """``val`` with ``train``'s classes (target columns, display names), so both splits' targets
+    mean the same columns. A validation set may lack some training classes (a small or imbalanced
+    one often does; its metric then counts the classes it has); a validation label that training
+    never saw has no column and raises :class:`ManifestError` naming it and its clips."""
+    if val.classes == train.classes:
+        return val
+    known = set(train.classes)
+    unknown = sorted({label for e in val.entries for label in e.labels} - known)
+    if unknown:
+        clips = [str(e.path) for e in val.entries if set(e.labels) - known]
+        raise ManifestError(
+            f"{val.source}: {len(unknown)} label(s) not in the training set {train.source}: {', '.join(unknown[:10])}"
+            + (" ..." if len(unknown) > 10 else "") + f" ({len(clips)} clip(s), e.g. {clips[0]}); give both splits "
+            "the same label_csv, or remove those clips")
+    logger.info("%s: %d of the %d training classes have no validation clip", val.source,
+                len(known - {label for e in val.entries for label in e.labels}), len(known))
+    return Manifest(val.entries, list(train.classes), list(train.display_names), train.multilabel or val.multilabel,
+                    val.source)
+
+
 def fsdd_manifest(
     root: str | Path,
     task: Literal["digits", "speakers"] = "digits",

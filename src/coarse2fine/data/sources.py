@@ -21,7 +21,7 @@ from coarse2fine.data.esc50 import esc50_manifest
 from coarse2fine.data.files import FileDataset
 from coarse2fine.data.manifest import (
     Manifest,
-    ManifestError,
+    align_classes,
     fsdd_manifest,
     read_manifest,
 )
@@ -86,15 +86,7 @@ def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
         if not d.train or not d.val:
             raise ValueError("data.kind 'manifest' needs data.train and data.val (AST JSON, CSV or a class folder)")
         train = read_manifest(d.train, d.label_csv, d.multilabel)
-        val = read_manifest(d.val, d.label_csv, d.multilabel)
-        if val.classes != train.classes:
-            missing = sorted(set(val.classes) - set(train.classes))
-            raise ManifestError(
-                f"{val.source}: its classes differ from {train.source}'s"
-                + (f" (not in training: {', '.join(missing[:10])})" if missing else "")
-                + "; give both the same label_csv"
-            )
-        return train, val
+        return train, align_classes(train, read_manifest(d.val, d.label_csv, d.multilabel))
     if d.kind == "shards":
         raise ValueError("data.kind 'shards' has no clip list: its clips are packed (read them with load_splits)")
     raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest, fsdd, esc50, unlabeled or shards")
@@ -134,14 +126,27 @@ def in_memory(cfg: RunConfig, num_clips: int) -> bool:
     return size <= d.memory_limit_gb * 2**30
 
 
+def _warn_empty_classes(train: Manifest) -> None:
+    """A training class left without a usable clip (all of its clips bad and skipped) still has its
+    target column; say which, since the model can never learn it."""
+    seen = {label for e in train.entries for label in e.labels}
+    empty = [c for c in train.classes if c not in seen]
+    if empty:
+        log.warning("%s: %d class(es) have no usable training clip: %s", train.source, len(empty),
+                    ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else ""))
+
+
 def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
     num_samples = int(round(d.clip_seconds * f.sample_rate))
     splits, skipped = [], []
-    for manifest in manifests(cfg):
+    for i, manifest in enumerate(manifests(cfg)):
         report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)
         skipped += report.problems
-        files = FileDataset.from_manifest(report.filtered(manifest), num_samples, f.sample_rate, d.pad)
+        usable = report.filtered(manifest)
+        if i == 0:
+            _warn_empty_classes(usable)
+        files = FileDataset.from_manifest(usable, num_samples, f.sample_rate, d.pad)
         if d.cache_dir:
             splits.append(CachedFeatureDataset(files, FeatureCache(d.cache_dir), f.spec()))
         elif d.preload:
