@@ -22,10 +22,13 @@ from coarse2fine.config import load_config
 from coarse2fine.data.labels import balanced_weights
 from coarse2fine.data.pack import PackError, pack
 from coarse2fine.data.shard_layout import clip_key
+from coarse2fine.folder_lock import LOCK_NAME
 
 
 def _files(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's digest, the folder lock's (which names its last holder) aside."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != LOCK_NAME}
 
 
 def test_pack_layout_counts_checksums_and_report(packed):

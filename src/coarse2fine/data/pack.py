@@ -66,6 +66,7 @@ from coarse2fine.data.shard_store import file_sha256
 from coarse2fine.data.sources import manifests
 from coarse2fine.data.validate import decode_problem, wave_problem
 from coarse2fine.extras import require
+from coarse2fine.folder_lock import LOCK_NAME, folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -165,19 +166,25 @@ def pack(cfg: RunConfig, out: str | Path, *, features: bool = False, shard_clips
     described = {"format": FORMAT, **settings.to_dict(),
                  "splits": {name: source_summary(m) for name, m in lists.items()}}
     config_digest = digest(described)
-    claim_folder(out, config_digest, described, fresh)
-    results = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for name, manifest in lists.items():
-            writer = SplitWriter(out / name, name, manifest, settings, config_digest, torch.device(device), pool)
-            results.append(writer.run(progress))
+    with folder_lock(out, "pack"):
+        claim_folder(out, config_digest, described, fresh)
+        results = []
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for name, manifest in lists.items():
+                writer = SplitWriter(out / name, name, manifest, settings, config_digest, torch.device(device), pool)
+                results.append(writer.run(progress))
+        _write_pack_manifest(out, cfg, config_digest, described, results)
+    return results
+
+
+def _write_pack_manifest(out: Path, cfg: RunConfig, config_digest: str, described: dict[str, Any],
+                         results: list[SplitResult]) -> None:
     atomic.write_json(out / PACK_MANIFEST, {
         "format": FORMAT, "config_digest": config_digest, "created_by": f"coarse2fine {__version__}",
         "config": cfg.name, "settings": described,
         "splits": {r.name: {"clips": r.clips, "skipped": r.skipped, "shards": r.shards, "bytes": r.bytes,
                             "descriptor": f"{r.name}/{DESCRIPTOR}", "report": f"{r.name}/{REPORT}"} for r in results},
     })
-    return results
 
 
 def tar_writer() -> Any:
@@ -211,7 +218,7 @@ def claim_folder(out: Path, config_digest: str, described: dict[str, Any], fresh
             differ = config_difference(held.get("settings") or {}, described)
             raise PackError(f"{out} holds a pack of other settings ({differ}); use another --out, "
                             "or --fresh to replace it")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise PackError(f"{out} is not empty and holds no pack; choose an empty or new folder for --out")
     atomic.write_json(marker, {"config_digest": config_digest, "settings": described})
 

@@ -31,6 +31,11 @@ class Dist:
         return self.rank == 0
 
 
+def main_process() -> bool:
+    """Whether this is the process that writes (rank 0), before :func:`setup` joins the group."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device_name: str) -> Dist:
     """Join the torchrun process group if there is one; returns rank, world size and device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -19,6 +19,7 @@ through :class:`~coarse2fine.objectives.Objective`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -38,6 +39,7 @@ from coarse2fine.compression import phase_input
 from coarse2fine.config import PhaseSetup, RunConfig, config_yaml
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import iterate_batches, resolve_workers
+from coarse2fine.folder_lock import folder_lock
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.model.transfer import initialise
@@ -46,7 +48,7 @@ from coarse2fine.runtime import load_average, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.training.clock import EpochClock, step_summary
-from coarse2fine.training.distributed import Dist, gather, setup
+from coarse2fine.training.distributed import Dist, gather, main_process, setup
 from coarse2fine.training.folder import CHECKPOINT, claim_folder
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
@@ -154,22 +156,24 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
     A folder is never overwritten by accident: with ``resume`` a checkpoint left there by an
     interrupted run of this config is continued, and a finished run of this config is returned
     as it is; without ``resume`` a folder holding a run is refused. A folder holding a run of
-    another config is refused either way, unless ``fresh``, which starts over.
+    another config is refused either way, unless ``fresh``, which starts over. A folder another
+    process is writing is refused at once (:func:`~coarse2fine.folder_lock.folder_lock`).
     """
     out_dir = Path(out_dir)
-    finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)
-    if finished is not None:
-        log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
-        records, phases = finished
-        return RunResult(cfg.name, out_dir, records, "finished", phases)
-    run = setup_run(cfg, splits, out_dir, progress)
-    state = restore(run)
-    for p in range(state.progress.phase, len(run.setups)):
-        ph = enter_phase(run, state, p)
-        while state.progress.phase == p:
-            train_epoch(run, ph, state)
-            end_epoch(run, ph, state)
-    return finish(run, state, ph)
+    with folder_lock(out_dir) if main_process() else contextlib.nullcontext():  # one writer per folder
+        finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)
+        if finished is not None:
+            log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
+            records, phases = finished
+            return RunResult(cfg.name, out_dir, records, "finished", phases)
+        run = setup_run(cfg, splits, out_dir, progress)
+        state = restore(run)
+        for p in range(state.progress.phase, len(run.setups)):
+            ph = enter_phase(run, state, p)
+            while state.progress.phase == p:
+                train_epoch(run, ph, state)
+                end_epoch(run, ph, state)
+        return finish(run, state, ph)
 
 
 # ----------------------------------------------------------------------------- set up

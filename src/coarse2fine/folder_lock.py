@@ -1,0 +1,67 @@
+"""One process at a time in an output folder: a lock held while a run or a pack writes there.
+
+Two processes writing one run folder (a command started twice, a scheduler retrying while the
+first attempt still runs) would each train, overwrite the other's checkpoint and logs, and both
+report success. The first takes an exclusive ``fcntl.flock`` on ``LOCK_NAME`` in the folder and
+holds it until it is done; the operating system drops it when the process ends, however it ends,
+so a crash or a kill leaves no stale lock to clear by hand. The file names its holder (process id,
+host, start time) for the error the second process gets. The file itself stays: removing it
+would let a third process lock a new file while a second still holds the old one.
+
+Where ``fcntl`` is missing (Windows) folders are not locked. The lock is advisory: it keeps
+coarse2fine processes apart, not other programs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_NAME = ".coarse2fine.lock"
+
+
+class FolderInUseError(ValueError):
+    """Another process holds the folder's lock."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        held = json.loads(path.read_text())
+        return f"process {held['pid']} on {held['host']}, since {held['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
+    """Hold ``folder``'s lock (creating the folder) for the ``with`` block; raise
+    :class:`FolderInUseError` at once, naming the holder, when another process holds it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderInUseError(f"{folder} is in use by {_holder(path)}, which is writing a {what} there; wait "
+                                   "for it to end or use another output folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -1,0 +1,84 @@
+"""One writer per output folder: a second process is refused at once, and a killed one leaves no lock."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from coarse2fine.cli import main
+from coarse2fine.folder_lock import LOCK_NAME, FolderInUseError, folder_lock
+
+TINY = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.threads=1", "train.epochs=1",
+        "train.optim.warmup_steps=1", "c2f.schedule=4-1", "c2f.phase_epochs=[1, 1]"]
+
+
+def _train_args(out, *settings):
+    return ["train", "demo", "--out", str(out), "--quiet", *[a for s in (*TINY, *settings) for a in ("--set", s)]]
+
+
+def _holder(path, timeout=60.0):
+    """The pid written in ``path``'s lock file, once a process has written it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            return json.loads((path / LOCK_NAME).read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.01)
+    raise AssertionError(f"no process took {path}'s lock in {timeout} s")
+
+
+def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from coarse2fine.folder_lock import folder_lock
+        with folder_lock({str(out)!r}):
+            time.sleep(600)
+        """)])
+    try:
+        assert _holder(out) == holder.pid
+        assert main(_train_args(out)) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is in use by process {holder.pid}" in err and "another output folder" in err
+        assert not (out / "log.json").exists()  # refused before anything was written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert main(_train_args(out)) == 0  # the kill released it: nothing to clear by hand
+    assert json.loads((out / "log.json").read_text())["done"]
+
+
+def test_a_training_process_holds_its_folder_while_it_trains(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", *_train_args(out, "train.epochs=3",
+                                                                                    "c2f.phase_epochs=[2, 3]")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert _holder(out) == proc.pid
+        with pytest.raises(FolderInUseError, match=f"process {proc.pid} on .*writing a run there"):
+            with folder_lock(out):
+                pass
+    finally:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    with folder_lock(out):  # free again once it ended
+        pass
+
+
+def test_pack_is_refused_while_its_folder_is_locked_and_runs_beside_the_lock_file(audio_set, tmp_path):
+    pytest.importorskip("webdataset")
+    from coarse2fine.config import load_config
+    from coarse2fine.data.pack import pack
+
+    cfg, out = load_config(audio_set.files_config), tmp_path / "shards"
+    with folder_lock(out):
+        with pytest.raises(FolderInUseError, match="writing a pack there"):
+            pack(cfg, out, progress=False)
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # nothing written; the lock file is not "content"
+    results = pack(cfg, out, progress=False)
+    assert [r.name for r in results] == ["train", "val"] and (out / "pack.json").exists()
