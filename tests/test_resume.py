@@ -105,6 +105,41 @@ def test_killed_run_resumes_to_identical_weights(references, tmp_path, arch, pha
     assert not (tmp_path / "checkpoint.safetensors").exists()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_after_its_step_with_a_checkpoint_there(tmp_path, sig):
+    # 12 steps an epoch; the signal comes once step 2 of the first epoch is checkpointed. The run
+    # ends the step it is in, checkpoints there with the epoch's time so far, exits 128 + signal,
+    # and the same command finishes it to the weights of an uninterrupted run.
+    longer = ("--set", "data.train_clips=96")
+    reference = tmp_path / "reference"
+    assert main(_args(reference, "ast", *longer)) == 0
+    out, env = tmp_path / "run", {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", *_args(out, "ast", *longer)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, deadline = out / "checkpoint.safetensors", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            st = load_checkpoint(ckpt)["progress"] if ckpt.exists() else None
+        except ValueError:  # caught mid-write
+            st = None
+        if st and st["step"] >= 2:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.002)
+    assert proc.wait(timeout=120) == 128 + sig
+    err = proc.stderr.read().decode()
+    state = load_checkpoint(ckpt)["progress"]
+    assert (state["phase"], state["epoch"]) == (0, 1) and 2 <= state["step"] < 12, state
+    assert f"stopped on {signal.Signals(sig).name} at epoch 1 (phase 1), step {state['step']}" in err
+    assert "run the same command to continue" in err and not (out / "model.safetensors").exists()
+    assert len(state["step_times"]) == state["step"] and state["epoch_time"] > 0  # the epoch's time so far is kept
+    assert main(_args(out, "ast", *longer)) == 0
+    ours, ref = load_file(out / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
+    records = json.loads((out / "log.json").read_text())["records"]
+    assert records[0]["steps"] == 12 and len([d for d in records[0]["step_deciles"]]) == 9
+
+
 def test_checkpoint_never_unpickles(tmp_path):
     bad = tmp_path / "checkpoint.safetensors"
     bad.write_bytes(b"\x80\x04not safetensors")

@@ -16,6 +16,7 @@ from typing import Sequence
 from coarse2fine import __version__
 from coarse2fine.cli import data, models, reports, training
 from coarse2fine.extras import MissingExtraError
+from coarse2fine.training.interrupt import RunInterrupted
 from coarse2fine.training.loop import NonFiniteLossError
 
 log = logging.getLogger("coarse2fine")
@@ -44,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"coarse2fine: stopped: {err}", file=sys.stderr)
         return 3
+    except RunInterrupted as err:
+        print(f"coarse2fine: stopped: {err}", file=sys.stderr)
+        return err.exit_code
     except (ValueError, FileNotFoundError, MissingExtraError) as err:
         print(f"coarse2fine: error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ prefetching, so that decoding overlaps the step (``data.num_workers``, :func:`re
 from __future__ import annotations
 
 import os
+import signal
 from typing import Iterator, Sequence
 
 import torch
@@ -43,5 +44,13 @@ def iterate_batches(dataset: ClipDataset, batches: Sequence[Sequence[int]], devi
     # randomness (dropout, stochastic depth) may draw from.
     loader = DataLoader(dataset, batch_sampler=[list(b) for b in batches], num_workers=workers,
                         pin_memory=device.type == "cuda", generator=torch.Generator(),
-                        prefetch_factor=prefetch if workers else None)
+                        prefetch_factor=prefetch if workers else None,
+                        worker_init_fn=ignore_interrupt if workers else None)
     yield from loader
+
+
+def ignore_interrupt(worker_id: int) -> None:
+    """In a loader process: leave Ctrl-C to the training process, which stops after its step
+    (:mod:`coarse2fine.training.interrupt`) and ends the workers itself; a worker that died on
+    the terminal's SIGINT would fail the batches that step still needs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

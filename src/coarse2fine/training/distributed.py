@@ -61,6 +61,15 @@ def gather(obj: Any, d: Dist) -> list[Any]:
     return out
 
 
+def agree_any(flag: bool, d: Dist) -> bool:
+    """Whether ``flag`` is set in any process (a collective: every process must call it)."""
+    if d.world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()

@@ -48,8 +48,9 @@ from coarse2fine.runtime import load_average, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.training.clock import EpochClock, step_summary
-from coarse2fine.training.distributed import Dist, gather, main_process, setup
+from coarse2fine.training.distributed import Dist, agree_any, gather, main_process, setup
 from coarse2fine.training.folder import CHECKPOINT, claim_folder
+from coarse2fine.training.interrupt import RunInterrupted, StopRequest, stop_on_signals
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
 from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
@@ -94,6 +95,7 @@ class Run:
     workers: int
     peak_tflops: float | None
     tensorboard: TensorBoardLog | None = None
+    stop: StopRequest = dataclasses.field(default_factory=StopRequest)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -158,21 +160,27 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
     as it is; without ``resume`` a folder holding a run is refused. A folder holding a run of
     another config is refused either way, unless ``fresh``, which starts over. A folder another
     process is writing is refused at once (:func:`~coarse2fine.folder_lock.folder_lock`).
+    SIGINT or SIGTERM stops the run after the current step with a checkpoint there
+    (:class:`~coarse2fine.training.interrupt.RunInterrupted`; see that module).
     """
     out_dir = Path(out_dir)
-    with folder_lock(out_dir) if main_process() else contextlib.nullcontext():  # one writer per folder
+    lock = folder_lock(out_dir) if main_process() else contextlib.nullcontext()  # one writer per folder
+    with lock, stop_on_signals() as stop:
         finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)
         if finished is not None:
             log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
             records, phases = finished
             return RunResult(cfg.name, out_dir, records, "finished", phases)
         run = setup_run(cfg, splits, out_dir, progress)
+        run.stop = stop
         state = restore(run)
         for p in range(state.progress.phase, len(run.setups)):
             ph = enter_phase(run, state, p)
             while state.progress.phase == p:
                 train_epoch(run, ph, state)
                 end_epoch(run, ph, state)
+                if stop_agreed(run) and state.progress.phase < len(run.setups):
+                    interrupted(run, state)
         return finish(run, state, ph)
 
 
@@ -348,17 +356,53 @@ def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         bar.update(1)
         if pr.step % read_every == 0:
             bar.set_postfix(loss=f"{read_loss(run, ph, state) / max(1, pr.seen):.4f}")
-        if t.checkpoint_every and pr.step % t.checkpoint_every == 0 and pr.step < len(mine):
-            clock.pause()
-            read_loss(run, ph, state)
-            save(run, ph, state)
-            clock.resume()
+        if pr.step < len(mine):
+            due = bool(t.checkpoint_every) and pr.step % t.checkpoint_every == 0
+            stop = stop_agreed(run, due)
+            if due or stop:
+                clock = checkpoint_mid_epoch(run, ph, state, clock)
+            if stop:
+                bar.close()
+                interrupted(run, state)
     clock.pause()
     bar.close()
     read_loss(run, ph, state)
+    fold_clock(pr, clock)
+
+
+def fold_clock(pr: Progress, clock: EpochClock) -> None:
+    """Add a (paused) clock's wall time, data wait and step times to the epoch's sums."""
     pr.epoch_time += clock.wall
     pr.data_time += clock.data
     pr.step_times += clock.step_times()
+
+
+def checkpoint_mid_epoch(run: Run, ph: PhaseRun, state: State, clock: EpochClock) -> EpochClock:
+    """Checkpoint between two steps, with the epoch's time so far in it (a run resumed from it
+    counts that time too); returns the clock that times the rest of the epoch."""
+    clock.pause()
+    read_loss(run, ph, state)
+    fold_clock(state.progress, clock)
+    save(run, ph, state)
+    clock = EpochClock(run.d.device)
+    clock.start()
+    return clock
+
+
+def stop_agreed(run: Run, sync_point: bool = True) -> bool:
+    """Whether the run stops here on a signal: in one process at any step; with several, only at
+    ``sync_point`` steps and when any of them was signalled (all of them then stop there)."""
+    if run.d.world == 1:
+        return run.stop.requested
+    return sync_point and agree_any(run.stop.requested, run.d)
+
+
+def interrupted(run: Run, state: State) -> None:
+    """Raise :class:`RunInterrupted` for a run whose checkpoint was just written."""
+    pr = state.progress
+    where = f"epoch {pr.epoch} (phase {pr.phase + 1}), step {pr.step}"
+    raise RunInterrupted(f"{run.cfg.name}: stopped on {run.stop.name or 'a signal'} at {where}; checkpoint "
+                         f"{run.checkpoint_path}: run the same command to continue", run.stop.signum or 0)
 
 
 def read_loss(run: Run, ph: PhaseRun, state: State) -> float:

@@ -1,0 +1,79 @@
+"""Stopping a run cleanly on SIGINT (Ctrl-C) or SIGTERM (a cluster's preemption, ``kill``).
+
+The first signal asks the run to stop: the loop ends the step it is in, writes a checkpoint there
+and raises :class:`RunInterrupted`, and the command exits with 128 + the signal's number (130 for
+Ctrl-C, 143 for SIGTERM). The same command then continues from that step, so an hour-long
+AudioSet epoch is not trained again from its start. A second Ctrl-C stops at once (Python's
+``KeyboardInterrupt``), keeping the last checkpoint written before it.
+
+Several processes (torchrun) stop together: each is sent the signal, and they agree at the points
+where they already wait for each other (every ``train.checkpoint_every`` steps and each epoch's
+end), so no process leaves a collective the others are in. Handlers are installed only in the
+main thread (Python allows no other) and the previous ones are restored when the run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunInterrupted(Exception):
+    """The run stopped on a signal after writing a checkpoint; ``exit_code`` is 128 + its number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@dataclass
+class StopRequest:
+    """Which signal asked the run to stop (None: none yet)."""
+
+    signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "-"
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """A :class:`StopRequest` that SIGINT and SIGTERM set while the ``with`` block runs (see the
+    module docstring); outside the main thread, one that nothing sets."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if request.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        request.signum = signum
+        log.warning("%s: stopping after this step to write a checkpoint; the same command continues the run "
+                    "(Ctrl-C again to stop at once, from the last checkpoint)", request.name)
+
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, handler)
+    try:
+        yield request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
