@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -52,3 +54,35 @@ def test_htsat_trains_under_torchrun(tmp_path):
     assert all(0.0 <= r["acc"] <= 1.0 and r["val_loss"] == r["val_loss"] for r in recs)
     weights = load_file(tmp_path / "htsat" / "model.safetensors")
     assert "bn0.running_mean" in weights and "layers.0.blocks.0.attn.relative_position_bias_table" in weights
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not torch.distributed.is_available(), reason="no torch.distributed")
+def test_sigterm_to_torchrun_stops_both_processes_at_one_step_and_the_run_continues(tmp_path):
+    # torchrun passes SIGTERM on to its processes; they agree at the next checkpoint step, the
+    # main one writes the checkpoint there, both exit; the same command then finishes the run.
+    from coarse2fine.training.checkpoint import load_checkpoint
+
+    out, env = tmp_path / "run", {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519", "-m",
+           "coarse2fine.cli", "train", "demo", "--out", str(out), "--quiet",
+           *[a for s in [*SETTINGS, "data.train_clips=96", "train.checkpoint_every=1"] for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpt, deadline = out / "checkpoint.safetensors", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            st = load_checkpoint(ckpt)["progress"] if ckpt.exists() else None
+        except ValueError:
+            st = None
+        if st and st["step"] >= 2:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=120)
+    err = proc.stderr.read()
+    assert err.count("stopped on SIGTERM at epoch 1 (phase 1), step") == 2, err[-3000:]  # each process, one step
+    state = load_checkpoint(ckpt)["progress"]
+    assert (state["phase"], state["epoch"]) == (0, 1) and f"step {state['step']};" in err
+    assert not (out / "model.safetensors").exists()
+    finished = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert json.loads((out / "log.json").read_text())["done"]
