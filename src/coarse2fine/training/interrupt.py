@@ -50,8 +50,8 @@ class StopRequest:
         return self.signum is not None
 
     @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else "-"
+    def name(self) -> str | None:
+        return signal.Signals(self.signum).name if self.signum is not None else None
 
 
 @contextmanager

@@ -25,6 +25,7 @@ import dataclasses
 import io
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -399,10 +400,11 @@ def stop_agreed(run: Run, sync_point: bool = True) -> bool:
 
 def interrupted(run: Run, state: State) -> None:
     """Raise :class:`RunInterrupted` for a run whose checkpoint was just written."""
-    pr = state.progress
+    pr, stop = state.progress, run.stop
     where = f"epoch {pr.epoch} (phase {pr.phase + 1}), step {pr.step}"
-    raise RunInterrupted(f"{run.cfg.name}: stopped on {run.stop.name or 'a signal'} at {where}; checkpoint "
-                         f"{run.checkpoint_path}: run the same command to continue", run.stop.signum or 0)
+    cause = stop.name if stop.requested else "another process's signal"
+    raise RunInterrupted(f"{run.cfg.name}: stopped on {cause} at {where}; checkpoint {run.checkpoint_path}: run the "
+                         "same command to continue", stop.signum or signal.SIGTERM)
 
 
 def read_loss(run: Run, ph: PhaseRun, state: State) -> float:
