@@ -1,12 +1,18 @@
 """Data sources end to end: manifests with bad files, FSDD, and what a run reports."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.data.validate import InvalidInputError
@@ -36,12 +42,14 @@ def _make_set(root: Path, bad: bool) -> tuple[Path, Path, Path]:
     return root / "train.json", root / "val.json", root / "class_labels_indices.csv"
 
 
+def _settings(train, val, labels, *extra):
+    return ["data.kind=manifest", f"data.train={train}", f"data.val={val}", *([f"data.label_csv={labels}"] if labels else []),
+            "data.clip_seconds=0.5", "features.target_length=64", "train.epochs=1", "train.batch_size=4",
+            "train.optim.warmup_steps=1", "c2f.schedule=1", *extra]
+
+
 def _cfg(train, val, labels, *extra):
-    return load_config("demo", [
-        "data.kind=manifest", f"data.train={train}", f"data.val={val}", *([f"data.label_csv={labels}"] if labels else []),
-        "data.clip_seconds=0.5", "features.target_length=64", "train.epochs=1", "train.batch_size=4",
-        "train.optim.warmup_steps=1", "c2f.schedule=1", *extra,
-    ])
+    return load_config("demo", _settings(train, val, labels, *extra))
 
 
 def test_bad_files_stop_before_training_naming_each(tmp_path):
@@ -102,6 +110,28 @@ def test_a_validation_label_training_never_saw_is_refused_naming_it(tmp_path):
     csv = _csv_set(tmp_path, {"train": ["cat", "dog"], "val": ["cat", "emu", "emu"]})
     with pytest.raises(ManifestError, match=r"val\.csv: 1 label\(s\) not in the training set .*: emu \(2 clip\(s\), e\.g\. .*val1\.wav\)"):
         load_splits(_cfg(csv["train"], csv["val"], None))
+
+
+def test_a_checkpoint_is_not_continued_on_other_data(tmp_path, capsys):
+    # A run stopped mid-epoch, then a clip added to its training CSV: the epoch order and the
+    # targets would change under the checkpoint, so continuing is refused, saying what changed.
+    csv = _csv_set(tmp_path / "data", {"train": ["cat", "dog"] * 8, "val": ["cat", "dog"]})
+    out = tmp_path / "run"
+    args = ["train", "demo", "--out", str(out), "--quiet", *[a for s in _settings(
+        csv["train"], csv["val"], None, "train.epochs=3", "train.checkpoint_every=1", "train.threads=1") for a in ("--set", s)]]
+    proc = subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt, deadline = out / "checkpoint.safetensors", time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not ckpt.exists():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.stderr.read().decode()[-2000:]
+    with open(csv["train"], "a") as f:
+        f.write(f"{tmp_path / 'data' / 'val0.wav'},cat\n")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds an unfinished run trained on other data (train_clips 16 -> 17)" in err
+    assert "--fresh" in err and ckpt.exists()
 
 
 def test_cached_run_reuses_features_across_phases_and_runs(tmp_path):

@@ -13,6 +13,7 @@ phase it is in with :meth:`ClipDataset.set_phase`; a source whose input depends 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,13 @@ class DataSplits:
     val: ClipDataset
     skipped: list = field(default_factory=list)
     display_names: list[str] | None = None
+
+    def signature(self) -> dict[str, Any]:
+        """What a checkpoint must find again to resume on the same data: the clip counts and the
+        classes (a digest of their ids, in target order)."""
+        classes = "\n".join(self.train.class_names).encode()
+        return {"train_clips": len(self.train), "val_clips": len(self.val),
+                "classes": len(self.train.class_names), "classes_sha256": hashlib.sha256(classes).hexdigest()}
 
 
 def synthetic_splits(train_clips: int, val_clips: int, clip_seconds: float, sample_rate: int, seed: int = 0) -> DataSplits:

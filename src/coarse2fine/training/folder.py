@@ -61,6 +61,20 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
     return None
 
 
+def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], out_dir: Path) -> None:
+    """Refuse to continue a checkpoint on other data than it was trained on (clips added or
+    removed, a bad clip fixed or broken, other classes: the epoch order and the targets would
+    change under it). ``saved`` is None for a checkpoint written before signatures: not checked."""
+    if saved is None or saved == current:
+        return
+    differ = ", ".join(f"{k} {saved.get(k)} -> {current.get(k)}" for k in current
+                       if saved.get(k) != current.get(k) and k != "classes_sha256")
+    if saved.get("classes_sha256") != current.get("classes_sha256") and saved.get("classes") == current.get("classes"):
+        differ = ", ".join(filter(None, [differ, "class ids differ"]))
+    raise RunFolderError(f"{out_dir} holds an unfinished run trained on other data ({differ}); continue it on the "
+                         "data it started with, use another --out, or --fresh to start over")
+
+
 def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochRecord], list[PhaseRecord], list[str]] | None:
     """The epoch and phase records of the finished run of ``config`` in ``out_dir``, read for a
     report without claiming the folder; None when it holds no finished run (empty, or a checkpoint

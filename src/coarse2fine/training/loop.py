@@ -50,7 +50,7 @@ from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.distributed import Dist, agree_any, gather, main_process, setup
-from coarse2fine.training.folder import CHECKPOINT, claim_folder
+from coarse2fine.training.folder import CHECKPOINT, check_same_data, claim_folder
 from coarse2fine.training.interrupt import RunInterrupted, StopRequest, stop_on_signals
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
@@ -232,6 +232,7 @@ def restore(run: Run) -> State:
     ckpt = load_checkpoint(run.checkpoint_path) if run.checkpoint_path.exists() else None
     progress = Progress()
     if ckpt is not None:
+        check_same_data(ckpt.get("data"), run.splits.signature(), run.out_dir)
         progress.load_state_dict(ckpt["progress"])
     torch.manual_seed(cfg.train.seed)
     model = run.setups[progress.model_phase].build_model().to(d.device)
@@ -485,6 +486,7 @@ def save(run: Run, ph: PhaseRun, state: State) -> None:
     fresh = state.progress.fresh_phase
     save_checkpoint(run.checkpoint_path, {
         "config": run.cfg.to_dict(),
+        "data": run.splits.signature(),
         "progress": state.progress.state_dict(),
         "model": state.model.state_dict(),
         "optimizer": None if fresh else ph.step.optimizer.state_dict(),
