@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunInterrupted as err:
         print(f"coarse2fine: stopped: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:
+        print("coarse2fine: interrupted; what was finished is kept (a run continues from its last checkpoint, a "
+              "pack from its finished shards, when the same command runs again)", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError, MissingExtraError) as err:
         print(f"coarse2fine: error: {err}", file=sys.stderr)
         return 2
