@@ -20,7 +20,10 @@ import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
+
+from coarse2fine.training.distributed import Dist, agree_any
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,19 @@ class StopRequest:
     @property
     def name(self) -> str | None:
         return signal.Signals(self.signum).name if self.signum is not None else None
+
+    def agreed(self, d: Dist, sync_point: bool = True) -> bool:
+        """Whether the run stops here: in one process at any step; with several, only at
+        ``sync_point`` steps and when any of them was signalled (all of them then stop there)."""
+        if d.world == 1:
+            return self.requested
+        return sync_point and agree_any(self.requested, d)
+
+    def interruption(self, run: str, where: str, checkpoint: Path) -> RunInterrupted:
+        """The error that ends run ``run`` at ``where``, once its checkpoint is written."""
+        cause = self.name if self.requested else "another process's signal"
+        return RunInterrupted(f"{run}: stopped on {cause} at {where}; checkpoint {checkpoint}: run the same command "
+                              "to continue", self.signum or signal.SIGTERM)
 
 
 @contextmanager

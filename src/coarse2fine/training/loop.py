@@ -25,7 +25,6 @@ import dataclasses
 import io
 import logging
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +48,9 @@ from coarse2fine.runtime import load_average, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.training.clock import EpochClock, step_summary
-from coarse2fine.training.distributed import Dist, agree_any, gather, main_process, setup
+from coarse2fine.training.distributed import Dist, gather, main_process, setup
 from coarse2fine.training.folder import CHECKPOINT, check_same_data, claim_folder
-from coarse2fine.training.interrupt import RunInterrupted, StopRequest, stop_on_signals
+from coarse2fine.training.interrupt import StopRequest, stop_on_signals
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
 from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
@@ -180,7 +179,7 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
             while state.progress.phase == p:
                 train_epoch(run, ph, state)
                 end_epoch(run, ph, state)
-                if stop_agreed(run) and state.progress.phase < len(run.setups):
+                if run.stop.agreed(run.d) and state.progress.phase < len(run.setups):
                     interrupted(run, state)
         return finish(run, state, ph)
 
@@ -360,7 +359,7 @@ def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
             bar.set_postfix(loss=f"{read_loss(run, ph, state) / max(1, pr.seen):.4f}")
         if pr.step < len(mine):
             due = bool(t.checkpoint_every) and pr.step % t.checkpoint_every == 0
-            stop = stop_agreed(run, due)
+            stop = run.stop.agreed(d, due)
             if due or stop:
                 clock = checkpoint_mid_epoch(run, ph, state, clock)
             if stop:
@@ -391,21 +390,11 @@ def checkpoint_mid_epoch(run: Run, ph: PhaseRun, state: State, clock: EpochClock
     return clock
 
 
-def stop_agreed(run: Run, sync_point: bool = True) -> bool:
-    """Whether the run stops here on a signal: in one process at any step; with several, only at
-    ``sync_point`` steps and when any of them was signalled (all of them then stop there)."""
-    if run.d.world == 1:
-        return run.stop.requested
-    return sync_point and agree_any(run.stop.requested, run.d)
-
-
 def interrupted(run: Run, state: State) -> None:
-    """Raise :class:`RunInterrupted` for a run whose checkpoint was just written."""
-    pr, stop = state.progress, run.stop
-    where = f"epoch {pr.epoch} (phase {pr.phase + 1}), step {pr.step}"
-    cause = stop.name if stop.requested else "another process's signal"
-    raise RunInterrupted(f"{run.cfg.name}: stopped on {cause} at {where}; checkpoint {run.checkpoint_path}: run the "
-                         "same command to continue", stop.signum or signal.SIGTERM)
+    """End a run stopped by a signal, its checkpoint just written."""
+    pr = state.progress
+    raise run.stop.interruption(run.cfg.name, f"epoch {pr.epoch} (phase {pr.phase + 1}), step {pr.step}",
+                                run.checkpoint_path)
 
 
 def read_loss(run: Run, ph: PhaseRun, state: State) -> float:
