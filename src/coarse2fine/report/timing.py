@@ -160,8 +160,8 @@ def interleaved(cases: Mapping[str, Callable[[], None]], rounds: int, warmup: in
     With ``block`` > 1 the first step of each case's block is untimed and the round's time is the
     mean of the other ``block - 1``: the loop runs a phase's steps back to back, so the step it
     runs finds its own weights and optimizer state in the caches, where a step right after another
-    case's does not (one step of each in turn overstated a micro model's coarse step by 5-10 % on
-    a CPU). ``clock`` times CPU steps; a GPU block is timed with CUDA events, unsynchronised
+    case's does not (on a CPU the micro AST's coarse step took up to 10 % longer right after a
+    fine one). ``clock`` times CPU steps; a GPU block is timed with CUDA events, unsynchronised
     between its steps as in the loop."""
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
