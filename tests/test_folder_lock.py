@@ -82,3 +82,19 @@ def test_pack_is_refused_while_its_folder_is_locked_and_runs_beside_the_lock_fil
     assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # nothing written; the lock file is not "content"
     results = pack(cfg, out, progress=False)
     assert [r.name for r in results] == ["train", "val"] and (out / "pack.json").exists()
+
+
+def test_a_file_system_that_cannot_lock_runs_with_a_warning(tmp_path, monkeypatch, caplog):
+    # Some cluster mounts answer flock with ENOLCK; no such mount exists here, so flock answers
+    # as one would. The run must go on (saying the folder is not protected), not fail.
+    import errno
+
+    import coarse2fine.folder_lock as folder_lock_module
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(folder_lock_module.fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING"), folder_lock(tmp_path / "run"):
+        entered = True
+    assert entered and "cannot lock files (No locks available)" in caplog.text

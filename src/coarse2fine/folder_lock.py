@@ -8,13 +8,15 @@ so a crash or a kill leaves no stale lock to clear by hand. The file names its h
 host, start time) for the error the second process gets. The file itself stays: removing it
 would let a third process lock a new file while a second still holds the old one.
 
-Where ``fcntl`` is missing (Windows) folders are not locked. The lock is advisory: it keeps
+Where ``fcntl`` is missing (Windows), or the file system cannot lock (some cluster mounts), the
+folder is not locked (with a warning in the second case). The lock is advisory: it keeps
 coarse2fine processes apart, not other programs.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -28,6 +30,8 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".coarse2fine.lock"
+
+log = logging.getLogger(__name__)
 
 
 class FolderInUseError(ValueError):
@@ -54,14 +58,25 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FolderInUseError(f"{folder} is in use by {_holder(path)}, which is writing a {what} there; wait "
-                                   "for it to end or use another output folder") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        if _lock(fd, folder, path, what):
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock(fd: int, folder: Path, path: Path, what: str) -> bool:
+    """Take the lock on ``fd``: True when taken, False on a file system that cannot lock (some
+    cluster mounts: the run goes on, with a warning); :class:`FolderInUseError` when held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        raise FolderInUseError(f"{folder} is in use by {_holder(path)}, which is writing a {what} there; wait "
+                               "for it to end or use another output folder") from None
+    except OSError as err:
+        log.warning("%s: this file system cannot lock files (%s); a second process writing the folder would not "
+                    "be stopped", folder, err.strerror or err)
+        return False
