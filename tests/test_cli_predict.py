@@ -74,3 +74,17 @@ def test_coarse_to_fine_fine_tuning_from_a_hugging_face_checkpoint(tmp_path):
         torch.testing.assert_close(tuned[k], source.state_dict()[k], atol=1e-6, rtol=0)
     log = json.loads((ft / "log.json").read_text())
     assert [r["tokens"] for r in log["records"]] == [16, 64]
+
+
+def test_export_hf_takes_the_output_folder_as_export_onnx_does(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "demo", "--out", str(run), "--quiet", *[a for s in TRAIN for a in ("--set", s)]]) == 0
+    assert main(["export-hf", str(run), "--out", str(tmp_path / "by_option")]) == 0
+    assert main(["export-hf", str(run), str(tmp_path / "positional")]) == 0
+    assert main(["export-hf", str(run)]) == 0  # default: RUN/hf
+    files = [sorted(p.name for p in d.iterdir()) for d in (tmp_path / "by_option", tmp_path / "positional", run / "hf")]
+    assert files[0] == files[1] == files[2] and "config.json" in files[0]
+    assert json.loads((run / "hf" / "config.json").read_text()) == json.loads((tmp_path / "by_option" / "config.json").read_text())
+    capsys.readouterr()
+    assert main(["export-hf", str(run), str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
+    assert "two output folders given" in capsys.readouterr().err

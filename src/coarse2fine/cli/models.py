@@ -41,7 +41,10 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("export-hf", help="export a finished run as a Hugging Face ASTForAudioClassification folder")
     p.add_argument("run", help="run folder")
-    p.add_argument("out", help="output folder")
+    p.add_argument("out", nargs="?", help="output folder (or --out)")
+    p.add_argument("--out", dest="out_option", metavar="OUT", help="output folder (default: RUN/hf), as export-onnx takes it")
+    p.add_argument("--weights", default="model.safetensors",
+                   help="weights file in the run folder (model_wa.safetensors: the weight-averaged model)")
 
     p = sub.add_parser("export-onnx", help="export a finished run's model as ONNX (dynamic batch) and check it "
                                            "against PyTorch with onnxruntime")
@@ -86,11 +89,14 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export_hf(args) -> int:
-    model, spec, _labels, names, _ = load_run_for_inference(args.run)
+    if args.out and args.out_option and Path(args.out) != Path(args.out_option):
+        raise ValueError(f"export-hf: two output folders given ({args.out} and --out {args.out_option}); give one")
+    target = args.out or args.out_option or Path(args.run) / "hf"
+    model, spec, _labels, names, _ = load_run_for_inference(args.run, args.weights)
     export = get_arch(model.arch).export_hf
     if export is None:
         raise ValueError(f"{args.run}: {model.arch} models have no Hugging Face format to export to")
-    out = export(model, args.out, id2label=names, feature_spec=spec)
+    out = export(model, target, id2label=names, feature_spec=spec)
     print(f"exported {args.run} to {out} (loads with transformers.ASTForAudioClassification.from_pretrained)")
     return 0
 
