@@ -13,7 +13,12 @@ raw figures (``gpu_check.json``) into ``--out``:
 3. the demo on the GPU (micro AST: a step bound by the host, not the device).
 
     bash benchmarks/gpu_check.sh runs/gpu_check          # or: python benchmarks/gpu_check.py --out ...
+    bash benchmarks/gpu_check.sh runs/gpu_check --parts bench   # one part again
     python benchmarks/gpu_check.py --smoke --device cpu  # the same code path on tiny settings
+
+Each part's figures are written (``gpu_check.md``, ``gpu_check.json``) as soon as it ends; a part
+that fails (out of memory, say) is reported with its error and the others still run, so one GPU
+session always leaves what it measured.
 """
 
 from __future__ import annotations
@@ -112,33 +117,61 @@ def fmt(value) -> str:
     return str(value)
 
 
+def report(result: dict, device: str) -> str:
+    """The markdown of what ``result`` holds so far (a part that failed shows its error)."""
+    machine = result["machine"]
+    md = [f"# GPU check ({machine.get('device', device)}, {time.strftime('%Y-%m-%d')}, {result.get('seconds', 0):.0f} s)\n"]
+    sections = [("experiment", "AST-Base at the AudioSet shape, bf16, 4-1"),
+                ("bench", "bench at the published shapes, bf16 (with breakdown)"), ("demo", "demo on the device")]
+    for key, title in sections:
+        md.append(f"\n## {title}\n")
+        part = result.get(key)
+        if part is None:
+            md.append("(not run)\n")
+        elif isinstance(part, dict) and "error" in part:
+            md.append(f"failed: {part['error']}\n")
+        else:
+            rows = part if isinstance(part, list) else [part]
+            md.append(format_table([{k: fmt(v) for k, v in row.items() if k != "stages ms"}
+                                    | ({"stages ms": ", ".join(f"{s} {v:.1f}" for s, v in (row["stages ms"] or {}).items())}
+                                       if "stages ms" in row else {}) for row in rows], "markdown"))
+    return "\n".join(md)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the script anywhere")
+    parser.add_argument("--parts", default="experiment,bench,demo",
+                        help="which parts to run, comma-separated (default: all three; e.g. bench to run a failed part again)")
     args = parser.parse_args()
+    chosen = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - {"experiment", "bench", "demo"})
+    if unknown or not chosen:
+        parser.error(f"--parts: unknown {', '.join(unknown) or 'nothing chosen'}; choose from experiment, bench, demo")
     args.out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(args.device)
-    machine = _common.machine_info(dev)
     started = time.perf_counter()
-    result = {"machine": machine, "peak_tflops_bf16": peak_tflops(dev, "bf16"), "load_avg": load_average(),
-              "experiment": experiment(args.device, args.out, args.smoke),
-              "bench": benches(args.device, args.smoke, 1 if args.smoke else args.rounds),
-              "demo": demo(args.device, args.out, args.smoke)}
-    result["seconds"] = time.perf_counter() - started
-    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=2, default=str))
-    md = [f"# GPU check ({machine.get('device', args.device)}, {time.strftime('%Y-%m-%d')}, {result['seconds']:.0f} s)\n",
-          "## AST-Base at the AudioSet shape, bf16, 4-1\n",
-          format_table([{k: fmt(v) for k, v in row.items()} for row in result["experiment"]], "markdown"),
-          "\n## bench at the published shapes, bf16 (with breakdown)\n",
-          format_table([{k: fmt(v) for k, v in row.items() if k != "stages ms"}
-                        | {"stages ms": ", ".join(f"{s} {v:.1f}" for s, v in (row["stages ms"] or {}).items())}
-                        for row in result["bench"]], "markdown"),
-          "\n## demo on the device\n", format_table([{k: fmt(v) for k, v in result["demo"].items()}], "markdown")]
-    (args.out / "gpu_check.md").write_text("\n".join(md))
-    print("\n".join(md))
+    saved = args.out / "gpu_check.json"
+    earlier = json.loads(saved.read_text()) if saved.exists() and len(chosen) < 3 else {}  # one part again: keep the rest
+    result: dict = {**earlier, "machine": _common.machine_info(dev), "peak_tflops_bf16": peak_tflops(dev, "bf16"),
+                    "load_avg": load_average()}
+    parts = {"experiment": lambda: experiment(args.device, args.out, args.smoke),
+             "bench": lambda: benches(args.device, args.smoke, 1 if args.smoke else args.rounds),
+             "demo": lambda: demo(args.device, args.out, args.smoke)}
+    for key, run in ((k, parts[k]) for k in chosen):  # a failed part leaves the others' figures, written as each ends
+        try:
+            result[key] = run()
+        except Exception as err:  # noqa: BLE001 - one device session: keep what the other parts measure
+            result[key] = {"error": f"{type(err).__name__}: {err}"}
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        result["seconds"] = time.perf_counter() - started
+        saved.write_text(json.dumps(result, indent=2, default=str))
+        (args.out / "gpu_check.md").write_text(report(result, args.device))
+    print(report(result, args.device))
 
 
 if __name__ == "__main__":
