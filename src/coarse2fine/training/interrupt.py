@@ -9,8 +9,9 @@ AudioSet epoch is not trained again from its start. A second Ctrl-C stops at onc
 Several processes (torchrun) stop together: each is sent the signal, and they agree at the points
 where they already wait for each other (every ``train.checkpoint_every`` steps and each epoch's
 end), so no process leaves a collective the others are in. torchrun kills its processes 30 s after
-it passes a signal on: a meeting point further away than that keeps the checkpoint before. Handlers are installed only in the
-main thread (Python allows no other) and the previous ones are restored when the run ends.
+it passes a signal on: a meeting point further away than that keeps the checkpoint before.
+Handlers are installed only in the main thread (Python allows no other) and the previous ones are
+restored when the run ends.
 """
 
 from __future__ import annotations
@@ -93,4 +94,4 @@ def stop_on_signals() -> Iterator[StopRequest]:
         yield request
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)
+            signal.signal(s, h if h is not None else signal.SIG_DFL)  # None: a handler set outside Python
