@@ -7,7 +7,15 @@ import pytest
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.report.savings import savings_table
-from coarse2fine.report.timing import Calibration, StepTiming, calibrate, calibrated_records, interleaved, phase_key
+from coarse2fine.report.timing import (
+    Calibration,
+    StepTiming,
+    calibrate,
+    calibrated_records,
+    fit_line,
+    interleaved,
+    phase_key,
+)
 
 
 def test_interleaved_ratio_survives_a_burst_of_load():
@@ -112,3 +120,27 @@ def test_bench_json_lists_every_phase(capsys):
     assert out["phases"][-1]["flops_ratio"] == 1.0 and out["phases"][0]["flops_ratio"] < 0.3
     # Timed on the right phases: a coarse step is cheaper than a full-resolution one.
     assert out["phases"][0]["step_ms"] < out["phases"][-1]["step_ms"] and out["phases"][0]["time_ratio"] < 1
+
+
+def test_fit_line_recovers_a_fixed_cost_and_a_cost_per_clip():
+    assert fit_line([4, 8, 16, 32], [5 + 1.5 * b for b in (4, 8, 16, 32)]) == pytest.approx((5.0, 1.5))
+    with pytest.raises(ValueError, match="two different"):
+        fit_line([8, 8], [1.0, 2.0])
+
+
+def test_bench_batches_fits_each_phase_as_fixed_plus_per_clip(capsys):
+    # Real steps of the demo's micro AST at two batch sizes, with c2f.coarse_batch: scale (the
+    # coarse phase steps at 4x the batch). The fit and the ratios are what the JSON says.
+    assert main(["bench", "demo", "--rounds", "2", "--warmup", "1", "--json", "--quiet", "--batches", "2,8",
+                 "--set", "c2f.coarse_batch=scale", "--set", "train.batch_size=4"]) == 0
+    cost = {c["R"]: c for c in json.loads(capsys.readouterr().out)["step_cost"]}
+    assert cost[4]["batches"] == [8, 32] and cost[1]["batches"] == [2, 8]
+    assert (cost[4]["batch"], cost[1]["batch"]) == (16, 4) and cost[1]["per_clip_quotient"] == pytest.approx(1.0)
+    for c in cost.values():
+        (b0, b1), (t0, t1) = c["batches"], c["step_ms"]
+        assert c["clip_ms"] == pytest.approx((t1 - t0) / (b1 - b0)) and c["fixed_ms"] == pytest.approx(t0 - c["clip_ms"] * b0)
+        assert c["fixed_share"] == pytest.approx(c["fixed_ms"] / (c["fixed_ms"] + c["clip_ms"] * c["batch"]))
+    assert cost[4]["per_clip_quotient"] == pytest.approx(cost[4]["clip_ms"] / cost[1]["clip_ms"] / cost[4]["flops_ratio"])
+    with pytest.raises(SystemExit):
+        main(["bench", "demo", "--batches", "8"])
+    assert "at least two different batch sizes" in capsys.readouterr().err

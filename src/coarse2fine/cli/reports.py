@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -43,7 +44,7 @@ from coarse2fine.report.savings import (
     table_measures,
     time_note,
 )
-from coarse2fine.report.timing import BLOCK, bench, synthetic_source
+from coarse2fine.report.timing import BLOCK, batch_sweep, bench, synthetic_source
 from coarse2fine.runtime import check_device, device_name, load_average, resolve_device
 
 log = logging.getLogger("coarse2fine")
@@ -93,6 +94,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--breakdown", action="store_true",
                    help="also show where a step's time goes: data, features and augmentation, forward and backward, "
                         "optimizer (and on a GPU the device's busy time)")
+    p.add_argument("--batches", type=batch_list, default=None, metavar="B1,B2,...",
+                   help="also time each phase at these batch sizes and fit its step as fixed ms + ms per clip: how "
+                        "much of a step does not shrink with the batch (launches, the update, the host)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, flops_ratio and time_ratio")
     add_common(p)
@@ -198,6 +202,17 @@ def _bench_source(args, cfg):
     return args.classes, synthetic_source(cfg, args.classes, 4 * cfg.train.batch_size, serves)
 
 
+def batch_list(text: str) -> list[int]:
+    """``--batches``: two or more different batch sizes >= 1, comma-separated."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected batch sizes like 4,8,16,32; got {text!r}") from None
+    if len(set(values)) < 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"needs at least two different batch sizes >= 1; got {text!r}")
+    return values
+
+
 def cmd_bench(args) -> int:
     for name, value in (("--rounds", args.rounds), ("--block", args.block)):
         if value < 1:
@@ -206,13 +221,16 @@ def cmd_bench(args) -> int:
     check_device(args.device, "--device")
     classes, source = _bench_source(args, cfg)
     rows = bench(cfg, classes, source, args.rounds, args.warmup, args.device, args.breakdown, args.block)
+    sweep = (batch_sweep(cfg, classes, args.batches, source, args.rounds, args.warmup, args.device, args.block)
+             if args.batches else [])
     load = load_average()
     device = resolve_device(args.device, "--device")
     head = {"config": cfg.name, "arch": cfg.model.arch, "preset": cfg.model.preset, "method": cfg.c2f.method,
             "batch": cfg.train.batch_size, "amp": cfg.train.amp, "inputs": source.serves, "rounds": args.rounds,
             "block": args.block, "device": device_name(device), "threads": torch.get_num_threads(), "load_avg": load}
     if args.json:
-        print(json.dumps({**head, "phases": [r.to_dict() for r in rows]}, indent=2))
+        print(json.dumps({**head, "phases": [r.to_dict() for r in rows], "step_cost": [c.to_dict() for c in sweep]},
+                         indent=2))
         return 0
     print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, amp "
           f"{cfg.train.amp}, inputs {source.serves}, {args.rounds} interleaved rounds of {args.block} step(s) per phase on {head['device']}, "
@@ -237,7 +255,19 @@ def cmd_bench(args) -> int:
             parts.append(row)
         print("\nWhere a step's time goes (each stage ends with a device synchronisation):")
         print(format_table(parts, "text"), end="")
+    if sweep:
+        print_step_cost(sweep)
     return 0
+
+
+def print_step_cost(sweep: list) -> None:
+    """The ``--batches`` table: each phase's step as fixed + per clip."""
+    table = [{"R": str(c.R), "batches": "/".join(map(str, c.batches)), "step ms": " / ".join(f"{v:.1f}" for v in c.step_ms),
+              "fixed ms": f"{c.fixed_ms:.2f}", "ms per clip": f"{c.clip_ms:.3f}",
+              "per-clip time/FLOPs": f"{c.per_clip_quotient:.2f}",
+              "fixed share of a step": f"{100 * c.fixed_share:.0f} % at batch {c.batch}"} for c in sweep]
+    print("\nEach phase's step fitted as fixed ms + ms per clip (least squares over the batch sizes' median steps):")
+    print(format_table(table, "text"), end="")
 
 
 def cmd_plan(args) -> int:

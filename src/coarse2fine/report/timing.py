@@ -339,3 +339,66 @@ def bench(cfg: RunConfig, num_classes: int, source: ClipDataset | None = None, r
         rows.append(PhaseBench(R, case.tokens, case.batch_size, 1e3 * step, 1e3 * case.data_seconds,
                                case.flops_per_clip / ref.flops_per_clip, med, q25, q75, mfu, stages, busy))
     return rows
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """One phase's step time as a line in its batch: ``fixed_ms`` a step whatever the batch (kernel
+    launches, the optimizer update, the host's share) plus ``clip_ms`` per clip, fitted by least
+    squares to the median step times at ``batches``; ``per_clip_quotient``: its cost per clip
+    against R = 1's over the FLOPs ratio, what the quotient tends to at large batches."""
+
+    R: int
+    batches: tuple[int, ...]
+    step_ms: tuple[float, ...]
+    fixed_ms: float
+    clip_ms: float
+    flops_ratio: float
+    per_clip_quotient: float
+    batch: int
+
+    @property
+    def fixed_share(self) -> float:
+        """The share of a step at the config's batch (``batch``) that does not grow with the batch."""
+        return self.fixed_ms / (self.fixed_ms + self.clip_ms * self.batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fixed_share": self.fixed_share}
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """``(intercept, slope)`` of the least-squares line through ``(xs, ys)`` (at least 2 distinct xs)."""
+    if len(set(xs)) < 2:
+        raise ValueError(f"a line needs at least two different x values, got {list(xs)}")
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def batch_sweep(cfg: RunConfig, num_classes: int, batches: Sequence[int], source: ClipDataset | None = None,
+                rounds: int = 10, warmup: int = 2, device: str = "auto", block: int = BLOCK) -> list[StepCost]:
+    """Every factor's first phase at each of ``batches`` (``train.batch_size``; a phase at factor R
+    with ``c2f.coarse_batch: scale`` takes R times it), all timed interleaved in this process, and
+    each phase's step time fitted as fixed + per clip (:class:`StepCost`)."""
+    if len(set(batches)) < 2 or min(batches) < 1:
+        raise ValueError(f"--batches needs at least two different batch sizes >= 1, got {list(batches)}")
+    dev = resolve_device(device, "--device")
+    source = source if source is not None else synthetic_source(cfg, num_classes, 2 * max(batches))
+    first: dict[int, int] = {}
+    for i, p in enumerate(cfg.phases()):
+        first.setdefault(p.R, i)
+    cases = {(R, b): phase_case(cfg.replace({"train.batch_size": b}), i, num_classes, source, dev)
+             for R, i in first.items() for b in batches}
+    times = interleaved({f"{R}@{b}": c for (R, b), c in cases.items()}, rounds, warmup, dev, block=block)
+    fits = {}
+    for R in first:
+        sizes = tuple(cases[R, b].batch_size for b in batches)
+        medians = tuple(1e3 * statistics.median(times[f"{R}@{b}"]) for b in batches)
+        fits[R] = (sizes, medians, *fit_line(sizes, medians))
+    ref_clip, ref_flops = fits[1][3], cases[1, batches[0]].flops_per_clip
+    rows = []
+    for R, (sizes, medians, fixed, clip) in fits.items():
+        flops = cases[R, batches[0]].flops_per_clip / ref_flops
+        rows.append(StepCost(R, sizes, medians, fixed, clip, flops, clip / ref_clip / flops,
+                             cfg.phase(first[R], num_classes).batch_size))
+    return rows
