@@ -10,7 +10,9 @@ raw figures (``gpu_check.json``) into ``--out``:
    the FLOPs, wall time and step time saves, and the fine phase's MFU;
 2. ``bench`` with its breakdown at the published shapes in bf16: AST-Base at batch 12 (the
    recipe's) and 48, HTS-AT (``htsat_audioset``), SSAST-Base pretraining (``ssast_pretrain``);
-3. the demo on the GPU (micro AST: a step bound by the host, not the device).
+3. AST-Base's step (Fshift 4-1, bf16) at batch 12, 24 and 48, fitted as fixed ms a step + ms per
+   clip: how much of a coarse step the host and the launches cost, whatever the batch;
+4. the demo on the GPU (micro AST: a step bound by the host, not the device).
 
     bash benchmarks/gpu_check.sh runs/gpu_check          # or: python benchmarks/gpu_check.py --out ...
     bash benchmarks/gpu_check.sh runs/gpu_check --parts bench   # one part again
@@ -35,7 +37,7 @@ from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import Variant, run_experiment
 from coarse2fine.report.savings import baseline_reference, compare, format_table
-from coarse2fine.report.timing import bench, synthetic_source
+from coarse2fine.report.timing import batch_sweep, bench, synthetic_source
 from coarse2fine.runtime import load_average, peak_tflops
 from coarse2fine.training.records import phase_records
 
@@ -51,6 +53,7 @@ BENCHES = [  # (label, preset, overrides)
     ("HTS-AT, batch 128", "htsat_audioset", []),
     ("SSAST-Base pretraining, batch 24", "ssast_pretrain", []),
 ]
+PARTS = ("experiment", "bench", "sweep", "demo")
 SMOKE = ["model.preset=micro", "data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "data.clip_seconds=1.28",
          "features.target_length=128", "train.epochs=1", "c2f.phase_epochs=[1, 1]", "train.amp=none"]
 
@@ -96,6 +99,18 @@ def benches(device: str, smoke: bool, rounds: int) -> list[dict]:
     return rows
 
 
+def sweep(device: str, smoke: bool, rounds: int) -> list[dict]:
+    """AST-Base at the AudioSet shape in bf16, Fshift 4-1, at batch 12, 24 and 48: each phase's step
+    as fixed ms (what the host and the launches cost whatever the batch) + ms per clip."""
+    tiny = ["train.amp=none", "model.preset=micro", "data.clip_seconds=1.28", "features.target_length=128"]
+    cfg = load_config("audioset", ["train.amp=bf16", f"train.device={device}", "c2f.method=fshift",
+                                   *(tiny if smoke else [])])
+    batches = [2, 4] if smoke else [12, 24, 48]
+    source = synthetic_source(cfg, 8, 2 * max(batches))
+    return [{"model": "AST-Base, Fshift 4-1", **c.to_dict()}
+            for c in batch_sweep(cfg, 8, batches, source, rounds=rounds, warmup=0 if smoke else 2, device=device)]
+
+
 def demo(device: str, out: Path, smoke: bool) -> dict:
     """The demo on the device: its savings by every time measure."""
     sets = [f"train.device={device}", *(["data.train_clips=32", "data.val_clips=16", "train.epochs=1"] if smoke else [])]
@@ -122,7 +137,9 @@ def report(result: dict, device: str) -> str:
     machine = result["machine"]
     md = [f"# GPU check ({machine.get('device', device)}, {time.strftime('%Y-%m-%d')}, {result.get('seconds', 0):.0f} s)\n"]
     sections = [("experiment", "AST-Base at the AudioSet shape, bf16, 4-1"),
-                ("bench", "bench at the published shapes, bf16 (with breakdown)"), ("demo", "demo on the device")]
+                ("bench", "bench at the published shapes, bf16 (with breakdown)"),
+                ("sweep", "AST-Base's step as fixed ms + ms per clip (batch 12, 24, 48), bf16"),
+                ("demo", "demo on the device")]
     for key, title in sections:
         md.append(f"\n## {title}\n")
         part = result.get(key)
@@ -144,22 +161,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the script anywhere")
-    parser.add_argument("--parts", default="experiment,bench,demo",
-                        help="which parts to run, comma-separated (default: all three; e.g. bench to run a failed part again)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="which parts to run, comma-separated (default: all; e.g. bench to run a failed part again)")
     args = parser.parse_args()
     chosen = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(chosen) - {"experiment", "bench", "demo"})
+    unknown = sorted(set(chosen) - set(PARTS))
     if unknown or not chosen:
-        parser.error(f"--parts: unknown {', '.join(unknown) or 'nothing chosen'}; choose from experiment, bench, demo")
+        parser.error(f"--parts: unknown {', '.join(unknown) or 'nothing chosen'}; choose from {', '.join(PARTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     dev = torch.device(args.device)
     started = time.perf_counter()
     saved = args.out / "gpu_check.json"
-    earlier = json.loads(saved.read_text()) if saved.exists() and len(chosen) < 3 else {}  # one part again: keep the rest
+    earlier = json.loads(saved.read_text()) if saved.exists() and len(chosen) < len(PARTS) else {}  # keep the rest
     result: dict = {**earlier, "machine": _common.machine_info(dev), "peak_tflops_bf16": peak_tflops(dev, "bf16"),
                     "load_avg": load_average()}
     parts = {"experiment": lambda: experiment(args.device, args.out, args.smoke),
              "bench": lambda: benches(args.device, args.smoke, 1 if args.smoke else args.rounds),
+             "sweep": lambda: sweep(args.device, args.smoke, 1 if args.smoke else args.rounds),
              "demo": lambda: demo(args.device, args.out, args.smoke)}
     for key, run in ((k, parts[k]) for k in chosen):  # a failed part leaves the others' figures, written as each ends
         try:

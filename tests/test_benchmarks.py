@@ -138,13 +138,14 @@ def test_gpu_check_runs_as_a_script_on_tiny_settings(tmp_path):
     assert {r["model"] for r in data["bench"]} == {"AST-Base, batch 12", "AST-Base, batch 48", "HTS-AT, batch 128",
                                                    "SSAST-Base pretraining, batch 24"}
     assert "## bench at the published shapes" in (tmp_path / "gpu_check.md").read_text()
+    assert [c["R"] for c in data["sweep"]] == [4, 1] and all(c["batches"] == [2, 4] for c in data["sweep"])
     # One part again (a GPU session that lost a part): the other parts' figures stay.
     demo_before = data["demo"]
     proc = subprocess.run([*cmd, "--parts", "demo"], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert again["experiment"] == data["experiment"] and again["bench"] == data["bench"]
+    assert again["experiment"] == data["experiment"] and again["bench"] == data["bench"] and again["sweep"] == data["sweep"]
     assert again["demo"] != demo_before and set(again["demo"]) == set(demo_before)  # measured anew
 
 
