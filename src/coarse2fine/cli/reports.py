@@ -44,7 +44,7 @@ from coarse2fine.report.savings import (
     table_measures,
     time_note,
 )
-from coarse2fine.report.timing import BLOCK, batch_sweep, bench, synthetic_source
+from coarse2fine.report.timing import BLOCK, StepCost, batch_sweep, bench, synthetic_source
 from coarse2fine.runtime import check_device, device_name, load_average, resolve_device
 
 log = logging.getLogger("coarse2fine")
@@ -233,8 +233,8 @@ def cmd_bench(args) -> int:
                          indent=2))
         return 0
     print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, amp "
-          f"{cfg.train.amp}, inputs {source.serves}, {args.rounds} interleaved rounds of {args.block} step(s) per phase on {head['device']}, "
-          f"load average {load}")
+          f"{cfg.train.amp}, inputs {source.serves}, {args.rounds} interleaved rounds of {args.block} step(s) per phase "
+          f"on {head['device']}, load average {load}")
     table = []
     for r in rows:
         row = {"R": str(r.R), "tokens": str(r.tokens), "batch": str(r.batch), "step ms": f"{r.step_ms:.1f}",
@@ -260,9 +260,10 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def print_step_cost(sweep: list) -> None:
+def print_step_cost(sweep: list[StepCost]) -> None:
     """The ``--batches`` table: each phase's step as fixed + per clip."""
-    table = [{"R": str(c.R), "batches": "/".join(map(str, c.batches)), "step ms": " / ".join(f"{v:.1f}" for v in c.step_ms),
+    table = [{"R": str(c.R), "batches": "/".join(map(str, c.batches)),
+              "step ms": " / ".join(f"{v:.1f}" for v in c.step_ms),
               "fixed ms": f"{c.fixed_ms:.2f}", "ms per clip": f"{c.clip_ms:.3f}",
               "per-clip time/FLOPs": f"{c.per_clip_quotient:.2f}",
               "fixed share of a step": f"{100 * c.fixed_share:.0f} % at batch {c.batch}"} for c in sweep]
