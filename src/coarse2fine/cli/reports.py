@@ -78,6 +78,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, tokens and FLOPs per clip")
     add_common(p)
 
+    add_bench_parser(sub)
+    add_plan_parser(sub)
+    sub.add_parser("presets", help="list the shipped presets")
+
+
+def add_bench_parser(sub) -> None:
+    """``bench``: each phase's real training step, timed interleaved."""
     p = sub.add_parser("bench", help="the real training step of each phase, timed interleaved: FLOPs ratio vs time ratio")
     p.add_argument("config", help="preset name or YAML path")
     p.add_argument("--schedule", help="override c2f.schedule")
@@ -101,6 +108,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, flops_ratio and time_ratio")
     add_common(p)
 
+
+def add_plan_parser(sub) -> None:
+    """``plan``: candidate schedules for a compute budget."""
     p = sub.add_parser("plan", help="candidate schedules that fit a compute budget, and a config of the chosen one")
     p.add_argument("config", help="preset name or YAML path")
     budget = p.add_mutually_exclusive_group(required=True)
@@ -113,8 +123,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the step-time calibration (default 5)")
     p.add_argument("--out", default=None, help="where to write the chosen config (default: <config>_plan.yaml)")
     add_common(p)
-
-    sub.add_parser("presets", help="list the shipped presets")
 
 
 def cmd_presets(args) -> int:

@@ -81,6 +81,10 @@ class Manifest:
         """Label id -> target column."""
         return {c: i for i, c in enumerate(self.classes)}
 
+    def labels_used(self) -> set[str]:
+        """The label ids its clips carry (a class may have none)."""
+        return {label for e in self.entries for label in e.labels}
+
 
 # ----------------------------------------------------------------------------- label CSV
 
@@ -367,8 +371,8 @@ def align_classes(train: Manifest, val: Manifest) -> Manifest:
     never saw has no column and raises :class:`ManifestError` naming it and its clips."""
     if val.classes == train.classes:
         return val
-    known = set(train.classes)
-    unknown = sorted({label for e in val.entries for label in e.labels} - known)
+    known, used = set(train.classes), val.labels_used()
+    unknown = sorted(used - known)
     if unknown:
         clips = [str(e.path) for e in val.entries if set(e.labels) - known]
         raise ManifestError(
@@ -376,7 +380,7 @@ def align_classes(train: Manifest, val: Manifest) -> Manifest:
             + (" ..." if len(unknown) > 10 else "") + f" ({len(clips)} clip(s), e.g. {clips[0]}); give both splits "
             "the same label_csv, or remove those clips")
     logger.info("%s: %d of the %d training classes have no validation clip", val.source,
-                len(known - {label for e in val.entries for label in e.labels}), len(known))
+                len(known - used), len(known))
     return Manifest(val.entries, list(train.classes), list(train.display_names), train.multilabel or val.multilabel,
                     val.source)
 

@@ -129,7 +129,7 @@ def in_memory(cfg: RunConfig, num_clips: int) -> bool:
 def _warn_empty_classes(train: Manifest) -> None:
     """A training class left without a usable clip (all of its clips bad and skipped) still has its
     target column; say which, since the model can never learn it."""
-    seen = {label for e in train.entries for label in e.labels}
+    seen = train.labels_used()
     empty = [c for c in train.classes if c not in seen]
     if empty:
         log.warning("%s: %d class(es) have no usable training clip: %s", train.source, len(empty),

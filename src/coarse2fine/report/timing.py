@@ -316,16 +316,21 @@ def breakdown(case: PhaseCase, steps: int = 5) -> tuple[dict[str, float], float 
     return {k: stages[k] for k in STAGES}, busy
 
 
+def first_phases(cfg: RunConfig) -> dict[int, int]:
+    """The index of each factor's first phase in ``cfg``'s schedule, by R (every schedule ends at R = 1)."""
+    first: dict[int, int] = {}
+    for i, p in enumerate(cfg.phases()):
+        first.setdefault(p.R, i)
+    return first
+
+
 def bench(cfg: RunConfig, num_classes: int, source: ClipDataset | None = None, rounds: int = 10, warmup: int = 2,
           device: str = "auto", with_breakdown: bool = False, block: int = BLOCK) -> list[PhaseBench]:
     """Every factor of ``cfg``'s schedule timed interleaved (see the module docstring); the time
     ratio is per clip, so a phase with a larger batch (``c2f.coarse_batch: scale``) compares fairly."""
     dev = resolve_device(device, "--device")
     source = source if source is not None else synthetic_source(cfg, num_classes, 4 * cfg.train.batch_size)
-    first = {}  # every schedule ends at R = 1; each factor's first phase
-    for i, p in enumerate(cfg.phases()):
-        first.setdefault(p.R, i)
-    cases = {R: phase_case(cfg, i, num_classes, source, dev) for R, i in first.items()}
+    cases = {R: phase_case(cfg, i, num_classes, source, dev) for R, i in first_phases(cfg).items()}
     times = interleaved({str(R): c for R, c in cases.items()}, rounds, warmup, dev, block=block)
     peak = peak_tflops(dev, cfg.train.amp, cfg.train.peak_tflops)
     ref = cases[1]
@@ -384,9 +389,7 @@ def batch_sweep(cfg: RunConfig, num_classes: int, batches: Sequence[int], source
         raise ValueError(f"--batches needs at least two different batch sizes >= 1, got {list(batches)}")
     dev = resolve_device(device, "--device")
     source = source if source is not None else synthetic_source(cfg, num_classes, 2 * max(batches))
-    first: dict[int, int] = {}
-    for i, p in enumerate(cfg.phases()):
-        first.setdefault(p.R, i)
+    first = first_phases(cfg)
     cases = {(R, b): phase_case(cfg.replace({"train.batch_size": b}), i, num_classes, source, dev)
              for R, i in first.items() for b in batches}
     times = interleaved({f"{R}@{b}": c for (R, b), c in cases.items()}, rounds, warmup, dev, block=block)

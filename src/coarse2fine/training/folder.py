@@ -67,12 +67,13 @@ def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], out_d
     change under it). ``saved`` is None for a checkpoint written before signatures: not checked."""
     if saved is None or saved == current:
         return
-    differ = ", ".join(f"{k} {saved.get(k)} -> {current.get(k)}" for k in current
-                       if saved.get(k) != current.get(k) and k != "classes_sha256")
-    if saved.get("classes_sha256") != current.get("classes_sha256") and saved.get("classes") == current.get("classes"):
-        differ = ", ".join(filter(None, [differ, "class ids differ"]))
-    raise RunFolderError(f"{out_dir} holds an unfinished run trained on other data ({differ}); continue it on the "
-                         "data it started with, use another --out, or --fresh to start over")
+    changed = {key: (u, v) for key, u, v in differing_keys(saved, current)}
+    ids = changed.pop("classes_sha256", None)
+    notes = [f"{key} {u} -> {v}" for key, (u, v) in changed.items()]
+    if ids is not None and "classes" not in changed:  # as many classes, other ids
+        notes.append("class ids differ")
+    raise RunFolderError(f"{out_dir} holds an unfinished run trained on other data ({', '.join(notes)}); continue it "
+                         "on the data it started with, use another --out, or --fresh to start over")
 
 
 def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochRecord], list[PhaseRecord], list[str]] | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import io
 import logging
 import math
@@ -95,11 +96,16 @@ class Run:
     workers: int
     peak_tflops: float | None
     tensorboard: TensorBoardLog | None = None
-    stop: StopRequest = dataclasses.field(default_factory=StopRequest)
+    stop: StopRequest = dataclasses.field(default_factory=StopRequest)  # what SIGINT / SIGTERM set
 
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT
+
+    @functools.cached_property
+    def data_signature(self) -> dict[str, Any]:
+        """The data's signature, checked on resume and kept in each checkpoint (read once)."""
+        return self.splits.signature()
 
     def steps_per_epoch(self, p: int) -> int:
         """Optimizer steps of an epoch of phase ``p`` (fewer with ``c2f.coarse_batch: scale``)."""
@@ -171,8 +177,7 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
             log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
             records, phases = finished
             return RunResult(cfg.name, out_dir, records, "finished", phases)
-        run = setup_run(cfg, splits, out_dir, progress)
-        run.stop = stop
+        run = setup_run(cfg, splits, out_dir, progress, stop)
         state = restore(run)
         for p in range(state.progress.phase, len(run.setups)):
             ph = enter_phase(run, state, p)
@@ -186,7 +191,7 @@ def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress:
 
 # ----------------------------------------------------------------------------- set up
 
-def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool) -> Run:
+def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool, stop: StopRequest) -> Run:
     """Check the config against the data and the processes, and build what the run keeps fixed."""
     t = cfg.train
     d = setup(t.device)
@@ -211,7 +216,8 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
     run = Run(cfg, splits, out_dir, d, setups, build_objective(t.objective, cfg), show_progress and d.main,
               [val_share[i:i + val_batch] for i in range(0, len(val_share), val_batch)],
               splits.train.sampling_weights() if cfg.augment.balanced_sampling else None, report,
-              resolve_workers(cfg.data.num_workers, splits.train, d.device), peak_tflops(d.device, t.amp, t.peak_tflops))
+              resolve_workers(cfg.data.num_workers, splits.train, d.device), peak_tflops(d.device, t.amp, t.peak_tflops),
+              stop=stop)
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out_dir / "config.yaml", config_yaml(cfg))
@@ -231,7 +237,7 @@ def restore(run: Run) -> State:
     ckpt = load_checkpoint(run.checkpoint_path) if run.checkpoint_path.exists() else None
     progress = Progress()
     if ckpt is not None:
-        check_same_data(ckpt.get("data"), run.splits.signature(), run.out_dir)
+        check_same_data(ckpt.get("data"), run.data_signature, run.out_dir)
         progress.load_state_dict(ckpt["progress"])
     torch.manual_seed(cfg.train.seed)
     model = run.setups[progress.model_phase].build_model().to(d.device)
@@ -475,7 +481,7 @@ def save(run: Run, ph: PhaseRun, state: State) -> None:
     fresh = state.progress.fresh_phase
     save_checkpoint(run.checkpoint_path, {
         "config": run.cfg.to_dict(),
-        "data": run.splits.signature(),
+        "data": run.data_signature,
         "progress": state.progress.state_dict(),
         "model": state.model.state_dict(),
         "optimizer": None if fresh else ph.step.optimizer.state_dict(),
