@@ -90,11 +90,12 @@ def audioset_set(work: Path, clips: int, seconds: float) -> Path:
             lines.append(f'{path},"{labels}"\n')
         (work / f"{split}.csv").write_text("path,labels\n" + "".join(lines))
     frames = max(64, round(seconds * 100 / 64) * 64)  # AST's 1024 frames for 10 s
-    return _config(work, "audioset_shaped", seconds, frames, None)
+    return _config(work, "audioset_shaped", seconds, frames, None, multilabel=True)
 
 
-def _config(work: Path, name: str, seconds: float, frames: int, extends: str | None) -> Path:
+def _config(work: Path, name: str, seconds: float, frames: int, extends: str | None, multilabel: bool = False) -> Path:
     path = work / "files.yaml"
+    loss = "bce\n  metric: mAP" if multilabel else "ce"
     path.write_text(f"""extends: {extends or 'demo'}
 name: {name}
 data:
@@ -105,6 +106,8 @@ data:
   clip_seconds: {seconds}
 features:
   target_length: {frames}
+train:
+  loss: {loss}
 c2f:
   schedule: "4-1"
   method: fshift

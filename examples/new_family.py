@@ -3,6 +3,15 @@
 The family below is a small frame transformer (one token per frame, mean-pooled) with no
 FLOPs method of its own: coarse2fine measures its FLOPs once per geometry with FlopCounterMode
 and says so. Run: ``python examples/new_family.py [--epochs 2] [--out runs/frames]``.
+
+Registering in Python reaches this process only. To make ``model: {arch: frames}`` work in every
+process (``coarse2fine train``, ``flops``, ``predict`` reading the run's model_config.json, loader
+workers), make the module a plug-in: put it in a package and declare it in that package's
+pyproject.toml, then ``pip install`` the package (coarse2fine imports it the first time it meets an
+unknown ``model.arch``)::
+
+    [project.entry-points."coarse2fine.models"]
+    frames = "my_package.frames"
 """
 
 import argparse

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -88,3 +89,21 @@ def test_export_hf_takes_the_output_folder_as_export_onnx_does(tmp_path, capsys)
     capsys.readouterr()
     assert main(["export-hf", str(run), str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
     assert "two output folders given" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_hop_longer_than_the_window(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "demo", "--out", str(run), "--quiet", *[a for s in TRAIN for a in ("--set", s)]]) == 0
+    clip = tmp_path / "long.wav"
+    sf.write(clip, (0.3 * np.sin(2 * np.pi * 440 * np.arange(16 * 16000) / 16000)).astype(np.float32), 16000)
+    capsys.readouterr()
+    # demo's window: 128 frames of 10 ms plus the 25 ms frame, 1.295 s; a 5 s hop would skip most of the audio.
+    assert main(["predict", str(run), str(clip), "--hop", "5", "--device", "cpu", "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert "--hop 5 s is longer than the window of 1.295 s" in captured.err and captured.out == ""
+    with pytest.raises(SystemExit):
+        main(["predict", str(run), str(clip), "--hop", "0"])
+    assert "must be more than 0 seconds" in capsys.readouterr().err
+    assert main(["predict", str(run), str(clip), "--hop", "1.295", "--json", "--device", "cpu", "--quiet"]) == 0
+    (pred,) = json.loads(capsys.readouterr().out)
+    assert len(pred["windows"]) == 13  # back to back over 16 s, the last aligned to the end

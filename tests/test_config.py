@@ -119,3 +119,18 @@ def test_a_metric_typo_fails_before_any_training(tmp_path, capsys):
     rc = main(["train", "demo", "--out", str(tmp_path / "run"), "--quiet", "--set", "train.metric=accuracy"])
     assert rc == 2 and "train.metric: 'accuracy'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_error_names_the_file_of_the_chain_that_set_the_key(tmp_path):
+    (tmp_path / "base.yaml").write_text("extends: demo\ntrain:\n  epoch: 3\n")
+    (tmp_path / "mine.yaml").write_text("extends: base.yaml\ndata:\n  fold: 0\n")
+    (tmp_path / "top.yaml").write_text("extends: base.yaml\ntrian:\n  epochs: 3\n")
+    (tmp_path / "ok.yaml").write_text("extends: demo\ntrain:\n  epochs: 3\n")
+    with pytest.raises(ValueError, match=r"base\.yaml: train: unknown key\(s\) epoch"):
+        load_config(tmp_path / "mine.yaml", ["data.fold=1"])  # the parent's mistake, named as the parent's
+    with pytest.raises(ValueError, match=r"mine\.yaml: data\.fold: must be >= 1"):
+        load_config(tmp_path / "mine.yaml", ["train={}"])
+    with pytest.raises(ValueError, match=r"top\.yaml: unknown top-level key\(s\) trian; known sections"):
+        load_config(tmp_path / "top.yaml")
+    with pytest.raises(ValueError, match=r"^train\.batch_size 30 must be a multiple"):  # --set: as typed
+        load_config(tmp_path / "ok.yaml", ["train.batch_size=30", "train.grad_accum=4"])

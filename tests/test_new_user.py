@@ -63,7 +63,7 @@ def test_auto_picks_what_this_machine_has():
     ("c2f.min_delta=-1", "c2f.min_delta: must be >= 0, got -1.0"),
     ("train.batch_size=true", "train.batch_size: expected an integer, got True"),
     ("augment.freqm=-3", "augment.freqm: must be >= 0, got -3"),
-    ("data.sources=/some/folder", "data.sources: expected a list, e.g. `sources: [/some/folder]`"),
+    ("data.sources=/some/folder", "data.sources: expected a list, e.g. `sources: [/some/folder]` in YAML, `--set 'data.sources=[/some/folder]'`"),
     ("c2f.phase_epochs=3", "c2f.phase_epochs: expected a list"),
     ("model.overrides.depht=2", "model.overrides: depht is not a field of the ast config; allowed: "),
 ])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -14,6 +16,7 @@ from coarse2fine.features import FbankConfig, FeatureSpec, extract
 from coarse2fine.model.ast import AST, ASTConfig
 from coarse2fine.predict import (
     Prediction,
+    check_hop,
     load_run_for_inference,
     predict_files,
     window_samples,
@@ -118,6 +121,19 @@ def test_batching_does_not_change_scores_and_hop_is_honoured(model, wavs):
     assert a[1].top[0][1] == a[1].top[0][0]  # no display names: the label ids are shown
     [custom] = predict_files(model, [wavs["long"]], SPEC, LABELS, window_seconds=2.0, hop_seconds=2.0)
     assert [w["start_s"] for w in custom.windows] == [0.0, 2.0, 4.0, 5.0]
+
+
+def test_a_hop_longer_than_the_window_is_refused(model, wavs):
+    # 0.655 s windows 5 s apart would score 2 windows of a 7 s clip and skip the rest.
+    with pytest.raises(ValueError, match=r"hop_seconds 5 s is longer than the window of 0.655 s"):
+        predict_files(model, [wavs["long"]], SPEC, LABELS, hop_seconds=5.0)
+    with pytest.raises(ValueError, match=r"longer than the window of 2.000 s"):
+        predict_files(model, [wavs["long"]], SPEC, LABELS, window_seconds=2.0, hop_seconds=2.5)
+    with pytest.raises(ValueError, match="--hop: must be more than 0 seconds"):
+        check_hop(SPEC, 0.0, "--hop")
+    check_hop(SPEC, WIN / SR, "--hop")  # a hop of exactly a window leaves no gap
+    [whole] = predict_files(model, [wavs["long"]], SPEC, LABELS, hop_seconds=WIN / SR)
+    assert len(whole.windows) == math.ceil(7 * SR / WIN)  # back to back, the last aligned to the end
 
 
 def test_bad_files_are_named_or_skipped(model, wavs):

@@ -2,6 +2,7 @@
 from a pretraining run, and the pretraining comparison."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from coarse2fine.cli import main
-from coarse2fine.config import load_config
+from coarse2fine.config import config_from_dict, load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.data.unlabeled import is_validation, source_files, unlabeled_manifests, windows
+from coarse2fine.experiments.pretraining import finetune_config
 
 # Pretraining the micro SSAST on the demo's synthetic clips (labels ignored): 64 patches of
 # 16 x 16 at R = 1, 16 at R = 4; 50 of 64 masked (78 %, SSAST's 400 of 512), 12 of 16 at R = 4.
@@ -137,3 +139,10 @@ def test_pretraining_comparison_table(tmp_path, capsys):
     c2f_flops = json.loads((out / "pretrain" / "fshift_41" / "log.json").read_text())["records"][-1]["cum_flops"]
     assert f"{100 * (1 - c2f_flops / base_flops):.2f}" in rows[3]
     assert (out / "finetune" / "demo" / "no_pretraining" / "log.json").exists() and "Fshift 41" in text
+
+
+def test_a_fine_tune_config_holds_its_init_from_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # pretrain-experiment --out runs/ssl: a relative run folder
+    cfg = finetune_config(load_config("demo"), load_config("demo", SSAST), Path("runs/ssl/pretrain/baseline"), "ft")
+    assert cfg.model.init_from == str(tmp_path / "runs" / "ssl" / "pretrain" / "baseline")
+    assert config_from_dict(cfg.to_dict()).model.init_from == cfg.model.init_from

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 
@@ -11,7 +13,9 @@ from coarse2fine.report.savings import (
     BaselineRef,
     Savings,
     baseline_reference,
+    check_metric,
     compare,
+    csv_rows,
     format_table,
     load_records,
     savings_table,
@@ -228,10 +232,11 @@ GOLDEN_MARKDOWN = """\
 """
 
 GOLDEN_CSV = """\
-Setting,Acc at first beat (delta),Beat epoch,FLOPs save (%),Wall time save (%),Best Acc (gain),Best epoch
-Baseline,49.40,4,-,-,49.40,4
-Fshift 41,49.90 (+0.50),3,62.50,62.50,51.43 (+2.03),4
-Weak,not reached,-,-,-,40.00 (-9.40),3
+Setting,Acc at first beat,Acc at first beat delta,Beat epoch,FLOPs save (%),Wall time save (%),Best Acc,Best Acc gain,\
+Best epoch
+Baseline,49.40,-,4,-,-,49.40,-,4
+Fshift 41,49.90,+0.50,3,62.50,62.50,51.43,+2.03,4
+Weak,not reached,-,-,-,-,40.00,-9.40,3
 """
 
 GOLDEN_TEXT = """\
@@ -257,7 +262,30 @@ def test_format_table_default_empty_and_unknown():
 
 def test_csv_quotes_commas_in_names():
     rows = savings_table("Baseline", BASE, {"Fshift 4,1": C2F}, "acc")
-    assert format_table(rows, "csv").splitlines()[2].startswith('"Fshift 4,1",49.90 (+0.50)')
+    assert format_table(rows, "csv").splitlines()[2].startswith('"Fshift 4,1",49.90,+0.50')
+
+
+def test_csv_gives_value_and_difference_their_own_columns_text_keeps_them_together():
+    base = make_run([0.40, 0.44304], [100, 100], metric="mAP")
+    run = make_run([0.30, 0.44296], [30, 100], [0, 1], metric="mAP")
+    rows = savings_table("Baseline", base, {"r": run}, "mAP")
+    table = list(csv.DictReader(io.StringIO(format_table(rows, "csv"))))
+    assert table[1]["Best mAP"] == "44.30" and table[1]["Best mAP gain"] == "+0.00"  # "(=)": printed the same
+    assert table[1]["mAP at first beat"] == "not reached" and table[1]["mAP at first beat delta"] == "-"
+    assert table[0]["Best mAP gain"] == "-" and "Best mAP (gain)" not in table[0]
+    assert "44.30 (=)" in format_table(rows, "text") and "44.30 (=)" in format_table(rows, "markdown")
+    assert csv_rows([{"Setting": "x", "Paired gain (95 % CI)": "+1.00 [+0.50, +1.50]"}]) == \
+        [{"Setting": "x", "Paired gain (95 % CI)": "+1.00 [+0.50, +1.50]"}]  # other columns as they are
+
+
+def test_an_unknown_metric_is_named_with_the_metrics_the_records_have():
+    with pytest.raises(ValueError, match=r"unknown metric 'accuracy'; its records have acc"):
+        baseline_reference(BASE, "accuracy")
+    with pytest.raises(ValueError, match=r"unknown metric 'accuracy': the runs' records have acc$"):
+        check_metric("accuracy", {"base": BASE, "c2f": C2F})
+    with pytest.raises(ValueError, match=r"^c2f: the records lack 'mAP'"):
+        check_metric("mAP", {"base": make_run([0.3], [1], metric="mAP"), "c2f": C2F})
+    check_metric("acc", {"base": BASE, "c2f": C2F})
 
 
 def test_lower_is_better_metric_takes_the_minimum_and_reaches_from_below():

@@ -112,6 +112,30 @@ def test_a_validation_label_training_never_saw_is_refused_naming_it(tmp_path):
         load_splits(_cfg(csv["train"], csv["val"], None))
 
 
+def test_a_split_with_no_usable_clip_is_reported_with_the_other_splits_bad_clips(tmp_path):
+    train, val, labels = _make_set(tmp_path, bad=True)
+    rows = json.loads(train.read_text())["data"]
+    val.write_text(json.dumps({"data": [r for r in rows if "silent" in r["wav"]]}))  # nothing usable
+    with pytest.raises(InvalidInputError) as err:
+        load_splits(_cfg(train, val, labels, "data.on_error=skip"))
+    msg = str(err.value)
+    assert "val.json: no clip is usable" in msg and "silent.wav" in msg
+    assert "also bad (skipped) in the other split: 3 clip(s)" in msg and "broken.wav" in msg and "missing.wav" in msg
+
+
+def test_multilabel_data_needs_a_multilabel_loss(tmp_path):
+    train, val, labels = _make_set(tmp_path, bad=False)
+    rows = json.loads(train.read_text())["data"]
+    rows[3]["labels"] = "/m/a,/m/b"  # one clip with two labels: multi-label data
+    train.write_text(json.dumps({"data": rows}))
+    with pytest.raises(ValueError, match=r"train.json: multi-label data.*clip3.wav: /m/a, /m/b.*train.loss is ce"):
+        load_splits(_cfg(train, val, labels))  # refused before any audio is read
+    splits = load_splits(_cfg(train, val, labels, "train.loss=bce", "train.metric=mAP"))
+    assert splits.train.multilabel and splits.train.targets[3].tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="data.multilabel: true .* train.loss: ce"):
+        _cfg(train, val, labels, "data.multilabel=true")  # said when the config is loaded
+
+
 def test_a_checkpoint_is_not_continued_on_other_data(tmp_path, capsys):
     # A run stopped mid-epoch, then a clip added to its training CSV: the epoch order and the
     # targets would change under the checkpoint, so continuing is refused, saying what changed.
@@ -221,3 +245,8 @@ def test_crossval_with_methods_controls_and_seeds_is_one_command(tmp_path, capsy
 def test_fsdd_without_a_root_is_a_clear_error():
     with pytest.raises(ValueError, match="needs data.root"):
         load_splits(load_config("fsdd_digits-cpu", ["data.root=null"]))
+
+
+def test_a_missing_fsdd_folder_says_which_key_and_how_relative_paths_read(tmp_path):
+    with pytest.raises(ValueError, match="nowhere: not a folder; point data.root at the FSDD folder .* current folder"):
+        load_splits(load_config("fsdd_digits-cpu", [f"data.root={tmp_path / 'nowhere'}"]))

@@ -2,7 +2,7 @@
 
 A clip longer than the model's window (``target_length`` frames, i.e.
 ``(target_length - 1) * shift + window`` samples) is cut into windows ``hop`` apart (half a window
-by default); the last window is aligned with the end of the clip so that every sample is seen
+by default, at most a window); the last window is aligned with the end of the clip so that every sample is seen
 and every window is full. A shorter clip is one window, zero-padded at the end to the window
 length, as the training loader pads clips. Each window is scored (sigmoid for multi-label
 models, softmax otherwise) and the clip's score is the mean (or max) over its windows. Windows
@@ -132,9 +132,26 @@ class _Clip:
     scores: list[torch.Tensor] = field(default_factory=list)
 
 
+def check_hop(spec: FeatureSpec, hop_seconds: float | None, name: str = "hop_seconds",
+              window_seconds: float | None = None) -> None:
+    """Refuse a hop longer than the scoring window (default: the model's, :func:`window_samples`):
+    the audio between one window's end and the next one's start would never be scored."""
+    if hop_seconds is None:
+        return
+    sr = spec.frontend.sample_rate
+    window = window_samples(spec) / sr if window_seconds is None else window_seconds
+    if not hop_seconds > 0:
+        raise ValueError(f"{name}: must be more than 0 seconds, got {hop_seconds:g}")
+    if hop_seconds > window:
+        raise ValueError(f"{name} {hop_seconds:g} s is longer than the window of {window:.3f} s: the audio between "
+                         f"windows would not be scored; give a hop of at most {window:.3f} s")
+
+
 def _window_and_hop(spec: FeatureSpec, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
     """Samples per scoring window (default: the model's window) and between windows (default:
-    half a window); a window longer than the model's is allowed, with a warning."""
+    half a window, at most a window: :func:`check_hop`); a window longer than the model's is
+    allowed, with a warning."""
+    check_hop(spec, hop_seconds, window_seconds=window_seconds)
     sr = spec.frontend.sample_rate
     win = window_samples(spec) if window_seconds is None else int(round(window_seconds * sr))
     hop = max(1, win // 2) if hop_seconds is None else int(round(hop_seconds * sr))

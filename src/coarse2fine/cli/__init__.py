@@ -15,6 +15,7 @@ from typing import Sequence
 
 from coarse2fine import __version__
 from coarse2fine.cli import data, models, reports, training
+from coarse2fine.cli.options import Parser
 from coarse2fine.extras import MissingExtraError
 from coarse2fine.training.interrupt import RunInterrupted
 from coarse2fine.training.loop import NonFiniteLossError
@@ -25,7 +26,8 @@ COMMANDS = {**training.COMMANDS, **data.COMMANDS, **models.COMMANDS, **reports.C
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coarse2fine", description="Coarse-to-fine training of audio spectrogram transformers.")
+    """The ``coarse2fine`` parser with every subcommand's (each option's help shows its default)."""
+    parser = Parser(prog="coarse2fine", description="Coarse-to-fine training of audio spectrogram transformers.")
     parser.add_argument("--version", action="version", version=f"coarse2fine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     training.add_parsers(sub)

@@ -8,6 +8,7 @@ from coarse2fine.cli.options import add_common
 from coarse2fine.config import load_config
 from coarse2fine.data.pack import DEFAULT_SHARD_CLIPS, pack
 from coarse2fine.runtime import resolve_device
+from coarse2fine.training.progress import show_bars
 
 log = logging.getLogger("coarse2fine")
 
@@ -32,8 +33,8 @@ def add_parsers(sub) -> None:
 def cmd_pack(args) -> int:
     cfg = load_config(args.config, args.overrides)
     results = pack(cfg, args.out, features=args.features, shard_clips=args.shard_clips,
-                   device=resolve_device(args.device, "--device"), workers=args.workers, progress=not args.quiet,
-                   fresh=args.fresh)
+                   device=resolve_device(args.device, "--device"), workers=args.workers,
+                   progress=show_bars(args.quiet), fresh=args.fresh)
     for r in results:
         sizes = ", ".join(f"{name} {n / 2**20:.1f} MiB" for name, n in r.bytes.items())
         print(f"{r.name}: {r.clips} clips in {r.shards} shards ({r.written} written, {r.kept} kept), "

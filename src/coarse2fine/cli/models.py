@@ -10,12 +10,13 @@ from pathlib import Path
 
 import torch
 
+from coarse2fine.cli.options import DEVICE_HELP, add_quiet, positive_int, positive_seconds
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.ast.hf import load_hf_checkpoint
 from coarse2fine.model.registry import get_arch
-from coarse2fine.predict import load_run_for_inference, predict_files, window_features
+from coarse2fine.predict import check_hop, load_run_for_inference, predict_files, window_features
 from coarse2fine.runtime import resolve_device
 
 log = logging.getLogger("coarse2fine")
@@ -26,8 +27,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("predict", help="top-k labels for audio files of any length (sliding windows)")
     p.add_argument("model", help="a finished run folder, or a Hugging Face AST model folder")
     p.add_argument("audio", nargs="+", help="audio files")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--hop", type=float, default=None, help="window hop in seconds (default: half a window)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="labels to print per file, best first")
+    p.add_argument("--hop", type=positive_seconds, default=None,
+                   help="seconds from one window's start to the next, at most a window (default: half a window)")
     p.add_argument("--reduce", choices=["mean", "max"], default="mean", help="how window scores make the clip's")
     p.add_argument("--multilabel", action="store_true", help="sigmoid scores (Hugging Face models; runs know)")
     p.add_argument("--weights", default="model.safetensors",
@@ -35,16 +37,18 @@ def add_parsers(sub) -> None:
                         "an unfinished run's last checkpoint)")
     p.add_argument("--json", action="store_true", help="print JSON with every window's scores")
     p.add_argument("--skip-errors", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--onnx", metavar="FILE", help="score with this ONNX export of the model (onnxruntime, CPU; "
                                                   "see export-onnx) instead of PyTorch")
+    add_quiet(p)
 
     p = sub.add_parser("export-hf", help="export a finished run as a Hugging Face ASTForAudioClassification folder")
     p.add_argument("run", help="run folder")
-    p.add_argument("out", nargs="?", help="output folder (or --out)")
-    p.add_argument("--out", dest="out_option", metavar="OUT", help="output folder (default: RUN/hf), as export-onnx takes it")
+    p.add_argument("out", nargs="?", help="output folder, the same as --out (kept for older scripts)")
+    p.add_argument("--out", dest="out_option", metavar="OUT", help="output folder (default: RUN/hf)")
     p.add_argument("--weights", default="model.safetensors",
                    help="weights file in the run folder (model_wa.safetensors: the weight-averaged model)")
+    add_quiet(p)
 
     p = sub.add_parser("export-onnx", help="export a finished run's model as ONNX (dynamic batch) and check it "
                                            "against PyTorch with onnxruntime")
@@ -53,6 +57,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--weights", default="model.safetensors", help="weights file in the run folder")
     p.add_argument("--audio", nargs="+", metavar="FILE", help="clips to check on (default: the run's first validation clips)")
     p.add_argument("--clips", type=int, default=4, help="validation clips to check on (default: 4)")
+    add_quiet(p)
 
 
 def cmd_predict(args) -> int:
@@ -63,6 +68,7 @@ def cmd_predict(args) -> int:
     else:
         model, info = load_hf_checkpoint(path)
         spec, labels, names, multilabel = info["feature_spec"], info["labels"], info["labels"], args.multilabel
+    check_hop(spec, args.hop, "--hop")
     if args.onnx:
         from coarse2fine.onnx_model import OnnxClassifier
 
@@ -106,7 +112,7 @@ def check_features(run: Path, spec: FeatureSpec, audio: list[str] | None, clips:
     ``clips`` validation clips of the run's data (read from its config; nothing is preloaded)."""
     if audio:
         return window_features(audio, spec)
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(run / "config.yaml", check_runtime=False)  # its init_from or device may be elsewhere
     cfg = cfg.replace({"data.in_memory": "off", "data.preload": False, "data.cache_dir": None})
     try:
         val = load_splits(cfg).val

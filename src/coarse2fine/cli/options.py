@@ -6,15 +6,79 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from coarse2fine.compression import METHODS
 from coarse2fine.data.sources import count_classes
 from coarse2fine.experiments.grid import calibrate_runs
-from coarse2fine.experiments.settings import parse_controls
+from coarse2fine.experiments.settings import VARIANTS, parse_controls
+
+PATCH_VARIANTS = tuple(name for name, (method, _) in VARIANTS.items() if method == "patch")  # patch-bl, patch-pi
+METHOD_CHOICES = (*METHODS, *PATCH_VARIANTS)
+DEVICE_HELP = "where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N or mps"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that ends each option's text with its default, ``(default: X)``, unless the text
+    says it already or there is nothing to show (no default, a flag that is off, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text.lower() or default is None or default is False
+                or default == argparse.SUPPRESS or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """The CLI's parser: every option's help shows its default (:class:`DefaultsHelpFormatter`);
+    its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    """``--quiet``, which every command takes: warnings and errors only (no progress bars, no
+    info lines); what the command prints (its tables, its results) is still printed."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=10 (repeatable)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    add_quiet(p)
+
+
+def add_method_option(p: argparse.ArgumentParser, methods: Sequence[str] = METHOD_CHOICES) -> None:
+    """``--method`` of the commands that train or measure one setting."""
+    patch = ("; patch-bl / patch-pi: patch with c2f.patch_resize bilinear / pi, as --methods names them"
+             if any(m in PATCH_VARIANTS for m in methods) else "")
+    p.add_argument("--method", choices=list(methods), help=f"override c2f.method (default: the config's){patch}")
+
+
+def add_schedules_option(p: argparse.ArgumentParser, default: str | None, text: str) -> None:
+    """``--schedules``, also spelt ``--schedule``: one option under both names."""
+    p.add_argument("--schedules", "--schedule", dest="schedules", default=default, metavar="SCHEDULES", help=text)
+
+
+def method_overrides(method: str | None) -> list[str]:
+    """``--method``'s config values: ``c2f.method``, and for ``patch-bl`` / ``patch-pi`` (the names
+    the multi-method commands use) ``c2f.method=patch`` with its ``c2f.patch_resize``."""
+    if not method:
+        return []
+    if method in PATCH_VARIANTS:
+        base, resize = VARIANTS[method]
+        return [f"c2f.method={base}", f"c2f.patch_resize={resize}"]
+    return [f"c2f.method={method}"]
+
+
+def config_methods(text: str, patch_resize: str) -> str:
+    """``--methods`` with a bare ``patch`` read as the config's own ``c2f.patch_resize``
+    (``patch-bl`` or ``patch-pi``); a method named twice counts once."""
+    own = next(name for name in PATCH_VARIANTS if VARIANTS[name][1] == patch_resize)
+    names = [own if m.strip() == "patch" else m.strip() for m in text.split(",") if m.strip()]
+    return ",".join(dict.fromkeys(names))
 
 
 def add_grid_options(p: argparse.ArgumentParser) -> None:
@@ -57,8 +121,8 @@ def evidence(cfg, args) -> tuple[list[str], int]:
 def add_run_options(p: argparse.ArgumentParser, methods: Sequence[str], out_help: str) -> None:
     """Options of the commands that train one run."""
     p.add_argument("config", help="preset name or YAML path")
-    p.add_argument("--schedule", help="override c2f.schedule (1 = full resolution only)")
-    p.add_argument("--method", choices=list(methods), help="override c2f.method")
+    p.add_argument("--schedule", help="override c2f.schedule (1 = full resolution only; default: the config's)")
+    add_method_option(p, methods)
     p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run of this config in --out (the default when one is there)")
@@ -67,10 +131,9 @@ def add_run_options(p: argparse.ArgumentParser, methods: Sequence[str], out_help
 
 
 def run_overrides(args) -> list[str]:
-    """``--set`` values plus the ``--schedule`` / ``--method`` shortcuts of train and crossval."""
+    """``--set`` values plus the ``--schedule`` / ``--method`` shortcuts of train, flops and bench."""
     extra = [f"c2f.schedule={args.schedule}"] if getattr(args, "schedule", None) else []
-    extra += [f"c2f.method={args.method}"] if getattr(args, "method", None) else []
-    return [*args.overrides, *extra]
+    return [*args.overrides, *extra, *method_overrides(getattr(args, "method", None))]
 
 
 def classes_from_data(cfg) -> int:
@@ -82,8 +145,16 @@ def classes_from_data(cfg) -> int:
 
 
 def log_path(path: str) -> Path:
+    """The ``log.json`` of a run folder (or a log given as a ``.json`` file); another file, such as
+    the run's ``config.yaml``, is refused: the command needs the run folder."""
     p = Path(path)
-    return p / "log.json" if p.is_dir() else p
+    if p.is_dir():
+        if not (p / "log.json").is_file():
+            raise ValueError(f"{p}: not a run folder (no log.json in it: no epoch of a run has finished there)")
+        return p / "log.json"
+    if p.is_file() and p.suffix != ".json":
+        raise ValueError(f"{p}: a file, not a run folder; give the run folder (one with log.json), e.g. {p.parent}")
+    return p
 
 
 def calibrated(configs: list, records: list, classes: int, rounds: int, saved: Path | None, source=None,
@@ -94,3 +165,25 @@ def calibrated(configs: list, records: list, classes: int, rounds: int, saved: P
         return records
     _, records = calibrate_runs(configs, records, classes, rounds, source, saved, fresh)
     return records
+
+
+def positive_int(text: str) -> int:
+    """An option's whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An option's seconds, more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value

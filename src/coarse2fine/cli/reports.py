@@ -5,23 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from importlib import resources
 from pathlib import Path
 
 import torch
 
 from coarse2fine.cli.options import (
+    DEVICE_HELP,
     add_common,
+    add_method_option,
+    add_quiet,
     calibrated,
     classes_from_data,
     log_path,
     run_overrides,
 )
-from coarse2fine.compression import METHODS
 from coarse2fine.config import (
     config_from_dict,
     config_reference,
     load_config,
     preset_names,
+    read_yaml,
     save_config,
 )
 from coarse2fine.data.shard_store import ShardStore
@@ -34,9 +38,11 @@ from coarse2fine.report.accounting import (
     phase_costs,
     run_flops_per_clip,
 )
+from coarse2fine.report.comparable import incomparable, run_facts
 from coarse2fine.report.planner import choose, plan, planned_config
 from coarse2fine.report.savings import (
     busy_runs,
+    check_metric,
     format_table,
     metric_higher_is_better,
     read_log,
@@ -56,11 +62,16 @@ def add_parsers(sub) -> None:
     p.add_argument("baseline", help="baseline run folder (or its log.json)")
     p.add_argument("runs", nargs="+", help="run folders (or log.json files)")
     p.add_argument("--metric", default=None, help="metric to compare (default: the baseline config's train.metric)")
-    p.add_argument("--format", choices=["text", "markdown", "csv"], default="text")
+    p.add_argument("--format", choices=["text", "markdown", "csv"], default="text",
+                   help="table format; csv gives each value and its gain or delta in columns of their own")
     p.add_argument("--calibrate-rounds", type=int, default=0,
                    help="also time every phase's real step in N interleaved rounds for a calibrated time save")
     p.add_argument("--include-unfinished", action="store_true",
                    help="tabulate unfinished runs too (marked as such); by default they are listed under the table")
+    p.add_argument("--allow-different", action="store_true",
+                   help="tabulate runs whose data, features, model or metric differ from the baseline's, with a "
+                        "warning (by default compare refuses them: their savings would mean nothing)")
+    add_quiet(p)
 
     p = sub.add_parser("stats", help="normalisation mean/std of a config's training set (AST's features.mean/std)")
     p.add_argument("config", help="preset name or YAML path")
@@ -72,23 +83,25 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("flops", help="each phase's tokens and training GFLOPs per clip, before anything trains")
     p.add_argument("config", help="preset name or YAML path")
-    p.add_argument("--schedule", help="override c2f.schedule")
-    p.add_argument("--method", choices=list(METHODS), help="override c2f.method")
+    p.add_argument("--schedule", help="override c2f.schedule (default: the config's)")
+    add_method_option(p)
     p.add_argument("--classes", type=int, default=None, help="number of classes (default: read from the data's manifests)")
     p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, tokens and FLOPs per clip")
     add_common(p)
 
     add_bench_parser(sub)
     add_plan_parser(sub)
-    sub.add_parser("presets", help="list the shipped presets")
+    p = sub.add_parser("presets", help="list the shipped presets, or show one's YAML")
+    p.add_argument("name", nargs="?", help="a preset to show: its YAML and the presets it extends")
+    add_quiet(p)
 
 
 def add_bench_parser(sub) -> None:
     """``bench``: each phase's real training step, timed interleaved."""
     p = sub.add_parser("bench", help="the real training step of each phase, timed interleaved: FLOPs ratio vs time ratio")
     p.add_argument("config", help="preset name or YAML path")
-    p.add_argument("--schedule", help="override c2f.schedule")
-    p.add_argument("--method", choices=list(METHODS), help="override c2f.method")
+    p.add_argument("--schedule", help="override c2f.schedule (default: the config's)")
+    add_method_option(p)
     p.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
     p.add_argument("--block", type=int, default=BLOCK,
@@ -104,7 +117,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--batches", type=batch_list, default=None, metavar="B1,B2,...",
                    help="also time each phase at these batch sizes and fit its step as fixed ms + ms per clip: how "
                         "much of a step does not shrink with the batch (launches, the update, the host)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON: each phase with its R, flops_ratio and time_ratio")
     add_common(p)
 
@@ -117,7 +130,8 @@ def add_plan_parser(sub) -> None:
     budget.add_argument("--budget-flops", type=float, help="total training FLOPs, e.g. 2e15")
     budget.add_argument("--budget-hours", type=float, help="total training time on this machine, in hours")
     p.add_argument("--schedules", default="1,2-1,4-1,4-2-1", help="candidate schedules (default 1,2-1,4-1,4-2-1)")
-    p.add_argument("--fractions", default="0.15,0.25,0.35", help="candidate shares of the initial phases")
+    p.add_argument("--fractions", default="0.15,0.25,0.35",
+                   help="candidate shares of the initial phases, comma-separated")
     p.add_argument("--choose", default=None, help="SCHEDULE[:FRACTION] to write (default: the config's schedule, "
                                                    "the paper's share)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the step-time calibration (default 5)")
@@ -126,8 +140,36 @@ def add_plan_parser(sub) -> None:
 
 
 def cmd_presets(args) -> int:
-    print("\n".join(preset_names()))
+    """``presets``: the shipped presets' names; ``presets NAME``: that preset's YAML, after a line
+    naming the presets it extends."""
+    if args.name is None:
+        print("\n".join(preset_names()))
+        return 0
+    print(preset_text(args.name), end="")
     return 0
+
+
+def preset_chain(name: str) -> list[str]:
+    """The presets ``name`` extends, nearest first (``extends`` followed from preset to preset)."""
+    chain: list[str] = []
+    parent = read_yaml(name)[0].get("extends")
+    while isinstance(parent, str) and parent in preset_names() and parent not in chain and parent != name:
+        chain.append(parent)
+        parent = read_yaml(parent)[0].get("extends")
+    return chain
+
+
+def preset_text(name: str) -> str:
+    """A shipped preset's YAML as the package holds it, after a comment line that says what it
+    extends; an unknown name is refused with the list of presets."""
+    if name not in preset_names():
+        raise ValueError(f"unknown preset {name!r}; the presets are: {', '.join(preset_names())}")
+    chain = preset_chain(name)
+    about = (f"extends {' -> '.join(chain)}; `coarse2fine presets {chain[0]}` shows it" if chain
+             else "extends no other preset")
+    text = (resources.files("coarse2fine.presets") / f"{name}.yaml").read_text()
+    return (f"# preset {name} ({about}); start a config of your own from it with `extends: {name}`\n"
+            + text + ("" if text.endswith("\n") else "\n"))
 
 
 def cmd_stats(args) -> int:
@@ -326,11 +368,26 @@ def _unfinished(log: dict, cfg) -> str | None:
     return f"unfinished: {len(log['records'])} of {planned} epochs{why}"
 
 
+def check_comparable(paths: list[Path], logs: list[dict], metric_given: bool, allow: bool) -> None:
+    """Refuse (or with ``allow``, warn about) runs whose data, features, model or metric differ
+    from the baseline's (``paths[0]``; see :mod:`coarse2fine.report.comparable`)."""
+    problems = incomparable([run_facts(p.parent, saved) for p, saved in zip(paths, logs)], metric_given)
+    if not problems:
+        return
+    if not allow:
+        raise ValueError("\n".join(problems) + "\ncompare tabulates runs of the baseline's data, features, model and "
+                         "metric only (--allow-different tabulates them anyway, with a warning)")
+    for line in problems:
+        log.warning("%s; tabulated anyway (--allow-different)", line)
+
+
 def cmd_compare(args) -> int:
     paths = [log_path(args.baseline), *(log_path(r) for r in args.runs)]
     logs = [read_log(p) for p in paths]
+    check_comparable(paths, logs, args.metric is not None, args.allow_different)
     configs = [config_from_dict(saved["config"]) for saved in logs]
     metric = args.metric or configs[0].train.metric
+    check_metric(metric, {str(p.parent): saved["records"] for p, saved in zip(paths, logs)})
     direction = logs[0].get("metrics", {}).get(metric)
     higher = metric_higher_is_better(metric) if direction is None else direction == "max"
     records = calibrated(configs, [saved["records"] for saved in logs], len(logs[0].get("classes") or []) or 2,

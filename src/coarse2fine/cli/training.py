@@ -7,15 +7,17 @@ from pathlib import Path
 
 from coarse2fine import atomic
 from coarse2fine.cli.options import (
+    METHOD_CHOICES,
     add_common,
     add_evidence_options,
     add_grid_options,
     add_report_only,
     add_run_options,
+    add_schedules_option,
+    config_methods,
     evidence,
     run_overrides,
 )
-from coarse2fine.compression import METHODS
 from coarse2fine.config import (
     load_config,
 )
@@ -44,16 +46,21 @@ from coarse2fine.report.savings import best_coarse_value, best_value, format_tab
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
 from coarse2fine.training.loop import RunResult, train_run
+from coarse2fine.training.progress import show_bars
 
 log = logging.getLogger("coarse2fine")
+
+SCHEDULES_HELP = "coarse-to-fine schedule(s), comma-separated, e.g. 4-1 or 4-1,2-1,4-2-1 (default 4-1)"
+METHODS_HELP = ("comma-separated: fshift,avgpool,maxpool,patch-bl,patch-pi (patch: patch with the config's "
+                "c2f.patch_resize) or all")
 
 
 def add_parsers(sub) -> None:
     """demo, experiment, train, crossval: commands that train."""
     p = sub.add_parser("demo", help="baseline vs coarse-to-fine on the embedded synthetic set, with the savings table")
     p.add_argument("--config", default="demo", help="preset name or YAML path (default: demo)")
-    p.add_argument("--schedule", default="4-1", help="coarse-to-fine schedule, e.g. 4-1, 2-1, 4-2-1 (default 4-1)")
-    p.add_argument("--methods", default="all", help="comma-separated: fshift,avgpool,maxpool,patch-bl,patch-pi or all")
+    add_schedules_option(p, "4-1", SCHEDULES_HELP)
+    p.add_argument("--methods", default="all", help=METHODS_HELP)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     add_evidence_options(p)
     add_grid_options(p)
@@ -63,8 +70,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("experiment",
                        help="baseline plus methods x schedules (and controls, seeds) on a config's dataset")
     p.add_argument("config", help="preset name or YAML path")
-    p.add_argument("--schedules", default="4-1", help="comma-separated schedules, e.g. 4-1,2-1,4-2-1")
-    p.add_argument("--methods", default="all", help="comma-separated methods or all")
+    add_schedules_option(p, "4-1", SCHEDULES_HELP)
+    p.add_argument("--methods", default="all", help=METHODS_HELP)
     p.add_argument("--out", required=True, help="output folder")
     add_evidence_options(p)
     add_grid_options(p)
@@ -72,7 +79,7 @@ def add_parsers(sub) -> None:
     add_common(p)
 
     p = sub.add_parser("train", help="one run (baseline with --schedule 1) from a preset or YAML config")
-    add_run_options(p, METHODS, "run folder (logs, weights)")
+    add_run_options(p, METHOD_CHOICES, "run folder (logs, weights)")
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining (SSAST masked patch modelling) on unlabeled audio")
     add_run_options(p, ("fshift", "avgpool", "maxpool"), "run folder; fine-tune from it with model.init_from=FOLDER")
@@ -81,7 +88,8 @@ def add_parsers(sub) -> None:
     p.add_argument("config", help="a pretraining preset or YAML path")
     p.add_argument("--finetune", required=True, help="comma-separated downstream configs, e.g. esc50-cpu,fsdd_speakers-cpu")
     p.add_argument("--schedule", default="4-1", help="the coarse-to-fine pretraining schedule (default 4-1)")
-    p.add_argument("--method", default="fshift", choices=["fshift", "avgpool", "maxpool"])
+    p.add_argument("--method", default="fshift", choices=["fshift", "avgpool", "maxpool"],
+                   help="compression method of the coarse-to-fine pretraining")
     p.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a value of every downstream config (repeatable)")
     p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md)")
@@ -92,11 +100,11 @@ def add_parsers(sub) -> None:
                                         "experiment (baseline, variants, controls) per fold; mean over folds")
     p.add_argument("config", help="preset name or YAML path")
     p.add_argument("--folds", type=int, default=5, help="number of folds, numbered from 1 (default 5)")
-    p.add_argument("--schedule",
-                   help="override c2f.schedule (1 = baseline) of the one setting trained without --methods")
+    add_schedules_option(p, None, "without --methods: the c2f.schedule of the one setting trained (1 = baseline; "
+                                  "default: the config's); with --methods: comma-separated schedules (default 4-1)")
     p.add_argument("--methods", help="comma-separated methods or all: per fold the baseline, these methods x "
-                                     "--schedules and the --controls, each with --seeds seeds")
-    p.add_argument("--schedules", default="4-1", help="with --methods: comma-separated schedules (default 4-1)")
+                                     "--schedules and the --controls, each with --seeds seeds (patch: the config's "
+                                     "c2f.patch_resize; default: no methods, one setting)")
     p.add_argument("--out", required=True, help="output folder (one run folder per fold and seed, or one experiment "
                                                 "folder per fold)")
     add_evidence_options(p)
@@ -109,6 +117,17 @@ def _variants(schedules: str, methods: str) -> list[Variant]:
     for s in names:
         parse_schedule(s)
     return [Variant(m, s) for s in names for m in parse_methods(methods)]
+
+
+def _one_schedule(text: str | None) -> list[str]:
+    """``crossval``'s ``--schedule`` without ``--methods``: the one setting's ``c2f.schedule``."""
+    if text is None:
+        return []
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if len(names) != 1:
+        raise ValueError(f"crossval: without --methods one setting trains, with one schedule (got {text!r}); give "
+                         "--methods to compare several schedules")
+    return [f"c2f.schedule={names[0]}"]
 
 
 def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, title: str) -> ExperimentReport:
@@ -124,8 +143,8 @@ def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, 
         print(format_table(report.kept, "text"), end="")
     print("\nMeasured FLOPs and time per training epoch, by phase (ratios to the baseline's epoch):")
     print(format_table(report.phases, "text"))
-    print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv{', kept.csv' if report.kept else ''}, "
-          "metric_vs_flops.png, metric_vs_time.png")
+    plots = ", ".join(sorted(p.name for p in Path(out_root).glob("metric_vs_*.png")))
+    print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv{', kept.csv' if report.kept else ''}, {plots}")
     return report
 
 
@@ -134,14 +153,14 @@ def cmd_experiment(args) -> int:
     every seed, and the tables (with ``--report-only``, the tables of what has finished)."""
     cfg = load_config(args.config, args.overrides)
     controls, seeds = evidence(cfg, args)
-    variants = _variants(args.schedule if args.command == "demo" else args.schedules, args.methods)
+    variants = _variants(args.schedules, config_methods(args.methods, cfg.c2f.patch_resize))
     settings = experiment_settings(cfg, variants, controls)
     out_root = Path(args.out)
     title = f"{cfg.name}: baseline vs {', '.join(dict.fromkeys(v.schedule for v in variants))}"
     if args.report_only:
         return _report_finished(args, cfg, settings, seeds, out_root, title)
     splits = load_splits(cfg)
-    done = run_settings(settings, out_root, splits, seeds, progress=not args.quiet, reuse=not args.fresh)
+    done = run_settings(settings, out_root, splits, seeds, progress=show_bars(args.quiet), reuse=not args.fresh)
     _report(args, done, splits, cfg.train.metric, out_root, title + (f", {seeds} seeds" if seeds > 1 else ""))
     return 0
 
@@ -173,7 +192,7 @@ def _report_finished(args, cfg, settings, seeds: int, out_root: Path, title: str
 def _train_one(args, cfg) -> RunResult:
     """Train one run into ``--out`` and print what happened, its best metric (the final phase's;
     the best of the coarse phases beside it) and what each phase change kept."""
-    result = train_run(cfg, load_splits(cfg), args.out, progress=not args.quiet, resume=True, fresh=args.fresh)
+    result = train_run(cfg, load_splits(cfg), args.out, progress=show_bars(args.quiet), resume=True, fresh=args.fresh)
     metric = cfg.train.metric
     what = {"trained": "trained", "resumed": "resumed from its checkpoint and finished",
             "finished": "already finished in this folder (nothing trained; --fresh trains it again)"}[result.status]
@@ -205,7 +224,8 @@ def cmd_pretrain(args) -> int:
 def cmd_pretrain_experiment(args) -> int:
     pre = load_config(args.config, args.overrides)
     tasks = [load_config(name.strip(), args.finetune_overrides) for name in args.finetune.split(",") if name.strip()]
-    result = compare_pretraining(pre, tasks, args.schedule, args.method, args.out, progress=not args.quiet, reuse=not args.fresh)
+    result = compare_pretraining(pre, tasks, args.schedule, args.method, args.out, progress=show_bars(args.quiet),
+                                 reuse=not args.fresh)
     configs = {"Baseline": variant_config(pre, None), Variant(args.method, args.schedule).label:
                variant_config(pre, Variant(args.method, args.schedule))}
     calibrated = (calibrate_pretraining(result, configs, args.calibrate_rounds, Path(args.out) / "calibration.json",
@@ -223,17 +243,14 @@ def cmd_crossval(args) -> int:
     (``crossval.md`` / ``crossval.csv``: each fold's seed-mean best, the mean over folds)."""
     if args.methods is None:
         return _crossval_one(args)
-    if args.schedule:
-        raise ValueError("crossval: --schedule sets the one setting trained without --methods; with --methods give "
-                         "--schedules")
     cfg = load_config(args.config, args.overrides)
     controls, seeds = evidence(cfg, args)
-    variants = _variants(args.schedules, args.methods)
+    variants = _variants(args.schedules or "4-1", config_methods(args.methods, cfg.c2f.patch_resize))
     out_root = Path(args.out)
     folds = range(1, args.folds + 1)
     metric = cfg.train.metric
     by_fold = {}
-    for f in cross_validate_settings(cfg, variants, controls, folds, out_root, seeds, progress=not args.quiet,
+    for f in cross_validate_settings(cfg, variants, controls, folds, out_root, seeds, progress=show_bars(args.quiet),
                                      reuse=not args.fresh):
         print(f"\n== fold {f.fold} ==")
         _report(args, f.settings, f.splits, metric, out_root / f"fold{f.fold}", f"{cfg.name}, fold {f.fold}")
@@ -254,11 +271,11 @@ def cmd_crossval(args) -> int:
 
 def _crossval_one(args) -> int:
     """One setting (the config's schedule and method) per fold and seed: ``folds.csv``."""
-    cfg = load_config(args.config, run_overrides(args))
+    cfg = load_config(args.config, [*run_overrides(args), *_one_schedule(args.schedules)])
     controls, seeds = evidence(cfg, args)
     if controls:
         raise ValueError(f"crossval: controls ({', '.join(controls)}) need the variants they control: give --methods")
-    results = cross_validate(cfg, range(1, args.folds + 1), args.out, progress=not args.quiet, seeds=seeds,
+    results = cross_validate(cfg, range(1, args.folds + 1), args.out, progress=show_bars(args.quiet), seeds=seeds,
                              reuse=not args.fresh)
     metric = cfg.train.metric
     best = {fold: [best_value(r.records, metric) for r in runs] for fold, runs in results.items()}

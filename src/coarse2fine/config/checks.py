@@ -52,7 +52,8 @@ def _is_union(tp: Any) -> bool:
 
 
 def _list_form(name: str, value: str) -> str:
-    return f"{name.rsplit('.', 1)[-1]}: [{value}]"
+    """The list a bare string was probably meant as, in YAML and in ``--set`` form."""
+    return f"{name.rsplit('.', 1)[-1]}: [{value}]` in YAML, `--set '{name}=[{value}]'"
 
 
 def coerce(value: Any, tp: Any, name: str) -> Any:
@@ -178,6 +179,8 @@ def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - set(fields))
     if unknown:
+        if not where:
+            raise ValueError(f"unknown top-level key(s) {', '.join(unknown)}; known sections and keys: {', '.join(fields)}")
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     hints = field_types(cls)
     kwargs = {name: coerce(value, hints[name], join(where, name)) for name, value in values.items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
@@ -124,14 +125,64 @@ def resolve_paths(values: dict[str, Any], folder: Path, source: str) -> dict[str
 
 def resolve_extends(values: dict[str, Any], base_dir: Path | None = None, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """Apply ``extends: PRESET_OR_PATH`` (a config building on another), recursively."""
+    merged: dict[str, Any] = {}
+    for _, layer in extends_chain(values, base_dir, seen=seen):
+        merged = merge(merged, layer)
+    return merged
+
+
+def extends_chain(values: dict[str, Any], base_dir: Path | None = None, label: str = "config",
+                  seen: tuple[str, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """The configs that ``values`` builds on through ``extends:``, the farthest first, each as
+    ``(where it came from, its values without extends)``; ``values`` itself comes last, as ``label``."""
     values = dict(values)
     parent = values.pop("extends", None)
     if parent is None:
-        return values
+        return [(label, values)]
     if parent in seen:
         raise ValueError(f"config 'extends' loop: {' -> '.join((*seen, parent))}")
     parent_values, parent_dir = read_yaml(parent, base_dir)
-    return merge(resolve_extends(parent_values, parent_dir, (*seen, parent)), values)
+    parent_label = f"preset {parent}" if parent_dir is None else str(Path(parent_dir) / Path(str(parent)).name)
+    return [*extends_chain(parent_values, parent_dir, parent_label, (*seen, parent)), (label, values)]
+
+
+def _source_label(name_or_path: str | Path, base_dir: Path | None) -> str:
+    """How an error names a config: ``preset NAME`` or the file's path."""
+    return f"preset {name_or_path}" if base_dir is None else str(name_or_path)
+
+
+def _key_of(message: str) -> list[str]:
+    """The key path an error message starts with (``train.optim.lr: ...``,
+    ``train.batch_size 30 must ...``; for unknown keys ``train: unknown key(s) epoch`` the first
+    unknown one), as its parts; [] when there is none."""
+    m = re.match(r"([A-Za-z_][\w.\[\]]*): unknown key\(s\) (\w+)", message) or re.match(r"([A-Za-z_][\w.\[\]]*)[: ]", message)
+    if not m:
+        m = re.match(r"unknown top-level key\(s\) (\w+)", message)
+        return [m.group(1)] if m else []
+    dotted = ".".join(g for g in m.groups() if g)
+    return [re.sub(r"\[\d+\]$", "", part) for part in dotted.split(".")]
+
+
+def _sets(values: Mapping[str, Any], parts: Sequence[str]) -> bool:
+    """Whether the nested ``values`` hold the key path ``parts`` (a section counts for its keys)."""
+    node: Any = values
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _named(err: ValueError, layers: Sequence[tuple[str, dict[str, Any]]], fallback: str | None) -> ValueError:
+    """``err`` with the config that set its key named first (the last of ``layers`` that sets it,
+    so an ``extends`` chain points at the right file); a key given by ``--set`` is left as it is,
+    and a message without a key names ``fallback``."""
+    msg = str(err)
+    parts = _key_of(msg)
+    source = fallback
+    if parts:
+        source = next((label for label, values in reversed(layers) if _sets(values, parts)), fallback)
+    return ValueError(msg if source is None or source.startswith("--set") else f"{source}: {msg}")
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -155,16 +206,27 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
 
 def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = (), check_runtime: bool = True) -> RunConfig:
     """Read a preset or YAML file, apply overrides, and check the result (see the module
-    docstring); with ``check_runtime`` also that ``train.device`` exists on this machine (not for
-    reading the config of a run made elsewhere). A file that sets no ``name`` is named after
-    itself, not after the preset it extends."""
+    docstring); with ``check_runtime`` also that ``train.device`` exists on this machine and
+    ``model.init_from`` on this disk (not for reading the config of a run made elsewhere). A file that sets no ``name`` is named after
+    itself, not after the preset it extends. An error in a value names the file (or preset) that
+    set it, the last of an ``extends`` chain that does, unless ``--set`` gave it."""
     values, base_dir = read_yaml(name_or_path)
     if base_dir is not None and "name" not in values:
         values["name"] = Path(name_or_path).stem
-    values = apply_overrides(resolve_extends(values, base_dir), overrides)
-    cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))
-    if check_runtime:
-        check_device(cfg.train.device)
+    label = _source_label(name_or_path, base_dir)
+    layers = extends_chain(values, base_dir, label)
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        merged = merge(merged, layer)
+    values = apply_overrides(merged, overrides)
+    layers += [(f"--set {item}", apply_overrides({}, [item])) for item in overrides]
+    try:
+        cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))
+        if check_runtime:
+            check_device(cfg.train.device)
+            cfg.model.check_init_from()
+    except ValueError as err:
+        raise _named(err, layers, label) from None
     return cfg
 
 

@@ -104,8 +104,8 @@ class RunConfig:
         return config_from_dict(values)
 
     def check(self) -> None:
-        """Checks across sections: the objective against the model family, labels against the
-        data, phase lengths against the schedule, and every phase's model geometry (configs
+        """Checks across sections: the objective against the model family, the loss against
+        multi-label data, labels against the data, phase lengths against the schedule, and every phase's model geometry (configs
         only, no weights), including frames that a coarse phase's tokens would never see."""
         archs = objective_entry(self.train.objective).archs
         if archs and self.model.arch not in archs:
@@ -114,6 +114,9 @@ class RunConfig:
         if self.data.kind == "unlabeled" and self.train.objective == "classification":
             raise ValueError("data.kind: unlabeled audio has nothing to classify; pretrain on it "
                              "(train.objective: masked_patch, `coarse2fine pretrain`) or give labeled data")
+        if self.data.multilabel and self.train.objective == "classification" and self.train.loss == "ce":
+            raise ValueError("data.multilabel: true scores each class on its own, but train.loss: ce trains one class "
+                             "per clip (softmax); set train.loss: bce (and train.metric: mAP, as the audioset preset does)")
         if self.train.batch_size % self.train.grad_accum:
             raise ValueError(f"train.batch_size {self.train.batch_size} must be a multiple of train.grad_accum "
                              f"({self.train.grad_accum})")

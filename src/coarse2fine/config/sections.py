@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from coarse2fine.compression import METHODS, PATCH_RESIZES
@@ -182,6 +183,22 @@ class ModelConfig(Section):
         if unknown:
             raise ValueError(f"model.overrides: {', '.join(unknown)} is not a field of the {arch.name} config; "
                              f"allowed: {', '.join(sorted(allowed))}")
+
+    def check_init_from(self) -> None:
+        """That ``init_from`` (absolute once loaded) exists and, when it is a run folder, that the run
+        finished. A runtime check of a config about to train (:func:`coarse2fine.config.load_config`),
+        not part of :meth:`check`: a config may name a run that is trained later (``pretrain-experiment``)
+        or one that is gone (the saved config of a finished run)."""
+        if self.init_from is None:
+            return
+        source = self.init_from
+        path = Path(source.removeprefix("imagenet:"))
+        if not path.exists():
+            raise ValueError(f"model.init_from: {source} does not exist (a finished coarse2fine run folder, "
+                             f"or a checkpoint of the {self.arch} family)")
+        if (path / "config.yaml").is_file() and not (path / "model_config.json").is_file():
+            raise ValueError(f"model.init_from: {source} is a coarse2fine run folder without model_config.json: "
+                             "the run has not finished")
 
 
 @dataclass(frozen=True)

@@ -404,7 +404,8 @@ def fsdd_manifest(
     if (folder / "recordings").is_dir():
         folder = folder / "recordings"
     if not folder.is_dir():
-        raise ManifestError(f"{folder}: not a folder")
+        raise ManifestError(f"{folder}: not a folder; point data.root at the FSDD folder (with recordings/); a "
+                            "relative data.root in a shipped preset or --set is taken from the current folder")
     clips: list[tuple[int, str, int, Path]] = []
     skipped = 0
     for p in folder.iterdir():

@@ -242,8 +242,8 @@ class SplitWriter:
             stale.unlink()
         first = 0
         k = self.settings.shard_clips
-        with tqdm(total=len(self.manifest.entries), desc=f"pack {self.name}", unit="clip", disable=not progress,
-                  dynamic_ncols=True) as bar:
+        with tqdm(total=len(self.manifest.entries), desc=f"pack {self.name}", unit="clip",
+                  disable=None if progress else True, dynamic_ncols=True) as bar:  # None: no bars on a pipe
             for s in range(self.num_shards):
                 chunk = self.manifest.entries[s * k:(s + 1) * k]
                 record = self.kept(s, first)

@@ -16,7 +16,7 @@ import torch
 from coarse2fine.config import RunConfig
 from coarse2fine.data.cache import FeatureCache
 from coarse2fine.data.cached import CachedFeatureDataset
-from coarse2fine.data.datasets import DataSplits, synthetic_splits
+from coarse2fine.data.datasets import ClipDataset, DataSplits, synthetic_splits
 from coarse2fine.data.esc50 import esc50_manifest
 from coarse2fine.data.files import FileDataset
 from coarse2fine.data.manifest import (
@@ -29,7 +29,7 @@ from coarse2fine.data.memory import FeatureStore, feature_bytes, store_device
 from coarse2fine.data.shards import shard_splits, split_summary
 from coarse2fine.data.synthetic import CLASSES
 from coarse2fine.data.unlabeled import unlabeled_manifests
-from coarse2fine.data.validate import validate
+from coarse2fine.data.validate import InvalidInputError, Problem, validate
 from coarse2fine.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,25 @@ def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
         if not d.train or not d.val:
             raise ValueError("data.kind 'manifest' needs data.train and data.val (AST JSON, CSV or a class folder)")
         train = read_manifest(d.train, d.label_csv, d.multilabel)
+        check_loss_fits(cfg, train)
         return train, align_classes(train, read_manifest(d.val, d.label_csv, d.multilabel))
     if d.kind == "shards":
         raise ValueError("data.kind 'shards' has no clip list: its clips are packed (read them with load_splits)")
     raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest, fsdd, esc50, unlabeled or shards")
+
+
+def check_loss_fits(cfg: RunConfig, train: Manifest | ClipDataset) -> None:
+    """Refuse multi-label training data (a clip with several labels) for a single-label loss:
+    ``train.loss: ce`` would train a softmax over classes and score it by accuracy."""
+    if not train.multilabel or cfg.train.objective != "classification" or cfg.train.loss != "ce":
+        return
+    if isinstance(train, Manifest):
+        example = next((e for e in train.entries if len(e.labels) > 1), None)
+        where, clip = train.source, f" ({example.path.name}: {', '.join(example.labels)})" if example else ""
+    else:
+        where, clip = "data.train", ""
+    raise ValueError(f"{where}: multi-label data, clips with several labels{clip}, but train.loss is ce (one class "
+                     "per clip, softmax); set train.loss: bce and train.metric: mAP")
 
 
 def load_splits(cfg: RunConfig) -> DataSplits:
@@ -100,6 +115,7 @@ def load_splits(cfg: RunConfig) -> DataSplits:
                                   cfg.features.sample_rate, cfg.data.seed)
     elif cfg.data.kind == "shards":
         splits = shard_splits(cfg)
+        check_loss_fits(cfg, splits.train)
     else:
         splits = _file_splits(cfg)
     if not in_memory(cfg, len(splits.train) + len(splits.val)):
@@ -136,12 +152,25 @@ def _warn_empty_classes(train: Manifest) -> None:
                     ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else ""))
 
 
+def _every_problem(failed: list[InvalidInputError], skipped: list[Problem]) -> InvalidInputError:
+    """One error for splits that cannot be used, also listing the bad clips of a split that could."""
+    message = "\n".join(str(err) for err in failed)
+    if skipped:
+        message += f"\nalso bad (skipped) in the other split: {len(skipped)} clip(s):\n"
+        message += "\n".join(f"  {p.path}: {p.problem}" for p in skipped)
+    return InvalidInputError(message, [p for err in failed for p in err.problems] + skipped)
+
+
 def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
     num_samples = int(round(d.clip_seconds * f.sample_rate))
-    splits, skipped = [], []
+    splits, skipped, failed = [], [], []
     for i, manifest in enumerate(manifests(cfg)):
-        report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)
+        try:
+            report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)
+        except InvalidInputError as err:  # check the other split too, so one message lists every bad file
+            failed.append(err)
+            continue
         skipped += report.problems
         usable = report.filtered(manifest)
         if i == 0:
@@ -153,6 +182,8 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
             splits.append(files.load_all())
         else:
             splits.append(files)
+    if failed:
+        raise _every_problem(failed, skipped)
     if skipped:
-        log.warning("%d bad clip(s) skipped; they are listed in the run's report", len(skipped))
+        log.warning("%d bad clip(s) skipped; a run lists them in its log.json (skipped)", len(skipped))
     return DataSplits(train=splits[0], val=splits[1], skipped=skipped, display_names=manifest.display_names)

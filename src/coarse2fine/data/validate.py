@@ -194,9 +194,10 @@ def validate(
 
     if report.problems and (on_error == "raise" or not report.ok):
         why = "no clip is usable" if not report.ok else f"{len(report.problems)} clip(s) cannot be used"
-        hint = "" if not report.ok else "; pass on_error='skip' to train on the others and list these in the run's report"
+        hint = "" if not report.ok else ("; set data.on_error: skip (on_error='skip' in Python) to train on the "
+                                         "others and list these in the run's log.json")
         lines = "\n".join(f"  {p.path}: {p.problem}" for p in report.problems)
         raise InvalidInputError(f"{manifest.source}: {why}{hint}:\n{lines}", report.problems)
     if report.problems:
-        logger.warning("%s: skipping %d bad clip(s) of %d (see the run's report)", manifest.source, len(report.problems), len(unique))
+        logger.warning("%s: skipping %d bad clip(s) of %d (data.on_error: skip)", manifest.source, len(report.problems), len(unique))
     return report

@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 def finetune_config(downstream: RunConfig, pretrain: RunConfig, init_from: Path | None, name: str) -> RunConfig:
     """``downstream`` fine-tuning the pretraining config's model (same family, size and patch;
-    no pretraining heads), from ``init_from`` (None: from scratch), at full resolution."""
+    no pretraining heads), from ``init_from`` (None: from scratch; held absolute, as in a loaded
+    config, so the run's config.yaml reads the same from any folder), at full resolution."""
     m = pretrain.model
     return downstream.baseline(name).replace({
         "model.arch": m.arch, "model.preset": m.preset, "model.patch_size": m.patch_size, "model.stride": m.stride,
         "model.overrides": {k: v for k, v in m.overrides.items() if k != "pretrain_heads"},
-        "model.init_from": str(init_from) if init_from is not None else None,
+        "model.init_from": str(Path(init_from).absolute()) if init_from is not None else None,
     })
 
 

@@ -40,7 +40,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -50,6 +50,9 @@ from coarse2fine.model.base import C2FModel, ConfigDict
 from coarse2fine.model.patch_embed import resize_patch_kernel
 from coarse2fine.model.registry import Arch, register
 from coarse2fine.model.swin import SwinStage, window_plan
+
+if TYPE_CHECKING:
+    from coarse2fine.model.transfer import TransferSummary
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +463,7 @@ def load_official_checkpoint(path: str | Path) -> HTSAT:
     return model.eval()
 
 
-def htsat_load_pretrained(model: C2FModel, source: str) -> bool:
+def htsat_load_pretrained(model: C2FModel, source: str) -> TransferSummary | bool:
     """Initialise ``model`` from an official HTS-AT checkpoint file (moved to the model's geometry;
     the classifier dropped when the classes differ). False when ``source`` is not a file."""
     from coarse2fine.model.transfer import transfer_weights
@@ -468,8 +471,7 @@ def htsat_load_pretrained(model: C2FModel, source: str) -> bool:
     path = Path(source)
     if not path.is_file():
         return False
-    transfer_weights(load_official_checkpoint(path), model, str(path))
-    return True
+    return transfer_weights(load_official_checkpoint(path), model, str(path))
 
 
 # ----------------------------------------------------------------------------- registry entry

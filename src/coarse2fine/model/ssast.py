@@ -35,7 +35,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -52,6 +52,9 @@ from coarse2fine.model.ast import (
 )
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import Arch, register
+
+if TYPE_CHECKING:
+    from coarse2fine.model.transfer import TransferSummary
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +432,7 @@ def _full_patch(cfg: ASTConfig) -> tuple[int, int]:
     return cfg.patch_size[0], cfg.patch_size[1] // cfg.time_patch_factor
 
 
-def ssast_load_pretrained(model: C2FModel, source: str) -> bool:
+def ssast_load_pretrained(model: C2FModel, source: str) -> TransferSummary | bool:
     """Initialise ``model`` from an official SSAST checkpoint file; False when ``source`` is not a
     file. The checkpoint is moved to ``model``'s geometry (positional embedding interpolated)
     by :func:`~coarse2fine.model.transfer.transfer_weights`; its pretraining parts are kept only
@@ -459,8 +462,7 @@ def ssast_load_pretrained(model: C2FModel, source: str) -> bool:
     if other.config.num_heads != model.config.num_heads:
         log.warning("%s: %d attention heads (DeiT's for width %d); the model has %d",
                     path, other.config.num_heads, other.config.embed_dim, model.config.num_heads)
-    transfer_weights(other, model, str(path))
-    return True
+    return transfer_weights(other, model, str(path))
 
 
 # ----------------------------------------------------------------------------- Hugging Face

@@ -1,12 +1,15 @@
 """Initialising a model from another one: a finished coarse2fine run, or a family's release.
 
 ``model.init_from`` in a config names the source. A coarse2fine run folder (``model_config.json``
-+ ``model.safetensors``) works for every family; each family may also read the checkpoints of its
-own public releases (:attr:`coarse2fine.model.registry.Arch.load_pretrained`). The source model is
-first moved to the target's input geometry (its own geometry change: positional embeddings
-interpolated, kernels resized, windows narrowed), then every tensor with the same name and shape
-is copied. The classifier head is dropped when the classes differ; any other mismatch is an error
-naming the tensors.
++ ``model.safetensors``) of the same family works for every family (a run of another family is
+refused); each family may also read the checkpoints of its own public releases
+(:attr:`coarse2fine.model.registry.Arch.load_pretrained`). The source model is first moved to the
+target's input geometry (its own geometry change: positional embeddings interpolated, kernels
+resized, windows narrowed), then every tensor with the same name and shape is copied. The
+classifier head is dropped when the classes differ; any other mismatch is an error that says first
+what differs in plain words (the run's family and size against the config's), then the first few
+tensors. :func:`initialise` returns a :class:`TransferSummary` (what was taken, what is new, what
+was left unused) for the run's log.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from safetensors.torch import load_file
@@ -23,6 +28,90 @@ from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import get_arch, model_from_config_dict
 
 log = logging.getLogger(__name__)
+
+SHOWN_MISMATCHES = 3  # tensors named in a shape-mismatch error (then a count)
+NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate")  # differ freely between runs
+
+
+@dataclass(frozen=True)
+class TransferSummary:
+    """What an initialisation did: ``source`` (``run PATH`` or a checkpoint), the target tensors
+    ``taken`` from it (count), those left as initialised (``new``) and the source tensors the
+    target has no place for (``unused``); ``None`` where a loader does not say."""
+
+    source: str
+    taken: int | None = None
+    new: tuple[str, ...] | None = None
+    unused: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and the source, as a run's ``log.json`` records them (``new_tensors``: the names)."""
+        return {"source": self.source, "taken": self.taken, "new": _count(self.new), "unused": _count(self.unused),
+                "new_tensors": list(self.new or ())}
+
+
+def _count(names: tuple[str, ...] | None) -> int | None:
+    """How many names (None: not known)."""
+    return None if names is None else len(names)
+
+
+class ShapeMismatch(ValueError):
+    """Tensors of the same name but another shape in the source and the target (``mismatches``:
+    ``name [source shape] vs [target shape]``); the message names the first few and the count."""
+
+    def __init__(self, what: str, mismatches: list[str]):
+        self.mismatches = mismatches
+        super().__init__(f"{what}: weights do not fit the model ({shape_list(mismatches)})")
+
+
+def shape_list(mismatches: list[str]) -> str:
+    """The first :data:`SHOWN_MISMATCHES` mismatches and how many there are in all."""
+    shown = "; ".join(mismatches[:SHOWN_MISMATCHES])
+    more = f"; ... {len(mismatches) - SHOWN_MISMATCHES} more" if len(mismatches) > SHOWN_MISMATCHES else ""
+    return f"{len(mismatches)} tensor(s) differ in shape: {shown}{more}"
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as ``model_config.json`` holds them."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _size_words(key: str, value: Any) -> str:
+    """One size setting in words: ``embed dim 64``, ``4 layers``, ``3 heads``, ``depths 2-2-6-2``."""
+    if isinstance(value, (list, tuple)):
+        return f"{key.replace('_', ' ')} {'-'.join(map(str, value))}"
+    if key == "depth":
+        return f"{value} layers"
+    if key == "num_heads":
+        return f"{value} heads"
+    return f"{key.replace('_', ' ')} {value}"
+
+
+def preset_of(config: Mapping[str, Any]) -> str | None:
+    """The size preset of its family whose settings a ``model_config.json`` dict has (None: a
+    custom size, or a family not registered here); the last that fits, as shared names (``base``)
+    are added after a family's own."""
+    try:
+        presets = get_arch(config.get("arch", "ast")).presets
+    except ValueError:
+        return None
+    fits = [p for p, values in presets.items() if all(_plain(v) == _plain(config.get(k)) for k, v in values.items())]
+    return fits[-1] if fits else None
+
+
+def describe_size(config: Mapping[str, Any]) -> str:
+    """A model's family and size in plain words from its ``model_config.json`` dict, e.g.
+    ``ssast micro (embed dim 64, 4 layers, 4 heads)``: its preset (:func:`preset_of`; ``custom
+    size`` when none fits), then the settings the family's presets set."""
+    name = config.get("arch", "ast")
+    try:
+        presets = get_arch(name).presets
+    except ValueError:
+        return str(name)
+    keys = dict.fromkeys(k for preset in presets.values() for k in preset)
+    words = ", ".join(_size_words(k, config[k]) for k in keys if k in config)
+    size = f"{name} {preset_of(config) or 'custom size'}"
+    return f"{size} ({words})" if words else size
 
 
 def load_saved_model(run_dir: str | os.PathLike, weights: str = "model.safetensors") -> C2FModel:
@@ -46,9 +135,10 @@ def load_saved_model(run_dir: str | os.PathLike, weights: str = "model.safetenso
     return model.eval()
 
 
-def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> list[str]:
+def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferSummary:
     """Copy ``source``'s weights into ``target`` after moving ``source`` to ``target``'s geometry;
-    returns the target keys left as initialised. ``what`` names the source in messages."""
+    returns what was taken, left as initialised and left unused. ``what`` names the source in
+    messages; tensors of another shape (except the classifier head's) raise :class:`ShapeMismatch`."""
     source.match_geometry(target)
     own, theirs = target.state_dict(), source.state_dict()
     heads = set(target.head_keys(own))
@@ -62,7 +152,7 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> list[str]
             continue
         taken[key] = value
     if bad:
-        raise ValueError(f"{what}: weights do not fit the model ({'; '.join(bad)})")
+        raise ShapeMismatch(what, bad)
     with torch.no_grad():
         for key, value in taken.items():
             own[key].copy_(value.to(own[key].dtype))
@@ -70,20 +160,60 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> list[str]
     unused = sorted(set(theirs) - set(own))
     log.info("initialised from %s: %d tensors taken; new: %s; unused: %s", what, len(taken),
              ", ".join(new) or "none", ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else "") if unused else "none")
-    return new
+    return TransferSummary(what, len(taken), tuple(new), tuple(unused))
 
 
-def initialise(model: C2FModel, source: str) -> None:
-    """Start ``model`` from ``source``: a coarse2fine run folder, or a checkpoint of the model's
-    family that its registry entry can read (e.g. AST: a Hugging Face folder, an original AST
-    ``.pth``, ``imagenet:PATH``)."""
+def _family_hint(source: C2FModel, target: C2FModel, path: Path) -> str:
+    """How to do what a cross-family ``init_from`` may have meant."""
+    preset = preset_of(source.config_dict())
+    size = f"model.preset={preset}" if preset else "the run's size"
+    hint = f"to fine-tune this run, set model.arch={source.arch} and {size}"
+    if source.arch == "ssast" and target.arch == "ast":
+        hint += (f"; to start an AST from its encoder, write it as a Hugging Face AST folder "
+                 f"(coarse2fine export-hf {path} --out DIR) and set model.init_from=DIR")
+    return hint
+
+
+def _other_settings(source: C2FModel, target: C2FModel) -> str:
+    """The architecture settings that differ besides the size (after the geometry match)."""
+    a, b = source.config_dict(), target.config_dict()
+    diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b))
+             if k not in NOT_ARCHITECTURE and a.get(k) != b.get(k)]
+    return f"; they differ in {', '.join(diffs[:SHOWN_MISMATCHES])}" if diffs else ""
+
+
+def initialise_from_run(model: C2FModel, path: Path) -> TransferSummary:
+    """Start ``model`` from the finished run folder ``path``: refused when the run is of another
+    family; a run of another size is an error that says so in plain words before any tensor."""
+    source = load_saved_model(path)
+    run, config = describe_size(source.config_dict()), describe_size(model.config_dict())
+    where = f"model.init_from {path}: the run is {run}; this config builds {config}"
+    if source.arch != model.arch:
+        raise ValueError(f"{where}: init_from takes a run of the same family; {_family_hint(source, model, path)}")
+    try:
+        summary = transfer_weights(source, model, f"run {path}")
+    except ShapeMismatch as err:
+        others = _other_settings(source, model) if run == config else ""
+        raise ValueError(f"{where}{others} ({shape_list(err.mismatches)})") from None
+    if run != config:
+        log.warning("%s: %d of its tensors taken, %d left as initialised", where, summary.taken, len(summary.new))
+    return summary
+
+
+def initialise(model: C2FModel, source: str) -> TransferSummary:
+    """Start ``model`` from ``source``: a coarse2fine run folder of its family, or a checkpoint of
+    the model's family that its registry entry can read (e.g. AST: a Hugging Face folder, an
+    original AST ``.pth``, ``imagenet:PATH``). Returns what was taken (counts unknown when a
+    family's loader says only that it read the checkpoint)."""
     path = Path(source)
     if (path / "model_config.json").is_file():
-        transfer_weights(load_saved_model(path), model, f"run {path}")
-        return
+        return initialise_from_run(model, path)
     arch = get_arch(model.arch)
-    if arch.load_pretrained is not None and arch.load_pretrained(model, source):
-        return
+    loaded = arch.load_pretrained(model, source) if arch.load_pretrained is not None else False
+    if isinstance(loaded, TransferSummary):
+        return loaded
+    if loaded:
+        return TransferSummary(source)
     if not path.exists() and not source.startswith("imagenet:"):
         raise ValueError(f"model.init_from: {source} does not exist")
     raise ValueError(f"model.init_from: {source} is neither a coarse2fine run folder nor a checkpoint the {arch.name} family reads")

@@ -130,14 +130,40 @@ def metric_higher_is_better(metric: str) -> bool:
         return True
 
 
+def record_metrics(records: Records) -> list[str]:
+    """The metrics every one of ``records`` carries, sorted."""
+    recs = as_records(records)
+    common = set(recs[0].metrics) if recs else set()
+    for rec in recs[1:]:
+        common &= set(rec.metrics)
+    return sorted(common)
+
+
+def check_metric(metric: str, runs: Mapping[str, Records]) -> None:
+    """Refuse a ``metric`` the runs' records do not carry: one the first run (the baseline)
+    lacks is unknown, and the error lists the metrics every run carries; one only some runs
+    lack names them."""
+    have = {name: record_metrics(records) for name, records in runs.items()}
+    first = next(iter(have.values()), [])
+    if metric not in first:
+        common = sorted(set(first).intersection(*have.values()))
+        raise ValueError(f"unknown metric {metric!r}: the runs' records have {', '.join(common) or 'no common metric'}")
+    lacking = [name for name, metrics in have.items() if metric not in metrics]
+    if lacking:
+        raise ValueError(f"{', '.join(lacking)}: the records lack {metric!r} (the baseline's have it)")
+
+
 def _checked(records: Records, metric: str, what: str) -> list[EpochRecord]:
-    """``records`` as :class:`EpochRecord`; empty records and records without ``metric`` are refused."""
+    """``records`` as :class:`EpochRecord`; empty records and records without ``metric`` are refused
+    (a metric no record carries as unknown, with the metrics they have)."""
     if not records:
         raise ValueError(f"{what}: no records")
     try:
         out = as_records(records)
     except ValueError as err:
         raise ValueError(f"{what}: {err}") from None
+    if all(metric not in rec.metrics for rec in out):
+        raise ValueError(f"{what}: unknown metric {metric!r}; its records have {', '.join(record_metrics(out))}")
     for i, rec in enumerate(out):
         if metric not in rec.metrics:
             raise ValueError(f"{what}: record {i} lacks {metric!r}")
@@ -354,6 +380,40 @@ def savings_table(
     return rows
 
 
+SPLIT_SUFFIXES = {" (delta)": "delta", " (gain)": "gain"}
+
+
+def _split_cell(cell: str) -> tuple[str, str]:
+    """``"49.90 (+0.50)"`` -> ``("49.90", "+0.50")``; ``"44.30 (=)"`` -> ``("44.30", "+0.00")``;
+    a cell without a difference (the baseline's, ``not reached``) -> ``(cell, "-")``."""
+    value, sep, rest = cell.partition(" (")
+    if not sep or not rest.endswith(")"):
+        return cell, "-"
+    diff = rest[:-1]
+    if diff == "=":
+        decimals = len(value.partition(".")[2])
+        diff = "+0" + ("." + "0" * decimals if decimals else "")
+    return value, diff
+
+
+def csv_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Rows as CSV gives them: a ``value (difference)`` column (``Best Acc (gain)``, ``Acc at first
+    beat (delta)``) becomes two, the value (``Best Acc``) and the difference (``Best Acc gain``),
+    so that each cell holds one number; the other columns stay as they are."""
+    out = []
+    for row in rows:
+        new: dict[str, str] = {}
+        for col, cell in row.items():
+            suffix = next((s for s in SPLIT_SUFFIXES if col.endswith(s)), None)
+            if suffix is None:
+                new[col] = cell
+                continue
+            head = col[: -len(suffix)]
+            new[head], new[f"{head} {SPLIT_SUFFIXES[suffix]}"] = _split_cell(str(cell))
+        out.append(new)
+    return out
+
+
 def _grid(rows: Sequence[Mapping[str, str]]) -> tuple[list[str], list[list[str]]]:
     cols = list(rows[0])
     return cols, [[str(r.get(c, "")) for c in cols] for r in rows]
@@ -363,13 +423,14 @@ def format_table(rows: Sequence[Mapping[str, str]], fmt: str = "markdown") -> st
     """Render :func:`savings_table` rows as ``markdown``, ``csv`` or aligned plain ``text``.
 
     The columns are those of the first row. In markdown and text the first column is
-    left-aligned and the others right-aligned. The result ends with a newline ("" for no rows).
+    left-aligned and the others right-aligned; in CSV a ``value (difference)`` column is two
+    (:func:`csv_rows`). The result ends with a newline ("" for no rows).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if not rows:
         return ""
-    cols, cells = _grid(rows)
+    cols, cells = _grid(csv_rows(rows) if fmt == "csv" else rows)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

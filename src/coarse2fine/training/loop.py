@@ -252,8 +252,10 @@ def restore(run: Run) -> State:
     run.report["flops_source"] = model.flops_source
     if ckpt is None:
         if cfg.model.init_from:
-            initialise(model, cfg.model.init_from)
+            run.report["init_from"] = initialise(model, cfg.model.init_from).to_dict()
         return State(model, averager, rng, progress)
+    if ckpt.get("init_from"):
+        run.report["init_from"] = ckpt["init_from"]
     model.load_state_dict(ckpt["model"])
     rng.load_state_dict(ckpt["rng"])
     if averager is not None and ckpt["averager"] is not None:
@@ -345,7 +347,7 @@ def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     ph.batches = run.epoch_batches(pr.epoch, ph.index)
     mine = [shard(b, d.world, d.rank) for b in ph.batches]
     bar = tqdm(total=len(mine), initial=pr.step, desc=f"{run.cfg.name} ep {pr.epoch} (phase {ph.index + 1}, R={ph.setup.R})",
-               leave=False, disable=not run.show_progress, dynamic_ncols=True)
+               leave=False, disable=None if run.show_progress else True, dynamic_ncols=True)  # None: no bars on a pipe
     read_every = 1 if ph.step.check_finite else t.log_every
     ph.step.net.train()
     clock = EpochClock(d.device)
@@ -488,6 +490,7 @@ def save(run: Run, ph: PhaseRun, state: State) -> None:
         "scheduler": None if fresh else ph.step.scheduler.state_dict(),
         "rng": state.rng.state_dict(),
         "averager": state.averager.state_dict() if state.averager is not None and state.averager.count else None,
+        "init_from": run.report.get("init_from"),  # what model.init_from gave, kept for a resumed run's log
     })
 
 
@@ -529,7 +532,7 @@ def write_logs(run: Run, pr: Progress, done: bool, extra: dict[str, Any] | None 
     and CSV, written atomically."""
     records = pr.records
     directions = {m: "max" if up else "min" for m, up in run.objective.metrics.items()}
-    switches = [{"epoch": r.epoch, "phase": r.phase + 1, "R": r.R, "reason": r.switch} for r in records if r.switch]
+    switches = [{"epoch": r.epoch, "phase": r.phase, "R": r.R, "reason": r.switch} for r in records if r.switch]
     phases = [p.to_dict() for p in phase_records(records, pr.warmups, pr.entries)] if records else []
     atomic.write_json(run.out_dir / "log.json", {
         "name": run.cfg.name, "config": run.cfg.to_dict(), "done": done, "metrics": directions,

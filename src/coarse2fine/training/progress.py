@@ -4,18 +4,29 @@
 epoch being trained, the optimizer steps done in that epoch, the partial sums of that epoch, and
 the per-epoch records so far. :class:`RngState` saves and restores torch's global generator (and
 CUDA's) with the augmentation generator. Both follow the ``state_dict`` / ``load_state_dict``
-convention of every checkpoint section.
+convention of every checkpoint section. :func:`show_bars` decides whether progress bars are drawn.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import IO, Any, Mapping
 
 import torch
 
 from coarse2fine.training.records import EpochRecord, as_records
+
+
+def show_bars(quiet: bool = False, stream: IO[str] | None = None) -> bool:
+    """Whether to draw progress bars on ``stream`` (default: ``sys.stderr``, where tqdm draws):
+    not when ``quiet``, and not when the stream is no terminal (a pipe, a file, a CI log), which
+    would collect every update of every bar; tqdm's ``disable=None`` rule. The per-epoch log
+    lines are logging's and come either way."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return not quiet and callable(isatty) and bool(isatty())
 
 
 @dataclass

@@ -28,7 +28,7 @@ from coarse2fine.model.ast.model import (
 )
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import Arch, register
-from coarse2fine.model.transfer import transfer_weights
+from coarse2fine.model.transfer import TransferSummary, transfer_weights
 
 __all__ = [
     "AST", "NUM_PREFIX_TOKENS", "PRESETS", "ASTConfig", "Attention", "Block", "DropPath", "Head", "Mlp", "PatchEmbed",
@@ -55,11 +55,12 @@ def ast_make_config(settings: Any, num_classes: int, geo: InputGeometry) -> ASTC
     )
 
 
-def ast_load_pretrained(model: C2FModel, source: str) -> bool:
-    """AST releases: a Hugging Face AST folder, an original AST ``.pth``, or ``imagenet:PATH``."""
+def ast_load_pretrained(model: C2FModel, source: str) -> TransferSummary | bool:
+    """AST releases: a Hugging Face AST folder, an original AST ``.pth``, or ``imagenet:PATH``
+    (what was taken, see :func:`~coarse2fine.model.transfer.transfer_weights`); False for others."""
     if source.startswith("imagenet:"):
-        pretrained.init_from_imagenet(model, source[len("imagenet:"):])
-        return True
+        taken = pretrained.init_from_imagenet(model, source[len("imagenet:"):])
+        return TransferSummary(source, len(taken), tuple(sorted(set(model.state_dict()) - set(taken))))
     path = Path(source)
     if path.is_dir() and (path / "config.json").is_file():
         other, _ = hf.load_hf_checkpoint(path)
@@ -67,8 +68,7 @@ def ast_load_pretrained(model: C2FModel, source: str) -> bool:
         other = pretrained.load_original_ast_checkpoint(path)
     else:
         return False
-    transfer_weights(other, model, str(path))
-    return True
+    return transfer_weights(other, model, str(path))
 
 register(Arch(
     name="ast", model_cls=AST, config_cls=ASTConfig, presets=PRESETS, make_config=ast_make_config,

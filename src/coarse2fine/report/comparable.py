@@ -1,0 +1,165 @@
+"""Whether finished runs can be tabulated against a baseline run: the same data, model and metric.
+
+A savings table is only meaningful between runs that differ in how they train (``c2f.*``: the
+schedule, the method; the epochs, the seed, the name, the experiment section...), not in what
+they learn from or what they are. :func:`differences` names what differs between a run and the
+baseline, by kind:
+
+* **data**: the clips an epoch trains on (``train clips``, from the run's records), the classes
+  (from its ``log.json`` or ``labels.json``), and the ``data`` keys that choose the clips. Keys
+  that only say how the clips are loaded (caching, workers, memory) do not count, and path keys
+  (:func:`~coarse2fine.config.files.path_keys`) are compared by their last component, so that runs
+  whose relative paths were resolved from another working folder match, as ``experiment
+  --report-only`` takes them for the same settings;
+* **features**: the ``features`` section (frontend, bins, frames, normalisation);
+* **model**: the family and size (``model.arch``, ``model.preset``) and the other keys that change
+  the network (patch size, stride, overrides); not its initialisation or regularisation;
+* **metric**: the objective (``train.objective``) and, unless the metric is given explicitly, the
+  metric the runs report by default (``train.metric``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Mapping, Sequence
+
+from coarse2fine.config.files import differing_keys, path_keys
+
+LOADING_KEYS = frozenset({
+    "data.preload", "data.cache_dir", "data.in_memory", "data.in_memory_dtype", "data.in_memory_device",
+    "data.memory_limit_gb", "data.num_workers", "data.shard_cache", "data.open_shards", "data.on_error",
+})
+MODEL_KEYS = ("model.patch_size", "model.stride", "model.overrides")
+DETAIL_LIMIT = 4
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What decides whether a run compares with another: its ``folder`` (as named to the user),
+    its ``config`` (a config dict), the clips one training epoch saw (``train_clips``; None when
+    unknown or when ``train.epoch_steps`` sets an epoch's length) and its class ids in target
+    order (``classes``; None when unknown)."""
+
+    folder: str
+    config: Mapping[str, Any]
+    train_clips: int | None
+    classes: tuple[str, ...] | None
+
+
+def _classes(saved: Mapping[str, Any], folder: Path) -> tuple[str, ...] | None:
+    """The run's class ids: from its log, else from the ``labels.json`` beside it."""
+    classes = saved.get("classes")
+    if not classes:
+        try:
+            classes = json.loads((folder / "labels.json").read_text()).get("classes")
+        except (OSError, ValueError, AttributeError):
+            return None
+    return tuple(str(c) for c in classes) if isinstance(classes, list) and classes else None
+
+
+def run_facts(folder: str | Path, saved: Mapping[str, Any]) -> RunFacts:
+    """The :class:`RunFacts` of the run in ``folder`` whose log (see
+    :func:`~coarse2fine.report.savings.read_log`) is ``saved``."""
+    config = saved.get("config") or {}
+    records = saved.get("records") or []
+    whole_epochs = not (config.get("train") or {}).get("epoch_steps")
+    last = records[-1] if records else None
+    clips = int((last.get("clips") if isinstance(last, Mapping) else getattr(last, "clips", 0)) or 0)
+    return RunFacts(str(folder), config, clips if whole_epochs and clips > 0 else None, _classes(saved, Path(folder)))
+
+
+def _short(value: Any) -> str:
+    """A value as a difference shows it (long ones shortened)."""
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _last_names(value: Any) -> Any:
+    """A path value reduced to its last component (each of a list's)."""
+    if isinstance(value, list):
+        return [_last_names(v) for v in value]
+    return PurePosixPath(str(value).replace("\\", "/").rstrip("/")).name if value is not None else None
+
+
+def _key_changes(a: Mapping[str, Any], b: Mapping[str, Any], section: str) -> list[str]:
+    """``key old -> new`` for every key of ``section`` that differs between two config dicts,
+    leaving out the loading keys and paths that differ only in their folders."""
+    paths = path_keys()
+    changes = []
+    for key, u, v in differing_keys(a.get(section) or {}, b.get(section) or {}, f"{section}."):
+        if key in LOADING_KEYS or (key in paths and _last_names(u) == _last_names(v)):
+            continue
+        changes.append(f"{key} {_short(u)} -> {_short(v)}")
+    return changes
+
+
+def data_changes(base: RunFacts, run: RunFacts) -> list[str]:
+    """How ``run``'s data differs from ``base``'s: clip counts, classes, then data keys."""
+    changes = []
+    if base.train_clips is not None and run.train_clips is not None and base.train_clips != run.train_clips:
+        changes.append(f"train clips {base.train_clips} -> {run.train_clips}")
+    if base.classes is not None and run.classes is not None and base.classes != run.classes:
+        same_count = len(base.classes) == len(run.classes)
+        changes.append("class ids differ" if same_count else f"classes {len(base.classes)} -> {len(run.classes)}")
+    return changes + _key_changes(base.config, run.config, "data")
+
+
+def model_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """How model ``b`` differs from model ``a`` (config dicts): family and size, then the keys
+    that change the network."""
+    ma, mb = a.get("model") or {}, b.get("model") or {}
+    changes = []
+    if (ma.get("arch"), ma.get("preset")) != (mb.get("arch"), mb.get("preset")):
+        changes.append(f"{ma.get('arch')} {ma.get('preset')} -> {mb.get('arch')} {mb.get('preset')}")
+    for key in MODEL_KEYS:
+        name = key.split(".", 1)[1]
+        if ma.get(name) != mb.get(name):
+            changes.append(f"{key} {_short(ma.get(name))} -> {_short(mb.get(name))}")
+    return changes
+
+
+def metric_changes(a: Mapping[str, Any], b: Mapping[str, Any], metric_given: bool = False) -> list[str]:
+    """How the objective and (unless ``metric_given``) the default metric differ (config dicts)."""
+    ta, tb = a.get("train") or {}, b.get("train") or {}
+    keys = ("objective",) if metric_given else ("objective", "metric")
+    return [f"train.{k} {_short(ta.get(k))} -> {_short(tb.get(k))}" for k in keys if ta.get(k) != tb.get(k)]
+
+
+def differences(base: RunFacts, run: RunFacts, metric_given: bool = False) -> dict[str, list[str]]:
+    """What of ``run`` differs from ``base`` by kind (data, features, model, metric; only the kinds
+    that differ), each with its changes, old -> new."""
+    kinds = {
+        "data": data_changes(base, run),
+        "features": _key_changes(base.config, run.config, "features"),
+        "model": model_changes(base.config, run.config),
+        "metric": metric_changes(base.config, run.config, metric_given),
+    }
+    return {kind: changes for kind, changes in kinds.items() if changes}
+
+
+def describe(base: RunFacts, run: RunFacts, found: Mapping[str, Sequence[str]]) -> str:
+    """One line: ``runs/x: data differs from the baseline runs/b (train clips 2700 -> 144)``."""
+
+    def listed(changes: Sequence[str]) -> str:
+        return ", ".join(changes[:DETAIL_LIMIT]) + (", ..." if len(changes) > DETAIL_LIMIT else "")
+
+    kinds = list(found)
+    if len(kinds) == 1:
+        return f"{run.folder}: {kinds[0]} differs from the baseline {base.folder} ({listed(found[kinds[0]])})"
+    named = ", ".join(kinds[:-1]) + f" and {kinds[-1]}"
+    details = "; ".join(f"{kind}: {listed(changes)}" for kind, changes in found.items())
+    return f"{run.folder}: {named} differ from the baseline {base.folder} ({details})"
+
+
+def incomparable(runs: Sequence[RunFacts], metric_given: bool = False) -> list[str]:
+    """One line per run (after the baseline, ``runs[0]``) that differs from the baseline in data,
+    features, model or metric (see :func:`differences`); empty when all compare."""
+    base = runs[0]
+    lines = []
+    for run in runs[1:]:
+        found = differences(base, run, metric_given)
+        if found:
+            lines.append(describe(base, run, found))
+    return lines

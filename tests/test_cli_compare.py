@@ -1,0 +1,122 @@
+"""``coarse2fine compare`` on real run folders: runs of other data, model or metric are refused
+(or, with --allow-different, tabulated with a warning), what differs only in how a run trains is
+not; unknown metrics and files that are no run folder are named; CSV gives values and gains
+columns of their own, as an experiment's savings.csv does."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from coarse2fine.cli import main
+from coarse2fine.report.comparable import RunFacts, differences, incomparable, run_facts
+from coarse2fine.report.plots import write_report
+from coarse2fine.report.savings import read_log
+
+TINY = ["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "train.batch_size=8", "train.threads=1",
+        "model.preset=micro", "c2f.schedule=1"]
+
+
+def _train(out: Path, *sets: str) -> Path:
+    args = [a for s in [*TINY, *sets] for a in ("--set", s)]
+    assert main(["train", "demo", "--out", str(out), "--quiet", *args]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A baseline, a coarse-to-fine run that differs only in how it trains (schedule, method,
+    epochs, name, seed, experiment section), and runs of other data, model and metric."""
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "base": _train(root / "base"),
+        "c2f": _train(root / "c2f", "c2f.schedule=4-1", "c2f.method=avgpool", "c2f.phase_epochs=[1, 1]",
+                      "train.epochs=2", "name=mine", "train.seed=3", "experiment.seeds=2"),
+        "data": _train(root / "data", "data.train_clips=24"),
+        "model": _train(root / "model", "model.arch=ssast"),
+        "metric": _train(root / "metric", "train.metric=mAP"),
+    }
+
+
+def test_runs_that_differ_only_in_how_they_train_are_tabulated(runs, capsys):
+    assert main(["compare", str(runs["base"]), str(runs["c2f"])]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Setting") and "c2f" in out
+
+
+def test_runs_of_other_data_or_model_or_metric_are_refused_naming_what_differs(runs, capsys):
+    base = str(runs["base"])
+    assert main(["compare", base, str(runs["c2f"]), str(runs["data"]), str(runs["model"])]) == 2
+    err = capsys.readouterr().err
+    assert f"{runs['data']}: data differs from the baseline {base} (train clips 16 -> 24" in err
+    assert f"{runs['model']}: model differs from the baseline {base} (ast micro -> ssast micro)" in err
+    assert str(runs["c2f"]) + ":" not in err and "--allow-different" in err
+    assert main(["compare", base, str(runs["metric"])]) == 2
+    assert f"metric differs from the baseline {base} (train.metric acc -> mAP)" in capsys.readouterr().err
+    # The metric given explicitly: the runs' default metric no longer matters.
+    assert main(["compare", base, str(runs["metric"]), "--metric", "acc"]) == 0
+
+
+def test_allow_different_tabulates_them_with_a_warning(runs, capsys, caplog):
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        assert main(["compare", str(runs["base"]), str(runs["model"]), "--allow-different", "--quiet"]) == 0
+    assert "model" in capsys.readouterr().out
+    assert any("model differs from the baseline" in r.message and "--allow-different" in r.message
+               for r in caplog.records)
+
+
+def test_unknown_metric_and_a_file_for_a_run_folder_are_named(runs, capsys):
+    assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--metric", "accuracy"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metric 'accuracy': the runs' records have acc, d_prime, mAP, mAUC, val_loss" in err
+    config = runs["base"] / "config.yaml"
+    assert main(["compare", str(config), str(runs["c2f"])]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: a file, not a run folder; give the run folder (one with log.json)" in err
+    assert "JSON" not in err
+    assert main(["compare", str(runs["base"]), str(runs["base"].parent)]) == 2
+    assert "not a run folder (no log.json in it" in capsys.readouterr().err
+
+
+def test_csv_gives_values_and_gains_their_own_columns_as_savings_csv_does(runs, capsys, tmp_path):
+    assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["Setting"] for r in rows] == ["Baseline", "c2f"]
+    assert rows[1]["Best Acc"].replace(".", "").isdigit() and rows[1]["Best Acc gain"][0] in "+-"
+    assert rows[0]["Best Acc gain"] == "-" and "(" not in rows[1]["Best Acc"]
+    records = {name: read_log(runs[name])["records"] for name in ("base", "c2f")}
+    write_report(tmp_path, records["base"], {"c2f": records["c2f"]}, "acc")
+    saved = (tmp_path / "savings.csv").read_text().splitlines()
+    assert saved[0] == ",".join(rows[0])  # the experiment's savings.csv has the same columns
+    assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--format", "text"]) == 0
+    assert "Best Acc (gain)" in capsys.readouterr().out  # text tables keep value and gain together
+
+
+def test_class_ids_from_log_or_labels_json_and_paths_by_their_names(runs, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(runs["base"], moved)
+    log_path = moved / "log.json"
+    saved = json.loads(log_path.read_text())
+    del saved["classes"]  # a log without its classes: labels.json beside it has them
+    log_path.write_text(json.dumps(saved))
+    base, same = run_facts(runs["base"], read_log(runs["base"])), run_facts(moved, read_log(moved))
+    assert same.classes == base.classes and len(base.classes) == 8 and base.train_clips == 16
+    assert differences(base, same) == {}
+    (moved / "labels.json").write_text(json.dumps({"classes": list(base.classes[:6])}))
+    assert differences(base, run_facts(moved, read_log(moved))) == {"data": ["classes 8 -> 6"]}
+    (moved / "labels.json").write_text(json.dumps({"classes": list(reversed(base.classes))}))
+    assert differences(base, run_facts(moved, read_log(moved))) == {"data": ["class ids differ"]}
+
+    def facts(train: str, **data) -> RunFacts:
+        return RunFacts("x", {"data": {"kind": "manifest", "train": train, **data}}, None, None)
+
+    # Paths resolved from another working folder are the same data; another file is not.
+    assert differences(facts("/a/train.csv"), facts("/b/train.csv", num_workers=4, cache_dir="/c")) == {}
+    assert incomparable([facts("/a/fold_1.csv"), facts("/a/fold_2.csv")]) == [
+        "x: data differs from the baseline x (data.train /a/fold_1.csv -> /a/fold_2.csv)"]

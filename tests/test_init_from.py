@@ -1,0 +1,131 @@
+"""``model.init_from``: a missing source fails when the config is loaded (before any data is read
+or any file written), a run of another size is described in plain words, a run of another family
+is refused, and what was taken is summarised for the run's log."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from coarse2fine.config import RunConfig, load_config
+from coarse2fine.data.sources import load_splits
+from coarse2fine.experiments.pretraining import finetune_config
+from coarse2fine.model import C2FModel
+from coarse2fine.model.transfer import SHOWN_MISMATCHES, TransferSummary, initialise
+from coarse2fine.training.loop import train_run
+
+TINY = ["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "c2f.schedule=1", "train.batch_size=8",
+        "train.threads=1"]
+
+
+def tiny_config(arch: str, preset: str, *more: str) -> RunConfig:
+    """The demo config, one small epoch at full resolution, of family ``arch`` at size ``preset``."""
+    return load_config("demo", [*TINY, f"model.arch={arch}", f"model.preset={preset}", *more])
+
+
+def model_of(cfg: RunConfig, num_classes: int = 8) -> C2FModel:
+    """The freshly initialised model the config's first phase trains."""
+    return cfg.phase(0, num_classes).build_model()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Finished runs: SSAST micro and AST micro, trained for one small epoch."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for arch in ("ssast", "ast"):
+        cfg = tiny_config(arch, "micro")
+        out[arch] = train_run(cfg, load_splits(cfg), root / arch, progress=False, fresh=True).out_dir
+    return out
+
+
+def test_a_missing_init_from_fails_at_load_before_any_data_is_read_or_file_written(tmp_path, capsys):
+    from coarse2fine.cli import main
+
+    gone, out = tmp_path / "no_such_run", tmp_path / "out"
+    assert main(["train", "demo", "--out", str(out), "--quiet", "--set", f"model.init_from={gone}"]) == 2
+    assert f"model.init_from: {gone} does not exist" in capsys.readouterr().err
+    assert not out.exists()
+    # In a config file the path is taken from the file's folder, and the error names it absolute.
+    (tmp_path / "ft.yaml").write_text("extends: demo\nmodel:\n  init_from: runs/pre\n")
+    with pytest.raises(ValueError, match=re.escape(f"model.init_from: {tmp_path / 'runs' / 'pre'} does not exist")):
+        load_config(tmp_path / "ft.yaml")
+
+
+def test_an_unfinished_run_folder_is_refused_at_load(tmp_path):
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "config.yaml").write_text("extends: demo\n")
+    with pytest.raises(ValueError, match="without model_config.json: the run has not finished"):
+        load_config("demo", [f"model.init_from={tmp_path / 'pre'}"])
+
+
+def test_configs_may_name_a_run_that_does_not_exist_yet_or_any_more(tmp_path):
+    later = tmp_path / "pretrain" / "baseline"
+    # pretrain-experiment names the pretraining run in the fine-tuning config before it is trained,
+    pre = load_config("demo", ["model.arch=ssast", "model.preset=micro", "train.objective=masked_patch",
+                               "train.metric=masked_acc"])
+    assert finetune_config(load_config("demo"), pre, later, "ft").model.init_from == str(later)
+    # and the saved config of a finished run is read even when its source is gone.
+    assert load_config("demo", [f"model.init_from={later}"], check_runtime=False).model.init_from == str(later)
+
+
+def test_a_run_of_another_size_says_so_in_plain_words_before_a_short_list_of_tensors(runs):
+    target = model_of(tiny_config("ssast", "tiny"))
+    with pytest.raises(ValueError) as err:
+        initialise(target, str(runs["ssast"]))
+    message = str(err.value)
+    assert message.startswith(f"model.init_from {runs['ssast']}: the run is ssast micro (embed dim 64, 4 layers, 4 heads); "
+                              "this config builds ssast tiny (embed dim 192, 12 layers, 3 heads)")
+    count = int(re.search(r"(\d+) tensor\(s\) differ in shape", message).group(1))
+    assert count > 20 and message.count(" vs ") == SHOWN_MISMATCHES
+    assert f"... {count - SHOWN_MISMATCHES} more" in message
+
+
+def test_a_run_of_another_family_is_refused(runs):
+    with pytest.raises(ValueError, match=re.escape(
+            f"model.init_from {runs['ast']}: the run is ast micro (embed dim 64, 4 layers, 4 heads); this config builds "
+            "ssast micro (embed dim 64, 4 layers, 4 heads): init_from takes a run of the same family; "
+            "to fine-tune this run, set model.arch=ast and model.preset=micro")):
+        initialise(model_of(tiny_config("ssast", "micro")), str(runs["ast"]))
+    # SSAST's encoder reaches AST through the Hugging Face AST folder that export-hf writes.
+    with pytest.raises(ValueError, match=re.escape(f"coarse2fine export-hf {runs['ssast']} --out DIR")):
+        initialise(model_of(tiny_config("ast", "micro")), str(runs["ssast"]))
+
+
+def test_initialising_from_a_run_returns_what_was_taken_for_the_log(runs):
+    target = model_of(tiny_config("ssast", "micro"), num_classes=3)  # other classes: the head is not taken
+    summary = initialise(target, str(runs["ssast"]))
+    heads = tuple(sorted(target.head_keys()))
+    assert heads and summary == TransferSummary(f"run {runs['ssast']}", len(target.state_dict()) - len(heads), heads, ())
+    assert summary.to_dict() == {"source": f"run {runs['ssast']}", "taken": summary.taken, "new": len(heads), "unused": 0,
+                                 "new_tensors": list(heads)}
+
+
+def test_the_run_log_keeps_what_init_from_gave_also_when_resumed(runs, tmp_path):
+    # The fine-tuning run is stopped by SIGTERM after a mid-epoch checkpoint, then continued: the
+    # continued run does not initialise again, and its log.json still says what init_from gave.
+    from coarse2fine.cli import main
+    from coarse2fine.training.checkpoint import load_checkpoint
+
+    sets = [*TINY, "model.arch=ssast", "model.preset=micro", f"model.init_from={runs['ssast']}",
+            "data.train_clips=64", "train.checkpoint_every=1"]
+    args = ["train", "demo", "--out", str(tmp_path / "ft"), "--quiet", *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt, deadline = tmp_path / "ft" / "checkpoint.safetensors", time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not ckpt.exists():
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.stderr.read().decode()[-2000:]
+    kept = load_checkpoint(ckpt)["init_from"]
+    assert kept["source"] == f"run {runs['ssast']}" and kept["taken"] > 0 and kept["unused"] == 0
+    assert main(args) == 0
+    assert json.loads((tmp_path / "ft" / "log.json").read_text())["init_from"] == kept
