@@ -50,6 +50,16 @@ def test_runs_that_differ_only_in_how_they_train_are_tabulated(runs, capsys):
     assert out.startswith("Setting") and "c2f" in out
 
 
+def test_compare_writes_the_tables_and_plots_of_your_own_runs(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    made = sorted(p.name for p in out.iterdir())
+    assert {"savings.md", "savings.csv", "phases.csv", "metric_vs_flops.png", "metric_vs_time.png"} <= set(made)
+    assert f"Tables and plots in {out}" in printed and (out / "savings.csv").read_text().startswith("Setting,")
+    assert "c2f" in (out / "savings.md").read_text()
+
+
 def test_runs_of_other_data_or_model_or_metric_are_refused_naming_what_differs(runs, capsys):
     base = str(runs["base"])
     assert main(["compare", base, str(runs["c2f"]), str(runs["data"]), str(runs["model"])]) == 2

@@ -123,6 +123,19 @@ def test_a_split_with_no_usable_clip_is_reported_with_the_other_splits_bad_clips
     assert "also bad (skipped) in the other split: 3 clip(s)" in msg and "broken.wav" in msg and "missing.wav" in msg
 
 
+def test_the_validation_split_alone_reads_none_of_the_training_clips(tmp_path):
+    from coarse2fine.data.sources import load_validation
+
+    train, val, labels = _make_set(tmp_path, bad=True)  # broken, silent and missing files in training only
+    cfg = _cfg(train, val, labels)
+    with pytest.raises(InvalidInputError):
+        load_splits(cfg)
+    assert len(load_validation(cfg)) == 4 and len(load_validation(cfg, clips=2)) == 2
+    rows = json.loads(val.read_text())["data"]
+    val.write_text(json.dumps({"data": [{"wav": str(tmp_path / "broken.wav"), "labels": "/m/a"}, *rows]}))
+    assert len(load_validation(cfg, clips=2)) == 4  # a bad clip among the first two: all are checked, it is skipped
+
+
 def test_multilabel_data_needs_a_multilabel_loss(tmp_path):
     train, val, labels = _make_set(tmp_path, bad=False)
     rows = json.loads(train.read_text())["data"]

@@ -12,7 +12,7 @@ import torch
 
 from coarse2fine.cli.options import DEVICE_HELP, add_quiet, positive_int, positive_seconds
 from coarse2fine.config import load_config
-from coarse2fine.data.sources import load_splits
+from coarse2fine.data.sources import load_validation
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.ast.hf import load_hf_checkpoint
 from coarse2fine.model.registry import get_arch
@@ -115,7 +115,7 @@ def check_features(run: Path, spec: FeatureSpec, audio: list[str] | None, clips:
     cfg = load_config(run / "config.yaml", check_runtime=False)  # its init_from or device may be elsewhere
     cfg = cfg.replace({"data.in_memory": "off", "data.preload": False, "data.cache_dir": None})
     try:
-        val = load_splits(cfg).val
+        val = load_validation(cfg, clips)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read the run's validation clips to check the export on ({err}); give --audio FILES") from None
     waves, _ = val.take(torch.arange(min(clips, len(val))))

@@ -40,6 +40,7 @@ from coarse2fine.report.accounting import (
 )
 from coarse2fine.report.comparable import incomparable, run_facts
 from coarse2fine.report.planner import choose, plan, planned_config
+from coarse2fine.report.plots import write_report
 from coarse2fine.report.savings import (
     busy_runs,
     check_metric,
@@ -68,6 +69,8 @@ def add_parsers(sub) -> None:
                    help="also time every phase's real step in N interleaved rounds for a calibrated time save")
     p.add_argument("--include-unfinished", action="store_true",
                    help="tabulate unfinished runs too (marked as such); by default they are listed under the table")
+    p.add_argument("--out", default=None, help="also write the tables and the plots (metric against FLOPs and time) "
+                                               "into this folder, as experiment does")
     p.add_argument("--allow-different", action="store_true",
                    help="tabulate runs whose data, features, model or metric differ from the baseline's, with a "
                         "warning (by default compare refuses them: their savings would mean nothing)")
@@ -402,7 +405,13 @@ def cmd_compare(args) -> int:
             notes.append(f"{name}: {state}" + ("" if args.include_unfinished else "; not in the table (--include-unfinished)"))
     if (base_state := _unfinished(logs[0], configs[0])) is not None:
         notes.append(f"baseline {names[0]}: {base_state}; its best so far is the reference")
-    print(format_table(savings_table("Baseline", records[0], runs, metric, higher=higher), args.format), end="")
+    rows = savings_table("Baseline", records[0], runs, metric, higher=higher)
+    print(format_table(rows, args.format), end="")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_report(args.out, records[0], runs, metric, f"{names[0]} vs {', '.join(names[1:])}", notes, rows=rows)
+        notes.append(f"Tables and plots in {args.out}: savings.md, savings.csv, phases.csv, "
+                     + ", ".join(sorted(p.name for p in Path(args.out).glob("metric_vs_*.png"))))
     notes = [time_note(table_measures([records[0], *runs.values()]), busy_runs({"Baseline": records[0], **runs})),
              *notes, *_plan_lines(configs, records, names)]
     if args.format == "text":

@@ -161,9 +161,18 @@ def _every_problem(failed: list[InvalidInputError], skipped: list[Problem]) -> I
     return InvalidInputError(message, [p for err in failed for p in err.problems] + skipped)
 
 
+def _file_dataset(cfg: RunConfig, usable: Manifest) -> ClipDataset:
+    """The checked clips of one split, served as the config says (feature cache, preloaded, or read
+    from their files at each step)."""
+    d, f = cfg.data, cfg.features
+    files = FileDataset.from_manifest(usable, int(round(d.clip_seconds * f.sample_rate)), f.sample_rate, d.pad)
+    if d.cache_dir:
+        return CachedFeatureDataset(files, FeatureCache(d.cache_dir), f.spec())
+    return files.load_all() if d.preload else files
+
+
 def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
-    num_samples = int(round(d.clip_seconds * f.sample_rate))
     splits, skipped, failed = [], [], []
     for i, manifest in enumerate(manifests(cfg)):
         try:
@@ -175,15 +184,23 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
         usable = report.filtered(manifest)
         if i == 0:
             _warn_empty_classes(usable)
-        files = FileDataset.from_manifest(usable, num_samples, f.sample_rate, d.pad)
-        if d.cache_dir:
-            splits.append(CachedFeatureDataset(files, FeatureCache(d.cache_dir), f.spec()))
-        elif d.preload:
-            splits.append(files.load_all())
-        else:
-            splits.append(files)
+        splits.append(_file_dataset(cfg, usable))
     if failed:
         raise _every_problem(failed, skipped)
     if skipped:
         log.warning("%d bad clip(s) skipped; a run lists them in its log.json (skipped)", len(skipped))
     return DataSplits(train=splits[0], val=splits[1], skipped=skipped, display_names=manifest.display_names)
+
+
+def load_validation(cfg: RunConfig, clips: int | None = None) -> ClipDataset:
+    """The validation split alone (its first ``clips`` usable clips, or all), as :func:`load_splits`
+    would serve it without holding it in memory. For file-based data only those clips are decoded
+    and checked, bad ones skipped: a large training set is not read."""
+    if cfg.data.kind in ("synthetic", "shards"):
+        return load_splits(cfg.replace({"data.in_memory": "off"})).val
+    val, f = manifests(cfg)[1], cfg.features
+    first = dataclasses.replace(val, entries=val.entries[:clips]) if clips else val
+    report = validate(first, f.sample_rate, cfg.data.min_seconds, "skip")
+    if len(report.ok) < min(clips or 0, len(val)):  # bad clips among the first: check them all
+        report = validate(val, f.sample_rate, cfg.data.min_seconds, "skip")
+    return _file_dataset(cfg, report.filtered(val))
