@@ -12,63 +12,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-PLUGIN = '''
-import dataclasses
-from dataclasses import dataclass
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "new_family.py"
 
-import torch
-import torch.nn as nn
-
-from coarse2fine.compression import InputGeometry
-from coarse2fine.model.base import C2FModel, ConfigDict
-from coarse2fine.model.registry import Arch, register
-
-
-@dataclass
-class FramesConfig(ConfigDict):
-    num_classes: int = 8
-    frames: int = 128
-    mel_bins: int = 128
-    time_factor: int = 1
-    dim: int = 16
-
-    @property
-    def geometry(self):
-        return InputGeometry(self.frames, self.mel_bins, self.time_factor)
-
-    @property
-    def num_tokens(self):
-        return self.frames
-
-
-class Frames(C2FModel):
-    arch = "frames"
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.proj = nn.Linear(config.mel_bins, config.dim)
-        self.head = nn.Linear(config.dim, config.num_classes)
-
-    def set_geometry(self, geometry):
-        self.config = dataclasses.replace(self.config, frames=geometry.frames, time_factor=geometry.time_factor)
-
-    def forward(self, x):
-        self.check_input(x)
-        return self.head(torch.relu(self.proj(x)).mean(dim=1))
-
-
-def make(settings, classes, geo):
-    return FramesConfig(classes, geo.frames, geo.mel_bins, geo.time_factor, **{"dim": 16, **settings.overrides})
-
-
-register(Arch(name="frames", model_cls=Frames, config_cls=FramesConfig, presets={"small": {"dim": 16}}, make_config=make))
+# The example's family as a plug-in module, plus a callable entry point: what it returns is registered.
+PLUGIN = EXAMPLE.read_text() + '''
+from coarse2fine.model.registry import get_arch
 
 
 def more_families():
-    """A callable entry point: what it returns is registered."""
-    return [Arch(name="frames2", model_cls=Frames, config_cls=FramesConfig, presets={"small": {"dim": 16}},
-                 make_config=make)]
+    return [dataclasses.replace(get_arch("frames"), name="frames2")]
 '''
 
 TINY_RUN = ["--set", "data.train_clips=16", "--set", "data.val_clips=8", "--set", "train.epochs=1", "--set", "c2f.schedule=1",
@@ -131,8 +83,7 @@ def test_a_plug_in_that_fails_to_load_is_an_error_naming_it_not_a_silent_skip(tm
 
 
 def test_the_new_family_example_is_a_plug_in_as_its_docstring_says(tmp_path):
-    example = Path(__file__).resolve().parents[1] / "examples" / "new_family.py"
-    text = example.read_text()
+    text = EXAMPLE.read_text()
     assert '[project.entry-points."coarse2fine.models"]\n    frames = "my_package.frames"' in text
     plugins = write_distribution(tmp_path / "site", "frames_example", text, "[coarse2fine.models]\nframes = frames_example\n")
     proc = c2f(["flops", "demo", "--set", "model.arch=frames", "--set", "model.preset=small"], plugins, tmp_path)

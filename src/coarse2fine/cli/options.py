@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from coarse2fine.compression import METHODS
 from coarse2fine.data.sources import count_classes
@@ -167,23 +167,22 @@ def calibrated(configs: list, records: list, classes: int, rounds: int, saved: P
     return records
 
 
+def _positive(text: str, convert: Callable[[str], float], what: str, unit: str = "") -> float:
+    """``text`` as a number above 0 (``convert``: int or float; ``what`` and ``unit`` name it in errors)."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0{unit}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An option's whole number, at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return int(_positive(text, int, "a whole number"))
 
 
 def positive_seconds(text: str) -> float:
     """An option's seconds, more than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
+    return _positive(text, float, "seconds", " seconds")
