@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coarse2fine.cli import main
-from coarse2fine.report.comparable import RunFacts, differences, incomparable, run_facts
+from coarse2fine.report.comparable import RunFacts, differences, incomparable, run_facts, unchecked_lines
 from coarse2fine.report.plots import write_report
 from coarse2fine.report.savings import read_log
 
@@ -130,3 +130,42 @@ def test_class_ids_from_log_or_labels_json_and_paths_by_their_names(runs, tmp_pa
     assert differences(facts("/a/train.csv"), facts("/b/train.csv", num_workers=4, cache_dir="/c")) == {}
     assert incomparable([facts("/a/fold_1.csv"), facts("/a/fold_2.csv")]) == [
         "x: data differs from the baseline x (data.train /a/fold_1.csv -> /a/fold_2.csv)"]
+
+
+def test_a_file_that_is_no_run_log_or_has_no_config_is_named(runs, tmp_path, capsys):
+    bad = tmp_path / "notes" / "log.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"hello": 1}))
+    assert main(["compare", str(bad.parent), str(runs["c2f"])]) == 2
+    assert f"{bad}: expected a run log with a non-empty 'records' list" in capsys.readouterr().err
+    saved = json.loads((runs["base"] / "log.json").read_text())
+    bad.write_text(json.dumps({**saved, "config": {**saved["config"], "train": {"epochz": 3}}}))
+    assert main(["compare", str(runs["base"]), str(bad.parent)]) == 2
+    assert f"{bad}: its 'config' is not a coarse2fine config (train: unknown key(s) epochz" in capsys.readouterr().err
+    bad.write_text(json.dumps({**saved, "config": ["demo"]}))
+    assert main(["compare", str(runs["base"]), str(bad.parent)]) == 2
+    assert f"{bad}: its 'config' is not a coarse2fine config (a list)" in capsys.readouterr().err
+    # A run log without a config: --calibrate-rounds has no config to time its steps from.
+    bad.write_text(json.dumps({k: v for k, v in saved.items() if k != "config"}))
+    assert main(["compare", str(runs["base"]), str(bad.parent), "--calibrate-rounds", "1"]) == 2
+    assert f"--calibrate-rounds times each run's steps from its config; {bad} has none" in capsys.readouterr().err
+
+
+def test_logs_without_a_config_are_compared_by_what_they_hold():
+    cfg = {"data": {"kind": "manifest", "train": "a.csv"}, "model": {"arch": "ast"}, "train": {"metric": "acc"}}
+    base = RunFacts("b", cfg, 32, ("x", "y"))
+    lightning = run_facts("l", {"records": [{"clips": 32}], "schedule": {"frames": 128, "mel_bins": 128}})
+    assert lightning == RunFacts("l", {}, 32, None, has_config=False, input_size=(128, 128))
+    assert differences(base, lightning) == {}  # not every data key of the baseline's config
+    assert unchecked_lines([base, lightning]) == [
+        ("l: compared with the baseline b by train clips only; not checked: classes, input size, data settings, "
+         "features, model, objective and metric (no config in the run log of l)")]
+    other = RunFacts("m", {}, 24, None, has_config=False, input_size=(96, 128))
+    assert differences(lightning, other) == {"data": ["train clips 32 -> 24"],
+                                             "features": ["input 128 x 128 -> 96 x 128"]}
+    assert unchecked_lines([lightning, other], metric_given=True) == [
+        ("m: compared with the baseline l by train clips, input size only; not checked: classes, data settings, "
+         "features, model, objective (no config in the run log of l and m)")]
+    assert unchecked_lines([base, RunFacts("c", cfg, 32, None)]) == [
+        "c: classes not compared with the baseline b (not in both run logs)"]
+    assert unchecked_lines([base, RunFacts("d", cfg, 32, ("x", "y"))]) == []

@@ -134,3 +134,17 @@ def test_an_error_names_the_file_of_the_chain_that_set_the_key(tmp_path):
         load_config(tmp_path / "top.yaml")
     with pytest.raises(ValueError, match=r"^train\.batch_size 30 must be a multiple"):  # --set: as typed
         load_config(tmp_path / "ok.yaml", ["train.batch_size=30", "train.grad_accum=4"])
+
+
+def test_a_changed_config_is_written_as_extends_plus_the_change_with_a_presets_relative_paths(tmp_path):
+    import yaml
+
+    from coarse2fine.config.files import config_yaml
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: esc50-cpu\ntrain:\n  epochs: 4\n")  # esc50's data.root is relative, read from the cwd
+    cfg = load_config(mine).replace({"c2f.schedule": "2-1"})
+    written = yaml.safe_load(config_yaml(cfg, str(mine)))
+    assert written == {"extends": str(mine), "name": "mine", "c2f": {"schedule": "2-1"}}
+    (tmp_path / "plan.yaml").write_text(config_yaml(cfg, str(mine)))
+    assert load_config(tmp_path / "plan.yaml").to_dict() == cfg.to_dict()

@@ -165,9 +165,14 @@ def test_report_only_tabulates_the_whole_seeds_and_trains_nothing(tmp_path, caps
     base = ["experiment", "demo", "--schedules", "4-1", "--methods", "fshift", "--out", str(tmp_path), "--quiet",
             *[a for s in TINY for a in ("--set", s)]]
     assert main([*base, "--report-only"]) == 2  # nothing finished yet
-    assert "no seed has finished for every setting" in capsys.readouterr().err
+    assert "holds no finished baseline and other finished setting to tabulate yet" in capsys.readouterr().err
     assert main(base) == 0  # seed 0 of both settings
     one_seed = (tmp_path / "savings.csv").read_text()
+    # An experiment still training (avgpool not yet run): the settings finished so far, against the baseline.
+    assert main([*base[:5], "fshift,avgpool", *base[6:], "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 3 settings finished (first seed)" in out and "Fshift 41" in out and out.rstrip().endswith("avgpool_41")
+    assert (tmp_path / "savings.csv").read_text() == one_seed
     (tmp_path / "savings.csv").unlink()
     # An experiment of two seeds whose seed 1 is only half done: the baseline's seed 1 finished.
     cfg = load_config("demo", TINY)

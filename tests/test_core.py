@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from coarse2fine.cli.options import method_overrides
 from coarse2fine.compression import Compression, pool_time
 from coarse2fine.config import load_config
 from coarse2fine.core import (
@@ -20,6 +21,7 @@ from coarse2fine.core import (
     schedule_flops,
     step_flops,
 )
+from coarse2fine.experiments.settings import VARIANTS
 from coarse2fine.features import FbankConfig, FeatureSpec, extract
 from coarse2fine.model.ast import AST, ASTConfig
 from coarse2fine.model.flops import measured_training_flops
@@ -96,6 +98,35 @@ def test_carry_our_ast_and_schedule_flops():
     assert per_phase[0] < per_phase[1] / 2
     with pytest.raises(TypeError, match="carry"):
         carry(torch.nn.Linear(2, 2), schedule.geometry(0))
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_schedule_takes_the_clis_method_names(name):
+    """Every --method name of the CLI builds the schedule the CLI's config would give."""
+    cfg = load_config("demo", ["c2f.schedule=4-1", "c2f.phase_epochs=[1, 2]", *method_overrides(name)])
+    schedule = Schedule.build("4-1", 2, phase_epochs=[1, 2], frames=128, mel_bins=128, method=name)
+    assert schedule == cfg.schedule() and (schedule.method, schedule.patch_resize) == VARIANTS[name]
+    assert schedule.compression(0) == cfg.phase(0).compression
+
+
+def test_patch_variants_refuse_a_contradicting_patch_resize():
+    full = {"frames": 128, "mel_bins": 64}
+    bl = Schedule.build("4-1", 4, method="patch-bl", **full)
+    assert bl == Schedule.build("4-1", 4, method="patch", patch_resize="bilinear", **full)
+    assert bl == Schedule.build("4-1", 4, method="patch-bl", patch_resize="bilinear", **full)
+    assert Schedule((Phase(4, 1), Phase(1, 1)), 128, 64, "patch-bl").patch_resize == "bilinear"
+    assert Schedule.build("4-1", 4, method="patch", **full).patch_resize == "pi"
+    with pytest.raises(ValueError, match="'patch-bl' is 'patch' with patch_resize='bilinear'; patch_resize='pi' contradicts"):
+        Schedule.build("4-1", 4, method="patch-bl", patch_resize="pi", **full)
+    with pytest.raises(ValueError, match="choose one of fshift, avgpool, maxpool, patch, patch-bl, patch-pi"):
+        Schedule.build("4-1", 4, method="patch-xx", **full)
+
+
+def test_carry_refuses_another_model_naming_what_works():
+    with pytest.raises(TypeError, match="cannot move a Sequential") as err:
+        carry(torch.nn.Sequential(torch.nn.Linear(2, 2)), Schedule.build("4-1", 4, frames=128, mel_bins=64).geometry(0))
+    assert "C2FModel subclass" in str(err.value) and "'Model families'" in str(err.value)
+    assert "ASTForAudioClassification" in str(err.value)
 
 
 def test_epoch_sampler_is_the_loops_order():

@@ -26,7 +26,7 @@ from transformers import (  # noqa: E402
 )
 
 from coarse2fine.audio import load_audio  # noqa: E402
-from coarse2fine.core import Schedule, step_flops  # noqa: E402
+from coarse2fine.core import Schedule, savings, step_flops  # noqa: E402
 from coarse2fine.integrations.hf import STATE_FILE, CoarseToFineTrainer, ast_feature_spec  # noqa: E402
 from coarse2fine.model.ast.hf import hf_ast_config  # noqa: E402
 
@@ -175,6 +175,8 @@ def test_resumes_in_the_coarse_phase_with_identical_weights(tones, patch_runs, s
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
     assert [(r.epoch, r.R, r.clips, r.train_flops) for r in resumed.c2f_records] == \
         [(r.epoch, r.R, r.clips, r.train_flops) for r in whole.c2f_records]
+    # the steps timed before the crash count in the resumed epoch's record
+    assert [(r.steps, len(r.step_deciles)) for r in resumed.c2f_records] == [(4, 9), (4, 9)]
 
 
 class _Frames(TrainerCallback):
@@ -202,3 +204,38 @@ def test_fshift_from_waveforms(tmp_path, tones):
     trainer.train()
     assert probe.frames == [32] * 2 + [128] * 2  # 40 ms frames in the coarse phase, 10 ms at full resolution
     assert [(r.R, r.tokens) for r in trainer.c2f_records] == [(4, 16), (1, 64)]
+
+
+def test_records_are_filled_from_what_the_trainer_knows(tmp_path, tones):
+    """Integer epochs (in memory, in coarse2fine_state.json and in a savings table), the global
+    batch, the LR of each epoch's first step, optimizer steps, and the step times as the CLI times
+    them; evaluation metrics without the Trainer's epoch and speed numbers. The CLI's method name
+    ``patch-bl`` works here too."""
+    fe, feats, _, labels = tones
+    schedule = Schedule.build("4-1", 2, phase_epochs=[1, 2], frames=128, mel_bins=MEL, method="patch-bl")
+    args = _args(tmp_path / "run", 3, per_device_train_batch_size=4, gradient_accumulation_steps=2, warmup_steps=0,
+                 eval_strategy="epoch")
+    trainer = CoarseToFineTrainer(model=_tiny_ast(128, list("abcd")), args=args, train_dataset=Clips(feats, labels),
+                                  eval_dataset=Clips(feats[:8], labels[:8]), processing_class=fe,
+                                  compute_metrics=_accuracy, schedule=schedule)
+    assert (trainer.c2f_compression.method, trainer.c2f_compression.patch_resize) == ("patch", "bilinear")
+    trainer.train()
+    recs = trainer.c2f_records
+    # 32 clips in micro-batches of 4, two per optimizer step: 4 steps of 8 clips an epoch.
+    assert [(r.epoch, r.R, r.clips, r.steps, r.batch_size) for r in recs] == [(1, 4, 32, 4, 8), (2, 1, 32, 4, 8),
+                                                                            (3, 1, 32, 4, 8)]
+    assert all(type(r.epoch) is int and type(r.to_dict()["epoch"]) is int for r in recs)
+    # The LR of each epoch's first optimizer step, as the Trainer logs it (a fresh schedule per phase).
+    lrs = {h["step"]: h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h and "loss" in h}
+    assert [r.lr for r in recs] == pytest.approx([lrs[1], lrs[5], lrs[9]]) and recs[2].lr < recs[1].lr
+    assert recs[0].lr == pytest.approx(2e-3) == recs[1].lr
+    for r in recs:
+        assert r.step_median > 0 and len(r.step_deciles) == 9 and r.step_time > 0 and r.data_time >= 0
+        assert r.data_time + r.step_time <= r.train_time * 1.001 + 1e-3
+        assert r.eval_time > 0 and {"eval_loss", "eval_accuracy"} <= set(r.metrics)
+        assert not {"epoch", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"} & set(r.metrics)
+    trainer.save_model(tmp_path / "final")
+    saved = json.loads((tmp_path / "final" / STATE_FILE).read_text())["records"]
+    assert [r["epoch"] for r in saved] == [1, 2, 3] and all(type(r["epoch"]) is int for r in saved)
+    rows = savings(recs, {"patch-bl 4-1": saved}, "eval_accuracy", fmt=None)
+    assert all("." not in row["Beat epoch"] and "." not in row["Best epoch"] for row in rows)

@@ -1,7 +1,9 @@
-"""The Lightning callback: the same run as the CLI's, resumes in the coarse phase, step-based switches."""
+"""The Lightning callback: the same run as the CLI's, resumes in the coarse phase, step-based switches,
+and its run logs read by ``coarse2fine compare``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -12,6 +14,8 @@ from safetensors.torch import load_file
 
 pl = pytest.importorskip("lightning.pytorch")
 
+from coarse2fine.cli import main  # noqa: E402
+from coarse2fine.compression import Compression  # noqa: E402
 from coarse2fine.config import load_config  # noqa: E402
 from coarse2fine.core import Schedule  # noqa: E402
 from coarse2fine.data.sources import load_splits  # noqa: E402
@@ -43,7 +47,7 @@ def _config(case: str):
 
 def _lightning_run(cfg, splits, out, *, ckpt_path=None, callbacks=(), **trainer_kwargs):
     module = ConfigModule(cfg, splits.train.num_classes, len(splits.train))
-    c2f = CoarseToFine.from_config(cfg, log_path=out / "c2f_log.json")
+    c2f = CoarseToFine.from_config(cfg, log_path=out / "c2f_log.json", classes=splits.train.class_names)
     train, val = config_loaders(cfg, splits)
     trainer_kwargs.setdefault("max_epochs", cfg.schedule().epochs)
     trainer = pl.Trainer(callbacks=[c2f, *callbacks], accelerator="cpu", devices=1, default_root_dir=out,
@@ -178,6 +182,11 @@ def test_switches_phase_at_a_step_in_the_middle_of_an_epoch(runs, tmp_path):
     assert [(x.epoch, x.phase, x.R, x.steps) for x in c2f.records] == [(1, 0, 4, 2), (1, 1, 1, 2)]
 
 
+def _spec():
+    """The full-resolution features of the tests' config."""
+    return _config("fshift").features.spec()
+
+
 def test_clear_errors():
     schedule = Schedule((Phase(4, 1), Phase(1, 1)), frames=128, mel_bins=128, method="fshift")
     with pytest.raises(ValueError, match="features=FeatureSpec"):
@@ -187,6 +196,12 @@ def test_clear_errors():
     cb = CoarseToFine(Schedule((Phase(2, 1), Phase(1, 1)), 128, 128, "avgpool"), inputs="features")
     with pytest.raises(ValueError, match="cannot be changed in place"):
         cb._compress((torch.zeros(2, 128, 128), torch.zeros(2)))
+    with pytest.raises(ValueError, match="mode must be one of max, min and come with metric="):
+        CoarseToFine(schedule, inputs="waveforms", features=_spec(), mode="min")
+    with pytest.raises(ValueError, match="mode must be one of max, min"):
+        CoarseToFine(schedule, inputs="waveforms", features=_spec(), metric="eer", mode="down")
+    logged = CoarseToFine(schedule, inputs="waveforms", features=_spec(), metric="eer", mode="min").run_log()
+    assert (logged["metric"], logged["metrics"], logged["done"]) == ("eer", {"eer": "min"}, False)
     with pytest.raises(ValueError, match="augment.wa_start"):
         ConfigModule(load_config("demo", [*TINY, "augment.wa_start=1"]), 8, 32)
     with pytest.raises(ValueError, match="in_memory=off"):
@@ -214,3 +229,107 @@ def test_ddp_model_is_wrapped_again_after_a_phase_change(runs, tmp_path, ddp_cle
     assert [x.R for x in c2f.records] == [4, 1, 1]
     # Float tolerance only: Lightning's DDP sets its own number of CPU threads.
     assert _max_diff(module.model.state_dict(), r["module"].model.state_dict()) <= 1e-3
+
+
+def test_compare_checks_a_from_config_run_log_against_the_cli_run(runs, capsys, caplog):
+    """The run log of ``CoarseToFine.from_config`` holds what compare checks: config, classes,
+    metric directions; against the CLI's run of the same config everything is compared."""
+    r = runs["fshift"]
+    lit = r["root"] / "lightning" / "c2f_log.json"
+    saved = json.loads(lit.read_text())
+    assert saved["done"] is True and saved["metric"] == "acc" and saved["config"]["c2f"]["method"] == "fshift"
+    assert saved["metrics"]["acc"] == "max" and saved["metrics"]["val_loss"] == "min"
+    assert saved["classes"] == list(r["splits"].train.class_names)
+    assert saved["schedule"] == {"name": "4-1", "phases": [[4, 1], [1, 2]], "epochs": 3, "method": "fshift",
+                                 "patch_resize": "pi", "frames": 128, "mel_bins": 128}
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        assert main(["compare", str(r["root"] / "cli"), str(lit)]) == 0
+    assert "lightning" in capsys.readouterr().out
+    assert not [rec.message for rec in caplog.records if rec.levelno >= logging.WARNING]  # nothing left unchecked
+
+
+def _users_log(log: dict) -> dict:
+    """A run log as the callback wrote it before it wrote what compare needs (name, source and
+    records only) around a module of one's own that logs ``val_acc``."""
+    records = [{**{k: v for k, v in rec.items() if k not in ("acc", "mAP", "mAUC", "d_prime", "val_loss")},
+                "val_acc": rec["acc"]} for rec in log["records"]]
+    return {"name": "log", "source": "lightning", "records": records}
+
+
+def test_compare_reads_the_run_log_of_a_callback_made_by_hand(runs, tmp_path, capsys, caplog):
+    """``CoarseToFine(schedule, log_path=...)`` around a module of one's own: no config in its log,
+    so compare checks what it can (train clips, the input size), says what it could not, takes the
+    metric from ``metric=``, from the records or from ``--metric``, and marks an unfinished run."""
+    r = runs["fshift"]
+    cfg, splits = r["cfg"], r["splits"]
+    mine = tmp_path / "mine"
+    c2f = CoarseToFine(cfg.schedule(), inputs="waveforms", features=cfg.features.spec(), log_path=mine / "log.json",
+                       metric="acc")
+    train, val = config_loaders(cfg, splits)
+    pl.Trainer(max_epochs=3, callbacks=[c2f], accelerator="cpu", logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0).fit(
+        ConfigModule(cfg, splits.train.num_classes, len(splits.train)), train, val)
+    saved = json.loads((mine / "log.json").read_text())
+    assert "config" not in saved and "classes" not in saved and saved["done"] is True and saved["metric"] == "acc"
+    assert saved["name"] == "mine" and saved["metrics"]["acc"] == "max" and saved["schedule"]["frames"] == 128
+
+    # Against the from_config run's log (which has a config): compared by train clips and input size.
+    lit = r["root"] / "lightning" / "c2f_log.json"
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        assert main(["compare", str(lit), str(mine)]) == 0
+    assert "mine" in capsys.readouterr().out
+    assert f"{mine}: compared with the baseline {lit.parent} by train clips, input size only; not checked: classes, " \
+        f"data settings, features, model, objective and metric (no config in the run log of {mine})" in caplog.messages
+    # The log of another input size is refused, naming the difference.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "log.json").write_text(json.dumps({**saved, "schedule": {**saved["schedule"], "frames": 96}}))
+    assert main(["compare", str(mine), str(other)]) == 2
+    assert f"{other}: features differs from the baseline {mine} (input 128 x 128 -> 96 x 128)" in capsys.readouterr().err
+
+    # The user's logs (name, source, records): the metric is the records' one validation metric.
+    for name, source in (("base", mine / "log.json"), ("c2f", lit)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.json").write_text(json.dumps(_users_log(json.loads(source.read_text()))))
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "c2f")]) == 0
+    assert "Best val_acc" in capsys.readouterr().out
+    # With several validation metrics in the records and no metric named, --metric is asked for.
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "log.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "metric"}))
+    assert main(["compare", str(tmp_path / "plain"), str(mine)]) == 2
+    assert "log.json: the run log names no metric (no config, no 'metric'): give --metric (one of acc, d_prime, " \
+        in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "plain"), str(mine), "--metric", "mAP"]) == 0
+    assert "Best mAP" in capsys.readouterr().out
+
+    # A run stopped after its coarse epoch: unfinished, 1 of the schedule's 3 epochs.
+    (tmp_path / "stopped").mkdir()
+    (tmp_path / "stopped" / "log.json").write_text(json.dumps({**saved, "done": False, "records": saved["records"][:1]}))
+    assert main(["compare", str(mine), str(tmp_path / "stopped"), "--format", "text"]) == 0
+    assert "stopped: unfinished: 1 of 3 epochs; not in the table (--include-unfinished)" in capsys.readouterr().out
+
+
+class _Flat(pl.LightningModule):
+    """A module whose model is a plain ``Sequential``: no coarse2fine family, no transformers AST."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 128, 2))
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.model(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_takes_the_clis_method_names_and_refuses_a_model_it_cannot_move():
+    cb = CoarseToFine(Schedule.build("4-1", 2, frames=128, mel_bins=128, method="patch-bl"), inputs="features")
+    assert cb.compression == Compression("patch", 4, "bilinear")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 128, 128),
+                                                                        torch.zeros(4, dtype=torch.long)), batch_size=2)
+    trainer = pl.Trainer(max_epochs=1, callbacks=[cb], accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(TypeError, match="cannot move a Sequential") as err:
+        trainer.fit(_Flat(), loader)
+    assert "'Model families'" in str(err.value) and "C2FModel subclass" in str(err.value)

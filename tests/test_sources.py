@@ -263,3 +263,19 @@ def test_fsdd_without_a_root_is_a_clear_error():
 def test_a_missing_fsdd_folder_says_which_key_and_how_relative_paths_read(tmp_path):
     with pytest.raises(ValueError, match="nowhere: not a folder; point data.root at the FSDD folder .* current folder"):
         load_splits(load_config("fsdd_digits-cpu", [f"data.root={tmp_path / 'nowhere'}"]))
+
+
+def test_fold_in_a_manifest_path_is_filled_from_data_fold_by_every_command(tmp_path, capsys):
+    # {fold} manifests of two folds; a config of one's own extending htsat_esc50-cpu (which must not
+    # pass on the AudioSet label file it would inherit) trains on the fold data.fold names.
+    for fold, labels in ((1, ["cat", "dog"]), (2, ["cat", "dog", "owl"])):
+        csv = _csv_set(tmp_path / f"f{fold}", {"train": labels, "val": labels[:2]})
+        for split in ("train", "val"):
+            csv[split].rename(tmp_path / f"{split}_fold{fold}.csv")
+    (tmp_path / "mine.yaml").write_text("extends: htsat_esc50-cpu\ndata:\n  kind: manifest\n  train: train_fold{fold}.csv\n"
+                                        "  val: val_fold{fold}.csv\n  fold: 2\n  clip_seconds: 0.5\n")
+    cfg = load_config(tmp_path / "mine.yaml")
+    assert cfg.data.split_path("train") == str(tmp_path / "train_fold2.csv") and cfg.data.label_csv is None
+    assert load_splits(cfg).train.class_names == ["cat", "dog", "owl"]
+    assert main(["check", str(tmp_path / "mine.yaml"), "--set", "data.fold=1"]) == 0
+    assert "2 training and 2 validation clips usable" in capsys.readouterr().out

@@ -28,6 +28,31 @@ from coarse2fine.features import FeatureSpec, extract, target_frames_for_shift
 METHODS = ("fshift", "avgpool", "maxpool", "patch")
 PATCH_RESIZES = ("bilinear", "pi")
 PatchResize = Literal["bilinear", "pi"]
+VARIANTS: dict[str, tuple[str, PatchResize]] = {
+    "fshift": ("fshift", "pi"),
+    "avgpool": ("avgpool", "pi"),
+    "maxpool": ("maxpool", "pi"),
+    "patch-bl": ("patch", "bilinear"),
+    "patch-pi": ("patch", "pi"),
+}
+"""The methods as the command line and the experiment tables name them: ``patch-bl`` / ``patch-pi``
+are ``patch`` with a bilinear or PI-resized kernel; each with its ``(method, patch_resize)``."""
+
+
+def resolve_method(method: str, patch_resize: PatchResize | None = None) -> tuple[str, PatchResize]:
+    """``(method, patch_resize)`` of a method named as a config names it (:data:`METHODS`) or as
+    the command line does (:data:`VARIANTS`). ``patch_resize``: given explicitly, or None (the
+    variant's, else ``pi``); one that contradicts a variant's is refused."""
+    if method in METHODS:
+        return method, patch_resize or "pi"
+    if method not in VARIANTS:
+        names = ", ".join(dict.fromkeys([*METHODS, *VARIANTS]))
+        raise ValueError(f"unknown compression method {method!r}; choose one of {names}")
+    base, resize = VARIANTS[method]
+    if patch_resize is not None and patch_resize != resize:
+        raise ValueError(f"method {method!r} is {base!r} with patch_resize={resize!r}; patch_resize={patch_resize!r} "
+                         f"contradicts it (give method={base!r} with patch_resize, or {method!r} alone)")
+    return base, resize
 
 
 @dataclass(frozen=True)

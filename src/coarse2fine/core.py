@@ -4,7 +4,8 @@ Coarse-to-fine training trains the first phases on spectrograms compressed in ti
 and the last phase at full resolution, carrying the weights across. A training loop that already
 exists needs five things for it, and this module gives each as a typed function of plain values:
 
-* **where it stands**: :class:`Schedule` (phases, compression method, full-resolution input) and
+* **where it stands**: :class:`Schedule` (phases, compression method, full-resolution input; the
+  method named as the config names it or as the CLI does, ``patch-bl`` / ``patch-pi`` included) and
   :meth:`Schedule.at_epoch` / :meth:`Schedule.at_step`, or :func:`phase_at` on a list of phases:
   the phase of a 0-based epoch or step and its R;
 * **what the model sees**: :func:`compress` turns a batch of waveforms, full-resolution features
@@ -12,8 +13,9 @@ exists needs five things for it, and this module gives each as a typed function 
   computes features with an R times longer frame shift, Avg/Max pooling pools frames, Patch
   leaves the frames and widens the model's patches);
 * **the model across a phase change**: :func:`carry` moves a coarse2fine model
-  (:class:`~coarse2fine.model.base.C2FModel`: AST, HTS-AT with its Swin windows, SSAST) or a
-  transformers ``ASTForAudioClassification`` to a phase's input geometry, interpolating the
+  (:class:`~coarse2fine.model.base.C2FModel`: AST, HTS-AT with its Swin windows, SSAST, or a
+  family of your own) or a transformers ``ASTForAudioClassification`` (no other model: its
+  input size cannot change) to a phase's input geometry, interpolating the
   positional embedding and resizing the patch kernel (bilinear or PI-resize); the optimizer and LR
   schedule are then built anew, as the paper does;
 * **what a step costs**: :func:`step_flops` at the model's current geometry, and
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Sequence, Union
 
-from coarse2fine.compression import INPUT_KINDS, InputKind, compress, phase_input
+from coarse2fine.compression import INPUT_KINDS, InputKind, compress, phase_input, resolve_method
 from coarse2fine.model.phase_change import carry, geometry_of, schedule_flops, step_flops
 from coarse2fine.phases import PhaseAt, Schedule, phase_at
 from coarse2fine.report.savings import format_table, savings_table
@@ -43,7 +45,7 @@ RecordRow = Union[EpochRecord, Mapping[str, Any], Sequence[float]]
 
 __all__ = [
     "INPUT_KINDS", "InputKind", "PhaseAt", "RecordRow", "Schedule", "carry", "compress", "epoch_records", "geometry_of",
-    "phase_at", "phase_input", "savings", "schedule_flops", "step_flops",
+    "phase_at", "phase_input", "resolve_method", "savings", "schedule_flops", "step_flops",
 ]
 
 

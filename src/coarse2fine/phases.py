@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from coarse2fine.compression import METHODS, Compression, InputGeometry, PatchResize
+from coarse2fine.compression import Compression, InputGeometry, PatchResize, resolve_method
 
 
 @dataclass(frozen=True)
@@ -134,24 +134,26 @@ def phase_at(phases: Sequence[Phase], epoch: int) -> PhaseAt:
 class Schedule:
     """A coarse-to-fine schedule for a model input of ``frames`` x ``mel_bins`` at full resolution:
     the ``phases`` (factor R and epochs each, coarsest first, the last at R = 1) and how the input
-    is compressed (``method``: fshift, avgpool, maxpool or patch; ``patch_resize`` of the Patch
-    method's kernel; ``scale_window``: Fshift also widens the analysis window)."""
+    is compressed (``method``: fshift, avgpool, maxpool or patch, or as the command line names them,
+    ``patch-bl`` / ``patch-pi``; ``patch_resize`` of the Patch method's kernel, None: the method's
+    own, ``pi`` unless ``patch-bl``; ``scale_window``: Fshift also widens the analysis window)."""
 
     phases: tuple[Phase, ...]
     frames: int
     mel_bins: int
     method: str = "fshift"
-    patch_resize: PatchResize = "pi"
+    patch_resize: PatchResize | None = None
     scale_window: bool = False
 
     def __post_init__(self) -> None:
+        method, resize = resolve_method(self.method, self.patch_resize)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "patch_resize", resize)
         object.__setattr__(self, "phases", tuple(self.phases))
         if not self.phases or not all(isinstance(p, Phase) for p in self.phases):
             raise ValueError(f"phases must be a non-empty sequence of Phase, got {self.phases!r}")
         if self.phases[-1].R != 1:
             raise ValueError(f"the last phase must be full resolution (R=1), got R={self.phases[-1].R}")
-        if self.method not in METHODS:
-            raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
         if min(self.frames, self.mel_bins) < 1:
             raise ValueError(f"frames and mel_bins must be positive, got {self.frames} x {self.mel_bins}")
         for i in range(len(self.phases)):
@@ -160,7 +162,7 @@ class Schedule:
     @classmethod
     def build(cls, schedule: str | Sequence[int], epochs: int, *, frames: int, mel_bins: int, method: str = "fshift",
               phase_epochs: Sequence[int] | None = None, initial_fraction: float | None = None,
-              patch_resize: PatchResize = "pi", scale_window: bool = False) -> Schedule:
+              patch_resize: PatchResize | None = None, scale_window: bool = False) -> Schedule:
         """A schedule from its text (``"4-1"``, ``"4-2-1"``) and the baseline's ``epochs``: each
         phase's epochs are ``phase_epochs``, or the paper's split (the initial phases share about
         25 % of ``epochs``, 30 % for three phases or more; the last phase gets ``epochs``)."""

@@ -9,7 +9,10 @@ on stderr and exit code 2; a non-finite loss, with exit code 3.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -37,13 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setup_logging(quiet: bool) -> None:
+    """Log to stderr: INFO and up, or warnings and errors only with ``--quiet``. Under torchrun
+    only the main process (RANK 0) logs the run's progress; the others log warnings and errors
+    only, each line naming its rank, so N processes do not print every line N times."""
+    rank = int(os.environ.get("RANK", "0"))
+    where = f" [rank {rank}]" if rank else ""
+    logging.basicConfig(level=logging.WARNING if quiet or rank else logging.INFO,
+                        format=f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def process_output() -> contextlib.AbstractContextManager:
+    """Where a command prints its results: stdout, or nowhere in a torchrun process other than
+    the main one (RANK 0), whose output would repeat the main process's."""
+    return contextlib.nullcontext() if int(os.environ.get("RANK", "0")) == 0 else contextlib.redirect_stdout(io.StringIO())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.quiet = getattr(args, "quiet", False)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(args.quiet)
     try:
-        return COMMANDS[args.command](args)
+        with process_output():
+            return COMMANDS[args.command](args)
     except NonFiniteLossError as err:
         print(f"coarse2fine: stopped: {err}", file=sys.stderr)
         return 3

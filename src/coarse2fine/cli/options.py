@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Callable, Sequence
 
-from coarse2fine.compression import METHODS
+from coarse2fine.compression import METHODS, VARIANTS
 from coarse2fine.data.sources import count_classes
 from coarse2fine.experiments.grid import calibrate_runs
-from coarse2fine.experiments.settings import VARIANTS, parse_controls
+from coarse2fine.experiments.settings import parse_controls
 
 PATCH_VARIANTS = tuple(name for name, (method, _) in VARIANTS.items() if method == "patch")  # patch-bl, patch-pi
 METHOD_CHOICES = (*METHODS, *PATCH_VARIANTS)

@@ -21,6 +21,7 @@ from coarse2fine.cli.options import (
     run_overrides,
 )
 from coarse2fine.config import (
+    RunConfig,
     config_from_dict,
     config_reference,
     load_config,
@@ -38,7 +39,7 @@ from coarse2fine.report.accounting import (
     phase_costs,
     run_flops_per_clip,
 )
-from coarse2fine.report.comparable import incomparable, run_facts
+from coarse2fine.report.comparable import incomparable, run_facts, unchecked_lines
 from coarse2fine.report.planner import choose, plan, planned_config
 from coarse2fine.report.plots import write_report
 from coarse2fine.report.savings import (
@@ -47,6 +48,7 @@ from coarse2fine.report.savings import (
     format_table,
     metric_higher_is_better,
     read_log,
+    record_metrics,
     savings_table,
     table_measures,
     time_note,
@@ -62,7 +64,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("compare", help="savings of finished runs against a baseline run")
     p.add_argument("baseline", help="baseline run folder (or its log.json)")
     p.add_argument("runs", nargs="+", help="run folders (or log.json files)")
-    p.add_argument("--metric", default=None, help="metric to compare (default: the baseline config's train.metric)")
+    p.add_argument("--metric", default=None,
+                   help="metric to compare (default: the baseline config's train.metric; for a log without a config, "
+                        "such as the Lightning callback's, its metric= or the records' one validation metric)")
     p.add_argument("--format", choices=["text", "markdown", "csv"], default="text",
                    help="table format; csv gives each value and its gain or delta in columns of their own")
     p.add_argument("--calibrate-rounds", type=int, default=0,
@@ -201,7 +205,7 @@ def _check_shards(cfg) -> int:
     clip count, keys); the clips the pack skipped are listed from its report."""
     store = ShardStore(cfg.data.shard_cache)
     bad = 0
-    for split, root in (("train", cfg.data.train), ("val", cfg.data.val)):
+    for split, root in (("train", cfg.data.split_path("train")), ("val", cfg.data.split_path("val"))):
         if not root:
             raise ValueError(f"data.kind 'shards' needs data.{split}: a split folder (or URL) written by `coarse2fine pack`")
         audio, sets, problems = verify_split(root, store)
@@ -354,7 +358,7 @@ def _plan_lines(configs: list, records: list, names: list) -> list[str]:
     """Predicted (``coarse2fine plan``) against measured cost, for the runs that were planned."""
     lines = []
     for cfg, recs, name in zip(configs, records, names):
-        if cfg.c2f.planned_flops or cfg.c2f.planned_seconds:
+        if cfg is not None and (cfg.c2f.planned_flops or cfg.c2f.planned_seconds):
             flops, secs = recs[-1].cum_flops, recs[-1].cum_time
             lines.append(f"{name}: planned {cfg.c2f.planned_flops:.4g} FLOPs, {cfg.c2f.planned_seconds:.0f} s; "
                          f"measured {flops:.4g} FLOPs ({flops / cfg.c2f.planned_flops:.3f}x), {secs:.0f} s "
@@ -362,37 +366,95 @@ def _plan_lines(configs: list, records: list, names: list) -> list[str]:
     return lines
 
 
-def _unfinished(log: dict, cfg) -> str | None:
-    """How far an unfinished run got, or None for a finished one."""
-    if log.get("done"):
+def _planned_epochs(log: dict, cfg: RunConfig | None) -> int | None:
+    """The epochs a run was to train: its config's phases, else its log's ``schedule`` (the
+    Lightning callback's); None when the log says neither."""
+    if cfg is not None:
+        return sum(p.epochs for p in cfg.phases())
+    schedule = log.get("schedule")
+    epochs = schedule.get("epochs") if isinstance(schedule, dict) else None
+    return int(epochs) if isinstance(epochs, int) else None
+
+
+def _unfinished(log: dict, cfg: RunConfig | None) -> str | None:
+    """How far an unfinished run got, or None for a finished one (and for a log that does not say:
+    one without ``done`` and without a config)."""
+    if log.get("done") or ("done" not in log and cfg is None):
         return None
-    planned = sum(p.epochs for p in cfg.phases())
+    planned = _planned_epochs(log, cfg)
     why = f", stopped: {log['stopped']}" if log.get("stopped") else ""
-    return f"unfinished: {len(log['records'])} of {planned} epochs{why}"
+    of = f" of {planned}" if planned is not None else ""
+    return f"unfinished: {len(log['records'])}{of} epochs{why}"
 
 
 def check_comparable(paths: list[Path], logs: list[dict], metric_given: bool, allow: bool) -> None:
     """Refuse (or with ``allow``, warn about) runs whose data, features, model or metric differ
-    from the baseline's (``paths[0]``; see :mod:`coarse2fine.report.comparable`)."""
-    problems = incomparable([run_facts(p.parent, saved) for p, saved in zip(paths, logs)], metric_given)
-    if not problems:
-        return
-    if not allow:
+    from the baseline's (``paths[0]``; see :mod:`coarse2fine.report.comparable`); warn about what
+    could not be compared (logs without a config, such as the Lightning callback's)."""
+    facts = [run_facts(p.parent, saved) for p, saved in zip(paths, logs)]
+    problems = incomparable(facts, metric_given)
+    if problems and not allow:
         raise ValueError("\n".join(problems) + "\ncompare tabulates runs of the baseline's data, features, model and "
                          "metric only (--allow-different tabulates them anyway, with a warning)")
     for line in problems:
         log.warning("%s; tabulated anyway (--allow-different)", line)
+    for line in unchecked_lines(facts, metric_given):
+        log.warning("%s", line)
+
+
+def _log_config(path: Path, saved: dict) -> RunConfig | None:
+    """The :class:`~coarse2fine.config.RunConfig` of a run log (``path``), or None for a log
+    without one (the Lightning callback's for a module of your own); a ``config`` that is no
+    coarse2fine config is an error naming the file."""
+    raw = saved.get("config")
+    if raw is None:
+        return None
+    problem = f"a {type(raw).__name__}"
+    if isinstance(raw, dict):
+        try:
+            return config_from_dict(raw)
+        except (KeyError, TypeError, ValueError) as err:
+            problem = str(err)
+    raise ValueError(f"{path}: its 'config' is not a coarse2fine config ({problem})")
+
+
+def _default_metric(paths: list[Path], logs: list[dict], configs: list[RunConfig | None]) -> str:
+    """The metric compare tabulates without ``--metric``: the baseline config's ``train.metric``,
+    else its log's ``metric`` (the Lightning callback's ``metric=``), else the one validation
+    metric (a name not starting with ``train``) every record of the baseline carries."""
+    if configs[0] is not None:
+        return configs[0].train.metric
+    named = logs[0].get("metric")
+    if isinstance(named, str) and named:
+        return named
+    have = record_metrics(logs[0]["records"])
+    candidates = [m for m in have if not m.startswith("train")]
+    if len(candidates) != 1:
+        offer = f"one of {', '.join(have)}" if have else "its records carry no metric"
+        raise ValueError(f"{paths[0]}: the run log names no metric (no config, no 'metric'): give --metric ({offer})")
+    log.info("comparing by %s, the records' one validation metric (--metric picks another)", candidates[0])
+    return candidates[0]
+
+
+def _direction(saved: dict, metric: str) -> bool:
+    """Whether higher is better for ``metric``: as the run log's ``metrics`` say, else by its name."""
+    directions = saved.get("metrics")
+    direction = directions.get(metric) if isinstance(directions, dict) else None
+    return metric_higher_is_better(metric) if direction not in ("max", "min") else direction == "max"
 
 
 def cmd_compare(args) -> int:
     paths = [log_path(args.baseline), *(log_path(r) for r in args.runs)]
     logs = [read_log(p) for p in paths]
+    configs = [_log_config(p, saved) for p, saved in zip(paths, logs)]
     check_comparable(paths, logs, args.metric is not None, args.allow_different)
-    configs = [config_from_dict(saved["config"]) for saved in logs]
-    metric = args.metric or configs[0].train.metric
+    metric = args.metric or _default_metric(paths, logs, configs)
     check_metric(metric, {str(p.parent): saved["records"] for p, saved in zip(paths, logs)})
-    direction = logs[0].get("metrics", {}).get(metric)
-    higher = metric_higher_is_better(metric) if direction is None else direction == "max"
+    higher = _direction(logs[0], metric)
+    lacking = [str(p) for p, cfg in zip(paths, configs) if cfg is None]
+    if args.calibrate_rounds > 0 and lacking:
+        raise ValueError(f"--calibrate-rounds times each run's steps from its config; {', '.join(lacking)} has none "
+                         "(a Lightning callback's log: use CoarseToFine.from_config, or leave --calibrate-rounds out)")
     records = calibrated(configs, [saved["records"] for saved in logs], len(logs[0].get("classes") or []) or 2,
                          args.calibrate_rounds, None)
     names = [p.parent.name for p in paths]

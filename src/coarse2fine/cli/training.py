@@ -27,6 +27,7 @@ from coarse2fine.experiments.grid import (
     Variant,
     cross_validate,
     cross_validate_settings,
+    finished_first_seeds,
     finished_settings,
     parse_methods,
     run_settings,
@@ -174,8 +175,7 @@ def _report_finished(args, cfg, settings, seeds: int, out_root: Path, title: str
     whole = len(done[0].runs)
     unfinished = ", ".join(p.name for p in missing)
     if whole == 0:
-        raise ValueError(f"--report-only: no seed has finished for every setting in {out_root} "
-                         f"(not finished: {unfinished})")
+        return _report_first_seeds(args, cfg, settings, out_root, title, unfinished)
     splits = load_splits(cfg) if args.calibrate_rounds > 0 else None
     counted = "" if seeds == 1 else f", {seeds} seeds" if whole == seeds else f", {whole} of {seeds} seeds finished"
     print(f"{out_root}: {whole} of {seeds} seed(s) finished for every setting; their tables (nothing trained):")
@@ -186,6 +186,21 @@ def _report_finished(args, cfg, settings, seeds: int, out_root: Path, title: str
     if missing:
         print(f"Not finished (left out of the tables; train them with the same command without --report-only): "
               f"{unfinished}")
+    return 0
+
+
+def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinished: str) -> int:
+    """``--report-only`` while not one seed has finished for every setting: the tables of the
+    settings whose first seed has, against the baseline, when the baseline has finished."""
+    partial = finished_first_seeds(settings, out_root)
+    if not partial or partial[0].setting.role != "baseline" or len(partial) < 2:
+        raise ValueError(f"--report-only: {out_root} holds no finished baseline and other finished setting to "
+                         f"tabulate yet (not finished: {unfinished})")
+    splits = load_splits(cfg) if args.calibrate_rounds > 0 else None
+    print(f"{out_root}: {len(partial)} of {len(settings)} settings finished (first seed); their tables (nothing "
+          "trained):")
+    _report(args, partial, splits, cfg.train.metric, out_root, title + f", {len(partial)} of {len(settings)} settings")
+    print(f"Not finished (left out of the tables; train them with the same command without --report-only): {unfinished}")
     return 0
 
 

@@ -291,8 +291,10 @@ def config_yaml(cfg: RunConfig, extends: str | None = None) -> str:
     (``extends``), ``extends:`` and only what differs from it, when that reads back as ``cfg``."""
     values = cfg.to_dict()
     if extends is not None:
-        short = {"extends": extends, **config_delta(load_config(extends, check_runtime=False).to_dict(), values)}
-        if config_from_dict(resolve_extends(copy.deepcopy(short))).to_dict() == values:
+        delta = config_delta(load_config(extends, check_runtime=False).to_dict(), values)
+        short = {"extends": extends, "name": cfg.name, **delta}  # a file without a name is named after itself
+        merged = resolve_paths(resolve_extends(copy.deepcopy(short)), Path.cwd(), "current folder")  # as loaded
+        if config_from_dict(merged).to_dict() == values:
             values = short
     return yaml.safe_dump(values, sort_keys=False)
 

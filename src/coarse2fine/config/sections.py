@@ -66,6 +66,7 @@ class DataConfig(Section):
     Clips are cut to ``clip_seconds`` and padded with zeros (``pad: zeros``) or by repeating
     them (``pad: repeat``, as HTS-AT does for ESC-50). Every file is checked before training;
     ``on_error: skip`` drops bad files and lists them in the run's report instead of stopping.
+    ``{fold}`` in ``train`` / ``val`` is replaced by ``fold`` (:meth:`split_path`).
     ``cache_dir`` turns on the on-disk feature cache and ``preload`` decodes all clips into memory
     (both for kinds that read audio files);
     ``in_memory`` (auto: when the features of every clip take at most ``memory_limit_gb``) holds
@@ -108,6 +109,12 @@ class DataConfig(Section):
         if isinstance(self.in_memory, bool):  # YAML's true / false
             object.__setattr__(self, "in_memory", "on" if self.in_memory else "off")
         super().__post_init__()
+
+    def split_path(self, split: str) -> str | None:
+        """``data.train`` or ``data.val`` (``split``) with ``{fold}`` filled in from ``data.fold``, so
+        one config names every fold's manifests (``crossval`` sets the fold)."""
+        value = getattr(self, split)
+        return value.replace("{fold}", str(self.fold)) if isinstance(value, str) else value
 
     def check(self) -> None:
         if not 0 < self.val_fraction < 1:

@@ -314,12 +314,13 @@ def shard_splits(cfg: Any) -> DataSplits:
     if d.cache_dir:
         raise ValueError("data.cache_dir: the feature cache reads audio files; with data.kind shards, pack the "
                          "features instead (coarse2fine pack --features)")
-    check_location(d.train, "data.train")
-    check_location(d.val, "data.val")
+    roots = d.split_path("train"), d.split_path("val")
+    check_location(roots[0], "data.train")
+    check_location(roots[1], "data.val")
     tar_reader()  # the optional dependency, before any work
     store = ShardStore(d.shard_cache)
     num_samples = int(round(d.clip_seconds * f.sample_rate))
-    train, val = (ShardDataset(root, f.sample_rate, num_samples, d.pad, store, d.open_shards) for root in (d.train, d.val))
+    train, val = (ShardDataset(root, f.sample_rate, num_samples, d.pad, store, d.open_shards) for root in roots)
     if val.class_names != train.class_names:
         raise ShardError(f"{val.audio.location}: its classes differ from {train.audio.location}'s; pack both splits "
                          "from one config")

@@ -66,7 +66,7 @@ def count_classes(cfg: RunConfig) -> int:
 def _shard_split(cfg: RunConfig) -> str:
     if not cfg.data.train:
         raise ValueError("data.kind 'shards' needs data.train: a split folder (or URL) written by `coarse2fine pack`")
-    return cfg.data.train
+    return cfg.data.split_path("train")
 
 
 def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
@@ -85,9 +85,9 @@ def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
     if d.kind == "manifest":
         if not d.train or not d.val:
             raise ValueError("data.kind 'manifest' needs data.train and data.val (AST JSON, CSV or a class folder)")
-        train = read_manifest(d.train, d.label_csv, d.multilabel)
+        train = read_manifest(d.split_path("train"), d.label_csv, d.multilabel)
         check_loss_fits(cfg, train)
-        return train, align_classes(train, read_manifest(d.val, d.label_csv, d.multilabel))
+        return train, align_classes(train, read_manifest(d.split_path("val"), d.label_csv, d.multilabel))
     if d.kind == "shards":
         raise ValueError("data.kind 'shards' has no clip list: its clips are packed (read them with load_splits)")
     raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest, fsdd, esc50, unlabeled or shards")

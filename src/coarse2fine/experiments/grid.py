@@ -73,6 +73,25 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
     return done
 
 
+def finished_run(setting: Setting, out_root: str | Path, k: int) -> tuple[RunResult, list[str]] | Path:
+    """Seed ``k``'s finished run of ``setting`` in ``out_root`` with the path keys its config holds
+    otherwise (see :func:`~coarse2fine.training.folder.read_finished`), or its folder when the run
+    has not finished there."""
+    cfg, folder = seed_config(setting.config, k), seed_folder(out_root, setting.name, k)
+    finished = read_finished(cfg.to_dict(), folder)
+    if finished is None:
+        return folder
+    records, phases, diffs = finished
+    return RunResult(cfg.name, folder, records, "finished", phases), diffs
+
+
+def finished_first_seeds(settings: Sequence[Setting], out_root: str | Path) -> list[SettingRuns]:
+    """The settings whose first seed has finished in ``out_root``, each with that run, in the order
+    of ``settings``: what an experiment that is still training can already tabulate."""
+    found = [(s, finished_run(s, out_root, 0)) for s in settings]
+    return [SettingRuns(s, [f[0]]) for s, f in found if not isinstance(f, Path)]
+
+
 def finished_settings(settings: Sequence[Setting], out_root: str | Path,
                       seeds: int) -> tuple[list[SettingRuns], list[Path], list[str]]:
     """What has finished of an experiment in ``out_root``, training nothing: its whole seeds (seed
@@ -89,14 +108,13 @@ def finished_settings(settings: Sequence[Setting], out_root: str | Path,
     for k in range(seeds):
         found = []
         for entry in done:
-            cfg, folder = seed_config(entry.setting.config, k), seed_folder(out_root, entry.setting.name, k)
-            finished = read_finished(cfg.to_dict(), folder)
-            if finished is None:
-                missing.append(folder)
+            finished = finished_run(entry.setting, out_root, k)
+            if isinstance(finished, Path):
+                missing.append(finished)
                 continue
-            records, phases, diffs = finished
+            result, diffs = finished
             path_diffs.update(dict.fromkeys(diffs))
-            found.append(RunResult(cfg.name, folder, records, "finished", phases))
+            found.append(result)
         if not missing:
             for entry, result in zip(done, found):
                 entry.runs.append(result)

@@ -33,18 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from coarse2fine.compression import Compression
+from coarse2fine.compression import VARIANTS, Compression
 from coarse2fine.config import RunConfig
 from coarse2fine.config.sections import CONTROLS
 from coarse2fine.phases import restart_schedule, schedule_name
 
-VARIANTS: dict[str, tuple[str, str]] = {
-    "fshift": ("fshift", "pi"),
-    "avgpool": ("avgpool", "pi"),
-    "maxpool": ("maxpool", "pi"),
-    "patch-bl": ("patch", "bilinear"),
-    "patch-pi": ("patch", "pi"),
-}
 ROLES = ("baseline", "control", "coarse-to-fine")
 SEED_STRIDE = 1000
 

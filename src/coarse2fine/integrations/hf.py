@@ -21,9 +21,14 @@ What it does, through the functional core (:mod:`coarse2fine.core`):
   for Avg/Max pooling and Patch, or ``waveforms`` with coarse2fine's Kaldi fbank for every method
   (Fshift needs them: ``ASTFeatureExtractor`` has a fixed 10 ms shift);
 * it counts each step's analytic FLOPs (``floating_point_ops``, so ``state.total_flos`` is ours
-  too), records every epoch as :class:`~coarse2fine.training.records.EpochRecord` (``c2f_records``,
-  eval metrics added), logs ``c2f_R`` / ``c2f_train_flops`` / ``c2f_train_time`` per epoch, and
-  writes ``coarse2fine_state.json`` with every saved model and checkpoint;
+  too), records every epoch as :class:`~coarse2fine.training.records.EpochRecord` (``c2f_records``:
+  1-based integer epochs; the global batch, per-device batch x devices x gradient accumulation;
+  the learning rate of the epoch's first optimizer step, 0 in a warm-up that starts from 0 as the
+  ``Trainer``'s do; optimizer steps; the wait for batches and every optimizer step's time, timed as
+  ``coarse2fine train`` times them with :class:`~coarse2fine.training.clock.EpochClock`, evaluation
+  and checkpoints left out of the training time; the evaluation's seconds and metrics), logs
+  ``c2f_R`` / ``c2f_train_flops`` / ``c2f_train_time`` per epoch, and writes
+  ``coarse2fine_state.json`` with every saved model and checkpoint;
 * ``train(resume_from_checkpoint=...)`` resumes in the phase the checkpoint was written in.
 
 Single device only (a wrapped model would have to be wrapped again after each geometry change).
@@ -49,6 +54,8 @@ from coarse2fine.core import INPUT_KINDS, InputKind, Schedule, carry, compress, 
 from coarse2fine.extras import require
 from coarse2fine.features import FeatureSpec
 from coarse2fine.model.ast.hf import hf_ast_config, hf_state_dict_for, is_hf_ast
+from coarse2fine.runtime import load_average
+from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.records import EpochRecord, as_records
 
 require("transformers", "hf", "coarse2fine.integrations.hf")
@@ -62,6 +69,8 @@ log = logging.getLogger(__name__)
 __all__ = ["STATE_FILE", "CoarseToFineTrainer", "ast_feature_spec"]
 
 STATE_FILE = "coarse2fine_state.json"
+RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(EpochRecord))
+SPEED_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")  # the Trainer's speed_metrics
 
 
 class _Phases(TrainerCallback):
@@ -77,6 +86,21 @@ class _Phases(TrainerCallback):
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer._end_epoch()
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._step_begin()  # the step's batches are fetched: the wait since the last step is data time
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._step_end()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._resume_clock()  # the checkpoint is written
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._c2f_training = True
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._c2f_training = False
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
                     **kwargs: Any) -> None:
@@ -122,6 +146,9 @@ class CoarseToFineTrainer(Trainer):
         self._c2f_epoch: dict[str, Any] = {}
         self._c2f_partial: dict[str, Any] | None = None
         self._c2f_eval_seconds = 0.0
+        self._c2f_clock: EpochClock | None = None  # the epoch's wall time, data wait and step times
+        self._c2f_paused = False  # the clock is paused (an evaluation or a checkpoint in the epoch)
+        self._c2f_training = False  # inside train(): evaluations join the records
         self._move(0)
         self.add_callback(_Phases(self))
 
@@ -161,10 +188,46 @@ class CoarseToFineTrainer(Trainer):
         for attr in ("model", "optimizer", "lr_scheduler"):  # what TrainerCallbacks are handed
             setattr(self.callback_handler, attr, getattr(self, attr))
 
+    @property
+    def c2f_batch_size(self) -> int:
+        """Clips per optimizer step: per-device batch x devices x gradient accumulation."""
+        a = self.args
+        return int(a.train_batch_size * max(1, a.world_size) * max(1, a.gradient_accumulation_steps))
+
+    def _new_clock(self, partial: dict[str, Any] | None = None) -> EpochClock:
+        """A started clock for an epoch, continuing ``partial``'s (a checkpoint's) time, data wait and steps."""
+        clock = EpochClock(self.args.device)
+        clock.start()
+        if partial is not None:
+            clock.carry(float(partial["time"]), float(partial.get("data", 0.0)), list(partial.get("step_times", [])))
+        self._c2f_paused = False
+        return clock
+
+    def _pause_clock(self) -> None:
+        if self._c2f_clock is not None and self._c2f_epoch and not self._c2f_paused:
+            self._c2f_clock.pause()
+            self._c2f_paused = True
+
+    def _resume_clock(self) -> None:
+        if self._c2f_clock is not None and self._c2f_paused:
+            self._c2f_clock.resume()
+            self._c2f_paused = False
+
+    def _step_begin(self) -> None:
+        self._resume_clock()
+        if self._c2f_clock is not None and self._c2f_epoch:
+            self._c2f_clock.batch_ready()
+
+    def _step_end(self) -> None:
+        if self._c2f_clock is not None and self._c2f_epoch:
+            self._c2f_clock.step_done()
+            self._c2f_epoch["steps"] += 1
+
     def _begin_epoch(self, epoch: int, max_steps: int, num_epochs: float) -> None:
         partial, self._c2f_partial = self._c2f_partial, None
         if partial is not None and partial["epoch"] < epoch:  # a checkpoint of an epoch's last step, before its end
-            self._c2f_epoch = {**partial, "t0": time.perf_counter() - float(partial["time"])}
+            self._c2f_epoch = {k: partial[k] for k in ("epoch", "flops", "clips", "steps", "lr")}
+            self._c2f_clock = self._new_clock(partial)
             self._c2f_eval_seconds = 0.0
             self._end_epoch()
         phase = self.c2f_schedule.at_epoch(epoch).index
@@ -175,38 +238,44 @@ class CoarseToFineTrainer(Trainer):
             self._reset_optimizer(max(1, max_steps // max(1, round(num_epochs))))
             log.info("coarse-to-fine: phase %d/%d, R=%d, input %s", phase + 1, len(self.c2f_schedule.phases),
                      self.c2f_schedule.phases[phase].R, self.c2f_schedule.geometry(phase))
+        # The optimizer's LR now is the one of the epoch's first step (the schedule steps after it).
         lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else 0.0
-        self._c2f_epoch = {"epoch": epoch, "flops": 0, "clips": 0, "steps": 0, "lr": lr, "t0": time.perf_counter()}
+        self._c2f_epoch = {"epoch": int(epoch), "flops": 0, "clips": 0, "steps": 0, "lr": float(lr)}
         self._c2f_eval_seconds = 0.0
-        if partial is not None and partial["epoch"] == epoch:  # resumed in this epoch's middle
+        resumed = partial is not None and partial["epoch"] == epoch  # resumed in this epoch's middle
+        if resumed:
             self._c2f_epoch.update({k: partial[k] for k in ("flops", "clips", "steps", "lr")})
-            self._c2f_epoch["t0"] -= float(partial["time"])
-
-    def _elapsed(self) -> float:
-        return time.perf_counter() - self._c2f_epoch["t0"] - self._c2f_eval_seconds
+        self._c2f_clock = self._new_clock(partial if resumed else None)
 
     def _end_epoch(self) -> None:
-        e, seconds = self._c2f_epoch, self._elapsed()
+        e, clock = self._c2f_epoch, self._c2f_clock
+        if clock is None:
+            raise RuntimeError("no training epoch is under way")
+        self._resume_clock()
+        seconds, data_time, step_times = clock.elapsed(), clock.data, clock.step_times()
+        load = load_average()
         prev = self.c2f_records[-1] if self.c2f_records else None
         tokens = hf_ast_config(self.model).num_tokens
         phase_epoch = e["epoch"] + 1 - self.c2f_schedule.start_epoch(self.c2f_phase)
         record = EpochRecord(
-            epoch=e["epoch"] + 1, phase=self.c2f_phase, R=self.c2f_schedule.phases[self.c2f_phase].R,
-            phase_epoch=phase_epoch, tokens=tokens, train_tokens=tokens, lr=float(e["lr"]), clips=e["clips"],
-            steps=e["steps"], train_flops=float(e["flops"]), cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"],
-            train_time=seconds, cum_time=(prev.cum_time if prev else 0.0) + seconds, eval_time=self._c2f_eval_seconds,
+            epoch=int(e["epoch"]) + 1, phase=self.c2f_phase, R=self.c2f_schedule.phases[self.c2f_phase].R,
+            phase_epoch=phase_epoch, tokens=tokens, train_tokens=tokens, batch_size=self.c2f_batch_size,
+            lr=float(e["lr"]), clips=e["clips"], steps=e["steps"], train_flops=float(e["flops"]),
+            cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"], train_time=seconds,
+            cum_time=(prev.cum_time if prev else 0.0) + seconds, data_time=data_time,
+            **step_summary(step_times, data_time), eval_time=self._c2f_eval_seconds,
+            load_avg=load[0] if load else None,
         )
         self.c2f_records.append(record)
-        self._c2f_epoch = {}
+        self._c2f_epoch, self._c2f_clock = {}, None
         self.log({"c2f_phase": float(record.phase), "c2f_R": float(record.R), "c2f_train_flops": record.train_flops,
                   "c2f_cum_flops": record.cum_flops, "c2f_train_time": record.train_time, "c2f_cum_time": record.cum_time})
 
     def _add_metrics(self, metrics: dict[str, float]) -> None:
-        """Evaluation metrics of the epoch just closed join its record."""
-        if self.c2f_records and not self._c2f_epoch:
+        """Evaluation metrics of the epoch just closed join its record (in training only)."""
+        if self.c2f_records and not self._c2f_epoch and self._c2f_training:
             last = self.c2f_records[-1]
-            values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.c2f_records[-1] = dataclasses.replace(last, metrics={**last.metrics, **values})
+            self.c2f_records[-1] = dataclasses.replace(last, metrics={**last.metrics, **eval_metrics(metrics)})
 
     # --- batches -------------------------------------------------------------------------------
     def _compress(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -217,11 +286,10 @@ class CoarseToFineTrainer(Trainer):
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         inputs = self._compress(inputs)
-        if self._c2f_epoch:
+        if self._c2f_epoch:  # every micro-batch (the steps are counted at each optimizer step's end)
             n = len(inputs[self.c2f_key])
             self._c2f_epoch["flops"] += step_flops(self.model, n)
             self._c2f_epoch["clips"] += n
-            self._c2f_epoch["steps"] += 1
         return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
@@ -233,23 +301,37 @@ class CoarseToFineTrainer(Trainer):
         return step_flops(self.model, len(inputs[self.c2f_key]))
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """The ``Trainer``'s ``evaluate``, its seconds left out of the training time: in an epoch
+        they are the epoch's ``eval_time``; after the epoch (``eval_strategy="epoch"``) they join
+        its record in training."""
         start = time.perf_counter()
+        in_epoch = bool(self._c2f_epoch)
+        self._pause_clock()
         try:
             return super().evaluate(*args, **kwargs)
         finally:
-            self._c2f_eval_seconds += time.perf_counter() - start  # not training time
+            seconds = time.perf_counter() - start
+            if in_epoch:
+                self._c2f_eval_seconds += seconds
+                self._resume_clock()
+            elif self.c2f_records and self._c2f_training:
+                last = self.c2f_records[-1]
+                self.c2f_records[-1] = dataclasses.replace(last, eval_time=last.eval_time + seconds)
 
     # --- saving and resuming --------------------------------------------------------------------
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """The ``Trainer``'s ``save_model`` (also called for every checkpoint), plus
         ``coarse2fine_state.json``: the phase, the records, the sums of an epoch in progress."""
+        if _internal_call:
+            self._pause_clock()  # a checkpoint in the middle of an epoch: not training time (on_save resumes)
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             out = output_dir or self.args.output_dir
             partial = None
-            if self._c2f_epoch:
+            if self._c2f_epoch and self._c2f_clock is not None:
+                clock = self._c2f_clock
                 partial = {k: self._c2f_epoch[k] for k in ("epoch", "flops", "clips", "steps", "lr")}
-                partial["time"] = self._elapsed()
+                partial.update(time=clock.elapsed(), data=clock.data, step_times=clock.step_times())
             atomic.write_json(os.path.join(out, STATE_FILE), {
                 "phase": self.c2f_phase, "R": self.c2f_schedule.phases[self.c2f_phase].R,
                 "records": [r.to_dict() for r in self.c2f_records], "partial": partial})
@@ -288,3 +370,12 @@ def ast_feature_spec(feature_extractor: Any) -> FeatureSpec:
     return FeatureSpec(FbankConfig(sample_rate=int(fe.sampling_rate), num_mel_bins=int(fe.num_mel_bins)),
                        target_length=int(fe.max_length), mean=float(fe.mean), std=float(fe.std))
 
+
+def eval_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The quality metrics of an evaluation's ``metrics`` (``eval_loss``, ``eval_accuracy``, ...):
+    numbers only, without the ``Trainer``'s ``epoch`` (a float, which would stand in for the
+    record's own) and its speed metrics (``eval_runtime``, ``eval_samples_per_second``, ...;
+    the record's ``eval_time`` has the seconds)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in RECORD_FIELDS
+            and not k.endswith(SPEED_SUFFIXES)}

@@ -16,13 +16,17 @@ logged; the wait for batches and every step's time, measured as ``coarse2fine tr
 them, with :class:`~coarse2fine.training.clock.EpochClock`) as
 :class:`~coarse2fine.training.records.EpochRecord`, logs them to every logger of the
 trainer as ``c2f/*`` (float64, unlike ``self.log``), optionally writes them as a run log that
-``coarse2fine compare`` reads, and keeps them and the phase in Lightning's checkpoints: a run
-killed in a coarse phase resumes in it.
+``coarse2fine compare`` reads (``log_path=``: the records, the schedule, whether the run finished,
+each metric's direction, the metric to compare by default, the classes when given, and the config
+of :meth:`CoarseToFine.from_config`), and keeps them and the phase in Lightning's checkpoints: a
+run killed in a coarse phase resumes in it.
 
 What the ``LightningModule`` must do: keep the model in an attribute (``model`` by default,
-``model_attr=``), build its optimizer over the parameters *at call time* in
-``configure_optimizers`` (a phase change replaces the positional embedding and patch conv), and
-return a per-step scheduler as ``{"scheduler": s, "interval": "step"}`` when it has one.
+``model_attr=``; a coarse2fine model family, your own registered one included, or a transformers
+AST: :func:`~coarse2fine.core.carry` moves no other model), build its optimizer over the
+parameters *at call time* in ``configure_optimizers`` (a phase change replaces the positional
+embedding and patch conv), and return a per-step scheduler as ``{"scheduler": s, "interval":
+"step"}`` when it has one.
 
 :class:`ConfigModule` and :func:`config_loaders` train a coarse2fine config in Lightning the way
 ``coarse2fine train`` does (same model initialisation, data order, augmentation, optimizer and
@@ -37,7 +41,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -53,6 +57,8 @@ from coarse2fine.features import FeatureSpec
 from coarse2fine.model.ast.hf import hf_ast_config, is_hf_ast
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import build_objective
+from coarse2fine.phases import schedule_name
+from coarse2fine.report.savings import metric_higher_is_better
 from coarse2fine.runtime import load_average
 from coarse2fine.training.augment import augment_features, mixup
 from coarse2fine.training.clock import EpochClock, step_summary
@@ -70,6 +76,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CoarseToFine", "ConfigModule", "config_loaders"]
 
 SWITCHES = ("epoch", "step")
+MODES = ("max", "min")
 
 
 class CoarseToFine(pl.Callback):
@@ -83,12 +90,18 @@ class CoarseToFine(pl.Callback):
     module's attribute holding the model (a coarse2fine model or a transformers AST).
     ``switch``: change phase at epoch boundaries (``epoch``) or after
     ``start_epoch(i) * steps_per_epoch`` optimizer steps (``step``; ``steps_per_epoch`` defaults to
-    the trainer's). ``log_path``: a JSON run log of the records (``coarse2fine compare`` reads it).
+    the trainer's). ``log_path``: a JSON run log of the records, written after every epoch, that
+    ``coarse2fine compare`` reads (put each run's in a folder of its own: ``out/4-1/log.json``).
+    ``metric``: the logged metric ``compare`` tabulates by default (e.g. ``"val_acc"``; without
+    it, ``compare`` takes ``--metric`` or the records' one validation metric); ``mode``: its
+    direction, ``"max"`` or ``"min"`` (default: by its name, losses ``min``); ``classes``: the
+    class ids in target order, which ``compare`` checks against the other runs'.
     """
 
     def __init__(self, schedule: Schedule, *, inputs: InputKind = "waveforms", features: FeatureSpec | None = None,
                  batch_key: int | str = 0, model_attr: str = "model", switch: str = "epoch",
-                 steps_per_epoch: int | None = None, log_path: str | Path | None = None):
+                 steps_per_epoch: int | None = None, log_path: str | Path | None = None, metric: str | None = None,
+                 mode: str | None = None, classes: Sequence[str] | None = None):
         if inputs not in INPUT_KINDS:
             raise ValueError(f"inputs must be one of {', '.join(INPUT_KINDS)}, got {inputs!r}")
         if inputs == "waveforms" and features is None:
@@ -97,7 +110,13 @@ class CoarseToFine(pl.Callback):
             raise ValueError("Fshift computes features with a longer frame shift: it needs inputs='waveforms'")
         if switch not in SWITCHES:
             raise ValueError(f"switch must be one of {', '.join(SWITCHES)}, got {switch!r}")
+        if mode is not None and (mode not in MODES or metric is None):
+            raise ValueError(f"mode must be one of {', '.join(MODES)} and come with metric=, got mode={mode!r}, "
+                             f"metric={metric!r}")
         self.schedule, self.inputs, self.features = schedule, inputs, features
+        self.metric, self.mode = metric, mode
+        self.classes = [str(c) for c in classes] if classes is not None else None
+        self.config: RunConfig | None = None  # the config of from_config, written into the run log
         self.batch_key, self.model_attr, self.switch = batch_key, model_attr, switch
         self.steps_per_epoch, self.log_path = steps_per_epoch, Path(log_path) if log_path else None
         self.phase = -1  # the phase the model is set to (-1: not yet)
@@ -111,14 +130,20 @@ class CoarseToFine(pl.Callback):
 
     @classmethod
     def from_config(cls, cfg: RunConfig, **kwargs: Any) -> CoarseToFine:
-        """The callback for a coarse2fine config: its schedule, and waveforms in, with its features."""
+        """The callback for a coarse2fine config: its schedule, and waveforms in, with its features;
+        its run log holds the config and compares by ``train.metric`` (pass ``classes=`` too, e.g.
+        ``splits.train.class_names``, and ``coarse2fine compare`` checks every run's data, features,
+        model and metric against a ``coarse2fine train`` run's)."""
         c2f = cfg.c2f
         if c2f.switch != "fixed" or c2f.final_stop != "epochs":
             raise ValueError(f"c2f.switch {c2f.switch!r} / c2f.final_stop {c2f.final_stop!r}: the Lightning callback "
                              "switches at fixed epochs or steps only (c2f.switch: fixed, c2f.final_stop: epochs)")
         kwargs.setdefault("inputs", "waveforms")
         kwargs.setdefault("features", cfg.features.spec())
-        return cls(cfg.schedule(), **kwargs)
+        kwargs.setdefault("metric", cfg.train.metric)
+        callback = cls(cfg.schedule(), **kwargs)
+        callback.config = cfg
+        return callback
 
     @staticmethod
     def of(trainer: pl.Trainer) -> CoarseToFine:
@@ -345,8 +370,38 @@ class CoarseToFine(pl.Callback):
             logger.log_metrics(values, step=trainer.global_step)
         if self.log_path is not None and trainer.is_global_zero:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_json(self.log_path, {"name": self.log_path.stem, "source": "lightning",
-                                              "records": [r.to_dict() for r in self.records]})
+            atomic.write_json(self.log_path, self.run_log())
+
+    def run_log(self) -> dict[str, Any]:
+        """The run log ``log_path`` holds: what ``coarse2fine compare`` reads of a run (``name``,
+        ``source``, ``done``, each recorded metric's direction in ``metrics``, the default
+        ``metric``, the ``schedule``, ``classes`` and ``config`` when known, the ``records``)."""
+        s = self.schedule
+        last = self.records[-1] if self.records else None
+        done = last is not None and last.phase == len(s.phases) - 1 and last.epoch >= s.epochs
+        log_data: dict[str, Any] = {
+            "name": self.log_path.parent.name if self.log_path is not None else "lightning", "source": "lightning",
+            "done": done, "metrics": self._directions(), "metric": self.metric,
+            "schedule": {"name": schedule_name([p.R for p in s.phases]), "phases": [[p.R, p.epochs] for p in s.phases],
+                         "epochs": s.epochs, "method": s.method, "patch_resize": s.patch_resize,
+                         "frames": s.frames, "mel_bins": s.mel_bins},
+        }
+        if self.classes is not None:
+            log_data["classes"] = self.classes
+        if self.config is not None:
+            log_data["config"] = self.config.to_dict()
+        return {**log_data, "records": [r.to_dict() for r in self.records]}
+
+    def _directions(self) -> dict[str, str]:
+        """``max`` or ``min`` for every metric the records carry (``mode`` for ``metric``; the
+        others by their objective or name: losses ``min``)."""
+        names = dict.fromkeys(name for r in self.records for name in r.metrics)
+        if self.metric is not None:
+            names[self.metric] = None
+        out = {name: "max" if metric_higher_is_better(name) else "min" for name in names}
+        if self.metric is not None and self.mode is not None:
+            out[self.metric] = self.mode
+        return out
 
 
 def _hf_tokens(model: torch.nn.Module) -> int:

@@ -24,7 +24,8 @@ def carry(model: torch.nn.Module, geometry: InputGeometry) -> None:
     """Move ``model`` to ``geometry`` in place, carrying every learned weight over: the positional
     embedding is interpolated to the new token grid, a wider patch's kernel is resized (bilinear or
     PI-resize, ``geometry.patch_resize``), HTS-AT's Swin windows follow the new token grid. Works
-    for coarse2fine's models and transformers' ``ASTForAudioClassification`` / ``ASTModel``.
+    for coarse2fine's model families (yours too, registered) and transformers'
+    ``ASTForAudioClassification`` / ``ASTModel``; any other model is a ``TypeError`` saying so.
 
     Parameters that change become new ``nn.Parameter`` objects: build the optimizer (and LR
     schedule) afterwards, as the paper does at every phase change. The same geometry is a no-op.
@@ -34,8 +35,12 @@ def carry(model: torch.nn.Module, geometry: InputGeometry) -> None:
     elif is_hf_ast(model):
         hf_set_geometry(model, geometry)
     else:
-        raise TypeError(f"cannot move a {type(model).__name__} to another input geometry: carry() knows coarse2fine's "
-                        "models (AST, HTS-AT, SSAST) and transformers' ASTForAudioClassification / ASTModel")
+        raise TypeError(
+            f"cannot move a {type(model).__name__} to another input geometry: coarse-to-fine changes the model's input "
+            "size between phases, and carry() knows how only for coarse2fine's model families (AST, HTS-AT, SSAST), "
+            "transformers' ASTForAudioClassification / ASTModel, and a family of your own: a "
+            "coarse2fine.model.C2FModel subclass with set_geometry(), registered as the README's 'Model families' "
+            "section describes (examples/new_family.py is a complete one)")
 
 
 def geometry_of(model: torch.nn.Module) -> InputGeometry:

@@ -186,7 +186,8 @@ class SSAST(AST):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Prefix tokens, positional embedding, blocks, final norm: [B, N, D] -> [B, 2 + N, D]."""
-        prefix = torch.cat([self.cls_token, self.dist_token], dim=1).expand(tokens.shape[0], -1, -1)
+        b = tokens.shape[0]  # each prefix token expanded alone: its gradient keeps the parameter's strides (DDP)
+        prefix = torch.cat([self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1)], dim=1)
         h = self.pos_drop(torch.cat([prefix, tokens], dim=1) + self.pos_embed)
         for block in self.blocks:
             h = block(h)

@@ -16,6 +16,11 @@ baseline, by kind:
   the network (patch size, stride, overrides); not its initialisation or regularisation;
 * **metric**: the objective (``train.objective``) and, unless the metric is given explicitly, the
   metric the runs report by default (``train.metric``).
+
+A run log without a config (the Lightning callback's, for a ``LightningModule`` of your own) is
+compared by what it does hold: its train clips, its classes (when known) and its full-resolution
+input (``frames`` x ``mel_bins`` of its ``schedule``); :func:`unchecked` names what could not be
+compared.
 """
 
 from __future__ import annotations
@@ -40,12 +45,16 @@ class RunFacts:
     """What decides whether a run compares with another: its ``folder`` (as named to the user),
     its ``config`` (a config dict), the clips one training epoch saw (``train_clips``; None when
     unknown or when ``train.epoch_steps`` sets an epoch's length) and its class ids in target
-    order (``classes``; None when unknown)."""
+    order (``classes``; None when unknown); whether its log holds a config (``has_config``; without
+    one ``config`` is empty) and its full-resolution input, frames x mel bins (``input_size``;
+    from the log's ``schedule``, None when it has none)."""
 
     folder: str
     config: Mapping[str, Any]
     train_clips: int | None
     classes: tuple[str, ...] | None
+    has_config: bool = True
+    input_size: tuple[int, int] | None = None
 
 
 def _classes(saved: Mapping[str, Any], folder: Path) -> tuple[str, ...] | None:
@@ -62,12 +71,25 @@ def _classes(saved: Mapping[str, Any], folder: Path) -> tuple[str, ...] | None:
 def run_facts(folder: str | Path, saved: Mapping[str, Any]) -> RunFacts:
     """The :class:`RunFacts` of the run in ``folder`` whose log (see
     :func:`~coarse2fine.report.savings.read_log`) is ``saved``."""
-    config = saved.get("config") or {}
+    config = saved.get("config")
+    has_config = isinstance(config, Mapping) and bool(config)
+    config = config if has_config else {}
     records = saved.get("records") or []
     whole_epochs = not (config.get("train") or {}).get("epoch_steps")
     last = records[-1] if records else None
     clips = int((last.get("clips") if isinstance(last, Mapping) else getattr(last, "clips", 0)) or 0)
-    return RunFacts(str(folder), config, clips if whole_epochs and clips > 0 else None, _classes(saved, Path(folder)))
+    return RunFacts(str(folder), config, clips if whole_epochs and clips > 0 else None, _classes(saved, Path(folder)),
+                    has_config, _input_size(saved.get("schedule")))
+
+
+def _input_size(schedule: Any) -> tuple[int, int] | None:
+    """Frames x mel bins of a run log's ``schedule`` section (None without one)."""
+    if not isinstance(schedule, Mapping):
+        return None
+    try:
+        return int(schedule["frames"]), int(schedule["mel_bins"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _short(value: Any) -> str:
@@ -96,14 +118,24 @@ def _key_changes(a: Mapping[str, Any], b: Mapping[str, Any], section: str) -> li
 
 
 def data_changes(base: RunFacts, run: RunFacts) -> list[str]:
-    """How ``run``'s data differs from ``base``'s: clip counts, classes, then data keys."""
+    """How ``run``'s data differs from ``base``'s: clip counts, classes, then data keys (when
+    both logs hold a config)."""
     changes = []
     if base.train_clips is not None and run.train_clips is not None and base.train_clips != run.train_clips:
         changes.append(f"train clips {base.train_clips} -> {run.train_clips}")
     if base.classes is not None and run.classes is not None and base.classes != run.classes:
         same_count = len(base.classes) == len(run.classes)
         changes.append("class ids differ" if same_count else f"classes {len(base.classes)} -> {len(run.classes)}")
-    return changes + _key_changes(base.config, run.config, "data")
+    configured = base.has_config and run.has_config
+    return changes + (_key_changes(base.config, run.config, "data") if configured else [])
+
+
+def input_changes(base: RunFacts, run: RunFacts) -> list[str]:
+    """How the full-resolution input differs (when both logs give it)."""
+    a, b = base.input_size, run.input_size
+    if a is None or b is None or a == b:
+        return []
+    return [f"input {a[0]} x {a[1]} -> {b[0]} x {b[1]}"]
 
 
 def model_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
@@ -130,11 +162,12 @@ def metric_changes(a: Mapping[str, Any], b: Mapping[str, Any], metric_given: boo
 def differences(base: RunFacts, run: RunFacts, metric_given: bool = False) -> dict[str, list[str]]:
     """What of ``run`` differs from ``base`` by kind (data, features, model, metric; only the kinds
     that differ), each with its changes, old -> new."""
+    configured = base.has_config and run.has_config
     kinds = {
         "data": data_changes(base, run),
-        "features": _key_changes(base.config, run.config, "features"),
-        "model": model_changes(base.config, run.config),
-        "metric": metric_changes(base.config, run.config, metric_given),
+        "features": (_key_changes(base.config, run.config, "features") if configured else []) + input_changes(base, run),
+        "model": model_changes(base.config, run.config) if configured else [],
+        "metric": metric_changes(base.config, run.config, metric_given) if configured else [],
     }
     return {kind: changes for kind, changes in kinds.items() if changes}
 
@@ -162,4 +195,44 @@ def incomparable(runs: Sequence[RunFacts], metric_given: bool = False) -> list[s
         found = differences(base, run, metric_given)
         if found:
             lines.append(describe(base, run, found))
+    return lines
+
+
+def unchecked(base: RunFacts, run: RunFacts, metric_given: bool = False) -> list[str]:
+    """What :func:`differences` could not compare between ``base`` and ``run`` for want of it in
+    either log: train clips, classes, the input size, and without a config in both logs the data
+    settings, features, model and objective (and the default metric unless ``metric_given``)."""
+    missing = []
+    if base.train_clips is None or run.train_clips is None:
+        missing.append("train clips")
+    if base.classes is None or run.classes is None:
+        missing.append("classes")
+    if not (base.has_config and run.has_config):
+        if base.input_size is None or run.input_size is None:
+            missing.append("input size")
+        missing += ["data settings", "features", "model", "objective" if metric_given else "objective and metric"]
+    return missing
+
+
+def unchecked_lines(runs: Sequence[RunFacts], metric_given: bool = False) -> list[str]:
+    """One line per run (after the baseline, ``runs[0]``) whose comparison with the baseline left
+    something unchecked (see :func:`unchecked`): what was not compared and why, and without a
+    config in both logs what was."""
+    base = runs[0]
+    lines = []
+    for run in runs[1:]:
+        missing = unchecked(base, run, metric_given)
+        if not missing:
+            continue
+        if base.has_config and run.has_config:
+            lines.append(f"{run.folder}: {' and '.join(missing)} not compared with the baseline {base.folder} "
+                         "(not in both run logs)")
+            continue
+        known = {"train clips": (base.train_clips, run.train_clips), "classes": (base.classes, run.classes),
+                 "input size": (base.input_size, run.input_size)}
+        checked = [what for what, (a, b) in known.items() if a is not None and b is not None]
+        lacking = " and ".join(dict.fromkeys(f.folder for f in (base, run) if not f.has_config))
+        lines.append(f"{run.folder}: compared with the baseline {base.folder} by "
+                     f"{', '.join(checked) + ' only' if checked else 'nothing'}; not checked: {', '.join(missing)} "
+                     f"(no config in the run log of {lacking})")
     return lines

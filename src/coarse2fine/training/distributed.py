@@ -7,6 +7,7 @@ Without those variables everything runs in one process and these helpers are no-
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,16 @@ def setup(device_name: str) -> Dist:
         device = resolve_device(device_name)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        atexit.register(leave)
     return Dist(dist.get_rank(), dist.get_world_size(), device)
+
+
+def leave() -> None:
+    """Leave the process group (run at exit by :func:`setup`): a process that exits still in it
+    can abort while the interpreter shuts down (gloo's threads: "terminate called without an
+    active exception", exit code -6), which torchrun reports as a failed run."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather(obj: Any, d: Dist) -> list[Any]:
@@ -59,6 +69,23 @@ def gather(obj: Any, d: Dist) -> list[Any]:
     out: list[Any] = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast(obj: Any, d: Dist) -> Any:
+    """The main process's ``obj`` in every process (a collective: every process must call it), so
+    that a decision taken from per-process values (a clock, a partial sum) is one decision;
+    ``obj`` itself in a single process."""
+    return gather(obj, d)[0]  # an all-gather: gloo's broadcast_object_list as the last collective could abort at exit
+
+
+def gather_tensor(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Every process's tensor ``t`` (same shape and dtype in each), stacked in rank order: shape
+    ``[world, *t.shape]`` (a collective; ``t[None]`` in a single process)."""
+    if d.world == 1:
+        return t.unsqueeze(0)
+    out = [torch.empty_like(t) for _ in range(d.world)]
+    dist.all_gather(out, t.contiguous())
+    return torch.stack(out)
 
 
 def agree_any(flag: bool, d: Dist) -> bool:
@@ -71,5 +98,6 @@ def agree_any(flag: bool, d: Dist) -> bool:
 
 
 def barrier(d: Dist) -> None:
+    """Wait until every process gets here (a no-op in a single process)."""
     if d.world > 1:
         dist.barrier()

@@ -29,7 +29,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -56,7 +56,7 @@ from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
 from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
 from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, compile_net
-from coarse2fine.training.switching import leave_phase
+from coarse2fine.training.switching import agreed_leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger(__name__)
@@ -112,17 +112,22 @@ class Run:
         t, batch = self.cfg.train, self.setups[p].batch_size
         if t.epoch_steps:
             return max(1, t.epoch_steps * t.batch_size // batch)
-        return math.ceil(len(self.splits.train) / batch)
+        n = len(self.splits.train)
+        return n // batch if 0 < n % batch < self.d.world else math.ceil(n / batch)
 
     def epoch_batches(self, epoch: int, p: int) -> list[list[int]]:
         """The global batches of ``epoch`` (in phase ``p``): one shuffled pass, or
         ``train.epoch_steps`` steps of an endless stream of passes; weighted draws with balanced
-        sampling."""
+        sampling. Under torchrun a last batch of fewer clips than processes is left out (some
+        process would get none of it)."""
         t, n, batch = self.cfg.train, len(self.splits.train), self.setups[p].batch_size
         if t.epoch_steps and self.sample_weights is None:
             return stream_batches(n, batch, t.seed, epoch, self.steps_per_epoch(p))
         draws = t.epoch_steps * t.batch_size if t.epoch_steps else None
-        return epoch_batches(n, batch, t.seed, epoch, self.sample_weights, draws)
+        batches = epoch_batches(n, batch, t.seed, epoch, self.sample_weights, draws)
+        if len(batches) > 1 and len(batches[-1]) < self.d.world:  # a process would get no clip of it
+            batches = batches[:-1]
+        return batches
 
     def log_columns(self) -> list[str]:
         metrics = [m for m in self.objective.metrics if m != "val_loss"]
@@ -257,12 +262,27 @@ def restore(run: Run) -> State:
     if ckpt.get("init_from"):
         run.report["init_from"] = ckpt["init_from"]
     model.load_state_dict(ckpt["model"])
-    rng.load_state_dict(ckpt["rng"])
+    restore_rng(rng, ckpt["rng"], d)
     if averager is not None and ckpt["averager"] is not None:
         averager.load_state_dict(ckpt["averager"])
     log.info("resuming %s at phase %d, epoch %d, step %d", run.out_dir, progress.phase + 1, progress.epoch, progress.step)
     phase_state = None if progress.fresh_phase else {"optimizer": ckpt["optimizer"], "scheduler": ckpt["scheduler"]}
     return State(model, averager, rng, progress, phase_state, resumed=True)
+
+
+def restore_rng(rng: RngState, saved: Any, d: Dist) -> None:
+    """Give this process the random-number state it had when the checkpoint was written: its own
+    entry of ``saved`` (one per rank; a single state in checkpoints written before there was one
+    per rank, which held the main process's only). Resumed with another number of processes, the
+    processes that have a saved state take it, the others keep the fresh one, and the main
+    process warns that the run is no longer the one an uninterrupted run would give."""
+    states = [saved] if isinstance(saved, Mapping) else list(saved)
+    if d.rank < len(states):
+        rng.load_state_dict(states[d.rank])
+    if len(states) != d.world and d.main:
+        log.warning("the checkpoint holds the random-number state of %d process(es) and the run resumes with %d: "
+                    "the resume is not bit-exact (the processes' random draws for augmentation and dropout are "
+                    "not those of an uninterrupted run)", len(states), d.world)
 
 
 # ----------------------------------------------------------------------------- phases and epochs
@@ -358,7 +378,7 @@ def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
             loss = ph.step(x, y)
         except NonFiniteLoss as err:
             stop_non_finite(run, ph, state, err.loss, pr.step)
-        ph.tally.add(loss, len(ph.batches[pr.step]), pr.step)
+        ph.tally.add(loss, len(mine[pr.step]), pr.step)  # this process's clips: a read sums every process's
         pr.seen += len(ph.batches[pr.step])
         pr.step += 1
         clock.step_done()
@@ -407,8 +427,10 @@ def interrupted(run: Run, state: State) -> None:
 
 def read_loss(run: Run, ph: PhaseRun, state: State) -> float:
     """Fold the steps' loss into the epoch's sum (the one read of the device's loss); stop the run
-    if a step's loss was not finite. Returns the epoch's loss sum so far."""
-    total, bad = ph.tally.read()
+    if a step's loss was not finite. Under torchrun every process reads at the same steps and the
+    sum is over all of them (the global batch's), so the epoch's ``train_loss`` and a checkpoint's
+    partial sum are the same in every process. Returns the epoch's loss sum so far."""
+    total, bad = ph.tally.read(run.d)
     state.progress.loss_sum += total
     if bad >= 0:
         stop_non_finite(run, ph, state, math.nan, bad, noticed=state.progress.step)
@@ -461,7 +483,8 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %.4f, %.1fs (data %.1fs, median step %.1f ms), %.3g FLOPs",
              run.cfg.name, pr.epoch, ph.index + 1, ph.setup.R, record.train_loss, metric, metrics[metric], pr.epoch_time,
              pr.data_time, 1e3 * (record.step_median or 0.0), train_flops)
-    reason = leave_phase(run.cfg, [s.epochs for s in run.setups], [*pr.records, record], run.objective.metrics[metric])
+    reason = agreed_leave_phase(run.cfg, [s.epochs for s in run.setups], [*pr.records, record],
+                                run.objective.metrics[metric], run.d)
     if reason is not None and (ph.index < len(run.setups) - 1 or not reason.startswith("epochs")):
         record = dataclasses.replace(record, switch=reason)
         log.info("%s leaves phase %d (R=%d) after epoch %d: %s", run.cfg.name, ph.index + 1, ph.setup.R, pr.epoch, reason)
@@ -476,8 +499,11 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
 
 
 def save(run: Run, ph: PhaseRun, state: State) -> None:
-    """Checkpoint (main process): every section through its ``state_dict``. At a phase boundary
-    the optimizer and schedule are left out: the next phase builds them fresh."""
+    """Checkpoint (the main process writes; every process calls it): every section through its
+    ``state_dict``, and every process's random-number state (``rng``: one per rank, gathered
+    here), so that each process resumes its own draws. At a phase boundary the optimizer and
+    schedule are left out: the next phase builds them fresh."""
+    rngs = gather(state.rng.state_dict(), run.d)
     if not run.d.main:
         return
     fresh = state.progress.fresh_phase
@@ -488,7 +514,7 @@ def save(run: Run, ph: PhaseRun, state: State) -> None:
         "model": state.model.state_dict(),
         "optimizer": None if fresh else ph.step.optimizer.state_dict(),
         "scheduler": None if fresh else ph.step.scheduler.state_dict(),
-        "rng": state.rng.state_dict(),
+        "rng": rngs,
         "averager": state.averager.state_dict() if state.averager is not None and state.averager.count else None,
         "init_from": run.report.get("init_from"),  # what model.init_from gave, kept for a resumed run's log
     })

@@ -38,7 +38,8 @@ class Progress:
     phase boundary). ``fresh_phase``: the run stands at the start of a phase that has not begun,
     so its optimizer and LR schedule start fresh rather than from the checkpoint. ``epoch_time`` /
     ``data_time`` / ``loss_sum`` / ``seen`` / ``lr`` / ``step_times``: the partial sums of the current
-    epoch. ``records``: one :class:`~coarse2fine.training.records.EpochRecord` per finished epoch;
+    epoch (``loss_sum`` and ``seen`` over the global batches: every process's clips under torchrun).
+    ``records``: one :class:`~coarse2fine.training.records.EpochRecord` per finished epoch;
     ``warmups``: seconds of each entered phase's warm-up (kernel selection, compilation);
     ``entries``: per phase entered after the first, the carried-over model's metrics evaluated at
     the phase's resolution before it trained (``c2f.eval_on_entry``), and ``entry_times`` the
@@ -108,8 +109,9 @@ class Progress:
 
 
 class RngState:
-    """The generators training draws from: torch's global one (dropout, stochastic depth), CUDA's
-    on a GPU, and the augmentation generator (SpecAugment, mixup, masking)."""
+    """The generators training draws from in this process: torch's global one (dropout,
+    stochastic depth), CUDA's on a GPU, and the augmentation generator (SpecAugment, mixup,
+    masking). Under torchrun each process has its own; a checkpoint keeps every process's."""
 
     def __init__(self, aug: torch.Generator, device: torch.device):
         self.aug = aug

@@ -30,6 +30,7 @@ from coarse2fine.config import AugmentConfig, PhaseSetup, RunConfig
 from coarse2fine.features import FeatureSpec
 from coarse2fine.objectives import Objective
 from coarse2fine.training.augment import augment_features, mixup
+from coarse2fine.training.distributed import Dist, gather_tensor
 from coarse2fine.training.optim import build_optimizer, build_scheduler
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -72,8 +73,9 @@ class StepProfile:
 
 @dataclass
 class LossTally:
-    """The loss of an epoch's steps summed on the device, and the first step whose loss was not
-    finite (-1: none), so that the loop reads them only at its logging points."""
+    """The loss of an epoch's steps summed on the device (each step's loss times the clips this
+    process trained on), and the first step whose loss was not finite (-1: none), so that the loop
+    reads them only at its logging points; under torchrun a read sums over every process."""
 
     device: torch.device
     total: torch.Tensor = field(init=False)
@@ -88,12 +90,17 @@ class LossTally:
         bad = ~torch.isfinite(loss) & (self.first_bad < 0)
         self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
 
-    def read(self) -> tuple[float, int]:
-        """(summed loss x clips, first bad step or -1), and a fresh start (waits for the device)."""
-        total, bad = float(self.total), int(self.first_bad)
+    def read(self, d: Dist | None = None) -> tuple[float, int]:
+        """(summed loss x clips, first bad step or -1), and a fresh start (waits for the device).
+        With several processes ``d`` (a collective: every process reads at the same step), the
+        sum over every process's clips and the first bad step of any of them, the same numbers in
+        each process."""
+        pair = torch.stack([self.total, self.first_bad.double()])
+        every = gather_tensor(pair, d) if d is not None else pair.unsqueeze(0)
         self.total.zero_()
         self.first_bad.fill_(-1)
-        return total, bad
+        bad = [int(b) for b in every[:, 1].tolist() if b >= 0]
+        return float(every[:, 0].sum()), min(bad, default=-1)
 
 
 @dataclass
@@ -191,7 +198,8 @@ def build_step(cfg: RunConfig, setup: PhaseSetup, model: torch.nn.Module, net: t
                world: int = 1, check_finite: bool | None = None) -> TrainStep:
     """The training step of phase ``setup`` for ``model`` (called through ``net``), with a fresh
     optimizer and LR schedule (the paper resets both at each phase change). ``check_finite``
-    defaults to True on the CPU, False on a GPU (the loop reads the loss at logging points)."""
+    defaults to True on the CPU in one process, else False (the loop reads the loss at logging
+    points, summed over every process, so a non-finite loss stops every process together)."""
     t = cfg.train
     optimizer = build_optimizer(model.parameters(), setup.optim)
     return TrainStep(
@@ -201,5 +209,5 @@ def build_step(cfg: RunConfig, setup: PhaseSetup, model: torch.nn.Module, net: t
         features=setup.features, augment=cfg.augment, serves=serves,
         micro_batch=max(1, setup.batch_size // (world * t.grad_accum)), amp=t.amp,
         clip_grad_norm=setup.optim.clip_grad_norm, generator=generator, device=device,
-        check_finite=device.type == "cpu" if check_finite is None else check_finite,
+        check_finite=device.type == "cpu" and world == 1 if check_finite is None else check_finite,
     )

@@ -3,8 +3,10 @@ training loss, or a share of a compute budget; and when to stop the final phase.
 
 Every rule is a pure function of the run's records (and its config), which a checkpoint holds, so
 a run resumed across an automatic switch switches at exactly the same epoch. The loop asks
-:func:`leave_phase` after each evaluation; the reason it gives is logged and recorded in the
-epoch's record (``switch``) and in the run's ``log.json`` (``switches``).
+:func:`agreed_leave_phase` after each evaluation: under torchrun the main process's answer holds
+for every process (their clocks differ, so a time budget could otherwise end a phase in one
+process and not in another, which would wait for it forever). The reason it gives is logged and
+recorded in the epoch's record (``switch``) and in the run's ``log.json`` (``switches``).
 
 * ``c2f.switch: fixed``: each phase runs its ``c2f.phase_epochs`` (or the default split).
 * ``plateau``: a phase ends when its validation metric (``train.metric``, in its direction) has
@@ -25,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from coarse2fine.phases import default_initial_fraction
+from coarse2fine.training.distributed import Dist, broadcast
 from coarse2fine.training.records import EpochRecord, as_records
 
 SWITCHES = ("fixed", "plateau", "budget")
@@ -92,3 +95,10 @@ def leave_phase(cfg: Any, phase_epochs: Sequence[int], records: Sequence[EpochRe
             unit = "FLOPs" if c2f.budget_flops else "h"
             return f"budget: {spent:.4g} {unit} spent of {share * budget:.4g} (share {share:.2f} of {budget:.4g})"
     return None
+
+
+def agreed_leave_phase(cfg: Any, phase_epochs: Sequence[int], records: Sequence[EpochRecord | Mapping[str, Any]],
+                       higher: bool, d: Dist) -> str | None:
+    """:func:`leave_phase` as one decision for every process (a collective: each must call it):
+    the main process's reason, or its None, in all of them."""
+    return broadcast(leave_phase(cfg, phase_epochs, records, higher), d)

@@ -345,7 +345,8 @@ class AST(C2FModel):
         """All token outputs after the final LayerNorm: [B, 2 + N, D] (cls, dist, patches)."""
         self.check_input(x)
         tokens = self.patch_embed(x.transpose(1, 2).unsqueeze(1))
-        prefix = torch.cat([self.cls_token, self.dist_token], dim=1).expand(x.shape[0], -1, -1)
+        b = x.shape[0]  # each prefix token expanded alone: its gradient keeps the parameter's strides (DDP)
+        prefix = torch.cat([self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1)], dim=1)
         if self.config.pos_embed == "grid":
             h = self.pos_drop(torch.cat([prefix, tokens], dim=1) + self.pos_embed)
         else:  # disentangled embeddings added before patchout, so kept patches keep their positions
