@@ -20,6 +20,7 @@ from coarse2fine import __version__
 from coarse2fine.cli import data, models, reports, training
 from coarse2fine.cli.options import Parser
 from coarse2fine.extras import MissingExtraError
+from coarse2fine.training.distributed import leave
 from coarse2fine.training.interrupt import RunInterrupted
 from coarse2fine.training.loop import NonFiniteLossError
 
@@ -62,12 +63,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.quiet)
     try:
         with process_output():
-            return COMMANDS[args.command](args)
+            code = COMMANDS[args.command](args)
+        leave(wait=True)  # under torchrun every process got here: leave together
+        return code
     except NonFiniteLossError as err:
         print(f"coarse2fine: stopped: {err}", file=sys.stderr)
+        leave(wait=True)  # all processes stop at the same read of the loss
         return 3
     except RunInterrupted as err:
         print(f"coarse2fine: stopped: {err}", file=sys.stderr)
+        leave(wait=True)  # all processes agreed to stop at this step
         return err.exit_code
     except KeyboardInterrupt:
         print("coarse2fine: interrupted; what was finished is kept (a run continues from its last checkpoint, a "

@@ -54,11 +54,15 @@ def setup(device_name: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), device)
 
 
-def leave() -> None:
+def leave(wait: bool = False) -> None:
     """Leave the process group (run at exit by :func:`setup`): a process that exits still in it
     can abort while the interpreter shuts down (gloo's threads: "terminate called without an
-    active exception", exit code -6), which torchrun reports as a failed run."""
+    active exception", exit code -6), which torchrun reports as a failed run. ``wait``: first wait
+    for every process to get here (a command that ended the same way in all of them), so that no
+    process tears its connections down while another still uses them."""
     if dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
