@@ -146,3 +146,17 @@ def test_a_fine_tune_config_holds_its_init_from_absolute(tmp_path, monkeypatch):
     cfg = finetune_config(load_config("demo"), load_config("demo", SSAST), Path("runs/ssl/pretrain/baseline"), "ft")
     assert cfg.model.init_from == str(tmp_path / "runs" / "ssl" / "pretrain" / "baseline")
     assert config_from_dict(cfg.to_dict()).model.init_from == cfg.model.init_from
+
+
+def test_the_held_out_files_do_not_depend_on_where_the_data_lies(tmp_path):
+    for root in ("here", "moved/elsewhere"):
+        for i in range(12):
+            _write(tmp_path / root / "speech" / f"clip{i}.wav", 0.3, seed=i)
+    held = [sorted(e.path.name for e in unlabeled_manifests([str(tmp_path / root / "speech")], 1.0, 0.1, 0.3)[1].entries)
+            for root in ("here", "moved/elsewhere")]
+    assert held[0] == held[1] and 0 < len(held[0]) < 12
+    # A tiny set that the fraction would hold out entirely still trains on one file.
+    for i in range(2):
+        _write(tmp_path / "tiny" / f"t{i}.wav", 0.3, seed=i)
+    train, val = unlabeled_manifests([str(tmp_path / "tiny")], 1.0, 0.1, 0.99)
+    assert len(train.entries) == 1 and len(val.entries) == 1

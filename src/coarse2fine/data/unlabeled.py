@@ -110,8 +110,9 @@ def source_files(source: str | Path) -> list[Path]:
 
 
 def is_validation(path: Path, fraction: float) -> bool:
-    """Whether ``path`` is held out: a stable hash of its name, not of the order of the sources."""
-    digest = hashlib.sha256(str(path).encode()).digest()
+    """Whether ``path`` is held out: a stable hash of its folder's name and its own, not of the
+    order of the sources nor of where the data lies (a moved copy is split the same way)."""
+    digest = hashlib.sha256(f"{path.parent.name}/{path.name}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
@@ -138,6 +139,8 @@ def unlabeled_manifests(sources: Sequence[str], window_s: float, min_s: float, v
     if not held and files:
         held = files[-1:]  # a tiny set: hold out one file rather than nothing
     kept = [f for f in files if f not in set(held)]
+    if not kept and len(held) > 1:  # a tiny set all held out: train on one file rather than none
+        kept, held = held[:1], held[1:]
     if not kept:
         raise ManifestError(f"data.sources: {len(files)} file(s), all held out for validation; lower data.val_fraction")
     name = ", ".join(str(s) for s in sources)
