@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coarse2fine.training.sampling import balanced_sampler, balanced_weights
+from coarse2fine.training.sampling import balanced_sampler, balanced_weights, batch_count, epoch_batches
 
 
 def test_balanced_weights_by_hand():
@@ -49,3 +49,10 @@ def test_balanced_draws_over_a_fixed_number_of_steps_fill_every_batch():
     batches = epoch_batches(5, 4, seed=0, epoch=1, weights=weights, draws=12)
     assert [len(b) for b in batches] == [4, 4, 4]
     assert epoch_batches(5, 4, seed=0, epoch=1, weights=weights) == epoch_batches(5, 4, 0, 1, weights, draws=5)
+
+
+def test_batch_count_leaves_out_a_last_batch_some_process_would_get_nothing_of():
+    assert batch_count(17, 8) == len(epoch_batches(17, 8, 0, 1)) == 3  # one process: every clip
+    assert batch_count(17, 8, parts=2) == 2  # 1 clip for 2 processes: left out
+    assert batch_count(18, 8, parts=2) == 3 and batch_count(16, 8, parts=2) == 2
+    assert batch_count(1, 8, parts=2) == 1  # a pass of one short batch is kept

@@ -41,7 +41,7 @@ from coarse2fine.report.accounting import (
 )
 from coarse2fine.report.comparable import incomparable, run_facts, unchecked_lines
 from coarse2fine.report.planner import choose, plan, planned_config
-from coarse2fine.report.plots import write_report
+from coarse2fine.report.plots import plot_files, write_report
 from coarse2fine.report.savings import (
     busy_runs,
     check_metric,
@@ -473,7 +473,7 @@ def cmd_compare(args) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         write_report(args.out, records[0], runs, metric, f"{names[0]} vs {', '.join(names[1:])}", notes, rows=rows)
         notes.append(f"Tables and plots in {args.out}: savings.md, savings.csv, phases.csv, "
-                     + ", ".join(sorted(p.name for p in Path(args.out).glob("metric_vs_*.png"))))
+                     + ", ".join(plot_files(args.out)))
     notes = [time_note(table_measures([records[0], *runs.values()]), busy_runs({"Baseline": records[0], **runs})),
              *notes, *_plan_lines(configs, records, names)]
     if args.format == "text":

@@ -43,6 +43,7 @@ from coarse2fine.experiments.settings import experiment_settings
 from coarse2fine.experiments.tables import ExperimentReport, calibrate_settings, write_experiment
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.kept import transfers
+from coarse2fine.report.plots import plot_files
 from coarse2fine.report.savings import best_coarse_value, best_value, format_table
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
@@ -144,7 +145,7 @@ def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, 
         print(format_table(report.kept, "text"), end="")
     print("\nMeasured FLOPs and time per training epoch, by phase (ratios to the baseline's epoch):")
     print(format_table(report.phases, "text"))
-    plots = ", ".join(sorted(p.name for p in Path(out_root).glob("metric_vs_*.png")))
+    plots = ", ".join(plot_files(out_root))
     print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv{', kept.csv' if report.kept else ''}, {plots}")
     return report
 

@@ -125,8 +125,13 @@ def resolve_paths(values: dict[str, Any], folder: Path, source: str) -> dict[str
 
 def resolve_extends(values: dict[str, Any], base_dir: Path | None = None, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """Apply ``extends: PRESET_OR_PATH`` (a config building on another), recursively."""
+    return merge_layers(extends_chain(values, base_dir, seen=seen))
+
+
+def merge_layers(layers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The values of ``(source, values)`` layers merged in order, the later ones winning."""
     merged: dict[str, Any] = {}
-    for _, layer in extends_chain(values, base_dir, seen=seen):
+    for _, layer in layers:
         merged = merge(merged, layer)
     return merged
 
@@ -215,10 +220,7 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
         values["name"] = Path(name_or_path).stem
     label = _source_label(name_or_path, base_dir)
     layers = extends_chain(values, base_dir, label)
-    merged: dict[str, Any] = {}
-    for _, layer in layers:
-        merged = merge(merged, layer)
-    values = apply_overrides(merged, overrides)
+    values = apply_overrides(merge_layers(layers), overrides)
     layers += [(f"--set {item}", apply_overrides({}, [item])) for item in overrides]
     try:
         cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))

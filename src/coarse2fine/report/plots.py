@@ -113,6 +113,11 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
     plt.close(fig)
 
 
+def plot_files(out_dir: str | Path) -> list[str]:
+    """The names of the plots :func:`write_report` wrote into ``out_dir``."""
+    return sorted(p.name for p in Path(out_dir).glob("metric_vs_*.png"))
+
+
 def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Records], metric: str, title: str = "",
                  notes: Sequence[str] = (), *, rows: Sequence[Mapping[str, str]] | None = None,
                  bands: Mapping[str, Sequence[float]] | None = None, tables: Sequence[Table] = (),

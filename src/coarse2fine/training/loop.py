@@ -54,7 +54,7 @@ from coarse2fine.training.folder import CHECKPOINT, check_same_data, claim_folde
 from coarse2fine.training.interrupt import StopRequest, stop_on_signals
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
-from coarse2fine.training.sampling import epoch_batches, shard, stream_batches
+from coarse2fine.training.sampling import batch_count, epoch_batches, shard, stream_batches
 from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, compile_net
 from coarse2fine.training.switching import agreed_leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
@@ -112,8 +112,7 @@ class Run:
         t, batch = self.cfg.train, self.setups[p].batch_size
         if t.epoch_steps:
             return max(1, t.epoch_steps * t.batch_size // batch)
-        n = len(self.splits.train)
-        return n // batch if 0 < n % batch < self.d.world else math.ceil(n / batch)
+        return batch_count(len(self.splits.train), batch, self.d.world)
 
     def epoch_batches(self, epoch: int, p: int) -> list[list[int]]:
         """The global batches of ``epoch`` (in phase ``p``): one shuffled pass, or
@@ -125,9 +124,7 @@ class Run:
             return stream_batches(n, batch, t.seed, epoch, self.steps_per_epoch(p))
         draws = t.epoch_steps * t.batch_size if t.epoch_steps else None
         batches = epoch_batches(n, batch, t.seed, epoch, self.sample_weights, draws)
-        if len(batches) > 1 and len(batches[-1]) < self.d.world:  # a process would get no clip of it
-            batches = batches[:-1]
-        return batches
+        return batches[:batch_count(draws or n, batch, self.d.world)]
 
     def log_columns(self) -> list[str]:
         metrics = [m for m in self.objective.metrics if m != "val_loss"]

@@ -80,6 +80,13 @@ def stream_batches(n: int, batch_size: int, seed: int, epoch: int, steps: int) -
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def batch_count(clips: int, batch_size: int, parts: int = 1) -> int:
+    """Batches of ``batch_size`` in a pass over ``clips`` clips, less a last batch of fewer clips
+    than ``parts`` (the processes sharing each batch: one of them would get no clip of it)."""
+    full, rest = divmod(clips, batch_size)
+    return full + (1 if rest >= parts or (rest and not full) else 0)
+
+
 def shard(batch: list[int], parts: int, index: int) -> list[int]:
     """Contiguous share ``index`` of ``parts`` of a batch (sizes differ by at most one)."""
     bounds = np.linspace(0, len(batch), parts + 1).round().astype(int)
