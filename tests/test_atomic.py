@@ -1,5 +1,9 @@
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -25,3 +29,41 @@ def test_failed_write_keeps_the_old_file(tmp_path):
             raise RuntimeError("killed mid-write")
     assert json.loads(target.read_text()) == {"epoch": 1}
     assert os.listdir(tmp_path) == ["log.json"]
+
+
+def test_a_write_killed_mid_way_leaves_a_temp_file_that_the_cleanup_finds_and_only_it(tmp_path):
+    # A process killed (SIGKILL) inside an atomic write: its temporary file stays, the destination
+    # keeps its old content.
+    target = tmp_path / "checkpoint.safetensors"
+    atomic.write_text(target, "old")
+    code = textwrap.dedent(f"""
+        import os, signal
+        from coarse2fine import atomic
+        with atomic.atomic_path({str(target)!r}) as tmp:
+            tmp.write_bytes(b"x" * 100_000)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -signal.SIGKILL and target.read_text() == "old"
+    stale = atomic.stale_temp_files(tmp_path)
+    assert len(stale) == 1 and stale[0].name.startswith(".checkpoint.safetensors.") and stale[0].stat().st_size == 100_000
+    # What is not one of atomic_path's temporary files stays: other hidden files, other .tmp files,
+    # and files in subfolders (another folder, maybe another writer's).
+    keep = [tmp_path / ".notes.tmp", tmp_path / "data.tmp", tmp_path / ".log.json.abcdefgh.tmp.bak",
+            tmp_path / ".coarse2fine.lock", tmp_path / "sub" / ".log.json.abcdefgh.tmp"]
+    for path in keep:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("keep")
+    assert atomic.stale_temp_files(tmp_path) == stale
+    assert atomic.remove_stale_temp_files(tmp_path) == stale
+    assert not stale[0].exists() and all(p.exists() for p in keep) and target.read_text() == "old"
+    assert atomic.remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_the_temp_name_pattern_matches_what_atomic_path_writes(tmp_path):
+    # The cleanup knows atomic_path's temporary files by name: the two must agree.
+    for name in ("log.json", "model.safetensors", ".hidden", "a.b.c"):
+        with atomic.atomic_path(tmp_path / name) as tmp:
+            assert atomic.TEMP_NAME.fullmatch(tmp.name) and atomic.stale_temp_files(tmp_path) == [tmp]
+            tmp.write_text("x")
+    assert atomic.stale_temp_files(tmp_path) == []

@@ -169,3 +169,18 @@ def test_logs_without_a_config_are_compared_by_what_they_hold():
     assert unchecked_lines([base, RunFacts("c", cfg, 32, None)]) == [
         "c: classes not compared with the baseline b (not in both run logs)"]
     assert unchecked_lines([base, RunFacts("d", cfg, 32, ("x", "y"))]) == []
+
+
+def test_runs_timed_on_different_machines_are_named_in_the_note(runs, tmp_path, capsys):
+    """A run resumed or trained on another machine: its time saves compare the machines too."""
+    moved = Path(shutil.copytree(runs["c2f"], tmp_path / "elsewhere"))
+    log = json.loads((moved / "log.json").read_text())
+    here = log["records"][0]["machine"]
+    for r in log["records"][1:]:
+        r["machine"] = "Other CPU (AVX512), 8 threads"
+    (moved / "log.json").write_text(json.dumps(log))
+    assert main(["compare", str(runs["base"]), str(runs["c2f"])]) == 0
+    assert "†" not in capsys.readouterr().out
+    assert main(["compare", str(runs["base"]), str(moved)]) == 0
+    out = capsys.readouterr().out
+    assert f"† Timed on different machines (elsewhere on {here} and Other CPU (AVX512), 8 threads)" in out

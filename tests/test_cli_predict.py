@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
+from coarse2fine.atomic import save_safetensors, write_json
 from coarse2fine.cli import main
+from coarse2fine.compression import Compression, phase_input
+from coarse2fine.config import load_config
+from coarse2fine.data.sources import load_validation, manifests
+from coarse2fine.model.ast import AST, ASTConfig
 
 TRAIN = ["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "train.batch_size=8", "train.threads=1", "c2f.schedule=1"]
 
@@ -43,8 +49,14 @@ def test_train_predict_export(tmp_path, capsys):
     assert main(["export-hf", str(run), str(hf_dir)]) == 0
     assert "exported" in capsys.readouterr().out
     hf = ASTForAudioClassification.from_pretrained(hf_dir).eval()
+    # A Hugging Face folder does not know the run's clip length (data.clip_seconds, 1.28 s): its windows fill
+    # the model's 128 frames (1.295 s). Given the clip length as --window, it scores the run's very inputs.
     assert main(["predict", str(hf_dir), str(clip), "--json", "--device", "cpu"]) == 0
     (pred_hf,) = json.loads(capsys.readouterr().out)
+    assert pred_hf["windows"][0]["end_s"] == 1.295 and pred["windows"][0]["end_s"] == 1.28
+    assert main(["predict", str(hf_dir), str(clip), "--window", "1.28", "--json", "--device", "cpu"]) == 0
+    (pred_hf,) = json.loads(capsys.readouterr().out)
+    assert [w["start_s"] for w in pred_hf["windows"]] == [w["start_s"] for w in pred["windows"]]
     assert np.allclose(pred_hf["scores"], pred["scores"], atol=1e-5)
     assert hf.config.id2label[0] == "up_chirp"
     x = torch.randn(1, 128, 128)
@@ -97,13 +109,68 @@ def test_predict_refuses_a_hop_longer_than_the_window(tmp_path, capsys):
     clip = tmp_path / "long.wav"
     sf.write(clip, (0.3 * np.sin(2 * np.pi * 440 * np.arange(16 * 16000) / 16000)).astype(np.float32), 16000)
     capsys.readouterr()
-    # demo's window: 128 frames of 10 ms plus the 25 ms frame, 1.295 s; a 5 s hop would skip most of the audio.
+    # demo's window: its training clips, data.clip_seconds = 1.28 s; a 5 s hop would skip most of the audio.
     assert main(["predict", str(run), str(clip), "--hop", "5", "--device", "cpu", "--quiet"]) == 2
     captured = capsys.readouterr()
-    assert "--hop 5 s is longer than the window of 1.295 s" in captured.err and captured.out == ""
+    assert "--hop 5 s is longer than the window of 1.280 s" in captured.err and captured.out == ""
     with pytest.raises(SystemExit):
         main(["predict", str(run), str(clip), "--hop", "0"])
     assert "must be more than 0 seconds" in capsys.readouterr().err
-    assert main(["predict", str(run), str(clip), "--hop", "1.295", "--json", "--device", "cpu", "--quiet"]) == 0
+    assert main(["predict", str(run), str(clip), "--hop", "1.28", "--json", "--device", "cpu", "--quiet"]) == 0
     (pred,) = json.loads(capsys.readouterr().out)
     assert len(pred["windows"]) == 13  # back to back over 16 s, the last aligned to the end
+    # --window: seconds of audio per model input; the hop is checked against it.
+    assert main(["predict", str(run), str(clip), "--window", "1", "--hop", "1.2", "--device", "cpu", "--quiet"]) == 2
+    assert "--hop 1.2 s is longer than the window of 1.000 s" in capsys.readouterr().err
+    assert main(["predict", str(run), str(clip), "--window", "2", "--hop", "2", "--json", "--device", "cpu",
+                 "--quiet"]) == 0
+    (pred,) = json.loads(capsys.readouterr().out)
+    assert [w["start_s"] for w in pred["windows"]] == [0, 2, 4, 6, 8, 10, 12, 14]
+
+
+def _write_run(run, data: dict) -> AST:
+    """A run folder (no training needed) of a micro AST on 32 mel bins x 64 frames with ``data``."""
+    torch.manual_seed(0)
+    model = AST(ASTConfig(num_classes=2, embed_dim=32, depth=1, num_heads=2, num_mel_bins=32, target_length=64,
+                          patch_size=8, stride=8)).eval()
+    with torch.no_grad():
+        model.head.fc.weight.mul_(50.0)
+    run.mkdir()
+    save_safetensors(run / "model.safetensors", model.state_dict(), metadata={"format": "pt"})
+    write_json(run / "model_config.json", model.config.to_dict())
+    features = {"frontend": "fbank", "fbank": {"num_mel_bins": 32}, "target_length": 64}
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "r", "data": data, "features": features,
+                                                     "train": {"loss": "ce"}}))
+    return model
+
+
+def test_predict_feeds_a_folder_of_clips_what_evaluation_fed_the_model(tmp_path, capsys):
+    audio = tmp_path / "audio"
+    rng = np.random.default_rng(0)
+    for i, seconds in enumerate((0.25, 0.5, 0.4, 0.15)):  # data.clip_seconds 0.5: three short clips, one exact
+        (audio / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        t = np.arange(int(seconds * 16000)) / 16000
+        wave = 0.3 * np.sin(2 * np.pi * (250 + 300 * i) * t) + 0.05 * rng.standard_normal(t.size)
+        sf.write(audio / f"c{i % 2}" / f"{i}.wav", wave.astype(np.float32), 16000, subtype="PCM_16")
+    run = tmp_path / "run"
+    model = _write_run(run, {"kind": "manifest", "train": str(audio), "val": str(audio), "clip_seconds": 0.5,
+                             "pad": "repeat", "min_seconds": 0.1})
+    capsys.readouterr()
+    assert main(["predict", str(run), str(audio), "--json", "--device", "cpu", "--quiet"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert [p["path"] for p in preds] == [str(audio / "c0" / "0.wav"), str(audio / "c0" / "2.wav"),
+                                          str(audio / "c1" / "1.wav"), str(audio / "c1" / "3.wav")]
+
+    # The run's validation set is these files, in this order: its evaluation input, as the loop makes it.
+    cfg = load_config(run / "config.yaml")
+    val = load_validation(cfg)
+    clips, _ = val.take(torch.arange(len(val)))
+    assert [str(e.path) for e in manifests(cfg)[1].entries] == [p["path"] for p in preds]
+    with torch.no_grad():
+        expected = torch.softmax(model(phase_input(clips, val.serves, cfg.features.spec(), Compression())), dim=-1)
+    assert torch.allclose(torch.tensor([p["scores"] for p in preds]), expected, atol=1e-6)
+    assert [len(p["windows"]) for p in preds] == [1, 1, 1, 1]
+
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(run), str(tmp_path / "empty"), "--device", "cpu", "--quiet"]) == 2
+    assert f"{tmp_path / 'empty'}: no audio files in this folder" in capsys.readouterr().err

@@ -3,6 +3,8 @@ resets, the carried-over model's evaluation, finished seeds reused, and the comm
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from argparse import Namespace
 
@@ -150,10 +152,13 @@ def test_experiment_command_with_controls_and_seeds(tmp_path, capsys):
         assert row in out
     assert "Paired gain (95 % CI)" in out and "2 seeds per setting" in out
     savings = (tmp_path / "savings.csv").read_text().splitlines()
-    assert savings[0].startswith("Setting,Seeds,Best Acc (mean ± std)") and len(savings) == 5
+    # one number per cell: mean and std, a gain and its interval, each in a column of its own
+    assert savings[0].startswith("Setting,Seeds,Best Acc,Best Acc std,Paired gain,Paired gain CI low,Paired gain CI high,")
+    assert len(savings) == 5 and "±" not in "".join(savings) and "[" not in "".join(savings)
     kept = (tmp_path / "kept.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in kept[1:]] == ["Restart 11 (control)", "Fshift 41"]
-    assert kept[1].split(",")[5] == "1.00 ± 0.00"  # a restart keeps exactly what it had
+    restart = next(csv.DictReader(io.StringIO("\n".join(kept))))
+    assert (restart["Kept (after / before)"], restart["Kept (after / before) std"]) == ("1.00", "0.00")  # exactly kept
     assert (tmp_path / "fshift_41_s1" / "log.json").exists()
     assert (tmp_path / "metric_vs_flops.png").stat().st_size > 1000
     # Run again: every seed of every setting is reused, the table is the same.

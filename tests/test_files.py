@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ from coarse2fine.data.datasets import WaveformDataset
 from coarse2fine.data.files import FileDataset
 from coarse2fine.data.manifest import Entry, Manifest, fsdd_manifest
 from coarse2fine.data.stats import dataset_stats, unpadded_lengths
+from coarse2fine.data.validate import validate
 from coarse2fine.features import FbankConfig, fbank, num_frames
 
 FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
@@ -90,7 +92,44 @@ def test_failure_does_not_stop_the_epoch(clips: list[Entry], caplog):
     assert ds.failures == [clips[1].path, clips[2].path]
     assert sum("could not load" in r.getMessage() for r in caplog.records) == 2
     mem = ds.load_all()
-    assert torch.count_nonzero(mem.waves[1:]) == 0 and len(ds.failures) == 4 and ds.lengths[1:] == [0, 0]
+    assert torch.count_nonzero(mem.waves[1:]) == 0 and ds.lengths[1:] == [0, 0]
+    assert ds.failures == [clips[1].path, clips[2].path]  # each path once, however often it failed
+    assert ds.failure_counts == {clips[1].path: 2, clips[2].path: 2}
+
+
+def test_a_file_failing_every_read_is_listed_once(clips: list[Entry]):
+    ds = FileDataset(clips, CLASSES, num_samples=4000)
+    clips[0].path.unlink()
+    for _epoch in range(5):
+        list(DataLoader(ds, batch_size=2))
+    assert ds.failures == [clips[0].path] and ds.failure_counts == {clips[0].path: 5}
+
+
+def test_a_clip_truncated_below_min_seconds_is_a_failure(clips: list[Entry], caplog):
+    """A file cut short after validation (28 samples) is not trained on as near-silence: below
+    min_seconds it is a failure, as `check` would call it, replaced by silence and recorded."""
+    ds = FileDataset(clips, CLASSES, num_samples=4000, min_seconds=0.1)
+    assert ds[0][0].abs().max() > 0.1 and ds.failures == []
+    sf.write(clips[0].path, noise(1.0, 16000, 5)[:28], 16000, subtype="PCM_16")  # truncated mid-run
+    with caplog.at_level(logging.WARNING, logger="coarse2fine.data.files"):
+        wave, _ = ds[0]
+    assert torch.count_nonzero(wave) == 0 and ds.failures == [clips[0].path]
+    assert any("too short: 0.002 s < 0.1 s" in r.getMessage() for r in caplog.records)
+    assert ds.load_all().lengths[0] == 0
+    # without a minimum the 28 samples are a clip like any other
+    loose = FileDataset(clips, CLASSES, num_samples=4000)
+    assert loose[0][0][:28].abs().max() > 0 and loose.failures == []
+
+
+def test_from_manifest_applies_the_validated_min_seconds(clips: list[Entry]):
+    m = Manifest(clips, CLASSES, CLASSES, True, "test")
+    usable = validate(m, min_seconds=0.2).filtered(m)
+    assert usable.min_seconds == 0.2 and FileDataset.from_manifest(usable, 4000).min_seconds == 0.2
+    assert FileDataset.from_manifest(usable, 4000, min_seconds=0.0).min_seconds == 0.0
+    sf.write(clips[0].path, noise(0.15, 16000, 6), 16000, subtype="PCM_16")  # 0.25 s -> 0.15 s
+    ds = FileDataset.from_manifest(usable, 4000)
+    assert torch.count_nonzero(ds[0][0]) == 0 and ds.failures == [clips[0].path]
+    assert FileDataset.from_manifest(m, 4000)[0][0].abs().max() > 0  # unvalidated: no minimum
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -160,3 +199,34 @@ def test_fsdd_load_all_and_stats():
     assert -12 < mean < 2 and 1 < std < 8
     padded_mean = float(fbank(mem.waves[:64], CFG).mean())
     assert padded_mean < mean  # padding frames (log eps) would lower the mean
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_run_lists_each_load_failure_once_and_reads_truncated_clips_as_failures(tmp_path: Path, workers: int):
+    """Read from the files at each step (no preload, nothing in memory): a file deleted and one
+    truncated to 28 samples after the check are replaced by silence, and log.json lists each once,
+    also when loader worker processes read them, and a file of both splits once."""
+    from coarse2fine.config import load_config
+    from coarse2fine.data.sources import load_splits
+    from coarse2fine.training.loop import train_run
+
+    rows = []
+    for i in range(6):
+        t = np.arange(8000) / 16000
+        sf.write(tmp_path / f"c{i}.wav", (0.3 * np.sin(2 * np.pi * (300 + 400 * (i % 2)) * t)).astype(np.float32), 16000)
+        rows.append(f"c{i}.wav,{'dog' if i % 2 else 'cat'}")
+    (tmp_path / "train.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "val.csv").write_text("path,label\n" + "\n".join(rows[2:]) + "\n")
+    cfg = load_config("demo", [
+        "data.kind=manifest", f"data.train={tmp_path / 'train.csv'}", f"data.val={tmp_path / 'val.csv'}", "data.clip_seconds=0.3",
+        "data.preload=false", "data.in_memory=off", f"data.num_workers={workers}", "features.target_length=32", "train.epochs=3",
+        "train.batch_size=2", "train.optim.warmup_steps=1", "c2f.schedule=1"])
+    splits = load_splits(cfg)
+    (tmp_path / "c0.wav").unlink()
+    (tmp_path / "c2.wav").unlink()  # in both splits
+    sf.write(tmp_path / "c1.wav", noise(0.1, 16000, 3)[:28], 16000)
+    train_run(cfg, splits, tmp_path / "run", progress=False)
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert sorted(log["load_failures"]) == [str(tmp_path / f"c{i}.wav") for i in range(3)]  # each once
+    counts = {tmp_path / "c0.wav": 3, tmp_path / "c1.wav": 3, tmp_path / "c2.wav": 3}  # once per epoch
+    assert splits.train.failure_counts == counts and not (tmp_path / "run" / ".load_failures").exists()

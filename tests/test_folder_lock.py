@@ -42,10 +42,13 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path
         """)])
     try:
         assert _holder(out) == holder.pid
+        writing = out / ".log.json.abcd1234.tmp"  # the holder's write under way, as far as anyone can tell
+        writing.write_text("{")
         assert main(_train_args(out)) == 2
         err = capsys.readouterr().err
         assert f"{out} is in use by process {holder.pid}" in err and "another output folder" in err
         assert not (out / "log.json").exists()  # refused before anything was written
+        assert writing.exists()  # not the refused process's to remove
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
@@ -95,6 +98,23 @@ def test_a_file_system_that_cannot_lock_runs_with_a_warning(tmp_path, monkeypatc
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
     monkeypatch.setattr(folder_lock_module.fcntl, "flock", no_locks)
+    left = tmp_path / "run" / ".checkpoint.safetensors.abcd1234.tmp"
+    left.parent.mkdir()
+    left.write_text("x")
     with caplog.at_level("WARNING"), folder_lock(tmp_path / "run"):
         entered = True
     assert entered and "cannot lock files (No locks available)" in caplog.text
+    assert left.exists()  # unlocked, another process may be writing it: kept
+
+
+def test_taking_the_lock_removes_the_temp_files_of_killed_writes_and_nothing_else(tmp_path, caplog):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    stale = [folder / ".checkpoint.safetensors.pe1c481c.tmp", folder / ".log.json.x_9abc12.tmp"]
+    keep = [folder / "checkpoint.safetensors", folder / ".notes.tmp", folder / "sub" / ".log.json.abcd1234.tmp"]
+    for path in (*stale, *keep):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x" * 2_700_000)
+    with caplog.at_level("INFO", logger="coarse2fine"), folder_lock(folder):
+        assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert ".checkpoint.safetensors.pe1c481c.tmp (2.7 MB), left by a write that was killed" in caplog.text

@@ -83,6 +83,26 @@ def test_export_round_trip_through_transformers(tmp_path, stride):
     assert (extractor.mean, extractor.std, extractor.max_length, extractor.num_mel_bins) == (-6.5, 5.25, 64, 32)
 
 
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_export_says_whether_scores_are_sigmoids_or_a_softmax(tmp_path, multilabel):
+    """A multi-label (bce) model exported for transformers: its pipeline must apply sigmoids."""
+    cfg = ASTConfig(**{**TINY, "num_mel_bins": 128, "target_length": 100}, num_classes=3)
+    model = AST(cfg).eval()
+    _randomize(model)
+    out = export_hf_checkpoint(model, tmp_path / "hf", id2label=["a", "b", "c"], multilabel=multilabel)
+    assert json.loads((out / "config.json").read_text())["problem_type"] == (
+        "multi_label_classification" if multilabel else "single_label_classification")
+    classify = transformers.pipeline("audio-classification", model=str(out), device="cpu")
+    wave = torch.randn(16000, generator=torch.Generator().manual_seed(3)).numpy() * 0.1
+    scores = {r["label"]: r["score"] for r in classify(wave, top_k=3)}
+    extractor = transformers.ASTFeatureExtractor.from_pretrained(out)
+    with torch.no_grad():
+        logits = model(extractor(wave, sampling_rate=16000, return_tensors="pt")["input_values"])[0]
+    expected = logits.sigmoid() if multilabel else logits.softmax(-1)
+    assert [scores[k] for k in "abc"] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert load_hf_checkpoint(out)[1]["multilabel"] is multilabel  # so predict on the folder scores the same way
+
+
 def test_export_refuses_what_hugging_face_cannot_express(tmp_path):
     model = AST(ASTConfig(**{**TINY, "patch_size": (8, 16)}, stride=(8, 16), num_classes=2))
     with pytest.raises(ValueError, match="square patches"):

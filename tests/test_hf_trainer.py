@@ -29,6 +29,7 @@ from coarse2fine.audio import load_audio  # noqa: E402
 from coarse2fine.core import Schedule, savings, step_flops  # noqa: E402
 from coarse2fine.integrations.hf import STATE_FILE, CoarseToFineTrainer, ast_feature_spec  # noqa: E402
 from coarse2fine.model.ast.hf import hf_ast_config  # noqa: E402
+from coarse2fine.runtime import cpu_name  # noqa: E402
 
 ESC50 = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc50"
 SR, MEL = 16000, 128
@@ -231,6 +232,7 @@ def test_records_are_filled_from_what_the_trainer_knows(tmp_path, tones):
     assert recs[0].lr == pytest.approx(2e-3) == recs[1].lr
     for r in recs:
         assert r.step_median > 0 and len(r.step_deciles) == 9 and r.step_time > 0 and r.data_time >= 0
+        assert r.machine.startswith(cpu_name())
         assert r.data_time + r.step_time <= r.train_time * 1.001 + 1e-3
         assert r.eval_time > 0 and {"eval_loss", "eval_accuracy"} <= set(r.metrics)
         assert not {"epoch", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second"} & set(r.metrics)

@@ -22,6 +22,7 @@ from coarse2fine.data.sources import load_splits  # noqa: E402
 from coarse2fine.integrations.lightning import CoarseToFine, ConfigModule, config_loaders  # noqa: E402
 from coarse2fine.phases import Phase  # noqa: E402
 from coarse2fine.report.savings import load_records  # noqa: E402
+from coarse2fine.runtime import cpu_name  # noqa: E402
 from coarse2fine.training.loop import train_run  # noqa: E402
 
 # 32 clips in batches of 8: 4 steps per epoch; 4-1 with one coarse epoch and two at full resolution.
@@ -116,6 +117,7 @@ def test_records_time_the_steps_as_the_cli_does(runs):
     assert [x.batch_size for x in lit] == [x.batch_size for x in cli] == [8] * 3
     for x in lit:
         assert x.step_median > 0 and len(x.step_deciles) == 9 and x.step_deciles == sorted(x.step_deciles)
+        assert x.machine.startswith(cpu_name())  # what the time was measured on, as the loop records it
         assert x.data_time >= 0 and x.step_time > 0
         # waiting for data and stepping happen inside the epoch's training time (validation left out)
         assert x.data_time + x.step_time <= x.train_time * 1.001 + 1e-3

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from coarse2fine.data.manifest import (
+    LIST_LIMIT,
     Entry,
     Manifest,
     ManifestError,
+    align_classes,
     fsdd_manifest,
     read_ast_json,
     read_csv,
@@ -104,7 +106,7 @@ def test_relative_paths_prefer_cwd(tmp_path: Path, label_csv: Path, monkeypatch)
         ([{"wav": "a.wav", "labels": "/m/09x0r"}], 'missing "data" key'),
         ({"data": {"wav": "a.wav"}}, '"data" must be a list'),
         ({"data": []}, "empty manifest"),
-        ({"data": [{"wav": "a.wav", "labels": "/m/09x0r"}, {"labels": "/m/09x0r"}]}, 'entry 1: no "wav" key'),
+        ({"data": [{"labels": "/m/09x0r"}]}, 'entry 0: no "wav" key'),
         ({"data": [{"wav": "a.wav"}]}, 'entry 0: no "labels" key'),
         ({"data": [{"wav": "a.wav", "labels": " , "}]}, '"labels" is empty'),
         ({"data": [{"wav": "", "labels": "/m/09x0r"}]}, '"wav" must be a non-empty path'),
@@ -120,19 +122,52 @@ def test_ast_json_malformed(tmp_path: Path, label_csv: Path, doc, expected: str)
     assert str(path) in msg and expected in msg
 
 
-def test_ast_json_unknown_label_names_label_and_clip(tmp_path: Path, label_csv: Path):
-    doc = {"data": [{"wav": "a.wav", "labels": "/m/09x0r"}, {"wav": "dog.wav", "labels": "/m/09x0r,/m/nope"}]}
+def test_ast_json_bad_entries_set_aside_every_one(tmp_path: Path, label_csv: Path):
+    """Unknown labels and malformed entries do not stop the reading: every one is set aside with
+    its entry number, clip and problem; the good entries are kept."""
+    doc = {"data": [
+        {"wav": "a.wav", "labels": "/m/09x0r"},
+        {"wav": "dog.wav", "labels": "/m/09x0r,/m/nope"},
+        {"labels": "/m/09x0r"},
+        {"wav": "b.wav", "labels": "/m/068hy"},
+        {"wav": "empty.wav", "labels": ""},
+        {"wav": "cat.wav", "labels": "/m/gone,/m/lost"},
+    ]}
+    path = write_json(tmp_path / "m.json", doc)
+    m = read_ast_json(path, label_csv)
+    assert [e.path.name for e in m.entries] == ["a.wav", "b.wav"]
+    assert [(p.path.name, p.problem.split(":")[0]) for p in m.problems] == [
+        ("dog.wav", "m.json entry 1"), ("m.json", "m.json entry 2"), ("empty.wav", "m.json entry 4"), ("cat.wav", "m.json entry 5")]
+    assert "unknown label '/m/nope' (not a class in" in m.problems[0].problem and str(label_csv) in m.problems[0].problem
+    assert 'no "wav" key' in m.problems[1].problem and '"labels" is empty' in m.problems[2].problem
+    assert "unknown labels '/m/gone', '/m/lost'" in m.problems[3].problem
+    assert m.problems[0].path == tmp_path / "dog.wav"  # the clip, as an audio problem names it
+
+
+def test_ast_json_every_entry_bad_is_one_error_listing_them(tmp_path: Path, label_csv: Path):
+    doc = {"data": [{"wav": "dog.wav", "labels": "/m/nope"}, {"wav": "cat.wav"}, {"wav": "owl.wav", "labels": "/m/who"}]}
     path = write_json(tmp_path / "m.json", doc)
     with pytest.raises(ManifestError) as info:
         read_ast_json(path, label_csv)
     msg = str(info.value)
-    assert "'/m/nope'" in msg and "dog.wav" in msg and "entry 1" in msg and str(path) in msg
+    assert msg.startswith(f"{path}: no usable entries: all 3 are bad")
+    assert "entry 0: unknown label '/m/nope'" in msg and 'entry 1: no "labels" key' in msg and "entry 2: unknown label '/m/who'" in msg
+    assert "dog.wav" in msg and "owl.wav" in msg
 
 
 def test_ast_json_display_name_hint(tmp_path: Path, label_csv: Path):
     path = write_json(tmp_path / "m.json", {"data": [{"wav": "a.wav", "labels": "Squeak"}]})
     with pytest.raises(ManifestError, match=r"display name of '/m/07q6cd_'"):
         read_ast_json(path, label_csv)
+
+
+def test_long_list_of_bad_entries_is_capped(tmp_path: Path, label_csv: Path):
+    rows = [{"wav": f"c{i}.wav", "labels": f"/m/bad{i}"} for i in range(LIST_LIMIT + 7)]
+    with pytest.raises(ManifestError) as info:
+        read_ast_json(write_json(tmp_path / "m.json", {"data": rows}), label_csv)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 1 + LIST_LIMIT + 1 and lines[-1] == "  ... and 7 more"
+    assert f"entry {LIST_LIMIT - 1}:" in lines[-2]
 
 
 @pytest.mark.parametrize(
@@ -183,7 +218,7 @@ def test_csv_single_and_multi(tmp_path: Path, label_csv: Path):
         ("file,label\na.wav,x\n", "needs a 'path' column"),
         ("path,class\na.wav,x\n", "'label' or 'labels' column"),
         ("path,label\n", "empty manifest"),
-        ("path,label\na.wav,x\nb.wav,\n", "line 3: no label for b.wav"),
+        ("path,label\nb.wav,\n", "line 2: no label for b.wav"),
         ("path,labels\n,x\n", "line 2: empty path"),
     ],
 )
@@ -195,13 +230,34 @@ def test_csv_malformed(tmp_path: Path, text: str, expected: str):
     assert str(p) in str(info.value) and expected in str(info.value)
 
 
-def test_csv_unknown_label(tmp_path: Path, label_csv: Path):
+def test_csv_bad_rows_set_aside_every_one(tmp_path: Path, label_csv: Path):
     p = tmp_path / "m.csv"
-    p.write_text("path,label\na.wav,/m/09x0r\nmystery.wav,/m/unknown\n")
+    p.write_text("path,label\na.wav,/m/09x0r\nmystery.wav,/m/unknown\nb.wav,\n,/m/09x0r\nc.wav,/m/068hy\nodd.wav,/m/odd\n")
+    m = read_csv(p, label_csv)
+    assert [e.path.name for e in m.entries] == ["a.wav", "c.wav"]
+    assert [(q.path.name, q.problem.split(":")[0]) for q in m.problems] == [
+        ("mystery.wav", "m.csv line 3"), ("b.wav", "m.csv line 4"), ("m.csv", "m.csv line 5"), ("odd.wav", "m.csv line 7")]
+    assert "'/m/unknown'" in m.problems[0].problem and "no label for b.wav" in m.problems[1].problem
+    assert "empty path" in m.problems[2].problem and "'/m/odd'" in m.problems[3].problem
+    assert read_manifest(p, label_csv).problems == m.problems  # what a run calls
+
+
+def test_align_classes_keeps_set_aside_rows(tmp_path: Path):
+    train, val = tmp_path / "train.csv", tmp_path / "val.csv"
+    train.write_text("path,label\na.wav,dog\nb.wav,cat\n")
+    val.write_text("path,label\nc.wav,dog\nd.wav,\n")
+    aligned = align_classes(read_csv(train), read_csv(val))
+    assert aligned.classes == ["cat", "dog"] and [e.path.name for e in aligned.entries] == ["c.wav"]
+    assert [q.path.name for q in aligned.problems] == ["d.wav"] and "line 3: no label" in aligned.problems[0].problem
+
+
+def test_csv_every_row_bad(tmp_path: Path, label_csv: Path):
+    p = tmp_path / "m.csv"
+    p.write_text("path,label\nmystery.wav,/m/unknown\nb.wav,\n")
     with pytest.raises(ManifestError) as info:
         read_csv(p, label_csv)
     msg = str(info.value)
-    assert "line 3" in msg and "mystery.wav" in msg and "'/m/unknown'" in msg
+    assert "no usable rows: all 2 are bad" in msg and "line 2: unknown label '/m/unknown'" in msg and "line 3: no label" in msg
 
 
 def test_folder(tmp_path: Path):

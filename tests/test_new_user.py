@@ -12,7 +12,9 @@ import torch
 
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
-from coarse2fine.report.savings import best_value, busy_runs, savings_table
+from coarse2fine.report.savings import best_value, busy_runs, savings_table, table_note, timed_elsewhere
+from coarse2fine.report.seeds import seed_table
+from coarse2fine.runtime import cpu_name, device_name
 from coarse2fine.training.records import as_records
 from killing import kill_after_checkpoint
 
@@ -247,6 +249,7 @@ def test_every_epoch_records_the_load_average(tmp_path):
     assert main(["train", "demo", "--out", str(out), "--quiet", *_sets([*TINY, "train.epochs=1"])]) == 0
     recs = json.loads((out / "log.json").read_text())["records"]
     assert all("load_avg" in r and r["load_avg"] >= 0 for r in recs) == hasattr(os, "getloadavg")
+    assert {r["machine"] for r in recs} == {f"{cpu_name()}, 1 thread"}  # what the time was measured on (threads=1)
 
 
 def test_python_dash_m_runs_the_command_line():
@@ -256,3 +259,87 @@ def test_python_dash_m_runs_the_command_line():
     out = subprocess.run([sys.executable, "-m", "coarse2fine", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "experiment" in out.stdout and "train" in out.stdout
+
+
+def test_time_saves_measured_on_another_machine_than_the_baseline_are_marked():
+    def run(machines, cal=None):  # the runs of 3 epochs reach the best of the 4-epoch baseline
+        out, cum, gain = [], 0.0, 0.4 / len(machines)
+        for i, m in enumerate(machines, start=1):
+            cum += 1.0
+            rec = {"epoch": i, "phase": 0, "clips": 100, "steps": 10, "train_time": 1.0, "cum_flops": 10 * i,
+                   "cum_time": cum, "step_median": 0.1, "step_deciles": [0.1] * 9, "acc": gain * i, "machine": m}
+            if cal is not None:
+                rec["cal_time"] = cal
+            out.append(rec)
+        return as_records(out)
+
+    base = run(["A"] * 4, cal=1.0)
+    same, other, resumed, unknown = (run(["A"] * 3, cal=1.0), run(["B"] * 3, cal=1.0), run(["A", "B", "B"], cal=1.0),
+                                     run([None] * 3, cal=1.0))
+    runs = {"same": same, "other": other, "resumed": resumed, "unknown": unknown}
+    rows = savings_table("Baseline", base, runs, "acc")
+    by = {r["Setting"]: r for r in rows}
+    for name in ("other", "resumed"):
+        assert by[name]["Wall time save (%)"].endswith("†") and by[name]["Step time save (%)"].endswith("†")
+        assert not by[name]["Calibrated time save (%)"].endswith("†")  # timed in one process, on one machine
+    for name in ("same", "unknown"):
+        assert not any(cell.endswith("†") for cell in by[name].values())
+    named = {"Baseline": base, "same": same, "other": other, "resumed": resumed}
+    assert timed_elsewhere(named, "Baseline") == {"other": ["B"], "resumed": ["A", "B"]}
+    assert "† Timed on different machines (other on B; resumed on A and B)" in table_note(base, named)
+    assert timed_elsewhere({"Baseline": resumed, "same": same}, "Baseline") == {"Baseline": ["A", "B"], "same": ["A"]}
+    assert timed_elsewhere({"Baseline": base, "same": same}, "Baseline") == {}
+    # seeds: a baseline whose seeds ran on two machines marks every setting
+    seeds = seed_table("Baseline", [base, run(["B"] * 4)], {"same": [same, same]}, "acc")
+    assert seeds[1]["Wall time save (%)"].endswith("†")
+
+
+def test_the_cpu_is_named_with_the_instructions_torch_uses():
+    name = device_name(torch.device("cpu"))
+    threads = torch.get_num_threads()
+    assert name == f"{cpu_name()}, {threads} thread" + ("s" if threads > 1 else "")
+    if hasattr(torch.backends.cpu, "get_cpu_capability"):
+        assert torch.backends.cpu.get_cpu_capability() in name
+
+
+def _small_manifest_set(folder: Path, on_error: str = "raise", bad: bool = True) -> Path:
+    """Four 0.5 s clips of two classes as CSV manifests (and a text file posing as audio in the
+    training list, when ``bad``), and a config of one's own extending the demo preset."""
+    import numpy as np
+    import soundfile as sf
+
+    rows = ["path,label"]
+    for i in range(4):
+        sf.write(folder / f"ok{i}.wav", 0.1 * np.random.default_rng(i).standard_normal(8000), 16000)
+        rows.append(f"ok{i}.wav,{'ab'[i % 2]}")
+    (folder / "text.wav").write_text("not audio")
+    (folder / "train.csv").write_text("\n".join([*rows, *(["text.wav,a"] if bad else [])]) + "\n")
+    (folder / "val.csv").write_text("\n".join(rows) + "\n")
+    (folder / "mine.yaml").write_text(f"extends: demo\ndata:\n  kind: manifest\n  train: train.csv\n  val: val.csv\n"
+                                      f"  clip_seconds: 0.5\n  on_error: {on_error}\n")
+    return folder / "mine.yaml"
+
+
+def test_a_finished_run_is_reused_and_a_changed_config_refused_without_reading_the_data(tmp_path, capsys):
+    config = _small_manifest_set(tmp_path, bad=False)
+    run = ["train", str(config), "--out", str(tmp_path / "run"), "--quiet", *_sets(TINY[2:] + ["train.epochs=1"])]
+    assert main(run) == 0
+    (tmp_path / "ok0.wav").unlink()  # reading the data now fails
+    assert main(run) == 0 and "already finished in this folder" in capsys.readouterr().out
+    assert main([*run, "--set", "train.optim.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "train.optim.lr" in err and "ok0.wav" not in err  # refused on the config alone
+    assert main([*run, "--set", "train.optim.lr=0.5", "--out", str(tmp_path / "new")]) == 2
+    assert "ok0.wav" in capsys.readouterr().err  # a run that trains reads the data
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_check_lists_bad_clips_and_says_what_a_run_of_this_config_does(tmp_path, capsys, caplog, on_error):
+    _small_manifest_set(tmp_path, on_error)
+    with caplog.at_level(logging.INFO):
+        assert main(["check", str(tmp_path / "mine.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert "4 training and 4 validation clips usable; 1 bad" in out and f"{tmp_path / 'text.wav'}:" in out
+    assert ("stops on these before training" in out) == (on_error == "raise")
+    assert ("trains on the usable clips and lists the bad ones" in out)
+    assert not [r for r in caplog.records if "skip" in r.getMessage()]  # no note of a run skipping them

@@ -150,3 +150,17 @@ def test_unlabeled_recordings_are_packed_as_their_windows(audio_set, tmp_path):
     wave, _ = sf.read(io.BytesIO(second), dtype="float32")
     source, _ = sf.read(record["sources"][1].removesuffix("@0.5s"), dtype="float32")
     assert np.array_equal(wave, source[8000:16000])
+
+
+def test_manifest_entries_that_cannot_be_used_are_in_the_pack_report(audio_set, tmp_path):
+    """An entry with an unknown label is left out of the shards and listed with the bad clips."""
+    rows = (audio_set.folder / "train.csv").read_text().splitlines()
+    unknown = audio_set.train_paths[0]
+    (tmp_path / "train.csv").write_text("\n".join([*rows, f"{unknown},no_such_class"]) + "\n")
+    cfg = load_config(audio_set.files_config, [f"data.train={tmp_path / 'train.csv'}", "data.on_error=skip"])
+    out = tmp_path / "pack"
+    pack(cfg, out, shard_clips=16, progress=False)
+    report = json.loads((out / "train" / "report.json").read_text())
+    problems = {Path(p["path"]).name: p["problem"] for p in report["skipped"]}
+    assert "unknown label 'no_such_class'" in problems[unknown.name] and "broken.flac" in problems
+    assert json.loads((out / "pack.json").read_text())["splits"]["train"]["skipped"] == 2

@@ -11,14 +11,21 @@ import torch
 import yaml
 
 from coarse2fine.atomic import save_safetensors, write_json
-from coarse2fine.audio import AudioError, load_audio
+from coarse2fine.audio import AudioError, fix_length, load_audio
+from coarse2fine.compression import Compression, phase_input
+from coarse2fine.config import load_config
+from coarse2fine.data.sources import load_validation, manifests
 from coarse2fine.features import FbankConfig, FeatureSpec, extract
 from coarse2fine.model.ast import AST, ASTConfig
 from coarse2fine.predict import (
+    ClipSpec,
     Prediction,
+    audio_files,
     check_hop,
     load_run_for_inference,
     predict_files,
+    run_clip,
+    window_features,
     window_samples,
     window_starts,
 )
@@ -190,3 +197,132 @@ def test_window_of_a_centred_front_end():
     spec = FeatureSpec(LogMelConfig(), 1024, normalize=False)
     n = window_samples(spec)
     assert spec.frontend.num_frames(n) == 1024 and spec.frontend.num_frames(n - 320) == 1023  # 10.23 s at 32 kHz
+
+
+# ----------------------------------------------------------------------------- the data path's input
+
+CLIP_S = 0.5  # data.clip_seconds of the configs below: 8000 samples, 48 fbank / 51 log-mel frames, padded to 64
+FRONTENDS = {
+    "fbank": ["features.frontend=fbank", "features.fbank.num_mel_bins=32"],
+    "logmel": ["features.frontend=logmel", "features.logmel.sample_rate=16000", "features.logmel.n_fft=512",
+               "features.logmel.win_length=512", "features.logmel.hop_length=160", "features.logmel.n_mels=32",
+               "features.logmel.f_max=8000", "features.mean=-9.0", "features.std=3.0"],
+}
+
+
+def _evaluation_input(root, waves: list[np.ndarray], pad: str, frontend: str):
+    """``waves`` written as a one-class folder set, and what the training/evaluation data path
+    feeds the model for them: its config (clips of ``CLIP_S``, ``pad``), the files in its order
+    and the validation clips' model input at R = 1 (the loop's ``val_batches``: ``phase_input``)."""
+    folder = root / "set" / "a"
+    folder.mkdir(parents=True)
+    for i, wave in enumerate(waves):
+        sf.write(folder / f"{i:03d}.wav", wave, SR, subtype="PCM_16")
+    cfg = load_config("demo", ["data.kind=manifest", f"data.train={root / 'set'}", f"data.val={root / 'set'}",
+                               f"data.clip_seconds={CLIP_S}", f"data.pad={pad}", "data.min_seconds=0.05",
+                               "features.target_length=64", *FRONTENDS[frontend]])
+    val = load_validation(cfg)
+    clips, _ = val.take(torch.arange(len(val)))
+    spec = cfg.features.spec()
+    with torch.no_grad():
+        x = phase_input(clips, val.serves, spec, Compression())
+    return cfg, [str(e.path) for e in manifests(cfg)[1].entries], x
+
+
+def _noise(seconds: float, seed: int) -> np.ndarray:
+    t = np.arange(int(round(seconds * SR))) / SR
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * (300 + 400 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("frontend", ["fbank", "logmel"])
+@pytest.mark.parametrize("pad", ["zeros", "repeat"])
+def test_a_short_clip_gets_the_model_input_evaluation_gave_it(model, tmp_path, pad, frontend):
+    # Shorter than data.clip_seconds (0.12 s, 0.3 s) and exactly as long (0.5 s).
+    cfg, paths, evaluated = _evaluation_input(tmp_path, [_noise(0.3, 1), _noise(CLIP_S, 2), _noise(0.12, 3)],
+                                              pad, frontend)
+    spec, clip = cfg.features.spec(), ClipSpec.from_config(cfg)
+    assert clip == ClipSpec(8000, pad)
+    ours = window_features(paths, spec, clip)
+    torch.testing.assert_close(ours, evaluated, rtol=0, atol=1e-6)
+    # The input predict used to make (the waveform zero-padded to a window of 64 frames) was not it.
+    old = extract(torch.stack([fix_length(load_audio(p, SR), window_samples(spec)) for p in paths]), spec)
+    assert (old[0] - evaluated[0]).abs().max() > 0.1
+
+    preds = predict_files(model, paths, spec, LABELS, clip=clip, batch_size=2)
+    with torch.no_grad():
+        expected = torch.softmax(model(evaluated), dim=-1)
+    assert [len(p.windows) for p in preds] == [1, 1, 1]
+    torch.testing.assert_close(torch.tensor([p.scores for p in preds]), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pad", ["zeros", "repeat"])
+def test_each_window_of_a_long_file_is_a_training_clip(model, wavs, tmp_path, pad):
+    """Every window of a 7 s file gets the input that training gives a clip of that audio: clips
+    of data.clip_seconds by default, and with a shorter window (0.3 s) one padded to the clip."""
+    wave = load_audio(wavs["long"], SR)
+    for window_s, folder in ((None, "default"), (0.3, "short")):
+        win = int(round((window_s or CLIP_S) * SR))
+        starts = window_starts(wave.numel(), win, win // 2)
+        assert starts[-1] == wave.numel() - win and len(starts) > 20  # the last one ends with the file
+        segments = [wave[s:s + win].numpy() for s in starts]  # 16-bit audio: written back losslessly
+        (tmp_path / folder).mkdir()
+        cfg, _, evaluated = _evaluation_input(tmp_path / folder, segments, pad, "fbank")
+        [pred] = predict_files(model, [wavs["long"]], cfg.features.spec(), LABELS, clip=ClipSpec.from_config(cfg),
+                               window_seconds=window_s, top_k=4, batch_size=7)
+        assert [w["start_s"] for w in pred.windows] == pytest.approx([s / SR for s in starts])
+        assert pred.windows[-1]["end_s"] == pytest.approx(7.0)
+        per_window = torch.tensor([[dict((lab, s) for lab, _, s in w["top"])[lab] for lab in LABELS]
+                                   for w in pred.windows])
+        with torch.no_grad():
+            expected = torch.softmax(model(evaluated), dim=-1)
+        torch.testing.assert_close(per_window, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(pred.scores), expected.mean(dim=0), rtol=1e-5, atol=1e-6)
+
+
+def test_window_and_hop_follow_the_training_clip(model, wavs, caplog):
+    clip = ClipSpec(8000, "zeros")
+    with pytest.raises(ValueError, match=r"--hop 0.6 s is longer than the window of 0.500 s"):
+        check_hop(SPEC, 0.6, "--hop", clip=clip)
+    check_hop(SPEC, 0.6, "--hop")  # the 0.655 s window of 64 frames, without a clip
+    [whole] = predict_files(model, [wavs["long"]], SPEC, LABELS, clip=clip, hop_seconds=CLIP_S)
+    assert len(whole.windows) == 14  # 7 s in 0.5 s windows back to back
+    with caplog.at_level("WARNING", logger="coarse2fine.predict"):
+        [longer] = predict_files(model, [wavs["long"]], SPEC, LABELS, clip=clip, window_seconds=1.0)
+    assert "longer than the training clips' (data.clip_seconds) 0.500 s" in caplog.text
+    assert [w["start_s"] for w in longer.windows][:3] == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="pad must be 'zeros' or 'repeat'"):
+        ClipSpec(8000, "reflect")
+    with pytest.raises(ValueError, match="window_seconds: must be more than 0"):
+        predict_files(model, [wavs["long"]], SPEC, LABELS, window_seconds=0.0)
+
+
+def test_run_clip_reads_the_run_config(model, tmp_path):
+    _write_run(tmp_path / "run", model)
+    assert run_clip(tmp_path / "run") == ClipSpec(20480, "zeros")  # the defaults: 1.28 s at 16 kHz
+    cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    cfg["data"] = {"clip_seconds": 5.0, "pad": "repeat"}
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert run_clip(tmp_path / "run") == ClipSpec(80000, "repeat")
+    with pytest.raises(ValueError, match=r"config\.yaml: file not found"):
+        run_clip(tmp_path)
+
+
+def test_folders_stand_for_their_audio_files(model, wavs, tmp_path):
+    root = tmp_path / "audio"
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    short = sf.read(wavs["short"], dtype="float32")[0]
+    for name in ("b/deep/z.flac", "b/a.WAV", "c.ogg", ".hidden/x.wav", "b/.dot.wav"):
+        sf.write(root / name, short, SR)
+    (root / "notes.txt").write_text("not audio")
+    expected = [str(root / n) for n in ("b/a.WAV", "b/deep/z.flac", "c.ogg")]
+    assert audio_files([root, wavs["short"]]) == [*expected, wavs["short"]]
+    preds = predict_files(model, [wavs["long"], root], SPEC, LABELS, top_k=2)
+    assert [p.path for p in preds] == [wavs["long"], *expected]
+    assert all(p.error is None and len(p.top) == 2 for p in preds)
+    torch.testing.assert_close(torch.tensor(preds[1].scores), torch.tensor(preds[2].scores))  # WAV, FLAC: one audio
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "readme.md").write_text("no audio here")
+    with pytest.raises(ValueError, match=r"empty: no audio files in this folder"):
+        predict_files(model, [wavs["short"], tmp_path / "empty"], SPEC, LABELS)

@@ -1,18 +1,28 @@
 """Checkpoints: a training process killed at any step of any phase resumes to identical weights."""
 
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.config.files import LOADING_KEYS, RUNTIME_KEYS
+from coarse2fine.report import comparable
 from coarse2fine.training.checkpoint import load_checkpoint
+from coarse2fine.training.distributed import Dist
+from coarse2fine.training.folder import RunFolderError
+from coarse2fine.training.loop import restore_rng, train_run
+from coarse2fine.training.progress import RngState
 
 SETTINGS = [
     "data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.threads=1", "train.epochs=2",
@@ -156,3 +166,125 @@ def test_nan_loss_stops_with_step_and_phase_named(tmp_path, capsys):
     assert "phase 1, R=4" in err and "step" in err
     log = json.loads((tmp_path / "log.json").read_text())
     assert "non-finite loss" in log["stopped"] and not log["done"]
+
+
+# ----------------------------------------------------------------------------- what is the same run
+
+# Settings that say how a run is executed, not what it learns (the device "auto" resolves to here).
+RUNTIME = [
+    *(["train.tensorboard=true"] if importlib.util.find_spec("tensorboard") else []),
+    "train.log_every=3", "train.checkpoint_every=2", "train.peak_tflops=1.0",
+    f"train.device={'cuda' if torch.cuda.is_available() else 'cpu'}",
+    "data.num_workers=1", "data.preload=false", "data.memory_limit_gb=4",
+]
+
+
+def _sets(values):
+    return [a for s in values for a in ("--set", s)]
+
+
+def _no_data():
+    raise AssertionError("the data was read")
+
+
+def _killed_write(target):
+    """A process SIGKILLed inside an atomic write of ``target``: its temporary file stays."""
+    code = textwrap.dedent(f"""
+        import os, signal
+        from coarse2fine import atomic
+        with atomic.atomic_path({str(target)!r}) as tmp:
+            tmp.write_bytes(b"x" * 100_000)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGKILL
+    (left,) = target.parent.glob(f".{target.name}.*.tmp")
+    return left
+
+
+def test_runtime_keys_are_config_keys_that_do_not_change_what_a_run_learns():
+    values = load_config("demo").to_dict()
+    for key in RUNTIME_KEYS:
+        node = values
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{key} is no config key"
+            node = node[part]
+    # One definition of the loading keys: a run's identity and compare's "same data" share it.
+    assert LOADING_KEYS <= RUNTIME_KEYS and LOADING_KEYS <= comparable.LOADING_KEYS
+    # These change the numbers the model sees or which clips it trains on.
+    assert not RUNTIME_KEYS & {"train.amp", "train.grad_accum", "data.in_memory_dtype", "data.on_error", "train.seed",
+                               "train.epoch_steps", "train.optim.lr", "model.preset", "augment.mixup"}
+
+
+def test_an_interrupted_run_continues_with_other_runtime_settings_to_the_same_weights(references, tmp_path, capsys,
+                                                                                        caplog):
+    reference = references("ast")
+    _kill_at(tmp_path, 1, 1)
+    ckpt = (tmp_path / "checkpoint.safetensors").read_bytes()
+    # A change to what is learned is refused, naming it, before any data is read; the checkpoint stays.
+    for change, named in (("train.optim.lr=0.0005", "train.optim.lr: 0.001 vs 0.0005"),
+                          ("model.preset=tiny", "model.preset: 'micro' vs 'tiny'")):
+        assert main(_args(tmp_path, "ast", *_sets([change, *RUNTIME]))) == 2
+        assert f"holds an unfinished run of another config ({named})" in capsys.readouterr().err
+        with pytest.raises(RunFolderError, match=f"unfinished run of another config \\({named}\\)"):
+            train_run(load_config("demo", [*SETTINGS, change]), _no_data, tmp_path, progress=False)
+    assert (tmp_path / "checkpoint.safetensors").read_bytes() == ckpt
+    # Runtime settings changed: the run continues (a write the kill cut short leaves nothing behind)
+    # to the weights of the uninterrupted run, and its files hold the settings now in use.
+    stale = _killed_write(tmp_path / "checkpoint.safetensors")
+    with caplog.at_level("INFO", logger="coarse2fine"):
+        assert main(_args(tmp_path, "ast", *_sets(RUNTIME))) == 0
+    assert "resumed from its checkpoint and finished" in capsys.readouterr().out
+    assert not stale.exists() and f"removed {stale.name} (0.1 MB)" in caplog.text
+    assert "continuing with " in caplog.text and "train.log_every: 3 (the run so far used 50)" in caplog.text
+    assert "data.memory_limit_gb: 4.0 (the run so far used 2.0)" in caplog.text
+    assert "which is what mixup mixes" in caplog.text  # SETTINGS mix up: what the source serves matters
+    for name in ("model.safetensors", "model_wa.safetensors"):
+        ours, ref = load_file(tmp_path / name), load_file(reference / name)
+        assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref), name
+    a, b = (json.loads((d / "log.json").read_text()) for d in (tmp_path, reference))
+    assert [(r["epoch"], r["acc"], r["train_flops"]) for r in a["records"]] == [
+        (r["epoch"], r["acc"], r["train_flops"]) for r in b["records"]]
+    for stored in (a["config"], yaml.safe_load((tmp_path / "config.yaml").read_text())):
+        assert (stored["train"]["log_every"], stored["train"]["checkpoint_every"], stored["data"]["num_workers"]) == (3, 2, 1)
+    # The finished run is this config's whatever its runtime settings: reused, no data read.
+    caplog.clear()
+    with caplog.at_level("INFO", logger="coarse2fine"):
+        result = train_run(load_config("demo", [*SETTINGS, "train.log_every=9"]), _no_data, tmp_path, progress=False)
+    assert result.status == "finished" and len(result.records) == len(b["records"])
+    assert "the finished run of this config there ran with " in caplog.text
+    assert "train.checkpoint_every: 2 (this config: 1)" in caplog.text
+    assert "train.log_every: 3 (this config: 9)" in caplog.text
+    with pytest.raises(RunFolderError, match="finished run of another config \\(train.optim.lr"):
+        train_run(load_config("demo", [*SETTINGS, "train.optim.lr=0.0005"]), _no_data, tmp_path, progress=False)
+
+
+def test_experiment_reuses_and_reports_finished_runs_whatever_their_runtime_settings(tmp_path, capsys):
+    tiny = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.epochs=2", "model.preset=micro",
+            "train.threads=1", "train.optim.warmup_steps=6"]
+    base = ["experiment", "demo", "--schedules", "4-1", "--methods", "fshift", "--out", str(tmp_path), "--quiet",
+            *_sets(tiny)]
+    assert main(base) == 0
+    trained = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/model.safetensors")}
+    assert len(trained) == 2
+    capsys.readouterr()
+    runtime = _sets(["train.log_every=7", "data.num_workers=1", "train.device=cpu", "train.threads=2"])
+    assert main([*base, *runtime]) == 0
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/model.safetensors")} == trained  # nothing trained
+    assert main([*base, "--report-only", *runtime]) == 0
+    assert "1 of 1 seed(s) finished for every setting" in capsys.readouterr().out
+    assert main([*base, "--report-only", "--set", "train.optim.lr=0.0005"]) == 2
+    assert "holds a finished run of another config (train.optim.lr" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_device_type_resumes_with_new_augmentation_draws(caplog):
+    # A CUDA generator's state (16 bytes) does not fit a CPU generator (nor the reverse): the
+    # augmentation generator is seeded from it instead, the same way every time, with a warning.
+    saved = {"torch": torch.get_rng_state(), "aug": torch.arange(16, dtype=torch.uint8)}
+    states = []
+    with caplog.at_level("WARNING", logger="coarse2fine"):
+        for _ in range(2):
+            rng = RngState(torch.Generator().manual_seed(1), torch.device("cpu"))
+            restore_rng(rng, [saved], Dist())
+            states.append(rng.aug.get_state())
+    assert torch.equal(states[0], states[1]) and not torch.equal(states[0], torch.Generator().manual_seed(1).get_state())
+    assert "written on another kind of device than cpu" in caplog.text

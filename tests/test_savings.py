@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from coarse2fine.report.plots import phase_change_xs
 from coarse2fine.report.savings import (
     BaselineRef,
     Savings,
@@ -274,8 +275,12 @@ def test_csv_gives_value_and_difference_their_own_columns_text_keeps_them_togeth
     assert table[1]["mAP at first beat"] == "not reached" and table[1]["mAP at first beat delta"] == "-"
     assert table[0]["Best mAP gain"] == "-" and "Best mAP (gain)" not in table[0]
     assert "44.30 (=)" in format_table(rows, "text") and "44.30 (=)" in format_table(rows, "markdown")
-    assert csv_rows([{"Setting": "x", "Paired gain (95 % CI)": "+1.00 [+0.50, +1.50]"}]) == \
-        [{"Setting": "x", "Paired gain (95 % CI)": "+1.00 [+0.50, +1.50]"}]  # other columns as they are
+    assert csv_rows([{"Setting": "x", "Paired gain (95 % CI)": "+1.00 [+0.50, +1.50]", "Best (mean ± std)": "2.0 ± 0.5"},
+                     {"Setting": "y", "Paired gain (95 % CI)": "-", "Best (mean ± std)": "2.0"}]) == [
+        {"Setting": "x", "Paired gain": "+1.00", "Paired gain CI low": "+0.50", "Paired gain CI high": "+1.50",
+         "Best": "2.0", "Best std": "0.5"},
+        {"Setting": "y", "Paired gain": "-", "Paired gain CI low": "", "Paired gain CI high": "", "Best": "2.0",
+         "Best std": ""}]  # a gain with its interval, a mean with its std: one number per cell
 
 
 def test_an_unknown_metric_is_named_with_the_metrics_the_records_have():
@@ -302,3 +307,12 @@ def test_lower_is_better_metric_takes_the_minimum_and_reaches_from_below():
     assert rows[0]["Best val_loss (gain)"] == "0.420" and rows[1]["Beat epoch"] == "4"
     # The direction can also be given explicitly (a metric the objectives do not declare).
     assert baseline_reference(base, "val_loss", higher=True).best == 0.9
+
+
+def test_phase_changes_are_drawn_where_the_coarse_phase_ends():
+    recs = as_records([{"epoch": 1, "phase": 0, "cum_flops": 1.0, "cum_time": 1.0},
+                       {"epoch": 2, "phase": 0, "cum_flops": 2.0, "cum_time": 2.0},
+                       {"epoch": 3, "phase": 1, "cum_flops": 6.0, "cum_time": 6.0},
+                       {"epoch": 4, "phase": 2, "cum_flops": 22.0, "cum_time": 22.0}])
+    # after epoch 2 (2 units spent at R = 4), not after the first full-resolution epoch (6)
+    assert phase_change_xs(recs, [r.cum_flops for r in recs]) == [2.0, 6.0]

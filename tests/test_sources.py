@@ -218,7 +218,7 @@ def test_crossval_runs_every_fold(tmp_path, capsys):
                  *[a for s in args for a in ("--set", s)]]) == 0
     out = capsys.readouterr().out
     assert "mean" in out and (tmp_path / "cv" / "fold2" / "log.json").exists()
-    assert (tmp_path / "cv" / "folds.csv").read_text().splitlines()[0] == "fold,best acc"
+    assert (tmp_path / "cv" / "folds.csv").read_text().splitlines()[0] == "fold,best acc,best acc std"
     assert main(["crossval", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2  # no {fold} in the paths
 
 
@@ -239,7 +239,8 @@ def test_crossval_with_methods_controls_and_seeds_is_one_command(tmp_path, capsy
                  "restart", "--seeds", "2", "--out", str(out), "--quiet", *sets]) == 0
     printed = capsys.readouterr().out
     rows = (out / "crossval.csv").read_text().splitlines()
-    assert rows[0] == "Setting,Seeds,Fold 1,Fold 2,Acc mean over folds (± std),Paired gain by fold (95 % CI)"
+    assert rows[0] == ("Setting,Seeds,Fold 1,Fold 2,Acc mean over folds,Acc mean over folds std,Paired gain by fold,"
+                       "Paired gain by fold CI low,Paired gain by fold CI high")  # one number per cell
     assert [r.split(",")[0] for r in rows[1:]] == ["Baseline", "Restart 11 (control)", "Fshift 21"]
     assert all(r.split(",")[1] == "2" for r in rows[1:])
     for fold in (1, 2):  # each fold is an experiment with its own report
@@ -250,7 +251,9 @@ def test_crossval_with_methods_controls_and_seeds_is_one_command(tmp_path, capsy
     assert main(["crossval", "demo", "--folds", "2", "--seeds", "2", "--out", str(tmp_path / "one"), "--quiet", *sets,
                  "--set", "c2f.schedule=1", "--set", "c2f.phase_epochs=null"]) == 0
     assert (tmp_path / "one" / "fold2_s1" / "log.json").exists()
-    assert "± " in (tmp_path / "one" / "folds.csv").read_text().splitlines()[1]  # mean ± std over the fold's seeds
+    folds = (tmp_path / "one" / "folds.csv").read_text().splitlines()
+    assert folds[0] == "fold,best acc,best acc std" and folds[1].startswith("1,")  # mean and std over the fold's seeds
+    assert all(cell.replace(".", "").isdigit() for cell in folds[1].split(",")[1:])
     assert main(["crossval", "demo", "--folds", "2", "--controls", "restart", "--out", str(tmp_path / "x"), "--quiet",
                  *sets]) == 2
 

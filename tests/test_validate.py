@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from coarse2fine.data import validate as validate_module
-from coarse2fine.data.manifest import Entry, Manifest, fsdd_manifest
-from coarse2fine.data.validate import InvalidInputError, ValidationReport, validate
+from coarse2fine.data.manifest import LIST_LIMIT, Entry, Manifest, fsdd_manifest, read_ast_json
+from coarse2fine.data.validate import InvalidInputError, Problem, ValidationReport, validate
 
 FSDD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"
 
@@ -175,3 +175,101 @@ def test_report_dataclass_defaults():
 def test_fsdd_test_split_is_clean():
     report = validate(fsdd_manifest(FSDD, "digits", "test"))
     assert len(report.ok) == 300 and report.problems == []
+
+
+# ----------------------------------------------------------------------------- bad manifest entries
+
+LABELS = 'index,mid,display_name\n0,/m/a,"Dog"\n1,/m/b,Cat\n'
+
+
+def bad_entry_manifest(clips: Path, folder: Path) -> Path:
+    """An AST manifest over real clips: 3 good ones, 3 bad entries, 1 bad audio file."""
+    (folder / "class_labels_indices.csv").write_text(LABELS)
+    rows = [{"wav": str(clips / "pcm16.wav"), "labels": "/m/a"}, {"wav": str(clips / "float.wav"), "labels": "/m/b"},
+            {"wav": str(clips / "u8.wav"), "labels": "/m/nonexistent"},
+            {"labels": "/m/a"},
+            {"wav": str(clips / "pcm24.wav"), "labels": ""},
+            {"wav": str(clips / "clip.flac"), "labels": "/m/a"},
+            {"wav": str(clips / "corrupt.wav"), "labels": "/m/b"}]
+    path = folder / "badman.json"
+    path.write_text(json.dumps({"data": rows}))
+    return path
+
+
+def test_bad_entries_and_bad_files_in_one_error(clips: Path, tmp_path: Path):
+    path = bad_entry_manifest(clips, tmp_path)
+    manifest = read_ast_json(path, tmp_path / "class_labels_indices.csv")
+    with pytest.raises(InvalidInputError) as info:
+        validate(manifest)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: 4 clip(s) cannot be used; set data.on_error: skip")
+    lines = msg.splitlines()[1:]
+    assert lines[0] == (f"  {clips / 'u8.wav'}: badman.json entry 2: unknown label '/m/nonexistent' "
+                        f"(not a class in {tmp_path / 'class_labels_indices.csv'})")
+    assert lines[1] == f'  {path}: badman.json entry 3: no "wav" key (keys: labels)'
+    assert lines[2] == f'  {clips / "pcm24.wav"}: badman.json entry 4: "labels" is empty'
+    assert lines[3].startswith(f"  {clips / 'corrupt.wav'}: undecodable") and len(lines) == 4
+    assert [p.path.name for p in info.value.problems] == ["u8.wav", "badman.json", "pcm24.wav", "corrupt.wav"]
+
+
+def test_bad_entries_skipped_and_reported_like_bad_files(clips: Path, tmp_path: Path):
+    path = bad_entry_manifest(clips, tmp_path)
+    manifest = read_ast_json(path, tmp_path / "class_labels_indices.csv")
+    report = validate(manifest, on_error="skip")
+    assert [e.path.name for e in report.ok] == ["pcm16.wav", "float.wav", "clip.flac"]
+    assert [(p.path.name, p.problem.split(":")[0]) for p in report.problems] == [
+        ("u8.wav", "badman.json entry 2"), ("badman.json", "badman.json entry 3"), ("pcm24.wav", "badman.json entry 4"),
+        ("corrupt.wav", "undecodable")]
+    assert report.to_dict()["checked"] == 7 and report.filtered(manifest).problems == []
+
+
+def test_message_caps_a_long_list(clips: Path):
+    names = ["corrupt.wav", *["pcm16.wav"] * 3]
+    manifest = manifest_of(clips, names)
+    manifest.problems = [Problem(clips / f"x{i}.wav", f"m.json entry {i}: unknown label 'z'") for i in range(LIST_LIMIT + 5)]
+    with pytest.raises(InvalidInputError) as info:
+        validate(manifest)
+    lines = str(info.value).splitlines()
+    assert f"{LIST_LIMIT + 6} clip(s) cannot be used" in lines[0] and len(lines) == LIST_LIMIT + 2
+    assert lines[-1] == "  ... and 6 more" and len(info.value.problems) == LIST_LIMIT + 6
+
+
+def test_only_set_aside_entries_left_is_no_usable_clip():
+    manifest = Manifest([], ["a"], ["a"], False, "m.json", [Problem(Path("x.wav"), "m.json entry 0: unknown label 'z'")])
+    with pytest.raises(InvalidInputError, match=r"(?s)no clip is usable.*x\.wav: m\.json entry 0"):
+        validate(manifest, on_error="skip")
+
+
+def _run_settings(train: Path, val: Path, *extra: str) -> list[str]:
+    return ["data.kind=manifest", f"data.train={train}", f"data.val={val}", "data.clip_seconds=0.3",
+            "features.target_length=32", "train.epochs=1", "train.batch_size=2", "train.optim.warmup_steps=1",
+            "c2f.schedule=1", *extra]
+
+
+def test_run_skips_bad_entries_and_lists_them_in_log_json(clips: Path, tmp_path: Path):
+    from coarse2fine.cli import main
+
+    train = bad_entry_manifest(clips, tmp_path)
+    val = tmp_path / "val.json"
+    val.write_text(json.dumps({"data": [{"wav": str(clips / "pcm16.wav"), "labels": "/m/a"},
+                                        {"wav": str(clips / "float.wav"), "labels": "/m/b"}]}))
+    sets = [a for s in _run_settings(train, val, "data.on_error=skip") for a in ("--set", s)]
+    assert main(["train", "demo", *sets, "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    skipped = [(Path(s["path"]).name, s["problem"].split(":")[0]) for s in log["skipped"]]
+    assert skipped == [("u8.wav", "badman.json entry 2"), ("badman.json", "badman.json entry 3"),
+                       ("pcm24.wav", "badman.json entry 4"), ("corrupt.wav", "undecodable")]
+    assert "unknown label '/m/nonexistent'" in log["skipped"][0]["problem"]
+
+
+def test_run_stops_listing_every_bad_entry(clips: Path, tmp_path: Path, capsys):
+    from coarse2fine.cli import main
+
+    train = bad_entry_manifest(clips, tmp_path)
+    sets = [a for s in _run_settings(train, train) for a in ("--set", s)]
+    assert main(["train", "demo", *sets, "--out", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err
+    for words in ("entry 2: unknown label '/m/nonexistent'", 'entry 3: no "wav" key', 'entry 4: "labels" is empty',
+                  "corrupt.wav: undecodable"):
+        assert words in err
+    assert not (tmp_path / "run" / "log.json").exists()

@@ -8,6 +8,11 @@ so a crash or a kill leaves no stale lock to clear by hand. The file names its h
 host, start time) for the error the second process gets. The file itself stays: removing it
 would let a third process lock a new file while a second still holds the old one.
 
+Holding the lock, a process is the folder's only writer, so the temporary files of atomic writes
+there (:mod:`coarse2fine.atomic`) are left over from a process killed mid-write (a checkpoint's
+is as large as the model and its optimizer state): they are removed when the lock is taken (not
+where the folder is not locked).
+
 Where ``fcntl`` is missing (Windows), or the file system cannot lock (some cluster mounts), the
 folder is not locked (with a warning in the second case). The lock is advisory: it keeps
 coarse2fine processes apart, not other programs.
@@ -23,6 +28,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from coarse2fine.atomic import remove_stale_temp_files
 
 try:
     import fcntl
@@ -49,7 +56,8 @@ def _holder(path: Path) -> str:
 @contextmanager
 def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
     """Hold ``folder``'s lock (creating the folder) for the ``with`` block; raise
-    :class:`FolderInUseError` at once, naming the holder, when another process holds it."""
+    :class:`FolderInUseError` at once, naming the holder, when another process holds it. Stale
+    temporary files of atomic writes in ``folder`` are removed once the lock is taken."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
@@ -62,6 +70,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+            remove_stale_temp_files(folder)  # the only writer now: no write of another process is under way
         yield
     finally:
         os.close(fd)  # releases the lock

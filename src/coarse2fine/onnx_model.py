@@ -17,33 +17,33 @@ import inspect
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from coarse2fine.compression import InputGeometry
 from coarse2fine.extras import require
+from coarse2fine.logs import quiet_loggers
 from coarse2fine.model.base import C2FModel
 
 ATOL, RTOL = 1e-4, 1e-3
 INPUT, OUTPUT = "features", "logits"
-_EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")  # an INFO line per optimised initializer
+# The exporter logs an INFO line per optimised initializer, and a warning per torchvision operator
+# it cannot register (torchvision is no dependency here: no model of ours uses its operators).
+_EXPORTER_LOGGERS = {"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING, "torch.onnx": logging.WARNING,
+                     "torch.onnx._internal.exporter._registration": logging.ERROR}
 
 
 @contextlib.contextmanager
-def _quiet_exporter():
-    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
+def _quiet_exporter() -> Iterator[None]:
+    with quiet_loggers(_EXPORTER_LOGGERS), warnings.catch_warnings():
+        # torch's own tree utilities, deprecated inside torch.export: nothing a user can act on
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec", category=FutureWarning)
         yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def _require(module: str) -> Any:

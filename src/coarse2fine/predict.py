@@ -1,14 +1,25 @@
 """Inference on audio files: sliding windows, batched scoring, clip-level top-k labels.
 
-A clip longer than the model's window (``target_length`` frames, i.e.
-``(target_length - 1) * shift + window`` samples) is cut into windows ``hop`` apart (half a window
-by default, at most a window); the last window is aligned with the end of the clip so that every sample is seen
-and every window is full. A shorter clip is one window, zero-padded at the end to the window
-length, as the training loader pads clips. Each window is scored (sigmoid for multi-label
-models, softmax otherwise) and the clip's score is the mean (or max) over its windows. Windows
-of several files share batches.
+Every model input is made as the run's training and evaluation data path makes one: a window of
+audio is cut and padded like a training clip, to ``data.clip_seconds`` with ``data.pad`` (zeros,
+or the clip repeated as HTS-AT does; :class:`ClipSpec`, :func:`coarse2fine.audio.fix_length`), then
+its features are computed, padded or cropped to ``target_length`` frames (padding frames are
+zeros) and normalised (:func:`coarse2fine.features.extract`). So a file of ``clip_seconds`` or
+less gets exactly the input evaluation gave it. Without a :class:`ClipSpec` (a Hugging Face
+folder, whose clip length is not known) a window is the audio that fills ``target_length`` frames
+(:func:`window_samples`) and a shorter one is not padded: its features are, with zeros, as AST's
+recipe and transformers' ``ASTFeatureExtractor`` do.
 
-:func:`load_run_for_inference` rebuilds the model, features and labels of a finished run folder.
+A window is that much audio by default (``clip_seconds``, or :func:`window_samples`); another
+length may be asked for (``window_seconds``: each window is then a clip of that length, padded or
+cut as above). A file longer than a window is cut into windows ``hop`` apart (half a window by
+default, at most a window); the last window is aligned with the end of the file so that every
+sample is seen. A shorter file is one window. Each window is scored (sigmoid for multi-label
+models, softmax otherwise) and the file's score is the mean (or max) over its windows. Windows of
+several files share batches. A folder stands for every audio file below it (:func:`audio_files`).
+
+:func:`load_run_for_inference` rebuilds the model, features and labels of a finished run folder,
+:func:`run_clip` its clip length and padding.
 """
 
 from __future__ import annotations
@@ -24,7 +35,8 @@ import torch
 
 from coarse2fine.audio import AudioError, fix_length, load_audio
 from coarse2fine.compression import InputGeometry
-from coarse2fine.config import config_from_dict, load_config
+from coarse2fine.config import RunConfig, config_from_dict, load_config
+from coarse2fine.data.manifest import AUDIO_EXTENSIONS
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.transfer import load_saved_model
@@ -70,15 +82,77 @@ class Prediction:
         return json.loads(json.dumps(asdict(self)))
 
 
+PAD_MODES = ("zeros", "repeat")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How the training data path cuts a clip before its features: to ``num_samples`` samples
+    (``data.clip_seconds`` at the front end's rate), padded with ``pad`` (``zeros``, or
+    ``repeat``: the clip repeated), as :func:`coarse2fine.audio.fix_length` does it."""
+
+    num_samples: int
+    pad: str = "zeros"
+
+    def __post_init__(self) -> None:
+        if int(self.num_samples) != self.num_samples or self.num_samples < 1:
+            raise ValueError(f"a clip must hold at least one sample, got {self.num_samples!r}")
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be 'zeros' or 'repeat', got {self.pad!r}")
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> ClipSpec:
+        """The clip of a run's config, with the data path's own rounding
+        (:mod:`coarse2fine.data.sources`: ``round(data.clip_seconds * features.sample_rate)``)."""
+        return cls(int(round(cfg.data.clip_seconds * cfg.features.sample_rate)), cfg.data.pad)
+
+
 def window_samples(spec: FeatureSpec) -> int:
-    """Samples the model sees in one input: the fewest that give ``target_length`` frames
-    (Kaldi fbank: ``(target_length - 1) * shift + window``, 164,080 = 10.255 s for AST's 1024
-    frames at 10 ms; a centred STFT: ``(target_length - 1) * hop``)."""
+    """The fewest samples that give ``target_length`` frames (Kaldi fbank:
+    ``(target_length - 1) * shift + window``, 164,080 = 10.255 s for AST's 1024 frames at 10 ms;
+    a centred STFT: ``(target_length - 1) * hop``): a window's audio when no :class:`ClipSpec`
+    says how long the training clips were."""
     fe, frames = spec.frontend, spec.target_length
     n = (frames - 1) * fe.window_shift + fe.window_size
     while n > 1 and fe.num_frames(n - fe.window_shift) >= frames:  # a centred front end needs less
         n -= fe.window_shift
     return n
+
+
+def model_window(spec: FeatureSpec, clip: ClipSpec | None = None) -> int:
+    """Samples of audio in one model input by default: the training clip's (``data.clip_seconds``)
+    or, without a clip, :func:`window_samples`."""
+    return clip.num_samples if clip is not None else window_samples(spec)
+
+
+def fix_window(wave: torch.Tensor, spec: FeatureSpec, clip: ClipSpec | None = None) -> torch.Tensor:
+    """A window's audio [n] as the data path fixes a clip before its features: cut or padded to
+    the clip (:func:`coarse2fine.audio.fix_length` with the clip's ``pad``). Without a clip: cut to
+    :func:`window_samples` and not padded (its features are), except to the shortest clip the
+    front end takes (``min_samples``, a centred STFT's), with zeros."""
+    if clip is not None:
+        return fix_length(wave, clip.num_samples, clip.pad)
+    wave = wave[..., :window_samples(spec)]
+    least = int(getattr(spec.frontend, "min_samples", 1))
+    return fix_length(wave, least) if wave.shape[-1] < least else wave
+
+
+def model_inputs(waves: Sequence[torch.Tensor], spec: FeatureSpec) -> torch.Tensor:
+    """Model input ``[len(waves), frames, mel bins]`` of windows fixed by :func:`fix_window`, on
+    their device: :func:`coarse2fine.features.extract`, the data path's features, pad/crop and
+    normalisation; windows of one length (all of them, with a clip) share one call."""
+    if not waves:
+        raise ValueError("no windows to compute features of")
+    groups: dict[int, list[int]] = {}
+    for i, wave in enumerate(waves):
+        groups.setdefault(int(wave.shape[-1]), []).append(i)
+    if len(groups) == 1:
+        return extract(torch.stack(list(waves)), spec)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(waves)
+    for idx in groups.values():
+        for i, feats in zip(idx, extract(torch.stack([waves[i] for i in idx]), spec)):
+            out[i] = feats
+    return torch.stack(out)
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
@@ -133,13 +207,14 @@ class _Clip:
 
 
 def check_hop(spec: FeatureSpec, hop_seconds: float | None, name: str = "hop_seconds",
-              window_seconds: float | None = None) -> None:
-    """Refuse a hop longer than the scoring window (default: the model's, :func:`window_samples`):
-    the audio between one window's end and the next one's start would never be scored."""
+              window_seconds: float | None = None, clip: ClipSpec | None = None) -> None:
+    """Refuse a hop longer than the scoring window (``window_seconds``, by default the model's:
+    :func:`model_window`): the audio between one window's end and the next one's start would
+    never be scored."""
     if hop_seconds is None:
         return
     sr = spec.frontend.sample_rate
-    window = window_samples(spec) / sr if window_seconds is None else window_seconds
+    window = model_window(spec, clip) / sr if window_seconds is None else window_seconds
     if not hop_seconds > 0:
         raise ValueError(f"{name}: must be more than 0 seconds, got {hop_seconds:g}")
     if hop_seconds > window:
@@ -147,17 +222,22 @@ def check_hop(spec: FeatureSpec, hop_seconds: float | None, name: str = "hop_sec
                          f"windows would not be scored; give a hop of at most {window:.3f} s")
 
 
-def _window_and_hop(spec: FeatureSpec, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
-    """Samples per scoring window (default: the model's window) and between windows (default:
-    half a window, at most a window: :func:`check_hop`); a window longer than the model's is
-    allowed, with a warning."""
-    check_hop(spec, hop_seconds, window_seconds=window_seconds)
+def _window_and_hop(spec: FeatureSpec, window_seconds: float | None, hop_seconds: float | None,
+                    clip: ClipSpec | None = None) -> tuple[int, int]:
+    """Samples per scoring window (default: the model's, :func:`model_window`) and between windows
+    (default: half a window; at most a window: :func:`check_hop`). A window longer than the
+    model's is allowed, with a warning: its end is cut off, as training cuts a longer clip."""
+    if window_seconds is not None and not window_seconds > 0:
+        raise ValueError(f"window_seconds: must be more than 0 seconds, got {window_seconds:g}")
+    check_hop(spec, hop_seconds, window_seconds=window_seconds, clip=clip)
     sr = spec.frontend.sample_rate
-    win = window_samples(spec) if window_seconds is None else int(round(window_seconds * sr))
-    hop = max(1, win // 2) if hop_seconds is None else int(round(hop_seconds * sr))
-    if window_seconds is not None and win > window_samples(spec):
-        log.warning("window of %.3f s is longer than the model's %.3f s: its end is cut off by the model",
-                    win / sr, window_samples(spec) / sr)
+    model_win = model_window(spec, clip)
+    win = model_win if window_seconds is None else max(1, int(round(window_seconds * sr)))
+    hop = max(1, win // 2) if hop_seconds is None else max(1, int(round(hop_seconds * sr)))
+    if win > model_win:
+        what = "the training clips' (data.clip_seconds)" if clip is not None else "the model's"
+        log.warning("window of %.3f s is longer than %s %.3f s: its end is cut off, as training cuts a longer clip",
+                    win / sr, what, model_win / sr)
     return win, hop
 
 
@@ -171,14 +251,36 @@ def _device_dtype(model: Classifier) -> tuple[torch.device, torch.dtype]:
 
 def _score_windows(model: Classifier, batch: list[tuple[_Clip, torch.Tensor]], spec: FeatureSpec,
                    multilabel: bool) -> None:
-    """Features and class scores of a batch of (clip, window) pairs, on the model's device and in
-    its dtype; each window's scores are appended to its clip's."""
+    """Features and class scores of a batch of (clip, fixed window) pairs, on the model's device
+    and in its dtype; each window's scores are appended to its clip's."""
     device, dtype = _device_dtype(model)
-    waves = torch.stack([w for _, w in batch]).to(device)
     with torch.inference_mode():
-        probs = _activation(model(extract(waves, spec).to(dtype)).float(), multilabel).cpu()
+        feats = model_inputs([w.to(device) for _, w in batch], spec)
+        probs = _activation(model(feats.to(dtype)).float(), multilabel).cpu()
     for (clip, _), p in zip(batch, probs):
         clip.scores.append(p)
+
+
+def audio_files(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """``paths`` with each folder replaced by the audio files below it, at any depth, sorted
+    (extensions ``.wav``, ``.flac``, ``.ogg``, ``.mp3`` in any case, those of
+    :data:`coarse2fine.data.manifest.AUDIO_EXTENSIONS`; hidden files and folders skipped, as the
+    data path's folder sources do). Other paths are kept as given (the decoder judges them). A
+    folder without audio is a ``ValueError`` naming it."""
+    files: list[str] = []
+    for raw in paths:
+        folder = Path(raw)
+        if not folder.is_dir():
+            files.append(os.fspath(raw))
+            continue
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        if not found:
+            raise ValueError(f"{folder}: no audio files in this folder ({', '.join(AUDIO_EXTENSIONS)}, "
+                             "at any depth)")
+        log.info("%s: %d audio file(s)", folder, len(found))
+        files.extend(os.fspath(p) for p in found)
+    return files
 
 
 def predict_files(
@@ -195,28 +297,34 @@ def predict_files(
     device: str | torch.device = "cpu",
     reduce: Reduce = "mean",
     skip_errors: bool = False,
+    clip: ClipSpec | None = None,
 ) -> list[Prediction]:
-    """Score audio files with ``model``; one :class:`Prediction` per path, in order.
+    """Score audio files with ``model``; one :class:`Prediction` per file, in order (a folder in
+    ``paths`` stands for its audio files, sorted: :func:`audio_files`).
 
-    ``window_seconds`` defaults to the model's window (:func:`window_samples`), ``hop_seconds``
-    to half the window. Each window's features are computed like training's (mean removal,
-    Kaldi fbank, pad/crop to ``target_length``, normalisation). The clip score of a class is the
-    ``reduce`` ("mean" or "max") of its window scores. The model is moved to ``device`` and put
-    in eval mode. A file that cannot be decoded raises :class:`~coarse2fine.audio.AudioError`
-    naming it, or with ``skip_errors`` gives a :class:`Prediction` with ``error`` set.
+    ``clip``: how the model's training clips were cut and padded (:func:`run_clip` of a run
+    folder); each window is cut and padded as such a clip, then its features are computed as
+    training's (Kaldi fbank or log-mel, pad/crop to ``target_length``, normalisation): a file of
+    the clip's length or shorter gets the input evaluation gave it. Without ``clip``, see the
+    module docstring. ``window_seconds`` (audio per window) defaults to the clip's length
+    (:func:`model_window`), ``hop_seconds`` to half the window. The file score of a class is the
+    ``reduce`` ("mean" or "max") of its window scores. The model is moved to ``device`` and put in
+    eval mode. A file that cannot be decoded raises :class:`~coarse2fine.audio.AudioError` naming
+    it, or with ``skip_errors`` gives a :class:`Prediction` with ``error`` set.
     """
     names = list(display_names) if display_names is not None else list(labels)
     _check_inputs(model, feature_spec, labels, names)
     _check_options(reduce, batch_size, top_k)
     sr = feature_spec.frontend.sample_rate
-    win, hop = _window_and_hop(feature_spec, window_seconds, hop_seconds)
+    win, hop = _window_and_hop(feature_spec, window_seconds, hop_seconds, clip)
+    files = audio_files(paths)
     if isinstance(model, torch.nn.Module):
         model = model.to(torch.device(device)).eval()
 
-    clips, failed = _score_files(model, paths, feature_spec, win, hop, batch_size, multilabel, skip_errors)
+    clips, failed = _score_files(model, files, feature_spec, clip, win, hop, batch_size, multilabel, skip_errors)
     results: dict[int, Prediction] = dict(failed)
-    for clip in clips:
-        results[clip.index] = _clip_prediction(clip, win, sr, labels, names, top_k, reduce)
+    for c in clips:
+        results[c.index] = _clip_prediction(c, win, sr, labels, names, top_k, reduce)
     log.info("scored %d file(s) (%d window(s))", len(clips), sum(len(c.starts) for c in clips))
     return [results[i] for i in sorted(results)]
 
@@ -229,16 +337,17 @@ def _check_options(reduce: str, batch_size: int, top_k: int) -> None:
         raise ValueError(f"batch_size and top_k must be positive, got {batch_size} and {top_k}")
 
 
-def _score_files(model: Classifier, paths: Sequence[str | os.PathLike], spec: FeatureSpec, win: int, hop: int,
-                 batch_size: int, multilabel: bool, skip_errors: bool) -> tuple[list[_Clip], dict[int, Prediction]]:
-    """Decode each file, cut it into windows and score them in batches shared across files.
-    Returns the scored clips and, with ``skip_errors``, a :class:`Prediction` with ``error`` set
-    for each file (by its index in ``paths``) that could not be decoded."""
+def _score_files(model: Classifier, paths: Sequence[str], spec: FeatureSpec, clip: ClipSpec | None, win: int,
+                 hop: int, batch_size: int, multilabel: bool,
+                 skip_errors: bool) -> tuple[list[_Clip], dict[int, Prediction]]:
+    """Decode each file, cut it into windows (each fixed as a training clip: :func:`fix_window`)
+    and score them in batches shared across files. Returns the scored clips and, with
+    ``skip_errors``, a :class:`Prediction` with ``error`` set for each file (by its index in
+    ``paths``) that could not be decoded."""
     clips: list[_Clip] = []
     failed: dict[int, Prediction] = {}
     pending: list[tuple[_Clip, torch.Tensor]] = []
-    for i, raw_path in enumerate(paths):
-        path = os.fspath(raw_path)
+    for i, path in enumerate(paths):
         try:
             wave = load_audio(path, spec.frontend.sample_rate)
         except AudioError as err:
@@ -247,9 +356,9 @@ def _score_files(model: Classifier, paths: Sequence[str | os.PathLike], spec: Fe
             log.warning("skipping %s", err)
             failed[i] = Prediction(path=path, error=err.problem)
             continue
-        clip = _Clip(i, path, int(wave.numel()), window_starts(int(wave.numel()), win, hop))
-        clips.append(clip)
-        pending.extend((clip, fix_length(wave[s:s + win], win)) for s in clip.starts)
+        scored = _Clip(i, path, int(wave.numel()), window_starts(int(wave.numel()), win, hop))
+        clips.append(scored)
+        pending.extend((scored, fix_window(wave[s:s + win], spec, clip)) for s in scored.starts)
         while len(pending) >= batch_size:
             _score_windows(model, pending[:batch_size], spec, multilabel)
             del pending[:batch_size]
@@ -258,13 +367,12 @@ def _score_files(model: Classifier, paths: Sequence[str | os.PathLike], spec: Fe
     return clips, failed
 
 
-def window_features(paths: Sequence[str | os.PathLike], spec: FeatureSpec) -> torch.Tensor:
-    """Model input ``[len(paths), frames, mel bins]``: the features of each file's first window
-    (padded like training when the file is shorter). Undecodable files raise
-    :class:`~coarse2fine.audio.AudioError`."""
-    win = window_samples(spec)
-    waves = [fix_length(load_audio(p, spec.frontend.sample_rate)[:win], win) for p in paths]
-    return extract(torch.stack(waves), spec)
+def window_features(paths: Sequence[str | os.PathLike], spec: FeatureSpec, clip: ClipSpec | None = None) -> torch.Tensor:
+    """Model input ``[len(paths), frames, mel bins]``: the features of each file's first window,
+    as :func:`predict_files` makes them (with ``clip``, those the training/evaluation data path
+    makes of the file: cut and padded to the clip, features padded to ``target_length``).
+    Undecodable files raise :class:`~coarse2fine.audio.AudioError`."""
+    return model_inputs([fix_window(load_audio(p, spec.frontend.sample_rate), spec, clip) for p in paths], spec)
 
 
 def _clip_prediction(
@@ -364,6 +472,15 @@ def checkpoint_model(run: Path) -> C2FModel:
     return model.eval()
 
 
+def run_clip(run_dir: str | os.PathLike) -> ClipSpec:
+    """How a run's data path cut and padded its clips (``data.clip_seconds``, ``data.pad`` of its
+    ``config.yaml``), for :func:`predict_files`; ``ValueError`` naming the file."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found (is this a finished coarse2fine run folder?)")
+    return ClipSpec.from_config(load_config(path, check_runtime=False))
+
+
 def load_run_for_inference(
     run_dir: str | os.PathLike, weights: str = "model.safetensors"
 ) -> tuple[C2FModel, FeatureSpec, list[str], list[str], bool]:
@@ -373,7 +490,9 @@ def load_run_for_inference(
     for the weight-averaged model, or ``checkpoint.safetensors`` for the last checkpoint of an
     unfinished run, moved to full resolution) of any model family, ``config.yaml`` (features;
     ``train.loss == "bce"`` means multi-label) and ``labels.json`` if present. The model is
-    returned in eval mode on the CPU. Errors are ``ValueError`` naming the file.
+    returned in eval mode on the CPU. Errors are ``ValueError`` naming the file. Give
+    :func:`predict_files` the run's :func:`run_clip` too, so that windows are cut and padded as
+    the run's clips were.
     """
     run = Path(run_dir)
     if not run.is_dir():

@@ -4,12 +4,18 @@
 built without CUDA, ``cuda:3`` on a machine with two GPUs, ``mps`` off Apple silicon), naming
 what is available; :func:`resolve_device` turns a checked name into a ``torch.device`` (``auto``:
 CUDA when this torch has a GPU, else Apple's MPS, else the CPU). :func:`load_average` is read
-beside every time figure; :func:`peak_tflops` is the dense matrix peak of known GPUs, for MFU.
+beside every time figure and :func:`machine_name` says what the time was measured on (two runs
+timed on different CPUs or GPUs do not compare in time); :func:`peak_tflops` is the dense matrix
+peak of known GPUs, for MFU.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,11 +86,55 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU in words: its model name, its family and model numbers where Linux gives them (VMs
+    often show only ``AMD EPYC``) and the vector instructions torch's kernels use on it, e.g.
+    ``AMD EPYC (family 25 model 1, AVX2)``."""
+    fields: dict[str, str] = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                if fields:
+                    break  # the first processor's block is enough
+                continue
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    details = []
+    if "cpu family" in fields and "model" in fields:
+        details.append(f"family {fields['cpu family']} model {fields['model']}")
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    if capability is not None:
+        details.append(capability())
+    return f"{name} ({', '.join(details)})" if details else name
+
+
 def device_name(device: torch.device) -> str:
-    """What the device is, in words (the GPU's name, or the CPU's)."""
+    """What the device is, in words: the GPU's name, or the CPU's (:func:`cpu_name`) with the
+    threads torch uses on it."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
+    if device.type == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()}, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def machine_name(device: torch.device, processes: int = 1) -> str:
+    """What a run's time was measured on: :func:`device_name`, and the processes that shared the
+    work when there were several (torchrun)."""
+    name = device_name(device)
+    return f"{name}, {processes} processes" if processes > 1 else name
+
+
+def machine_fields(device: torch.device, processes: int = 1) -> dict[str, Any]:
+    """The fields of an epoch's record that say where it was timed and how busy the machine was at
+    its end: ``machine`` (:func:`machine_name`) and the 1-minute ``load_avg`` (None where the
+    system has none)."""
+    load = load_average()
+    return {"machine": machine_name(device, processes), "load_avg": load[0] if load else None}
 
 
 def peak_tflops(device: torch.device, amp: str = "none", given: float = 0.0) -> float | None:

@@ -16,7 +16,7 @@ from coarse2fine.data.sources import load_validation
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.ast.hf import load_hf_checkpoint
 from coarse2fine.model.registry import get_arch
-from coarse2fine.predict import check_hop, load_run_for_inference, predict_files, window_features
+from coarse2fine.predict import check_hop, load_run_for_inference, predict_files, run_clip, window_features
 from coarse2fine.runtime import resolve_device
 
 log = logging.getLogger("coarse2fine")
@@ -26,12 +26,16 @@ def add_parsers(sub) -> None:
     """predict, export-hf, export-onnx: commands that use a trained model."""
     p = sub.add_parser("predict", help="top-k labels for audio files of any length (sliding windows)")
     p.add_argument("model", help="a finished run folder, or a Hugging Face AST model folder")
-    p.add_argument("audio", nargs="+", help="audio files")
+    p.add_argument("audio", nargs="+", help="audio files, or folders (every audio file below them, sorted)")
     p.add_argument("--top-k", type=positive_int, default=5, help="labels to print per file, best first")
+    p.add_argument("--window", type=positive_seconds, default=None,
+                   help="seconds of audio per model input, each cut and padded as a training clip (default: the "
+                        "run's data.clip_seconds; a Hugging Face folder: the audio that fills the model's frames)")
     p.add_argument("--hop", type=positive_seconds, default=None,
                    help="seconds from one window's start to the next, at most a window (default: half a window)")
     p.add_argument("--reduce", choices=["mean", "max"], default="mean", help="how window scores make the clip's")
-    p.add_argument("--multilabel", action="store_true", help="sigmoid scores (Hugging Face models; runs know)")
+    p.add_argument("--multilabel", action="store_true",
+                   help="sigmoid scores, for Hugging Face folders whose config.json has no problem_type (runs know)")
     p.add_argument("--weights", default="model.safetensors",
                    help="weights file in a run folder (model_wa.safetensors: weight-averaged; checkpoint.safetensors: "
                         "an unfinished run's last checkpoint)")
@@ -65,17 +69,21 @@ def cmd_predict(args) -> int:
     path = Path(args.model)
     if any((path / name).exists() for name in ("model_config.json", "config.yaml", "checkpoint.safetensors")):
         model, spec, labels, names, multilabel = load_run_for_inference(path, weights=args.weights)
+        clip = run_clip(path)  # windows cut and padded as the run's training clips were
     else:
         model, info = load_hf_checkpoint(path)
-        spec, labels, names, multilabel = info["feature_spec"], info["labels"], info["labels"], args.multilabel
-    check_hop(spec, args.hop, "--hop")
+        spec, labels, names = info["feature_spec"], info["labels"], info["labels"]
+        multilabel = args.multilabel or info["multilabel"]  # as its config.json says, or as told
+        clip = None  # clip length unknown: a window fills the model's frames, features zero-padded (as AST)
+    check_hop(spec, args.hop, "--hop", args.window, clip)
     if args.onnx:
         from coarse2fine.onnx_model import OnnxClassifier
 
         model, device = OnnxClassifier(args.onnx), torch.device("cpu")
     # Every readable file is scored; each unreadable one is listed with its problem (exit 1).
     preds = predict_files(model, args.audio, spec, labels, names, top_k=args.top_k, multilabel=multilabel,
-                          hop_seconds=args.hop, device=device, reduce=args.reduce, skip_errors=True)
+                          window_seconds=args.window, hop_seconds=args.hop, device=device, reduce=args.reduce,
+                          skip_errors=True, clip=clip)
     if args.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2))
     else:
@@ -98,11 +106,11 @@ def cmd_export_hf(args) -> int:
     if args.out and args.out_option and Path(args.out) != Path(args.out_option):
         raise ValueError(f"export-hf: two output folders given ({args.out} and --out {args.out_option}); give one")
     target = args.out or args.out_option or Path(args.run) / "hf"
-    model, spec, _labels, names, _ = load_run_for_inference(args.run, args.weights)
+    model, spec, _labels, names, multilabel = load_run_for_inference(args.run, args.weights)
     export = get_arch(model.arch).export_hf
     if export is None:
         raise ValueError(f"{args.run}: {model.arch} models have no Hugging Face format to export to")
-    out = export(model, target, id2label=names, feature_spec=spec)
+    out = export(model, target, id2label=names, feature_spec=spec, multilabel=multilabel)
     print(f"exported {args.run} to {out} (loads with transformers.ASTForAudioClassification.from_pretrained)")
     return 0
 
@@ -111,7 +119,7 @@ def check_features(run: Path, spec: FeatureSpec, audio: list[str] | None, clips:
     """Model inputs to check an export on: the first window of each ``audio`` file, or the first
     ``clips`` validation clips of the run's data (read from its config; nothing is preloaded)."""
     if audio:
-        return window_features(audio, spec)
+        return window_features(audio, spec, run_clip(run))  # cut and padded as training clips were
     cfg = load_config(run / "config.yaml", check_runtime=False)  # its init_from or device may be elsewhere
     cfg = cfg.replace({"data.in_memory": "off", "data.preload": False, "data.cache_dir": None})
     try:

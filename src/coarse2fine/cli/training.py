@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -208,7 +209,9 @@ def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinis
 def _train_one(args, cfg) -> RunResult:
     """Train one run into ``--out`` and print what happened, its best metric (the final phase's;
     the best of the coarse phases beside it) and what each phase change kept."""
-    result = train_run(cfg, load_splits(cfg), args.out, progress=show_bars(args.quiet), resume=True, fresh=args.fresh)
+    # the data is read once the folder is claimed: a refused folder or a finished run reads none
+    result = train_run(cfg, functools.partial(load_splits, cfg), args.out, progress=show_bars(args.quiet), resume=True,
+                       fresh=args.fresh)
     metric = cfg.train.metric
     what = {"trained": "trained", "resumed": "resumed from its checkpoint and finished",
             "finished": "already finished in this folder (nothing trained; --fresh trains it again)"}[result.status]

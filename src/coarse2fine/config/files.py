@@ -25,6 +25,29 @@ from coarse2fine.runtime import check_device
 
 PATH_SECTIONS = {"data": DataConfig, "model": ModelConfig}
 
+# How the clips are read, not which clips nor what values the model sees: decoded once or at each
+# step, the feature cache, held in memory (and where, and up to what size), loader processes,
+# where remote shards are kept and how many stay open. (``data.in_memory_dtype`` is not one:
+# float16 storage changes the numbers the model sees. With ``augment.mixup``, what the source
+# serves (waveforms, features, model input) is what mixup mixes; the library picks it itself,
+# ``in_memory: auto``, as an implementation detail, so it is no part of what a run is.)
+LOADING_KEYS = frozenset({
+    "data.preload", "data.cache_dir", "data.in_memory", "data.in_memory_device", "data.memory_limit_gb",
+    "data.num_workers", "data.shard_cache", "data.open_shards",
+})
+# The keys that say how a run is executed, not what it learns (batch order and every draw depend
+# on the seed and the epoch only): how clips are read (LOADING_KEYS); where and how the same steps
+# run (the device, threads, torch.compile: other kernels, the same computation); what is logged
+# or saved on the way (loss reads, TensorBoard, the peak for MFU, mid-epoch checkpoints). A run
+# folder's run whose config differs from another only in these is the same run: it resumes, or is
+# reused, with them changed (:mod:`coarse2fine.training.folder`). ``train.amp``,
+# ``train.grad_accum`` (BatchNorm statistics per micro-batch) and ``data.in_memory_dtype`` change
+# the numbers and are not runtime keys.
+RUNTIME_KEYS = LOADING_KEYS | frozenset({
+    "train.device", "train.threads", "train.compile", "train.compile_mode",
+    "train.log_every", "train.tensorboard", "train.peak_tflops", "train.checkpoint_every",
+})
+
 
 def preset_names() -> list[str]:
     """Names of the YAML presets shipped with the package."""

@@ -9,6 +9,7 @@ turns it into the model input exactly as :func:`coarse2fine.features.extract` do
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ class CachedFeatureDataset(ClipDataset):
     @property
     def failures(self) -> list[Path]:
         return self.files.failures
+
+    def record_failures_in(self, folder: str | os.PathLike | None) -> None:
+        self.files.record_failures_in(folder)
 
     def set_phase(self, spec: FeatureSpec, compression: Any = None) -> None:
         """Serve features for ``spec`` from now on (called at each phase change)."""

@@ -14,6 +14,7 @@ phase it is in with :meth:`ClipDataset.set_phase`; a source whose input depends 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,11 @@ class ClipDataset(Dataset):
     @property
     def failures(self) -> list[Path]:
         return []
+
+    def record_failures_in(self, folder: str | os.PathLike | None) -> None:
+        """Record the clips that fail to load in ``folder``, from every process that reads this
+        source, so that :attr:`failures` lists them all; None: in this process's memory again,
+        keeping those recorded so far (sources that read no files ignore it)."""
 
     def set_phase(self, spec: Any, compression: Any) -> None:
         """Serve the inputs of a phase with features ``spec`` and ``compression`` from now on (a

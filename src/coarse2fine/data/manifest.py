@@ -15,8 +15,14 @@ taken relative to the folder of the manifest file. Paths are stored absolute, so
 of the working directory does not matter. Paths are not checked here; a missing file is
 reported by :func:`coarse2fine.data.validate.validate`, together with every other bad clip.
 
-Malformed input raises :class:`ManifestError`, whose message names the file, the entry (JSON:
-0-based index in ``data``; CSV: line number) where it can, and the problem.
+A manifest that is malformed as a whole (unreadable, not JSON, wrong top-level shape, a bad
+label CSV, no clips) raises :class:`ManifestError`, whose message names the file and the problem.
+A bad entry (unknown label, no ``wav``/``path``, empty labels) does not stop the reading: every
+one is set aside in :attr:`Manifest.problems` (naming the file, the entry -- JSON: 0-based index
+in ``data``; CSV: line number -- its clip and the problem) and left out of its entries, and
+:func:`coarse2fine.data.validate.validate` reports them with the bad audio files: one error
+listing all of them, or, with ``on_error="skip"``, dropped and listed with the skipped clips. A
+manifest whose every entry is bad raises :class:`ManifestError` listing them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -39,6 +45,8 @@ LABEL_CSV_NAME = "class_labels_indices.csv"
 _LABEL_CSV_COLUMNS = ("index", "mid", "display_name")
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 _FSDD_TEST_TAKES = range(0, 5)
+LIST_LIMIT = 50
+"""How many bad clips or entries an error message lists (the rest are counted)."""
 
 
 class ManifestError(ValueError):
@@ -56,12 +64,32 @@ class Entry:
 
 
 @dataclass
+class Problem:
+    """A clip that cannot be used, and why: its audio file, or its entry in a manifest."""
+
+    path: Path
+    problem: str
+
+
+def format_problems(problems: Sequence[Problem], limit: int = LIST_LIMIT) -> str:
+    """One indented line per problem, the first ``limit`` of them, then how many more there are."""
+    lines = [f"  {p.path}: {p.problem}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
+@dataclass
 class Manifest:
     """Clips and their classes.
 
     ``classes`` are the label ids in target-column order (AST: the ``mid`` column of the label
     CSV, sorted by ``index``); ``display_names`` are the readable names in the same order.
-    ``source`` says where the list came from (for messages and run reports).
+    ``source`` says where the list came from (for messages and run reports). ``problems`` are the
+    entries set aside as bad when the list was read (not in ``entries``);
+    :func:`coarse2fine.data.validate.validate` reports them with the bad audio files.
+    ``min_seconds`` is the shortest clip the entries were checked to hold (set by validation);
+    :class:`coarse2fine.data.files.FileDataset` applies it again when it reads a clip.
     """
 
     entries: list[Entry]
@@ -69,6 +97,8 @@ class Manifest:
     display_names: list[str]
     multilabel: bool
     source: str
+    problems: list[Problem] = field(default_factory=list)
+    min_seconds: float = 0.0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -173,34 +203,48 @@ def _resolve(raw: str, base: Path) -> Path:
     return (base / p).absolute()
 
 
-def _split_labels(field: str) -> list[str]:
+def _split_labels(text: str) -> list[str]:
     """``"a, b;c"`` -> ``["a", "b", "c"]`` (duplicates and empty items dropped, order kept)."""
     seen: dict[str, None] = {}
-    for item in re.split(r"[,;]", field):
+    for item in re.split(r"[,;]", text):
         item = item.strip()
         if item:
             seen.setdefault(item)
     return list(seen)
 
 
-def _unknown_label(label: str, where: str, label_source: str, classes: Sequence[str], display_names: Sequence[str]) -> ManifestError:
-    hint = ""
-    if label in display_names:
-        hint = f"; it is the display name of {classes[list(display_names).index(label)]!r}: use the id"
-    return ManifestError(f"{where}: unknown label {label!r} (not a class in {label_source}){hint}")
+class _BadEntry(Exception):
+    """One entry of a manifest that cannot be used (collected, not raised to the caller)."""
+
+    def __init__(self, message: str, clip: Path | None = None):
+        super().__init__(message)
+        self.message, self.clip = message, clip
 
 
-def _check_labels(entries: Sequence[Entry], where: Sequence[str], classes: Sequence[str], display_names: Sequence[str], label_source: str) -> None:
+def _label_problem(entry: Entry, classes: Sequence[str], display_names: Sequence[str], label_source: str) -> str | None:
+    """Why ``entry``'s labels are not all classes (every unknown one named), or None."""
     known = set(classes)
-    for entry, w in zip(entries, where):
-        for label in entry.labels:
-            if label not in known:
-                raise _unknown_label(label, w, label_source, classes, display_names)
+    unknown = [label for label in entry.labels if label not in known]
+    if not unknown:
+        return None
+    hints = []
+    for label in unknown:
+        if label in display_names:
+            hints.append(f"{label!r} is the display name of {classes[list(display_names).index(label)]!r}: use the id")
+    words = "unknown label" if len(unknown) == 1 else "unknown labels"
+    text = f"{words} {', '.join(repr(u) for u in unknown)} (not a class in {label_source})"
+    return text + "".join(f"; {h}" for h in hints)
 
 
-def _non_empty(entries: list[Entry], path: Path) -> None:
-    if not entries:
+def _collected(entries: list[Entry], problems: list[Problem], path: Path, what: str) -> None:
+    """Raise if no entry is usable; log how many were set aside otherwise."""
+    if not entries and not problems:
         raise ManifestError(f"{path}: empty manifest (no clips)")
+    if not entries:
+        raise ManifestError(f"{path}: no usable {what}: all {len(problems)} are bad:\n{format_problems(problems)}")
+    if problems:
+        logger.warning("%s: %d of %d %s cannot be used (unknown label or malformed); validation reports them",
+                       path, len(problems), len(problems) + len(entries), what)
 
 
 # ----------------------------------------------------------------------------- readers
@@ -233,35 +277,45 @@ def read_ast_json(json_path: str | Path, label_csv: str | Path, multilabel: bool
 
     classes, display_names = read_label_csv(label_csv)
     entries: list[Entry] = []
-    where: list[str] = []
+    problems: list[Problem] = []
     for i, item in enumerate(data):
-        w = f"{path}: entry {i}"
-        if not isinstance(item, dict):
-            raise ManifestError(f"{w}: expected an object with \"wav\" and \"labels\", found a JSON {type(item).__name__}")
-        for key in ("wav", "labels"):
-            if key not in item:
-                raise ManifestError(f'{w}: no "{key}" key (keys: {", ".join(sorted(item)) or "none"})')
-        wav = item["wav"]
-        if not isinstance(wav, str) or not wav.strip():
-            raise ManifestError(f'{w}: "wav" must be a non-empty path string, found {wav!r}')
-        labels = _labels_field(item["labels"], w)
-        entries.append(Entry(_resolve(wav.strip(), path.parent), tuple(labels)))
-        where.append(f"{w} ({wav})")
-    _non_empty(entries, path)
-    _check_labels(entries, where, classes, display_names, str(label_csv))
+        try:
+            entry = _json_entry(item, path)
+            problem = _label_problem(entry, classes, display_names, str(label_csv))
+            if problem is not None:
+                raise _BadEntry(problem, entry.path)
+        except _BadEntry as bad:
+            problems.append(Problem(bad.clip or path, f"{path.name} entry {i}: {bad.message}"))
+            continue
+        entries.append(entry)
+    _collected(entries, problems, path, "entries")
     multi = multilabel or any(len(e.labels) > 1 for e in entries)
-    return Manifest(entries, classes, display_names, multi, str(path))
+    return Manifest(entries, classes, display_names, multi, str(path), problems)
 
 
-def _labels_field(value: Any, where: str) -> list[str]:
+def _json_entry(item: Any, path: Path) -> Entry:
+    """One item of an AST manifest's ``data`` -> :class:`Entry`; :class:`_BadEntry` if malformed."""
+    if not isinstance(item, dict):
+        raise _BadEntry(f"expected an object with \"wav\" and \"labels\", found a JSON {type(item).__name__}")
+    wav = item.get("wav")
+    clip = _resolve(wav.strip(), path.parent) if isinstance(wav, str) and wav.strip() else None
+    for key in ("wav", "labels"):
+        if key not in item:
+            raise _BadEntry(f'no "{key}" key (keys: {", ".join(sorted(item)) or "none"})', clip)
+    if clip is None:
+        raise _BadEntry(f'"wav" must be a non-empty path string, found {wav!r}')
+    return Entry(clip, tuple(_labels_field(item["labels"], clip)))
+
+
+def _labels_field(value: Any, clip: Path | None = None) -> list[str]:
     if isinstance(value, str):
         labels = _split_labels(value)
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         labels = _split_labels(",".join(value))
     else:
-        raise ManifestError(f'{where}: "labels" must be a string like "/m/068hy,/m/07q6cd_", found {value!r}')
+        raise _BadEntry(f'"labels" must be a string like "/m/068hy,/m/07q6cd_", found {value!r}', clip)
     if not labels:
-        raise ManifestError(f'{where}: "labels" is empty')
+        raise _BadEntry('"labels" is empty', clip)
     return labels
 
 
@@ -278,27 +332,32 @@ def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilab
             f"{path}: CSV needs a 'path' column and a 'label' or 'labels' column; found {','.join(fields) or 'nothing'}"
         )
     column = "labels" if "labels" in fields else "label"
+    known = read_label_csv(label_csv) if label_csv is not None else None
     entries: list[Entry] = []
-    where: list[str] = []
+    problems: list[Problem] = []
     for line, row in records:
         raw_path, raw_labels = row.get("path"), row.get(column)
-        w = f"{path}: line {line}"
-        if not raw_path or not raw_path.strip():
-            raise ManifestError(f"{w}: empty path")
-        if raw_labels is None or not raw_labels.strip():
-            raise ManifestError(f"{w}: no {column} for {raw_path.strip()}")
-        labels = _split_labels(raw_labels) if column == "labels" else [raw_labels.strip()]
-        entries.append(Entry(_resolve(raw_path.strip(), path.parent), tuple(labels)))
-        where.append(f"{w} ({raw_path.strip()})")
-    _non_empty(entries, path)
-    if label_csv is not None:
-        classes, display_names = read_label_csv(label_csv)
-        _check_labels(entries, where, classes, display_names, str(label_csv))
+        clip = _resolve(raw_path.strip(), path.parent) if raw_path and raw_path.strip() else None
+        if clip is None:
+            problem = "empty path"
+        elif raw_labels is None or not raw_labels.strip():
+            problem = f"no {column} for {raw_path.strip()}"
+        else:
+            labels = _split_labels(raw_labels) if column == "labels" else [raw_labels.strip()]
+            entry = Entry(clip, tuple(labels))
+            problem = None if known is None else _label_problem(entry, *known, str(label_csv))
+        if problem is not None:
+            problems.append(Problem(clip or path, f"{path.name} line {line}: {problem}"))
+            continue
+        entries.append(entry)
+    _collected(entries, problems, path, "rows")
+    if known is not None:
+        classes, display_names = known
     else:
         classes = sorted({label for e in entries for label in e.labels})
         display_names = list(classes)
     multi = multilabel or any(len(e.labels) > 1 for e in entries)
-    return Manifest(entries, classes, display_names, multi, str(path))
+    return Manifest(entries, classes, display_names, multi, str(path), problems)
 
 
 def _is_audio(p: Path) -> bool:
@@ -381,8 +440,8 @@ def align_classes(train: Manifest, val: Manifest) -> Manifest:
             "the same label_csv, or remove those clips")
     logger.info("%s: %d of the %d training classes have no validation clip", val.source,
                 len(known - used), len(known))
-    return Manifest(val.entries, list(train.classes), list(train.display_names), train.multilabel or val.multilabel,
-                    val.source)
+    return replace(val, classes=list(train.classes), display_names=list(train.display_names),
+                   multilabel=train.multilabel or val.multilabel)
 
 
 def fsdd_manifest(
@@ -430,7 +489,8 @@ def fsdd_manifest(
         for digit, speaker, take, p in clips
         if (take in _FSDD_TEST_TAKES) == in_test
     ]
-    _non_empty(entries, folder)
+    if not entries:
+        raise ManifestError(f"{folder}: empty manifest (no clips)")
     return Manifest(entries, classes, list(classes), False, f"FSDD {task}/{split} ({folder})")
 
 

@@ -360,6 +360,9 @@ class SplitWriter:
         if len(labels) == 0:
             raise PackError(f"{self.folder}: no clip of {self.manifest.source} could be packed "
                             f"({len(skipped)} skipped; see {self.folder / REPORT})")
+        # entries the manifest could not use (unknown labels, no path) first, then the clips that failed to load
+        entries = [{"path": str(p.path), "problem": p.problem} for p in self.manifest.problems]
+        skipped = [*entries, *skipped]
         atomic.write_json(self.folder / REPORT, {"split": self.name, "source": self.manifest.source, "skipped": skipped})
         with atomic.atomic_path(self.folder / INDEX) as tmp, open(tmp, "wb") as fh:
             index.save(fh)

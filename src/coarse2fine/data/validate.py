@@ -3,8 +3,10 @@
 A clip is bad if its file is missing, cannot be decoded (corrupt, truncated, not audio), has no
 frames, is shorter than ``min_seconds``, holds NaN or infinite samples, or is digital silence
 (peak below 1e-7). Stereo, 8/16/24/32-bit integer and float WAV, FLAC and any sample rate are
-fine: :func:`coarse2fine.audio.load_audio` mixes down and resamples them. Unknown labels never
-get here: the manifest readers reject them.
+fine: :func:`coarse2fine.audio.load_audio` mixes down and resamples them. Entries the manifest
+reader set aside (unknown label, malformed entry: :attr:`Manifest.problems`) are reported here
+with the bad files, in the same list: they stop the run or, with ``on_error="skip"``, are
+dropped and listed with the skipped clips.
 
 Clips are decoded in a small thread pool (decoding and resampling release the GIL).
 """
@@ -24,7 +26,7 @@ from typing import Literal
 import torch
 
 from coarse2fine.audio import AudioError, audio_info, load_audio
-from coarse2fine.data.manifest import Entry, Manifest
+from coarse2fine.data.manifest import Entry, Manifest, Problem, format_problems
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +45,13 @@ class InvalidInputError(ValueError):
 
 
 @dataclass
-class Problem:
-    """A clip that cannot be used, and why."""
-
-    path: Path
-    problem: str
-
-
-@dataclass
 class ValidationReport:
     """Result of :func:`validate`: the usable entries and the problems of the others."""
 
     ok: list[Entry]
     problems: list[Problem] = field(default_factory=list)
+    min_seconds: float = 0.0
+    """The shortest clip accepted (``validate``'s ``min_seconds``)."""
 
     def to_dict(self) -> dict:
         """JSON-ready summary for a run's report."""
@@ -73,8 +69,11 @@ class ValidationReport:
         return "\n".join([f"{head}; {len(self.problems)} cannot be used:", *(f"  {p.path}: {p.problem}" for p in self.problems)])
 
     def filtered(self, manifest: Manifest) -> Manifest:
-        """``manifest`` restricted to the usable entries (classes unchanged)."""
-        return dataclasses.replace(manifest, entries=list(self.ok))
+        """``manifest`` restricted to the usable entries (classes unchanged; its set-aside entries,
+        reported here, dropped), with the ``min_seconds`` they were checked with, which
+        :class:`coarse2fine.data.files.FileDataset` applies again when it reads them."""
+        return dataclasses.replace(manifest, entries=list(self.ok), problems=[],
+                                   min_seconds=self.min_seconds)
 
 
 def _reason(err: Exception, path: Path) -> str:
@@ -164,17 +163,20 @@ def validate(
 ) -> ValidationReport:
     """Decode every clip of ``manifest`` and collect all problems.
 
+    The entries the manifest reader set aside (:attr:`Manifest.problems`: unknown label,
+    malformed entry) come first among the problems, then the bad files.
     ``on_error="raise"``: if any clip is bad, raise :class:`InvalidInputError` listing every bad
-    file and its problem. ``on_error="skip"``: return the bad clips in the report's
-    ``problems`` (for the run's report) and log a warning with their count; if no clip at all
-    is usable, :class:`InvalidInputError` is raised anyway. A file listed several times is
-    decoded once.
+    entry and file and its problem (the message lists the first
+    :data:`~coarse2fine.data.manifest.LIST_LIMIT` and counts the rest; the error's ``problems``
+    holds all). ``on_error="skip"``: return the bad clips in the report's ``problems`` (for the
+    run's report) and log a warning with their count; if no clip at all is usable,
+    :class:`InvalidInputError` is raised anyway. A file listed several times is decoded once.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if not math.isfinite(min_seconds) or min_seconds < 0:
         raise ValueError(f"min_seconds must be >= 0, got {min_seconds}")
-    if not manifest.entries:
+    if not manifest.entries and not manifest.problems:
         raise InvalidInputError(f"{manifest.source}: empty manifest (no clips)", [])
     start = time.perf_counter()
     unique = list(dict.fromkeys(e.path for e in manifest.entries))
@@ -185,19 +187,19 @@ def validate(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         found = dict(zip(unique, pool.map(check, unique)))
 
-    report = ValidationReport(ok=[], problems=[])
+    report = ValidationReport(ok=[], problems=[], min_seconds=min_seconds)
     for entry in manifest.entries:
         if found[entry.path] is None:
             report.ok.append(entry)
-    report.problems = [Problem(p, found[p]) for p in unique if found[p] is not None]
+    report.problems = [*manifest.problems, *(Problem(p, found[p]) for p in unique if found[p] is not None)]
     logger.info("validated %d clips of %s in %.1f s: %d usable", len(manifest.entries), manifest.source, time.perf_counter() - start, len(report.ok))
 
     if report.problems and (on_error == "raise" or not report.ok):
         why = "no clip is usable" if not report.ok else f"{len(report.problems)} clip(s) cannot be used"
         hint = "" if not report.ok else ("; set data.on_error: skip (on_error='skip' in Python) to train on the "
                                          "others and list these in the run's log.json")
-        lines = "\n".join(f"  {p.path}: {p.problem}" for p in report.problems)
-        raise InvalidInputError(f"{manifest.source}: {why}{hint}:\n{lines}", report.problems)
+        raise InvalidInputError(f"{manifest.source}: {why}{hint}:\n{format_problems(report.problems)}", report.problems)
     if report.problems:
-        logger.warning("%s: skipping %d bad clip(s) of %d (data.on_error: skip)", manifest.source, len(report.problems), len(unique))
+        logger.warning("%s: skipping %d bad clip(s) of %d (data.on_error: skip)", manifest.source, len(report.problems),
+                       len(unique) + len(manifest.problems))
     return report

@@ -63,12 +63,19 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     out_root = Path(out_root)
-    splits = splits if splits is not None else load_splits(settings[0].config)
+    loaded = splits
+
+    def data() -> DataSplits:  # read once, when the first run that trains needs it (reused runs read none)
+        nonlocal loaded
+        if loaded is None:
+            loaded = load_splits(settings[0].config)
+        return loaded
+
     done = [SettingRuns(s, []) for s in settings]
     for k in range(seeds):
         for entry in done:
             cfg = seed_config(entry.setting.config, k)
-            entry.runs.append(train_run(cfg, splits, seed_folder(out_root, entry.setting.name, k), progress=progress,
+            entry.runs.append(train_run(cfg, data, seed_folder(out_root, entry.setting.name, k), progress=progress,
                                         resume=reuse, fresh=not reuse))
     return done
 

@@ -11,6 +11,7 @@ runs with the same config are reused; interrupted ones continue from their check
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ def finetune_config(downstream: RunConfig, pretrain: RunConfig, init_from: Path 
 
 
 def _train_or_reuse(cfg: RunConfig, out_dir: Path, progress: bool, reuse: bool) -> RunResult:
-    return train_run(cfg, load_splits(cfg), out_dir, progress=progress, resume=reuse, fresh=not reuse)
+    return train_run(cfg, functools.partial(load_splits, cfg), out_dir, progress=progress, resume=reuse, fresh=not reuse)
 
 
 @dataclass

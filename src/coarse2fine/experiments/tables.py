@@ -15,7 +15,7 @@ from coarse2fine.data.datasets import ClipDataset
 from coarse2fine.experiments.grid import SettingRuns, calibrate_runs
 from coarse2fine.report.kept import KEPT_NOTE, kept_rows
 from coarse2fine.report.plots import Table, phase_rows, write_report
-from coarse2fine.report.savings import busy_runs, savings_table, table_measures, time_note
+from coarse2fine.report.savings import savings_table, table_note
 from coarse2fine.report.seeds import mean_records, metric_band, seed_note, seed_table
 from coarse2fine.training.records import EpochRecord
 
@@ -86,5 +86,5 @@ def write_experiment(out_root: str | Path, done: Sequence[SettingRuns], records:
     controls = [d.setting.label for d in done if d.setting.role == "control"]
     markdown = write_report(out_root, base, runs, metric, title, notes, rows=rows, bands=bands, tables=tables,
                             plot_title=f"mean of {seeds} seeds, ± 1 std shaded" if seeds > 1 else "", dashed=controls)
-    notes.insert(0, time_note(table_measures([base, *runs.values()]), busy_runs({"Baseline": base, **runs})))
+    notes.insert(0, table_note(base, runs))
     return ExperimentReport(list(rows), kept, phase_rows(base, runs), notes, markdown)

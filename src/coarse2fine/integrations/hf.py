@@ -54,7 +54,7 @@ from coarse2fine.core import INPUT_KINDS, InputKind, Schedule, carry, compress, 
 from coarse2fine.extras import require
 from coarse2fine.features import FeatureSpec
 from coarse2fine.model.ast.hf import hf_ast_config, hf_state_dict_for, is_hf_ast
-from coarse2fine.runtime import load_average
+from coarse2fine.runtime import machine_fields
 from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.records import EpochRecord, as_records
 
@@ -253,7 +253,6 @@ class CoarseToFineTrainer(Trainer):
             raise RuntimeError("no training epoch is under way")
         self._resume_clock()
         seconds, data_time, step_times = clock.elapsed(), clock.data, clock.step_times()
-        load = load_average()
         prev = self.c2f_records[-1] if self.c2f_records else None
         tokens = hf_ast_config(self.model).num_tokens
         phase_epoch = e["epoch"] + 1 - self.c2f_schedule.start_epoch(self.c2f_phase)
@@ -264,7 +263,7 @@ class CoarseToFineTrainer(Trainer):
             cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"], train_time=seconds,
             cum_time=(prev.cum_time if prev else 0.0) + seconds, data_time=data_time,
             **step_summary(step_times, data_time), eval_time=self._c2f_eval_seconds,
-            load_avg=load[0] if load else None,
+            **machine_fields(self.args.device, self.args.world_size),
         )
         self.c2f_records.append(record)
         self._c2f_epoch, self._c2f_clock = {}, None

@@ -59,7 +59,7 @@ from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import build_objective
 from coarse2fine.phases import schedule_name
 from coarse2fine.report.savings import metric_higher_is_better
-from coarse2fine.runtime import load_average
+from coarse2fine.runtime import machine_fields
 from coarse2fine.training.augment import augment_features, mixup
 from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.optim import build_optimizer, build_scheduler
@@ -346,7 +346,6 @@ class CoarseToFine(pl.Callback):
         clock = self._epoch_clock()
         e, seconds = self._epoch, clock.elapsed()
         data_time, step_times = clock.data, clock.step_times()
-        load = load_average()
         prev = self.records[-1] if self.records else None
         model = self.model_of(pl_module)
         tokens = int(getattr(model, "num_tokens", 0) or _hf_tokens(model))
@@ -357,7 +356,8 @@ class CoarseToFine(pl.Callback):
             lr=float(e["lr"]), clips=e["clips"], steps=e["steps"], metrics=dict(self._val_metrics),
             train_flops=float(e["flops"]), cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"], train_time=seconds,
             cum_time=(prev.cum_time if prev else 0.0) + seconds, data_time=data_time,
-            **step_summary(step_times, data_time), eval_time=e["val"], load_avg=load[0] if load else None,
+            **step_summary(step_times, data_time), eval_time=e["val"],
+            **machine_fields(pl_module.device, trainer.world_size),
         )
         self.records.append(record)
         self._epoch, self._clock = {}, None

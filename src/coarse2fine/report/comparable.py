@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
+from coarse2fine.config import files
 from coarse2fine.config.files import differing_keys, path_keys
 
-LOADING_KEYS = frozenset({
-    "data.preload", "data.cache_dir", "data.in_memory", "data.in_memory_dtype", "data.in_memory_device",
-    "data.memory_limit_gb", "data.num_workers", "data.shard_cache", "data.open_shards", "data.on_error",
-})
+# The data keys that do not make other data: how clips are read (files.LOADING_KEYS, which do not
+# make another run either), and, for a comparison, float16 storage of the same clips and skipping
+# bad clips (whose effect shows in the train clips).
+LOADING_KEYS = files.LOADING_KEYS | {"data.in_memory_dtype", "data.on_error"}
 MODEL_KEYS = ("model.patch_size", "model.stride", "model.overrides")
 DETAIL_LIMIT = 4
 

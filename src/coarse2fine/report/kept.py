@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from coarse2fine.report.savings import Records, display_name, format_value
+from coarse2fine.report.savings import SPREAD_SIGN, Records, display_name, format_value
 from coarse2fine.report.stats import mean, sample_std
 from coarse2fine.training.records import PhaseRecord, as_records
 
@@ -90,7 +90,7 @@ def kept_rows(runs: Mapping[str, Sequence[tuple[Records, Phases]]], metric: str)
 def _format_ratio(value: float, spread: float) -> str:
     if math.isnan(value):
         return "n/a"
-    return f"{value:.2f}" if math.isnan(spread) else f"{value:.2f} ± {spread:.2f}"
+    return f"{value:.2f}" if math.isnan(spread) else f"{value:.2f}{SPREAD_SIGN}{spread:.2f}"
 
 
 KEPT_NOTE = ("Kept: at each phase change the carried-over model is evaluated once at the new resolution before it "

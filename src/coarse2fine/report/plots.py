@@ -26,13 +26,19 @@ from coarse2fine import atomic  # noqa: E402
 from coarse2fine.report.savings import (  # noqa: E402
     Records,
     baseline_reference,
-    busy_runs,
     format_table,
     savings_table,
     table_measures,
-    time_note,
+    table_note,
 )
-from coarse2fine.training.records import TIME_LABELS, as_records, cumulative_time, epoch_times, phase_records  # noqa: E402
+from coarse2fine.training.records import (  # noqa: E402
+    TIME_LABELS,
+    EpochRecord,
+    as_records,
+    cumulative_time,
+    epoch_times,
+    phase_records,
+)
 
 FRACTIONS = ("acc", "mAP", "mAUC")
 
@@ -73,6 +79,12 @@ def phase_rows(baseline: Records, runs: Mapping[str, Records]) -> list[dict[str,
     return rows
 
 
+def phase_change_xs(records: Sequence[EpochRecord], xs: Sequence[float]) -> list[float]:
+    """Where a run's phases change on an axis of cumulative cost ``xs`` (one value per record, at
+    the end of its epoch): at the end of each phase's last epoch, before the next phase's first."""
+    return [at for a, b, at in zip(records, records[1:], xs) if a.phase != b.phase]
+
+
 def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: str, path: Path,
               bands: Mapping[str, Sequence[float]] | None = None, title: str = "",
               dashed: Collection[str] = ()) -> None:
@@ -96,9 +108,8 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
             lo = [y - scale * v for y, v in zip(ys, spread)]
             hi = [y + scale * v for y, v in zip(ys, spread)]
             ax.fill_between(xs, lo, hi, color=ax.lines[-1].get_color(), alpha=0.15, linewidth=0)
-        for a, b, at in zip(recs, recs[1:], xs[1:]):
-            if a.phase != b.phase:
-                ax.axvline(at, color=ax.lines[-1].get_color(), linestyle=":", linewidth=0.8, alpha=0.6)
+        for at in phase_change_xs(recs, xs):
+            ax.axvline(at, color=ax.lines[-1].get_color(), linestyle=":", linewidth=0.8, alpha=0.6)
     ax.axhline(scale * baseline_reference(baseline, metric).best, color="black", linestyle="--", linewidth=0.8,
                label="Baseline best")
     ax.set_xlabel(xlabel)
@@ -140,7 +151,7 @@ def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Reco
         plots.append(("wall", "metric_vs_wall_time.png"))
     for x, name in plots:
         plot_runs(baseline, runs, metric, x, out_dir / name, bands, plot_title, dashed)
-    note = time_note(measures, busy_runs({"Baseline": baseline, **runs}))
+    note = table_note(baseline, runs)
     extra = "".join(f"## {t.heading}\n\n" + format_table(t.rows, "markdown") + (f"\n{t.note}\n" if t.note else "")
                     + "\n" for t in tables if t.rows)
     md = ((f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + note + "\n\n"

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -317,13 +318,59 @@ TIME_NOTES = {
 }
 
 
-def time_note(time_measures: Sequence[str], busy: Sequence[str] = ()) -> str:
-    """What each time column of a table measures, and which runs' wall times cannot be trusted."""
+ELSEWHERE_MEASURES = ("wall", "step")  # measured in the runs themselves, so on each run's machine
+
+
+def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
+              elsewhere: Mapping[str, Sequence[str]] | None = None) -> str:
+    """What each time column of a table measures, which runs' wall times cannot be trusted
+    (``busy``, marked ``*``) and which runs were timed on other machines than the baseline
+    (``elsewhere``, :func:`timed_elsewhere`, marked ``†``)."""
     note = "Time saves by " + "; ".join(TIME_NOTES[m] for m in time_measures) + "."
     if busy:
         note += (f" * {', '.join(busy)}: epochs of one phase took more than {SPREAD_LIMIT:g}x as long as others "
                  "(the machine was busy): their wall time save cannot be trusted.")
+    if elsewhere:
+        where = "; ".join(f"{name} on {' and '.join(m)}" for name, m in elsewhere.items())
+        note += (f" † Timed on different machines ({where}): their wall and step time saves compare the machines "
+                 "as well as the training; the calibrated column (--calibrate-rounds) times every phase on one.")
     return note
+
+
+def run_machines(records: Records) -> list[str]:
+    """The machines a run's epochs were timed on, in the order they first appear (a run resumed
+    elsewhere has several; records that do not say are left out)."""
+    return list(dict.fromkeys(r.machine for r in as_records(records) if r.machine is not None))
+
+
+def timed_elsewhere(named: Mapping[str, Records], baseline: str) -> dict[str, list[str]]:
+    """The runs whose times do not compare with the baseline's because they were measured on
+    other machines, with the machines of each: every run timed (in part) on a machine the
+    baseline was not timed on, and every run when the baseline itself was timed on several.
+    Empty when all runs that say where they ran ran on one machine; runs that do not say are
+    taken to match."""
+    machines = {name: run_machines(recs) for name, recs in named.items()}
+    base = set(machines.get(baseline, []))
+    if not base or len({m for ms in machines.values() for m in ms}) <= 1:
+        return {}
+    return {name: ms for name, ms in machines.items() if ms and (len(base) > 1 or set(ms) != base)}
+
+
+def table_note(baseline: Records, runs: Mapping[str, Records], baseline_name: str = "Baseline") -> str:
+    """:func:`time_note` for a table of ``runs`` against ``baseline``: the time measures they all
+    carry, the busy runs, the runs timed on other machines."""
+    named = {baseline_name: baseline, **runs}
+    time_measures = table_measures([baseline, *runs.values()])
+    return time_note(time_measures, busy_runs(named), timed_elsewhere(named, baseline_name))
+
+
+def time_marks(measure: str, name: str, baseline_name: str, busy: set[str], elsewhere: Mapping[str, Any]) -> str:
+    """The marks on a run's time save by ``measure``: ``*`` for a wall time on a busy machine,
+    ``†`` for a time measured in the runs on other machines than the baseline's."""
+    marks = "*" if measure == "wall" and busy & {name, baseline_name} else ""
+    if measure in ELSEWHERE_MEASURES and (name in elsewhere or baseline_name in elsewhere):
+        marks += "†"
+    return marks
 
 
 def table_measures(runs: Sequence[Records]) -> list[str]:
@@ -352,13 +399,15 @@ def savings_table(
     The baseline row shows its best value, its best epoch and ``-`` in the save columns. A run
     that never reaches the baseline shows ``not reached`` and ``-`` in the rule (a) columns.
     There is a time column per measure every run carries (:func:`table_measures`); a wall time
-    save whose run was on a busy machine (:func:`busy_runs`) is marked ``*``. Fraction metrics
+    save whose run was on a busy machine (:func:`busy_runs`) is marked ``*``, and a wall or step
+    time save measured on another machine than the baseline's (:func:`timed_elsewhere`) ``†``. Fraction metrics
     (acc, mAP, mAUC) are printed as percentages with 2 decimals; deltas and gains are
     differences of the printed numbers (``=`` for none).
     """
     ref = baseline_reference(baseline_records, metric, higher)
     time_measures = table_measures([baseline_records, *runs.values()])
-    busy = set(busy_runs({baseline_name: baseline_records, **runs}))
+    named = {baseline_name: baseline_records, **runs}
+    busy, elsewhere = set(busy_runs(named)), timed_elsewhere(named, baseline_name)
     cols = table_columns(metric, time_measures)
     dashes = ["-"] * (2 + len(time_measures))
     rows = [dict(zip(cols, [baseline_name, format_value(ref.best, metric), str(ref.epoch), *dashes[1:],
@@ -367,8 +416,7 @@ def savings_table(
         s = compare(name, records, ref, any_phase=any_phase, tolerance=tolerance)
         if s.reached:
             assert s.metric_at_reach is not None and s.flops_save_pct is not None
-            marked = bool(busy & {name, baseline_name})
-            times = [format_pct(s.time_saves.get(m, math.nan)) + ("*" if m == "wall" and marked else "")
+            times = [format_pct(s.time_saves.get(m, math.nan)) + time_marks(m, name, baseline_name, busy, elsewhere)
                      for m in time_measures]
             beat = [f"{format_value(s.metric_at_reach, metric)} ({format_delta(s.metric_at_reach, ref.best, metric)})",
                     str(s.epoch), format_pct(s.flops_save_pct), *times]
@@ -381,6 +429,8 @@ def savings_table(
 
 
 SPLIT_SUFFIXES = {" (delta)": "delta", " (gain)": "gain"}
+SPREAD_SIGN = " ± "  # between a mean and its standard deviation (seeds.format_spread)
+INTERVAL = re.compile(r"(\S+) \[(\S+), (\S+)\]")  # a value and its interval (seeds.format_gain)
 
 
 def _split_cell(cell: str) -> tuple[str, str]:
@@ -399,12 +449,27 @@ def _split_cell(cell: str) -> tuple[str, str]:
 def csv_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     """Rows as CSV gives them: a ``value (difference)`` column (``Best Acc (gain)``, ``Acc at first
     beat (delta)``) becomes two, the value (``Best Acc``) and the difference (``Best Acc gain``),
-    so that each cell holds one number; the other columns stay as they are."""
+    and a column holding ``mean ± std`` cells becomes two, the mean and the std (``Best Acc (mean ±
+    std)`` -> ``Best Acc``, ``Best Acc std``; empty where a cell has no spread), and a column of
+    ``value [low, high]`` cells three (``Paired gain (95 % CI)`` -> ``Paired gain``, ``Paired gain
+    CI low``, ``Paired gain CI high``), so that each cell holds one number; the other columns stay
+    as they are."""
+    spread = {col for row in rows for col, cell in row.items() if SPREAD_SIGN in str(cell)}
+    interval = {col for row in rows for col, cell in row.items() if INTERVAL.fullmatch(str(cell))}
     out = []
     for row in rows:
         new: dict[str, str] = {}
         for col, cell in row.items():
             suffix = next((s for s in SPLIT_SUFFIXES if col.endswith(s)), None)
+            if col in interval:
+                head = re.sub(r" \(\d+(\.\d+)? % CI\)$", "", col)
+                found = INTERVAL.fullmatch(str(cell))
+                new[head], new[f"{head} CI low"], new[f"{head} CI high"] = found.groups() if found else (cell, "", "")
+                continue
+            if col in spread:
+                head = col.removesuffix(" (mean ± std)").removesuffix(" (± std)")
+                new[head], _, new[f"{head} std"] = str(cell).partition(SPREAD_SIGN)
+                continue
             if suffix is None:
                 new[col] = cell
                 continue

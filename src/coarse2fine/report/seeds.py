@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from coarse2fine.report.savings import (
+    SPREAD_SIGN,
     Records,
     baseline_reference,
     best_value,
@@ -40,6 +41,8 @@ from coarse2fine.report.savings import (
     metric_higher_is_better,
     table_measures,
     time_column,
+    time_marks,
+    timed_elsewhere,
 )
 from coarse2fine.report.stats import (
     BOOTSTRAP_RESAMPLES,
@@ -56,6 +59,12 @@ SeedRuns = Sequence[Records]  # one setting: one run's records per seed, seed 0 
 
 def _mean_or_none(values: Sequence[float | None]) -> float | None:
     return None if any(v is None for v in values) else mean([float(v) for v in values])  # type: ignore[arg-type]
+
+
+def _machines(values: Sequence[str | None]) -> str | None:
+    """The machine the seeds' epochs were timed on, several joined with `` / `` (None when unknown)."""
+    known = sorted({v for v in values if v is not None})
+    return " / ".join(known) if known else None
 
 
 def mean_records(runs: SeedRuns) -> list[EpochRecord]:
@@ -86,7 +95,8 @@ def mean_records(runs: SeedRuns) -> list[EpochRecord]:
             train_time=mean([r.train_time for r in recs]), cum_time=mean([r.cum_time for r in recs]),
             data_time=mean([r.data_time for r in recs]), eval_time=mean([r.eval_time for r in recs]), step_median=step,
             step_deciles=None,
-            load_avg=_mean_or_none([r.load_avg for r in recs]), mfu=_mean_or_none([r.mfu for r in recs]),
+            load_avg=_mean_or_none([r.load_avg for r in recs]), machine=_machines([r.machine for r in recs]),
+            mfu=_mean_or_none([r.mfu for r in recs]),
             cal_time=_mean_or_none([r.cal_time for r in recs])))
     return out
 
@@ -128,7 +138,7 @@ def format_spread(value: float, spread: float, metric: str) -> str:
     """``mean ± std`` as tables print it (the mean alone when the spread is undefined)."""
     if math.isnan(spread):
         return format_value(value, metric)
-    return f"{format_value(value, metric)} ± {format_value(spread, metric)}"
+    return f"{format_value(value, metric)}{SPREAD_SIGN}{format_value(spread, metric)}"
 
 
 def format_gain(gain: float, interval: tuple[float, float] | None, metric: str) -> str:
@@ -167,6 +177,9 @@ def seed_table(baseline_name: str, baseline: SeedRuns, runs: Mapping[str, SeedRu
     time_measures = table_measures([base_mean, *means.values()])
     robust = robust_measure(time_measures)
     busy = set(busy_runs({f"{baseline_name} seed {k}": r for k, r in enumerate(baseline)}))
+    # every seed's records, so that seeds timed on different machines count as such
+    every_seed = {n: [r for run in seeds for r in run] for n, seeds in {baseline_name: baseline, **runs}.items()}
+    elsewhere = timed_elsewhere(every_seed, baseline_name)
     cols = seed_columns(metric, time_measures, level)
     base_flops, base_time = base_mean[-1].cum_flops, cumulative_time(base_mean, robust)[-1]
     b = summarize(baseline, metric, None, higher)
@@ -179,7 +192,8 @@ def seed_table(baseline_name: str, baseline: SeedRuns, runs: Mapping[str, SeedRu
         marked = busy or busy_runs({f"{name} seed {k}": r for k, r in enumerate(seeds)})
         if c.reached:
             assert c.metric_at_reach is not None and c.flops_save_pct is not None
-            times = [format_pct(c.time_saves.get(m, math.nan)) + ("*" if m == "wall" and marked else "")
+            flagged = {name} if marked else set()
+            times = [format_pct(c.time_saves.get(m, math.nan)) + time_marks(m, name, baseline_name, flagged, elsewhere)
                      for m in time_measures]
             beat = [f"{format_value(c.metric_at_reach, metric)} ({format_delta(c.metric_at_reach, ref.best, metric)})",
                     str(c.epoch), format_pct(c.flops_save_pct), *times]

@@ -5,21 +5,37 @@ run may do with a folder: continue the interrupted run of the same config that l
 checkpoint there, reuse the finished run of the same config, start in an empty folder, or start
 over when asked (``fresh``); anything else (another config's run, finished or not) is refused,
 naming what differs.
+
+Two configs that differ only in keys that say how a run is executed, not what it learns
+(:data:`~coarse2fine.config.files.RUNTIME_KEYS`: how clips are loaded, the device, threads,
+compilation, what is logged) are the same run's: an interrupted run continues with the new
+settings (they are the settings in use from then on, in its config.yaml, checkpoints and log),
+and a finished one is reused as it is (its files keep the settings it ran with); either way the
+change is logged. The config alone decides this, so :func:`~coarse2fine.training.loop.train_run`
+checks it before it reads any data (given a function that loads it); what needs the data (the
+data a checkpoint was trained on) is checked once it is loaded (:func:`check_same_data`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
-from coarse2fine.config.files import config_difference, differing_keys, path_keys
+from coarse2fine.config.files import RUNTIME_KEYS, config_difference, differing_keys, path_keys
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
 CHECKPOINT = "checkpoint.safetensors"
 RUN_FILES = (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors", "model_config.json")
+FAILURE_FOLDER = ".load_failures"  # the clips that failed to load during the run, recorded by every process
+# The runtime keys that decide what the data source serves (waveforms, features or the model input), which is
+# what mixup mixes.
+SERVING_KEYS = ("data.cache_dir", "data.in_memory", "data.memory_limit_gb")
+
+log = logging.getLogger(__name__)
 
 
 class RunFolderError(ValueError):
@@ -32,31 +48,44 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
     checkpoint of this config is continued (the loop reads it) and a finished run of this config
     is reused (its epoch and phase records are returned); without, a folder holding a run is
     refused; ``fresh`` discards what the folder holds. A run of another config is refused unless
-    ``fresh``."""
+    ``fresh``; one whose config differs only in runtime keys (:data:`RUNTIME_KEYS`) is this
+    config's, and what differs is logged."""
     log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
     if fresh:
         for name in RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        for folder in ("tensorboard", FAILURE_FOLDER):
+            shutil.rmtree(out_dir / folder, ignore_errors=True)
         return None
     saved = _read_log(log_path)
     if ckpt.exists():
         ckpt_config = load_checkpoint(ckpt)["config"]
-        if ckpt_config != config:
+        other = config_difference(ckpt_config, config, ignore=RUNTIME_KEYS)
+        if other:
             raise RunFolderError(f"{out_dir} holds an unfinished run of another config "
-                                 f"({config_difference(ckpt_config, config)}); continue it with its own config, "
+                                 f"({other}); continue it with its own config, "
                                  "use another --out, or --fresh to discard it")
         if not resume:
             raise RunFolderError(f"{out_dir} holds an unfinished run of this config; continue it with --resume, "
                                  "or --fresh to start over")
+        changed = runtime_changes(ckpt_config, config)
+        if changed:
+            log.info("%s: continuing with %s; settings that do not change what the run learns", out_dir,
+                     ", ".join(f"{key}: {v!r} (the run so far used {u!r})" for key, u, v in changed))
+            if (config.get("augment") or {}).get("mixup") and any(c[0] in SERVING_KEYS for c in changed):
+                log.warning("%s: %s decide whether the data source serves waveforms, features or the model input, "
+                            "which is what mixup mixes: the rest of the run may mix another kind of input than it "
+                            "did so far", out_dir, " / ".join(SERVING_KEYS))
         return None
     if saved is not None and saved.get("done"):
-        if saved.get("config") != config:
+        theirs = saved.get("config") or {}
+        other = config_difference(theirs, config, ignore=RUNTIME_KEYS)
+        if other:
             raise RunFolderError(f"{out_dir} holds a finished run of another config "
-                                 f"({config_difference(saved.get('config') or {}, config)}); "
-                                 "use another --out, or --fresh to overwrite it")
+                                 f"({other}); use another --out, or --fresh to overwrite it")
         if not resume:
             raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
+        _log_finished_with(out_dir, theirs, config)
         return _finished_records(saved)
     return None
 
@@ -81,15 +110,34 @@ def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochReco
     report without claiming the folder; None when it holds no finished run (empty, or a checkpoint
     of a run still going). Configs that differ only in path keys (a relative path resolved from
     another working folder, logs copied elsewhere) match; those differences are returned as
-    ``key: theirs vs ours``. A finished run of another config raises :class:`RunFolderError`."""
+    ``key: theirs vs ours``. Configs that differ only in runtime keys (:data:`RUNTIME_KEYS`) match
+    too, as for :func:`claim_folder` (logged). A finished run of another config raises
+    :class:`RunFolderError`."""
     saved = _read_log(out_dir / "log.json")
     if (out_dir / CHECKPOINT).exists() or saved is None or not saved.get("done"):
         return None
-    theirs, paths = saved.get("config") or {}, path_keys()
-    other = config_difference(theirs, config, ignore=paths)
+    theirs, paths = saved.get("config") or {}, path_keys() - RUNTIME_KEYS
+    other = config_difference(theirs, config, ignore=paths | RUNTIME_KEYS)
     if other:
         raise RunFolderError(f"{out_dir} holds a finished run of another config ({other})")
-    return (*_finished_records(saved), [f"{key}: {u!r} vs {v!r}" for key, u, v in differing_keys(theirs, config)])
+    _log_finished_with(out_dir, theirs, config)
+    return (*_finished_records(saved),
+            [f"{key}: {u!r} vs {v!r}" for key, u, v in differing_keys(theirs, config) if key in paths])
+
+
+def runtime_changes(theirs: dict[str, Any], ours: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The runtime keys (:data:`RUNTIME_KEYS`) whose values differ between a run's config
+    (``theirs``) and this one (``ours``), with both values."""
+    return [(key, u, v) for key, u, v in differing_keys(theirs, ours) if key in RUNTIME_KEYS]
+
+
+def _log_finished_with(out_dir: Path, theirs: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Say which runtime settings the finished run in ``out_dir`` ran with other than this config's."""
+    changed = runtime_changes(theirs, ours)
+    if changed:
+        log.info("%s: the finished run of this config there ran with %s; settings that do not change what a run "
+                 "learns, so it is reused as it is", out_dir,
+                 ", ".join(f"{key}: {u!r} (this config: {v!r})" for key, u, v in changed))
 
 
 def _finished_records(saved: dict[str, Any]) -> tuple[list[EpochRecord], list[PhaseRecord]]:

@@ -23,13 +23,15 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import hashlib
 import io
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -45,12 +47,12 @@ from coarse2fine.model.base import C2FModel
 from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import Objective, build_objective
-from coarse2fine.runtime import load_average, peak_tflops
+from coarse2fine.runtime import machine_fields, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.distributed import Dist, gather, main_process, setup
-from coarse2fine.training.folder import CHECKPOINT, check_same_data, claim_folder
+from coarse2fine.training.folder import CHECKPOINT, FAILURE_FOLDER, check_same_data, claim_folder
 from coarse2fine.training.interrupt import StopRequest, stop_on_signals
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
@@ -130,7 +132,7 @@ class Run:
         metrics = [m for m in self.objective.metrics if m != "val_loss"]
         return ["epoch", "phase", "R", "phase_epoch", "tokens", "batch_size", "lr", "train_loss", "val_loss", *metrics,
                 "train_flops", "cum_flops", "train_time", "cum_time", "data_time", "step_time", "step_median", "eval_time",
-                "load_avg", "mfu"]
+                "load_avg", "machine", "mfu"]
 
 
 @dataclass
@@ -159,36 +161,44 @@ class PhaseRun:
     batches: list[list[int]] = dataclasses.field(default_factory=list)
 
 
-def train_run(cfg: RunConfig, splits: DataSplits, out_dir: str | Path, progress: bool = True, resume: bool = True,
-              fresh: bool = False) -> RunResult:
+def train_run(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out_dir: str | Path, progress: bool = True,
+              resume: bool = True, fresh: bool = False) -> RunResult:
     """Train ``cfg`` on ``splits`` through all phases of its schedule; logs go to ``out_dir``.
 
     A folder is never overwritten by accident: with ``resume`` a checkpoint left there by an
     interrupted run of this config is continued, and a finished run of this config is returned
     as it is; without ``resume`` a folder holding a run is refused. A folder holding a run of
-    another config is refused either way, unless ``fresh``, which starts over. A folder another
-    process is writing is refused at once (:func:`~coarse2fine.folder_lock.folder_lock`).
-    SIGINT or SIGTERM stops the run after the current step with a checkpoint there
-    (:class:`~coarse2fine.training.interrupt.RunInterrupted`; see that module).
+    another config is refused either way, unless ``fresh``, which starts over. Configs that differ
+    only in how the run is executed (:data:`~coarse2fine.config.files.RUNTIME_KEYS`: loading,
+    device, logging) are the same run's (:mod:`coarse2fine.training.folder`). A folder another
+    process is writing is refused at once (:func:`~coarse2fine.folder_lock.folder_lock`), and
+    temporary files that a killed write left there are removed. ``splits`` may be a function
+    that loads them: it is called only once the folder is claimed, so that a refused folder, or
+    a finished run reused, reads no data. SIGINT or SIGTERM stops the run after the current step
+    with a checkpoint there (:class:`~coarse2fine.training.interrupt.RunInterrupted`; see that
+    module).
     """
     out_dir = Path(out_dir)
     lock = folder_lock(out_dir) if main_process() else contextlib.nullcontext()  # one writer per folder
-    with lock, stop_on_signals() as stop:
-        finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)
+    with lock:
+        finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)  # the config alone decides: before the data
         if finished is not None:
             log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
             records, phases = finished
             return RunResult(cfg.name, out_dir, records, "finished", phases)
-        run = setup_run(cfg, splits, out_dir, progress, stop)
-        state = restore(run)
-        for p in range(state.progress.phase, len(run.setups)):
-            ph = enter_phase(run, state, p)
-            while state.progress.phase == p:
-                train_epoch(run, ph, state)
-                end_epoch(run, ph, state)
-                if run.stop.agreed(run.d) and state.progress.phase < len(run.setups):
-                    interrupted(run, state)
-        return finish(run, state, ph)
+        if callable(splits):
+            splits = splits()  # before the signal handlers: Ctrl-C stops a long load at once
+        with stop_on_signals() as stop:
+            run = setup_run(cfg, splits, out_dir, progress, stop)
+            state = restore(run)
+            for p in range(state.progress.phase, len(run.setups)):
+                ph = enter_phase(run, state, p)
+                while state.progress.phase == p:
+                    train_epoch(run, ph, state)
+                    end_epoch(run, ph, state)
+                    if run.stop.agreed(run.d) and state.progress.phase < len(run.setups):
+                        interrupted(run, state)
+            return finish(run, state, ph)
 
 
 # ----------------------------------------------------------------------------- set up
@@ -215,6 +225,8 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
         "inputs": [splits.train.serves_for(s.features, s.compression) for s in setups],  # per phase
         "device": str(d.device),
     }
+    for split, ds in (("train", splits.train), ("val", splits.val)):  # from every process, loader workers too
+        ds.record_failures_in(out_dir / FAILURE_FOLDER / split)
     run = Run(cfg, splits, out_dir, d, setups, build_objective(t.objective, cfg), show_progress and d.main,
               [val_share[i:i + val_batch] for i in range(0, len(val_share), val_batch)],
               splits.train.sampling_weights() if cfg.augment.balanced_sampling else None, report,
@@ -272,10 +284,21 @@ def restore_rng(rng: RngState, saved: Any, d: Dist) -> None:
     entry of ``saved`` (one per rank; a single state in checkpoints written before there was one
     per rank, which held the main process's only). Resumed with another number of processes, the
     processes that have a saved state take it, the others keep the fresh one, and the main
-    process warns that the run is no longer the one an uninterrupted run would give."""
+    process warns that the run is no longer the one an uninterrupted run would give. Resumed on
+    another kind of device (``train.device`` cpu / cuda / mps: their generators' states do not
+    fit each other), the augmentation generator is seeded from the saved state instead, with a
+    warning: the run goes on with new draws, not those of an uninterrupted run."""
     states = [saved] if isinstance(saved, Mapping) else list(saved)
     if d.rank < len(states):
-        rng.load_state_dict(states[d.rank])
+        state = states[d.rank]
+        aug = state["aug"]
+        if aug.numel() != rng.aug.get_state().numel():  # written by a generator of another device type
+            rng.aug.manual_seed(int.from_bytes(hashlib.sha256(aug.numpy().tobytes()).digest()[:8], "little") >> 1)
+            state = {**state, "aug": rng.aug.get_state()}
+            if d.main:
+                log.warning("the checkpoint was written on another kind of device than %s: the augmentation draws "
+                            "go on from a new seed, so the resume is not bit-exact", d.device)
+        rng.load_state_dict(state)
     if len(states) != d.world and d.main:
         log.warning("the checkpoint holds the random-number state of %d process(es) and the run resumes with %d: "
                     "the resume is not bit-exact (the processes' random draws for augmentation and dropout are "
@@ -308,8 +331,9 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     ph = PhaseRun(p, s, step, step_flops(model, 1, run.objective), LossTally(d.device))
     seconds = warm_up(run, ph, state)
     state.progress.warmups.setdefault(p, seconds)
-    log.info("phase %d/%d: R=%d, %d epochs, %d tokens, batch %d, %.3g training FLOPs per clip, warm-up %.1f s",
-             p + 1, len(run.setups), s.R, s.epochs, model.num_tokens, s.batch_size, ph.flops_per_clip, seconds)
+    log.info("phase %d/%d: R=%d, %d epoch%s, %d tokens, batch %d, %.3g training FLOPs per clip, warm-up %.1f s",
+             p + 1, len(run.setups), s.R, s.epochs, "" if s.epochs == 1 else "s", model.num_tokens, s.batch_size,
+             ph.flops_per_clip, seconds)
     if p > 0 and cfg.c2f.eval_on_entry and p not in state.progress.entries:
         evaluate_on_entry(run, ph, state)
     return ph
@@ -464,14 +488,13 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     if pr.phase_epoch == 1:  # the phase's entry evaluation is evaluation time too
         eval_time += pr.entry_times.get(ph.index, 0.0)
     train_flops = ph.flops_per_clip * pr.seen
-    load = load_average()
     record = EpochRecord(
         epoch=pr.epoch, phase=ph.index, R=ph.setup.R, phase_epoch=pr.phase_epoch, tokens=model.num_tokens,
         train_tokens=model.train_tokens, batch_size=ph.setup.batch_size, lr=pr.lr,
         train_loss=pr.loss_sum / max(1, pr.seen), clips=pr.seen, steps=pr.step, metrics=metrics,
         train_flops=train_flops, cum_flops=pr.cum_flops + train_flops, train_time=pr.epoch_time,
         cum_time=pr.cum_time + pr.epoch_time, data_time=pr.data_time, **step_summary(pr.step_times, pr.data_time),
-        eval_time=eval_time, load_avg=load[0] if load else None,
+        eval_time=eval_time, **machine_fields(run.d.device, run.d.world),
         mfu=train_flops / pr.epoch_time / (run.peak_tflops * 1e12) if run.peak_tflops and pr.epoch_time > 0 else None,
     )
     if state.averager is not None and ph.index == len(run.setups) - 1:
@@ -537,12 +560,16 @@ def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
             atomic.save_safetensors(run.out_dir / "model_wa.safetensors", model.state_dict(), metadata={"format": "pt"})
         log.info("weight-averaged model (%d checkpoints): %s %.4f", averager.count, cfg.train.metric,
                  report["weight_averaged"][cfg.train.metric])
-    failures = [str(p) for ds in (run.splits.train, run.splits.val) for p in ds.failures]
+    failures = list(dict.fromkeys(str(p) for ds in (run.splits.train, run.splits.val) for p in ds.failures))
     if failures:
         report["load_failures"] = failures
     if d.main:
         write_logs(run, state.progress, done=True, extra=report)
         run.checkpoint_path.unlink(missing_ok=True)
+    for ds in (run.splits.train, run.splits.val):  # the folder goes: what it holds is in log.json and in memory
+        ds.record_failures_in(None)
+    if d.main:
+        shutil.rmtree(run.out_dir / FAILURE_FOLDER, ignore_errors=True)
     if run.tensorboard is not None:
         run.tensorboard.close()
     pr = state.progress

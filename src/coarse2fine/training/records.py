@@ -39,8 +39,9 @@ class EpochRecord:
     ``step_deciles`` the 10th to 90th percentiles of the steps' seconds; ``eval_time``
     outside the training time, in a phase's first epoch with the carried-over model's evaluation
     on entering the phase), the
-    machine's 1-minute ``load_avg`` at its end and ``mfu`` (model FLOPs utilisation, when the
-    device's peak is known), why the phase ended after it (``switch``) and, once calibrated,
+    machine's 1-minute ``load_avg`` at its end, the ``machine`` it was timed on (the CPU or GPU in
+    words, :func:`~coarse2fine.runtime.machine_name`) and ``mfu`` (model FLOPs utilisation, when
+    the device's peak is known), why the phase ended after it (``switch``) and, once calibrated,
     ``cal_time``."""
 
     epoch: int
@@ -65,6 +66,7 @@ class EpochRecord:
     step_deciles: list[float] | None = None
     eval_time: float = 0.0
     load_avg: float | None = None
+    machine: str | None = None
     mfu: float | None = None
     switch: str | None = None
     cal_time: float | None = None

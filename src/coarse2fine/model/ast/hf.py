@@ -256,8 +256,11 @@ def _id2label_dict(id2label: Mapping[int, str] | Sequence[str] | None, num_class
     return names
 
 
-def hf_config_dict(model_config: ASTConfig, id2label: Mapping[int, str]) -> dict[str, Any]:
-    """The ``config.json`` contents of an ``ASTForAudioClassification`` equivalent to ``model_config``.
+def hf_config_dict(model_config: ASTConfig, id2label: Mapping[int, str], multilabel: bool = False) -> dict[str, Any]:
+    """The ``config.json`` contents of an ``ASTForAudioClassification`` equivalent to ``model_config``;
+    ``problem_type`` says whether its scores are sigmoids (``multilabel``: a model trained with
+    binary cross-entropy, as on AudioSet) or a softmax, which is what transformers' pipelines and
+    loss then apply.
 
     Hugging Face AST patches are square (one ``patch_size``); other shapes raise ``ValueError``.
     """
@@ -297,6 +300,7 @@ def hf_config_dict(model_config: ASTConfig, id2label: Mapping[int, str]) -> dict
         "num_mel_bins": cfg.num_mel_bins,
         "id2label": {str(i): name for i, name in sorted(id2label.items())},
         "label2id": {name: i for i, name in sorted(id2label.items())},
+        "problem_type": "multi_label_classification" if multilabel else "single_label_classification",
     }
 
 
@@ -345,6 +349,7 @@ def export_hf_checkpoint(
     feature_std: float = AUDIOSET_STD,
     sample_rate: int = 16000,
     feature_spec: FeatureSpec | None = None,
+    multilabel: bool = False,
 ) -> Path:
     """Write ``model`` as a Hugging Face ``ASTForAudioClassification`` folder; returns the folder.
 
@@ -354,12 +359,14 @@ def export_hf_checkpoint(
     ``id2label``: a ``{index: name}`` mapping or a list of names (default ``class_i``).
     ``feature_spec``, if given, supplies mean, std and sample rate instead and is checked against
     the model and against what ``ASTFeatureExtractor`` computes (a warning where it differs).
-    Raises ``ValueError`` for models Hugging Face AST cannot express (non-square patches).
+    ``multilabel``: the model was trained multi-label (sigmoid scores; ``problem_type`` in
+    ``config.json``). Raises ``ValueError`` for models Hugging Face AST cannot express (non-square
+    patches).
     """
     out = Path(directory)
     cfg = model.config
     names = _id2label_dict(id2label, cfg.num_classes)
-    config = hf_config_dict(cfg, names)  # validates before anything is written
+    config = hf_config_dict(cfg, names, multilabel)  # validates before anything is written
     if feature_spec is not None:
         _check_hf_features(feature_spec, cfg)
         feature_mean, feature_std = feature_spec.mean, feature_spec.std
@@ -452,7 +459,9 @@ def load_hf_checkpoint(directory: str | os.PathLike) -> tuple[AST, dict[str, Any
     (names in class order), ``max_length``, ``num_mel_bins``, ``sampling_rate``, ``mean``, ``std``
     (from ``preprocessor_config.json`` when present, else AudioSet's) and ``feature_spec`` (a
     :class:`~coarse2fine.features.FeatureSpec` with the 25/10 ms Kaldi fbank ASTFeatureExtractor
-    uses). Every problem raises ``ValueError`` naming the file.
+    uses) and ``multilabel`` (``config.json``'s ``problem_type`` is ``multi_label_classification``:
+    sigmoid scores; folders that do not say, such as the AudioSet releases, read False). Every
+    problem raises ``ValueError`` naming the file.
     """
     folder = Path(directory)
     if not folder.is_dir():
@@ -495,6 +504,7 @@ def load_hf_checkpoint(directory: str | os.PathLike) -> tuple[AST, dict[str, Any
         "mean": mean,
         "std": std,
         "feature_spec": spec,
+        "multilabel": config.get("problem_type") == "multi_label_classification",
     }
     log.info("loaded Hugging Face AST from %s (%d classes, grid %s)", folder, cfg.num_classes, cfg.grid)
     return model, info
