@@ -36,7 +36,7 @@ import torch
 from coarse2fine.audio import AudioError, fix_length, load_audio
 from coarse2fine.compression import InputGeometry
 from coarse2fine.config import RunConfig, config_from_dict, load_config
-from coarse2fine.data.manifest import AUDIO_EXTENSIONS
+from coarse2fine.data.manifest import AUDIO_EXTENSIONS, audio_in_folder
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.transfer import load_saved_model
@@ -103,8 +103,8 @@ class ClipSpec:
     @classmethod
     def from_config(cls, cfg: RunConfig) -> ClipSpec:
         """The clip of a run's config, with the data path's own rounding
-        (:mod:`coarse2fine.data.sources`: ``round(data.clip_seconds * features.sample_rate)``)."""
-        return cls(int(round(cfg.data.clip_seconds * cfg.features.sample_rate)), cfg.data.pad)
+        (:meth:`RunConfig.clip_samples <coarse2fine.config.RunConfig.clip_samples>`)."""
+        return cls(cfg.clip_samples(), cfg.data.pad)
 
 
 def window_samples(spec: FeatureSpec) -> int:
@@ -273,8 +273,7 @@ def audio_files(paths: Sequence[str | os.PathLike]) -> list[str]:
         if not folder.is_dir():
             files.append(os.fspath(raw))
             continue
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        found = audio_in_folder(folder)
         if not found:
             raise ValueError(f"{folder}: no audio files in this folder ({', '.join(AUDIO_EXTENSIONS)}, "
                              "at any depth)")

@@ -141,6 +141,11 @@ class RunConfig:
         except ValueError as err:
             raise ValueError(f"c2f: {err}") from None
 
+    def clip_samples(self) -> int:
+        """Samples of a training clip: ``data.clip_seconds`` at the front end's sample rate (what
+        every clip is cut or padded to, ``data.pad``)."""
+        return int(round(self.data.clip_seconds * self.features.sample_rate))
+
     def schedule(self) -> Schedule:
         """The schedule as the functional core takes it (:class:`coarse2fine.phases.Schedule`):
         the phases, the compression method and the full-resolution input."""

@@ -44,6 +44,13 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 LABEL_CSV_NAME = "class_labels_indices.csv"
 _LABEL_CSV_COLUMNS = ("index", "mid", "display_name")
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+def audio_in_folder(folder: Path) -> list[Path]:
+    """The audio files below ``folder`` at any depth (:data:`AUDIO_EXTENSIONS`, in any case),
+    sorted; hidden files and files in hidden folders are left out."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 _FSDD_TEST_TAKES = range(0, 5)
 LIST_LIMIT = 50
 """How many bad clips or entries an error message lists (the rest are counted)."""

@@ -110,7 +110,7 @@ class PackSettings:
         if shard_clips < 1:
             raise PackError(f"--shard-clips must be >= 1, got {shard_clips}")
         d, f = cfg.data, cfg.features
-        num_samples = int(round(d.clip_seconds * f.sample_rate))
+        num_samples = cfg.clip_samples()
         sets: dict[str, FeatureSet] = {}
         if features:
             for p in range(len(cfg.phases())):

@@ -319,7 +319,7 @@ def shard_splits(cfg: Any) -> DataSplits:
     check_location(roots[1], "data.val")
     tar_reader()  # the optional dependency, before any work
     store = ShardStore(d.shard_cache)
-    num_samples = int(round(d.clip_seconds * f.sample_rate))
+    num_samples = cfg.clip_samples()
     train, val = (ShardDataset(root, f.sample_rate, num_samples, d.pad, store, d.open_shards) for root in roots)
     if val.class_names != train.class_names:
         raise ShardError(f"{val.audio.location}: its classes differ from {train.audio.location}'s; pack both splits "

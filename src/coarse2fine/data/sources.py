@@ -165,7 +165,7 @@ def _file_dataset(cfg: RunConfig, usable: Manifest) -> ClipDataset:
     """The checked clips of one split, served as the config says (feature cache, preloaded, or read
     from their files at each step)."""
     d, f = cfg.data, cfg.features
-    files = FileDataset.from_manifest(usable, int(round(d.clip_seconds * f.sample_rate)), f.sample_rate, d.pad)
+    files = FileDataset.from_manifest(usable, cfg.clip_samples(), f.sample_rate, d.pad)
     if d.cache_dir:
         return CachedFeatureDataset(files, FeatureCache(d.cache_dir), f.spec())
     return files.load_all() if d.preload else files

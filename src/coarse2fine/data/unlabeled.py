@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from coarse2fine.audio import AudioError, audio_info
-from coarse2fine.data.manifest import AUDIO_EXTENSIONS, Entry, Manifest, ManifestError
+from coarse2fine.data.manifest import Entry, Manifest, ManifestError, audio_in_folder
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,6 @@ def _resolve(raw: str, base: Path) -> Path:
     if p.is_absolute():
         return p
     return p.absolute() if p.exists() else (base / p).absolute()
-
-
-def _folder_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-    return sorted(p.absolute() for p in files)
 
 
 def _csv_files(path: Path, filters: dict[str, list[str]]) -> list[Path]:
@@ -94,7 +88,7 @@ def source_files(source: str | Path) -> list[Path]:
     if filters and path.suffix.lower() != ".csv":
         raise ManifestError(f"data.sources: {source}: column filters ({', '.join(filters)}) need a CSV source")
     if path.is_dir():
-        files = _folder_files(path)
+        files = [p.absolute() for p in audio_in_folder(path)]
     elif path.suffix.lower() == ".csv":
         files = _csv_files(path, filters)
     elif path.suffix.lower() == ".json":

@@ -74,7 +74,7 @@ def synthetic_source(cfg: RunConfig, num_classes: int, clips: int, serves: str =
     """Random audio of the config's clip length with random labels, for timing without the data,
     served as the run's source would (``model_input``: held in memory as each phase's features)."""
     gen = torch.Generator().manual_seed(seed)
-    samples = int(round(cfg.data.clip_seconds * cfg.features.sample_rate))
+    samples = cfg.clip_samples()
     waves = 0.1 * torch.randn(clips, samples, generator=gen)
     labels = torch.randint(0, max(num_classes, 1), (clips,), generator=gen)
     targets = torch.nn.functional.one_hot(labels, max(num_classes, 1)).float()[:, :num_classes]
