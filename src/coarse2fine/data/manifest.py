@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
 
@@ -44,13 +44,6 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 LABEL_CSV_NAME = "class_labels_indices.csv"
 _LABEL_CSV_COLUMNS = ("index", "mid", "display_name")
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
-
-
-def audio_in_folder(folder: Path) -> list[Path]:
-    """The audio files below ``folder`` at any depth (:data:`AUDIO_EXTENSIONS`, in any case),
-    sorted; hidden files and files in hidden folders are left out."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 _FSDD_TEST_TAKES = range(0, 5)
 LIST_LIMIT = 50
 """How many bad clips or entries an error message lists (the rest are counted)."""
@@ -371,6 +364,18 @@ def _is_audio(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
 
 
+def _audio_below(folder: Path) -> Iterator[Path]:
+    """The audio files below ``folder`` at any depth, unsorted; hidden files and files in hidden
+    folders left out."""
+    return (p for p in folder.rglob("*") if _is_audio(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def audio_in_folder(folder: Path) -> list[Path]:
+    """The audio files below ``folder`` at any depth (:data:`AUDIO_EXTENSIONS`, in any case),
+    sorted; hidden files and files in hidden folders are left out."""
+    return sorted(_audio_below(folder))
+
+
 def read_folder(root: str | Path) -> Manifest:
     """One sub-folder per class (its name is the class), audio files anywhere below it.
 
@@ -387,10 +392,7 @@ def read_folder(root: str | Path) -> Manifest:
     entries: list[Entry] = []
     classes: list[str] = []
     for sub in sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name):
-        files = sorted(
-            (p for p in sub.rglob("*") if _is_audio(p) and not any(part.startswith(".") for part in p.relative_to(sub).parts)),
-            key=lambda p: p.relative_to(sub).as_posix(),
-        )
+        files = sorted(_audio_below(sub), key=lambda p: p.relative_to(sub).as_posix())
         if not files:
             logger.warning("%s: sub-folder %s has no audio files; not used as a class", path, sub.name)
             continue

@@ -238,8 +238,9 @@ class SplitWriter:
 
     def run(self, progress: bool) -> SplitResult:
         result = SplitResult(self.name, shards=self.num_shards)
-        for stale in self.folder.rglob(".*.tmp"):  # temporary files of a killed pack
-            stale.unlink()
+        sets = ("audio", *(fs.name for fs in self.settings.feature_sets))
+        for folder in (*(self.set_folder(n) for n in sets), self.folder / PARTS):  # every folder a pack writes in
+            atomic.remove_stale_temp_files(folder)  # a killed pack's temporary files
         first = 0
         k = self.settings.shard_clips
         with tqdm(total=len(self.manifest.entries), desc=f"pack {self.name}", unit="clip",
