@@ -1,16 +1,28 @@
-"""Fixtures shared by the shard tests: a small labelled set of real audio files (the embedded
-synthetic events written as 16-bit FLAC, plus one broken file), its config, and its pack."""
+"""The test session's set-up (one torch thread per pytest-xdist worker) and the fixtures shared by
+the shard tests: a small labelled set of real audio files (the embedded synthetic events written
+as 16-bit FLAC, plus one broken file), its config, and its pack."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from coarse2fine.data.synthetic import CLASSES, SyntheticConfig, make_clip
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n N``) each worker takes one core: torch, and every process a test
+    starts, runs one thread, so that workers' OpenMP threads do not spin-wait on each other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
 
 TRAIN_CLIPS, VAL_CLIPS, SHARD_CLIPS = 24, 8, 8
 BAD_AT = 3  # the broken file's place in the training list: shard 0 packs 7 clips, the others 8, 8, 1

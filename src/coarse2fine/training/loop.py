@@ -51,7 +51,7 @@ from coarse2fine.runtime import machine_fields, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
 from coarse2fine.training.clock import EpochClock, step_summary
-from coarse2fine.training.distributed import Dist, gather, main_process, setup
+from coarse2fine.training.distributed import Dist, barrier, gather, main_process, setup
 from coarse2fine.training.folder import CHECKPOINT, FAILURE_FOLDER, check_same_data, claim_folder
 from coarse2fine.training.interrupt import StopRequest, stop_on_signals
 from coarse2fine.training.progress import Progress, RngState
@@ -198,7 +198,9 @@ def train_run(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out
                     end_epoch(run, ph, state)
                     if run.stop.agreed(run.d) and state.progress.phase < len(run.setups):
                         interrupted(run, state)
-            return finish(run, state, ph)
+            result = finish(run, state, ph)
+            barrier(run.d)  # return together: a process that exits while another still writes can abort in gloo
+            return result
 
 
 # ----------------------------------------------------------------------------- set up
