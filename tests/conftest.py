@@ -15,6 +15,14 @@ import torch
 
 from coarse2fine.data.synthetic import CLASSES, SyntheticConfig, make_clip
 
+MAX_WORKERS = 8  # a worker holds 0.43 GB once torch, Lightning and transformers are imported, more as it trains
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core this process may use, at most :data:`MAX_WORKERS`."""
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                      MAX_WORKERS))
+
 
 def pytest_configure(config):
     """Under pytest-xdist (``-n N``) each worker takes one core: torch, and every process a test
