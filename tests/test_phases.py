@@ -41,3 +41,10 @@ def test_explicit_phase_epochs_and_errors():
         build_phases("4-1", 20, phase_epochs=[1, 2, 3])
     with pytest.raises(ValueError):
         build_phases("4-1", 0)
+
+
+@pytest.mark.parametrize("bad", ["4--1", "4-1-", "-4-1", "4-+1", "4,,1", "8>>4>1"])
+def test_parse_schedule_refuses_empty_or_signed_parts(bad):
+    # Dropping the empty part would read '4--1' as 4-1: a typo must not pass as another schedule.
+    with pytest.raises(ValueError, match="expected factors joined by '-'"):
+        parse_schedule(bad)

@@ -34,11 +34,13 @@ def parse_schedule(text: str | int | Sequence[int]) -> tuple[int, ...]:
     if isinstance(text, int):
         factors: tuple[int, ...] = (text,)
     elif isinstance(text, str):
-        parts = [p.strip() for p in text.replace(",", "-").replace(">", "-").split("-") if p.strip()]
-        try:
-            factors = tuple(int(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"schedule {text!r}: expected factors joined by '-', like '4-1' or '4-2-1'") from None
+        if not text.strip():
+            raise ValueError(f"schedule {text!r} is empty")
+        # Every part a factor: an empty one ('4--1', '4-1-', '-4-1') is a typo, not a phase to drop.
+        parts = [p.strip() for p in text.replace(",", "-").replace(">", "-").split("-")]
+        if not all(p.isascii() and p.isdigit() for p in parts):  # int() would also take '+1', '1_0'
+            raise ValueError(f"schedule {text!r}: expected factors joined by '-', like '4-1' or '4-2-1'")
+        factors = tuple(int(p) for p in parts)
     else:
         factors = tuple(int(f) for f in text)
     if not factors:

@@ -11,18 +11,61 @@ when a section is made or replaced (``__post_init__``): it converts what YAML le
 * a list key takes a list, never a bare string (``sources: /data`` would otherwise be read one
   character at a time); the message shows the list form;
 * ``minimum`` (``>=``) and ``choices`` are checked after the conversion.
+
+An error about several keys at once is a :class:`ConfigError` that lists them, so that a loaded
+config's error can name the file (or ``--set``) each of them came from; a warning said while a
+config is read (:func:`collected_warnings`) is named the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Union, get_args, get_origin
 
 log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config error that involves several keys (dotted, ``c2f.method``; a section name stands
+    for all its keys). :func:`coarse2fine.config.load_config` names where they came from: the
+    file (or ``--set``) that set ``subject``, the key the error is about (``data.cache_dir: ...``),
+    adding where another of ``keys`` was set later; without a subject (a combination, none of
+    them wrong alone), the file that set one of ``keys`` last."""
+
+    def __init__(self, message: str, keys: typing.Sequence[str] = (), subject: str | None = None) -> None:
+        super().__init__(message)
+        self.keys = tuple(keys)
+        self.subject = subject
+
+
+_WARNINGS: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("config_warnings", default=None)
+
+
+def warn(name: str, message: str) -> None:
+    """Log ``message`` about key ``name``, or, inside :func:`collected_warnings`, keep it for the
+    caller to say (naming the file that set the key)."""
+    kept = _WARNINGS.get()
+    if kept is None:
+        log.warning("%s", message)
+    else:
+        kept.append((name, message))
+
+
+@contextlib.contextmanager
+def collected_warnings() -> Iterator[list[tuple[str, str]]]:
+    """The warnings of the checks run inside the block, as ``(key, message)``, instead of logged."""
+    kept: list[tuple[str, str]] = []
+    token = _WARNINGS.set(kept)
+    try:
+        yield kept
+    finally:
+        _WARNINGS.reset(token)
 
 
 def key(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, minimum: float | None = None,
@@ -122,7 +165,7 @@ def _as_int(value: Any, name: str) -> int:
             except ValueError:
                 raise ValueError(f"{name}: expected an integer, got {value!r}") from None
     if isinstance(number, float) and number.is_integer():
-        log.warning("%s: %r taken as the integer %d", name, value, int(number))
+        warn(name, f"{name}: {value!r} taken as the integer {int(number)}")
         return int(number)
     raise ValueError(f"{name}: expected an integer, got {value!r}")
 
@@ -188,4 +231,5 @@ def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:  # the class's own checks; make sure the key is named
         msg = str(err)
-        raise ValueError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+        raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}", getattr(err, "keys", ()),
+                          getattr(err, "subject", None)) from None

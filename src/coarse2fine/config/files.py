@@ -19,9 +19,11 @@ from typing import Any, Collection, Mapping, Sequence
 
 import yaml
 
+from coarse2fine.config.checks import ConfigError, collected_warnings
+from coarse2fine.config.checks import log as checks_log
 from coarse2fine.config.run import RunConfig, config_from_dict, merge
 from coarse2fine.config.sections import DataConfig, ModelConfig
-from coarse2fine.runtime import check_device
+from coarse2fine.runtime import check_device, resolve_device
 
 PATH_SECTIONS = {"data": DataConfig, "model": ModelConfig}
 
@@ -169,9 +171,32 @@ def extends_chain(values: dict[str, Any], base_dir: Path | None = None, label: s
         return [(label, values)]
     if parent in seen:
         raise ValueError(f"config 'extends' loop: {' -> '.join((*seen, parent))}")
+    _check_parent_exists(str(parent), base_dir, label)
     parent_values, parent_dir = read_yaml(parent, base_dir)
-    parent_label = f"preset {parent}" if parent_dir is None else str(Path(parent_dir) / Path(str(parent)).name)
+    parent_label = f"preset {parent}" if parent_dir is None else os.path.normpath(Path(parent_dir) / Path(str(parent)).name)
     return [*extends_chain(parent_values, parent_dir, parent_label, (*seen, parent)), (label, values)]
+
+
+def _check_parent_exists(parent: str, base_dir: Path | None, label: str) -> None:
+    """``FileNotFoundError`` naming the config whose ``extends: parent`` names nothing, and where
+    :func:`read_yaml` looked: a preset of that name (unless the name is clearly a file), the file
+    next to the extending config, the file from the current folder."""
+    if _preset(parent) is not None:
+        return
+    path = Path(parent)
+    places: dict[str, list[str]] = {}  # where it looked: why
+    if path.is_absolute():
+        places[str(path)] = []
+    else:
+        if base_dir is not None:
+            places.setdefault(os.path.abspath(base_dir / path), []).append(f"next to {label}")
+        places.setdefault(os.path.abspath(path), []).append("from the current folder")
+    if any(Path(p).exists() if _looks_like_file(parent) else Path(p).is_file() for p in places):
+        return  # read_yaml reads it, or says what it is instead (a folder, say)
+    looked = " nor ".join(p + (f" ({', '.join(why)})" if why else "") for p, why in places.items())
+    preset = ("; a name ending in .yaml / .yml or with a / is a file, never a preset" if _looks_like_file(parent)
+              else f"; no preset is named {parent!r} either (presets: {', '.join(preset_names())})")
+    raise FileNotFoundError(f"{label}: extends: {parent}: no such config file: not at {looked}{preset}")
 
 
 def _source_label(name_or_path: str | Path, base_dir: Path | None) -> str:
@@ -201,16 +226,46 @@ def _sets(values: Mapping[str, Any], parts: Sequence[str]) -> bool:
     return True
 
 
+def _set_by(layers: Sequence[tuple[str, dict[str, Any]]], parts: Sequence[str]) -> int | None:
+    """The index of the last of ``layers`` that sets the key path ``parts``, or None."""
+    return next((i for i in reversed(range(len(layers))) if _sets(layers[i][1], parts)), None)
+
+
+def _from_set(source: str | None) -> bool:
+    return source is not None and source.startswith("--set")
+
+
+def _named_text(msg: str, keys: Sequence[str], subject: str | None, layers: Sequence[tuple[str, dict[str, Any]]],
+                fallback: str | None) -> str:
+    """``msg`` with where its keys came from named first, as :func:`_named` says."""
+    def parts(dotted: str) -> list[str]:  # c2f.phase_epochs[0] -> [c2f, phase_epochs]
+        return [re.sub(r"\[\d+\]$", "", part) for part in dotted.split(".")]
+
+    lead = parts(subject) if subject else ([] if keys else _key_of(msg))
+    involved = [parts(k) for k in keys if k != subject]
+    at = _set_by(layers, lead) if lead else None
+    if at is None:  # no subject, or one that no config sets (its default): the key set last
+        at = max((i for i in (_set_by(layers, k) for k in involved) if i is not None), default=None)
+    source = layers[at][0] if at is not None else fallback
+    if lead and at is not None and at == _set_by(layers, lead):  # the others set later, elsewhere
+        later: dict[str, list[str]] = {}
+        for key in involved:
+            i = _set_by(layers, key)
+            if i is not None and i > at and layers[i][0] != source and not (_from_set(source) and _from_set(layers[i][0])):
+                later.setdefault(layers[i][0], []).append(".".join(key))
+        if later:
+            msg += " (" + "; ".join(f"{', '.join(names)} from {where}" for where, names in later.items()) + ")"
+    return msg if source is None or _from_set(source) else f"{source}: {msg}"
+
+
 def _named(err: ValueError, layers: Sequence[tuple[str, dict[str, Any]]], fallback: str | None) -> ValueError:
-    """``err`` with the config that set its key named first (the last of ``layers`` that sets it,
-    so an ``extends`` chain points at the right file); a key given by ``--set`` is left as it is,
-    and a message without a key names ``fallback``."""
-    msg = str(err)
-    parts = _key_of(msg)
-    source = fallback
-    if parts:
-        source = next((label for label, values in reversed(layers) if _sets(values, parts)), fallback)
-    return ValueError(msg if source is None or source.startswith("--set") else f"{source}: {msg}")
+    """``err`` with the config that set its key named first: the last of ``layers`` that sets it,
+    so an ``extends`` chain points at the right file. The key is the one the message starts with,
+    or a :class:`~coarse2fine.config.checks.ConfigError`'s ``subject`` (with where its other keys
+    were set, when that was later and elsewhere); an error about a combination of keys names
+    where the last of them was set. A key given by ``--set`` is named as typed (the message starts
+    with it), and a message without a key names ``fallback``."""
+    return ValueError(_named_text(str(err), getattr(err, "keys", ()), getattr(err, "subject", None), layers, fallback))
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -237,7 +292,9 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
     docstring); with ``check_runtime`` also that ``train.device`` exists on this machine and
     ``model.init_from`` on this disk (not for reading the config of a run made elsewhere). A file that sets no ``name`` is named after
     itself, not after the preset it extends. An error in a value names the file (or preset) that
-    set it, the last of an ``extends`` chain that does, unless ``--set`` gave it."""
+    set it, the last of an ``extends`` chain that does, unless ``--set`` gave it; an error about a
+    combination of keys, the one that set one of them last (:func:`_named`); a warning (``3.0``
+    taken as ``3``) is named the same way."""
     values, base_dir = read_yaml(name_or_path)
     if base_dir is not None and "name" not in values:
         values["name"] = Path(name_or_path).stem
@@ -246,13 +303,28 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
     values = apply_overrides(merge_layers(layers), overrides)
     layers += [(f"--set {item}", apply_overrides({}, [item])) for item in overrides]
     try:
-        cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))
+        with collected_warnings() as warnings:
+            try:
+                cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))
+            finally:
+                for key, text in warnings:
+                    checks_log.warning("%s", _named_text(text, (), key, layers, label))
         if check_runtime:
             check_device(cfg.train.device)
+            _check_amp(cfg)
             cfg.model.check_init_from()
     except ValueError as err:
         raise _named(err, layers, label) from None
     return cfg
+
+
+def _check_amp(cfg: RunConfig) -> None:
+    """That ``train.amp`` (mixed precision, CUDA only) has a CUDA device here: ``train.device``
+    as this machine resolves it (``auto`` on a machine without CUDA is the CPU)."""
+    amp, device = cfg.train.amp, cfg.train.device
+    if amp != "none" and (kind := resolve_device(device).type) != "cuda":
+        raise ConfigError(f"train.amp: {amp} needs a CUDA device; train.device {device} is {kind} on this machine; "
+                          "use amp: none here", ("train.device",), subject="train.amp")
 
 
 def config_reference(name_or_path: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from coarse2fine.compression import Compression, InputGeometry
-from coarse2fine.config.checks import build
+from coarse2fine.config.checks import ConfigError, build
 from coarse2fine.config.sections import (
     LEGACY_FEATURE_KEYS,
     AugmentConfig,
@@ -35,6 +35,14 @@ from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import get_arch, model_config
 from coarse2fine.objectives import objective_entry
 from coarse2fine.phases import Phase, Schedule, build_phases, parse_schedule
+
+# The keys behind a phase's lengths, and behind its model geometry: an error about them names the
+# file (or --set) that set one of them last (see coarse2fine.config.files).
+PHASE_KEYS = ("c2f.schedule", "c2f.phase_epochs", "c2f.phase_steps", "c2f.initial_fraction", "c2f.switch",
+              "c2f.final_stop", "train.epochs", "train.epoch_steps")
+GEOMETRY_KEYS = ("model", "c2f.method", "c2f.schedule", "c2f.patch_resize", "c2f.scale_window",
+                 "features.target_length", "features.frontend", "features.fbank", "features.logmel",
+                 "train.objective")
 
 
 @dataclass(frozen=True)
@@ -109,17 +117,19 @@ class RunConfig:
         only, no weights), including frames that a coarse phase's tokens would never see."""
         archs = objective_entry(self.train.objective).archs
         if archs and self.model.arch not in archs:
-            raise ValueError(f"train.objective: {self.train.objective} trains model.arch {' or '.join(archs)}, "
-                             f"not {self.model.arch}")
+            raise ConfigError(f"train.objective: {self.train.objective} trains model.arch {' or '.join(archs)}, "
+                              f"not {self.model.arch}", ("train.objective", "model.arch"))
         if self.data.kind == "unlabeled" and self.train.objective == "classification":
-            raise ValueError("data.kind: unlabeled audio has nothing to classify; pretrain on it "
-                             "(train.objective: masked_patch, `coarse2fine pretrain`) or give labeled data")
+            raise ConfigError("data.kind: unlabeled audio has nothing to classify; pretrain on it "
+                              "(train.objective: masked_patch, `coarse2fine pretrain`) or give labeled data",
+                              ("data.kind", "train.objective"))
         if self.data.multilabel and self.train.objective == "classification" and self.train.loss == "ce":
-            raise ValueError("data.multilabel: true scores each class on its own, but train.loss: ce trains one class "
-                             "per clip (softmax); set train.loss: bce (and train.metric: mAP, as the audioset preset does)")
+            raise ConfigError("data.multilabel: true scores each class on its own, but train.loss: ce trains one class "
+                              "per clip (softmax); set train.loss: bce (and train.metric: mAP, as the audioset preset does)",
+                              ("data.multilabel", "train.loss", "train.objective"))
         if self.train.batch_size % self.train.grad_accum:
-            raise ValueError(f"train.batch_size {self.train.batch_size} must be a multiple of train.grad_accum "
-                             f"({self.train.grad_accum})")
+            raise ConfigError(f"train.batch_size {self.train.batch_size} must be a multiple of train.grad_accum "
+                              f"({self.train.grad_accum})", ("train.batch_size", "train.grad_accum"))
         setups = [self.phase(i) for i in range(len(self.phases()))]
         check_frames_seen(self, setups)
 
@@ -131,15 +141,16 @@ class RunConfig:
         if c.phase_steps is not None:
             steps = self.train.epoch_steps
             if not steps or any(s % steps for s in c.phase_steps):
-                raise ValueError(f"c2f.phase_steps: {list(c.phase_steps)} must be whole multiples of train.epoch_steps "
-                                 f"({steps or 'unset'}), the steps between two evaluations")
+                raise ConfigError(f"c2f.phase_steps: {list(c.phase_steps)} must be whole multiples of train.epoch_steps "
+                                  f"({steps or 'unset'}), the steps between two evaluations",
+                                  ("c2f.phase_steps", "train.epoch_steps"))
             epochs = [s // steps for s in c.phase_steps]
         if epochs is None and "budget" in (c.switch, c.final_stop):  # every phase runs until its budget share
             epochs = [self.train.epochs] * len(parse_schedule(c.schedule))
         try:
             return build_phases(c.schedule, self.train.epochs, epochs, c.initial_fraction)
         except ValueError as err:
-            raise ValueError(f"c2f: {err}") from None
+            raise ConfigError(f"c2f: {err}", PHASE_KEYS) from None
 
     def clip_samples(self) -> int:
         """Samples of a training clip: ``data.clip_seconds`` at the front end's sample rate (what
@@ -164,8 +175,8 @@ class RunConfig:
         try:
             arch_config = model_config(settings, num_classes, geo)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"model {self.model.arch}/{self.model.preset} with c2f.method {c.method} at R={phase.R} "
-                             f"(schedule {c.schedule}): {err}") from None
+            raise ConfigError(f"model {self.model.arch}/{self.model.preset} with c2f.method {c.method} at R={phase.R} "
+                              f"(schedule {c.schedule}): {err}", GEOMETRY_KEYS) from None
         scale = phase.R if c.coarse_batch == "scale" else 1
         optim = t.optim
         if scale > 1:
@@ -194,11 +205,11 @@ def check_frames_seen(cfg: RunConfig, setups: list[PhaseSetup]) -> None:
         unseen = _unseen(full, s)
         if unseen > unseen_full + (s.R - 1):
             frames, ignored = s.geometry.frames, getattr(s.model_config, "ignored_frames", 0)
-            raise ValueError(
+            raise ConfigError(
                 f"c2f.schedule {cfg.c2f.schedule} with c2f.method {cfg.c2f.method}: at R={s.R} the model's input has "
                 f"{frames} frames and its tokens see {frames - ignored} of them, so {unseen} of the {full} "
                 f"full-resolution frames would never be seen (at R=1: {unseen_full}); choose factors that "
-                f"divide features.target_length / the patch, or change features.target_length")
+                f"divide features.target_length / the patch, or change features.target_length", GEOMETRY_KEYS)
 
 
 def _unseen(full: int, s: PhaseSetup) -> int:

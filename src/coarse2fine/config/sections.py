@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from coarse2fine.compression import METHODS, PATCH_RESIZES
-from coarse2fine.config.checks import at_least, check_fields, choice, key
+from coarse2fine.compression import METHODS, PATCH_RESIZES, VARIANTS
+from coarse2fine.config.checks import ConfigError, at_least, check_fields, choice, key
 from coarse2fine.features import FbankConfig, FeatureSpec, LogMelConfig
 from coarse2fine.model.registry import get_arch
 from coarse2fine.objectives import LOSSES, objective_metrics, objective_names
@@ -125,6 +125,34 @@ class DataConfig(Section):
             at_least("data.num_workers", self.num_workers, 0)
         if self.kind == "shards" and importlib.util.find_spec("wids") is None:
             raise ValueError("data.kind: shards needs the wids package (pip install 'coarse2fine[shards]')")
+        self.check_kind()
+
+    # What each kind reads, checked when the config is loaded (not when its data is first read):
+    # the keys it needs, and the settings it cannot use.
+    NEEDS: ClassVar[dict[str, tuple[tuple[str, ...], str]]] = {
+        "manifest": (("train", "val"), "(AST JSON, CSV or a class folder)"),
+        "fsdd": (("root",), ": the FSDD folder (with recordings/)"),
+        "esc50": (("root",), ": the ESC-50 folder (with esc50.csv and audio/)"),
+        "unlabeled": (("sources",), ": folders, CSV files or AST JSON manifests"),
+        "shards": (("train", "val"), ": split folders (or http(s) URLs) written by `coarse2fine pack`, "
+                                     "e.g. packed/train and packed/val"),
+    }
+
+    def check_kind(self) -> None:
+        """The keys ``kind`` needs (``manifest``: ``train`` and ``val``; ``fsdd`` / ``esc50``:
+        ``root``; ``unlabeled``: ``sources``; ``shards``: ``train`` and ``val``), ESC-50's folds,
+        and no feature cache for packed shards (their features are packed)."""
+        needs, what = self.NEEDS.get(self.kind, ((), ""))
+        missing = [n for n in needs if not getattr(self, n)]
+        if missing:
+            names = " and ".join(f"data.{n}" for n in needs)
+            raise ConfigError(f"data.kind {self.kind!r} needs {names}{' ' if what.startswith('(') else ''}{what}",
+                              ("data.kind", *(f"data.{n}" for n in missing)))
+        if self.kind == "esc50" and not 1 <= self.fold <= 5:
+            raise ConfigError(f"data.fold: ESC-50 has folds 1-5, got {self.fold}", ("data.fold", "data.kind"))
+        if self.kind == "shards" and self.cache_dir:
+            raise ConfigError("data.cache_dir: the feature cache reads audio files; with data.kind shards, pack the "
+                              "features instead (coarse2fine pack --features)", ("data.kind",), subject="data.cache_dir")
 
 
 LEGACY_FEATURE_KEYS = ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms")
@@ -233,8 +261,9 @@ class OptimConfig(Section):
         factors = self.epoch_factors
         if self.schedule == "epochs" and (not factors or factors[0][0] != 1 or any(
                 a[0] >= b[0] for a, b in zip(factors, factors[1:])) or any(f <= 0 for _, f in factors)):
-            raise ValueError("train.optim.epoch_factors: schedule 'epochs' needs [[1, f1], [e2, f2], ...] with "
-                             f"increasing epochs from 1 and positive factors, got {[list(f) for f in factors]}")
+            raise ConfigError("train.optim.epoch_factors: schedule 'epochs' needs [[1, f1], [e2, f2], ...] with "
+                              f"increasing epochs from 1 and positive factors, got {[list(f) for f in factors]}",
+                              ("train.optim.schedule",), subject="train.optim.epoch_factors")
         if not self.lr > 0:
             raise ValueError(f"train.optim.lr: must be > 0, got {self.lr}")
         if not 0 < self.gamma <= 1:
@@ -282,6 +311,9 @@ class TrainConfig(Section):
         choice("train.metric", self.metric, tuple(objective_metrics(self.objective)))
         if not (self.device in ("auto", "cpu", "mps", "cuda") or _is_cuda_index(self.device)):
             raise ValueError(f"train.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+        if self.amp != "none" and self.device in ("cpu", "mps"):
+            raise ConfigError(f"train.amp: {self.amp} needs a CUDA device, not train.device {self.device}; "
+                              "use amp: none there", ("train.amp", "train.device"))
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ValueError("train.tensorboard: the tensorboard package is not installed "
                              "(pip install 'coarse2fine[tensorboard]' or pip install tensorboard)")
@@ -329,8 +361,8 @@ class AugmentConfig(Section):
         if not self.mixup_alpha > 0:
             raise ValueError(f"augment.mixup_alpha: must be > 0, got {self.mixup_alpha}")
         if self.wa_end and self.wa_end < self.wa_start:
-            raise ValueError(f"augment.wa_end: weight averaging needs wa_start <= wa_end (or wa_end 0), "
-                             f"got {self.wa_start}..{self.wa_end}")
+            raise ConfigError(f"augment.wa_end: weight averaging needs wa_start <= wa_end (or wa_end 0), "
+                              f"got {self.wa_start}..{self.wa_end}", ("augment.wa_start", "augment.wa_end"))
 
 
 @dataclass(frozen=True)
@@ -373,20 +405,30 @@ class C2FConfig(Section):
     planned_seconds: float = key(0.0, minimum=0)
     eval_on_entry: bool = True
 
+    def __post_init__(self) -> None:
+        base, resize = VARIANTS.get(self.method, (None, None)) if isinstance(self.method, str) else (None, None)
+        if base is not None and self.method not in METHODS:  # the command line's patch-bl / patch-pi
+            raise ValueError(f"c2f.method: {self.method!r} is not one of {', '.join(METHODS)}: {self.method} is how the "
+                             f"command line names it (--method {self.method}); in a config write `method: {base}` "
+                             f"with `patch_resize: {resize}` under c2f (or --set c2f.method={base} "
+                             f"--set c2f.patch_resize={resize})")
+        super().__post_init__()
+
     def check(self) -> None:
         try:
             factors = parse_schedule(self.schedule)
         except ValueError as err:
             raise ValueError(f"c2f.schedule: {err}") from None
         if self.phase_epochs is not None and self.phase_steps is not None:
-            raise ValueError("c2f: give phase_epochs or phase_steps, not both")
+            raise ConfigError("c2f: give phase_epochs or phase_steps, not both", ("c2f.phase_epochs", "c2f.phase_steps"))
         budget = "budget" in (self.switch, self.final_stop)
         if budget and (self.budget_flops > 0) == (self.budget_hours > 0):
-            raise ValueError("c2f: switch or final_stop 'budget' needs one of budget_flops or budget_hours (> 0)")
+            raise ConfigError("c2f: switch or final_stop 'budget' needs one of budget_flops or budget_hours (> 0)",
+                              ("c2f.switch", "c2f.final_stop", "c2f.budget_flops", "c2f.budget_hours"))
         if self.budget_shares is not None and (len(self.budget_shares) != len(factors)
                                                or abs(sum(self.budget_shares) - 1) > 1e-6):
-            raise ValueError(f"c2f.budget_shares: {self.budget_shares} needs one share per phase of schedule "
-                             f"{self.schedule}, summing to 1")
+            raise ConfigError(f"c2f.budget_shares: {self.budget_shares} needs one share per phase of schedule "
+                              f"{self.schedule}, summing to 1", ("c2f.budget_shares", "c2f.schedule"))
         if self.initial_fraction is not None and not 0 < self.initial_fraction < 1:
             raise ValueError(f"c2f.initial_fraction: must be in (0, 1), got {self.initial_fraction}")
 
@@ -430,4 +472,5 @@ class PretrainConfig(Section):
 
     def check(self) -> None:
         if self.nce_weight + self.mse_weight <= 0:
-            raise ValueError(f"pretrain.nce_weight / mse_weight: not both 0, got {self.nce_weight} / {self.mse_weight}")
+            raise ConfigError(f"pretrain.nce_weight / mse_weight: not both 0, got {self.nce_weight} / {self.mse_weight}",
+                              ("pretrain.nce_weight", "pretrain.mse_weight"))

@@ -1,0 +1,190 @@
+"""Config mistakes a new user hit, each refused when the config is loaded (so ``check``, ``flops``
+and ``train`` agree) and named after the file (or ``--set``) that made it."""
+
+import logging
+import re
+
+import pytest
+
+from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.phases import Schedule, parse_schedule
+
+
+def _write(folder, name, text):
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+# 1. a shards config that inherits a feature cache ------------------------------------------------
+
+@pytest.fixture
+def shards_over_cache(tmp_path, monkeypatch):
+    """``sh.yaml`` (shards) extends ``my.yaml`` (which sets data.cache_dir), as the user wrote them."""
+    pytest.importorskip("wids")
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "my.yaml", "extends: demo\ndata:\n  cache_dir: ../cache\n")
+    return _write(tmp_path, "sh.yaml", "extends: my.yaml\ndata:\n  kind: shards\n  train: packed/train\n"
+                                       "  val: packed/val\n")
+
+
+def test_a_feature_cache_with_shards_is_refused_at_load_naming_the_file_that_set_it(shards_over_cache):
+    with pytest.raises(ValueError, match=r"^my\.yaml: data\.cache_dir: the feature cache reads audio files; with "
+                                         r"data\.kind shards, pack the features instead.*\(data\.kind from sh\.yaml\)$"):
+        load_config("sh.yaml")
+    with pytest.raises(ValueError, match=r"^data\.cache_dir: the feature cache"):  # --set: as typed
+        load_config("demo", ["data.kind=shards", "data.train=t", "data.val=v", "data.cache_dir=c"])
+    assert load_config("sh.yaml", ["data.cache_dir=null"]).data.cache_dir is None
+
+
+@pytest.mark.parametrize("command", ["check", "flops", "train"])
+def test_check_flops_and_train_all_refuse_it(shards_over_cache, command, capsys):
+    args = [command, "sh.yaml", *(["--out", "runs/sh"] if command == "train" else []), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "my.yaml: data.cache_dir: the feature cache reads audio files" in err and "Traceback" not in err
+    assert not (shards_over_cache.parent / "runs").exists()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.kind=manifest"], r"^data\.kind 'manifest' needs data\.train and data\.val"),
+    (["data.kind=esc50"], r"^data\.kind 'esc50' needs data\.root"),
+    (["data.kind=fsdd"], r"^data\.kind 'fsdd' needs data\.root"),
+    (["data.kind=unlabeled", "train.objective=masked_patch", "model.arch=ssast"], r"^data\.kind 'unlabeled' needs data\.sources"),
+    (["data.kind=esc50", "data.root=x", "data.fold=6"], r"^data\.fold: ESC-50 has folds 1-5, got 6"),
+    (["train.device=cpu", "train.amp=bf16"], r"^train\.amp: bf16 needs a CUDA device, not train\.device cpu"),
+])
+def test_what_a_data_kind_or_device_needs_is_checked_at_load(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("demo", overrides)
+
+
+def test_a_data_kind_without_its_data_names_the_file(tmp_path):
+    _write(tmp_path, "base.yaml", "extends: demo\ndata:\n  train: a.csv\n")
+    mine = _write(tmp_path, "mine.yaml", "extends: base.yaml\ndata:\n  kind: manifest\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(mine))}: data\.kind 'manifest' needs data\.train and data\.val"):
+        load_config(mine)
+
+
+def test_mixed_precision_without_cuda_is_refused_at_load(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"^train\.amp: bf16 needs a CUDA device; train\.device auto is cpu"):
+        load_config("demo", ["train.amp=bf16"])
+    load_config("demo", ["train.amp=bf16"], check_runtime=False)  # a run's config, read elsewhere
+
+
+# 2. an error about several keys names where the last of them was set ------------------------------
+
+@pytest.fixture
+def pre(tmp_path):
+    _write(tmp_path, "pre.yaml", "extends: ssast_pretrain-cpu\n")
+    _write(tmp_path, "prepatch.yaml", "extends: pre.yaml\nc2f: {method: patch}\n")
+    return tmp_path
+
+
+def test_a_cross_key_error_names_the_file_that_set_the_key_last(pre):
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(pre / 'prepatch.yaml'))}: model ssast/micro with c2f\.method "
+                                         r"patch at R=4") as err:
+        load_config(pre / "prepatch.yaml")
+    assert "preset ssast_pretrain-cpu" not in str(err.value)
+
+
+def test_a_cross_key_error_from_set_is_named_as_typed(pre, capsys):
+    with pytest.raises(ValueError, match=r"^model ssast/micro with c2f\.method patch at R=4"):
+        load_config(pre / "pre.yaml", ["c2f.method=patch"])
+    assert main(["flops", str(pre / "pre.yaml"), "--set", "c2f.method=patch"]) == 2
+    err = capsys.readouterr().err
+    assert "error: model ssast/micro with c2f.method patch" in err and "preset ssast_pretrain-cpu" not in err
+
+
+def test_cross_key_errors_follow_the_key_set_last(tmp_path):
+    _write(tmp_path, "accum.yaml", "extends: demo\ntrain:\n  grad_accum: 3\n")
+    with pytest.raises(ValueError, match=r"accum\.yaml: train\.batch_size 16 must be a multiple of train\.grad_accum \(3\)"):
+        load_config(tmp_path / "accum.yaml")  # batch_size is the preset's: the file changed grad_accum
+    _write(tmp_path, "arch.yaml", "extends: ssast_pretrain-cpu\nmodel:\n  arch: ast\n")
+    with pytest.raises(ValueError, match=r"arch\.yaml: train\.objective: masked_patch trains model\.arch ssast, not ast"):
+        load_config(tmp_path / "arch.yaml")
+    _write(tmp_path, "steps.yaml", "extends: demo\nc2f:\n  phase_epochs: [1, 2, 3]\n")
+    with pytest.raises(ValueError, match=r"steps\.yaml: c2f: phase_epochs \[1, 2, 3\] has 3 entries"):
+        load_config(tmp_path / "steps.yaml")
+
+
+# 3. malformed schedules -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", ["4--1", "4-1-", "-4-1", "4-+1", "4- -1", "4,,1"])
+def test_a_schedule_with_an_empty_or_signed_part_is_refused(bad, tmp_path):
+    expected = "expected factors joined by '-'"
+    with pytest.raises(ValueError, match=expected):
+        parse_schedule(bad)
+    with pytest.raises(ValueError, match=rf"^c2f\.schedule: schedule {re.escape(repr(bad))}: {expected}"):
+        load_config("demo", [f"c2f.schedule={bad}"])
+    mine = _write(tmp_path, "mine.yaml", f"extends: demo\nc2f:\n  schedule: \"{bad}\"\n")
+    with pytest.raises(ValueError, match=rf"mine\.yaml: c2f\.schedule: schedule .*{expected}"):
+        load_config(mine)
+
+
+def test_schedules_as_documented_still_parse():
+    assert parse_schedule("4 - 2 - 1") == (4, 2, 1) and parse_schedule("8>4>1") == (8, 4, 1)
+    assert parse_schedule("4,1") == (4, 1) and parse_schedule("1") == (1,)
+    with pytest.raises(ValueError, match="is empty"):
+        parse_schedule("  ")
+
+
+# 4. extends: of a file that is not there --------------------------------------------------------
+
+def test_extends_of_a_missing_file_names_the_file_that_extends_and_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    _write(tmp_path / "configs", "chain.yaml", "extends: missingext.yaml\n")
+    _write(tmp_path / "configs", "missingext.yaml", "extends: nothere.yaml\n")
+    with pytest.raises(FileNotFoundError) as err:
+        load_config("configs/chain.yaml")
+    text = str(err.value)
+    assert text.startswith("configs/missingext.yaml: extends: nothere.yaml: no such config file")
+    assert f"{tmp_path / 'configs' / 'nothere.yaml'} (next to configs/missingext.yaml)" in text
+    assert f"{tmp_path / 'nothere.yaml'} (from the current folder)" in text
+    _write(tmp_path, "typo.yaml", "extends: demoo\n")
+    with pytest.raises(FileNotFoundError, match=r"^typo\.yaml: extends: demoo: .*no preset is named 'demoo' either "
+                                                r"\(presets: .*demo"):
+        load_config("typo.yaml")
+
+
+def test_the_cli_says_it_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, "chain.yaml", "extends: missingext.yaml\n")
+    _write(tmp_path, "missingext.yaml", "extends: nothere.yaml\n")
+    assert main(["check", "chain.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missingext.yaml: extends: nothere.yaml" in err
+
+
+# 5. the command line's method names in a config ---------------------------------------------------
+
+@pytest.mark.parametrize("method,resize", [("patch-bl", "bilinear"), ("patch-pi", "pi")])
+def test_a_command_line_method_name_in_a_config_says_how_to_write_it(method, resize, tmp_path):
+    assert Schedule.build("4-1", 2, frames=128, mel_bins=128, method=method).patch_resize == resize
+    mine = _write(tmp_path, "mine.yaml", f"extends: demo\nc2f:\n  method: {method}\n")
+    with pytest.raises(ValueError, match=rf"mine\.yaml: c2f\.method: '{method}' is not one of fshift, avgpool, maxpool, "
+                                         rf"patch: .*`method: patch` with `patch_resize: {resize}`"):
+        load_config(mine)
+    cfg = load_config("demo", ["c2f.method=patch", f"c2f.patch_resize={resize}"])  # what the message says to write
+    assert (cfg.c2f.method, cfg.c2f.patch_resize) == ("patch", resize)
+
+
+# 6. a warning names the file too -----------------------------------------------------------------
+
+def test_a_whole_float_for_an_integer_names_the_file_that_gave_it(tmp_path, caplog):
+    _write(tmp_path, "base.yaml", "extends: demo\ntrain:\n  epochs: 2.0\n")
+    mine = _write(tmp_path, "mine.yaml", "extends: base.yaml\nc2f:\n  phase_epochs: [1.0, 2]\n")
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(mine)
+    assert cfg.train.epochs == 2 and cfg.c2f.phase_epochs == [1, 2]
+    assert f"{tmp_path / 'base.yaml'}: train.epochs: 2.0 taken as the integer 2" in caplog.text
+    assert f"{mine}: c2f.phase_epochs[0]: 1.0 taken as the integer 1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_config(mine, ["train.epochs=3.0"])
+    assert "\ntrain.epochs: 3.0 taken as the integer 3" in "\n" + "\n".join(r.getMessage() for r in caplog.records)
