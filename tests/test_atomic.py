@@ -67,3 +67,19 @@ def test_the_temp_name_pattern_matches_what_atomic_path_writes(tmp_path):
             assert atomic.TEMP_NAME.fullmatch(tmp.name) and atomic.stale_temp_files(tmp_path) == [tmp]
             tmp.write_text("x")
     assert atomic.stale_temp_files(tmp_path) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_get_the_permissions_a_plain_write_gives(tmp_path, umask):
+    # mkstemp makes its file 0o600; a run folder's logs, weights and tables shared with a group or
+    # read by other accounts must get what the user's umask says, as a plain open() would.
+    old = os.umask(umask)
+    try:
+        atomic.write_text(tmp_path / "log.json", "{}")
+        atomic.save_safetensors(tmp_path / "model.safetensors", {"w": torch.zeros(2)})
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"log.json": 0o666 & ~umask, "model.safetensors": 0o666 & ~umask, "plain.txt": 0o666 & ~umask}

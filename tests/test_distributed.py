@@ -131,6 +131,8 @@ def test_sigterm_to_torchrun_stops_both_processes_at_one_step_and_the_run_contin
     assert err.count("stopped on SIGTERM at epoch 1 (phase 1), step") == 2, err[-3000:]  # each process, one step
     state = load_checkpoint(out / "checkpoint.safetensors")["progress"]
     assert (state["phase"], state["epoch"]) == (0, 1) and f"step {state['step']};" in err
+    stops = sorted(line.split(": stopped:")[0] for line in err.splitlines() if ": stopped: " in line)
+    assert stops == ["coarse2fine", "coarse2fine [rank 1]"], err[-3000:]  # the other process names its rank
     assert not (out / "model.safetensors").exists()
     _complete(cmd)
     assert json.loads((out / "log.json").read_text())["done"]
@@ -218,3 +220,13 @@ def test_processes_leave_the_process_group_at_exit(tmp_path):
                       "assert broadcast(d.rank + 10, d) == 10\n")
     for _ in range(6):
         _complete([*_torchrun(29523), str(script)], timeout=60)
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_closing_line_names_the_rank_it_comes_from(rank, monkeypatch, capsys):
+    from coarse2fine.cli import say
+
+    monkeypatch.setenv("RANK", rank)
+    say("coarse2fine: stopped: SIGTERM")
+    marker = "" if rank == "0" else " [rank 1]"
+    assert capsys.readouterr().err.splitlines() == [f"coarse2fine{marker}: stopped: SIGTERM"]

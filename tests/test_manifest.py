@@ -82,19 +82,23 @@ def test_ast_json_single_label_and_flag(tmp_path: Path, label_csv: Path):
     assert read_ast_json(path, label_csv, multilabel=True).multilabel
 
 
-def test_relative_paths_prefer_cwd(tmp_path: Path, label_csv: Path, monkeypatch):
-    """A relative path that exists from the working directory wins; otherwise the JSON's folder."""
+def test_relative_paths_prefer_the_manifests_folder_then_cwd(tmp_path: Path, label_csv: Path, monkeypatch):
+    """A relative path that exists beside the manifest is that file, even when the working
+    directory has a file of that name too; one that exists only from the working directory (AST's
+    manifests) is that; one that exists nowhere is reported missing beside the manifest."""
     work = tmp_path / "work"
     (work / "data").mkdir(parents=True)
-    (work / "data" / "here.wav").write_bytes(b"")
     sub = tmp_path / "manifests"
-    sub.mkdir()
-    doc = {"data": [{"wav": "data/here.wav", "labels": "/m/09x0r"}, {"wav": "data/there.wav", "labels": "/m/09x0r"}]}
+    (sub / "data").mkdir(parents=True)
+    for folder in (work, sub):
+        (folder / "data" / "both.wav").write_bytes(b"")
+    (work / "data" / "here.wav").write_bytes(b"")
+    doc = {"data": [{"wav": f"data/{name}.wav", "labels": "/m/09x0r"} for name in ("both", "here", "nowhere")]}
     path = write_json(sub / "m.json", doc)
     monkeypatch.chdir(work)
     m = read_ast_json(path, label_csv)
-    assert m.entries[0].path == work / "data" / "here.wav"
-    assert m.entries[1].path == sub / "data" / "there.wav"
+    assert [e.path for e in m.entries] == [sub / "data" / "both.wav", work / "data" / "here.wav",
+                                           sub / "data" / "nowhere.wav"]
     assert all(e.path.is_absolute() for e in m.entries)
 
 

@@ -15,6 +15,7 @@ from coarse2fine.config import load_config
 from coarse2fine.report.savings import best_value, busy_runs, savings_table, table_note, timed_elsewhere
 from coarse2fine.report.seeds import seed_table
 from coarse2fine.runtime import cpu_name, device_name
+from coarse2fine.training.folder import RunFolderError, claim_folder
 from coarse2fine.training.records import as_records
 from killing import kill_after_checkpoint
 
@@ -201,6 +202,34 @@ def test_a_config_outside_the_repo_runs_the_same_from_two_folders(tmp_path, monk
     assert results[0] == results[1]
 
 
+def test_a_key_the_data_kind_does_not_read_does_not_make_another_run(tmp_path, monkeypatch, capsys):
+    # An FSDD preset's relative data.root, inherited by a manifest config, is taken from the folder the
+    # command runs in: the same config from another folder is the same run (reused, resumed), while an
+    # FSDD config whose root moved is another run.
+    config = _small_manifest_set(tmp_path, bad=False)
+    config.write_text(config.read_text().replace("extends: demo", "extends: fsdd_digits-cpu") + "features:\n"
+                      "  target_length: 48\nmodel:\n  preset: micro\nc2f:\n  schedule: '1'\n")
+    out = tmp_path / "run"
+    args = ["train", str(config), "--out", str(out), "--quiet", *_sets([*TINY, "train.epochs=1"])]
+    roots = []
+    for folder in ("a", "b/c"):
+        (tmp_path / folder).mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / folder)
+        roots.append(load_config(str(config), [*TINY, "train.epochs=1"]).data.root)
+        assert main(args) == 0
+    assert roots[0] != roots[1]
+    assert "already finished in this folder" in capsys.readouterr().out
+    ours = load_config(str(config), [*TINY, "train.epochs=1"]).to_dict()
+    theirs = json.loads((out / "log.json").read_text())["config"]
+    assert theirs["data"]["root"] == roots[0] and ours["data"]["root"] == roots[1]
+    assert claim_folder(ours, out, resume=True, fresh=False) is not None  # reused
+    fsdd = {**ours, "data": {**ours["data"], "kind": "fsdd"}}
+    moved = {**theirs, "data": {**theirs["data"], "kind": "fsdd"}}
+    (out / "log.json").write_text(json.dumps({**json.loads((out / "log.json").read_text()), "config": moved}))
+    with pytest.raises(RunFolderError, match="data.root"):
+        claim_folder(fsdd, out, resume=True, fresh=False)
+
+
 def test_command_line_paths_stay_relative_to_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config("demo", ["data.cache_dir=cache"])
@@ -343,3 +372,21 @@ def test_check_lists_bad_clips_and_says_what_a_run_of_this_config_does(tmp_path,
     assert ("stops on these before training" in out) == (on_error == "raise")
     assert ("trains on the usable clips and lists the bad ones" in out)
     assert not [r for r in caplog.records if "skip" in r.getMessage()]  # no note of a run skipping them
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise ValueError("/data/train/r1/feat-000000.tar: sha256 differs from its descriptor's\nsecond line")
+
+
+def test_an_error_in_a_loader_worker_is_one_message_not_the_workers_traceback():
+    from coarse2fine.cli import error_text
+
+    with pytest.raises(ValueError) as info:
+        next(iter(torch.utils.data.DataLoader(_Broken(), num_workers=1)))
+    assert "Original Traceback" in str(info.value)
+    assert error_text(info.value) == "/data/train/r1/feat-000000.tar: sha256 differs from its descriptor's\nsecond line"
+    assert error_text(ValueError("plain: message")) == "plain: message"

@@ -1,13 +1,16 @@
 """data.kind: shards: what a packed split serves in each phase, reading over HTTP from a server on
-127.0.0.1, corrupt shards named in the error, check and stats, and a 2-million-clip index that
-opens in bounded memory without touching a shard."""
+127.0.0.1, corrupt shards named in the error (a flipped byte in a local shard included, its sha256
+checked once per machine), check and stats, and a 2-million-clip index that opens in bounded
+memory without touching a shard."""
 
 import functools
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import threading
 from pathlib import Path
@@ -23,7 +26,7 @@ from coarse2fine.compression import Compression
 from coarse2fine.config import load_config
 from coarse2fine.data.shard_layout import ShardError
 from coarse2fine.data.shard_store import ShardStore
-from coarse2fine.data.shards import ShardDataset
+from coarse2fine.data.shards import ShardDataset, verify_split
 from coarse2fine.data.sources import count_classes, count_clips, load_splits
 from coarse2fine.data.synthetic import CLASSES
 from coarse2fine.experiments.grid import fold_config
@@ -156,7 +159,7 @@ def damaged(packed, tmp_path):
 @pytest.mark.parametrize("damage,problem", [
     ("truncate", "bytes, its descriptor says"),
     ("empty", "0 bytes, its descriptor says"),
-    ("garble", "does not match its descriptor|cannot read clip|cannot decode audio|not a readable tar"),
+    ("garble", "sha256 differs from its descriptor's"),
 ])
 def test_a_corrupt_shard_is_named_in_the_error(packed, damaged, tmp_path, damage, problem, capsys):
     shard = damaged / "train" / "audio-000001.tar"
@@ -174,9 +177,9 @@ def test_a_corrupt_shard_is_named_in_the_error(packed, damaged, tmp_path, damage
     assert main(["check", str(cfg), "--set", f"data.shard_cache={tmp_path / 'cache'}"]) == 1
     out = capsys.readouterr().out
     assert "train: 24 clips in 4 shards" in out and "2 bad" in out and f"  {shard}: " in out and f"  {features}: " in out
-    if damage != "garble":  # training stops with the shard named (garbled float16 features may still load)
-        rc = main(["train", str(cfg), "--out", str(tmp_path / "run"), "--quiet", "--set", "data.num_workers=0"])
-        assert rc == 2 and str(features) in capsys.readouterr().err
+    # training stops with the shard named (garbled float16 features would load: their sha256 is checked first)
+    rc = main(["train", str(cfg), "--out", str(tmp_path / "run"), "--quiet", "--set", "data.num_workers=0"])
+    assert rc == 2 and str(features) in capsys.readouterr().err
 
 
 SHARD_RANGE = range(7, 15)  # the clips of shard 1
@@ -196,6 +199,117 @@ def _config_for(packed, root) -> Path:
     path = root.parent / "damaged.yaml"
     path.write_text(f"extends: {packed.config}\ndata:\n  train: {root / 'train'}\n  val: {root / 'val'}\n")
     return path
+
+
+def _flip_a_feature_byte(shard: Path) -> None:
+    """Flip one bit inside the float16 data of the shard's first .npy member, in place: same size,
+    and the member still loads (the damage a checksum alone notices)."""
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".npy"))
+    at = member.offset_data + member.size - 1  # the high byte of the last value: a mantissa bit
+    with open(shard, "r+b") as fh:
+        fh.seek(at)
+        byte = fh.read(1)[0]
+        fh.seek(at)
+        fh.write(bytes([byte ^ 0x01]))
+
+
+class _Hashes:
+    """Counts ``file_sha256`` calls in this process and in the loader workers it forks (a file, appended to)."""
+
+    def __init__(self, monkeypatch, log: Path):
+        import coarse2fine.data.shard_store as shard_store
+
+        self.log, real = log, shard_store.file_sha256
+        log.touch()
+
+        def counted(path):
+            with open(log, "a") as fh:
+                fh.write(f"{path}\n")
+            return real(path)
+
+        monkeypatch.setattr(shard_store, "file_sha256", counted)
+
+    def paths(self) -> list[str]:
+        return self.log.read_text().split()
+
+
+def test_a_flipped_byte_in_a_local_shard_stops_training_naming_it(packed, damaged, tmp_path, capsys):
+    """The new user's report: a feature shard of the same size with one byte flipped was read by
+    training (`check` named it, `train` exited 0). Verified and marked before the damage, too: the
+    marker of the intact file must not vouch for the damaged one."""
+    cfg = load_config(packed.config)
+    spec, pool = _phase_spec(cfg, "avgpool", 4)  # reads the R=1 set
+    shard = damaged / "train" / "r1" / "feat-000000.tar"
+    before = _dataset(packed, damaged / "train", ShardStore(tmp_path / "cache"))
+    before.set_phase(spec, pool)
+    assert before[0][0].shape == (128, 128)  # intact: verified, marked
+    size = shard.stat().st_size
+    _flip_a_feature_byte(shard)
+    assert shard.stat().st_size == size
+
+    train = _dataset(packed, damaged / "train", ShardStore(tmp_path / "cache"))  # the next epoch's worker, or run
+    train.set_phase(spec, pool)
+    with pytest.raises(ShardError, match="sha256 differs from its descriptor's") as err:
+        train[0]
+    assert str(err.value).startswith(f"{shard}: ") and "coarse2fine check" in str(err.value)
+    assert train[7][0].shape == (128, 128)  # the other shards still read
+
+    # the reproduction: pack with --features, flip a byte of train/r1/feat-000000.tar, train (4-1: the
+    # R=1 phase reads it) in a DataLoader worker: the run stops, naming the shard
+    config = _config_for(packed, damaged)
+    rc = main(["train", str(config), "--out", str(tmp_path / "run"), "--quiet", "--set", "data.num_workers=1",
+               "--set", f"data.shard_cache={tmp_path / 'cache'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{shard}: sha256 differs from its descriptor's" in err
+
+
+def test_local_shards_are_hashed_once_per_machine_not_per_epoch_or_worker(packed, tmp_path, monkeypatch):
+    root = tmp_path / "packed"
+    shutil.copytree(packed.root, root)
+    cache = tmp_path / "cache"
+    hashes = _Hashes(monkeypatch, tmp_path / "hashes.txt")
+    config = _config_for(packed, root)
+    train = ["train", str(config), "--quiet", "--set", "data.num_workers=2", "--set", f"data.shard_cache={cache}",
+             "--set", "c2f.phase_epochs=[2, 1]"]
+    assert main([*train, "--out", str(tmp_path / "run")]) == 0  # an intact pack trains as before
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert log["done"] and log["inputs"] == ["features", "features"] and [r["R"] for r in log["records"]] == [4, 4, 1]
+
+    # R=4 then R=1 features, train (4 shards) and val (1): each hashed once, though every epoch's
+    # two new loader workers opened them (3 training epochs, validation after each)
+    read = sorted(str(p) for split in ("train", "val") for p in (root / split).glob("r*/feat-*.tar"))
+    assert len(read) == 10 and sorted(hashes.paths()) == read
+    markers = sorted((cache / "verified").rglob("*.json"))
+    assert sorted(json.loads(m.read_text())["path"] for m in markers) == [os.path.realpath(p) for p in read]
+
+    # a second run on this machine hashes nothing; `check` hashes every shard again (audio too)
+    assert main([*train, "--out", str(tmp_path / "again")]) == 0
+    assert len(hashes.paths()) == 10
+    assert main(["check", str(config), "--set", f"data.shard_cache={cache}"]) == 0
+    assert len(hashes.paths()) == 10 + 3 * 5  # audio, r1 and r4: 4 training shards and 1 validation shard each
+
+
+def test_check_unmarks_a_shard_damaged_behind_its_marker(packed, damaged, tmp_path):
+    """A change that keeps size, mtime and inode is not noticed by the marker; `check` hashes
+    anyway, and removes the marker so that training hashes the shard again and stops."""
+    cfg = load_config(packed.config)
+    spec, pool = _phase_spec(cfg, "avgpool", 4)
+    shard = damaged / "train" / "r1" / "feat-000000.tar"
+    store = ShardStore(tmp_path / "cache")
+    assert verify_split(str(damaged / "train"), store)[2] == []  # check marks every shard
+    marker = store.marker(str(shard))
+    assert marker.exists()
+    st = shard.stat()
+    _flip_a_feature_byte(shard)
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _, _, problems = verify_split(str(damaged / "train"), ShardStore(tmp_path / "cache"))
+    assert [p.split(": ")[0] for p in problems] == [str(shard)] and "sha256 differs" in problems[0]
+    assert not marker.exists()
+    train = _dataset(packed, damaged / "train", ShardStore(tmp_path / "cache"))
+    train.set_phase(spec, pool)
+    with pytest.raises(ShardError, match="sha256 differs"):
+        train[0]
 
 
 def test_check_and_stats_of_shards_match_the_files(packed, capsys):
@@ -246,7 +360,7 @@ INDEX_SCRIPT = textwrap.dedent("""
     (root / "dataset.json").write_text(json.dumps(desc))
     del indptr, indices, weights, counts
 
-    from coarse2fine.data.shards import ShardDataset
+    from coarse2fine.data.shards import ShardDataset, verify_split
 
     opened, listed = [], []
     def audit(event, args):

@@ -208,7 +208,7 @@ def test_bad_entries_and_bad_files_in_one_error(clips: Path, tmp_path: Path):
                         f"(not a class in {tmp_path / 'class_labels_indices.csv'})")
     assert lines[1] == f'  {path}: badman.json entry 3: no "wav" key (keys: labels)'
     assert lines[2] == f'  {clips / "pcm24.wav"}: badman.json entry 4: "labels" is empty'
-    assert lines[3].startswith(f"  {clips / 'corrupt.wav'}: undecodable") and len(lines) == 4
+    assert lines[3].startswith(f"  {clips / 'corrupt.wav'}: badman.json entry 6: undecodable") and len(lines) == 4
     assert [p.path.name for p in info.value.problems] == ["u8.wav", "badman.json", "pcm24.wav", "corrupt.wav"]
 
 
@@ -219,8 +219,20 @@ def test_bad_entries_skipped_and_reported_like_bad_files(clips: Path, tmp_path: 
     assert [e.path.name for e in report.ok] == ["pcm16.wav", "float.wav", "clip.flac"]
     assert [(p.path.name, p.problem.split(":")[0]) for p in report.problems] == [
         ("u8.wav", "badman.json entry 2"), ("badman.json", "badman.json entry 3"), ("pcm24.wav", "badman.json entry 4"),
-        ("corrupt.wav", "undecodable")]
+        ("corrupt.wav", "badman.json entry 6")]
+    assert report.problems[-1].problem.startswith("badman.json entry 6: undecodable")
     assert report.to_dict()["checked"] == 7 and report.filtered(manifest).problems == []
+
+
+def test_a_bad_file_is_named_with_its_csv_line(clips: Path, tmp_path: Path):
+    from coarse2fine.data.manifest import read_csv
+
+    path = tmp_path / "train.csv"
+    path.write_text(f"path,label\n{clips / 'pcm16.wav'},a\n{tmp_path / 'gone.wav'},b\n{clips / 'corrupt.wav'},a\n"
+                    f"{clips / 'corrupt.wav'},b\n")
+    report = validate(read_csv(path), on_error="skip")
+    assert [(p.path.name, p.problem.split(": ")[:2]) for p in report.problems] == [
+        ("gone.wav", ["train.csv line 3", "file not found"]), ("corrupt.wav", ["train.csv line 4", "undecodable"])]
 
 
 def test_message_caps_a_long_list(clips: Path):
@@ -258,7 +270,7 @@ def test_run_skips_bad_entries_and_lists_them_in_log_json(clips: Path, tmp_path:
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     skipped = [(Path(s["path"]).name, s["problem"].split(":")[0]) for s in log["skipped"]]
     assert skipped == [("u8.wav", "badman.json entry 2"), ("badman.json", "badman.json entry 3"),
-                       ("pcm24.wav", "badman.json entry 4"), ("corrupt.wav", "undecodable")]
+                       ("pcm24.wav", "badman.json entry 4"), ("corrupt.wav", "badman.json entry 6")]
     assert "unknown label '/m/nonexistent'" in log["skipped"][0]["problem"]
 
 
@@ -270,6 +282,6 @@ def test_run_stops_listing_every_bad_entry(clips: Path, tmp_path: Path, capsys):
     assert main(["train", "demo", *sets, "--out", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err
     for words in ("entry 2: unknown label '/m/nonexistent'", 'entry 3: no "wav" key', 'entry 4: "labels" is empty',
-                  "corrupt.wav: undecodable"):
+                  "corrupt.wav: badman.json entry 6: undecodable"):
         assert words in err
     assert not (tmp_path / "run" / "log.json").exists()

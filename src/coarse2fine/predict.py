@@ -352,7 +352,7 @@ def _score_files(model: Classifier, paths: Sequence[str], spec: FeatureSpec, cli
         except AudioError as err:
             if not skip_errors:
                 raise
-            log.warning("skipping %s", err)
+            log.debug("skipping %s", err)  # in the Prediction; the command line lists it
             failed[i] = Prediction(path=path, error=err.problem)
             continue
         scored = _Clip(i, path, int(wave.numel()), window_starts(int(wave.numel()), win, hop))

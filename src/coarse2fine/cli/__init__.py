@@ -13,6 +13,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -57,6 +58,28 @@ def process_output() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if int(os.environ.get("RANK", "0")) == 0 else contextlib.redirect_stdout(io.StringIO())
 
 
+def error_text(err: BaseException) -> str:
+    """An error's message for its one line: a loader worker's error is re-raised by the
+    ``DataLoader`` with the worker's traceback in its message; that comes back to the original
+    message (the traceback's last, unindented lines, less the exception's type name)."""
+    text = str(err)
+    head, sep, tail = text.partition("\nOriginal Traceback (most recent call last):\n")
+    if not sep or not head.startswith("Caught "):
+        return text
+    lines = tail.splitlines()
+    start = next((i for i, line in enumerate(lines) if line and not line[0].isspace()), None)
+    if start is None:
+        return text
+    return re.sub(r"^[\w.]+: ", "", "\n".join(lines[start:]).strip(), count=1)
+
+
+def say(text: str) -> None:
+    """A command's closing line on stderr; under torchrun, a process other than the main one
+    names its rank, as its log lines do (each process says where it stopped)."""
+    rank = int(os.environ.get("RANK", "0"))
+    print(text.replace("coarse2fine:", f"coarse2fine [rank {rank}]:", 1) if rank else text, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.quiet = getattr(args, "quiet", False)
@@ -67,19 +90,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         leave(wait=True)  # under torchrun every process got here: leave together
         return code
     except NonFiniteLossError as err:
-        print(f"coarse2fine: stopped: {err}", file=sys.stderr)
+        say(f"coarse2fine: stopped: {err}")
         leave(wait=True)  # all processes stop at the same read of the loss
         return 3
     except RunInterrupted as err:
-        print(f"coarse2fine: stopped: {err}", file=sys.stderr)
+        say(f"coarse2fine: stopped: {err}")
         leave(wait=True)  # all processes agreed to stop at this step
         return err.exit_code
     except KeyboardInterrupt:
-        print("coarse2fine: interrupted; what was finished is kept (a run continues from its last checkpoint, a "
-              "pack from its finished shards, when the same command runs again)", file=sys.stderr)
+        say("coarse2fine: interrupted; what was finished is kept (a run continues from its last checkpoint, a "
+            "pack from its finished shards, when the same command runs again)")
         return 130
     except (ValueError, FileNotFoundError, MissingExtraError) as err:
-        print(f"coarse2fine: error: {err}", file=sys.stderr)
+        say(f"coarse2fine: error: {error_text(err)}")
         return 2
 
 

@@ -9,9 +9,10 @@ Supported inputs:
 * a folder with one sub-folder of audio files per class -- :func:`read_folder`;
 * the Free Spoken Digit Dataset's file names -- :func:`fsdd_manifest`.
 
-Relative clip paths (JSON and CSV): a path that names an existing file relative to the current
-working directory is used as such (AST's own manifests are written that way); otherwise it is
-taken relative to the folder of the manifest file. Paths are stored absolute, so a later change
+Relative clip paths (JSON and CSV) are taken from the folder of the manifest file when the file
+exists there, otherwise from the current working directory when it exists there (AST's own
+manifests are written that way), so a file that happens to exist under the working directory
+never stands in for the manifest's own. Paths are stored absolute, so a later change
 of the working directory does not matter. Paths are not checked here; a missing file is
 reported by :func:`coarse2fine.data.validate.validate`, together with every other bad clip.
 
@@ -55,12 +56,14 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One clip: its audio file, its labels (class ids, as in :attr:`Manifest.classes`), and where
-    in the file it starts (seconds; windows of long unlabeled recordings)."""
+    """One clip: its audio file, its labels (class ids, as in :attr:`Manifest.classes`), where in
+    the file it starts (seconds; windows of long unlabeled recordings), and where its manifest
+    names it (``train.csv line 31``, ``m.json entry 5``; for messages, not part of the clip)."""
 
     path: Path
     labels: tuple[str, ...]
     start: float = 0.0
+    where: str = field(default="", compare=False)
 
 
 @dataclass
@@ -194,13 +197,17 @@ def _read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str | No
 
 
 def _resolve(raw: str, base: Path) -> Path:
-    """A clip path from a manifest: as given if it exists (relative to cwd), else under ``base``."""
+    """A clip path from a manifest: under ``base`` (the manifest's folder) if it exists there, else
+    relative to the current folder if it exists there (AST's manifests name clips from the folder
+    their scripts run in), else under ``base`` (reported missing there). The manifest's own folder
+    comes first, so that a clip that happens to exist under the current folder cannot stand in."""
     p = Path(os.path.expanduser(raw))
     if p.is_absolute():
         return p
-    if p.exists():
+    beside = (base / p).absolute()
+    if not beside.exists() and p.exists():
         return p.absolute()
-    return (base / p).absolute()
+    return beside
 
 
 def _split_labels(text: str) -> list[str]:
@@ -280,7 +287,7 @@ def read_ast_json(json_path: str | Path, label_csv: str | Path, multilabel: bool
     problems: list[Problem] = []
     for i, item in enumerate(data):
         try:
-            entry = _json_entry(item, path)
+            entry = replace(_json_entry(item, path), where=f"{path.name} entry {i}")
             problem = _label_problem(entry, classes, display_names, str(label_csv))
             if problem is not None:
                 raise _BadEntry(problem, entry.path)
@@ -344,7 +351,7 @@ def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilab
             problem = f"no {column} for {raw_path.strip()}"
         else:
             labels = _split_labels(raw_labels) if column == "labels" else [raw_labels.strip()]
-            entry = Entry(clip, tuple(labels))
+            entry = Entry(clip, tuple(labels), where=f"{path.name} line {line}")
             problem = None if known is None else _label_problem(entry, *known, str(label_csv))
         if problem is not None:
             problems.append(Problem(clip or path, f"{path.name} line {line}: {problem}"))

@@ -2,7 +2,8 @@
 per machine into a cache and checked before use.
 
 Local shards are opened where they are (nothing is copied, no lock file is written beside them,
-so a read-only mount works) after a size check against their descriptor. A remote shard is
+so a read-only mount works) after a check against their descriptor: size on every open, sha256
+once per machine (below). A remote shard is
 downloaded on its first read into ``cache_dir`` under its sha256 (content-addressed: a repacked
 set never reads a stale download, an identical one reuses it), to a temporary name, checked
 for size and sha256 while it streams, then renamed into place; an HTTP error page, a cut
@@ -10,6 +11,27 @@ connection or a changed file is an error naming the URL and never lands in the c
 per shard makes the DataLoader workers and processes of one machine download it once. Shards
 stay in the cache; remove the folder to free the space (every process of a node reads every
 shard under a global shuffle, so a node's cache ends up holding the whole split).
+
+**A local shard's sha256** is compared with its descriptor's before training first reads it:
+a shard damaged in place (same size: a flipped bit, a bad copy) would otherwise be read
+silently, since a float16 feature member still loads. Hashing reads the whole file, so it is
+done once per shard per machine, not per epoch or per process: the training loop makes new
+DataLoader workers every epoch, and every worker of every torchrun rank opens every shard under
+a global shuffle. What was verified is remembered by a marker in the same cache folder,
+``cache_dir/verified/XX/<sha256 of the shard's real path>.json``, holding the key it is valid for:
+the shard's real path, size, modification time (ns) and inode, and the descriptor's sha256. A
+shard whose key differs (rewritten, repacked, replaced by a copy) is hashed again; one whose
+bytes changed while keeping its size, modification time and inode is not noticed here
+(``coarse2fine check`` always hashes, and removes the marker of a shard that fails). Markers
+live in the cache folder, not beside the shard, so read-only shard folders work; a lock file per
+shard there makes the first process that opens it hash it while the others wait for the marker.
+Within one process a verified key is also memoized, so reopening a shard (``data.open_shards``
+below the shard count) costs a ``stat``. The cost: one extra read of each set's bytes on a
+machine's first run (spread over the first reads of each shard, in parallel across workers
+and ranks; the read also warms the page cache for training's own reads), then nothing beyond a
+``stat`` and a marker read (~200 bytes) per shard per process. Where the cache folder cannot
+be written, a warning says so and each process hashes the shards it opens (memoized only in
+that process).
 """
 
 from __future__ import annotations
@@ -17,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import time
@@ -24,8 +47,9 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
+from coarse2fine.atomic import write_json
 from coarse2fine.data.shard_layout import ShardError, ShardInfo
 
 log = logging.getLogger(__name__)
@@ -34,6 +58,7 @@ REMOTE_SCHEMES = ("http://", "https://")
 CHUNK = 1 << 20
 TIMEOUT_S = 60
 ATTEMPTS = 3
+VERIFIED = "verified"  # cache_dir's folder of markers of verified local shards
 T = TypeVar("T")
 
 
@@ -80,19 +105,84 @@ class ShardStore:
 
     def __init__(self, cache_dir: str | os.PathLike | None = None):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self._verified: set[tuple] = set()  # keys of local shards verified by or for this process
+        self._unrecorded = False  # the cache folder cannot hold markers (warned once)
 
-    def local_path(self, location: str, info: ShardInfo) -> str:
-        """A local file holding the shard at ``location`` as ``info`` describes it."""
+    def local_path(self, location: str, info: ShardInfo, recheck: bool = False) -> str:
+        """A local file holding the shard at ``location`` as ``info`` describes it: a local shard
+        after its size check and, once per machine, its sha256 check (``recheck``: hash it even
+        when it was verified before, as ``coarse2fine check`` does); a remote one downloaded."""
         if not is_url(location):
             try:
-                size = os.path.getsize(location)
+                st = os.stat(location)
             except OSError as err:
                 raise ShardError(f"{location}: cannot be read ({err.strerror or err})") from None
-            if size != info.filesize:
-                raise ShardError(f"{location}: {size} bytes, its descriptor says {info.filesize} "
+            if st.st_size != info.filesize:
+                raise ShardError(f"{location}: {st.st_size} bytes, its descriptor says {info.filesize} "
                                  "(truncated, or replaced after packing)")
+            self._verify_local(location, info, st, recheck)
             return location
         return str(self._download(location, info))
+
+    def marker(self, location: str) -> Path:
+        """Where the marker of the local shard at ``location`` is (see the module docstring)."""
+        name = hashlib.sha256(os.path.realpath(location).encode()).hexdigest()
+        return self.cache_dir / VERIFIED / name[:2] / f"{name}.json"
+
+    def _verify_local(self, location: str, info: ShardInfo, st: os.stat_result, recheck: bool) -> None:
+        """Compare the local shard's sha256 with ``info``'s unless this process or its machine
+        already did for this key (the file as ``st`` describes it, the descriptor's sha256)."""
+        key = {"path": os.path.realpath(location), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+               "inode": st.st_ino, "sha256": info.sha256}
+        memo = tuple(key.values())
+        if not recheck and memo in self._verified:
+            return
+        marker = self.marker(location)
+        if not recheck and _marked(marker, key):
+            self._verified.add(memo)
+            return
+        with self._lock(marker) as recorded:
+            if not recheck and _marked(marker, key):  # another process hashed it while this one waited
+                self._verified.add(memo)
+                return
+            start = time.perf_counter()
+            found = file_sha256(location)
+            if found != info.sha256:
+                with contextlib.suppress(OSError):
+                    os.remove(marker)
+                raise ShardError(f"{location}: sha256 differs from its descriptor's ({found[:12]}... instead of "
+                                 f"{info.sha256[:12]}..., at the same size: damaged, or replaced after packing); "
+                                 "`coarse2fine check` lists every damaged shard, and running the same "
+                                 "`coarse2fine pack` again rewrites them")
+            if recorded:
+                try:
+                    write_json(marker, key)
+                except OSError as err:
+                    self._cannot_record(err)
+            self._verified.add(memo)
+            log.debug("verified %s (%d bytes) in %.2f s", location, st.st_size, time.perf_counter() - start)
+
+    @contextlib.contextmanager
+    def _lock(self, marker: Path) -> Iterator[bool]:
+        """Hold the marker's lock file (yields True), or nothing where the cache folder cannot
+        be written (yields False, after a warning)."""
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(marker.with_suffix(".lock"), "w")
+        except OSError as err:
+            self._cannot_record(err)
+            yield False
+            return
+        with lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # one hash per machine; the others wait for its marker
+            yield True
+
+    def _cannot_record(self, err: OSError) -> None:
+        if not self._unrecorded:
+            self._unrecorded = True
+            log.warning("%s: cannot record which local shards were verified (%s); each process will hash "
+                        "every shard it opens (set data.shard_cache to a writable folder)",
+                        self.cache_dir / VERIFIED, err.strerror or err)
 
     def cached(self, info: ShardInfo) -> Path:
         return self.cache_dir / info.sha256[:2] / f"{info.sha256}.tar"
@@ -128,6 +218,14 @@ class ShardStore:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
         log.debug("downloaded %s (%d bytes) in %.2f s", url, info.filesize, time.perf_counter() - start)
+
+
+def _marked(marker: Path, key: dict) -> bool:
+    """Whether ``marker`` records that the shard was verified as ``key`` describes it."""
+    try:
+        return json.loads(marker.read_text()) == key
+    except (OSError, ValueError):
+        return False
 
 
 def _fetch(url: str) -> bytes:

@@ -11,10 +11,11 @@ Reading a shard uses wids' indexed tar reader (``IndexedTarSamples``: the tar is
 and its headers scanned once per process, about 12 ms per 1,000 clips); which shards are open
 is kept here, per process, so that each DataLoader worker maps its own (``data.open_shards``
 of them, 0: every shard, the right choice for a global shuffle). A shard comes from the folder
-it was packed to or from its URL (:class:`~coarse2fine.data.shard_store.ShardStore`). A shard
-that does not match its descriptor (size, sample count, keys, a member that does not decode)
-raises :class:`~coarse2fine.data.shard_layout.ShardError` naming it; a clip is never silently
-replaced.
+it was packed to or from its URL (:class:`~coarse2fine.data.shard_store.ShardStore`: a local
+shard's sha256 is checked before its first read on a machine, a remote one's as it downloads). A
+shard that does not match its descriptor (size, sha256, sample count, keys, a member that does
+not decode) raises :class:`~coarse2fine.data.shard_layout.ShardError` naming it; a clip is never
+silently replaced.
 
 What is served follows the phase (:meth:`ShardDataset.set_phase`): the phase's features when a
 feature set of its front end was packed (float16, padded or cropped and normalised here with
@@ -52,7 +53,7 @@ from coarse2fine.data.shard_layout import (
     join,
     parse_descriptor,
 )
-from coarse2fine.data.shard_store import ShardStore, check_location, file_sha256, is_url, read_bytes
+from coarse2fine.data.shard_store import ShardStore, check_location, is_url, read_bytes
 from coarse2fine.data.validate import Problem
 from coarse2fine.extras import require
 from coarse2fine.features import FeatureSpec, finish
@@ -118,7 +119,8 @@ class OpenShards:
 
 
 def open_shard(url: str, info: ShardInfo, store: ShardStore) -> Any:
-    """wids' index of the shard at ``url``, checked against ``info`` (size before, sample count after)."""
+    """wids' index of the shard at ``url``, checked against ``info`` (size and sha256 before, sample
+    count after; the sha256 once per machine, see :class:`~coarse2fine.data.shard_store.ShardStore`)."""
     path = store.local_path(url, info)
     reader = tar_reader()
     try:
@@ -307,13 +309,7 @@ class ShardDataset(ClipDataset):
 
 def shard_splits(cfg: Any) -> DataSplits:
     """The training and validation splits ``data.train`` / ``data.val`` of ``cfg`` (packed folders or URLs)."""
-    d, f = cfg.data, cfg.features
-    if not d.train or not d.val:
-        raise ValueError("data.kind 'shards' needs data.train and data.val: split folders (or http(s) URLs) "
-                         "written by `coarse2fine pack`, e.g. packed/train and packed/val")
-    if d.cache_dir:
-        raise ValueError("data.cache_dir: the feature cache reads audio files; with data.kind shards, pack the "
-                         "features instead (coarse2fine pack --features)")
+    d, f = cfg.data, cfg.features  # both splits given, no feature cache: checked when the config was made
     roots = d.split_path("train"), d.split_path("val")
     check_location(roots[0], "data.train")
     check_location(roots[1], "data.val")
@@ -335,8 +331,9 @@ def split_summary(root: str) -> ShardSet:
 
 def verify_split(root: str, store: ShardStore) -> tuple[ShardSet, list[str], list[str]]:
     """Check every shard of the split at ``root`` against its descriptors: size and sha256 (a remote
-    shard is downloaded into the cache, which checks both), clip count and keys. Returns the audio
-    set, the names of the sets checked and one line per bad shard."""
+    shard is downloaded into the cache, which checks both; a local one is hashed even when training
+    verified it before, and its marker is renewed or, when it fails, removed), clip count and keys.
+    Returns the audio set, the names of the sets checked and one line per bad shard."""
     audio = split_summary(root)
     sets = [audio]
     problems: list[str] = []
@@ -359,10 +356,8 @@ def verify_split(root: str, store: ShardStore) -> tuple[ShardSet, list[str], lis
 
 
 def _verify_shard(url: str, info: ShardInfo, store: ShardStore, first: int, member: str) -> None:
-    path = store.local_path(url, info)
-    if not is_url(url) and file_sha256(path) != info.sha256:
-        raise ShardError(f"{url}: sha256 differs from its descriptor's (damaged, or replaced after packing)")
-    samples = open_shard(url, info, store)
+    store.local_path(url, info, recheck=True)
+    samples = open_shard(url, info, store)  # verified just now: not hashed again
     try:
         for j in range(len(samples)):
             sample = samples[j]

@@ -34,6 +34,23 @@ from coarse2fine.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
+# The keys only some data kinds read, by kind: what a run of that kind reads of them. A key a run's
+# kind does not read (an FSDD ``root`` inherited by a manifest config, resolved from whichever
+# folder the command ran in) is no part of what the run is.
+KIND_KEYS: dict[str, frozenset[str]] = {
+    "synthetic": frozenset({"data.train_clips", "data.val_clips"}),
+    "manifest": frozenset({"data.train", "data.val", "data.label_csv"}),
+    "fsdd": frozenset({"data.root", "data.task"}),
+    "esc50": frozenset({"data.root"}),
+    "unlabeled": frozenset({"data.sources", "data.val_fraction"}),
+    "shards": frozenset({"data.train", "data.val"}),
+}
+
+
+def unread_keys(kind: str) -> frozenset[str]:
+    """The kind-specific data keys (:data:`KIND_KEYS`) that data of ``kind`` does not read."""
+    return frozenset().union(*KIND_KEYS.values()) - KIND_KEYS.get(kind, frozenset())
+
 
 def count_clips(cfg: RunConfig) -> int:
     """The number of training clips (windows, for unlabeled audio) of ``cfg``'s data, from its
@@ -64,27 +81,20 @@ def count_classes(cfg: RunConfig) -> int:
 
 
 def _shard_split(cfg: RunConfig) -> str:
-    if not cfg.data.train:
-        raise ValueError("data.kind 'shards' needs data.train: a split folder (or URL) written by `coarse2fine pack`")
     return cfg.data.split_path("train")
 
 
 def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
-    """The training and validation clip lists of a file-based config (no audio is decoded)."""
+    """The training and validation clip lists of a file-based config (no audio is decoded; the
+    keys each kind needs were checked when the config was made: ``DataConfig.check_kind``)."""
     d = cfg.data
     if d.kind == "fsdd":
-        if not d.root:
-            raise ValueError("data.kind 'fsdd' needs data.root: the FSDD folder (with recordings/)")
         return fsdd_manifest(d.root, d.task, "train"), fsdd_manifest(d.root, d.task, "test")
     if d.kind == "esc50":
-        if not d.root:
-            raise ValueError("data.kind 'esc50' needs data.root: the ESC-50 folder (with esc50.csv and audio/)")
         return esc50_manifest(d.root, d.fold, "train"), esc50_manifest(d.root, d.fold, "val")
     if d.kind == "unlabeled":
         return unlabeled_manifests(d.sources, d.clip_seconds, d.min_seconds, d.val_fraction)
     if d.kind == "manifest":
-        if not d.train or not d.val:
-            raise ValueError("data.kind 'manifest' needs data.train and data.val (AST JSON, CSV or a class folder)")
         train = read_manifest(d.split_path("train"), d.label_csv, d.multilabel)
         check_loss_fits(cfg, train)
         return train, align_classes(train, read_manifest(d.split_path("val"), d.label_csv, d.multilabel))

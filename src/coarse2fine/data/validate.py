@@ -191,7 +191,9 @@ def validate(
     for entry in manifest.entries:
         if found[entry.path] is None:
             report.ok.append(entry)
-    report.problems = [*manifest.problems, *(Problem(p, found[p]) for p in unique if found[p] is not None)]
+    where = {e.path: e.where for e in reversed(manifest.entries)}  # the first entry naming each file
+    report.problems = [*manifest.problems, *(Problem(p, f"{where[p]}: {found[p]}" if where[p] else found[p])
+                                             for p in unique if found[p] is not None)]
     logger.info("validated %d clips of %s in %.1f s: %d usable", len(manifest.entries), manifest.source, time.perf_counter() - start, len(report.ok))
 
     if report.problems and (on_error == "raise" or not report.ok):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from coarse2fine.config.files import RUNTIME_KEYS, config_difference, differing_keys, path_keys
+from coarse2fine.data.sources import unread_keys
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
@@ -60,7 +61,7 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
     saved = _read_log(log_path)
     if ckpt.exists():
         ckpt_config = load_checkpoint(ckpt)["config"]
-        other = config_difference(ckpt_config, config, ignore=RUNTIME_KEYS)
+        other = config_difference(ckpt_config, config, ignore=ignored_keys(config))
         if other:
             raise RunFolderError(f"{out_dir} holds an unfinished run of another config "
                                  f"({other}); continue it with its own config, "
@@ -79,7 +80,7 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
         return None
     if saved is not None and saved.get("done"):
         theirs = saved.get("config") or {}
-        other = config_difference(theirs, config, ignore=RUNTIME_KEYS)
+        other = config_difference(theirs, config, ignore=ignored_keys(config))
         if other:
             raise RunFolderError(f"{out_dir} holds a finished run of another config "
                                  f"({other}); use another --out, or --fresh to overwrite it")
@@ -88,6 +89,13 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
         _log_finished_with(out_dir, theirs, config)
         return _finished_records(saved)
     return None
+
+
+def ignored_keys(config: dict[str, Any]) -> frozenset[str]:
+    """The keys whose values do not decide whether a folder's run is a run of ``config``: the
+    runtime keys (:data:`RUNTIME_KEYS`) and the data keys its data kind does not read
+    (:func:`~coarse2fine.data.sources.unread_keys`; the same kind is checked as ``data.kind``)."""
+    return RUNTIME_KEYS | unread_keys((config.get("data") or {}).get("kind", ""))
 
 
 def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], out_dir: Path) -> None:
@@ -117,7 +125,7 @@ def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochReco
     if (out_dir / CHECKPOINT).exists() or saved is None or not saved.get("done"):
         return None
     theirs, paths = saved.get("config") or {}, path_keys() - RUNTIME_KEYS
-    other = config_difference(theirs, config, ignore=paths | RUNTIME_KEYS)
+    other = config_difference(theirs, config, ignore=paths | ignored_keys(config))
     if other:
         raise RunFolderError(f"{out_dir} holds a finished run of another config ({other})")
     _log_finished_with(out_dir, theirs, config)
