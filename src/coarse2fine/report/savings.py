@@ -39,6 +39,7 @@ from coarse2fine.training.records import (
     epoch_spread,
     final_phase,
     measures,
+    phase_step_cost,
 )
 
 Records = Sequence[EpochRecord | Mapping[str, Any]]
@@ -46,6 +47,9 @@ FRACTION_METRICS = frozenset({"acc", "mAP", "mAUC"})
 _DISPLAY = {"acc": "Acc", "d_prime": "d-prime"}
 FORMATS = ("markdown", "csv", "text")
 SPREAD_LIMIT = 2.0
+# How far a run's full-resolution step may cost from the baseline's (the same step: same model,
+# geometry and batch) before its in-run time saves are marked: the machine's speed changed.
+DRIFT_LIMIT = 1.10
 
 
 @dataclass(frozen=True)
@@ -322,10 +326,11 @@ ELSEWHERE_MEASURES = ("wall", "step")  # measured in the runs themselves, so on 
 
 
 def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
-              elsewhere: Mapping[str, Sequence[str]] | None = None) -> str:
+              elsewhere: Mapping[str, Sequence[str]] | None = None, drift: Mapping[str, float] | None = None) -> str:
     """What each time column of a table measures, which runs' wall times cannot be trusted
-    (``busy``, marked ``*``) and which runs were timed on other machines than the baseline
-    (``elsewhere``, :func:`timed_elsewhere`, marked ``†``)."""
+    (``busy``, marked ``*``), which runs were timed on other machines than the baseline
+    (``elsewhere``, :func:`timed_elsewhere`, marked ``†``) and on which the same step took
+    another time than in the baseline (``drift``, :func:`drifted`, marked ``‡``)."""
     note = "Time saves by " + "; ".join(TIME_NOTES[m] for m in time_measures) + "."
     if busy:
         note += (f" * {', '.join(busy)}: epochs of one phase took more than {SPREAD_LIMIT:g}x as long as others "
@@ -334,6 +339,11 @@ def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
         where = "; ".join(f"{name} on {' and '.join(m)}" for name, m in elsewhere.items())
         note += (f" † Timed on different machines ({where}): their wall and step time saves compare the machines "
                  "as well as the training; the calibrated column (--calibrate-rounds) times every phase on one.")
+    if drift:
+        ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in drift.items())
+        note += (f" ‡ The same full-resolution step took another time than in the baseline ({ratios}): the "
+                 "machine's speed changed between the runs, and their wall and step time saves measure that too; "
+                 "the calibrated column (--calibrate-rounds) times every phase in one process.")
     return note
 
 
@@ -356,20 +366,56 @@ def timed_elsewhere(named: Mapping[str, Records], baseline: str) -> dict[str, li
     return {name: ms for name, ms in machines.items() if ms and (len(base) > 1 or set(ms) != base)}
 
 
+def full_step_cost(records: Records) -> tuple[float, int, int] | None:
+    """A run's full-resolution step as its records give it: the load-robust seconds per step of
+    its final phase (:func:`~coarse2fine.training.records.phase_step_cost`), with that phase's
+    clips per step and tokens per clip; None without step times or at R > 1."""
+    last = final_phase(as_records(records))
+    if not last or last[0].R != 1 or any(r.step_median is None or not r.steps or not r.clips for r in last):
+        return None
+    return (phase_step_cost(last)[last[0].phase], round(last[0].clips / last[0].steps),
+            round(last[0].tokens) if last[0].tokens else 0)
+
+
+def drifted(named: Mapping[str, Records], baseline: str, limit: float = DRIFT_LIMIT) -> dict[str, float]:
+    """The runs whose full-resolution step (:func:`full_step_cost`: the same model, geometry and
+    batch as the baseline's) cost more than ``limit`` times the baseline's, or less than its
+    inverse, with the ratio: a measure, from the runs themselves, of how much the machine's speed
+    changed between them. Runs whose step differs from the baseline's (another batch or token
+    count) or that lack step times are left out."""
+    base = full_step_cost(named[baseline]) if baseline in named else None
+    if base is None or base[0] <= 0:
+        return {}
+    out = {}
+    for name, records in named.items():
+        cost = full_step_cost(records) if name != baseline else None
+        if cost is None or cost[1:] != base[1:]:
+            continue
+        ratio = cost[0] / base[0]
+        if ratio > limit or ratio < 1 / limit:
+            out[name] = ratio
+    return out
+
+
 def table_note(baseline: Records, runs: Mapping[str, Records], baseline_name: str = "Baseline") -> str:
     """:func:`time_note` for a table of ``runs`` against ``baseline``: the time measures they all
-    carry, the busy runs, the runs timed on other machines."""
+    carry, the busy runs, the runs timed on other machines, the runs whose same step drifted."""
     named = {baseline_name: baseline, **runs}
     time_measures = table_measures([baseline, *runs.values()])
-    return time_note(time_measures, busy_runs(named), timed_elsewhere(named, baseline_name))
+    return time_note(time_measures, busy_runs(named), timed_elsewhere(named, baseline_name),
+                     drifted(named, baseline_name))
 
 
-def time_marks(measure: str, name: str, baseline_name: str, busy: set[str], elsewhere: Mapping[str, Any]) -> str:
+def time_marks(measure: str, name: str, baseline_name: str, busy: set[str], elsewhere: Mapping[str, Any],
+               drift: Mapping[str, float] | None = None) -> str:
     """The marks on a run's time save by ``measure``: ``*`` for a wall time on a busy machine,
-    ``†`` for a time measured in the runs on other machines than the baseline's."""
+    ``†`` for a time measured in the runs on other machines than the baseline's, ``‡`` for one
+    measured in a run whose full-resolution step took another time than the baseline's."""
     marks = "*" if measure == "wall" and busy & {name, baseline_name} else ""
     if measure in ELSEWHERE_MEASURES and (name in elsewhere or baseline_name in elsewhere):
         marks += "†"
+    if measure in ELSEWHERE_MEASURES and drift and name in drift:
+        marks += "‡"
     return marks
 
 
@@ -407,7 +453,7 @@ def savings_table(
     ref = baseline_reference(baseline_records, metric, higher)
     time_measures = table_measures([baseline_records, *runs.values()])
     named = {baseline_name: baseline_records, **runs}
-    busy, elsewhere = set(busy_runs(named)), timed_elsewhere(named, baseline_name)
+    busy, elsewhere, drift = set(busy_runs(named)), timed_elsewhere(named, baseline_name), drifted(named, baseline_name)
     cols = table_columns(metric, time_measures)
     dashes = ["-"] * (2 + len(time_measures))
     rows = [dict(zip(cols, [baseline_name, format_value(ref.best, metric), str(ref.epoch), *dashes[1:],
@@ -416,7 +462,8 @@ def savings_table(
         s = compare(name, records, ref, any_phase=any_phase, tolerance=tolerance)
         if s.reached:
             assert s.metric_at_reach is not None and s.flops_save_pct is not None
-            times = [format_pct(s.time_saves.get(m, math.nan)) + time_marks(m, name, baseline_name, busy, elsewhere)
+            times = [format_pct(s.time_saves.get(m, math.nan)) + time_marks(m, name, baseline_name, busy, elsewhere,
+                                                                            drift)
                      for m in time_measures]
             beat = [f"{format_value(s.metric_at_reach, metric)} ({format_delta(s.metric_at_reach, ref.best, metric)})",
                     str(s.epoch), format_pct(s.flops_save_pct), *times]
