@@ -56,6 +56,33 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path
     assert json.loads((out / "log.json").read_text())["done"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_does_not_keep_a_killed_writers_folder_locked(tmp_path):
+    # DataLoader workers are forked while the run holds its folder's lock; after a kill -9 of the
+    # run they live on for a few seconds, and must not refuse the command that resumes it.
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, sys, time
+        from coarse2fine.folder_lock import folder_lock
+        with folder_lock({str(out)!r}):
+            if os.fork() == 0:  # a worker that outlives its parent
+                time.sleep(30)
+                os._exit(0)
+            print("forked", flush=True)
+            time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "forked"
+        with pytest.raises(FolderInUseError):
+            with folder_lock(out):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with folder_lock(out):  # the forked child still runs, and does not hold the lock
+        pass
+
+
 def test_a_training_process_holds_its_folder_while_it_trains(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -6,7 +6,10 @@ report success. The first takes an exclusive ``fcntl.flock`` on ``LOCK_NAME`` in
 holds it until it is done; the operating system drops it when the process ends, however it ends,
 so a crash or a kill leaves no stale lock to clear by hand. The file names its holder (process id,
 host, start time) for the error the second process gets. The file itself stays: removing it
-would let a third process lock a new file while a second still holds the old one.
+would let a third process lock a new file while a second still holds the old one. A process
+forked while the lock is held (a DataLoader worker) closes its copy of the lock's file descriptor
+at once: the lock belongs to the writer, and a worker that outlives a killed writer by a few
+seconds must not keep the folder locked against the command that resumes the run.
 
 Holding the lock, a process is the folder's only writer, so the temporary files of atomic writes
 there (:mod:`coarse2fine.atomic`) are left over from a process killed mid-write (a checkpoint's
@@ -40,6 +43,23 @@ LOCK_NAME = ".coarse2fine.lock"
 
 log = logging.getLogger(__name__)
 
+_HELD: set[int] = set()  # the file descriptors of the locks this process holds
+
+
+def _drop_held_in_child() -> None:
+    """In a forked child: close the inherited descriptors of the parent's locks (closing, unlike
+    ``LOCK_UN``, leaves the parent's lock in place), so that the lock ends with the parent."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_held_in_child)
+
 
 class FolderInUseError(ValueError):
     """Another process holds the folder's lock."""
@@ -64,7 +84,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
         yield
         return
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd programs (PEP 446)
+    _HELD.add(fd)
     try:
         if _lock(fd, folder, path, what):
             os.ftruncate(fd, 0)
@@ -73,6 +94,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
             remove_stale_temp_files(folder)  # the only writer now: no write of another process is under way
         yield
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # releases the lock
 
 
