@@ -127,8 +127,26 @@ class DataConfig(Section):
             raise ValueError("data.kind: shards needs the wids package (pip install 'coarse2fine[shards]')")
         self.check_kind()
 
-    # What each kind reads, checked when the config is loaded (not when its data is first read):
-    # the keys it needs, and the settings it cannot use.
+    # The keys only some kinds read, by kind. A key the config's kind does not read (an FSDD
+    # ``root`` inherited by a manifest config, resolved from whichever folder the command ran in)
+    # is no part of what a run is (:meth:`unread_keys`).
+    READS: ClassVar[dict[str, frozenset[str]]] = {
+        "synthetic": frozenset({"train_clips", "val_clips"}),
+        "manifest": frozenset({"train", "val", "label_csv"}),
+        "fsdd": frozenset({"root", "task"}),
+        "esc50": frozenset({"root"}),
+        "unlabeled": frozenset({"sources", "val_fraction"}),
+        "shards": frozenset({"train", "val"}),
+    }
+
+    @classmethod
+    def unread_keys(cls, kind: str) -> frozenset[str]:
+        """The dotted kind-specific keys (:data:`READS`) that data of ``kind`` does not read."""
+        unread = frozenset().union(*cls.READS.values()) - cls.READS.get(kind, frozenset())
+        return frozenset(f"{cls.prefix}.{name}" for name in unread)
+
+    # What each kind needs (of what it reads: :data:`READS`), checked when the config is loaded
+    # (not when its data is first read), and the settings it cannot use.
     NEEDS: ClassVar[dict[str, tuple[tuple[str, ...], str]]] = {
         "manifest": (("train", "val"), "(AST JSON, CSV or a class folder)"),
         "fsdd": (("root",), ": the FSDD folder (with recordings/)"),

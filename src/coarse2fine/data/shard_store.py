@@ -166,15 +166,13 @@ class ShardStore:
     def _lock(self, marker: Path) -> Iterator[bool]:
         """Hold the marker's lock file (yields True), or nothing where the cache folder cannot
         be written (yields False, after a warning)."""
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            lock = open(marker.with_suffix(".lock"), "w")
-        except OSError as err:
-            self._cannot_record(err)
-            yield False
-            return
-        with lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # one hash per machine; the others wait for its marker
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(_exclusive(marker.with_suffix(".lock")))  # one hash per machine; the others wait
+            except OSError as err:
+                self._cannot_record(err)
+                yield False
+                return
             yield True
 
     def _cannot_record(self, err: OSError) -> None:
@@ -191,9 +189,7 @@ class ShardStore:
         final = self.cached(info)
         if final.exists():
             return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with open(final.parent / f"{final.name}.lock", "w") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # one download per machine; the others wait for it
+        with _exclusive(final.parent / f"{final.name}.lock"):  # one download per machine; the others wait for it
             if not final.exists():
                 _with_retries(url, lambda: self._fetch_to(url, info, final))
         return final
@@ -218,6 +214,16 @@ class ShardStore:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
         log.debug("downloaded %s (%d bytes) in %.2f s", url, info.filesize, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (made, with its folder, when missing) for the
+    block: the processes of one machine take turns, so one of them does the work once."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def _marked(marker: Path, key: dict) -> bool:

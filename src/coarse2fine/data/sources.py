@@ -34,24 +34,6 @@ from coarse2fine.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
-# The keys only some data kinds read, by kind: what a run of that kind reads of them. A key a run's
-# kind does not read (an FSDD ``root`` inherited by a manifest config, resolved from whichever
-# folder the command ran in) is no part of what the run is.
-KIND_KEYS: dict[str, frozenset[str]] = {
-    "synthetic": frozenset({"data.train_clips", "data.val_clips"}),
-    "manifest": frozenset({"data.train", "data.val", "data.label_csv"}),
-    "fsdd": frozenset({"data.root", "data.task"}),
-    "esc50": frozenset({"data.root"}),
-    "unlabeled": frozenset({"data.sources", "data.val_fraction"}),
-    "shards": frozenset({"data.train", "data.val"}),
-}
-
-
-def unread_keys(kind: str) -> frozenset[str]:
-    """The kind-specific data keys (:data:`KIND_KEYS`) that data of ``kind`` does not read."""
-    return frozenset().union(*KIND_KEYS.values()) - KIND_KEYS.get(kind, frozenset())
-
-
 def count_clips(cfg: RunConfig) -> int:
     """The number of training clips (windows, for unlabeled audio) of ``cfg``'s data, from its
     manifests or its shards' descriptor (no audio is decoded)."""

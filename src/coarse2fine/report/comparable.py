@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
-from coarse2fine.config import files
+from coarse2fine.config import DataConfig, files
 from coarse2fine.config.files import differing_keys, path_keys
-from coarse2fine.data.sources import unread_keys
 
 # The data keys that do not make other data: how clips are read (files.LOADING_KEYS, which do not
 # make another run either), and, for a comparison, float16 storage of the same clips and skipping
@@ -112,7 +111,7 @@ def _key_changes(a: Mapping[str, Any], b: Mapping[str, Any], section: str) -> li
     leaving out the loading keys, the data keys neither run's data kind reads and paths that
     differ only in their folders."""
     paths, kinds = path_keys(), {(c.get("data") or {}).get("kind", "") for c in (a, b)}
-    unread = unread_keys(kinds.pop()) if len(kinds) == 1 else frozenset()
+    unread = DataConfig.unread_keys(kinds.pop()) if len(kinds) == 1 else frozenset()
     changes = []
     for key, u, v in differing_keys(a.get(section) or {}, b.get(section) or {}, f"{section}."):
         if key in LOADING_KEYS or key in unread or (key in paths and _last_names(u) == _last_names(v)):

@@ -373,8 +373,7 @@ def full_step_cost(records: Records) -> tuple[float, int, int] | None:
     last = final_phase(as_records(records))
     if not last or last[0].R != 1 or any(r.step_median is None or not r.steps or not r.clips for r in last):
         return None
-    return (phase_step_cost(last)[last[0].phase], round(last[0].clips / last[0].steps),
-            round(last[0].tokens) if last[0].tokens else 0)
+    return phase_step_cost(last)[last[0].phase], round(last[0].clips / last[0].steps), last[0].tokens
 
 
 def drifted(named: Mapping[str, Records], baseline: str, limit: float = DRIFT_LIMIT) -> dict[str, float]:

@@ -24,8 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from coarse2fine.config import DataConfig
 from coarse2fine.config.files import RUNTIME_KEYS, config_difference, differing_keys, path_keys
-from coarse2fine.data.sources import unread_keys
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
@@ -94,8 +94,8 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
 def ignored_keys(config: dict[str, Any]) -> frozenset[str]:
     """The keys whose values do not decide whether a folder's run is a run of ``config``: the
     runtime keys (:data:`RUNTIME_KEYS`) and the data keys its data kind does not read
-    (:func:`~coarse2fine.data.sources.unread_keys`; the same kind is checked as ``data.kind``)."""
-    return RUNTIME_KEYS | unread_keys((config.get("data") or {}).get("kind", ""))
+    (:meth:`~coarse2fine.config.DataConfig.unread_keys`; the same kind is checked as ``data.kind``)."""
+    return RUNTIME_KEYS | DataConfig.unread_keys((config.get("data") or {}).get("kind", ""))
 
 
 def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], out_dir: Path) -> None:
