@@ -357,6 +357,12 @@ def test_time_saves_of_runs_whose_same_full_resolution_step_took_longer_are_mark
     assert drifted({"Baseline": base, **runs}, "Baseline") == pytest.approx({"slower": 1.4, "faster": 0.8})
     assert "‡ The same full-resolution step took another time than in the baseline (slower 1.40x, faster 0.80x)" in \
         table_note(base, runs)
+    # seeds: the seeds' mean full-resolution step is set against the baseline seeds' mean
+    seeds = {r["Setting"]: r for r in seed_table("Baseline", [base, base], {"slower": [runs["slower"], runs["steady"]],
+                                                                           "steady": [runs["steady"]] * 2}, "acc")}
+    assert seeds["slower"]["Wall time save (%)"].endswith("‡") and seeds["slower"]["Step time save (%)"].endswith("‡")
+    assert not seeds["slower"]["Calibrated time save (%)"].endswith("‡")
+    assert not any(cell.endswith("‡") for cell in seeds["steady"].values())
 
 
 def test_the_cpu_is_named_with_the_instructions_torch_uses():

@@ -8,7 +8,7 @@ import yaml
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.report.accounting import phase_costs
-from coarse2fine.report.planner import candidate, choose, phase_epochs_for, planned_config, schedule_config
+from coarse2fine.report.planner import candidate, choose, merged, phase_epochs_for, planned_config, schedule_config
 
 
 def test_phase_epochs_follow_the_initial_share():
@@ -43,6 +43,17 @@ def test_choose_and_write_a_runnable_config(tmp_path):
     planned = planned_config(cfg, chosen)
     assert planned.c2f.phase_epochs == list(chosen.phase_epochs) and planned.train.epochs == chosen.phase_epochs[-1]
     assert planned.c2f.planned_flops == chosen.flops
+
+
+def test_shares_that_round_to_the_same_epochs_are_one_candidate():
+    # At a small budget 0.15 and 0.25 of 10 final epochs both round to 2 initial epochs.
+    cfg = schedule_config(load_config("demo"), "4-1")
+    found = [candidate(cfg, "4-1", f, 100, [1.0, 4.0], [1e-3, 4e-3], budget_flops=4200.0) for f in (0.15, 0.25, 0.35)]
+    assert [c.phase_epochs for c in found] == [(2, 10), (2, 10), (3, 9)]
+    plans = merged(found)
+    assert [(c.phase_epochs, c.fractions) for c in plans] == [((2, 10), (0.15, 0.25)), ((3, 9), (0.35,))]
+    assert plans[0].share == pytest.approx(0.2) and plans[1].share == pytest.approx(1 / 3)
+    assert choose(plans, "4-1", 0.25) is plans[0] and choose(plans, "4-1", 0.33) is plans[1]
 
 
 def test_plan_command_prints_candidates_and_writes_the_chosen_config(tmp_path, capsys):

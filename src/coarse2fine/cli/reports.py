@@ -345,7 +345,8 @@ def cmd_plan(args) -> int:
     wanted, _, frac = (args.choose or cfg.c2f.schedule).partition(":")
     paper = default_initial_fraction(len(parse_schedule(wanted)))
     chosen = choose(found, wanted, float(frac) if frac else paper)
-    rows = [{"": "->" if c is chosen else "", "schedule": c.schedule, "initial share": f"{c.fraction:.2f}",
+    rows = [{"": "->" if c is chosen else "", "schedule": c.schedule,
+             "initial share asked": ", ".join(f"{f:.2f}" for f in c.fractions), "initial share": f"{c.share:.2f}",
              "epochs per phase": "-".join(map(str, c.phase_epochs)), "epochs": str(c.epochs),
              "predicted PFLOPs": f"{c.flops / 1e15:.4g}", "predicted hours": f"{c.seconds / 3600:.3g}"} for c in found]
     print(f"{cfg.name}: {clips} training clips, budget "

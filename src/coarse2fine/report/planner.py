@@ -14,7 +14,7 @@ shows them beside the measured ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from coarse2fine.config import RunConfig
@@ -29,17 +29,40 @@ DEFAULT_FRACTIONS = (0.15, 0.25, 0.35)
 
 @dataclass(frozen=True)
 class Candidate:
-    """One plan: schedule, initial share, epochs per phase and its predicted cost."""
+    """One plan: schedule, the initial share asked for, epochs per phase and its predicted cost;
+    ``also``: the other shares asked for that give the same epochs (:func:`merged`)."""
 
     schedule: str
     fraction: float
     phase_epochs: tuple[int, ...]
     flops: float
     seconds: float
+    also: tuple[float, ...] = ()
 
     @property
     def epochs(self) -> int:
         return sum(self.phase_epochs)
+
+    @property
+    def share(self) -> float:
+        """The initial phases' epochs over the final phase's: the share the epochs give, after rounding."""
+        return sum(self.phase_epochs[:-1]) / self.phase_epochs[-1]
+
+    @property
+    def fractions(self) -> tuple[float, ...]:
+        """Every share asked for that gives this plan."""
+        return (self.fraction, *self.also)
+
+
+def merged(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """``candidates`` with the plans that round to the same schedule and epochs as an earlier one
+    folded into it (their shares kept in ``also``): at a small budget several shares give one run."""
+    out: dict[tuple[str, tuple[int, ...]], Candidate] = {}
+    for c in candidates:
+        key = (c.schedule, c.phase_epochs)
+        first = out.get(key)
+        out[key] = c if first is None else replace(first, also=(*first.also, c.fraction))
+    return list(out.values())
 
 
 def schedule_config(cfg: RunConfig, schedule: str) -> RunConfig:
@@ -75,7 +98,8 @@ def candidate(cfg: RunConfig, schedule: str, fraction: float, clips: int, flops_
 def plan(cfg: RunConfig, num_classes: int, clips: int, budget_flops: float = 0.0, budget_hours: float = 0.0,
          schedules: Sequence[str] = DEFAULT_SCHEDULES, fractions: Sequence[float] = DEFAULT_FRACTIONS,
          rounds: int = 5, device: str = "auto") -> tuple[list[Candidate], Calibration]:
-    """Every candidate schedule x initial share that fits the budget, with the calibration used."""
+    """Every candidate schedule x initial share that fits the budget (shares that give the same
+    epochs as one candidate: :func:`merged`), with the calibration used."""
     if (budget_flops > 0) == (budget_hours > 0):
         raise ValueError("give one budget: FLOPs or hours")
     configs = [schedule_config(cfg, s) for s in schedules]
@@ -90,15 +114,15 @@ def plan(cfg: RunConfig, num_classes: int, clips: int, budget_flops: float = 0.0
             found = candidate(scfg, scfg.c2f.schedule, fraction, clips, flops, secs, budget_flops, budget_hours * 3600.0)
             if found is not None:
                 out.append(found)
-    return out, cal
+    return merged(out), cal
 
 
 def choose(candidates: Sequence[Candidate], schedule: str, fraction: float) -> Candidate:
-    """The candidate of ``schedule`` whose initial share is closest to ``fraction``."""
+    """The candidate of ``schedule`` one of whose shares asked for is closest to ``fraction``."""
     mine = [c for c in candidates if c.schedule == schedule] or list(candidates)
     if not mine:
         raise ValueError("no schedule fits the budget: not even one epoch of the full-resolution phase")
-    return min(mine, key=lambda c: abs(c.fraction - fraction))
+    return min(mine, key=lambda c: min(abs(f - fraction) for f in c.fractions))
 
 
 def planned_config(cfg: RunConfig, chosen: Candidate) -> RunConfig:

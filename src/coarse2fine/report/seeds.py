@@ -34,6 +34,7 @@ from coarse2fine.report.savings import (
     busy_runs,
     compare,
     display_name,
+    drifted,
     format_delta,
     format_pct,
     format_signed,
@@ -168,7 +169,9 @@ def seed_table(baseline_name: str, baseline: SeedRuns, runs: Mapping[str, SeedRu
     """Rows of the seeds table, baseline first: seeds, best (mean ± sample std over seeds), the
     paired gain over the baseline with its bootstrap interval, the first epoch of the mean curve
     that beats the best of the baseline's mean curve with its FLOPs and time saves (every time
-    measure all runs carry; a wall time save on a busy machine marked ``*``), and the whole run's
+    measure all runs carry; a wall time save on a busy machine marked ``*``, one timed on other
+    machines ``†``, one whose seeds' mean full-resolution step took another time than the
+    baseline's ``‡``: :func:`~coarse2fine.report.savings.drifted`), and the whole run's
     FLOPs and time (the most robust measure) as multiples of the baseline's."""
     higher = metric_higher_is_better(metric) if higher is None else higher
     base_mean = mean_records(baseline)
@@ -180,6 +183,7 @@ def seed_table(baseline_name: str, baseline: SeedRuns, runs: Mapping[str, SeedRu
     # every seed's records, so that seeds timed on different machines count as such
     every_seed = {n: [r for run in seeds for r in run] for n, seeds in {baseline_name: baseline, **runs}.items()}
     elsewhere = timed_elsewhere(every_seed, baseline_name)
+    drift = drifted({baseline_name: base_mean, **means}, baseline_name)  # the seeds' mean full-resolution steps
     cols = seed_columns(metric, time_measures, level)
     base_flops, base_time = base_mean[-1].cum_flops, cumulative_time(base_mean, robust)[-1]
     b = summarize(baseline, metric, None, higher)
@@ -193,7 +197,8 @@ def seed_table(baseline_name: str, baseline: SeedRuns, runs: Mapping[str, SeedRu
         if c.reached:
             assert c.metric_at_reach is not None and c.flops_save_pct is not None
             flagged = {name} if marked else set()
-            times = [format_pct(c.time_saves.get(m, math.nan)) + time_marks(m, name, baseline_name, flagged, elsewhere)
+            times = [format_pct(c.time_saves.get(m, math.nan)) + time_marks(m, name, baseline_name, flagged, elsewhere,
+                                                                           drift)
                      for m in time_measures]
             beat = [f"{format_value(c.metric_at_reach, metric)} ({format_delta(c.metric_at_reach, ref.best, metric)})",
                     str(c.epoch), format_pct(c.flops_save_pct), *times]
