@@ -106,6 +106,12 @@ def test_csv_gives_values_and_gains_their_own_columns_as_savings_csv_does(runs, 
     assert saved[0] == ",".join(rows[0])  # the experiment's savings.csv has the same columns
     assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--format", "text"]) == 0
     assert "Best Acc (gain)" in capsys.readouterr().out  # text tables keep value and gain together
+    assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert list(data["savings"][0]) == list(rows[0]) and data["savings"][1]["Best Acc"] == float(rows[1]["Best Acc"])
+    saved = json.loads((tmp_path / "savings.json").read_text())
+    assert saved["savings"] == data["savings"]
+    assert [p["Setting"] for p in saved["phases"]] == [p["Setting"] for p in data["phases"]] and saved["notes"]
 
 
 def test_class_ids_from_log_or_labels_json_and_paths_by_their_names(runs, tmp_path):

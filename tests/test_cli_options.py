@@ -97,3 +97,14 @@ def test_presets_name_prints_its_yaml_and_what_it_extends(capsys):
     assert main(["presets", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'nope'" in err and "esc50-cpu" in err
+
+
+def test_resume_refuses_a_folder_without_a_run_and_fresh(tmp_path, capsys):
+    # --resume means "continue what is there": a mistyped --out must not start a new run silently.
+    out = tmp_path / "typo"
+    assert main(["train", "demo", "--out", str(out), "--resume", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert f"--resume: {out} holds no run to continue" in err and not out.exists()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "demo", "--out", str(out), "--resume", "--fresh"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -132,7 +132,7 @@ def test_an_error_names_the_file_of_the_chain_that_set_the_key(tmp_path):
         load_config(tmp_path / "mine.yaml", ["train={}"])
     with pytest.raises(ValueError, match=r"top\.yaml: unknown top-level key\(s\) trian; known sections"):
         load_config(tmp_path / "top.yaml")
-    with pytest.raises(ValueError, match=r"^train\.batch_size 30 must be a multiple"):  # --set: as typed
+    with pytest.raises(ValueError, match=r"^--set train\.grad_accum=4: train\.batch_size 30 must be a multiple"):  # as typed
         load_config(tmp_path / "ok.yaml", ["train.batch_size=30", "train.grad_accum=4"])
 
 

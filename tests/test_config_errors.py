@@ -93,11 +93,18 @@ def test_a_cross_key_error_names_the_file_that_set_the_key_last(pre):
 
 
 def test_a_cross_key_error_from_set_is_named_as_typed(pre, capsys):
-    with pytest.raises(ValueError, match=r"^model ssast/micro with c2f\.method patch at R=4"):
+    with pytest.raises(ValueError, match=r"^--set c2f\.method=patch: model ssast/micro with c2f\.method patch at R=4"):
         load_config(pre / "pre.yaml", ["c2f.method=patch"])
     assert main(["flops", str(pre / "pre.yaml"), "--set", "c2f.method=patch"]) == 2
     err = capsys.readouterr().err
-    assert "error: model ssast/micro with c2f.method patch" in err and "preset ssast_pretrain-cpu" not in err
+    assert "error: --set c2f.method=patch: model ssast/micro with c2f.method patch" in err
+    assert "preset ssast_pretrain-cpu" not in err
+    # an unknown key given by --set names the --set, not the config it was added to
+    for typed, text in (("trian.epochs=3", "unknown top-level key(s) trian"), ("train.epoch=3", "train: unknown key(s) epoch")):
+        with pytest.raises(ValueError, match=rf"^--set {re.escape(typed)}: {re.escape(text)}"):
+            load_config("demo", [typed])
+    with pytest.raises(ValueError, match=r"^train\.epochs: must be >= 1"):  # the message starts with the key typed
+        load_config("demo", ["train.epochs=0"])
 
 
 def test_cross_key_errors_follow_the_key_set_last(tmp_path):

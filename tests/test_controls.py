@@ -46,13 +46,14 @@ def _phases(setting):
 def test_equal_epochs_control_trains_as_many_epochs_as_the_longest_variant():
     base = load_config("esc50-cpu")  # 40 baseline epochs: 4-1 is 10 + 40, 4-2-1 is 6 + 6 + 40
     settings = experiment_settings(base, [Variant("fshift", "4-1"), Variant("avgpool", "4-2-1")], ["equal-epochs"])
-    assert [(s.name, s.role) for s in settings] == [("baseline", "baseline"), ("equal_epochs", "control"),
+    assert [(s.name, s.role) for s in settings] == [("baseline", "baseline"), ("equal_epochs_52", "control"),
                                                     ("fshift_41", "coarse-to-fine"), ("avgpool_421", "coarse-to-fine")]
     control = settings[1]
     assert _phases(control) == [(1, 52)] and control.label == "Equal epochs 52 (control)"
     assert "avgpool_421" in control.about
     only_41 = experiment_settings(base, [Variant("fshift", "4-1")], ["equal-epochs"])[1]
     assert _phases(only_41) == [(1, 50)]
+    assert only_41.name == "equal_epochs_50"  # a longer variant added later trains its control beside this one
     explicit = experiment_settings(base.replace({"c2f.phase_epochs": [3, 45]}), [Variant("patch-pi", "4-1")],
                                    ["equal-epochs"])[1]
     assert _phases(explicit) == [(1, 48)]

@@ -283,6 +283,23 @@ def test_csv_gives_value_and_difference_their_own_columns_text_keeps_them_togeth
          "Best std": ""}]  # a gain with its interval, a mean with its std: one number per cell
 
 
+def test_csv_and_json_give_a_time_save_and_its_marks_their_own_columns():
+    rows = [{"Setting": "Baseline", "Beat epoch": "4", "Wall time save (%)": "-", "R": "1"},
+            {"Setting": "slow", "Beat epoch": "3", "Wall time save (%)": "-21.46*‡", "R": "4"},
+            {"Setting": "fine", "Beat epoch": "3", "Wall time save (%)": "12.50", "R": "2"}]
+    table = list(csv.DictReader(io.StringIO(format_table(rows, "csv"))))
+    assert [(r["Wall time save (%)"], r["Wall time save (%) marks"]) for r in table] == [("-", ""), ("-21.46", "*‡"),
+                                                                                          ("12.50", "")]
+    data = json.loads(format_table(rows, "json"))
+    assert data[1] == {"Setting": "slow", "Beat epoch": 3, "Wall time save (%)": -21.46, "Wall time save (%) marks": "*‡",
+                       "R": 4}
+    assert data[0]["Wall time save (%)"] is None and list(data[0]) == list(table[0])  # the CSV's names
+    assert format_table([], "json") == "[]\n"
+    # a one-character column still gets a delimiter cell with a '-' (GFM renders no table without one)
+    rule = format_table(rows, "markdown").splitlines()[1]
+    assert rule.split("|")[-2].strip() == "--:"
+
+
 def test_an_unknown_metric_is_named_with_the_metrics_the_records_have():
     with pytest.raises(ValueError, match=r"unknown metric 'accuracy'; its records have acc"):
         baseline_reference(BASE, "accuracy")

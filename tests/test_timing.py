@@ -122,6 +122,13 @@ def test_bench_json_lists_every_phase(capsys):
     assert out["phases"][0]["step_ms"] < out["phases"][-1]["step_ms"] and out["phases"][0]["time_ratio"] < 1
 
 
+@pytest.mark.parametrize("option, value, least", [("--classes", "0", 1), ("--classes", "-3", 1), ("--rounds", "0", 1),
+                                                  ("--warmup", "-1", 0)])
+def test_bench_refuses_counts_out_of_range_in_one_line(option, value, least, capsys):
+    assert main(["bench", "demo", option, value, "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{option} must be >= {least}, got {value}")
+
+
 def test_fit_line_recovers_a_fixed_cost_and_a_cost_per_clip():
     assert fit_line([4, 8, 16, 32], [5 + 1.5 * b for b in (4, 8, 16, 32)]) == pytest.approx((5.0, 1.5))
     with pytest.raises(ValueError, match="two different"):

@@ -124,9 +124,12 @@ def add_run_options(p: argparse.ArgumentParser, methods: Sequence[str], out_help
     p.add_argument("--schedule", help="override c2f.schedule (1 = full resolution only; default: the config's)")
     add_method_option(p, methods)
     p.add_argument("--out", required=True, help=out_help)
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run of this config in --out (the default when one is there)")
-    p.add_argument("--fresh", action="store_true", help="discard what --out holds (checkpoint, logs, weights) and start over")
+    folder = p.add_mutually_exclusive_group()
+    folder.add_argument("--resume", action="store_true",
+                        help="continue the run of this config in --out, and refuse when --out holds none (without "
+                             "it, a run found there is continued too, and an empty --out starts one)")
+    folder.add_argument("--fresh", action="store_true",
+                        help="discard what --out holds (checkpoint, logs, weights) and start over")
     add_common(p)
 
 

@@ -42,7 +42,7 @@ from coarse2fine.report.accounting import (
 )
 from coarse2fine.report.comparable import incomparable, run_facts, unchecked_lines
 from coarse2fine.report.planner import choose, plan, planned_config
-from coarse2fine.report.plots import plot_files, write_report
+from coarse2fine.report.plots import phase_rows, plot_files, report_data, write_report
 from coarse2fine.report.savings import (
     check_metric,
     format_table,
@@ -66,8 +66,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--metric", default=None,
                    help="metric to compare (default: the baseline config's train.metric; for a log without a config, "
                         "such as the Lightning callback's, its metric= or the records' one validation metric)")
-    p.add_argument("--format", choices=["text", "markdown", "csv"], default="text",
-                   help="table format; csv gives each value and its gain or delta in columns of their own")
+    p.add_argument("--format", choices=["text", "markdown", "csv", "json"], default="text",
+                   help="table format; csv gives each value, its gain or delta and its marks in columns of their own; "
+                        "json: the csv's columns with numbers as numbers, the phase costs and the notes, in one object")
     p.add_argument("--calibrate-rounds", type=int, default=0,
                    help="also time every phase's real step in N interleaved rounds for a calibrated time save")
     p.add_argument("--include-unfinished", action="store_true",
@@ -276,9 +277,10 @@ def batch_list(text: str) -> list[int]:
 
 
 def cmd_bench(args) -> int:
-    for name, value in (("--rounds", args.rounds), ("--block", args.block)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    for name, value, least in (("--rounds", args.rounds, 1), ("--block", args.block, 1), ("--warmup", args.warmup, 0),
+                               ("--classes", args.classes, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
     cfg = load_config(args.config, run_overrides(args))
     check_device(args.device, "--device")
     classes, source = _bench_source(args, cfg)
@@ -474,15 +476,20 @@ def cmd_compare(args) -> int:
     if (base_state := _unfinished(logs[0], configs[0])) is not None:
         notes.append(f"baseline {names[0]}: {base_state}; its best so far is the reference")
     rows = savings_table("Baseline", records[0], runs, metric, higher=higher)
-    print(format_table(rows, args.format), end="")
+    if args.format != "json":
+        print(format_table(rows, args.format), end="")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         write_report(args.out, records[0], runs, metric, f"{names[0]} vs {', '.join(names[1:])}", notes, rows=rows)
-        notes.append(f"Tables and plots in {args.out}: savings.md, savings.csv, phases.csv, "
+        notes.append(f"Tables and plots in {args.out}: savings.md, savings.csv, savings.json, phases.csv, "
                      + ", ".join(plot_files(args.out)))
     notes = [table_note(records[0], runs),
              *notes, *_plan_lines(configs, records, names)]
-    if args.format == "text":
+    if args.format == "json":  # one object: the tables and the notes, as savings.json holds them
+        title = f"{names[0]} vs {', '.join(names[1:])}"
+        print(json.dumps(report_data(title, metric, rows, phase_rows(records[0], runs), notes), indent=1,
+                         ensure_ascii=False))
+    elif args.format == "text":
         print("\n".join(notes))
     elif args.format == "markdown":  # notes as paragraphs under the table
         print("\n" + "\n\n".join(notes))

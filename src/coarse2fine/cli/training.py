@@ -48,6 +48,7 @@ from coarse2fine.report.plots import plot_files
 from coarse2fine.report.savings import best_coarse_value, best_value, format_table
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
+from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run
 from coarse2fine.training.loop import RunResult, train_run
 from coarse2fine.training.progress import show_bars
 
@@ -209,6 +210,9 @@ def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinis
 def _train_one(args, cfg) -> RunResult:
     """Train one run into ``--out`` and print what happened, its best metric (the final phase's;
     the best of the coarse phases beside it) and what each phase change kept."""
+    if args.resume and not holds_run(Path(args.out)):
+        raise RunFolderError(f"--resume: {args.out} holds no run to continue (no {CHECKPOINT}, no log.json); check "
+                             "--out, or leave out --resume to start a run there")
     # the data is read once the folder is claimed: a refused folder or a finished run reads none
     result = train_run(cfg, functools.partial(load_splits, cfg), args.out, progress=show_bars(args.quiet), resume=True,
                        fresh=args.fresh)

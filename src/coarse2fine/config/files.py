@@ -208,10 +208,12 @@ def _key_of(message: str) -> list[str]:
     """The key path an error message starts with (``train.optim.lr: ...``,
     ``train.batch_size 30 must ...``; for unknown keys ``train: unknown key(s) epoch`` the first
     unknown one), as its parts; [] when there is none."""
+    top = re.match(r"unknown top-level key\(s\) (\w+)", message)
+    if top:
+        return [top.group(1)]
     m = re.match(r"([A-Za-z_][\w.\[\]]*): unknown key\(s\) (\w+)", message) or re.match(r"([A-Za-z_][\w.\[\]]*)[: ]", message)
     if not m:
-        m = re.match(r"unknown top-level key\(s\) (\w+)", message)
-        return [m.group(1)] if m else []
+        return []
     dotted = ".".join(g for g in m.groups() if g)
     return [re.sub(r"\[\d+\]$", "", part) for part in dotted.split(".")]
 
@@ -255,7 +257,9 @@ def _named_text(msg: str, keys: Sequence[str], subject: str | None, layers: Sequ
                 later.setdefault(layers[i][0], []).append(".".join(key))
         if later:
             msg += " (" + "; ".join(f"{', '.join(names)} from {where}" for where, names in later.items()) + ")"
-    return msg if source is None or _from_set(source) else f"{source}: {msg}"
+    if source is None or (_from_set(source) and msg.startswith(source.removeprefix("--set ").partition("=")[0])):
+        return msg  # a --set is named as typed when the message starts with its key
+    return f"{source}: {msg}"
 
 
 def _named(err: ValueError, layers: Sequence[tuple[str, dict[str, Any]]], fallback: str | None) -> ValueError:
@@ -263,8 +267,9 @@ def _named(err: ValueError, layers: Sequence[tuple[str, dict[str, Any]]], fallba
     so an ``extends`` chain points at the right file. The key is the one the message starts with,
     or a :class:`~coarse2fine.config.checks.ConfigError`'s ``subject`` (with where its other keys
     were set, when that was later and elsewhere); an error about a combination of keys names
-    where the last of them was set. A key given by ``--set`` is named as typed (the message starts
-    with it), and a message without a key names ``fallback``."""
+    where the last of them was set. A ``--set`` is named as typed: by the message itself when it
+    starts with the key, else first (``--set train.loss=ce: data.multilabel: true ...``); a message
+    without a key names ``fallback``."""
     return ValueError(_named_text(str(err), getattr(err, "keys", ()), getattr(err, "subject", None), layers, fallback))
 
 

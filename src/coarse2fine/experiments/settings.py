@@ -13,7 +13,7 @@ and every seed of each (nothing is trained here; :mod:`coarse2fine.experiments.g
     as many phases have one restart control: run ``restart_11``, row ``Restart 11 (control)``.
     (At R = 1 every method is the identity, and a phase trains at ``train.batch_size``.)
   - ``equal-epochs``: the baseline trained for as many epochs as the longest variant in total
-    (``4-1`` with 10 + 40 epochs: 50): run ``equal_epochs``, row ``Equal epochs 50 (control)``.
+    (``4-1`` with 10 + 40 epochs: 50): run ``equal_epochs_50``, row ``Equal epochs 50 (control)``.
 
   Both need phase lengths fixed in advance (``c2f.switch: fixed``, ``c2f.final_stop: epochs``).
 * **Seeds** (``experiment.seeds`` / ``--seeds N``): seed k of a setting trains with
@@ -138,8 +138,9 @@ def control_settings(base: RunConfig, variants: Sequence[RunConfig], controls: S
             raise ValueError(f"the longest coarse-to-fine run ({longest[0]}) trains {epochs} epochs, no more than the "
                              f"baseline's {base.train.epochs}: the baseline is its own equal-epochs control; leave "
                              "equal-epochs out")
-        cfg = base.baseline("equal_epochs").replace({"train.epochs": epochs})
-        out.append(Setting("equal_epochs", f"Equal epochs {epochs} (control)", "control", cfg,
+        name = f"equal_epochs_{epochs}"  # by its epochs: another variant set trains another control beside it
+        cfg = base.baseline(name).replace({"train.epochs": epochs})
+        out.append(Setting(name, f"Equal epochs {epochs} (control)", "control", cfg,
                            f"the baseline trained {epochs} epochs, as many as {_names(longest)} in total"))
     if "restart" in controls:
         shapes: dict[tuple[int, ...], list[RunConfig]] = {}

@@ -1,6 +1,7 @@
 """Reports of an experiment: the paper's tables (Markdown, CSV) and plots of metric vs cost.
 
-``write_report`` puts, in an experiment's folder: ``savings.md`` / ``savings.csv`` (first epoch
+``write_report`` puts, in an experiment's folder: ``savings.md`` / ``savings.csv`` /
+``savings.json`` (the tables and notes, the CSV's columns with numbers as numbers; first epoch
 that beats the baseline, and trained to convergence; with several seeds, the seeds table of
 :mod:`coarse2fine.report.seeds`), ``phases.csv`` (measured FLOPs and time per epoch of every
 phase, with ratios to the baseline's), any further tables (``kept.csv``: what each phase change
@@ -12,10 +13,11 @@ several seeds the mean curves, shaded ± one standard deviation over the seeds.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import matplotlib
 
@@ -27,6 +29,7 @@ from coarse2fine.report.savings import (  # noqa: E402
     Records,
     baseline_reference,
     format_table,
+    json_rows,
     savings_table,
     table_measures,
     table_note,
@@ -157,4 +160,15 @@ def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Reco
     md = ((f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + note + "\n\n"
           + "".join(f"{n}\n\n" for n in notes) + extra + format_table(prows, "markdown"))
     atomic.write_text(out_dir / "savings.md", md)
+    data = report_data(title, metric, rows, prows, [note, *notes], {t.stem: t.rows for t in tables})
+    atomic.write_text(out_dir / "savings.json", json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     return md
+
+
+def report_data(title: str, metric: str, rows: Sequence[Mapping[str, str]], prows: Sequence[Mapping[str, str]],
+                notes: Sequence[str], tables: Mapping[str, Sequence[Mapping[str, str]]] | None = None) -> dict[str, Any]:
+    """A report as JSON gives it (``savings.json``, ``compare --format json``): the main table and
+    the phase costs (and further tables, by their CSV's stem) with the CSV's column names and
+    numbers as numbers (:func:`~coarse2fine.report.savings.json_rows`), and the notes."""
+    return {"title": title, "metric": metric, "savings": json_rows(rows), "phases": json_rows(prows),
+            **{stem: json_rows(t) for stem, t in (tables or {}).items()}, "notes": list(notes)}

@@ -45,7 +45,8 @@ from coarse2fine.training.records import (
 Records = Sequence[EpochRecord | Mapping[str, Any]]
 FRACTION_METRICS = frozenset({"acc", "mAP", "mAUC"})
 _DISPLAY = {"acc": "Acc", "d_prime": "d-prime"}
-FORMATS = ("markdown", "csv", "text")
+FORMATS = ("markdown", "csv", "text", "json")
+MARKS = "*†‡"  # appended to a time save: busy machine, other machines, the machine's speed changed (time_marks)
 SPREAD_LIMIT = 2.0
 # How far a run's full-resolution step may cost from the baseline's (the same step: same model,
 # geometry and batch) before its in-run time saves are marked: the machine's speed changed.
@@ -498,10 +499,12 @@ def csv_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     and a column holding ``mean ± std`` cells becomes two, the mean and the std (``Best Acc (mean ±
     std)`` -> ``Best Acc``, ``Best Acc std``; empty where a cell has no spread), and a column of
     ``value [low, high]`` cells three (``Paired gain (95 % CI)`` -> ``Paired gain``, ``Paired gain
-    CI low``, ``Paired gain CI high``), so that each cell holds one number; the other columns stay
-    as they are."""
+    CI low``, ``Paired gain CI high``), and a column whose cells carry :data:`MARKS` two, the
+    value and its marks (``Wall time save (%)`` -> ``Wall time save (%)``, ``Wall time save (%)
+    marks``), so that each cell holds one number; the other columns stay as they are."""
     spread = {col for row in rows for col, cell in row.items() if SPREAD_SIGN in str(cell)}
     interval = {col for row in rows for col, cell in row.items() if INTERVAL.fullmatch(str(cell))}
+    marked = {col for row in rows for col, cell in row.items() if str(cell)[-1:] in tuple(MARKS)}
     out = []
     for row in rows:
         new: dict[str, str] = {}
@@ -516,6 +519,10 @@ def csv_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
                 head = col.removesuffix(" (mean ± std)").removesuffix(" (± std)")
                 new[head], _, new[f"{head} std"] = str(cell).partition(SPREAD_SIGN)
                 continue
+            if col in marked:
+                value = str(cell).rstrip(MARKS)
+                new[col], new[f"{col} marks"] = value, str(cell)[len(value):]
+                continue
             if suffix is None:
                 new[col] = cell
                 continue
@@ -525,20 +532,41 @@ def csv_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     return out
 
 
+def json_value(cell: str) -> float | int | str | None:
+    """A CSV cell as JSON gives it: a number as a number, ``-`` or an empty cell as null, text
+    (``not reached``, a name, marks) as it is."""
+    if cell in ("", "-"):
+        return None
+    try:
+        number = float(cell)
+    except ValueError:
+        return cell
+    return int(number) if re.fullmatch(r"[+-]?\d+", cell) else number
+
+
+def json_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Rows as JSON gives them: the CSV's columns (:func:`csv_rows`), under the same names, with
+    numbers as numbers (:func:`json_value`)."""
+    return [{col: json_value(str(cell)) for col, cell in row.items()} for row in csv_rows(rows)]
+
+
 def _grid(rows: Sequence[Mapping[str, str]]) -> tuple[list[str], list[list[str]]]:
     cols = list(rows[0])
     return cols, [[str(r.get(c, "")) for c in cols] for r in rows]
 
 
 def format_table(rows: Sequence[Mapping[str, str]], fmt: str = "markdown") -> str:
-    """Render :func:`savings_table` rows as ``markdown``, ``csv`` or aligned plain ``text``.
+    """Render :func:`savings_table` rows as ``markdown``, ``csv``, ``json`` or aligned plain ``text``.
 
     The columns are those of the first row. In markdown and text the first column is
     left-aligned and the others right-aligned; in CSV a ``value (difference)`` column is two
-    (:func:`csv_rows`). The result ends with a newline ("" for no rows).
+    (:func:`csv_rows`); JSON is a list of objects with the CSV's columns (:func:`json_rows`).
+    The result ends with a newline ("" for no rows; ``[]`` in JSON).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "json":
+        return json.dumps(json_rows(rows), indent=1, ensure_ascii=False) + "\n"
     if not rows:
         return ""
     cols, cells = _grid(csv_rows(rows) if fmt == "csv" else rows)
@@ -554,6 +582,7 @@ def format_table(rows: Sequence[Mapping[str, str]], fmt: str = "markdown") -> st
         return [v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))]
 
     if fmt == "markdown":
+        widths = [max(w, 3) for w in widths]  # a delimiter cell needs a '-' beside its ':' (GFM)
         rule = [("-" * w if i == 0 else "-" * (w - 1) + ":") for i, w in enumerate(widths)]
         lines = [align(cols), rule, *(align(row) for row in cells)]
         return "".join("| " + " | ".join(line) + " |\n" for line in lines)

@@ -43,6 +43,11 @@ class RunFolderError(ValueError):
     """The output folder holds another run that this one would overwrite."""
 
 
+def holds_run(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a run to continue or reuse: a checkpoint or a run log."""
+    return (out_dir / CHECKPOINT).exists() or (out_dir / "log.json").exists()
+
+
 def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
                  fresh: bool) -> tuple[list[EpochRecord], list[PhaseRecord]] | None:
     """Apply the run-folder rules to a run of ``config`` (a config dict): with ``resume`` a

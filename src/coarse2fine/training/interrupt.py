@@ -84,8 +84,9 @@ def stop_on_signals() -> Iterator[StopRequest]:
         if request.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         request.signum = signum
+        now = "Ctrl-C again" if signum == signal.SIGINT else "a SIGINT (Ctrl-C)"
         log.warning("%s: stopping after this step to write a checkpoint; the same command continues the run "
-                    "(Ctrl-C again to stop at once, from the last checkpoint)", request.name)
+                    "(%s stops at once, from the last checkpoint)", request.name, now)
 
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     for s in SIGNALS:
