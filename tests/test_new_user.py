@@ -362,7 +362,13 @@ def test_time_saves_of_runs_whose_same_full_resolution_step_took_longer_are_mark
                                                                            "steady": [runs["steady"]] * 2}, "acc")}
     assert seeds["slower"]["Wall time save (%)"].endswith("‡") and seeds["slower"]["Step time save (%)"].endswith("‡")
     assert not seeds["slower"]["Calibrated time save (%)"].endswith("‡")
+    assert not seeds["slower"]["Run calibrated time (x baseline)"].endswith("‡")  # timed in one process
     assert not any(cell.endswith("‡") for cell in seeds["steady"].values())
+    uncalibrated = {name: [dataclasses.replace(r, cal_time=None) for r in recs] for name, recs in runs.items()}
+    plain = [dataclasses.replace(r, cal_time=None) for r in base]
+    seeds = {r["Setting"]: r for r in seed_table("Baseline", [plain, plain], {"slower": [uncalibrated["slower"]] * 2},
+                                                 "acc")}
+    assert seeds["slower"]["Run step time (x baseline)"].endswith("‡")  # the run's cost in the drifted measure
 
 
 def test_the_cpu_is_named_with_the_instructions_torch_uses():

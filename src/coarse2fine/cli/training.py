@@ -148,7 +148,7 @@ def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, 
     print("\nMeasured FLOPs and time per training epoch, by phase (ratios to the baseline's epoch):")
     print(format_table(report.phases, "text"))
     plots = ", ".join(plot_files(out_root))
-    print(f"Tables and plots in {out_root}: savings.md, savings.csv, phases.csv{', kept.csv' if report.kept else ''}, {plots}")
+    print(f"Tables and plots in {out_root}: savings.md, savings.csv, savings.json, phases.csv{', kept.csv' if report.kept else ''}, {plots}")
     return report
 
 

@@ -205,7 +205,9 @@ def seed_table(baseline_name: str, baseline: SeedRuns, runs: Mapping[str, SeedRu
         else:
             beat = ["not reached", *["-"] * (2 + len(time_measures))]
         cost = [f"{means[name][-1].cum_flops / base_flops:.2f}" if base_flops > 0 else "n/a",
-                f"{cumulative_time(means[name], robust)[-1] / base_time:.2f}" if base_time > 0 else "n/a"]
+                f"{cumulative_time(means[name], robust)[-1] / base_time:.2f}" + time_marks(robust, name, baseline_name,
+                                                                                           set(), elsewhere, drift)
+                if base_time > 0 else "n/a"]
         assert s.gain is not None
         rows.append(dict(zip(cols, [name, str(len(seeds)), format_spread(s.mean, s.std, metric),
                                     format_gain(s.gain, s.interval, metric), *beat, *cost])))
