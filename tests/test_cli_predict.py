@@ -174,3 +174,48 @@ def test_predict_feeds_a_folder_of_clips_what_evaluation_fed_the_model(tmp_path,
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(run), str(tmp_path / "empty"), "--device", "cpu", "--quiet"]) == 2
     assert f"{tmp_path / 'empty'}: no audio files in this folder" in capsys.readouterr().err
+
+
+def test_predict_on_what_is_not_a_model_folder_says_what_it_is_in_one_line(tmp_path, capsys):
+    # A new user's case: an experiment folder (run folders and savings.md) given for a run said
+    # "runs/exp/config.json: file not found".
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for name in ("baseline", "fshift_41", "patch_41", "pool_41", "pool_21"):
+        _write_run(exp / name, {"clip_seconds": 0.5})
+    (exp / "savings.md").write_text("| run | |\n")
+    (exp / "unfinished").mkdir()
+    (exp / "unfinished" / "config.yaml").write_text("extends: demo\n")
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(8000, dtype=np.float32), 16000)
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        exp: f"{exp}: neither a run folder nor a Hugging Face model folder; {exp} holds runs: baseline, fshift_41, "
+             f"patch_41, pool_21, ... (6 in all): give one of them, e.g. {exp / 'baseline'}",
+        tmp_path / "empty": f"{tmp_path / 'empty'}: neither a run folder nor a Hugging Face model folder "
+                            "(no model_config.json, config.yaml or config.json in it)",
+        tmp_path / "gone": f"{tmp_path / 'gone'}: no such folder (give a run folder or a Hugging Face model folder)",
+        clip: f"{clip}: an audio file, not a run folder or a Hugging Face model folder; give the model first, "
+              "then the audio files",
+        tmp_path / "model.onnx": f"{tmp_path / 'model.onnx'}: an ONNX file, not a run folder or a Hugging Face model "
+                                 f"folder; give the run folder it was exported from, and the file as --onnx "
+                                 f"{tmp_path / 'model.onnx'}",
+        exp / "baseline" / "model.safetensors": f"{exp / 'baseline' / 'model.safetensors'}: a weights file, not a run "
+                                                f"folder or a Hugging Face model folder; give the run folder that holds "
+                                                f"it ({exp / 'baseline'}) and --weights model.safetensors",
+        exp / "savings.md": f"{exp / 'savings.md'}: a file, not a run folder or a Hugging Face model folder",
+    }
+    capsys.readouterr()
+    for target, message in cases.items():
+        assert main(["predict", str(target), str(clip), "--device", "cpu", "--quiet"]) == 2, target
+        captured = capsys.readouterr()
+        assert captured.err.strip() == f"coarse2fine: error: {message}" and captured.out == "", captured.err
+    # The export commands take run folders only, and say so as predict does.
+    assert main(["export-hf", str(exp), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (f"coarse2fine: error: {exp}: not a run folder; {exp} holds runs: "
+                                               f"baseline, fshift_41, patch_41, pool_21, ... (6 in all): give one of "
+                                               f"them, e.g. {exp / 'baseline'}")
+    # One of the runs it names is what predict takes.
+    assert main(["predict", str(exp / "baseline"), str(clip), "--device", "cpu", "--quiet"]) == 0
+    assert str(clip) in capsys.readouterr().out

@@ -5,6 +5,7 @@ is refused, and what was taken is summarised for the run's log."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -19,9 +20,12 @@ from coarse2fine.config import RunConfig, load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.pretraining import finetune_config
 from coarse2fine.model import C2FModel
-from coarse2fine.model.transfer import SHOWN_MISMATCHES, TransferSummary, initialise
+from coarse2fine.model.ast import AST, ASTConfig
+from coarse2fine.model.ast.hf import export_hf_checkpoint
+from coarse2fine.model.transfer import SHOWN_MISMATCHES, TransferSummary, initialise, transfer_weights
 from coarse2fine.training.loop import train_run
 
+AST_TINY = dict(embed_dim=32, depth=2, num_heads=2, num_mel_bins=32, target_length=64, patch_size=(8, 8))
 TINY = ["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "c2f.schedule=1", "train.batch_size=8",
         "train.threads=1"]
 
@@ -104,9 +108,52 @@ def test_initialising_from_a_run_returns_what_was_taken_for_the_log(runs):
     target = model_of(tiny_config("ssast", "micro"), num_classes=3)  # other classes: the head is not taken
     summary = initialise(target, str(runs["ssast"]))
     heads = tuple(sorted(target.head_keys()))
-    assert heads and summary == TransferSummary(f"run {runs['ssast']}", len(target.state_dict()) - len(heads), heads, ())
-    assert summary.to_dict() == {"source": f"run {runs['ssast']}", "taken": summary.taken, "new": len(heads), "unused": 0,
-                                 "new_tensors": list(heads)}
+    # the source's head (8 classes) is not used: it is counted with what was left unused
+    assert heads and summary == TransferSummary(f"run {runs['ssast']}", len(target.state_dict()) - len(heads), heads,
+                                                heads)
+    assert summary.to_dict() == {"source": f"run {runs['ssast']}", "taken": summary.taken, "new": len(heads),
+                                 "unused": len(heads), "new_tensors": list(heads), "unused_tensors": list(heads)}
+
+
+def _init_line(caplog) -> str:
+    """The one log line an initialisation wrote."""
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("initialised from")]
+    return line
+
+
+def test_init_from_a_hugging_face_folder_of_other_classes_logs_the_head_it_replaced(tmp_path, caplog):
+    # A new user's case: a Hugging Face AST folder of 10 classes into a 6-class task logged "unused: none".
+    export_hf_checkpoint(AST(ASTConfig(num_classes=10, **AST_TINY)), tmp_path / "hf")
+    target = AST(ASTConfig(num_classes=6, **AST_TINY))
+    with caplog.at_level(logging.INFO, logger="coarse2fine.model.transfer"):
+        summary = initialise(target, str(tmp_path / "hf"))
+    line = _init_line(caplog)
+    assert line.endswith("new: head.fc.bias, head.fc.weight; "
+                         "unused: head.fc.bias, head.fc.weight (10 classes, task has 6: new head)"), line
+    assert summary.new == summary.unused == ("head.fc.bias", "head.fc.weight")
+    assert summary.to_dict()["unused"] == 2 and summary.to_dict()["unused_tensors"] == ["head.fc.bias", "head.fc.weight"]
+
+
+def test_the_init_from_log_line_names_every_tensor_not_loaded_as_is_in_one_short_line(caplog):
+    # Three blocks the target has no place for (36 tensors, summarised by block), a positional
+    # embedding resized to the target's shorter input, and the classes the same: the head is taken.
+    source = AST(ASTConfig(num_classes=6, **{**AST_TINY, "depth": 5}))
+    target = AST(ASTConfig(num_classes=6, **{**AST_TINY, "target_length": 32}))
+    with caplog.at_level(logging.INFO, logger="coarse2fine.model.transfer"):
+        summary = transfer_weights(source, target, "src")
+    line = _init_line(caplog)
+    assert line == ("initialised from src: 35 tensors taken; resized to this model's geometry: "
+                    "pos_embed [1, 10, 32] -> [1, 6, 32]; new: none; unused: not in this model: "
+                    "blocks.2.* (12 tensors), blocks.3.* (12 tensors), blocks.4.* (12 tensors)"), line
+    assert len(summary.unused) == 36 and summary.new == ()
+
+
+def test_long_lists_of_tensors_are_grouped_by_module_or_counted():
+    from coarse2fine.model.transfer import name_list
+
+    assert name_list([]) == "none" and name_list(["a.w", "a.b"]) == "a.w, a.b"
+    assert name_list([f"blocks.{b}.{n}" for b in (2, 3) for n in "abcd"], 6) == "blocks.2.* (4 tensors), blocks.3.* (4 tensors)"
+    assert name_list([f"x{i}" for i in range(9)], 6) == "x0, x1, x2, x3, x4, x5, ... 3 more (9 tensors in all)"
 
 
 def test_the_run_log_keeps_what_init_from_gave_also_when_resumed(runs, tmp_path):

@@ -19,6 +19,7 @@ from coarse2fine.compression import Compression  # noqa: E402
 from coarse2fine.config import load_config  # noqa: E402
 from coarse2fine.core import Schedule  # noqa: E402
 from coarse2fine.data.sources import load_splits  # noqa: E402
+from coarse2fine.integrations import lightning as lightning_integration  # noqa: E402
 from coarse2fine.integrations.lightning import CoarseToFine, ConfigModule, config_loaders  # noqa: E402
 from coarse2fine.phases import Phase  # noqa: E402
 from coarse2fine.report.savings import load_records  # noqa: E402
@@ -46,8 +47,8 @@ def _config(case: str):
     return load_config("demo", [*TINY, *CASES[case]])
 
 
-def _lightning_run(cfg, splits, out, *, ckpt_path=None, callbacks=(), **trainer_kwargs):
-    module = ConfigModule(cfg, splits.train.num_classes, len(splits.train))
+def _lightning_run(cfg, splits, out, *, ckpt_path=None, callbacks=(), module_cls=ConfigModule, **trainer_kwargs):
+    module = module_cls(cfg, splits.train.num_classes, len(splits.train))
     c2f = CoarseToFine.from_config(cfg, log_path=out / "c2f_log.json", classes=splits.train.class_names)
     train, val = config_loaders(cfg, splits)
     trainer_kwargs.setdefault("max_epochs", cfg.schedule().epochs)
@@ -61,6 +62,36 @@ def _lightning_run(cfg, splits, out, *, ckpt_path=None, callbacks=(), **trainer_
 def _max_diff(a, b) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def _metrics(records) -> dict:
+    """Every record's ``train_loss`` and metrics, keyed ``epoch/name`` (for ``pytest.approx``)."""
+    return {f"{x.epoch}/{name}": value for x in records
+            for name, value in {"train_loss": x.train_loss, **x.metrics}.items()}
+
+
+class _Logging(ConfigModule):
+    """``ConfigModule`` (``train_loss`` logged with ``on_epoch=True``, weighted by batch size) that
+    also logs a sum and a max over the epoch, and keeps every step's loss to check the records by."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.steps = []  # (epoch, global step, loss, batch size)
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_clips", float(len(batch[0])), on_step=False, on_epoch=True, reduce_fx="sum")
+        self.log("train_worst", loss.detach(), on_step=True, on_epoch=True, reduce_fx="max")
+        self.steps.append((self.current_epoch, self.global_step, loss.item(), len(batch[0])))
+        return loss
+
+
+def _means(steps, part=lambda epoch, step: epoch) -> list[float]:
+    """The mean loss per clip of each epoch (or ``part``) of ``_Logging.steps``."""
+    parts: dict = {}
+    for epoch, step, loss, n in steps:
+        parts.setdefault(part(epoch, step), []).append((loss, n))
+    return [sum(loss * n for loss, n in p) / sum(n for _, n in p) for _, p in sorted(parts.items())]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +124,11 @@ def test_lightning_run_matches_the_cli_run(runs, case):
     assert [x.lr for x in lit] == pytest.approx([x.lr for x in cli]) and lit[1].lr == pytest.approx(lit[0].lr)
     assert [x.metric("acc") for x in lit] == pytest.approx([x.metric("acc") for x in cli], abs=1e-6)
     assert [x.metric("val_loss") for x in lit] == pytest.approx([x.metric("val_loss") for x in cli], rel=1e-5)
+    # Each epoch's own training loss (the mean per clip), in the run log and the records as the CLI
+    # records it: not the epoch's before.
+    logged = [x.train_loss for x in load_records(r["root"] / "lightning" / "c2f_log.json")]
+    assert logged == pytest.approx([x.train_loss for x in load_records(r["root"] / "cli" / "log.json")], rel=1e-5)
+    assert [x.train_loss for x in lit] == logged and [x.train_loss for x in cli] == pytest.approx(logged, rel=1e-5)
     # Same seed, same data order, same augmentation draws: the same final weights.
     assert _max_diff(r["cli_weights"], r["module"].model.state_dict()) <= 1e-5
     # The records are a run log that the savings tables read.
@@ -138,6 +174,7 @@ def test_resumes_from_a_checkpoint_of_the_coarse_phase(runs, tmp_path):
     # ... and resuming from it ends where the uninterrupted run ended.
     module, c2f, _ = _lightning_run(cfg, splits, tmp_path / "resumed", ckpt_path=ckpt)
     assert [(x.epoch, x.R, x.train_flops) for x in c2f.records] == [(x.epoch, x.R, x.train_flops) for x in r["c2f"].records]
+    assert _metrics(c2f.records) == pytest.approx(_metrics(r["c2f"].records), rel=1e-5)
     assert _max_diff(module.model.state_dict(), r["module"].model.state_dict()) <= 1e-6
 
 
@@ -149,10 +186,76 @@ def test_resumes_in_the_middle_of_a_coarse_epoch(runs, tmp_path):
     _lightning_run(cfg, splits, tmp_path / "killed", callbacks=[every_2], max_steps=2)
     partial = torch.load(tmp_path / "ckpt" / "step=2.ckpt", weights_only=True)["callbacks"]["CoarseToFine"]["partial"]
     assert partial["steps"] == 2 and len(partial["step_times"]) == 2 and partial["batch"] == 8
+    # Lightning's checkpoints keep no sums of what was logged: the callback's carry the epoch's so far.
+    assert partial["logged"]["training_step.train_loss"]["count"] == 16
     module, c2f, _ = _lightning_run(cfg, splits, tmp_path / "resumed", ckpt_path=tmp_path / "ckpt" / "step=2.ckpt")
     assert [(x.epoch, x.R, x.clips, x.train_flops) for x in c2f.records] == \
         [(x.epoch, x.R, x.clips, x.train_flops) for x in r["c2f"].records]
+    assert _metrics(c2f.records) == pytest.approx(_metrics(r["c2f"].records), rel=1e-5)  # epoch 1's loss: all 4 steps'
     assert _max_diff(module.model.state_dict(), r["module"].model.state_dict()) <= 1e-6
+
+
+def test_resumes_from_a_checkpoint_written_at_an_epochs_validation(runs, tmp_path):
+    """Validating every 2nd epoch, ModelCheckpoint saves at the validation, before the epoch's end
+    (and record): resuming from it records the epoch with its validation and training metrics, and
+    trains the next epoch whole."""
+    r = runs["fshift"]
+    cfg, splits = r["cfg"], r["splits"]
+    every_2nd = dict(check_val_every_n_epoch=2, module_cls=_Logging)
+    _, whole, _ = _lightning_run(cfg, splits, tmp_path / "whole", **every_2nd)
+    at_validation = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, filename="{epoch}")
+    _lightning_run(cfg, splits, tmp_path / "killed", callbacks=[at_validation], max_epochs=2, **every_2nd)
+    ckpt = tmp_path / "ckpt" / "epoch=1.ckpt"
+    state = torch.load(ckpt, weights_only=True)["callbacks"]["CoarseToFine"]
+    assert len(state["records"]) == 1 and state["partial"]["steps"] == 4 and "acc" in state["partial"]["val_metrics"]
+    module, c2f, _ = _lightning_run(cfg, splits, tmp_path / "resumed", ckpt_path=ckpt, **every_2nd)
+    assert [(x.epoch, x.steps, x.clips) for x in c2f.records] == [(1, 4, 32), (2, 4, 32), (3, 4, 32)]
+    assert [x.epoch for x in c2f.records if "acc" in x.metrics] == [2]
+    assert _metrics(c2f.records) == pytest.approx(_metrics(whole.records), rel=1e-6)
+    assert _max_diff(module.model.state_dict(), r["module"].model.state_dict()) <= 1e-6
+
+
+# Trainer settings of validation, and the epochs that validate.
+VALIDATION = {"every epoch": ({}, [1, 2, 3]), "every 2nd epoch": ({"check_val_every_n_epoch": 2}, [2]),
+              "none": ({"limit_val_batches": 0}, []), "twice an epoch": ({"val_check_interval": 0.5}, [1, 2, 3])}
+
+
+@pytest.mark.parametrize("validation", list(VALIDATION))
+def test_records_carry_each_epochs_own_training_metrics(runs, tmp_path, validation):
+    """What training logs with on_epoch=True is the epoch's own, reduced as logged (Lightning
+    reduces it after the epoch's validation), the last epoch's included; validation metrics only in
+    the epochs that validate (their last validation's); the run log written after each epoch the same."""
+    r = runs["fshift"]
+    settings, validated = VALIDATION[validation]
+    module, c2f, _ = _lightning_run(r["cfg"], r["splits"], tmp_path, module_cls=_Logging, **settings)
+    recs = c2f.records
+    assert [x.epoch for x in recs] == [1, 2, 3]
+    assert [x.train_loss for x in recs] == pytest.approx(_means(module.steps), rel=1e-6)
+    assert [x.metric("train_clips") for x in recs] == [32.0] * 3  # a sum over the epoch's 4 steps
+    worst = [max(loss for e, _, loss, _ in module.steps if e == epoch) for epoch in range(3)]
+    assert [x.metric("train_worst") for x in recs] == pytest.approx(worst)  # a max, logged on step and epoch
+    assert [x.metric("train_worst_epoch") for x in recs] == [x.metric("train_worst") for x in recs]
+    assert not [name for x in recs for name in x.metrics if name in ("train_loss", "train_worst_step")]
+    assert [x.epoch for x in recs if "val_loss" in x.metrics] == validated
+    whole = r["c2f"].records  # validating every epoch: the same weights at each epoch's end
+    for x in recs:
+        if x.epoch in validated:
+            assert x.metrics == pytest.approx({**whole[x.epoch - 1].metrics, **{k: x.metrics[k] for k in x.metrics
+                                                                              if k.startswith("train")}}, rel=1e-5)
+    assert _metrics(load_records(tmp_path / "c2f_log.json")) == _metrics(recs)
+
+
+def test_a_lightning_that_keeps_its_logged_values_elsewhere_falls_back_to_callback_metrics(runs, tmp_path,
+                                                                                           monkeypatch, caplog):
+    """The exact sums come from Lightning 2.6's loops; another layout of them must not lose the
+    epoch's values: each record then takes trainer.callback_metrics at the epoch's end."""
+    monkeypatch.setattr(lightning_integration, "_keeps_results", lambda trainer: False)
+    r = runs["fshift"]
+    with caplog.at_level(logging.WARNING):
+        module, c2f, _ = _lightning_run(r["cfg"], r["splits"], tmp_path, module_cls=_Logging)
+    assert "each epoch's record takes trainer.callback_metrics" in caplog.text
+    assert [x.train_loss for x in c2f.records] == pytest.approx(_means(module.steps), rel=1e-6)
+    assert [x.epoch for x in c2f.records if "val_loss" in x.metrics] == [1, 2, 3]
 
 
 class _Probe(pl.Callback):
@@ -169,7 +272,7 @@ class _Probe(pl.Callback):
 def test_switches_phase_at_a_step_in_the_middle_of_an_epoch(runs, tmp_path):
     r = runs["fshift"]
     cfg, splits = r["cfg"], r["splits"]
-    module = ConfigModule(cfg, splits.train.num_classes, len(splits.train))
+    module = _Logging(cfg, splits.train.num_classes, len(splits.train))
     schedule = Schedule((Phase(4, 1), Phase(1, 1)), frames=128, mel_bins=128, method="avgpool")
     c2f = CoarseToFine(schedule, inputs="waveforms", features=cfg.features.spec(), switch="step", steps_per_epoch=2)
     probe = _Probe()
@@ -182,6 +285,12 @@ def test_switches_phase_at_a_step_in_the_middle_of_an_epoch(runs, tmp_path):
     lrs = [lr for _, lr, _ in probe.steps]
     assert lrs[2] == pytest.approx(lrs[0]) and lrs[1] > lrs[0]  # the warm-up starts again
     assert [(x.epoch, x.phase, x.R, x.steps) for x in c2f.records] == [(1, 0, 4, 2), (1, 1, 1, 2)]
+    # Each part's own training metrics (Lightning's sums at the switch taken off) and the epoch's
+    # validation in the part that ends with it.
+    parts = _means(module.steps, lambda epoch, step: step // 2)
+    assert [x.train_loss for x in c2f.records] == pytest.approx(parts, rel=1e-6)
+    assert [x.metric("train_clips") for x in c2f.records] == [16.0, 16.0]
+    assert ["acc" in x.metrics for x in c2f.records] == [False, True]
 
 
 def _spec():

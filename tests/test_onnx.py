@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -81,3 +82,96 @@ def test_export_prints_no_third_party_noise(exported):
     deprecations, once per process: a user's export-onnx shows none of them."""
     _, _, logged = exported
     assert "torchvision" not in logged and "LeafSpec" not in logged and "Warning" not in logged, logged
+
+
+def _tone(path):
+    t = np.arange(int(16000 * 2.0)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    return path
+
+
+def test_an_export_of_other_weights_than_predict_would_use_is_refused(tmp_path, capsys):
+    """A new user's case: export-onnx of an unfinished run's checkpoint wrote RUN/model.onnx; once
+    the run had finished, predict --onnx RUN/model.onnx scored with the checkpoint's weights."""
+    from safetensors.torch import load_file, save_file
+
+    from killing import kill_after_checkpoint
+
+    run, clip = tmp_path / "unf", _tone(tmp_path / "clip.wav")
+    args = ["train", "demo", "--out", str(run), "--quiet", *[a for s in [*TRAIN, "train.checkpoint_every=1"]
+                                                            for a in ("--set", s)]]
+    kill_after_checkpoint(args, run, phase=0)
+    ckpt = run / "checkpoint.safetensors"
+    # The export is named after its weights and says which weights it exported.
+    assert main(["export-onnx", str(run), "--weights", "checkpoint.safetensors", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"exported {ckpt} (ast, phase 1, epoch 1, step " in printed and f"to {run / 'checkpoint.onnx'} (" in printed
+    assert (run / "checkpoint.onnx").is_file() and not (run / "model.onnx").exists()
+    onnx = OnnxClassifier(run / "checkpoint.onnx")  # the file says where it came from
+    assert (onnx.weights, onnx.weights_sha256) == ("checkpoint.safetensors", hashlib.sha256(ckpt.read_bytes()).hexdigest())
+    assert main(["predict", str(run), str(clip), "--weights", "checkpoint.safetensors", "--onnx",
+                 str(run / "checkpoint.onnx"), "--quiet"]) == 0
+    # The user's file: the checkpoint's export under the finished model's name; then the run finishes.
+    assert main(["export-onnx", str(run), "--weights", "checkpoint.safetensors", "--out", str(run / "model.onnx"),
+                 "--quiet"]) == 0
+    assert main(args) == 0 and not ckpt.exists()
+    capsys.readouterr()
+    assert main(["predict", str(run), str(clip), "--onnx", str(run / "model.onnx"), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and captured.out == "", err
+    assert (f"{run / 'model.onnx'} was exported from checkpoint.safetensors (sha256 {onnx.weights_sha256[:12]}), "
+            f"not from {run / 'model.safetensors'} (sha256 ") in err
+    assert f"export it again (coarse2fine export-onnx {run}: writes {run / 'model.onnx'})" in err
+    # Exported again from the final weights: accepted, and the same scores as PyTorch.
+    assert main(["export-onnx", str(run), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(run), str(clip), "--json", "--device", "cpu", "--quiet"]) == 0
+    (torch_pred,) = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(run), str(clip), "--json", "--onnx", str(run / "model.onnx"), "--quiet"]) == 0
+    (onnx_pred,) = json.loads(capsys.readouterr().out)
+    assert np.allclose(onnx_pred["scores"], torch_pred["scores"], atol=1e-5)
+    # From Python: other weights are refused, naming the file the export came from when it is there,
+    from coarse2fine.onnx_model import check_source
+
+    weights = load_file(run / "model.safetensors")
+    weights["head.fc.bias"] = weights["head.fc.bias"] + 0.1
+    save_file(weights, run / "model_wa.safetensors")
+    with pytest.raises(ValueError, match=f"was exported from model.safetensors .* not from {run / 'model_wa.safetensors'}"
+                                         r".*--weights model_wa.safetensors: writes .*model_wa.onnx\), or give "
+                                         r"--weights model.safetensors, the weights it came from$"):
+        check_source(OnnxClassifier(run / "model.onnx"), run / "model_wa.safetensors")
+    # and so is a weights file rewritten since the export (the same name, another content).
+    save_file(weights, run / "model.safetensors")
+    with pytest.raises(ValueError, match=r"was exported from an earlier .*model\.safetensors \(sha256 "):
+        check_source(OnnxClassifier(run / "model.onnx"), run / "model.safetensors")
+
+
+def test_an_export_that_records_no_weights_is_used_with_a_warning(exported, tmp_path, capsys, caplog):
+    import onnx
+
+    run, _, _ = exported
+    proto = onnx.load(str(run / "model.onnx"))
+    kept = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith("coarse2fine.weights")]
+    assert len(kept) == len(proto.metadata_props) - 2  # the export recorded the weights' name and digest
+    del proto.metadata_props[:]
+    for key, value in kept:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp_path / "old.onnx"))  # as exported before the weights were recorded
+    assert OnnxClassifier(tmp_path / "old.onnx").weights_sha256 is None
+    with caplog.at_level("WARNING", logger="coarse2fine.onnx_model"):
+        assert main(["predict", str(run), str(_tone(tmp_path / "clip.wav")), "--onnx", str(tmp_path / "old.onnx"),
+                     "--quiet"]) == 0
+    assert f"{tmp_path / 'old.onnx'} records no weights file it was exported from" in caplog.text
+    assert "cannot check that it is the model of" in caplog.text and "clip.wav" in capsys.readouterr().out
+
+
+def test_a_hugging_face_folder_with_an_export_is_scored_with_a_warning(exported, tmp_path, capsys, caplog):
+    run, _, _ = exported
+    assert main(["export-hf", str(run), "--out", str(tmp_path / "hf"), "--quiet"]) == 0
+    with caplog.at_level("WARNING", logger="coarse2fine"):
+        assert main(["predict", str(tmp_path / "hf"), str(_tone(tmp_path / "clip.wav")), "--onnx",
+                     str(run / "model.onnx"), "--quiet"]) == 0
+    assert "whose weights cannot be checked against a Hugging Face folder's" in caplog.text
+    assert "clip.wav" in capsys.readouterr().out

@@ -3,9 +3,11 @@
 :func:`export_onnx` writes a model at its current geometry (a finished run's model: full
 resolution) as one ``.onnx`` file with input ``features`` ``[batch, frames, mel bins]`` (batch
 dynamic, geometry fixed) and output ``logits`` ``[batch, classes]``, through ``torch.onnx.export``'s
-dynamo exporter; the geometry, classes and architecture go into the file's metadata.
+dynamo exporter; the geometry, classes and architecture go into the file's metadata, and so do
+the name and SHA-256 of the weights file it was exported from (``weights=``).
 :func:`check_onnx` runs it with onnxruntime on real inputs and compares with PyTorch.
-:class:`OnnxClassifier` scores features with onnxruntime wherever ``predict`` takes a model.
+:class:`OnnxClassifier` scores features with onnxruntime wherever ``predict`` takes a model;
+:func:`check_source` refuses an export of other weights than those a run's ``predict`` would use.
 
 Requires ``pip install "coarse2fine[onnx]"`` (onnx, onnxruntime, onnxscript); imported lazily.
 """
@@ -13,6 +15,7 @@ Requires ``pip install "coarse2fine[onnx]"`` (onnx, onnxruntime, onnxscript); im
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import logging
 import os
@@ -32,6 +35,9 @@ from coarse2fine.model.base import C2FModel
 
 ATOL, RTOL = 1e-4, 1e-3
 INPUT, OUTPUT = "features", "logits"
+WEIGHTS_KEY, DIGEST_KEY = "coarse2fine.weights", "coarse2fine.weights_sha256"  # where the export came from
+SHOWN_DIGEST = 12  # hex digits of a SHA-256 shown in messages
+log = logging.getLogger(__name__)
 # The exporter logs an INFO line per optimised initializer, and a warning per torchvision operator
 # it cannot register (torchvision is no dependency here: no model of ours uses its operators).
 _EXPORTER_LOGGERS = {"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING, "torch.onnx": logging.WARNING,
@@ -50,9 +56,22 @@ def _require(module: str) -> Any:
     return require(module, "onnx", "ONNX export and inference")
 
 
-def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2) -> Path:
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2,
+                weights: str | os.PathLike | None = None) -> Path:
     """Write ``model`` (eval mode, at its current geometry) to ``path`` as ONNX: dynamic batch,
-    fixed ``frames`` x ``mel bins``, the weights inside the file. Returns the path."""
+    fixed ``frames`` x ``mel bins``, the weights inside the file. ``weights``: the file the model
+    was loaded from; its name and SHA-256 go into the metadata (``coarse2fine.weights``,
+    ``coarse2fine.weights_sha256``), so that :func:`check_source` can tell an export of other
+    weights. Returns the path."""
     _require("onnx")
     _require("onnxscript")
     import onnx
@@ -72,6 +91,8 @@ def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2
         proto = onnx.load(str(raw))
         meta = {"coarse2fine.arch": model.arch, "coarse2fine.frames": geo.frames, "coarse2fine.mel_bins": geo.mel_bins,
                 "coarse2fine.num_classes": model.num_classes}
+        if weights is not None:
+            meta[WEIGHTS_KEY], meta[DIGEST_KEY] = Path(weights).name, file_digest(weights)
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, str(value)
@@ -85,7 +106,8 @@ def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2
 class OnnxClassifier:
     """An exported model run by onnxruntime (CPU): ``classifier(features [B, frames, mel bins])``
     returns logits ``[B, classes]`` as a tensor; ``geometry`` and ``num_classes`` come from the
-    file, as ``predict`` needs them."""
+    file, as ``predict`` needs them; ``weights`` and ``weights_sha256``: the weights file it was
+    exported from and its SHA-256 (None for a file exported without them)."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         ort = _require("onnxruntime")
@@ -107,11 +129,43 @@ class OnnxClassifier:
         self.geometry = InputGeometry(frames, mel)
         self.num_classes = int(meta.get("coarse2fine.num_classes", outputs[0].shape[-1]))
         self.arch = meta.get("coarse2fine.arch", "onnx")
+        self.weights, self.weights_sha256 = meta.get(WEIGHTS_KEY), meta.get(DIGEST_KEY)
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         x = features.detach().to("cpu", torch.float32).contiguous().numpy()
         (logits,) = self.session.run(None, {self.input_name: x})
         return torch.from_numpy(np.asarray(logits))
+
+
+def check_source(onnx: OnnxClassifier, weights: str | os.PathLike) -> None:
+    """Refuse ``onnx`` unless it was exported from ``weights`` (the weights file a run's
+    ``predict`` would use otherwise), compared by content (SHA-256): a one-line ``ValueError``
+    naming both files and how to get a matching export. A file that records no weights (exported
+    by an older coarse2fine or another tool) cannot be checked: a warning says so."""
+    weights = Path(weights)
+    if onnx.weights_sha256 is None:
+        log.warning("%s records no weights file it was exported from (exported by an older coarse2fine or another "
+                    "tool): cannot check that it is the model of %s", onnx.path, weights)
+        return
+    if not weights.is_file():
+        raise ValueError(f"{weights}: file not found, so {onnx.path} (exported from {onnx.weights}) cannot be checked "
+                         f"against it")
+    now = file_digest(weights)
+    if now == onnx.weights_sha256:
+        return
+    was, run = onnx.weights_sha256[:SHOWN_DIGEST], weights.parent
+    if onnx.weights == weights.name:
+        what = (f"{onnx.path} was exported from an earlier {weights} (sha256 {was}; the file now: "
+                f"{now[:SHOWN_DIGEST]})")
+    else:
+        what = (f"{onnx.path} was exported from {onnx.weights} (sha256 {was}), not from {weights} "
+                f"(sha256 {now[:SHOWN_DIGEST]}), the weights predict uses here")
+    option = "" if weights.name == "model.safetensors" else f" --weights {weights.name}"
+    fix = f"export it again (coarse2fine export-onnx {run}{option}: writes {run / (weights.stem + '.onnx')})"
+    source = run / onnx.weights if onnx.weights else None
+    if source is not None and source != weights and source.is_file() and file_digest(source) == onnx.weights_sha256:
+        fix += f", or give --weights {onnx.weights}, the weights it came from"
+    raise ValueError(f"{what}: {fix}")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ models, softmax otherwise) and the file's score is the mean (or max) over its wi
 several files share batches. A folder stands for every audio file below it (:func:`audio_files`).
 
 :func:`load_run_for_inference` rebuilds the model, features and labels of a finished run folder,
-:func:`run_clip` its clip length and padding.
+:func:`run_clip` its clip length and padding. :func:`model_folder_kind` tells a run folder from a
+Hugging Face model folder and refuses anything else in one line (an experiment folder: naming the
+runs it holds).
 """
 
 from __future__ import annotations
@@ -399,6 +401,87 @@ def _clip_prediction(
 
 # ----------------------------------------------------------------------------- run folders
 
+RUN_MARKERS = ("model_config.json", "config.yaml", CHECKPOINT)  # a run folder holds one of these
+HF_MARKER = "config.json"  # a Hugging Face model folder's
+SHOWN_RUNS = 4  # runs named when an experiment folder is given for a run folder
+_MAX_SCANNED = 2000  # folders looked into when listing the runs below a folder (a home folder is not walked)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
+UNFINISHED = " (unfinished)"  # how runs_below marks a run without its final weights
+
+
+def is_run_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a coarse2fine run folder, finished or not (:data:`RUN_MARKERS`)."""
+    return any((Path(path) / name).is_file() for name in RUN_MARKERS)
+
+
+def runs_below(folder: str | os.PathLike, depth: int = 3) -> list[str]:
+    """The run folders below ``folder`` (an experiment's: ``baseline``, ``pretrain/base``), at most
+    ``depth`` levels down, as paths relative to it, sorted; an unfinished one (no
+    ``model_config.json`` yet) is marked. Hidden folders and those inside a run are skipped."""
+    root, found, scanned = Path(folder), [], 0
+    level = [root]
+    for _ in range(depth):
+        below = []
+        for parent in level:
+            try:
+                children = sorted(c for c in parent.iterdir() if c.is_dir() and not c.name.startswith("."))
+            except OSError:
+                continue
+            for child in children:
+                scanned += 1
+                if scanned > _MAX_SCANNED:
+                    return sorted(found)
+                if is_run_folder(child):
+                    done = (child / "model_config.json").is_file()
+                    found.append(child.relative_to(root).as_posix() + ("" if done else UNFINISHED))
+                else:
+                    below.append(child)
+        level = below
+    return sorted(found)
+
+
+def _not_a_model_folder(path: Path, hf: bool) -> str:
+    """Why ``path`` is not a model folder for predict (``hf``: a Hugging Face folder would do) or
+    an export command, in one line: a path that is not there, a file (audio, ONNX, weights), an
+    experiment folder (naming the runs it holds) or another folder."""
+    wanted = "a run folder or a Hugging Face model folder" if hf else "a run folder"
+    if not path.exists():
+        return f"{path}: no such folder (give {wanted})"
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".onnx":
+            return (f"{path}: an ONNX file, not {wanted}; give the run folder it was exported from, and the file "
+                    f"as --onnx {path}")
+        if suffix in _WEIGHT_SUFFIXES:
+            return (f"{path}: a weights file, not {wanted}; give the run folder that holds it ({path.parent}) "
+                    f"and --weights {path.name}")
+        if suffix in AUDIO_EXTENSIONS:
+            return f"{path}: an audio file, not {wanted}; give the model first, then the audio files"
+        return f"{path}: a file, not {wanted}"
+    neither = "neither a run folder nor a Hugging Face model folder" if hf else "not a run folder"
+    marks = (f" (no {RUN_MARKERS[0]}, {RUN_MARKERS[1]} or {HF_MARKER} in it)" if hf
+             else f" (no {RUN_MARKERS[0]} or {RUN_MARKERS[1]} in it)")
+    runs = runs_below(path)
+    if not runs:
+        return f"{path}: {neither}{marks}"
+    shown = ", ".join(runs[:SHOWN_RUNS]) + (f", ... ({len(runs)} in all)" if len(runs) > SHOWN_RUNS else "")
+    example = next((r for r in runs if not r.endswith(UNFINISHED)), runs[0].removesuffix(UNFINISHED))
+    return f"{path}: {neither}; {path} holds runs: {shown}: give one of them, e.g. {path / example}"
+
+
+def model_folder_kind(path: str | os.PathLike) -> Literal["run", "hf"]:
+    """What ``predict`` was given: ``run`` (a coarse2fine run folder, finished or not) or ``hf`` (a
+    Hugging Face model folder, ``config.json``). Anything else is a one-line ``ValueError``: a path
+    that is not there, a file (an ONNX file, a weights file, an audio file), an experiment folder
+    (naming a few of the runs it holds) or a folder of neither kind."""
+    folder = Path(path)
+    if folder.is_dir() and is_run_folder(folder):
+        return "run"
+    if folder.is_dir() and (folder / HF_MARKER).is_file():
+        return "hf"
+    raise ValueError(_not_a_model_folder(folder, hf=True))
+
+
 def _read_run_json(path: Path) -> Any:
     """JSON from a run file; ``ValueError`` naming it."""
     if not path.is_file():
@@ -494,8 +577,8 @@ def load_run_for_inference(
     the run's clips were.
     """
     run = Path(run_dir)
-    if not run.is_dir():
-        raise ValueError(f"{run}: not a directory")
+    if not run.is_dir() or not is_run_folder(run):
+        raise ValueError(_not_a_model_folder(run, hf=False))
     if weights == CHECKPOINT:
         model = checkpoint_model(run)
     else:

@@ -16,8 +16,17 @@ from coarse2fine.data.sources import load_validation
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.ast.hf import load_hf_checkpoint
 from coarse2fine.model.registry import get_arch
-from coarse2fine.predict import check_hop, load_run_for_inference, predict_files, run_clip, window_features
+from coarse2fine.predict import (
+    check_hop,
+    checkpoint_position,
+    load_run_for_inference,
+    model_folder_kind,
+    predict_files,
+    run_clip,
+    window_features,
+)
 from coarse2fine.runtime import resolve_device
+from coarse2fine.training.folder import CHECKPOINT
 
 log = logging.getLogger("coarse2fine")
 
@@ -43,7 +52,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--skip-errors", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--onnx", metavar="FILE", help="score with this ONNX export of the model (onnxruntime, CPU; "
-                                                  "see export-onnx) instead of PyTorch")
+                                                  "see export-onnx) instead of PyTorch; refused unless exported from "
+                                                  "the run's --weights file")
     add_quiet(p)
 
     p = sub.add_parser("export-hf", help="export a finished run as a Hugging Face ASTForAudioClassification folder")
@@ -57,8 +67,11 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("export-onnx", help="export a finished run's model as ONNX (dynamic batch) and check it "
                                            "against PyTorch with onnxruntime")
     p.add_argument("run", help="run folder")
-    p.add_argument("--out", help="ONNX file to write (default: RUN/model.onnx)")
-    p.add_argument("--weights", default="model.safetensors", help="weights file in the run folder")
+    p.add_argument("--out", help="ONNX file to write (default: named after the weights: RUN/model.onnx, "
+                                 "RUN/checkpoint.onnx for --weights checkpoint.safetensors)")
+    p.add_argument("--weights", default="model.safetensors",
+                   help="weights file in the run folder (model_wa.safetensors: weight-averaged; checkpoint.safetensors: "
+                        "an unfinished run's last checkpoint); its name and SHA-256 go into the ONNX file")
     p.add_argument("--audio", nargs="+", metavar="FILE", help="clips to check on (default: the run's first validation clips)")
     p.add_argument("--clips", type=int, default=4, help="validation clips to check on (default: 4)")
     add_quiet(p)
@@ -67,7 +80,8 @@ def add_parsers(sub) -> None:
 def cmd_predict(args) -> int:
     device = resolve_device(args.device, "--device")
     path = Path(args.model)
-    if any((path / name).exists() for name in ("model_config.json", "config.yaml", "checkpoint.safetensors")):
+    kind = model_folder_kind(path)  # a run folder or a Hugging Face folder; anything else is one line
+    if kind == "run":
         model, spec, labels, names, multilabel = load_run_for_inference(path, weights=args.weights)
         clip = run_clip(path)  # windows cut and padded as the run's training clips were
     else:
@@ -77,9 +91,15 @@ def cmd_predict(args) -> int:
         clip = None  # clip length unknown: a window fills the model's frames, features zero-padded (as AST)
     check_hop(spec, args.hop, "--hop", args.window, clip)
     if args.onnx:
-        from coarse2fine.onnx_model import OnnxClassifier
+        from coarse2fine.onnx_model import OnnxClassifier, check_source
 
-        model, device = OnnxClassifier(args.onnx), torch.device("cpu")
+        onnx = OnnxClassifier(args.onnx)
+        if kind == "run":  # the export must be of the weights the run would score with
+            check_source(onnx, path / args.weights)
+        else:
+            log.warning("%s: scoring with %s, whose weights cannot be checked against a Hugging Face folder's",
+                        path, onnx.path)
+        model, device = onnx, torch.device("cpu")
     # Every readable file is scored; each unreadable one is listed with its problem (exit 1).
     preds = predict_files(model, args.audio, spec, labels, names, top_k=args.top_k, multilabel=multilabel,
                           window_seconds=args.window, hop_seconds=args.hop, device=device, reduce=args.reduce,
@@ -135,10 +155,13 @@ def cmd_export_onnx(args) -> int:
 
     run = Path(args.run)
     model, spec, _labels, _names, _ = load_run_for_inference(run, weights=args.weights)
-    out = export_onnx(model, Path(args.out) if args.out else run / "model.onnx")
+    weights = run / args.weights
+    where = f", {checkpoint_position(weights)}" if args.weights == CHECKPOINT else ""
+    # Named after the weights: a checkpoint's export never takes the name of the finished model's.
+    out = export_onnx(model, Path(args.out) if args.out else run / f"{Path(args.weights).stem}.onnx", weights=weights)
     check = check_onnx(model, out, check_features(run, spec, args.audio, args.clips))
-    print(f"exported {run} to {out} (input features [batch, {model.geometry.frames}, {model.geometry.mel_bins}], "
-          f"output logits [batch, {model.num_classes}])")
+    print(f"exported {weights} ({model.arch}{where}) to {out} (input features [batch, {model.geometry.frames}, "
+          f"{model.geometry.mel_bins}], output logits [batch, {model.num_classes}])")
     print(check.summary())
     return 0 if check.ok else 1
 

@@ -11,9 +11,11 @@ phase's input geometry with its weights carried over (:func:`coarse2fine.core.ca
 Lightning build the optimizer and LR scheduler anew (``configure_optimizers`` is called again, as
 the paper resets both); before every batch of training, validation, test and prediction it
 compresses the batch's input in place (:func:`coarse2fine.core.compress`). It records each epoch
-(phase, R, training FLOPs, training seconds with validation left out, the metrics validation
-logged; the wait for batches and every step's time, measured as ``coarse2fine train`` measures
-them, with :class:`~coarse2fine.training.clock.EpochClock`) as
+(phase, R, training FLOPs, training seconds with validation left out; the metrics of the epoch:
+what the module logged in training with ``on_epoch=True``, reduced over the epoch (``train_loss``
+into the record's ``train_loss``), and what the epoch's last validation logged; the wait for
+batches and every step's time, measured as ``coarse2fine train`` measures them, with
+:class:`~coarse2fine.training.clock.EpochClock`) as
 :class:`~coarse2fine.training.records.EpochRecord`, logs them to every logger of the
 trainer as ``c2f/*`` (float64, unlike ``self.log``), optionally writes them as a run log that
 ``coarse2fine compare`` reads (``log_path=``: the records, the schedule, whether the run finished,
@@ -76,6 +78,7 @@ log = logging.getLogger(__name__)
 __all__ = ["CoarseToFine", "ConfigModule", "config_loaders"]
 
 SWITCHES = ("epoch", "step")
+_Sums = dict[str, dict[str, Any]]  # Lightning's sums of what training logged (_logged_sums)
 MODES = ("max", "min")
 
 
@@ -126,7 +129,12 @@ class CoarseToFine(pl.Callback):
         self._resumed: dict[str, Any] | None = None  # those sums, from a checkpoint written mid-epoch
         self._clock: EpochClock | None = None  # the epoch's data wait and step times
         self._val_start = 0.0
-        self._val_metrics: dict[str, float] = {}
+        self._val_metrics: dict[str, float] = {}  # what the epoch's (segment's) last validation logged
+        # Per metric the module logged in training with on_epoch=True (Lightning's key): what to
+        # fold into Lightning's running sums for the epoch (segment) in progress: the part trained
+        # before a resume (``carried``), or minus the sums at a step switch (see _segment_sums).
+        self._offsets: dict[str, dict[str, Any]] = {}
+        self._trainer: pl.Trainer | None = None
 
     @classmethod
     def from_config(cls, cfg: RunConfig, **kwargs: Any) -> CoarseToFine:
@@ -206,7 +214,12 @@ class CoarseToFine(pl.Callback):
         if not isinstance(strategy, (SingleDeviceStrategy, DDPStrategy)) or strategy.restore_checkpoint_after_setup:
             raise ValueError(f"CoarseToFine supports single-device and DDP training, not {type(trainer.strategy).__name__} "
                              "(it loads weights after wrapping the model, when their shapes no longer fit)")
-        self._module = pl_module
+        self._module, self._trainer = pl_module, trainer
+        if not _keeps_results(trainer):
+            log.warning("this Lightning (%s) keeps what a module logs elsewhere than 2.6 did: each epoch's record takes "
+                        "trainer.callback_metrics at the epoch's end (an epoch resumed in its middle, or split by "
+                        "switch='step', records the values Lightning reports, and one that does not validate the last "
+                        "validation's)", pl.__version__)
         if self.phase < 0:
             self.move(pl_module, 0)
         if not isinstance(trainer.strategy.checkpoint_io, _PhaseCheckpointIO):
@@ -227,7 +240,8 @@ class CoarseToFine(pl.Callback):
         if self._epoch:  # a checkpoint in the middle of an epoch: its sums so far
             partial = {k: self._epoch[k] for k in ("epoch", "flops", "clips", "steps", "lr", "batch")}
             clock = self._epoch_clock()
-            partial.update(time=clock.elapsed(), data=clock.data, step_times=clock.step_times())
+            partial.update(time=clock.elapsed(), data=clock.data, step_times=clock.step_times(),
+                           val_metrics=dict(self._val_metrics), logged=self._logged_so_far())
         return {"phase": self.phase, "records": [r.to_dict() for r in self.records], "partial": partial}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -242,13 +256,18 @@ class CoarseToFine(pl.Callback):
         if loop.restarted_mid_epoch:
             self._start(trainer)
             if self._resumed is not None:
-                self._epoch.update({k: v for k, v in self._resumed.items() if k not in ("time", "data", "step_times")})
+                self._epoch.update({k: v for k, v in self._resumed.items()
+                                    if k not in ("time", "data", "step_times", "val_metrics", "logged")})
                 self._epoch_clock().carry(float(self._resumed["time"]), float(self._resumed.get("data", 0.0)),
                                           list(self._resumed.get("step_times", [])))
+                self._val_metrics = dict(self._resumed.get("val_metrics") or {})
+                self._offsets = {k: {**v, "carried": True} for k, v in (self._resumed.get("logged") or {}).items()}
             done = loop.epoch_loop.batch_progress.current.processed
             loader = trainer.train_dataloader
             sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "skip") and getattr(loader, "batch_size", None):
+            if done >= trainer.num_training_batches:
+                pass  # written after the epoch's last batch (at its validation): no batch of it is read again
+            elif hasattr(sampler, "skip") and getattr(loader, "batch_size", None):
                 sampler.skip = done * loader.batch_size  # type: ignore[union-attr]
             else:
                 log.warning("resumed in the middle of an epoch with a sampler that cannot skip the %d batches already "
@@ -268,7 +287,7 @@ class CoarseToFine(pl.Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
         self._epoch = {"epoch": trainer.current_epoch, "flops": 0, "clips": 0, "steps": 0, "lr": lr, "batch": 0,
                        "val": 0.0}
-        self._val_metrics = {}
+        self._val_metrics, self._offsets = {}, {}
         self._clock = EpochClock(trainer.strategy.root_device)
         self._clock.start()
 
@@ -287,8 +306,10 @@ class CoarseToFine(pl.Callback):
             p = self.schedule.at_step(trainer.global_step, self._steps_per_epoch(trainer)).index
             if p != self.phase:
                 if self._epoch.get("clips"):
-                    self._close(trainer, pl_module)  # the epoch's part in the old phase is its own record
+                    sums = _logged_sums(trainer)  # Lightning's sums of the whole epoch so far
+                    self._close(trainer, pl_module, sums)  # the epoch's part in the old phase is its own record
                     self._start(trainer)
+                    self._offsets = {k: _negated(v) for k, v in sums.items() if v["reduce"] in ("mean", "sum")}
                 self._switch(trainer, pl_module, p)
                 self._epoch["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         n = self._compress(batch)
@@ -315,7 +336,11 @@ class CoarseToFine(pl.Callback):
                                dataloader_idx: int = 0) -> None:
         self._compress(batch)
 
-    # Lightning validates inside the training epoch (before on_train_epoch_end): its time is not training time.
+    # Lightning validates inside the training epoch (before on_train_epoch_end): its time is not
+    # training time, and what training logs with on_epoch=True is reduced only after it (Lightning
+    # 2.6: _TrainingEpochLoop.on_advance_end runs the validation after the epoch's last batch;
+    # _FitLoop.on_advance_end then calls _LoggerConnector.epoch_end_reached, after which
+    # trainer.callback_metrics holds the epoch's reduced values, and on_train_epoch_end).
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._val_start = time.perf_counter()
         if self._clock is not None and self._epoch:
@@ -327,8 +352,11 @@ class CoarseToFine(pl.Callback):
         self._epoch["val"] += time.perf_counter() - self._val_start
         if self._clock is not None:
             self._clock.resume()
-        self._val_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                             if not k.startswith("c2f/") and getattr(v, "numel", lambda: 1)() == 1}
+        # What this validation logged, not trainer.callback_metrics: that keeps every value logged
+        # since fit started (the training metrics of the previous epoch among them).
+        metrics = trainer.callback_metrics
+        names = _logged_names(trainer.fit_loop.epoch_loop.val_loop) if _keeps_results(trainer) else list(metrics)
+        self._val_metrics = _scalars({k: metrics[k] for k in names if k in metrics})
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close(trainer, pl_module)
@@ -341,8 +369,46 @@ class CoarseToFine(pl.Callback):
             raise RuntimeError("no training epoch is under way")
         return self._clock
 
-    def _close(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _segment_sums(self, trainer: pl.Trainer, sums: _Sums | None = None) -> _Sums:
+        """Lightning's sums of what training logged with on_epoch=True (``sums``, else read now) for
+        the epoch (segment) in progress: the part trained before a resume added, the sums at a step
+        switch taken off (a max or min then covers the whole epoch)."""
+        out = dict(_logged_sums(trainer) if sums is None else sums)
+        for key, off in self._offsets.items():
+            if key in out:
+                out[key] = _folded(out[key], off)
+            elif off.get("carried"):  # logged before the resume only (a checkpoint after the epoch's last batch)
+                out[key] = {k: v for k, v in off.items() if k != "carried"}
+        return out
+
+    def _logged_so_far(self) -> _Sums:
+        """For a checkpoint written in the middle of an epoch: the sums of what training logged
+        with on_epoch=True in it so far (Lightning's checkpoints keep none)."""
+        return self._segment_sums(self._trainer) if self._trainer is not None else {}
+
+    def _train_metrics(self, trainer: pl.Trainer, sums: _Sums | None = None) -> dict[str, float]:
+        """What training logged with on_epoch=True, reduced over the epoch (segment) in progress as
+        Lightning reduces it at the epoch's end (by default the mean weighted by batch size);
+        logged torchmetrics objects: their ``compute()``. A Lightning that keeps them elsewhere:
+        ``trainer.callback_metrics`` as it stands (its public view of the epoch's values)."""
+        if not _keeps_results(trainer):  # every value reported so far, this epoch's the newest
+            return _scalars(dict(trainer.callback_metrics))
+        out: dict[str, Any] = {}
+        for s in self._segment_sums(trainer, sums).values():
+            value = torch.tensor(s["value"], dtype=_logged_dtype())
+            if s["count"] is not None:
+                value = value / torch.tensor(s["count"])  # as Lightning's _ResultMetric.compute
+            out.update(dict.fromkeys(s["names"], value))
+        results = _training_results(trainer)
+        for _, metric in results.valid_items() if results is not None else ():
+            if metric.meta.on_epoch and not metric.is_tensor:
+                out.update(dict.fromkeys(results._forked_name(metric, False), metric.compute()))
+        return _scalars(out)
+
+    def _close(self, trainer: pl.Trainer, pl_module: pl.LightningModule, sums: _Sums | None = None) -> None:
         """Record the epoch (or its part in one phase) and log it."""
+        metrics = {**self._val_metrics, **self._train_metrics(trainer, sums)}
+        train_loss = metrics.pop("train_loss", None)  # a field of the record, as coarse2fine train records it
         clock = self._epoch_clock()
         e, seconds = self._epoch, clock.elapsed()
         data_time, step_times = clock.data, clock.step_times()
@@ -353,14 +419,14 @@ class CoarseToFine(pl.Callback):
         record = EpochRecord(
             epoch=e["epoch"] + 1, phase=self.phase, R=self.schedule.phases[self.phase].R, phase_epoch=phase_epoch,
             tokens=tokens, train_tokens=int(getattr(model, "train_tokens", tokens)), batch_size=e["batch"],
-            lr=float(e["lr"]), clips=e["clips"], steps=e["steps"], metrics=dict(self._val_metrics),
+            lr=float(e["lr"]), train_loss=train_loss, clips=e["clips"], steps=e["steps"], metrics=metrics,
             train_flops=float(e["flops"]), cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"], train_time=seconds,
             cum_time=(prev.cum_time if prev else 0.0) + seconds, data_time=data_time,
             **step_summary(step_times, data_time), eval_time=e["val"],
             **machine_fields(pl_module.device, trainer.world_size),
         )
         self.records.append(record)
-        self._epoch, self._clock = {}, None
+        self._epoch, self._clock, self._val_metrics, self._offsets = {}, None, {}, {}
         phase_recs = [r for r in self.records if r.phase == self.phase]
         values = {"c2f/phase": float(record.phase), "c2f/R": float(record.R), "c2f/train_flops": record.train_flops,
                   "c2f/cum_flops": record.cum_flops, "c2f/train_time": record.train_time, "c2f/cum_time": record.cum_time,
@@ -406,6 +472,82 @@ class CoarseToFine(pl.Callback):
 
 def _hf_tokens(model: torch.nn.Module) -> int:
     return hf_ast_config(model).num_tokens if is_hf_ast(model) else 0
+
+
+# What the module logs, as Lightning 2.6 keeps it: each loop's _ResultCollection (a dict of
+# _ResultMetric: the running sums of one self.log name) holds what was logged since its last reset
+# (the training loop's after on_train_epoch_end, the validation loop's after on_validation_end).
+
+def _keeps_results(trainer: pl.Trainer) -> bool:
+    """Whether this Lightning keeps what a module logs as 2.6 does (the loops' ``_results``)."""
+    loop = trainer.fit_loop.epoch_loop
+    return hasattr(loop, "_results") and hasattr(getattr(loop, "val_loop", None), "_results")
+
+
+def _training_results(trainer: pl.Trainer) -> Any:
+    return getattr(trainer.fit_loop.epoch_loop, "_results", None)
+
+
+def _logged_names(loop: Any) -> list[str]:
+    """The names in ``trainer.callback_metrics`` of the epoch-level values logged in ``loop``
+    since its results were last reset (every dataloader's)."""
+    results = getattr(loop, "_results", None)
+    if results is None:
+        return []
+    return list(dict.fromkeys(name for metric in results.values() if not metric.has_reset and metric.meta.on_epoch
+                              for name in results._forked_name(metric, False)))
+
+
+def _scalars(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if not k.startswith("c2f/") and getattr(v, "numel", lambda: 1)() == 1}
+
+
+def _logged_dtype() -> torch.dtype:
+    """The dtype Lightning sums logged values in (float32 or float64)."""
+    dtype = torch.get_default_dtype()
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _reduction(meta: Any) -> str | None:
+    for name in ("mean", "sum", "max", "min"):
+        if getattr(meta, f"is_{name}_reduction"):
+            return name
+    return None
+
+
+def _logged_sums(trainer: pl.Trainer) -> _Sums:
+    """Lightning's running sums of what training logged with ``on_epoch=True`` this epoch (tensor
+    values; plain types), synchronised across processes as Lightning synchronises them to reduce
+    them (``sync_dist=True``): per metric its ``names`` in ``trainer.callback_metrics``, its
+    ``reduce``, its ``value`` (the batch-size-weighted sum of a mean) and the ``count`` a mean
+    divides by."""
+    results = _training_results(trainer)
+    out: _Sums = {}
+    for key, metric in results.valid_items() if results is not None else ():
+        meta = metric.meta
+        reduce = _reduction(meta)
+        if not meta.on_epoch or not metric.is_tensor or reduce is None:
+            continue
+        count = float(meta.sync(metric.cumulated_batch_size.clone())) if reduce == "mean" else None
+        out[key] = {"names": list(dict.fromkeys(results._forked_name(metric, False))), "reduce": reduce,
+                    "value": float(meta.sync(metric.value.clone())), "count": count}
+    return out
+
+
+def _negated(s: dict[str, Any]) -> dict[str, Any]:
+    """The offset that takes the sums ``s`` (of a mean or sum) off."""
+    return {**s, "value": -s["value"], "count": None if s["count"] is None else -s["count"]}
+
+
+def _folded(s: dict[str, Any], off: dict[str, Any]) -> dict[str, Any]:
+    """Sums ``s`` with the offset ``off`` folded in."""
+    if s["reduce"] in ("max", "min"):
+        pick = max if s["reduce"] == "max" else min
+        return {**s, "value": pick(s["value"], off["value"])}
+    value = float(torch.tensor(s["value"], dtype=_logged_dtype()) + off["value"])
+    count = None if s["count"] is None else s["count"] + (off["count"] or 0.0)
+    return {**s, "value": value, "count": count}
 
 
 class _PhaseCheckpointIO(CheckpointIO):

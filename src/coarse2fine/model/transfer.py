@@ -9,7 +9,9 @@ resized, windows narrowed), then every tensor with the same name and shape is co
 classifier head is dropped when the classes differ; any other mismatch is an error that says first
 what differs in plain words (the run's family and size against the config's), then the first few
 tensors. :func:`initialise` returns a :class:`TransferSummary` (what was taken, what is new, what
-was left unused) for the run's log.
+was left unused) for the run's log. The log line names every source tensor not loaded as it is,
+with why: a classifier head replaced (other classes), a tensor the target has no place for, a
+tensor resized to the target's geometry; a long list is summarised (:func:`name_list`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from coarse2fine.model.registry import get_arch, model_from_config_dict
 log = logging.getLogger(__name__)
 
 SHOWN_MISMATCHES = 3  # tensors named in a shape-mismatch error (then a count)
+SHOWN_IN_LOG = 6  # tensors named per reason in the log line of an initialisation (then a count)
 NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate")  # differ freely between runs
 
 
@@ -37,7 +40,8 @@ NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rat
 class TransferSummary:
     """What an initialisation did: ``source`` (``run PATH`` or a checkpoint), the target tensors
     ``taken`` from it (count), those left as initialised (``new``) and the source tensors the
-    target has no place for (``unused``); ``None`` where a loader does not say."""
+    target did not take (``unused``: those it has no place for and a classifier head it replaced,
+    classes differing); ``None`` where a loader does not say."""
 
     source: str
     taken: int | None = None
@@ -45,9 +49,10 @@ class TransferSummary:
     unused: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Counts and the source, as a run's ``log.json`` records them (``new_tensors``: the names)."""
+        """Counts and the source, as a run's ``log.json`` records them (``new_tensors``,
+        ``unused_tensors``: the names)."""
         return {"source": self.source, "taken": self.taken, "new": _count(self.new), "unused": _count(self.unused),
-                "new_tensors": list(self.new or ())}
+                "new_tensors": list(self.new or ()), "unused_tensors": list(self.unused or ())}
 
 
 def _count(names: tuple[str, ...] | None) -> int | None:
@@ -135,20 +140,51 @@ def load_saved_model(run_dir: str | os.PathLike, weights: str = "model.safetenso
     return model.eval()
 
 
+def _groups(items: list[str], depth: int) -> dict[str, list[str]]:
+    """``items`` by their first ``depth`` name parts (``blocks.2.*``); a shorter name is its own group."""
+    groups: dict[str, list[str]] = {}
+    for name in items:
+        parts = name.split(".")
+        groups.setdefault(".".join(parts[:depth]) + ".*" if len(parts) > depth else name, []).append(name)
+    return groups
+
+
+def name_list(items: list[str], shown: int = SHOWN_IN_LOG) -> str:
+    """Tensor names joined for one log line (``none`` when empty): all of them when there are at
+    most ``shown``, else grouped by module (``blocks.2.* (12 tensors)``: the finest grouping with
+    at most ``shown`` groups), the groups past ``shown`` counted."""
+    if not items:
+        return "none"
+    if len(items) <= shown:
+        return ", ".join(items)
+    candidates = [_groups(items, depth) for depth in range(1, max(name.count(".") for name in items) + 1)]
+    fitting = [g for g in candidates if len(g) <= shown]
+    groups = fitting[-1] if fitting else candidates[0] if candidates else {name: [name] for name in items}
+    words = [names[0] if len(names) == 1 else f"{prefix} ({len(names)} tensors)" for prefix, names in groups.items()]
+    if len(words) <= shown:
+        return ", ".join(words)
+    return f"{', '.join(words[:shown])}, ... {len(words) - shown} more ({len(items)} tensors in all)"
+
+
 def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferSummary:
     """Copy ``source``'s weights into ``target`` after moving ``source`` to ``target``'s geometry;
     returns what was taken, left as initialised and left unused. ``what`` names the source in
-    messages; tensors of another shape (except the classifier head's) raise :class:`ShapeMismatch`."""
+    messages; tensors of another shape (except the classifier head's) raise :class:`ShapeMismatch`.
+    The log line names every source tensor not loaded as it is: the classifier head replaced
+    (classes differ), those the target has no place for, those resized to the target's geometry."""
+    before = {key: list(value.shape) for key, value in source.state_dict().items()}
     source.match_geometry(target)
     own, theirs = target.state_dict(), source.state_dict()
     heads = set(target.head_keys(own))
-    taken, bad = {}, []
+    taken, bad, replaced = {}, [], []
     for key, value in theirs.items():
         if key not in own:
             continue
         if value.shape != own[key].shape:
             if key not in heads:
                 bad.append(f"{key} {list(value.shape)} vs {list(own[key].shape)}")
+            else:
+                replaced.append(key)
             continue
         taken[key] = value
     if bad:
@@ -157,10 +193,22 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
         for key, value in taken.items():
             own[key].copy_(value.to(own[key].dtype))
     new = sorted(set(own) - set(taken))
-    unused = sorted(set(theirs) - set(own))
-    log.info("initialised from %s: %d tensors taken; new: %s; unused: %s", what, len(taken),
-             ", ".join(new) or "none", ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else "") if unused else "none")
-    return TransferSummary(what, len(taken), tuple(new), tuple(unused))
+    absent = sorted(set(theirs) - set(own))
+    dropped = sorted(set(before) - set(theirs))  # gone in the geometry change (no family does this today)
+    resized = [key for key in sorted(taken) if key in before and before[key] != list(theirs[key].shape)]
+    shapes = [f"{key} {before[key]} -> {list(theirs[key].shape)}" for key in resized]
+    if source.num_classes != target.num_classes:
+        why = f"{source.num_classes} classes, task has {target.num_classes}: new head"
+    else:
+        why = "another shape: new head"
+    unused_parts = [f"{name_list(sorted(replaced))} ({why})" if replaced else "",
+                    f"not in this model: {name_list(absent)}" if absent else "",
+                    f"dropped by the geometry change: {name_list(dropped)}" if dropped else ""]
+    resized_part = (f"; resized to this model's geometry: "
+                    f"{', '.join(shapes) if len(shapes) <= SHOWN_MISMATCHES else name_list(resized)}" if resized else "")
+    log.info("initialised from %s: %d tensors taken%s; new: %s; unused: %s", what, len(taken), resized_part,
+             name_list(new), "; ".join(p for p in unused_parts if p) or "none")
+    return TransferSummary(what, len(taken), tuple(new), tuple(sorted({*replaced, *absent, *dropped})))
 
 
 def _family_hint(source: C2FModel, target: C2FModel, path: Path) -> str:
