@@ -98,8 +98,9 @@ def test_an_export_of_other_weights_than_predict_would_use_is_refused(tmp_path, 
     from killing import kill_after_checkpoint
 
     run, clip = tmp_path / "unf", _tone(tmp_path / "clip.wav")
-    args = ["train", "demo", "--out", str(run), "--quiet", *[a for s in [*TRAIN, "train.checkpoint_every=1"]
-                                                            for a in ("--set", s)]]
+    # 12 steps of phase 0, each checkpointed: a kill there is not missed on a loaded machine
+    args = ["train", "demo", "--out", str(run), "--quiet",
+            *[a for s in [*TRAIN, "train.checkpoint_every=1", "c2f.phase_epochs=[6, 1]"] for a in ("--set", s)]]
     kill_after_checkpoint(args, run, phase=0)
     ckpt = run / "checkpoint.safetensors"
     # The export is named after its weights and says which weights it exported.
