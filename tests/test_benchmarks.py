@@ -128,6 +128,21 @@ def test_time_robustness_runs_as_a_script(tmp_path):
     assert MACHINE_KEYS <= set(data["machine"]) and len(data["epoch_wall_s"]["loaded"]) == 3
 
 
+def test_step_variance_runs_as_a_script(tmp_path):
+    # A few steps: the script end to end (the per-step accounting and its summary), not the VM.
+    out = tmp_path / "sv.json"
+    cmd = [sys.executable, str(BENCH / "step_variance.py"), "--steps", "8", "--warmup", "1", "--threads", "1",
+           "--out", str(out), "--set", "data.train_clips=32", "--set", "train.batch_size=4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["R"] == 1 and data["batch"] == 4 and len(data["rows"]) == 8
+    assert all(r["wall"] > 0 and r["user"] >= 0 and r["steal"] >= 0 for r in data["rows"])
+    assert set(data["correlation"]) == {"user", "sys", "minflt", "nivcsw", "steal", "other"}
+    assert data["quarters"]["fastest"]["wall"] <= data["quarters"]["slowest"]["wall"]
+    assert "correlation with the step's wall time" in proc.stdout
+
+
 def test_gpu_check_runs_as_a_script_on_tiny_settings(tmp_path):
     # The GPU check's code path end to end on the CPU (its figures mean nothing here).
     cmd = [sys.executable, str(BENCH / "gpu_check.py"), "--smoke", "--device", "cpu", "--out", str(tmp_path)]
