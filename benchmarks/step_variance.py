@@ -86,7 +86,10 @@ def main() -> None:
     args.steps = (40 if args.quick else 400) if args.steps is None else args.steps
     device = _common.setup(args)
     cfg = load_config(args.config, args.overrides)
-    phase = args.phase % len(cfg.phases())
+    phases = len(cfg.phases())
+    if not -1 <= args.phase < phases:
+        parser.error(f"--phase {args.phase}: {cfg.name} has phases 0-{phases - 1} (-1: the last)")
+    phase = args.phase % phases
     if args.classes:
         classes, source = args.classes, synthetic_source(cfg, args.classes, 4 * cfg.train.batch_size)
     else:

@@ -195,3 +195,20 @@ def test_a_whole_float_for_an_integer_names_the_file_that_gave_it(tmp_path, capl
     with caplog.at_level(logging.WARNING):
         load_config(mine, ["train.epochs=3.0"])
     assert "\ntrain.epochs: 3.0 taken as the integer 3" in "\n" + "\n".join(r.getMessage() for r in caplog.records)
+
+
+def test_weight_averaged_epochs_past_the_final_phase_are_said_once_when_loaded(caplog):
+    # audioset averages epochs 1..5 of the final phase; a 2-epoch trial run averages 1..2, said at load
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config("audioset-cpu", ["train.epochs=2"])
+        cfg.replace({"name": "other"})  # a derived config says nothing more
+    said = [r.getMessage() for r in caplog.records if "weight averaging" in r.getMessage()]
+    assert said == ["preset audioset: augment: weight averaging of the final phase's epochs 1..5, but it trains 2: "
+                    "epochs 1..2 are averaged"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_config("audioset-cpu", ["train.epochs=2", "augment.wa_start=3", "augment.wa_end=0"])
+        load_config("audioset-cpu")  # its own epochs cover 1..5: nothing to say
+    assert [r.getMessage() for r in caplog.records if "weight averaging" in r.getMessage()] == [
+        "--set augment.wa_start=3: augment: weight averaging of the final phase's epochs 3..its last, but it trains 2: "
+        "no epoch is averaged (no model_wa.safetensors)"]

@@ -357,6 +357,14 @@ def test_time_saves_of_runs_whose_same_full_resolution_step_took_longer_are_mark
     assert drifted({"Baseline": base, **runs}, "Baseline") == pytest.approx({"slower": 1.4, "faster": 0.8})
     assert "‡ The same full-resolution step took another time than in the baseline (slower 1.40x, faster 0.80x)" in \
         table_note(base, runs)
+    # a restart control (1-1): every phase is the baseline's step, all of them count
+    restart, cum = [], 0.0
+    for i, step in enumerate([0.16] * 4 + [0.105], start=1):
+        cum += 10 * step
+        restart.append({"epoch": i, "phase": int(i > 4), "R": 1, "clips": 100, "steps": 10, "train_time": 10 * step,
+                        "cum_flops": 10 * i, "cum_time": cum, "step_median": step, "step_deciles": [step] * 9,
+                        "acc": 0.4 * i / 5, "tokens": 64})
+    assert drifted({"Baseline": base, "restart": as_records(restart)}, "Baseline") == pytest.approx({"restart": 1.6})
     # seeds: the seeds' mean full-resolution step is set against the baseline seeds' mean
     seeds = {r["Setting"]: r for r in seed_table("Baseline", [base, base], {"slower": [runs["slower"], runs["steady"]],
                                                                            "steady": [runs["steady"]] * 2}, "acc")}

@@ -1,7 +1,10 @@
 """Self-supervised pretraining coarse-to-fine: unlabeled sources, the pretrain command, fine-tuning
 from a pretraining run, and the pretraining comparison."""
 
+import csv
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +127,13 @@ def test_pretrain_refuses_a_classification_config(tmp_path, capsys):
     assert "pretraining needs train.objective: masked_patch" in capsys.readouterr().err
 
 
+def _number(cell: str) -> float | str | None:
+    try:
+        return None if cell in ("", "-") else float(cell)
+    except ValueError:
+        return cell
+
+
 def test_pretraining_comparison_table(tmp_path, capsys):
     out = tmp_path / "cmp"
     args = ["pretrain-experiment", "demo", "--finetune", "demo", "--out", str(out), "--quiet",
@@ -132,13 +142,36 @@ def test_pretraining_comparison_table(tmp_path, capsys):
                           "train.epochs=1") for a in ("--finetune-set", s)]]
     assert main(args) == 0
     text = capsys.readouterr().out
+    # One number a cell: the metric and its gain over the baseline pretraining's in two columns.
+    table = list(csv.DictReader(io.StringIO((out / "pretraining.csv").read_text())))
+    assert not [c for r in table for c in r.values() if re.search(r" \([+-]?\d", c)]
     rows = (out / "pretraining.csv").read_text().splitlines()
-    assert rows[0].startswith("Setting,Pretrain PFLOPs,FLOPs save (%),Wall time (s),Wall time save (%),Step time save (%),demo acc")
+    assert rows[0].startswith("Setting,Pretrain GFLOPs,FLOPs save (%),Wall time (s),Wall time save (%)")
+    assert rows[0].endswith(",demo acc,demo acc gain") and "(gain)" not in rows[0]
     assert [r.split(",")[0] for r in rows[1:]] == ["No pretraining", "Baseline", "Fshift 41"]
     base_flops = json.loads((out / "pretrain" / "baseline" / "log.json").read_text())["records"][-1]["cum_flops"]
     c2f_flops = json.loads((out / "pretrain" / "fshift_41" / "log.json").read_text())["records"][-1]["cum_flops"]
     assert f"{100 * (1 - c2f_flops / base_flops):.2f}" in rows[3]
+    assert table[1]["demo acc gain"] == "-" and re.fullmatch(r"[+-]\d+\.\d\d", table[0]["demo acc gain"])
+    assert float(table[0]["demo acc"]) - float(table[1]["demo acc"]) == pytest.approx(float(table[0]["demo acc gain"]), abs=0.011)
+    # Small runs stay readable: GFLOPs without an exponent, seconds to 0.1 s.
+    assert float(table[1]["Pretrain GFLOPs"]) == pytest.approx(base_flops / 1e9, rel=1e-3) and "e" not in table[1]["Pretrain GFLOPs"]
+    assert re.fullmatch(r"\d+\.\d", table[1]["Wall time (s)"])
+    # pretraining.json: the CSV's columns, numbers as numbers.
+    data = json.loads((out / "pretraining.json").read_text())
+    assert [list(r) for r in data] == [list(r) for r in table]
+    assert data[1]["demo acc gain"] is None and isinstance(data[0]["demo acc gain"], float)
+    assert data[1]["Pretrain GFLOPs"] == pytest.approx(float(table[1]["Pretrain GFLOPs"]))
+    assert data == [{k: _number(v) for k, v in r.items()} for r in table]
+    assert "demo acc (gain)" in (out / "pretraining.md").read_text() and "pretraining.json" in text
     assert (out / "finetune" / "demo" / "no_pretraining" / "log.json").exists() and "Fshift 41" in text
+
+
+def test_significant_digits_stay_readable_at_any_size():
+    from coarse2fine.experiments.pretraining import significant
+
+    assert [significant(x) for x in (51.78123, 0.00005178123, 1.2345e8, 0.0, 3.0)] == [
+        "51.78", "0.00005178", "123400000", "0", "3"]
 
 
 def test_a_fine_tune_config_holds_its_init_from_absolute(tmp_path, monkeypatch):

@@ -311,6 +311,7 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
         with collected_warnings() as warnings:
             try:
                 cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))
+                cfg.warn_averaged_epochs()
             finally:
                 for key, text in warnings:
                     checks_log.warning("%s", _named_text(text, (), key, layers, label))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from coarse2fine.compression import Compression, InputGeometry
-from coarse2fine.config.checks import ConfigError, build
+from coarse2fine.config.checks import ConfigError, build, warn
 from coarse2fine.config.sections import (
     LEGACY_FEATURE_KEYS,
     AugmentConfig,
@@ -132,6 +132,18 @@ class RunConfig:
                               f"({self.train.grad_accum})", ("train.batch_size", "train.grad_accum"))
         setups = [self.phase(i) for i in range(len(self.phases()))]
         check_frames_seen(self, setups)
+
+    def warn_averaged_epochs(self) -> None:
+        """A warning when the weight-averaged epochs (of the final phase) reach past its fixed
+        length (said once, when a config is loaded: not on every derived config)."""
+        final, a = self.phase(len(self.phases()) - 1).epochs, self.augment
+        if not a.wa_start or self.c2f.final_stop != "epochs" or max(a.wa_start, a.wa_end) <= final:
+            return
+        what = ("no epoch is averaged (no model_wa.safetensors)" if a.wa_start > final
+                else f"epochs {a.wa_start}..{final} are averaged")
+        warn("augment.wa_end" if a.wa_start <= final else "augment.wa_start",
+             f"augment: weight averaging of the final phase's epochs {a.wa_start}..{a.wa_end or 'its last'}, but it "
+             f"trains {final}: {what}")
 
     def phases(self) -> list[Phase]:
         """The schedule's phases: ``c2f.phase_epochs``, or ``c2f.phase_steps`` in epochs of

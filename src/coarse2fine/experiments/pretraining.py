@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Sequence
 
@@ -87,8 +88,10 @@ def calibrate_pretraining(result: PretrainingComparison, configs: dict[str, RunC
 def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfig],
                     calibrated: dict[str, float] | None = None) -> list[dict[str, str]]:
     """The table: pretraining cost and saves against the baseline (time: calibrated when given,
-    and measured wall time), each downstream metric with its difference to the baseline
-    pretraining's (in points for fractions)."""
+    and measured wall time: GFLOPs to 4 significant digits, seconds to 0.1 s below 100 s), each
+    downstream metric with its gain over the baseline pretraining's (in points for fractions),
+    under ``<task> <metric> (gain)`` so that the CSV splits it into ``<task> <metric>`` and
+    ``<task> <metric> gain`` (:func:`~coarse2fine.report.savings.csv_rows`)."""
     base = result.pretrain["Baseline"]
     assert base is not None
     base_flops, base_time = base.records[-1].cum_flops, robust_total(base.records)
@@ -100,13 +103,13 @@ def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfi
         time_cols = (["Calibrated time save (%)", "Wall time (s)", "Wall time save (%)"] if cal
                      else ["Wall time (s)", "Wall time save (%)", "Step time save (%)"])
         if run is None:
-            row.update({"Pretrain PFLOPs": "-", "FLOPs save (%)": "-", **{c: "-" for c in time_cols}})
+            row.update({"Pretrain GFLOPs": "-", "FLOPs save (%)": "-", **{c: "-" for c in time_cols}})
         else:
             flops, secs = run.records[-1].cum_flops, run.records[-1].cum_time
             same = run is base
             save = lambda a, b: "-" if same else f"{100 * (1 - a / b):.2f}"  # noqa: E731
-            row.update({"Pretrain PFLOPs": f"{flops / 1e15:.4g}", "FLOPs save (%)": save(flops, base_flops)})
-            wall = {"Wall time (s)": f"{secs:.0f}", "Wall time save (%)": save(secs, base.records[-1].cum_time)}
+            row.update({"Pretrain GFLOPs": significant(flops / 1e9), "FLOPs save (%)": save(flops, base_flops)})
+            wall = {"Wall time (s)": f"{secs:.1f}" if secs < 100 else f"{secs:.0f}", "Wall time save (%)": save(secs, base.records[-1].cum_time)}
             if cal:
                 row.update({"Calibrated time save (%)": save(cal[label], cal["Baseline"]), **wall})
             else:
@@ -116,9 +119,15 @@ def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfi
             value = best_value(result.downstream[task.name][label].records, metric)
             scale = 100.0 if metric in ("acc", "mAP", "mAUC") else 1.0
             diff = "" if label == "Baseline" else f" ({scale * (value - base_metric[task.name]):+.2f})"
-            row[f"{task.name} {metric}"] = f"{scale * value:.2f}{diff}"
+            row[f"{task.name} {metric} (gain)"] = f"{scale * value:.2f}{diff}"  # CSV: value and gain apart
         rows.append(row)
     return rows
+
+
+def significant(x: float, digits: int = 4) -> str:
+    """``x`` to ``digits`` significant digits, written out without an exponent (``51.78``,
+    ``0.001234``, ``123500000``) so that small and large counts both stay readable."""
+    return format(Decimal(f"{x:.{digits}g}"), "f")
 
 
 def robust_total(records: Sequence[EpochRecord]) -> float:
@@ -128,8 +137,11 @@ def robust_total(records: Sequence[EpochRecord]) -> float:
 
 
 def write_comparison(out_root: str | Path, rows: list[dict[str, str]]) -> None:
-    """``pretraining.md`` and ``pretraining.csv`` in ``out_root``."""
+    """``pretraining.md``, ``pretraining.csv`` (one number a cell: a metric and its gain over the
+    baseline pretraining's in two columns) and ``pretraining.json`` (the CSV's columns, numbers as
+    numbers) in ``out_root``."""
     out_root = Path(out_root)
     atomic.write_text(out_root / "pretraining.md", format_table(rows, "markdown"))
     atomic.write_text(out_root / "pretraining.csv", format_table(rows, "csv"))
+    atomic.write_text(out_root / "pretraining.json", format_table(rows, "json"))
 

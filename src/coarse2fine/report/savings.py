@@ -20,6 +20,7 @@ its own column. Everything here is a pure function of those records.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -369,12 +370,15 @@ def timed_elsewhere(named: Mapping[str, Records], baseline: str) -> dict[str, li
 
 def full_step_cost(records: Records) -> tuple[float, int, int] | None:
     """A run's full-resolution step as its records give it: the load-robust seconds per step of
-    its final phase (:func:`~coarse2fine.training.records.phase_step_cost`), with that phase's
-    clips per step and tokens per clip; None without step times or at R > 1."""
-    last = final_phase(as_records(records))
-    if not last or last[0].R != 1 or any(r.step_median is None or not r.steps or not r.clips for r in last):
+    its phases at R = 1 pooled (:func:`~coarse2fine.training.records.phase_step_cost`; the final
+    phase of a coarse-to-fine run, every phase of a restart control), with the final phase's clips
+    per step and tokens per clip; None without step times or when the final phase is not at R = 1."""
+    recs = as_records(records)
+    last = final_phase(recs)
+    full = [dataclasses.replace(r, phase=0) for r in recs if r.R == 1]
+    if not last or last[0].R != 1 or any(r.step_median is None or not r.steps or not r.clips for r in full):
         return None
-    return phase_step_cost(last)[last[0].phase], round(last[0].clips / last[0].steps), last[0].tokens
+    return phase_step_cost(full)[0], round(last[0].clips / last[0].steps), last[0].tokens
 
 
 def drifted(named: Mapping[str, Records], baseline: str, limit: float = DRIFT_LIMIT) -> dict[str, float]:
@@ -478,6 +482,8 @@ def savings_table(
 SPLIT_SUFFIXES = {" (delta)": "delta", " (gain)": "gain"}
 SPREAD_SIGN = " ± "  # between a mean and its standard deviation (seeds.format_spread)
 INTERVAL = re.compile(r"(\S+) \[(\S+), (\S+)\]")  # a value and its interval (seeds.format_gain)
+CI_COLUMN = re.compile(r" \(\d+(\.\d+)? % CI\)$")  # a column of such intervals
+MARKED_COLUMN = re.compile(r"time save \(%\)$|^Run .*time \(x baseline\)$")  # columns time_marks may mark
 
 
 def _split_cell(cell: str) -> tuple[str, str]:
@@ -502,16 +508,21 @@ def csv_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     CI low``, ``Paired gain CI high``), and a column whose cells carry :data:`MARKS` two, the
     value and its marks (``Wall time save (%)`` -> ``Wall time save (%)``, ``Wall time save (%)
     marks``), so that each cell holds one number; the other columns stay as they are."""
-    spread = {col for row in rows for col, cell in row.items() if SPREAD_SIGN in str(cell)}
-    interval = {col for row in rows for col, cell in row.items() if INTERVAL.fullmatch(str(cell))}
-    marked = {col for row in rows for col, cell in row.items() if str(cell)[-1:] in tuple(MARKS)}
+    cols = list(dict.fromkeys(col for row in rows for col in row))
+    # By the column's name, so that every table of a kind has the same CSV columns, whatever its cells hold
+    spread = {col for col in cols if col.endswith(("(mean ± std)", "(± std)"))} | {
+        col for row in rows for col, cell in row.items() if SPREAD_SIGN in str(cell)}
+    interval = {col for col in cols if CI_COLUMN.search(col)} | {
+        col for row in rows for col, cell in row.items() if INTERVAL.fullmatch(str(cell))}
+    marked = {col for col in cols if MARKED_COLUMN.search(col)} | {
+        col for row in rows for col, cell in row.items() if str(cell)[-1:] in tuple(MARKS)}
     out = []
     for row in rows:
         new: dict[str, str] = {}
         for col, cell in row.items():
             suffix = next((s for s in SPLIT_SUFFIXES if col.endswith(s)), None)
             if col in interval:
-                head = re.sub(r" \(\d+(\.\d+)? % CI\)$", "", col)
+                head = CI_COLUMN.sub("", col)
                 found = INTERVAL.fullmatch(str(cell))
                 new[head], new[f"{head} CI low"], new[f"{head} CI high"] = found.groups() if found else (cell, "", "")
                 continue
