@@ -96,7 +96,7 @@ def add_parsers(sub) -> None:
                    help="compression method of the coarse-to-fine pretraining")
     p.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a value of every downstream config (repeatable)")
-    p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md)")
+    p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md/.csv/.json)")
     add_grid_options(p)
     add_common(p)
 
@@ -256,7 +256,7 @@ def cmd_pretrain_experiment(args) -> int:
     rows = comparison_rows(result, tasks, calibrated)
     write_comparison(args.out, rows)
     print(format_table(rows, "text"), end="")
-    print(f"Tables in {args.out}: pretraining.md, pretraining.csv")
+    print(f"Tables in {args.out}: pretraining.md, pretraining.csv, pretraining.json")
     return 0
 
 

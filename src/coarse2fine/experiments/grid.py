@@ -18,7 +18,8 @@ from typing import Iterator, Sequence
 from coarse2fine import atomic
 from coarse2fine.config import RunConfig
 from coarse2fine.data.datasets import ClipDataset, DataSplits
-from coarse2fine.data.sources import load_splits
+from coarse2fine.data.shards import split_summary
+from coarse2fine.data.sources import count_classes, count_clips, load_splits
 from coarse2fine.experiments.settings import (
     VARIANTS,
     Setting,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "VARIANTS", "FoldRuns", "SettingRuns", "Variant", "calibrate_runs", "cross_validate", "cross_validate_settings",
-    "finished_settings", "fold_config", "parse_methods", "run_experiment", "run_settings", "variant_config",
+    "finished_settings", "fold_config", "fold_configs", "parse_methods", "run_experiment", "run_settings", "variant_config",
 ]
 
 
@@ -143,27 +144,77 @@ def run_experiment(
     return done[0].runs[0], {d.setting.label: d.runs[0] for d in done[1:]}
 
 
+FOLD_KINDS = ("esc50", "manifest", "shards")  # the data kinds that have folds (see fold_config)
+
+
+def _no_folds(kind: str) -> str:
+    """Why data of ``kind`` cannot be cross-validated as configured, and what has folds instead."""
+    ways = ("folds come from data.kind esc50 (ESC-50's folds 1-5, data.fold), from manifests per fold (data.kind "
+            "manifest with '{fold}' in data.train and data.val, e.g. data/esc_train_data_{fold}.json) or from "
+            "packs made per fold (data.kind shards with '{fold}' in data.train and data.val, e.g. "
+            "packs/esc50_fold{fold}/train: pack with --set data.fold=N)")
+    if kind in ("manifest", "shards"):
+        return f"cross-validation of data.kind {kind} needs '{{fold}}' in data.train and data.val: {ways}"
+    return f"data.kind {kind} has no folds to cross-validate: {ways}"
+
+
+def _check_has_folds(base: RunConfig) -> None:
+    """Refuse data that has no folds: not ESC-50 and no ``{fold}`` in data.train and data.val of
+    manifests or shards."""
+    if base.data.kind == "esc50":
+        return
+    if (base.data.kind not in FOLD_KINDS or "{fold}" not in (base.data.train or "")
+            or "{fold}" not in (base.data.val or "")):
+        raise ValueError(_no_folds(base.data.kind))
+
+
 def fold_config(base: RunConfig, fold: int) -> RunConfig:
     """The config of cross-validation fold ``fold``: ``data.fold`` for ESC-50 (``data.kind: esc50``),
-    otherwise ``{fold}`` in data.train / data.val replaced."""
+    otherwise (manifests, shards packed per fold) ``{fold}`` in data.train / data.val replaced."""
     name = f"{base.name}_fold{fold}"
     if base.data.kind == "esc50":
         return base.replace({"name": name, "data.fold": fold})
-    if "{fold}" not in (base.data.train or "") or "{fold}" not in (base.data.val or ""):
-        raise ValueError("cross-validation needs '{fold}' in data.train and data.val, e.g. data/esc_train_data_{fold}.json")
+    _check_has_folds(base)
     return base.replace({"name": name, "data.train": base.data.train.replace("{fold}", str(fold)),
                          "data.val": base.data.val.replace("{fold}", str(fold))})
+
+
+def _check_fold_data(cfg: RunConfig) -> None:
+    """What can be checked of a fold's data without decoding audio: its clip lists (manifests and
+    label files, ESC-50's metadata) or its packs' descriptors exist and parse."""
+    if cfg.data.kind == "shards":
+        split_summary(cfg.data.split_path("val"))
+    count_clips(cfg)
+    count_classes(cfg)  # file kinds: the training and validation clip lists; shards: the train descriptor
+
+
+def fold_configs(base: RunConfig, folds: Sequence[int]) -> dict[int, RunConfig]:
+    """Every fold's config (:func:`fold_config`), each checked before anything trains: the fold is
+    valid for the data kind (ESC-50 has folds 1-5) and its manifests, label files or pack
+    descriptors exist and parse (no audio is decoded). An error names the fold and its problem."""
+    _check_has_folds(base)  # data without folds: no fold to name
+    configs: dict[int, RunConfig] = {}
+    for fold in folds:  # every fold's config first: a fold the data kind lacks needs no data to refuse
+        try:
+            configs[fold] = fold_config(base, fold)
+        except ValueError as err:
+            raise ValueError(f"cross-validation fold {fold}: {err} (nothing trained)") from err
+    for fold, cfg in configs.items():
+        try:
+            _check_fold_data(cfg)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"cross-validation fold {fold}: {err} (nothing trained)") from err
+    return configs
 
 
 def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, progress: bool = True, seeds: int = 1,
                    reuse: bool = True) -> dict[int, list[RunResult]]:
     """Train ``base`` (its schedule and method) once per fold and seed into ``out_root/fold<N>``
     (``fold<N>_s<k>`` for seed k > 0); finished runs are reused and an interrupted one continues
-    from its checkpoint. Returns each fold's runs, one per seed."""
+    from its checkpoint. Every fold is checked before the first trains (:func:`fold_configs`).
+    Returns each fold's runs, one per seed."""
     results: dict[int, list[RunResult]] = {}
-    plain = base.run_only()
-    for fold in folds:
-        cfg = fold_config(plain, fold)
+    for fold, cfg in fold_configs(base.run_only(), folds).items():
         splits = load_splits(cfg)
         results[fold] = [train_run(seed_config(cfg, k), splits, seed_folder(out_root, f"fold{fold}", k),
                                    progress=progress, resume=reuse, fresh=not reuse) for k in range(seeds)]
@@ -184,9 +235,14 @@ def cross_validate_settings(base: RunConfig, variants: Sequence[Variant], contro
                             reuse: bool = True) -> Iterator[FoldRuns]:
     """An experiment (baseline, ``controls``, ``variants``, ``seeds`` seeds each) per fold, in
     ``out_root/fold<N>/``, yielded fold by fold as each finishes (one fold's data in memory at a
-    time)."""
-    for fold in folds:
-        cfg = fold_config(base, fold)
+    time). Every fold is checked before the first trains (:func:`fold_configs`)."""
+    configs = fold_configs(base, folds)  # before the generator's first fold: a bad fold stops it at once
+    return _fold_experiments(configs, variants, controls, out_root, seeds, progress, reuse)
+
+
+def _fold_experiments(configs: dict[int, RunConfig], variants: Sequence[Variant], controls: Sequence[str],
+                      out_root: str | Path, seeds: int, progress: bool, reuse: bool) -> Iterator[FoldRuns]:
+    for fold, cfg in configs.items():
         splits = load_splits(cfg)
         yield FoldRuns(fold, splits, run_settings(experiment_settings(cfg, variants, controls),
                                                   Path(out_root) / f"fold{fold}", splits, seeds, progress, reuse))
