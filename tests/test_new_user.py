@@ -446,3 +446,14 @@ def test_an_error_in_a_loader_worker_is_one_message_not_the_workers_traceback():
     assert "Original Traceback" in str(info.value)
     assert error_text(info.value) == "/data/train/r1/feat-000000.tar: sha256 differs from its descriptor's\nsecond line"
     assert error_text(ValueError("plain: message")) == "plain: message"
+
+
+@pytest.mark.parametrize("preset, setting", [("fsdd_digits-cpu", "data.root=nowhere/fsdd"),
+                                             ("esc50-cpu", "data.root=nowhere/esc50"),
+                                             ("ssast_pretrain-cpu", "data.sources=[nowhere/speech]")])
+def test_a_missing_data_path_says_relative_paths_are_taken_from_the_current_folder(preset, setting, tmp_path,
+                                                                                   monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", preset, "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "a relative path in a shipped preset or --set is taken from the current folder" in err

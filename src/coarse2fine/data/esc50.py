@@ -8,7 +8,7 @@ import csv
 from pathlib import Path
 from typing import Literal
 
-from coarse2fine.data.manifest import Entry, Manifest, ManifestError
+from coarse2fine.data.manifest import RELATIVE_FROM_HERE, Entry, Manifest, ManifestError
 
 FOLDS = (1, 2, 3, 4, 5)
 _COLUMNS = ("filename", "fold", "target", "category")
@@ -35,7 +35,8 @@ def esc50_manifest(root: str | Path, fold: int, split: Literal["train", "val"]) 
     folder = Path(root)
     csv_path = next((p for p in (folder / "esc50.csv", folder / "meta" / "esc50.csv") if p.is_file()), None)
     if csv_path is None:
-        raise ManifestError(f"{folder}: no esc50.csv (or meta/esc50.csv); point data.root at the ESC-50 folder")
+        raise ManifestError(f"{folder}: no esc50.csv (or meta/esc50.csv); point data.root at the ESC-50 folder; "
+                            f"{RELATIVE_FROM_HERE}")
     rows = _read_rows(csv_path)
     names: dict[int, str] = {}
     entries = []

@@ -54,6 +54,10 @@ class ManifestError(ValueError):
     """A clip list or label file that cannot be used; the message names the file and the problem."""
 
 
+# Said when a configured path is missing: the presets' relative paths are read from where the command runs
+RELATIVE_FROM_HERE = "a relative path in a shipped preset or --set is taken from the current folder"
+
+
 @dataclass(frozen=True)
 class Entry:
     """One clip: its audio file, its labels (class ids, as in :attr:`Manifest.classes`), where in
@@ -479,8 +483,8 @@ def fsdd_manifest(
     if (folder / "recordings").is_dir():
         folder = folder / "recordings"
     if not folder.is_dir():
-        raise ManifestError(f"{folder}: not a folder; point data.root at the FSDD folder (with recordings/); a "
-                            "relative data.root in a shipped preset or --set is taken from the current folder")
+        raise ManifestError(f"{folder}: not a folder; point data.root at the FSDD folder (with recordings/); "
+                            f"{RELATIVE_FROM_HERE}")
     clips: list[tuple[int, str, int, Path]] = []
     skipped = 0
     for p in folder.iterdir():

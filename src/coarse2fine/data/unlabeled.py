@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from coarse2fine.audio import AudioError, audio_info
-from coarse2fine.data.manifest import Entry, Manifest, ManifestError, audio_in_folder
+from coarse2fine.data.manifest import RELATIVE_FROM_HERE, Entry, Manifest, ManifestError, audio_in_folder
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def source_files(source: str | Path) -> list[Path]:
     elif path.suffix.lower() == ".json":
         files = _json_files(path)
     elif not path.exists():
-        raise ManifestError(f"data.sources: {path} does not exist")
+        raise ManifestError(f"data.sources: {path} does not exist; {RELATIVE_FROM_HERE}")
     else:
         raise ManifestError(f"data.sources: {path} is neither a folder, a .csv nor an AST .json manifest")
     files = [Path(os.path.normpath(f)) for f in files if not any(fnmatch.fnmatch(f.name, g) for g in exclude)]
