@@ -15,7 +15,6 @@ Requires ``pip install "coarse2fine[onnx]"`` (onnx, onnxruntime, onnxscript); im
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import logging
 import os
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from coarse2fine.compression import InputGeometry
+from coarse2fine.data.shard_store import file_sha256
 from coarse2fine.extras import require
 from coarse2fine.logs import quiet_loggers
 from coarse2fine.model.base import C2FModel
@@ -54,15 +54,6 @@ def _quiet_exporter() -> Iterator[None]:
 
 def _require(module: str) -> Any:
     return require(module, "onnx", "ONNX export and inference")
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, in hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2,
@@ -92,7 +83,7 @@ def export_onnx(model: C2FModel, path: str | os.PathLike, example_batch: int = 2
         meta = {"coarse2fine.arch": model.arch, "coarse2fine.frames": geo.frames, "coarse2fine.mel_bins": geo.mel_bins,
                 "coarse2fine.num_classes": model.num_classes}
         if weights is not None:
-            meta[WEIGHTS_KEY], meta[DIGEST_KEY] = Path(weights).name, file_digest(weights)
+            meta[WEIGHTS_KEY], meta[DIGEST_KEY] = Path(weights).name, file_sha256(weights)
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, str(value)
@@ -150,7 +141,7 @@ def check_source(onnx: OnnxClassifier, weights: str | os.PathLike) -> None:
     if not weights.is_file():
         raise ValueError(f"{weights}: file not found, so {onnx.path} (exported from {onnx.weights}) cannot be checked "
                          f"against it")
-    now = file_digest(weights)
+    now = file_sha256(weights)
     if now == onnx.weights_sha256:
         return
     was, run = onnx.weights_sha256[:SHOWN_DIGEST], weights.parent
@@ -163,7 +154,7 @@ def check_source(onnx: OnnxClassifier, weights: str | os.PathLike) -> None:
     option = "" if weights.name == "model.safetensors" else f" --weights {weights.name}"
     fix = f"export it again (coarse2fine export-onnx {run}{option}: writes {run / (weights.stem + '.onnx')})"
     source = run / onnx.weights if onnx.weights else None
-    if source is not None and source != weights and source.is_file() and file_digest(source) == onnx.weights_sha256:
+    if source is not None and source != weights and source.is_file() and file_sha256(source) == onnx.weights_sha256:
         fix += f", or give --weights {onnx.weights}, the weights it came from"
     raise ValueError(f"{what}: {fix}")
 

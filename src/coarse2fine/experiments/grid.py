@@ -19,7 +19,7 @@ from coarse2fine import atomic
 from coarse2fine.config import RunConfig
 from coarse2fine.data.datasets import ClipDataset, DataSplits
 from coarse2fine.data.shards import split_summary
-from coarse2fine.data.sources import count_classes, count_clips, load_splits
+from coarse2fine.data.sources import load_splits, manifests
 from coarse2fine.experiments.settings import (
     VARIANTS,
     Setting,
@@ -183,9 +183,10 @@ def _check_fold_data(cfg: RunConfig) -> None:
     """What can be checked of a fold's data without decoding audio: its clip lists (manifests and
     label files, ESC-50's metadata) or its packs' descriptors exist and parse."""
     if cfg.data.kind == "shards":
-        split_summary(cfg.data.split_path("val"))
-    count_clips(cfg)
-    count_classes(cfg)  # file kinds: the training and validation clip lists; shards: the train descriptor
+        for split in ("train", "val"):
+            split_summary(cfg.data.split_path(split))
+    else:
+        manifests(cfg)  # the training and validation clip lists, read once
 
 
 def fold_configs(base: RunConfig, folds: Sequence[int]) -> dict[int, RunConfig]:

@@ -194,7 +194,6 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
             own[key].copy_(value.to(own[key].dtype))
     new = sorted(set(own) - set(taken))
     absent = sorted(set(theirs) - set(own))
-    dropped = sorted(set(before) - set(theirs))  # gone in the geometry change (no family does this today)
     resized = [key for key in sorted(taken) if key in before and before[key] != list(theirs[key].shape)]
     shapes = [f"{key} {before[key]} -> {list(theirs[key].shape)}" for key in resized]
     if source.num_classes != target.num_classes:
@@ -202,13 +201,12 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
     else:
         why = "another shape: new head"
     unused_parts = [f"{name_list(sorted(replaced))} ({why})" if replaced else "",
-                    f"not in this model: {name_list(absent)}" if absent else "",
-                    f"dropped by the geometry change: {name_list(dropped)}" if dropped else ""]
+                    f"not in this model: {name_list(absent)}" if absent else ""]
     resized_part = (f"; resized to this model's geometry: "
                     f"{', '.join(shapes) if len(shapes) <= SHOWN_MISMATCHES else name_list(resized)}" if resized else "")
     log.info("initialised from %s: %d tensors taken%s; new: %s; unused: %s", what, len(taken), resized_part,
              name_list(new), "; ".join(p for p in unused_parts if p) or "none")
-    return TransferSummary(what, len(taken), tuple(new), tuple(sorted({*replaced, *absent, *dropped})))
+    return TransferSummary(what, len(taken), tuple(new), tuple(sorted({*replaced, *absent})))
 
 
 def _family_hint(source: C2FModel, target: C2FModel, path: Path) -> str:
