@@ -107,6 +107,16 @@ def add_evidence_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=None,
                    help="train every setting with N seeds (train.seed varied) and report mean ± std, the paired gain "
                         "with a bootstrap interval and mean curves (default: experiment.seeds of the config, 1)")
+    p.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
+                   help="train a seed's settings in turns of one epoch each in this process, so that a machine whose "
+                        "speed drifts over minutes charges every run alike (the same runs, every run's model in "
+                        "memory at once; default: experiment.interleave of the config: on in the demo preset)")
+
+
+def interleaved(cfg, args) -> bool:
+    """Whether a seed's settings train in turns: ``--interleave`` / ``--no-interleave``, else the
+    config's ``experiment.interleave``."""
+    return cfg.experiment.interleave if args.interleave is None else args.interleave
 
 
 def evidence(cfg, args) -> tuple[list[str], int]:

@@ -17,6 +17,7 @@ from coarse2fine.cli.options import (
     add_schedules_option,
     config_methods,
     evidence,
+    interleaved,
     run_overrides,
 )
 from coarse2fine.config import (
@@ -164,7 +165,8 @@ def cmd_experiment(args) -> int:
     if args.report_only:
         return _report_finished(args, cfg, settings, seeds, out_root, title)
     splits = load_splits(cfg)
-    done = run_settings(settings, out_root, splits, seeds, progress=show_bars(args.quiet), reuse=not args.fresh)
+    done = run_settings(settings, out_root, splits, seeds, progress=show_bars(args.quiet), reuse=not args.fresh,
+                        interleave=interleaved(cfg, args))
     _report(args, done, splits, cfg.train.metric, out_root, title + (f", {seeds} seeds" if seeds > 1 else ""))
     return 0
 
@@ -274,7 +276,7 @@ def cmd_crossval(args) -> int:
     metric = cfg.train.metric
     by_fold = {}
     for f in cross_validate_settings(cfg, variants, controls, folds, out_root, seeds, progress=show_bars(args.quiet),
-                                     reuse=not args.fresh):
+                                     reuse=not args.fresh, interleave=interleaved(cfg, args)):
         print(f"\n== fold {f.fold} ==")
         _report(args, f.settings, f.splits, metric, out_root / f"fold{f.fold}", f"{cfg.name}, fold {f.fold}")
         by_fold[f.fold] = {d.setting.label: [r.records for r in d.runs] for d in f.settings}
@@ -296,6 +298,9 @@ def _crossval_one(args) -> int:
     """One setting (the config's schedule and method) per fold and seed: ``folds.csv``."""
     cfg = load_config(args.config, [*run_overrides(args), *_one_schedule(args.schedules)])
     controls, seeds = evidence(cfg, args)
+    if args.interleave:
+        raise ValueError("crossval: --interleave trains an experiment's settings in turns; without --methods one "
+                         "setting trains: give --methods")
     if controls:
         raise ValueError(f"crossval: controls ({', '.join(controls)}) need the variants they control: give --methods")
     results = cross_validate(cfg, range(1, args.folds + 1), args.out, progress=show_bars(args.quiet), seeds=seeds,

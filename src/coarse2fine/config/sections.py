@@ -457,16 +457,19 @@ CONTROLS = ("restart", "equal-epochs")
 @dataclass(frozen=True)
 class ExperimentConfig(Section):
     """What ``experiment`` and ``crossval`` add to the baseline and the coarse-to-fine variants
-    (the ``--controls`` and ``--seeds`` options set the same): ``controls`` (``restart``: each
-    variant's phases, epochs and resets, all at R = 1; ``equal-epochs``: the baseline trained for
-    as many epochs as the longest variant) and ``seeds`` (every setting trained with that many
-    seeds of ``train.seed``: data order, initialisation, augmentation). They describe the
-    experiment, not a run: each run's own config holds the defaults, so a run is the same run
-    whichever experiment trains it (and a finished one is reused)."""
+    (the ``--controls``, ``--seeds`` and ``--interleave`` options set the same): ``controls``
+    (``restart``: each variant's phases, epochs and resets, all at R = 1; ``equal-epochs``: the
+    baseline trained for as many epochs as the longest variant), ``seeds`` (every setting trained
+    with that many seeds of ``train.seed``: data order, initialisation, augmentation) and
+    ``interleave`` (a seed's settings trained in turns of one epoch each in one process, so that a
+    machine whose speed drifts charges them alike: :mod:`coarse2fine.training.interleave`). They
+    describe the experiment, not a run: each run's own config holds the defaults, so a run is the
+    same run whichever experiment trains it (and a finished one is reused)."""
 
     prefix: ClassVar[str] = "experiment"
     controls: list[str] = key(factory=list)
     seeds: int = key(1, minimum=1)
+    interleave: bool = key(False)
 
     def check(self) -> None:
         for c in self.controls:

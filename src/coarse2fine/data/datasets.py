@@ -13,6 +13,8 @@ phase it is in with :meth:`ClipDataset.set_phase`; a source whose input depends 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -58,6 +60,13 @@ class ClipDataset(Dataset):
     def set_phase(self, spec: Any, compression: Any) -> None:
         """Serve the inputs of a phase with features ``spec`` and ``compression`` from now on (a
         no-op for waveform sources)."""
+
+    def separate(self) -> ClipDataset:
+        """This source with its own phase: :meth:`set_phase` on the copy leaves this one serving
+        its phase (the clips, files, caches and failures stay shared). A shallow copy is enough for
+        sources whose :meth:`set_phase` only rebinds attributes, as every source here does; one
+        that changes a shared object in place overrides this."""
+        return copy.copy(self)
 
     def serves_for(self, spec: Any, compression: Any) -> str:
         """What :attr:`serves` will be in a phase with features ``spec`` and ``compression``,
@@ -112,6 +121,11 @@ class DataSplits:
     val: ClipDataset
     skipped: list = field(default_factory=list)
     display_names: list[str] | None = None
+
+    def separate(self) -> DataSplits:
+        """These splits with their own phase state (:meth:`ClipDataset.separate`), for a run that
+        trains in turns with others on the same clips (:mod:`coarse2fine.training.interleave`)."""
+        return dataclasses.replace(self, train=self.train.separate(), val=self.val.separate())
 
     def signature(self) -> dict[str, Any]:
         """What a checkpoint must find again to resume on the same data: the clip counts and the

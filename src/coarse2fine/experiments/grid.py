@@ -9,11 +9,12 @@ again, and an interrupted one continues from its checkpoint (:func:`~coarse2fine
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from coarse2fine import atomic
 from coarse2fine.config import RunConfig
@@ -33,7 +34,9 @@ from coarse2fine.experiments.settings import (
 from coarse2fine.report.savings import Records
 from coarse2fine.report.timing import Calibration, calibrate, calibrated_records, phase_key
 from coarse2fine.training.folder import read_finished
-from coarse2fine.training.loop import RunResult, train_run
+from coarse2fine.training.interleave import Epochs, train_interleaved
+from coarse2fine.training.interrupt import StopRequest
+from coarse2fine.training.loop import RunResult, train_epochs, train_run
 from coarse2fine.training.records import EpochRecord
 
 log = logging.getLogger(__name__)
@@ -57,10 +60,14 @@ class SettingRuns:
 
 
 def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: DataSplits | None = None, seeds: int = 1,
-                 progress: bool = True, reuse: bool = True) -> list[SettingRuns]:
+                 progress: bool = True, reuse: bool = True, interleave: bool = False) -> list[SettingRuns]:
     """Train every setting with ``seeds`` seeds into ``out_root`` (see :func:`seed_folder`), seed
     by seed (every setting's seed 0 first, so an interrupted experiment has whole seeds); finished
-    runs are reused and interrupted ones continue (``reuse``; without it every run starts over)."""
+    runs are reused and interrupted ones continue (``reuse``; without it every run starts over).
+    With ``interleave`` a seed's settings train in turns of one epoch each
+    (:func:`~coarse2fine.training.interleave.train_interleaved`), each on its own
+    :meth:`~coarse2fine.data.datasets.DataSplits.separate` view of the data: the same runs,
+    trained in a shared stretch of the machine's time."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     out_root = Path(out_root)
@@ -74,11 +81,23 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
 
     done = [SettingRuns(s, []) for s in settings]
     for k in range(seeds):
-        for entry in done:
-            cfg = seed_config(entry.setting.config, k)
-            entry.runs.append(train_run(cfg, data, seed_folder(out_root, entry.setting.name, k), progress=progress,
-                                        resume=reuse, fresh=not reuse))
+        configs = [(seed_config(entry.setting.config, k), seed_folder(out_root, entry.setting.name, k)) for entry in done]
+        if interleave:
+            results = train_interleaved([functools.partial(_epochs, cfg, data, folder, progress, reuse)
+                                         for cfg, folder in configs])
+        else:
+            results = [train_run(cfg, data, folder, progress=progress, resume=reuse, fresh=not reuse)
+                       for cfg, folder in configs]
+        for entry, result in zip(done, results):
+            entry.runs.append(result)
     return done
+
+
+def _epochs(cfg: RunConfig, data: Callable[[], DataSplits], folder: Path, progress: bool, reuse: bool,
+            stop: StopRequest) -> Epochs:
+    """One run of an interleaved group, on its own view of the data (read when it first trains)."""
+    return train_epochs(cfg, lambda: data().separate(), folder, progress=progress, resume=reuse, fresh=not reuse,
+                        stop=stop)
 
 
 def finished_run(setting: Setting, out_root: str | Path, k: int) -> tuple[RunResult, list[str]] | Path:
@@ -136,11 +155,13 @@ def run_experiment(
     splits: DataSplits | None = None,
     progress: bool = True,
     reuse: bool = True,
+    interleave: bool = False,
 ) -> tuple[RunResult, dict[str, RunResult]]:
     """Train the baseline and every variant (one seed, no controls) into ``out_root/<run name>``;
     returns (baseline, {label: result}). A finished run of the same config there is reused and an
-    interrupted one continues from its checkpoint (``reuse``; without it every run starts over)."""
-    done = run_settings(experiment_settings(base, variants), out_root, splits, 1, progress, reuse)
+    interrupted one continues from its checkpoint (``reuse``; without it every run starts over).
+    ``interleave``: in turns of one epoch each (see :func:`run_settings`)."""
+    done = run_settings(experiment_settings(base, variants), out_root, splits, 1, progress, reuse, interleave)
     return done[0].runs[0], {d.setting.label: d.runs[0] for d in done[1:]}
 
 
@@ -233,20 +254,22 @@ class FoldRuns:
 
 def cross_validate_settings(base: RunConfig, variants: Sequence[Variant], controls: Sequence[str], folds: Sequence[int],
                             out_root: str | Path, seeds: int = 1, progress: bool = True,
-                            reuse: bool = True) -> Iterator[FoldRuns]:
+                            reuse: bool = True, interleave: bool = False) -> Iterator[FoldRuns]:
     """An experiment (baseline, ``controls``, ``variants``, ``seeds`` seeds each) per fold, in
     ``out_root/fold<N>/``, yielded fold by fold as each finishes (one fold's data in memory at a
     time). Every fold is checked before the first trains (:func:`fold_configs`)."""
     configs = fold_configs(base, folds)  # before the generator's first fold: a bad fold stops it at once
-    return _fold_experiments(configs, variants, controls, out_root, seeds, progress, reuse)
+    return _fold_experiments(configs, variants, controls, out_root, seeds, progress, reuse, interleave)
 
 
 def _fold_experiments(configs: dict[int, RunConfig], variants: Sequence[Variant], controls: Sequence[str],
-                      out_root: str | Path, seeds: int, progress: bool, reuse: bool) -> Iterator[FoldRuns]:
+                      out_root: str | Path, seeds: int, progress: bool, reuse: bool,
+                      interleave: bool) -> Iterator[FoldRuns]:
     for fold, cfg in configs.items():
         splits = load_splits(cfg)
         yield FoldRuns(fold, splits, run_settings(experiment_settings(cfg, variants, controls),
-                                                  Path(out_root) / f"fold{fold}", splits, seeds, progress, reuse))
+                                                  Path(out_root) / f"fold{fold}", splits, seeds, progress, reuse,
+                                                  interleave))
 
 
 def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Records], num_classes: int, rounds: int,

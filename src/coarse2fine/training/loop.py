@@ -31,7 +31,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Generator, Iterator, Mapping
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -178,6 +178,26 @@ def train_run(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out
     with a checkpoint there (:class:`~coarse2fine.training.interrupt.RunInterrupted`; see that
     module).
     """
+    return run_to_end(train_epochs(cfg, splits, out_dir, progress, resume, fresh))
+
+
+def run_to_end(epochs: Generator[None, None, RunResult]) -> RunResult:
+    """Drive :func:`train_epochs` to the end of its run; returns the run's result."""
+    while True:
+        try:
+            next(epochs)
+        except StopIteration as done:
+            return done.value
+
+
+def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out_dir: str | Path,
+                 progress: bool = True, resume: bool = True, fresh: bool = False,
+                 stop: StopRequest | None = None) -> Generator[None, None, RunResult]:
+    """:func:`train_run` one epoch at a time: the run pauses (yields) after each epoch that is
+    not its last, its checkpoint written, and returns its :class:`RunResult` at the end (see
+    :mod:`coarse2fine.training.interleave`, which takes turns between runs this way). ``stop``:
+    a stop request shared by several runs, whose signal handlers the caller installs (None: this
+    run installs its own)."""
     out_dir = Path(out_dir)
     lock = folder_lock(out_dir) if main_process() else contextlib.nullcontext()  # one writer per folder
     with lock:
@@ -188,7 +208,7 @@ def train_run(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out
             return RunResult(cfg.name, out_dir, records, "finished", phases)
         if callable(splits):
             splits = splits()  # before the signal handlers: Ctrl-C stops a long load at once
-        with stop_on_signals() as stop:
+        with stop_on_signals() if stop is None else contextlib.nullcontext(stop) as stop:
             run = setup_run(cfg, splits, out_dir, progress, stop)
             state = restore(run)
             for p in range(state.progress.phase, len(run.setups)):
@@ -196,8 +216,10 @@ def train_run(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out
                 while state.progress.phase == p:
                     train_epoch(run, ph, state)
                     end_epoch(run, ph, state)
-                    if run.stop.agreed(run.d) and state.progress.phase < len(run.setups):
-                        interrupted(run, state)
+                    if state.progress.phase < len(run.setups):
+                        if run.stop.agreed(run.d):
+                            interrupted(run, state)
+                        yield  # the checkpoint of this epoch's end is written
             result = finish(run, state, ph)
             barrier(run.d)  # return together: a process that exits while another still writes can abort in gloo
             return result

@@ -1,0 +1,119 @@
+"""Runs trained in turns of one epoch (``experiment.interleave``) are the runs trained one after
+the other: same draws, same weights, same records but the time, and an interrupted group resumes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from coarse2fine.cli import main
+from coarse2fine.config import load_config
+from coarse2fine.data.sources import load_splits
+from coarse2fine.experiments.grid import run_settings
+from coarse2fine.experiments.settings import Variant, experiment_settings
+from coarse2fine.training.folder import CHECKPOINT
+from coarse2fine.training.interrupt import RunInterrupted
+
+# Stochastic depth draws from torch's global generator, mixup and SpecAugment from the run's own;
+# the features are held in memory, one phase at a time per run.
+TINY = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "model.preset=micro", "train.threads=1",
+        "train.optim.warmup_steps=3", "c2f.phase_epochs=[1, 2]", "train.epochs=3", "model.drop_path_rate=0.3",
+        "augment.mixup=0.5", "augment.timem=16", "data.in_memory=on"]
+VARIANTS = [Variant("fshift", "4-1"), Variant("avgpool", "4-1")]
+EPOCH_LINE = re.compile(r"^(\S+) epoch (\d+) \(phase")
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config("demo", TINY)
+
+
+@pytest.fixture(scope="module")
+def splits(cfg):
+    return load_splits(cfg)
+
+
+def _same_runs(a, b) -> None:
+    """Two experiments' runs trained the same: every record but its times, and the final weights."""
+    for ra, rb in zip(a, b, strict=True):
+        [x], [y] = ra.runs, rb.runs
+        assert x.name == y.name
+        drop = {"train_time", "cum_time", "data_time", "step_time", "step_median", "step_deciles", "eval_time",
+                "load_avg", "mfu"}
+        assert ([{k: v for k, v in r.to_dict().items() if k not in drop} for r in x.records]
+                == [{k: v for k, v in r.to_dict().items() if k not in drop} for r in y.records])
+        wa, wb = load_file(x.out_dir / "model.safetensors"), load_file(y.out_dir / "model.safetensors")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _epoch_order(caplog) -> list[tuple[str, int]]:
+    return [(m[1], int(m[2])) for r in caplog.records if (m := EPOCH_LINE.match(r.getMessage()))]
+
+
+def test_runs_trained_in_turns_are_the_runs_trained_one_after_another(cfg, splits, tmp_path, caplog):
+    settings = experiment_settings(cfg, VARIANTS)
+    alone = run_settings(settings, tmp_path / "alone", splits, progress=False)
+    served = splits.train._phase
+    with caplog.at_level(logging.INFO, logger="coarse2fine.training.loop"):
+        turns = run_settings(settings, tmp_path / "turns", splits, progress=False, interleave=True)
+    _same_runs(alone, turns)
+    # Epoch k of every run before epoch k + 1 of any: the baseline's 3 epochs, 4-1's 1 + 2.
+    assert _epoch_order(caplog) == [(n, k) for k in (1, 2, 3) for n in ("baseline", "fshift_41", "avgpool_41")]
+    # The data the experiment was given still serves the phase it served: each run had its own view.
+    assert splits.train._phase == served
+
+
+def test_an_interleaved_experiment_stopped_by_a_signal_continues_to_the_same_runs(cfg, splits, tmp_path, caplog):
+    settings = experiment_settings(cfg, VARIANTS)
+    alone = run_settings(settings, tmp_path / "alone", splits, progress=False)
+
+    class SignalAt(logging.Handler):
+        """SIGINT while fshift_41 ends its epoch 2 (its first at R = 1): the others wait between epochs."""
+
+        def emit(self, record):
+            if record.getMessage().startswith("fshift_41 epoch 2 "):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    handler = SignalAt()
+    logger = logging.getLogger("coarse2fine.training.loop")
+    logger.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name), \
+                pytest.raises(RunInterrupted, match="fshift_41: stopped on SIGINT"):
+            run_settings(settings, tmp_path / "turns", splits, progress=False, interleave=True)
+    finally:
+        logger.removeHandler(handler)
+    caplog.clear()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the group's handlers are gone
+    for name in ("baseline", "fshift_41", "avgpool_41"):  # every run left a checkpoint, none finished
+        assert (tmp_path / "turns" / name / CHECKPOINT).exists()
+        assert not (tmp_path / "turns" / name / "model.safetensors").exists()
+    with caplog.at_level(logging.INFO, logger="coarse2fine.training.loop"):
+        again = run_settings(settings, tmp_path / "turns", splits, progress=False, interleave=True)
+    assert [r.runs[0].status for r in again] == ["resumed"] * 3
+    # avgpool_41 waited at the end of its epoch 1; the others go on from epoch 3.
+    assert _epoch_order(caplog) == [("baseline", 3), ("fshift_41", 3), ("avgpool_41", 2), ("avgpool_41", 3)]
+    _same_runs(alone, again)
+
+
+def test_the_demo_interleaves_and_the_options_set_it(tmp_path, capsys):
+    assert load_config("demo").experiment.interleave and not load_config("esc50-cpu").experiment.interleave
+    assert main(["crossval", "esc50-cpu", "--folds", "2", "--interleave", "--out", str(tmp_path / "cv")]) == 2
+    assert "without --methods one setting trains" in capsys.readouterr().err
+    out = tmp_path / "exp"
+    code = main(["experiment", "demo", *(a for s in TINY for a in ("--set", s)), "--set", "train.epochs=2",
+                 "--set", "c2f.phase_epochs=[1, 1]", "--methods", "fshift", "--no-interleave", "--out", str(out),
+                 "--quiet"])
+    assert code == 0 and (out / "savings.md").exists()
+    # Runs trained without turns are the same runs: the demo preset's interleaved experiment reuses them.
+    logs = {p: p.stat().st_mtime_ns for p in out.glob("*/log.json")}
+    assert len(logs) == 2
+    code = main(["experiment", "demo", *(a for s in TINY for a in ("--set", s)), "--set", "train.epochs=2",
+                 "--set", "c2f.phase_epochs=[1, 1]", "--methods", "fshift", "--out", str(out), "--quiet"])
+    assert code == 0 and {p: p.stat().st_mtime_ns for p in out.glob("*/log.json")} == logs
