@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from coarse2fine.data.sources import load_splits
 from coarse2fine.data.synthetic import CLASSES, SyntheticConfig, make_clip
 
 MAX_WORKERS = 8  # a worker holds 0.43 GB once torch, Lightning and transformers are imported, more as it trains
@@ -138,3 +139,9 @@ def packed(audio_set) -> PackedSet:
     root = audio_set.folder / "packed"
     pack(load_config(audio_set.files_config), root, features=True, shard_clips=SHARD_CLIPS, progress=False)
     return PackedSet(audio_set, root, shards_config(audio_set, root))
+
+
+@pytest.fixture(scope="module")
+def splits(cfg):
+    """The data of the test module's ``cfg`` fixture, loaded once per module."""
+    return load_splits(cfg)

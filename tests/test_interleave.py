@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 
 import pytest
@@ -14,9 +15,9 @@ from safetensors.torch import load_file
 
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
-from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import run_settings
 from coarse2fine.experiments.settings import Variant, experiment_settings
+from coarse2fine.report.savings import table_note
 from coarse2fine.training.folder import CHECKPOINT
 from coarse2fine.training.interrupt import RunInterrupted
 
@@ -34,18 +35,13 @@ def cfg():
     return load_config("demo", TINY)
 
 
-@pytest.fixture(scope="module")
-def splits(cfg):
-    return load_splits(cfg)
-
-
 def _same_runs(a, b) -> None:
     """Two experiments' runs trained the same: every record but its times, and the final weights."""
     for ra, rb in zip(a, b, strict=True):
         [x], [y] = ra.runs, rb.runs
         assert x.name == y.name
         drop = {"train_time", "cum_time", "data_time", "step_time", "step_median", "step_deciles", "eval_time",
-                "load_avg", "mfu"}
+                "load_avg", "mfu", "turns"}
         assert ([{k: v for k, v in r.to_dict().items() if k not in drop} for r in x.records]
                 == [{k: v for k, v in r.to_dict().items() if k not in drop} for r in y.records])
         wa, wb = load_file(x.out_dir / "model.safetensors"), load_file(y.out_dir / "model.safetensors")
@@ -60,9 +56,18 @@ def test_runs_trained_in_turns_are_the_runs_trained_one_after_another(cfg, split
     settings = experiment_settings(cfg, VARIANTS)
     alone = run_settings(settings, tmp_path / "alone", splits, progress=False)
     served = splits.train._phase
-    with caplog.at_level(logging.INFO, logger="coarse2fine.training.loop"):
+    with caplog.at_level(logging.INFO, logger="coarse2fine.training"):
         turns = run_settings(settings, tmp_path / "turns", splits, progress=False, interleave=True)
     _same_runs(alone, turns)
+    assert "3 of 3 runs trained in turns of one epoch" in caplog.text
+    # Each epoch says how it was trained, and so do the tables' notes.
+    assert all(r.turns is None for a in alone for r in a.runs[0].records)
+    assert all(r.turns == 3 for t in turns for r in t.runs[0].records)
+    records = {s.setting.label: s.runs[0].records for s in turns}
+    assert "The runs were trained in turns of one epoch each" in table_note(records.pop("Baseline"), records)
+    mixed = {"Fshift 41": turns[1].runs[0].records, "Avg Pool 41": alone[2].runs[0].records}
+    assert "in whole or in part: Baseline, Fshift 41; alone: Avg Pool 41" in table_note(turns[0].runs[0].records, mixed)
+    assert "in turns" not in table_note(alone[0].runs[0].records, {"Fshift 41": alone[1].runs[0].records})
     # Epoch k of every run before epoch k + 1 of any: the baseline's 3 epochs, 4-1's 1 + 2.
     assert _epoch_order(caplog) == [(n, k) for k in (1, 2, 3) for n in ("baseline", "fshift_41", "avgpool_41")]
     # The data the experiment was given still serves the phase it served: each run had its own view.
@@ -85,12 +90,15 @@ def test_an_interleaved_experiment_stopped_by_a_signal_continues_to_the_same_run
     logger.addHandler(handler)
     try:
         with caplog.at_level(logging.INFO, logger=logger.name), \
-                pytest.raises(RunInterrupted, match="fshift_41: stopped on SIGINT"):
+                pytest.raises(RunInterrupted, match="fshift_41: stopped on SIGINT") as stopped:
             run_settings(settings, tmp_path / "turns", splits, progress=False, interleave=True)
     finally:
         logger.removeHandler(handler)
     caplog.clear()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the group's handlers are gone
+    assert stopped.value.exit_code == 130
+    paused = str(stopped.value).split("the runs trained in turns with it stopped at the end of their last epoch")[1]
+    assert str(tmp_path / "turns" / "baseline") in paused and str(tmp_path / "turns" / "avgpool_41") in paused
     for name in ("baseline", "fshift_41", "avgpool_41"):  # every run left a checkpoint, none finished
         assert (tmp_path / "turns" / name / CHECKPOINT).exists()
         assert not (tmp_path / "turns" / name / "model.safetensors").exists()
@@ -102,7 +110,7 @@ def test_an_interleaved_experiment_stopped_by_a_signal_continues_to_the_same_run
     _same_runs(alone, again)
 
 
-def test_the_demo_interleaves_and_the_options_set_it(tmp_path, capsys):
+def test_the_demo_interleaves_and_the_options_set_it(tmp_path, capsys, caplog):
     assert load_config("demo").experiment.interleave and not load_config("esc50-cpu").experiment.interleave
     assert main(["crossval", "esc50-cpu", "--folds", "2", "--interleave", "--out", str(tmp_path / "cv")]) == 2
     assert "without --methods one setting trains" in capsys.readouterr().err
@@ -110,10 +118,17 @@ def test_the_demo_interleaves_and_the_options_set_it(tmp_path, capsys):
     code = main(["experiment", "demo", *(a for s in TINY for a in ("--set", s)), "--set", "train.epochs=2",
                  "--set", "c2f.phase_epochs=[1, 1]", "--methods", "fshift", "--no-interleave", "--out", str(out),
                  "--quiet"])
-    assert code == 0 and (out / "savings.md").exists()
+    assert code == 0 and "in turns" not in (out / "savings.md").read_text()
     # Runs trained without turns are the same runs: the demo preset's interleaved experiment reuses them.
     logs = {p: p.stat().st_mtime_ns for p in out.glob("*/log.json")}
     assert len(logs) == 2
-    code = main(["experiment", "demo", *(a for s in TINY for a in ("--set", s)), "--set", "train.epochs=2",
-                 "--set", "c2f.phase_epochs=[1, 1]", "--methods", "fshift", "--out", str(out), "--quiet"])
+    with caplog.at_level(logging.INFO, logger="coarse2fine.training.interleave"):
+        code = main(["experiment", "demo", *(a for s in TINY for a in ("--set", s)), "--set", "train.epochs=2",
+                     "--set", "c2f.phase_epochs=[1, 1]", "--methods", "fshift", "--out", str(out), "--quiet"])
     assert code == 0 and {p: p.stat().st_mtime_ns for p in out.glob("*/log.json")} == logs
+    assert "trained in turns" not in caplog.text  # nothing trained: nothing said about turns
+    # With only the baseline finished, --report-only says so (a group in turns finishes together, at its end).
+    shutil.rmtree(out / "fshift_41")
+    assert main(["experiment", "demo", *(a for s in TINY for a in ("--set", s)), "--set", "train.epochs=2",
+                 "--set", "c2f.phase_epochs=[1, 1]", "--methods", "fshift", "--out", str(out), "--report-only"]) == 2
+    assert "holds a finished baseline but no other finished setting to tabulate yet" in capsys.readouterr().err

@@ -9,7 +9,6 @@ from safetensors.torch import load_file
 from coarse2fine.cli import main
 from coarse2fine.config import load_config
 from coarse2fine.core import phase_input
-from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import Variant, run_experiment
 from coarse2fine.model import ast_training_flops, model_from_config_dict
 from coarse2fine.training.loop import train_run
@@ -23,11 +22,6 @@ SMALL = [
 @pytest.fixture(scope="module")
 def cfg():
     return load_config("demo", [*SMALL, "model.preset=micro"])
-
-
-@pytest.fixture(scope="module")
-def splits(cfg):
-    return load_splits(cfg)
 
 
 @pytest.mark.parametrize("method", ["fshift", "avgpool", "patch"])

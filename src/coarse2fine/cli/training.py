@@ -199,8 +199,10 @@ def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinis
     settings whose first seed has, against the baseline, when the baseline has finished."""
     partial = finished_first_seeds(settings, out_root)
     if not partial or partial[0].setting.role != "baseline" or len(partial) < 2:
-        raise ValueError(f"--report-only: {out_root} holds no finished baseline and other finished setting to "
-                         f"tabulate yet (not finished: {unfinished})")
+        has = ("a finished baseline but no other finished setting" if partial and partial[0].setting.role == "baseline"
+               else "no finished baseline")
+        raise ValueError(f"--report-only: {out_root} holds {has} to tabulate yet (not finished: {unfinished}); an "
+                         "experiment trained in turns (--interleave) finishes its settings together, at its end")
     splits = load_splits(cfg) if args.calibrate_rounds > 0 else None
     print(f"{out_root}: {len(partial)} of {len(settings)} settings finished (first seed); their tables (nothing "
           "trained):")

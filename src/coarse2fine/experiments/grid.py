@@ -83,8 +83,9 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
     for k in range(seeds):
         configs = [(seed_config(entry.setting.config, k), seed_folder(out_root, entry.setting.name, k)) for entry in done]
         if interleave:
-            results = train_interleaved([functools.partial(_epochs, cfg, data, folder, progress, reuse)
-                                         for cfg, folder in configs])
+            results = train_interleaved({folder: functools.partial(_epochs, cfg, data, folder, progress, reuse,
+                                                                   len(configs))
+                                         for cfg, folder in configs})
         else:
             results = [train_run(cfg, data, folder, progress=progress, resume=reuse, fresh=not reuse)
                        for cfg, folder in configs]
@@ -93,11 +94,12 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
     return done
 
 
-def _epochs(cfg: RunConfig, data: Callable[[], DataSplits], folder: Path, progress: bool, reuse: bool,
+def _epochs(cfg: RunConfig, data: Callable[[], DataSplits], folder: Path, progress: bool, reuse: bool, turns: int,
             stop: StopRequest) -> Epochs:
-    """One run of an interleaved group, on its own view of the data (read when it first trains)."""
+    """One run of a group of ``turns`` trained in turns, on its own view of the data (read when it
+    first trains)."""
     return train_epochs(cfg, lambda: data().separate(), folder, progress=progress, resume=reuse, fresh=not reuse,
-                        stop=stop)
+                        stop=stop, turns=turns)
 
 
 def finished_run(setting: Setting, out_root: str | Path, k: int) -> tuple[RunResult, list[str]] | Path:
@@ -155,13 +157,15 @@ def run_experiment(
     splits: DataSplits | None = None,
     progress: bool = True,
     reuse: bool = True,
-    interleave: bool = False,
+    interleave: bool | None = None,
 ) -> tuple[RunResult, dict[str, RunResult]]:
     """Train the baseline and every variant (one seed, no controls) into ``out_root/<run name>``;
     returns (baseline, {label: result}). A finished run of the same config there is reused and an
     interrupted one continues from its checkpoint (``reuse``; without it every run starts over).
-    ``interleave``: in turns of one epoch each (see :func:`run_settings`)."""
-    done = run_settings(experiment_settings(base, variants), out_root, splits, 1, progress, reuse, interleave)
+    ``interleave``: in turns of one epoch each (see :func:`run_settings`); None: as
+    ``base.experiment.interleave`` says (on in the demo preset)."""
+    turns = base.experiment.interleave if interleave is None else interleave
+    done = run_settings(experiment_settings(base, variants), out_root, splits, 1, progress, reuse, turns)
     return done[0].runs[0], {d.setting.label: d.runs[0] for d in done[1:]}
 
 

@@ -328,12 +328,21 @@ ELSEWHERE_MEASURES = ("wall", "step")  # measured in the runs themselves, so on 
 
 
 def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
-              elsewhere: Mapping[str, Sequence[str]] | None = None, drift: Mapping[str, float] | None = None) -> str:
-    """What each time column of a table measures, which runs' wall times cannot be trusted
-    (``busy``, marked ``*``), which runs were timed on other machines than the baseline
-    (``elsewhere``, :func:`timed_elsewhere`, marked ``†``) and on which the same step took
-    another time than in the baseline (``drift``, :func:`drifted`, marked ``‡``)."""
+              elsewhere: Mapping[str, Sequence[str]] | None = None, drift: Mapping[str, float] | None = None,
+              turns: tuple[list[str], list[str]] = ([], [])) -> str:
+    """What each time column of a table measures, how the runs were trained (``turns``:
+    :func:`in_turns`), which runs' wall times cannot be trusted (``busy``, marked ``*``), which
+    runs were timed on other machines than the baseline (``elsewhere``, :func:`timed_elsewhere`,
+    marked ``†``) and on which the same step took another time than in the baseline (``drift``,
+    :func:`drifted`, marked ``‡``)."""
     note = "Time saves by " + "; ".join(TIME_NOTES[m] for m in time_measures) + "."
+    together, apart = turns
+    if together and not apart:
+        note += (" The runs were trained in turns of one epoch each in one process (experiment.interleave): a "
+                 "change of the machine's speed slowed every run's epochs alike.")
+    elif together:
+        note += (f" Trained in turns of one epoch each (experiment.interleave), in whole or in part: "
+                 f"{', '.join(together)}; alone: {', '.join(apart)}.")
     if busy:
         note += (f" * {', '.join(busy)}: epochs of one phase took more than {SPREAD_LIMIT:g}x as long as others "
                  "(the machine was busy): their wall time save cannot be trusted.")
@@ -347,6 +356,13 @@ def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
                  "machine's speed changed between the runs, and their wall and step time saves measure that too; "
                  "the calibrated column (--calibrate-rounds) times every phase in one process.")
     return note
+
+
+def in_turns(named: Mapping[str, Records]) -> tuple[list[str], list[str]]:
+    """The runs with epochs trained in turns with others (:mod:`coarse2fine.training.interleave`),
+    and the runs trained alone throughout."""
+    together = [name for name, recs in named.items() if any(r.turns for r in as_records(recs))]
+    return together, [name for name in named if name not in together]
 
 
 def run_machines(records: Records) -> list[str]:
@@ -407,7 +423,7 @@ def table_note(baseline: Records, runs: Mapping[str, Records], baseline_name: st
     named = {baseline_name: baseline, **runs}
     time_measures = table_measures([baseline, *runs.values()])
     return time_note(time_measures, busy_runs(named), timed_elsewhere(named, baseline_name),
-                     drifted(named, baseline_name))
+                     drifted(named, baseline_name), in_turns(named))
 
 
 def time_marks(measure: str, name: str, baseline_name: str, busy: set[str], elsewhere: Mapping[str, Any],

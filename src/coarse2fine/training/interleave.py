@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Generator, Mapping
 
 import torch
 
-from coarse2fine.training.interrupt import StopRequest, stop_on_signals
+from coarse2fine.training.interrupt import RunInterrupted, StopRequest, stop_on_signals
 from coarse2fine.training.loop import RunResult
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ Epochs = Generator[None, None, RunResult]
 
 @dataclass
 class Turn:
-    """One run of the group: its epochs (paused between turns) and its random-number state."""
+    """One run of the group: its folder, its epochs (paused between turns) and its random-number
+    state."""
 
+    folder: Path
     epochs: Epochs
     rng: dict[str, Any] | None = None  # None: not started (the run seeds torch itself)
     result: RunResult | None = None
@@ -70,23 +73,42 @@ def take_turn(turn: Turn) -> bool:
     return True
 
 
-def train_interleaved(start: Sequence[Callable[[StopRequest], Epochs]]) -> list[RunResult]:
-    """Train the runs ``start`` begins (each called with the group's stop request, returning
-    :func:`~coarse2fine.training.loop.train_epochs` of one run) in turns of one epoch each, in
-    the order given, until all have finished; returns their results in that order. SIGINT or
-    SIGTERM stops the run whose turn it is after its step, with a checkpoint, and ends the
-    others at the checkpoint of their last epoch (:class:`~coarse2fine.training.interrupt.RunInterrupted`
-    is raised); any error does the same."""
+def train_interleaved(start: Mapping[Path, Callable[[StopRequest], Epochs]]) -> list[RunResult]:
+    """Train the runs ``start`` begins in their folders (each called with the group's stop
+    request, returning :func:`~coarse2fine.training.loop.train_epochs` of one run) in turns of one
+    epoch each, in the order given, until all have finished; returns their results in that order.
+    SIGINT or SIGTERM stops the run whose turn it is after its step, with a checkpoint, and ends
+    the others at the checkpoint of their last epoch: the
+    :class:`~coarse2fine.training.interrupt.RunInterrupted` raised names them all. Any error ends
+    them the same way."""
     outer = global_rng()
     with stop_on_signals() as stop:
-        turns = [Turn(begin(stop)) for begin in start]
+        turns = [Turn(folder, begin(stop)) for folder, begin in start.items()]
         try:
             active = list(turns)
             while active:
-                active = [t for t in active if take_turn(t)]
+                kept = []
+                for turn in active:
+                    try:
+                        if take_turn(turn):
+                            kept.append(turn)
+                    except RunInterrupted as stopped:
+                        raise _group_stopped(stopped, [t for t in turns if t is not turn]) from None
+                active = kept
         finally:
             for t in turns:
                 t.epochs.close()  # a run paused between epochs releases its folder; its checkpoint stays
             set_global_rng(outer)
-    log.info("%d runs trained in turns of one epoch", len(turns))
+    trained = [t.result for t in turns if t.result is not None and t.result.status != "finished"]
+    if trained:
+        log.info("%d of %d runs trained in turns of one epoch (the others had finished before)", len(trained), len(turns))
     return [t.result for t in turns]  # type: ignore[misc]  # every run has finished here
+
+
+def _group_stopped(stopped: RunInterrupted, others: list[Turn]) -> RunInterrupted:
+    """``stopped``, with the runs of the group that it left paused between two epochs."""
+    paused = [str(t.folder) for t in others if t.rng is not None and t.result is None]
+    if not paused:
+        return stopped
+    return RunInterrupted(f"{stopped}; the runs trained in turns with it stopped at the end of their last epoch, each "
+                          f"with its checkpoint: {', '.join(paused)}", stopped.signum)

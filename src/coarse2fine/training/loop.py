@@ -1,13 +1,14 @@
 """The training loop: one run = a schedule of phases, coarse to fine, read top to bottom.
 
-:func:`train_run` sets the run up, restores where it stands (a fresh start, a checkpoint left by
-an interrupted run, or a run that already finished), then for each phase enters it (the model
-moves to the phase's input geometry with its weights carried over; a fresh optimizer and LR
-schedule; one untimed warm-up step; after a phase change, with ``c2f.eval_on_entry``, one
-evaluation of the carried-over model before it trains), and for each epoch trains, evaluates and
-records (an
-:class:`~coarse2fine.training.records.EpochRecord`: metrics, FLOPs, wall time, data wait and
-per-step time), then finishes (final weights, weight averaging, logs).
+:func:`train_run` (through :func:`train_epochs`) sets the run up, restores where it stands (a
+fresh start, a checkpoint left by an interrupted run, or a run that already finished), then for
+each phase enters it (the model moves to the phase's input geometry with its weights carried
+over; a fresh optimizer and LR schedule; one untimed warm-up step; after a phase change, with
+``c2f.eval_on_entry``, one evaluation of the carried-over model before it trains), and for each
+epoch trains, evaluates and records (an :class:`~coarse2fine.training.records.EpochRecord`:
+metrics, FLOPs, wall time, data wait and per-step time), then finishes (final weights, weight
+averaging, logs). :func:`train_epochs` pauses after each epoch but the last, its checkpoint
+written, so that several runs can take turns (:mod:`coarse2fine.training.interleave`).
 
 Batches are drawn from a per-epoch order that is a pure function of (seed, epoch)
 (:func:`coarse2fine.training.sampling.epoch_batches`), so a resumed run replays exactly the
@@ -99,6 +100,7 @@ class Run:
     peak_tflops: float | None
     tensorboard: TensorBoardLog | None = None
     stop: StopRequest = dataclasses.field(default_factory=StopRequest)  # what SIGINT / SIGTERM set
+    turns: int | None = None  # runs taking turns of one epoch in this process (None: this one alone)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -132,7 +134,7 @@ class Run:
         metrics = [m for m in self.objective.metrics if m != "val_loss"]
         return ["epoch", "phase", "R", "phase_epoch", "tokens", "batch_size", "lr", "train_loss", "val_loss", *metrics,
                 "train_flops", "cum_flops", "train_time", "cum_time", "data_time", "step_time", "step_median", "eval_time",
-                "load_avg", "machine", "mfu"]
+                "load_avg", "machine", "mfu", "turns"]
 
 
 @dataclass
@@ -192,12 +194,13 @@ def run_to_end(epochs: Generator[None, None, RunResult]) -> RunResult:
 
 def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out_dir: str | Path,
                  progress: bool = True, resume: bool = True, fresh: bool = False,
-                 stop: StopRequest | None = None) -> Generator[None, None, RunResult]:
+                 stop: StopRequest | None = None, turns: int | None = None) -> Generator[None, None, RunResult]:
     """:func:`train_run` one epoch at a time: the run pauses (yields) after each epoch that is
     not its last, its checkpoint written, and returns its :class:`RunResult` at the end (see
     :mod:`coarse2fine.training.interleave`, which takes turns between runs this way). ``stop``:
     a stop request shared by several runs, whose signal handlers the caller installs (None: this
-    run installs its own)."""
+    run installs its own); ``turns``: how many runs take turns with this one included, recorded
+    in each epoch's record (None: it trains alone)."""
     out_dir = Path(out_dir)
     lock = folder_lock(out_dir) if main_process() else contextlib.nullcontext()  # one writer per folder
     with lock:
@@ -210,6 +213,7 @@ def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], 
             splits = splits()  # before the signal handlers: Ctrl-C stops a long load at once
         with stop_on_signals() if stop is None else contextlib.nullcontext(stop) as stop:
             run = setup_run(cfg, splits, out_dir, progress, stop)
+            run.turns = turns
             state = restore(run)
             for p in range(state.progress.phase, len(run.setups)):
                 ph = enter_phase(run, state, p)
@@ -520,6 +524,7 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         cum_time=pr.cum_time + pr.epoch_time, data_time=pr.data_time, **step_summary(pr.step_times, pr.data_time),
         eval_time=eval_time, **machine_fields(run.d.device, run.d.world),
         mfu=train_flops / pr.epoch_time / (run.peak_tflops * 1e12) if run.peak_tflops and pr.epoch_time > 0 else None,
+        turns=run.turns,
     )
     if state.averager is not None and ph.index == len(run.setups) - 1:
         state.averager.update(model.state_dict(), epoch=pr.phase_epoch)

@@ -41,8 +41,10 @@ class EpochRecord:
     on entering the phase), the
     machine's 1-minute ``load_avg`` at its end, the ``machine`` it was timed on (the CPU or GPU in
     words, :func:`~coarse2fine.runtime.machine_name`) and ``mfu`` (model FLOPs utilisation, when
-    the device's peak is known), why the phase ended after it (``switch``) and, once calibrated,
-    ``cal_time``."""
+    the device's peak is known), ``turns`` (how many runs took turns of one epoch in the process
+    that trained it, this one included; None: it trained alone,
+    :mod:`coarse2fine.training.interleave`), why the phase ended after it (``switch``) and, once
+    calibrated, ``cal_time``."""
 
     epoch: int
     phase: int
@@ -68,6 +70,7 @@ class EpochRecord:
     load_avg: float | None = None
     machine: str | None = None
     mfu: float | None = None
+    turns: int | None = None
     switch: str | None = None
     cal_time: float | None = None
 
