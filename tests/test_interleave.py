@@ -132,3 +132,11 @@ def test_the_demo_interleaves_and_the_options_set_it(tmp_path, capsys, caplog):
     assert main(["experiment", "demo", *(a for s in TINY for a in ("--set", s)), "--set", "train.epochs=2",
                  "--set", "c2f.phase_epochs=[1, 1]", "--methods", "fshift", "--out", str(out), "--report-only"]) == 2
     assert "holds a finished baseline but no other finished setting to tabulate yet" in capsys.readouterr().err
+
+
+def test_the_logs_name_each_seed_of_an_experiment_by_its_folder(cfg, splits, tmp_path, caplog):
+    [baseline] = experiment_settings(cfg, [])[:1]
+    with caplog.at_level(logging.INFO, logger="coarse2fine.training.loop"):
+        run_settings([baseline], tmp_path, splits, seeds=2, progress=False)
+    assert _epoch_order(caplog) == [("baseline", 1), ("baseline", 2), ("baseline", 3),
+                                    ("baseline_s1", 1), ("baseline_s1", 2), ("baseline_s1", 3)]

@@ -101,6 +101,7 @@ class Run:
     tensorboard: TensorBoardLog | None = None
     stop: StopRequest = dataclasses.field(default_factory=StopRequest)  # what SIGINT / SIGTERM set
     turns: int | None = None  # runs taking turns of one epoch in this process (None: this one alone)
+    label: str = ""  # what logs and messages call the run (its config's name, or its folder's in an experiment)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -194,26 +195,27 @@ def run_to_end(epochs: Generator[None, None, RunResult]) -> RunResult:
 
 def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out_dir: str | Path,
                  progress: bool = True, resume: bool = True, fresh: bool = False,
-                 stop: StopRequest | None = None, turns: int | None = None) -> Generator[None, None, RunResult]:
+                 stop: StopRequest | None = None, turns: int | None = None,
+                 label: str | None = None) -> Generator[None, None, RunResult]:
     """:func:`train_run` one epoch at a time: the run pauses (yields) after each epoch that is
     not its last, its checkpoint written, and returns its :class:`RunResult` at the end (see
     :mod:`coarse2fine.training.interleave`, which takes turns between runs this way). ``stop``:
     a stop request shared by several runs, whose signal handlers the caller installs (None: this
     run installs its own); ``turns``: how many runs take turns with this one included, recorded
-    in each epoch's record (None: it trains alone)."""
+    in each epoch's record (None: it trains alone); ``label``: what the logs and messages call the
+    run (default: its config's name; an experiment's seeds say which seed)."""
     out_dir = Path(out_dir)
     lock = folder_lock(out_dir) if main_process() else contextlib.nullcontext()  # one writer per folder
     with lock:
         finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)  # the config alone decides: before the data
         if finished is not None:
-            log.info("%s: finished run of this config found in %s; nothing to train", cfg.name, out_dir)
+            log.info("%s: finished run of this config found in %s; nothing to train", label or cfg.name, out_dir)
             records, phases = finished
             return RunResult(cfg.name, out_dir, records, "finished", phases)
         if callable(splits):
             splits = splits()  # before the signal handlers: Ctrl-C stops a long load at once
         with stop_on_signals() if stop is None else contextlib.nullcontext(stop) as stop:
-            run = setup_run(cfg, splits, out_dir, progress, stop)
-            run.turns = turns
+            run = setup_run(cfg, splits, out_dir, progress, stop, turns, label or cfg.name)
             state = restore(run)
             for p in range(state.progress.phase, len(run.setups)):
                 ph = enter_phase(run, state, p)
@@ -231,8 +233,10 @@ def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], 
 
 # ----------------------------------------------------------------------------- set up
 
-def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool, stop: StopRequest) -> Run:
-    """Check the config against the data and the processes, and build what the run keeps fixed."""
+def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool, stop: StopRequest,
+              turns: int | None = None, label: str | None = None) -> Run:
+    """Check the config against the data and the processes, and build what the run keeps fixed
+    (``turns``, ``label``: see :func:`train_epochs`)."""
     t = cfg.train
     d = setup(t.device)
     if t.threads:
@@ -259,7 +263,7 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
               [val_share[i:i + val_batch] for i in range(0, len(val_share), val_batch)],
               splits.train.sampling_weights() if cfg.augment.balanced_sampling else None, report,
               resolve_workers(cfg.data.num_workers, splits.train, d.device), peak_tflops(d.device, t.amp, t.peak_tflops),
-              stop=stop)
+              stop=stop, turns=turns, label=label or cfg.name)
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out_dir / "config.yaml", config_yaml(cfg))
@@ -267,7 +271,7 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
             run.tensorboard = TensorBoardLog(out_dir, run.objective.metrics)
         atomic.write_json(out_dir / "labels.json", {"classes": report["classes"], "display_names": report["display_names"]})
     log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es), %d loader worker(s)",
-             cfg.name, cfg.model.arch, cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method,
+             run.label, cfg.model.arch, cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method,
              [(s.R, s.epochs) for s in setups], d.device, d.world, run.workers)
     return run
 
@@ -382,7 +386,7 @@ def evaluate_on_entry(run: Run, ph: PhaseRun, state: State) -> None:
     metric = run.cfg.train.metric
     before = next((r.metric(metric) for r in reversed(pr.records) if r.phase == ph.index - 1), math.nan)
     log.info("%s enters phase %d (R=%d): the carried-over model scores %s %.4f before training (%.4f at the end of "
-             "phase %d)", run.cfg.name, ph.index + 1, ph.setup.R, metric, metrics[metric], before, ph.index)
+             "phase %d)", run.label, ph.index + 1, ph.setup.R, metric, metrics[metric], before, ph.index)
 
 
 def warm_up(run: Run, ph: PhaseRun, state: State) -> float:
@@ -415,7 +419,7 @@ def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         pr.start_epoch(ph.step.optimizer.param_groups[0]["lr"])
     ph.batches = run.epoch_batches(pr.epoch, ph.index)
     mine = [shard(b, d.world, d.rank) for b in ph.batches]
-    bar = tqdm(total=len(mine), initial=pr.step, desc=f"{run.cfg.name} ep {pr.epoch} (phase {ph.index + 1}, R={ph.setup.R})",
+    bar = tqdm(total=len(mine), initial=pr.step, desc=f"{run.label} ep {pr.epoch} (phase {ph.index + 1}, R={ph.setup.R})",
                leave=False, disable=None if run.show_progress else True, dynamic_ncols=True)  # None: no bars on a pipe
     read_every = 1 if ph.step.check_finite else t.log_every
     ph.step.net.train()
@@ -470,7 +474,7 @@ def checkpoint_mid_epoch(run: Run, ph: PhaseRun, state: State, clock: EpochClock
 def interrupted(run: Run, state: State) -> None:
     """End a run stopped by a signal, its checkpoint just written."""
     pr = state.progress
-    raise run.stop.interruption(run.cfg.name, f"epoch {pr.epoch} (phase {pr.phase + 1}), step {pr.step}",
+    raise run.stop.interruption(run.label, f"epoch {pr.epoch} (phase {pr.phase + 1}), step {pr.step}",
                                 run.checkpoint_path)
 
 
@@ -495,7 +499,7 @@ def stop_non_finite(run: Run, ph: PhaseRun, state: State, loss: float, step: int
     if run.d.main:
         write_logs(run, pr, done=False, extra={"stopped": f"non-finite loss at epoch {pr.epoch}, step {step + 1}"})
     kept = f"last good checkpoint: {run.checkpoint_path}" if run.checkpoint_path.exists() else "no checkpoint written yet"
-    raise NonFiniteLossError(f"{run.cfg.name}: loss is {loss} at {where}; stopping. {kept}")
+    raise NonFiniteLossError(f"{run.label}: loss is {loss} at {where}; stopping. {kept}")
 
 
 def val_batches(run: Run, ph: PhaseRun) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -530,13 +534,13 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         state.averager.update(model.state_dict(), epoch=pr.phase_epoch)
     metric = run.cfg.train.metric
     log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %.4f, %.1fs (data %.1fs, median step %.1f ms), %.3g FLOPs",
-             run.cfg.name, pr.epoch, ph.index + 1, ph.setup.R, record.train_loss, metric, metrics[metric], pr.epoch_time,
+             run.label, pr.epoch, ph.index + 1, ph.setup.R, record.train_loss, metric, metrics[metric], pr.epoch_time,
              pr.data_time, 1e3 * (record.step_median or 0.0), train_flops)
     reason = agreed_leave_phase(run.cfg, [s.epochs for s in run.setups], [*pr.records, record],
                                 run.objective.metrics[metric], run.d)
     if reason is not None and (ph.index < len(run.setups) - 1 or not reason.startswith("epochs")):
         record = dataclasses.replace(record, switch=reason)
-        log.info("%s leaves phase %d (R=%d) after epoch %d: %s", run.cfg.name, ph.index + 1, ph.setup.R, pr.epoch, reason)
+        log.info("%s leaves phase %d (R=%d) after epoch %d: %s", run.label, ph.index + 1, ph.setup.R, pr.epoch, reason)
     pr.records.append(record)
     if run.tensorboard is not None:
         run.tensorboard.epoch(record)
