@@ -140,3 +140,15 @@ def test_the_logs_name_each_seed_of_an_experiment_by_its_folder(cfg, splits, tmp
         run_settings([baseline], tmp_path, splits, seeds=2, progress=False)
     assert _epoch_order(caplog) == [("baseline", 1), ("baseline", 2), ("baseline", 3),
                                     ("baseline_s1", 1), ("baseline_s1", 2), ("baseline_s1", 3)]
+
+
+def test_the_demo_command_trains_in_turns_and_prints_a_calibrated_column(tmp_path, capsys):
+    out = tmp_path / "demo"
+    sets = [a for s in [*TINY, "train.epochs=2", "c2f.phase_epochs=[1, 1]"] for a in ("--set", s)]
+    assert main(["demo", *sets, "--methods", "fshift", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Calibrated time save (%)" in printed and (out / "calibration.json").exists()
+    assert "The runs were trained in turns of one epoch each" in (out / "savings.md").read_text()
+    assert main(["demo", *sets, "--methods", "fshift", "--out", str(tmp_path / "plain"), "--quiet",
+                 "--calibrate-rounds", "0", "--no-interleave"]) == 0
+    assert "Calibrated" not in capsys.readouterr().out and "in turns" not in (tmp_path / "plain" / "savings.md").read_text()

@@ -81,12 +81,15 @@ def config_methods(text: str, patch_resize: str) -> str:
     return ",".join(dict.fromkeys(names))
 
 
-def add_grid_options(p: argparse.ArgumentParser) -> None:
-    """Options of the commands that train several runs and compare them."""
+def add_grid_options(p: argparse.ArgumentParser, calibrate_rounds: int = 0) -> None:
+    """Options of the commands that train several runs and compare them (``calibrate_rounds``:
+    the default of ``--calibrate-rounds``)."""
     p.add_argument("--fresh", action="store_true", help="retrain runs even when finished results exist")
-    p.add_argument("--calibrate-rounds", type=int, default=0,
+    default = (f"default {calibrate_rounds}; 0: wall and step time only" if calibrate_rounds
+               else "0, the default: wall and step time only")
+    p.add_argument("--calibrate-rounds", type=int, default=calibrate_rounds,
                    help="also time each phase's real step in N interleaved rounds for a calibrated time save "
-                        "(0, the default: wall and step time, both measured in the runs)")
+                        f"({default}, both measured in the runs)")
     p.add_argument("--recalibrate", action="store_true", help="calibrate again even when calibration.json covers the runs")
 
 

@@ -55,6 +55,7 @@ from coarse2fine.training.progress import show_bars
 
 log = logging.getLogger("coarse2fine")
 
+DEMO_CALIBRATE_ROUNDS = 10  # the demo's calibrated column: about 20 s on 2 CPU cores, on any machine the time to trust
 SCHEDULES_HELP = "coarse-to-fine schedule(s), comma-separated, e.g. 4-1 or 4-1,2-1,4-2-1 (default 4-1)"
 METHODS_HELP = ("comma-separated: fshift,avgpool,maxpool,patch-bl,patch-pi (patch: patch with the config's "
                 "c2f.patch_resize) or all")
@@ -68,7 +69,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--methods", default="all", help=METHODS_HELP)
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     add_evidence_options(p)
-    add_grid_options(p)
+    add_grid_options(p, calibrate_rounds=DEMO_CALIBRATE_ROUNDS)
     add_report_only(p)
     add_common(p)
 

@@ -462,7 +462,7 @@ class ExperimentConfig(Section):
     baseline trained for as many epochs as the longest variant), ``seeds`` (every setting trained
     with that many seeds of ``train.seed``: data order, initialisation, augmentation) and
     ``interleave`` (a seed's settings trained in turns of one epoch each in one process, so that a
-    machine whose speed drifts charges them alike: :mod:`coarse2fine.training.interleave`). They
+    machine whose speed drifts over minutes charges them alike: :mod:`coarse2fine.training.interleave`). They
     describe the experiment, not a run: each run's own config holds the defaults, so a run is the
     same run whichever experiment trains it (and a finished one is reused)."""
 

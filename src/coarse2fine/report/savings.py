@@ -339,7 +339,8 @@ def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
     together, apart = turns
     if together and not apart:
         note += (" The runs were trained in turns of one epoch each in one process (experiment.interleave): a "
-                 "change of the machine's speed slowed every run's epochs alike.")
+                 "change of the machine's speed that lasted longer than a round of epochs slowed every run alike "
+                 "(a shorter one did not).")
     elif together:
         note += (f" Trained in turns of one epoch each (experiment.interleave), in whole or in part: "
                  f"{', '.join(together)}; alone: {', '.join(apart)}.")
@@ -353,7 +354,8 @@ def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
     if drift:
         ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in drift.items())
         note += (f" ‡ The same full-resolution step took another time than in the baseline ({ratios}): the "
-                 "machine's speed changed between the runs, and their wall and step time saves measure that too; "
+                 "machine ran it at another speed for these runs than for the baseline, and their wall and step time "
+                 "saves measure that too; "
                  "the calibrated column (--calibrate-rounds) times every phase in one process.")
     return note
 

@@ -4,9 +4,10 @@ A machine's speed drifts: a shared VM ran the same step up to 1.4x slower for mi
 (docs/RESULTS.md), so runs trained one after the other are charged for the minutes each happened
 to meet, and a baseline trained in a fast stretch makes every coarse-to-fine run look slower.
 Taking turns (baseline epoch 1, variant A epoch 1, variant B epoch 1, baseline epoch 2, ...)
-puts a run's epoch k in the same stretch of time as every other run's, so a slow stretch slows
-them all and the ratios of their times stay what the steps cost. Each run keeps its own epoch
-clock, so its time columns count only its own epochs.
+puts a run's epoch k in the same stretch of time as every other run's, so a slow stretch longer
+than a round slows them all and the ratios of their times stay what the steps cost (a shorter one
+still falls on some runs' epochs only; the calibrated column, timed step by step, removes that).
+Each run keeps its own epoch clock, so its time columns count only its own epochs.
 
 Each run trains exactly what it would alone: it has its own copy of the data's per-phase state
 (:meth:`~coarse2fine.data.datasets.DataSplits.separate`) and its own share of torch's global
