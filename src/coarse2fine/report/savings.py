@@ -363,7 +363,7 @@ def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
 def in_turns(named: Mapping[str, Records]) -> tuple[list[str], list[str]]:
     """The runs with epochs trained in turns with others (:mod:`coarse2fine.training.interleave`),
     and the runs trained alone throughout."""
-    together = [name for name, recs in named.items() if any(r.turns for r in as_records(recs))]
+    together = [name for name, recs in named.items() if any((r.turns or 0) > 1 for r in as_records(recs))]
     return together, [name for name in named if name not in together]
 
 
