@@ -36,7 +36,7 @@ from coarse2fine.report.timing import Calibration, calibrate, calibrated_records
 from coarse2fine.training.folder import read_finished
 from coarse2fine.training.interleave import Epochs, train_interleaved
 from coarse2fine.training.interrupt import StopRequest
-from coarse2fine.training.loop import RunResult, run_to_end, train_epochs, train_run
+from coarse2fine.training.loop import RunResult, train_epochs, train_run
 from coarse2fine.training.records import EpochRecord
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
                                                                    len(configs))
                                          for cfg, folder in configs})
         else:
-            results = [run_to_end(train_epochs(cfg, data, folder, progress, reuse, not reuse, label=folder.name))
+            results = [train_run(cfg, data, folder, progress=progress, resume=reuse, fresh=not reuse, label=folder.name)
                        for cfg, folder in configs]
         for entry, result in zip(done, results):
             entry.runs.append(result)

@@ -329,7 +329,7 @@ ELSEWHERE_MEASURES = ("wall", "step")  # measured in the runs themselves, so on 
 
 def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
               elsewhere: Mapping[str, Sequence[str]] | None = None, drift: Mapping[str, float] | None = None,
-              turns: tuple[list[str], list[str]] = ([], [])) -> str:
+              turns: tuple[Sequence[str], Sequence[str]] = ((), ())) -> str:
     """What each time column of a table measures, how the runs were trained (``turns``:
     :func:`in_turns`), which runs' wall times cannot be trusted (``busy``, marked ``*``), which
     runs were timed on other machines than the baseline (``elsewhere``, :func:`timed_elsewhere`,

@@ -165,7 +165,7 @@ class PhaseRun:
 
 
 def train_run(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out_dir: str | Path, progress: bool = True,
-              resume: bool = True, fresh: bool = False) -> RunResult:
+              resume: bool = True, fresh: bool = False, label: str | None = None) -> RunResult:
     """Train ``cfg`` on ``splits`` through all phases of its schedule; logs go to ``out_dir``.
 
     A folder is never overwritten by accident: with ``resume`` a checkpoint left there by an
@@ -179,9 +179,9 @@ def train_run(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], out
     that loads them: it is called only once the folder is claimed, so that a refused folder, or
     a finished run reused, reads no data. SIGINT or SIGTERM stops the run after the current step
     with a checkpoint there (:class:`~coarse2fine.training.interrupt.RunInterrupted`; see that
-    module).
+    module). ``label``: what the logs and messages call the run (default: its config's name).
     """
-    return run_to_end(train_epochs(cfg, splits, out_dir, progress, resume, fresh))
+    return run_to_end(train_epochs(cfg, splits, out_dir, progress, resume, fresh, label=label))
 
 
 def run_to_end(epochs: Generator[None, None, RunResult]) -> RunResult:
