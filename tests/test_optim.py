@@ -51,3 +51,32 @@ def test_fused_kernel_where_available():
     p.grad = torch.ones(4)
     opt.step()
     assert torch.all(p < 0)
+
+
+def test_a_warmup_over_half_a_phase_or_longer_than_it_is_named():
+    from coarse2fine.training.optim import warmup_warning
+
+    cfg = OptimConfig(lr=1e-3, warmup_steps=1000)
+    assert warmup_warning(cfg, steps_per_epoch=1000, epochs=2) is None  # half of the phase: the recipe's case
+    assert warmup_warning(cfg, 100, 15) == "a warm-up of 1000 steps takes 67 % of the phase's 1500 steps"
+    # 300 steps: the LR climbs to 300 / 1000 of lr and no further
+    assert warmup_warning(cfg, 100, 3) == ("a warm-up of 1000 steps is longer than the phase (300 steps): "
+                                           "its LR ends at 0.0003, never 0.001")
+    assert warmup_warning(OptimConfig(warmup_steps=0), 1, 1) is None
+
+
+def test_a_run_warns_of_a_phase_its_warmup_outlasts_before_it_trains(tmp_path, caplog):
+    from coarse2fine.cli import main
+
+    sets = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.threads=1", "model.preset=micro",
+            "model.overrides.depth=1", "c2f.phase_epochs=[1, 3]", "train.optim.warmup_steps=7"]
+    with caplog.at_level("WARNING", logger="coarse2fine"):
+        assert main(["train", "demo", "--out", str(tmp_path / "run"), "--quiet",
+                     *[a for s in sets for a in ("--set", s)]]) == 0
+    warned = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
+    # 4 steps an epoch: phase 1 (4 steps) never ends its warm-up, phase 2 (12 steps) spends 58 % of it there
+    assert warned == [
+        "demo, phase 1 (R=4, 1 epoch): a warm-up of 7 steps is longer than the phase (4 steps): its LR ends at "
+        "0.000571, never 0.001; a shorter one: --set train.optim.warmup_steps=1",
+        "demo, phase 2 (R=1, 3 epochs): a warm-up of 7 steps takes 58 % of the phase's 12 steps; a shorter one: "
+        "--set train.optim.warmup_steps=1"]

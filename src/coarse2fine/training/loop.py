@@ -55,6 +55,7 @@ from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.distributed import Dist, barrier, gather, main_process, setup
 from coarse2fine.training.folder import CHECKPOINT, FAILURE_FOLDER, check_same_data, claim_folder
 from coarse2fine.training.interrupt import StopRequest, stop_on_signals
+from coarse2fine.training.optim import warmup_warning
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
 from coarse2fine.training.sampling import batch_count, epoch_batches, shard, stream_batches
@@ -273,7 +274,24 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
     log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es), %d loader worker(s)",
              run.label, cfg.model.arch, cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method,
              [(s.R, s.epochs) for s in setups], d.device, d.world, run.workers)
+    warn_long_warmups(run)
     return run
+
+
+def warn_long_warmups(run: Run) -> None:
+    """Warn, before training, of a phase whose LR warm-up (it restarts in every phase) lasts more
+    than half of it: a large dataset's recipe of 1000 warm-up steps on a few hundred clips. Phases
+    of fixed length only (automatic switching decides the others' length as it trains)."""
+    cfg = run.cfg
+    if cfg.c2f.switch != "fixed":
+        return
+    # one value for the key: a tenth of the shortest phase, in the key's steps (coarse_batch: scale divides them by R)
+    suggest = max(1, min(run.steps_per_epoch(p) * s.epochs * cfg.train.optim.warmup_steps // max(1, s.optim.warmup_steps)
+                         for p, s in enumerate(run.setups)) // 10)
+    for p, s in enumerate(run.setups):
+        if (problem := warmup_warning(s.optim, run.steps_per_epoch(p), s.epochs)) is not None:
+            log.warning("%s, phase %d (R=%d, %d epoch%s): %s; a shorter one: --set train.optim.warmup_steps=%d",
+                        run.label, p + 1, s.R, s.epochs, "" if s.epochs == 1 else "s", problem, suggest)
 
 
 def restore(run: Run) -> State:

@@ -51,6 +51,20 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
     return warm * cfg.gamma**decays
 
 
+def warmup_warning(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> str | None:
+    """What is wrong with a warm-up of ``cfg.warmup_steps`` in a phase of ``epochs`` epochs of
+    ``steps_per_epoch`` optimizer steps, or None. The warm-up restarts in every phase; one that
+    lasts more than half of the phase leaves most of it at a learning rate under ``lr``, and one
+    longer than the phase never reaches ``lr`` (a large dataset's recipe on a small one)."""
+    warm, steps = cfg.warmup_steps, steps_per_epoch * epochs
+    if warm * 2 <= steps:
+        return None
+    if warm < steps:
+        return f"a warm-up of {warm} steps takes {100 * warm / steps:.0f} % of the phase's {steps} steps"
+    last = lr_factor(steps - 1, steps_per_epoch, cfg) * cfg.lr
+    return f"a warm-up of {warm} steps is longer than the phase ({steps} steps): its LR ends at {last:.3g}, never {cfg.lr:g}"
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, steps_per_epoch: int, cfg: OptimConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
