@@ -212,3 +212,29 @@ def test_weight_averaged_epochs_past_the_final_phase_are_said_once_when_loaded(c
     assert [r.getMessage() for r in caplog.records if "weight averaging" in r.getMessage()] == [
         "--set augment.wa_start=3: augment: weight averaging of the final phase's epochs 3..its last, but it trains 2: "
         "no epoch is averaged (no model_wa.safetensors)"]
+
+
+def test_a_manifest_path_that_is_not_there_is_named_by_its_key_before_anything_trains(tmp_path, monkeypatch, capsys):
+    """A new user's case: `train audioset-cpu` said only "/x/data/audioset_train.json: no such file or
+    folder", not which key holds the preset's placeholder nor how to set it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "audioset-cpu", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert (f"data.train: {tmp_path / 'data' / 'audioset_train.json'}: no such file or folder; point it at your "
+            "manifest with --set data.train=PATH or `train: PATH` under `data:` in your config (the shipped "
+            "presets' paths are placeholders)") in err
+    assert {p.name for p in (tmp_path / "run").iterdir()} <= {".coarse2fine.lock"}  # nothing written but the lock
+    # a {fold} manifest says which fold it looked for; a label CSV is named as one
+    from coarse2fine.data.manifest import ManifestError
+    from coarse2fine.data.sources import manifests
+
+    (tmp_path / "f1.csv").write_text("path,label\n")
+    cfg = load_config("audioset-cpu", [f"data.train={tmp_path}/f{{fold}}.csv", f"data.val={tmp_path}/f1.csv",
+                                       "data.fold=2"])
+    with pytest.raises(ManifestError, match=re.escape(f"data.train: {tmp_path}/f{{fold}}.csv with data.fold 2: no such "
+                                                      f"file or folder ({tmp_path}/f2.csv)")):
+        manifests(cfg)
+    cfg = load_config("audioset-cpu", [f"data.train={tmp_path}/f1.csv", f"data.val={tmp_path}/f1.csv"])
+    with pytest.raises(ManifestError, match=r"^data\.label_csv: .*class_labels_indices\.csv: no such file or folder; "
+                                            r"point it at your label CSV with --set data\.label_csv=PATH"):
+        manifests(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,7 @@ from coarse2fine.data.esc50 import esc50_manifest
 from coarse2fine.data.files import FileDataset
 from coarse2fine.data.manifest import (
     Manifest,
+    ManifestError,
     align_classes,
     fsdd_manifest,
     read_manifest,
@@ -77,12 +79,30 @@ def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
     if d.kind == "unlabeled":
         return unlabeled_manifests(d.sources, d.clip_seconds, d.min_seconds, d.val_fraction)
     if d.kind == "manifest":
+        for key in ("train", "val", "label_csv"):
+            check_manifest_path(cfg, key)
         train = read_manifest(d.split_path("train"), d.label_csv, d.multilabel)
         check_loss_fits(cfg, train)
         return train, align_classes(train, read_manifest(d.split_path("val"), d.label_csv, d.multilabel))
     if d.kind == "shards":
         raise ValueError("data.kind 'shards' has no clip list: its clips are packed (read them with load_splits)")
     raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest, fsdd, esc50, unlabeled or shards")
+
+
+def check_manifest_path(cfg: RunConfig, key: str) -> None:
+    """That ``data.<key>`` (``train``, ``val`` or ``label_csv``) names something on this disk, or
+    a :class:`ManifestError` naming the key, its value and where it points (a shipped preset's
+    manifest paths are placeholders, taken from the current folder)."""
+    d = cfg.data
+    value = d.split_path(key) if key in ("train", "val") else getattr(d, key)
+    if value is None or Path(value).exists():
+        return
+    written, where = getattr(d, key), str(Path(value).absolute())
+    fold = f" with data.fold {d.fold}" if written != value else ""
+    at = f" ({where})" if where != written else ""
+    raise ManifestError(f"data.{key}: {written}{fold}: no such file or folder{at}; point it at your "
+                        f"{'label CSV' if key == 'label_csv' else 'manifest'} with --set data.{key}=PATH or `{key}: "
+                        "PATH` under `data:` in your config (the shipped presets' paths are placeholders)")
 
 
 def check_loss_fits(cfg: RunConfig, train: Manifest | ClipDataset) -> None:
