@@ -40,6 +40,35 @@ def test_store_in_float16_and_before_a_phase():
     assert store.inputs.dtype == torch.float16 and store[0][0].dtype == torch.float32
 
 
+def test_views_of_a_store_share_a_phase_input_they_both_serve_and_free_it_when_none_does():
+    """Runs in turns each hold a view of one store (:meth:`FeatureStore.separate`): equal model
+    inputs (every method at R = 1, Patch's coarse phase, the same pooling) are computed once."""
+    import gc
+    import weakref
+
+    base = load_config("demo").features.spec()
+    store = FeatureStore(synthetic_splits(8, 2, 1.28, 16000).train, batch_size=4)
+    a, b, c = store.separate(), store.separate(), store.separate()
+
+    def phase(view, method, R):
+        comp = Compression(method, R)
+        view.set_phase(comp.feature_spec(base), comp)
+        return view.inputs
+
+    full = phase(a, "fshift", 1)
+    assert phase(b, "avgpool", 1) is full and phase(c, "patch", 4) is full  # the full-resolution features, once
+    pooled = phase(a, "avgpool", 4)
+    assert phase(b, "avgpool", 4) is pooled and phase(c, "maxpool", 4) is not pooled
+    torch.testing.assert_close(c.inputs, Compression("maxpool", 4).transform(full))
+    shifted = phase(b, "fshift", 4)  # other features: their own tensor, shared in turn
+    assert phase(c, "fshift", 4) is shifted and shifted is not pooled and a.inputs is pooled
+    gone = weakref.ref(full)
+    del full
+    gc.collect()
+    assert gone() is None  # no view serves the full-resolution features any more: freed
+    assert torch.equal(phase(a, "patch", 1), Compression("fshift", 1).transform(extract(store.source.waves, base)))
+
+
 def test_in_memory_auto_follows_the_size_limit():
     cfg = load_config("demo", ["data.memory_limit_gb=0.01"])
     assert feature_bytes(2240, 128, 128) == 2240 * 128 * 128 * 4

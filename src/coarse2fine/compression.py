@@ -124,9 +124,16 @@ class Compression:
             target_length=target_frames_for_shift(base.target_length, self.R),
         )
 
+    @property
+    def transform_id(self) -> tuple[str, int] | None:
+        """What :meth:`transform` does to features: ``(method, R)`` for pooling at R > 1, None for
+        the identity (every method at R = 1, Fshift and Patch at any R). Two phases with the same
+        features and the same ``transform_id`` have the same model input."""
+        return (self.method, self.R) if self.R > 1 and self.method in ("avgpool", "maxpool") else None
+
     def transform(self, feats: torch.Tensor) -> torch.Tensor:
         """Compress ``feats`` [B, T, F] along time (pooling methods); identity otherwise."""
-        if self.R == 1 or self.method not in ("avgpool", "maxpool"):
+        if self.transform_id is None:
             return feats
         return pool_time(feats, self.R, "avg" if self.method == "avgpool" else "max")
 

@@ -8,12 +8,20 @@ phases would otherwise compute at every step, and the pooling itself. At each ph
 training step uses (:func:`coarse2fine.compression.phase_input`: features, then compression), on the
 training device, and kept (float32, or float16 to halve the
 memory). Mixup then mixes features rather than waveforms, as with the on-disk cache.
+
+Runs that train in turns in one process (:mod:`coarse2fine.training.interleave`) each serve their
+own phase from a :meth:`FeatureStore.separate` view of one store. The views share what they
+compute: a phase whose model input another view holds (the same features and the same
+compression of them: every fine phase, and Patch's coarse ones, serve the full-resolution
+features) takes that tensor instead of computing and keeping a copy, and a phase's tensor is
+freed when no view serves it any more.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +72,10 @@ class FeatureStore(ClipDataset):
         self.multilabel = source.multilabel
         self.lengths = source.lengths
         self.inputs: torch.Tensor | None = None
+        self._targets = self.targets.to(self.store_device)
         self._phase: tuple[Any, Any] | None = None
+        # every view's phase inputs, by (features, transform): shared by the views (a shallow copy keeps it)
+        self._held: weakref.WeakValueDictionary[tuple[Any, Any], torch.Tensor] = weakref.WeakValueDictionary()
 
     @property
     def failures(self) -> list[Path]:
@@ -75,18 +86,24 @@ class FeatureStore(ClipDataset):
 
     @torch.no_grad()
     def set_phase(self, spec: FeatureSpec, compression: Any) -> None:
-        """Compute every clip's model input for this phase (a no-op if it is the current one)."""
-        if self._phase == (spec, compression):
+        """Compute every clip's model input for this phase: a no-op if it is the current one, and
+        taken from another view (:meth:`separate`) that holds the same model input."""
+        phase = (spec, compression.transform_id)
+        if self._phase == phase:
+            return
+        self.inputs, self._phase = None, None  # free the previous phase's features first, unless another view serves them
+        if (held := self._held.get(phase)) is not None:
+            self.inputs, self._phase = held, phase
+            log.info("features of %d clips in memory for R=%d (%s): those another run holds", len(self), compression.R,
+                     compression.method)
             return
         start = time.perf_counter()
-        self.inputs = None  # free the previous phase's features first
         parts = []
         for i in range(0, len(self.source), self.batch_size):
             waves = torch.stack([self.source[j][0] for j in range(i, min(i + self.batch_size, len(self.source)))])
             parts.append(phase_input(waves.to(self.device), "waveforms", spec, compression).to(self.store_device, self.dtype))
-        self.inputs = torch.cat(parts)
-        self._targets = self.targets.to(self.store_device)
-        self._phase = (spec, compression)
+        self.inputs, self._phase = torch.cat(parts), phase
+        self._held[phase] = self.inputs
         log.info("features of %d clips in memory for R=%d (%s, %.0f MB) in %.1f s", len(self), compression.R,
                  compression.method, self.inputs.numel() * self.inputs.element_size() / 2**20, time.perf_counter() - start)
 
