@@ -153,6 +153,28 @@ def test_an_export_of_other_weights_than_predict_would_use_is_refused(tmp_path, 
         check_source(OnnxClassifier(run / "model.onnx"), run / "model.safetensors")
 
 
+def test_another_runs_export_is_refused_naming_the_run_it_came_from(exported, tmp_path, capsys):
+    """A new user's case: `predict runs/baseline x.wav --onnx runs/fshift_41/model.onnx` said the export came
+    "from an earlier runs/baseline/model.safetensors", as if the baseline's weights had changed."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run, _, _ = exported
+    other = tmp_path / "other"
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns("*.onnx", ".coarse2fine.lock"))
+    weights = load_file(other / "model.safetensors")
+    weights["head.fc.bias"] = weights["head.fc.bias"] - 0.1
+    save_file(weights, other / "model.safetensors")
+    assert main(["predict", str(other), str(_tone(tmp_path / "clip.wav")), "--onnx", str(run / "model.onnx"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (f"{run / 'model.onnx'} was exported from other weights than {other / 'model.safetensors'}, the weights "
+            "predict uses here: from a model.safetensors with sha256 ") in err
+    assert f"(the export is {run / 'model.safetensors'}'s: predict with {run}): export it again" in err
+    assert "an earlier" not in err
+
+
 def test_an_export_that_records_no_weights_is_used_with_a_warning(exported, tmp_path, capsys, caplog):
     import onnx
 

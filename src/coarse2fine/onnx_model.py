@@ -145,7 +145,14 @@ def check_source(onnx: OnnxClassifier, weights: str | os.PathLike) -> None:
     if now == onnx.weights_sha256:
         return
     was, run = onnx.weights_sha256[:SHOWN_DIGEST], weights.parent
-    if onnx.weights == weights.name:
+    home = onnx.path.parent  # where the export was written: its own run's folder, unless moved
+    if home.resolve() != run.resolve():
+        what = (f"{onnx.path} was exported from other weights than {weights}, the weights predict uses here: "
+                f"from a {onnx.weights} with sha256 {was}; this one's is {now[:SHOWN_DIGEST]}")
+        came = home / onnx.weights if onnx.weights else None
+        if came is not None and came.is_file() and file_sha256(came) == onnx.weights_sha256:
+            what += f" (the export is {came}'s: predict with {home})"
+    elif onnx.weights == weights.name:
         what = (f"{onnx.path} was exported from an earlier {weights} (sha256 {was}; the file now: "
                 f"{now[:SHOWN_DIGEST]})")
     else:
