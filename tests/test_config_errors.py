@@ -238,3 +238,15 @@ def test_a_manifest_path_that_is_not_there_is_named_by_its_key_before_anything_t
     with pytest.raises(ManifestError, match=r"^data\.label_csv: .*class_labels_indices\.csv: no such file or folder; "
                                             r"point it at your label CSV with --set data\.label_csv=PATH"):
         manifests(cfg)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("augment.timem=2000", r"augment\.timem: 2000 is more than the features' 512 frames \(features\.target_length\): "
+                           r"a mask could blank a whole clip"),
+    ("augment.freqm=500", r"augment\.freqm: 500 is more than the features' 128 mel bins: a mask could blank"),
+])
+def test_a_specaugment_mask_wider_than_the_features_is_refused_at_load_naming_the_file(override, message, tmp_path):
+    mine = _write(tmp_path, "mine.yaml", f"extends: esc50-cpu\naugment:\n  {override.split('.')[1].replace('=', ': ')}\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(mine))}: {message}"):
+        load_config(mine)
+    assert load_config("esc50-cpu", ["augment.timem=512", "augment.freqm=128"]).augment.timem == 512  # as wide: taken
