@@ -71,6 +71,23 @@ def test_an_unfinished_run_folder_is_refused_at_load(tmp_path):
         load_config("demo", [f"model.init_from={tmp_path / 'pre'}"])
 
 
+def test_an_experiment_folder_is_refused_at_load_naming_its_runs(runs, capsys):
+    """A new user's case: `check` took init_from=runs/exp (an experiment's folder) and `train` then said
+    only that it was neither a run folder nor a checkpoint."""
+    from coarse2fine.cli import main
+
+    folder = runs["ast"].parent  # holds the runs ast and ssast
+    held = f"{folder} holds runs: ast, ssast: give one of them, e.g. {folder / 'ast'}"
+    assert main(["check", "demo", "--set", f"model.init_from={folder}"]) == 2
+    assert f"model.init_from: {folder} is not a run folder; {held}" in capsys.readouterr().err
+    # the model's own reader says the same when given it directly
+    from coarse2fine.model.transfer import initialise
+
+    with pytest.raises(ValueError, match=re.escape(f"is neither a coarse2fine run folder nor a checkpoint the ast family "
+                                                   f"reads; {held}")):
+        initialise(model_of(tiny_config("ast", "micro")), str(folder))
+
+
 def test_configs_may_name_a_run_that_does_not_exist_yet_or_any_more(tmp_path):
     later = tmp_path / "pretrain" / "baseline"
     # pretrain-experiment names the pretraining run in the fine-tuning config before it is trained,

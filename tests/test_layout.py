@@ -12,7 +12,7 @@ PACKAGE = Path(coarse2fine.__file__).parent
 # Stage of each top-level module or package of coarse2fine; an import may only go to the same
 # stage or a lower one.
 STAGES = {
-    "(root)": 0, "presets": 0, "atomic": 0, "folder_lock": 0, "runtime": 0, "extras": 0, "logs": 0, "audio": 0,
+    "(root)": 0, "presets": 0, "atomic": 0, "folder_lock": 0, "run_folders": 0, "runtime": 0, "extras": 0, "logs": 0, "audio": 0,
     "features": 1,
     "compression": 2,
     "phases": 3,

@@ -42,8 +42,8 @@ from coarse2fine.data.manifest import AUDIO_EXTENSIONS, audio_in_folder
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.transfer import load_saved_model
+from coarse2fine.run_folders import CHECKPOINT, RUN_MARKERS, is_run_folder, runs_held
 from coarse2fine.training.checkpoint import load_checkpoint
-from coarse2fine.training.folder import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -401,43 +401,8 @@ def _clip_prediction(
 
 # ----------------------------------------------------------------------------- run folders
 
-RUN_MARKERS = ("model_config.json", "config.yaml", CHECKPOINT)  # a run folder holds one of these
 HF_MARKER = "config.json"  # a Hugging Face model folder's
-SHOWN_RUNS = 4  # runs named when an experiment folder is given for a run folder
-_MAX_SCANNED = 2000  # folders looked into when listing the runs below a folder (a home folder is not walked)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
-UNFINISHED = " (unfinished)"  # how runs_below marks a run without its final weights
-
-
-def is_run_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a coarse2fine run folder, finished or not (:data:`RUN_MARKERS`)."""
-    return any((Path(path) / name).is_file() for name in RUN_MARKERS)
-
-
-def runs_below(folder: str | os.PathLike, depth: int = 3) -> list[str]:
-    """The run folders below ``folder`` (an experiment's: ``baseline``, ``pretrain/base``), at most
-    ``depth`` levels down, as paths relative to it, sorted; an unfinished one (no
-    ``model_config.json`` yet) is marked. Hidden folders and those inside a run are skipped."""
-    root, found, scanned = Path(folder), [], 0
-    level = [root]
-    for _ in range(depth):
-        below = []
-        for parent in level:
-            try:
-                children = sorted(c for c in parent.iterdir() if c.is_dir() and not c.name.startswith("."))
-            except OSError:
-                continue
-            for child in children:
-                scanned += 1
-                if scanned > _MAX_SCANNED:
-                    return sorted(found)
-                if is_run_folder(child):
-                    done = (child / "model_config.json").is_file()
-                    found.append(child.relative_to(root).as_posix() + ("" if done else UNFINISHED))
-                else:
-                    below.append(child)
-        level = below
-    return sorted(found)
 
 
 def _not_a_model_folder(path: Path, hf: bool) -> str:
@@ -461,12 +426,8 @@ def _not_a_model_folder(path: Path, hf: bool) -> str:
     neither = "neither a run folder nor a Hugging Face model folder" if hf else "not a run folder"
     marks = (f" (no {RUN_MARKERS[0]}, {RUN_MARKERS[1]} or {HF_MARKER} in it)" if hf
              else f" (no {RUN_MARKERS[0]} or {RUN_MARKERS[1]} in it)")
-    runs = runs_below(path)
-    if not runs:
-        return f"{path}: {neither}{marks}"
-    shown = ", ".join(runs[:SHOWN_RUNS]) + (f", ... ({len(runs)} in all)" if len(runs) > SHOWN_RUNS else "")
-    example = next((r for r in runs if not r.endswith(UNFINISHED)), runs[0].removesuffix(UNFINISHED))
-    return f"{path}: {neither}; {path} holds runs: {shown}: give one of them, e.g. {path / example}"
+    held = runs_held(path)
+    return f"{path}: {neither}; {held}" if held else f"{path}: {neither}{marks}"
 
 
 def model_folder_kind(path: str | os.PathLike) -> Literal["run", "hf"]:

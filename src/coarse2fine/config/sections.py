@@ -24,6 +24,7 @@ from coarse2fine.model.registry import get_arch
 from coarse2fine.objectives import LOSSES, objective_metrics, objective_names
 from coarse2fine.objectives.masked_patch import MASKINGS
 from coarse2fine.phases import parse_schedule
+from coarse2fine.run_folders import is_run_folder, runs_held
 
 DATA_KINDS = ("synthetic", "manifest", "fsdd", "esc50", "unlabeled", "shards")
 FRONTENDS: dict[str, type] = {"fbank": FbankConfig, "logmel": LogMelConfig}
@@ -252,6 +253,8 @@ class ModelConfig(Section):
         if (path / "config.yaml").is_file() and not (path / "model_config.json").is_file():
             raise ValueError(f"model.init_from: {source} is a coarse2fine run folder without model_config.json: "
                              "the run has not finished")
+        if path.is_dir() and not is_run_folder(path) and (held := runs_held(path)):  # an experiment's folder
+            raise ValueError(f"model.init_from: {source} is not a run folder; {held}")
 
 
 @dataclass(frozen=True)

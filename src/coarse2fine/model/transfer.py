@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import get_arch, model_from_config_dict
+from coarse2fine.run_folders import runs_held
 
 log = logging.getLogger(__name__)
 
@@ -262,4 +263,6 @@ def initialise(model: C2FModel, source: str) -> TransferSummary:
         return TransferSummary(source)
     if not path.exists() and not source.startswith("imagenet:"):
         raise ValueError(f"model.init_from: {source} does not exist")
-    raise ValueError(f"model.init_from: {source} is neither a coarse2fine run folder nor a checkpoint the {arch.name} family reads")
+    held = runs_held(path) if path.is_dir() else ""
+    raise ValueError(f"model.init_from: {source} is neither a coarse2fine run folder nor a checkpoint the {arch.name} "
+                     f"family reads" + (f"; {held}" if held else ""))
