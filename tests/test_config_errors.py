@@ -250,3 +250,13 @@ def test_a_specaugment_mask_wider_than_the_features_is_refused_at_load_naming_th
     with pytest.raises(ValueError, match=rf"^{re.escape(str(mine))}: {message}"):
         load_config(mine)
     assert load_config("esc50-cpu", ["augment.timem=512", "augment.freqm=128"]).augment.timem == 512  # as wide: taken
+
+
+def test_every_unknown_key_of_a_config_is_named_at_once_with_the_key_it_is_closest_to(tmp_path):
+    """A new user's case: a file with typos in three sections took three tries, one typo named a try."""
+    mine = _write(tmp_path, "mine.yaml", "extends: esc50-cpu\ntrain:\n  epoch: 3\n  optim:\n    warmup_step: 5\n"
+                                         "features:\n  target_lenght: 100\n  colour: red\n")
+    with pytest.raises(ValueError) as err:
+        load_config(mine)
+    assert str(err.value).startswith(f"{mine}: features: unknown key(s) colour, target_lenght (target_length?); known: ")
+    assert str(err.value).endswith("(also unknown: train.epoch (epochs?), train.optim.warmup_step (warmup_steps?))")

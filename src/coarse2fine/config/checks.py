@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import difflib
 import logging
 import types
 import typing
@@ -214,17 +215,53 @@ def check_fields(obj: Any, where: str) -> None:
             choice(name, value, choices)
 
 
+def unknown_keys(cls: type, values: Any, where: str = "") -> list[str]:
+    """Every key of the nested ``values`` that dataclass ``cls`` (and the dataclasses of its
+    fields, at any depth) does not define, dotted (``train.optim.warmup_step``), in file order."""
+    if not isinstance(values, Mapping):
+        return []
+    fields, hints = {f.name for f in dataclasses.fields(cls) if f.init}, field_types(cls)
+    found = [join(where, k) for k in values if k not in fields]
+    for name, value in values.items():
+        section = next((t for t in (hints.get(name), *get_args(hints.get(name))) if dataclasses.is_dataclass(t)), None)
+        if name in fields and section is not None:
+            found += unknown_keys(section, value, join(where, name))
+    return found
+
+
+def _guessed(key: str, cls: type, where: str, dotted: bool = False) -> str:
+    """Unknown ``key`` (dotted) as an error names it, with the known key it is closest to:
+    ``clip_second (clip_seconds?)``; the last part only, unless ``dotted``."""
+    section, _, name = key.rpartition(".")
+    known = [f.name for f in dataclasses.fields(_section_at(cls, section, where)) if f.init]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return (key if dotted else name) + (f" ({close[0]}?)" if close else "")
+
+
+def _section_at(cls: type, dotted: str, where: str) -> type:
+    """The dataclass of section ``dotted`` (``train.optim``) inside ``cls``, which sits at ``where``."""
+    rel = dotted[len(where):].lstrip(".") if where and dotted.startswith(where) else dotted
+    for name in filter(None, rel.split(".")):
+        tp = field_types(cls)[name]
+        cls = next(t for t in (tp, *get_args(tp)) if dataclasses.is_dataclass(t))
+    return cls
+
+
 def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclasses; unknown
     keys and every problem name the key (``features.fbank.num_mel_bins: ...``)."""
     if not isinstance(values, Mapping):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        if not where:
-            raise ValueError(f"unknown top-level key(s) {', '.join(unknown)}; known sections and keys: {', '.join(fields)}")
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+    if found := unknown_keys(cls, values, where):  # every typo at once, not one per attempt
+        section, _, _ = found[0].rpartition(".")
+        known = [f.name for f in dataclasses.fields(_section_at(cls, section, where)) if f.init]
+        mine = sorted(_guessed(k, cls, where) for k in found if k.rpartition(".")[0] == section)
+        others = [_guessed(k, cls, where, dotted=True) for k in found if k.rpartition(".")[0] != section]
+        also = f" (also unknown: {', '.join(others)})" if others else ""
+        if not section:
+            raise ValueError(f"unknown top-level key(s) {', '.join(mine)}; known sections and keys: "
+                             f"{', '.join(known)}{also}")
+        raise ValueError(f"{section}: unknown key(s) {', '.join(mine)}; known: {', '.join(known)}{also}")
     hints = field_types(cls)
     kwargs = {name: coerce(value, hints[name], join(where, name)) for name, value in values.items()}
     try:
