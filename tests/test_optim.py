@@ -65,7 +65,7 @@ def test_a_warmup_over_half_a_phase_or_longer_than_it_is_named():
     assert warmup_warning(OptimConfig(warmup_steps=0), 1, 1) is None
 
 
-def test_a_run_warns_of_a_phase_its_warmup_outlasts_before_it_trains(tmp_path, caplog):
+def test_a_run_warns_of_a_phase_its_warmup_outlasts_before_it_trains(tmp_path, caplog, capsys):
     from coarse2fine.cli import main
 
     sets = ["data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "train.threads=1", "model.preset=micro",
@@ -80,3 +80,8 @@ def test_a_run_warns_of_a_phase_its_warmup_outlasts_before_it_trains(tmp_path, c
         "0.000571, never 0.001; a shorter one: --set train.optim.warmup_steps=1",
         "demo, phase 2 (R=1, 3 epochs): a warm-up of 7 steps takes 58 % of the phase's 12 steps; a shorter one: "
         "--set train.optim.warmup_steps=1"]
+    # `check` says the same before anything trains
+    capsys.readouterr()
+    assert main(["check", "demo", *[a for s in sets for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {warned[0].removeprefix('demo, ')}\nwarning: {warned[1].removeprefix('demo, ')}\n" in out

@@ -54,6 +54,7 @@ from coarse2fine.report.savings import (
 )
 from coarse2fine.report.timing import BLOCK, StepCost, batch_sweep, bench, synthetic_source
 from coarse2fine.runtime import check_device, device_name, load_average, resolve_device
+from coarse2fine.training.optim import long_warmups
 
 log = logging.getLogger("coarse2fine")
 
@@ -200,6 +201,9 @@ def cmd_check(args) -> int:
     print(f"{len(splits.train)} training and {len(splits.val)} validation clips usable; {len(splits.skipped)} bad")
     for p in splits.skipped:
         print(f"  {p.path}: {p.problem}")
+    setups = [cfg.phase(p, splits.train.num_classes) for p in range(len(cfg.phases()))]
+    for line in long_warmups(cfg, setups, len(splits.train)):  # what a run warns of before it trains, in one process
+        print(f"warning: {line}")
     if splits.skipped:
         print("A run of this config " + ("trains on the usable clips and lists the bad ones in its log.json (skipped)"
                                          if cfg.data.on_error == "skip" else

@@ -55,10 +55,10 @@ from coarse2fine.training.clock import EpochClock, step_summary
 from coarse2fine.training.distributed import Dist, barrier, gather, main_process, setup
 from coarse2fine.training.folder import CHECKPOINT, FAILURE_FOLDER, check_same_data, claim_folder
 from coarse2fine.training.interrupt import StopRequest, stop_on_signals
-from coarse2fine.training.optim import warmup_warning
+from coarse2fine.training.optim import long_warmups
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
-from coarse2fine.training.sampling import batch_count, epoch_batches, shard, stream_batches
+from coarse2fine.training.sampling import batch_count, epoch_batches, shard, steps_per_epoch, stream_batches
 from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, compile_net
 from coarse2fine.training.switching import agreed_leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
@@ -115,10 +115,9 @@ class Run:
 
     def steps_per_epoch(self, p: int) -> int:
         """Optimizer steps of an epoch of phase ``p`` (fewer with ``c2f.coarse_batch: scale``)."""
-        t, batch = self.cfg.train, self.setups[p].batch_size
-        if t.epoch_steps:
-            return max(1, t.epoch_steps * t.batch_size // batch)
-        return batch_count(len(self.splits.train), batch, self.d.world)
+        t = self.cfg.train
+        return steps_per_epoch(len(self.splits.train), self.setups[p].batch_size, self.d.world, t.epoch_steps,
+                               t.batch_size)
 
     def epoch_batches(self, epoch: int, p: int) -> list[list[int]]:
         """The global batches of ``epoch`` (in phase ``p``): one shuffled pass, or
@@ -279,19 +278,10 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
 
 
 def warn_long_warmups(run: Run) -> None:
-    """Warn, before training, of a phase whose LR warm-up (it restarts in every phase) lasts more
-    than half of it: a large dataset's recipe of 1000 warm-up steps on a few hundred clips. Phases
-    of fixed length only (automatic switching decides the others' length as it trains)."""
-    cfg = run.cfg
-    if cfg.c2f.switch != "fixed":
-        return
-    # one value for the key: a tenth of the shortest phase, in the key's steps (coarse_batch: scale divides them by R)
-    suggest = max(1, min(run.steps_per_epoch(p) * s.epochs * cfg.train.optim.warmup_steps // max(1, s.optim.warmup_steps)
-                         for p, s in enumerate(run.setups)) // 10)
-    for p, s in enumerate(run.setups):
-        if (problem := warmup_warning(s.optim, run.steps_per_epoch(p), s.epochs)) is not None:
-            log.warning("%s, phase %d (R=%d, %d epoch%s): %s; a shorter one: --set train.optim.warmup_steps=%d",
-                        run.label, p + 1, s.R, s.epochs, "" if s.epochs == 1 else "s", problem, suggest)
+    """Warn, before training, of every phase whose LR warm-up lasts more than half of it
+    (:func:`~coarse2fine.training.optim.long_warmups`)."""
+    for line in long_warmups(run.cfg, run.setups, len(run.splits.train), run.d.world):
+        log.warning("%s, %s", run.label, line)
 
 
 def restore(run: Run) -> State:

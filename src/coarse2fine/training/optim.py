@@ -11,11 +11,12 @@ is what building them anew does; epochs count from the phase's start.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
-from coarse2fine.config import OptimConfig
+from coarse2fine.config import OptimConfig, PhaseSetup, RunConfig
+from coarse2fine.training.sampling import steps_per_epoch
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -63,6 +64,25 @@ def warmup_warning(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> str |
         return f"a warm-up of {warm} steps takes {100 * warm / steps:.0f} % of the phase's {steps} steps"
     last = lr_factor(steps - 1, steps_per_epoch, cfg) * cfg.lr
     return f"a warm-up of {warm} steps is longer than the phase ({steps} steps): its LR ends at {last:.3g}, never {cfg.lr:g}"
+
+
+def long_warmups(cfg: RunConfig, setups: Sequence[PhaseSetup], clips: int, world: int = 1) -> list[str]:
+    """One line for each phase of ``cfg`` (its ``setups``, training on ``clips`` clips over
+    ``world`` processes) whose LR warm-up lasts more than half of it (:func:`warmup_warning`),
+    each ending with one shorter value to set: a tenth of the shortest phase, in the key's steps
+    (``c2f.coarse_batch: scale`` divides a phase's warm-up by R). Phases of fixed length only:
+    automatic switching decides the others' length as it trains."""
+    if cfg.c2f.switch != "fixed":
+        return []
+    t = cfg.train
+    steps = [steps_per_epoch(clips, s.batch_size, world, t.epoch_steps, t.batch_size) for s in setups]
+    shortest = min(n * s.epochs * t.optim.warmup_steps // max(1, s.optim.warmup_steps) for n, s in zip(steps, setups))
+    lines = []
+    for n, s in zip(steps, setups):
+        if (problem := warmup_warning(s.optim, n, s.epochs)) is not None:
+            lines.append(f"phase {s.index + 1} (R={s.R}, {s.epochs} epoch{'' if s.epochs == 1 else 's'}): {problem}; "
+                         f"a shorter one: --set train.optim.warmup_steps={max(1, shortest // 10)}")
+    return lines
 
 
 def build_scheduler(

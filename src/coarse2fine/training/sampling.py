@@ -87,6 +87,15 @@ def batch_count(clips: int, batch_size: int, parts: int = 1) -> int:
     return full + (1 if rest >= parts or (rest and not full) else 0)
 
 
+def steps_per_epoch(clips: int, batch_size: int, world: int = 1, epoch_steps: int = 0, base_batch: int = 0) -> int:
+    """Optimizer steps of an epoch at ``batch_size``: one pass over ``clips`` clips
+    (:func:`batch_count`), or, with ``train.epoch_steps`` (``epoch_steps`` steps at ``base_batch``,
+    ``train.batch_size``), as many clips as those steps take (fewer steps at a larger batch)."""
+    if epoch_steps:
+        return max(1, epoch_steps * base_batch // batch_size)
+    return batch_count(clips, batch_size, world)
+
+
 def shard(batch: list[int], parts: int, index: int) -> list[int]:
     """Contiguous share ``index`` of ``parts`` of a batch (sizes differ by at most one)."""
     bounds = np.linspace(0, len(batch), parts + 1).round().astype(int)
