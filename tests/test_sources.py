@@ -204,9 +204,10 @@ def test_esc50_folds_from_the_official_metadata():
         esc50_manifest(FSDD.parent / "esc50", 6, "val")
 
 
-def test_crossval_runs_every_fold(tmp_path, capsys):
+def test_crossval_runs_every_fold(tmp_path, capsys, caplog):
     from coarse2fine.cli import main
 
+    caplog.set_level("INFO", logger="coarse2fine")
     for fold in (1, 2):
         train, val, labels = _make_set(tmp_path / f"f{fold}", bad=False)
         train.rename(tmp_path / f"train_{fold}.json")
@@ -219,6 +220,9 @@ def test_crossval_runs_every_fold(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mean" in out and (tmp_path / "cv" / "fold2" / "log.json").exists()
     assert (tmp_path / "cv" / "folds.csv").read_text().splitlines()[0] == "fold,best acc,best acc std"
+    assert (tmp_path / "cv" / "folds.md").read_text().startswith("# demo: cross-validation over 2 folds\n\n| fold |")
+    assert f"Table in {tmp_path / 'cv'}: folds.md, folds.csv; each fold's run in fold<N>/" in out
+    assert any(r.getMessage().startswith("fold2 epoch 1 ") for r in caplog.records)  # a run is called by its folder
     assert main(["crossval", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2  # no {fold} in the paths
 
 

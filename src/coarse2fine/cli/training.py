@@ -313,10 +313,15 @@ def _crossval_one(args) -> int:
     rows = [{"fold": str(f), f"best {metric}": format_spread(mean(v), sample_std(v), metric)} for f, v in best.items()]
     values = [mean(v) for v in best.values()]
     rows.append({"fold": "mean", f"best {metric}": format_spread(mean(values), sample_std(values), metric)})
-    atomic.write_text(Path(args.out) / "folds.csv", format_table(rows, "csv"))
-    print(format_table(rows, "text"), end="")
     over_seeds = f", mean ± sample std over {seeds} seeds per fold" if seeds > 1 else ""
-    print(f"Best {metric} in the final phase{over_seeds}; mean: over folds ± sample std (n - 1) over folds.")
+    note = f"Best {metric} in the final phase{over_seeds}; mean: over folds ± sample std (n - 1) over folds."
+    out = Path(args.out)
+    atomic.write_text(out / "folds.csv", format_table(rows, "csv"))
+    atomic.write_text(out / "folds.md", f"# {cfg.name}: cross-validation over {args.folds} folds\n\n"
+                      + format_table(rows, "markdown") + f"\n{note}\n")
+    print(format_table(rows, "text"), end="")
+    print(note)
+    print(f"Table in {out}: folds.md, folds.csv; each fold's run in fold<N>/")
     return 0
 
 

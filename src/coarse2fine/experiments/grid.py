@@ -242,8 +242,9 @@ def cross_validate(base: RunConfig, folds: Sequence[int], out_root: str | Path, 
     results: dict[int, list[RunResult]] = {}
     for fold, cfg in fold_configs(base.run_only(), folds).items():
         splits = load_splits(cfg)
-        results[fold] = [train_run(seed_config(cfg, k), splits, seed_folder(out_root, f"fold{fold}", k),
-                                   progress=progress, resume=reuse, fresh=not reuse) for k in range(seeds)]
+        folders = [seed_folder(out_root, f"fold{fold}", k) for k in range(seeds)]  # runs called by their folder
+        results[fold] = [train_run(seed_config(cfg, k), splits, folder, progress=progress, resume=reuse, fresh=not reuse,
+                                   label=folder.name) for k, folder in enumerate(folders)]
     return results
 
 
