@@ -242,7 +242,7 @@ def test_a_short_clip_gets_the_model_input_evaluation_gave_it(model, tmp_path, p
     cfg, paths, evaluated = _evaluation_input(tmp_path, [_noise(0.3, 1), _noise(CLIP_S, 2), _noise(0.12, 3)],
                                               pad, frontend)
     spec, clip = cfg.features.spec(), ClipSpec.from_config(cfg)
-    assert clip == ClipSpec(8000, pad)
+    assert clip == ClipSpec(8000, pad, 800)  # data.min_seconds 0.05: the shortest file training takes
     ours = window_features(paths, spec, clip)
     torch.testing.assert_close(ours, evaluated, rtol=0, atol=1e-6)
     # The input predict used to make (the waveform zero-padded to a window of 64 frames) was not it.
@@ -254,6 +254,20 @@ def test_a_short_clip_gets_the_model_input_evaluation_gave_it(model, tmp_path, p
         expected = torch.softmax(model(evaluated), dim=-1)
     assert [len(p.windows) for p in preds] == [1, 1, 1]
     torch.testing.assert_close(torch.tensor([p.scores for p in preds]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_file_shorter_than_training_accepts_is_scored_with_a_warning(model, tmp_path, caplog):
+    """A new user's case: a 0.01 s file was scored without a word, where training refuses clips under
+    data.min_seconds."""
+    paths = [str(tmp_path / "short.wav"), str(tmp_path / "ok.wav")]
+    for path, seconds in zip(paths, (0.05, 0.3)):
+        sf.write(path, _noise(seconds, 1), SR, subtype="PCM_16")
+    with caplog.at_level("WARNING", logger="coarse2fine.predict"):
+        preds = predict_files(model, paths, SPEC, LABELS, clip=ClipSpec(8000, "zeros", 1600))
+    assert len(preds) == 2 and all(p.scores for p in preds)
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [f"{paths[0]}: 0.050 s, shorter than the 0.1 s that training accepts (data.min_seconds): scored, "
+                      "on a window that is mostly padding"]
 
 
 @pytest.mark.parametrize("pad", ["zeros", "repeat"])
@@ -299,11 +313,11 @@ def test_window_and_hop_follow_the_training_clip(model, wavs, caplog):
 
 def test_run_clip_reads_the_run_config(model, tmp_path):
     _write_run(tmp_path / "run", model)
-    assert run_clip(tmp_path / "run") == ClipSpec(20480, "zeros")  # the defaults: 1.28 s at 16 kHz
+    assert run_clip(tmp_path / "run") == ClipSpec(20480, "zeros", 1600)  # the defaults: 1.28 s at 16 kHz, 0.1 s
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     cfg["data"] = {"clip_seconds": 5.0, "pad": "repeat"}
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    assert run_clip(tmp_path / "run") == ClipSpec(80000, "repeat")
+    assert run_clip(tmp_path / "run") == ClipSpec(80000, "repeat", 1600)
     with pytest.raises(ValueError, match=r"config\.yaml: file not found"):
         run_clip(tmp_path)
 

@@ -95,6 +95,7 @@ class ClipSpec:
 
     num_samples: int
     pad: str = "zeros"
+    min_samples: int = 0  # the shortest file training accepts (``data.min_seconds``): a shorter one is said
 
     def __post_init__(self) -> None:
         if int(self.num_samples) != self.num_samples or self.num_samples < 1:
@@ -106,7 +107,7 @@ class ClipSpec:
     def from_config(cls, cfg: RunConfig) -> ClipSpec:
         """The clip of a run's config, with the data path's own rounding
         (:meth:`RunConfig.clip_samples <coarse2fine.config.RunConfig.clip_samples>`)."""
-        return cls(cfg.clip_samples(), cfg.data.pad)
+        return cls(cfg.clip_samples(), cfg.data.pad, int(cfg.data.min_seconds * cfg.features.sample_rate))
 
 
 def window_samples(spec: FeatureSpec) -> int:
@@ -357,6 +358,10 @@ def _score_files(model: Classifier, paths: Sequence[str], spec: FeatureSpec, cli
             log.debug("skipping %s", err)  # in the Prediction; the command line lists it
             failed[i] = Prediction(path=path, error=err.problem)
             continue
+        if clip is not None and wave.numel() < clip.min_samples:
+            sr = spec.frontend.sample_rate
+            log.warning("%s: %.3f s, shorter than the %g s that training accepts (data.min_seconds): scored, on a "
+                        "window that is mostly padding", path, wave.numel() / sr, clip.min_samples / sr)
         scored = _Clip(i, path, int(wave.numel()), window_starts(int(wave.numel()), win, hop))
         clips.append(scored)
         pending.extend((scored, fix_window(wave[s:s + win], spec, clip)) for s in scored.starts)
