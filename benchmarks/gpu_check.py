@@ -55,7 +55,7 @@ BENCHES = [  # (label, preset, overrides)
 ]
 PARTS = ("experiment", "bench", "sweep", "demo")
 SMOKE = ["model.preset=micro", "data.train_clips=32", "data.val_clips=16", "train.batch_size=8", "data.clip_seconds=1.28",
-         "features.target_length=128", "train.epochs=1", "c2f.phase_epochs=[1, 1]", "train.amp=none"]
+         "features.target_length=128", "augment.timem=24", "train.epochs=1", "c2f.phase_epochs=[1, 1]", "train.amp=none"]
 
 
 def experiment(device: str, out: Path, smoke: bool) -> list[dict]:
@@ -89,7 +89,7 @@ def benches(device: str, smoke: bool, rounds: int) -> list[dict]:
     for label, preset, sets in BENCHES:
         frames = 512 if preset.startswith("htsat") else 128  # HTS-AT's 4 chunks need 128 frames at R = 4
         tiny = ["train.amp=none", "model.preset=micro", "train.batch_size=4", f"data.clip_seconds={frames / 100}",
-                "c2f.phase_epochs=null", f"features.target_length={frames}"]
+                "c2f.phase_epochs=null", f"features.target_length={frames}", "augment.timem=24"]
         cfg = load_config(preset, [*sets, "train.amp=bf16", f"train.device={device}", *(tiny if smoke else [])])
         source = synthetic_source(cfg, 8, 2 * cfg.train.batch_size)
         for r in bench(cfg, 8, source, rounds=rounds, warmup=0 if smoke else 2, device=device, with_breakdown=True):
@@ -102,7 +102,7 @@ def benches(device: str, smoke: bool, rounds: int) -> list[dict]:
 def sweep(device: str, smoke: bool, rounds: int) -> list[dict]:
     """AST-Base at the AudioSet shape in bf16, Fshift 4-1, at batch 12, 24 and 48: each phase's step
     as fixed ms (what the host and the launches cost whatever the batch) + ms per clip."""
-    tiny = ["train.amp=none", "model.preset=micro", "data.clip_seconds=1.28", "features.target_length=128"]
+    tiny = ["train.amp=none", "model.preset=micro", "data.clip_seconds=1.28", "features.target_length=128", "augment.timem=24"]
     cfg = load_config("audioset", ["train.amp=bf16", f"train.device={device}", "c2f.method=fshift",
                                    *(tiny if smoke else [])])
     batches = [2, 4] if smoke else [12, 24, 48]
