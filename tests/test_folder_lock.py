@@ -145,3 +145,17 @@ def test_taking_the_lock_removes_the_temp_files_of_killed_writes_and_nothing_els
     with caplog.at_level("INFO", logger="coarse2fine"), folder_lock(folder):
         assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
     assert ".checkpoint.safetensors.pe1c481c.tmp (2.7 MB), left by a write that was killed" in caplog.text
+
+
+def test_a_failed_start_leaves_no_folder_it_created_and_keeps_one_it_did_not(tmp_path, monkeypatch, capsys):
+    """A new user's case: `train vggsound-cpu --out runs/b6p` with the preset's placeholder manifest failed
+    and left runs/b6p holding only the lock file."""
+    from coarse2fine.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "audioset-cpu", "--out", "runs/new"]) == 2
+    assert "data.train:" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "new").exists()
+    (tmp_path / "runs" / "mine").mkdir()  # the user's own folder: failed in, kept
+    assert main(["train", "audioset-cpu", "--out", "runs/mine"]) == 2
+    assert (tmp_path / "runs" / "mine").is_dir()

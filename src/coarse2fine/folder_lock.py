@@ -6,7 +6,9 @@ report success. The first takes an exclusive ``fcntl.flock`` on ``LOCK_NAME`` in
 holds it until it is done; the operating system drops it when the process ends, however it ends,
 so a crash or a kill leaves no stale lock to clear by hand. The file names its holder (process id,
 host, start time) for the error the second process gets. The file itself stays: removing it
-would let a third process lock a new file while a second still holds the old one. A process
+would let a third process lock a new file while a second still holds the old one (except in a
+folder this process created for a run or pack that failed before it wrote anything there: that
+folder is removed, lock file and all, so that a failed start leaves no empty folder). A process
 forked while the lock is held (a DataLoader worker) closes its copy of the lock's file descriptor
 at once: the lock belongs to the writer, and a worker that outlives a killed writer by a few
 seconds must not keep the folder locked against the command that resumes the run.
@@ -79,6 +81,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
     :class:`FolderInUseError` at once, naming the holder, when another process holds it. Stale
     temporary files of atomic writes in ``folder`` are removed once the lock is taken."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
@@ -86,16 +89,33 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
     path = folder / LOCK_NAME
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd programs (PEP 446)
     _HELD.add(fd)
+    locked = False
     try:
-        if _lock(fd, folder, path, what):
+        if locked := _lock(fd, folder, path, what):
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
             remove_stale_temp_files(folder)  # the only writer now: no write of another process is under way
         yield
+    except BaseException:
+        if locked and created:
+            _remove_if_untouched(folder, path)
+        raise
     finally:
         _HELD.discard(fd)
         os.close(fd)  # releases the lock
+
+
+def _remove_if_untouched(folder: Path, path: Path) -> None:
+    """Remove ``folder``, which this process created for a run or pack that then failed before
+    writing anything there (a bad config, a missing manifest), so that a failed start leaves no
+    empty folder behind. Only while holding its lock, and only when the lock file is all it holds."""
+    try:
+        if [p.name for p in folder.iterdir()] == [path.name]:
+            path.unlink()
+            folder.rmdir()
+    except OSError:
+        pass  # another process's file appeared, or the file system refused: leave it
 
 
 def _lock(fd: int, folder: Path, path: Path, what: str) -> bool:
