@@ -95,7 +95,7 @@ class ClipSpec:
 
     num_samples: int
     pad: str = "zeros"
-    min_samples: int = 0  # the shortest file training accepts (``data.min_seconds``): a shorter one is said
+    min_samples: int = 0  # the shortest file training accepts (``data.min_seconds``): predict warns of a shorter one
 
     def __post_init__(self) -> None:
         if int(self.num_samples) != self.num_samples or self.num_samples < 1:
