@@ -152,6 +152,30 @@ def test_a_finished_run_of_another_config_is_refused_unless_fresh(tmp_path, caps
     assert json.loads((out / "log.json").read_text())["config"]["c2f"]["schedule"] == "2-1"
 
 
+def test_a_ctrl_c_after_the_run_finished_does_not_make_the_command_fail(tmp_path):
+    """A new user's case: a Ctrl-C that came as the process exited, after `train` had printed the
+    finished run, gave exit 130, which a script would take for an interrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "coarse2fine", "train", "demo", "--out", str(out), "--quiet",
+                             *_sets([*TINY, "train.epochs=1"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+                            # as from a terminal, whatever this process ignores (a background job ignores SIGINT)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stdout:
+        if ": trained;" in line:  # the run is finished and written; the process is on its way out
+            time.sleep(0.05)  # into the interpreter's exit (torch's teardown takes a good part of a second)
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads((out / "log.json").read_text())["done"]
+
+
 def test_predict_uses_an_unfinished_runs_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     _kill_in_phase_2(out)

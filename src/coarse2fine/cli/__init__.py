@@ -14,7 +14,9 @@ import io
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from coarse2fine import __version__
@@ -80,14 +82,34 @@ def say(text: str) -> None:
     print(text.replace("coarse2fine:", f"coarse2fine [rank {rank}]:", 1) if rank else text, file=sys.stderr)
 
 
+def ignore_late_signals() -> dict[int, object]:
+    """Ignore SIGINT and SIGTERM from now on: the command's work is done and written, and a Ctrl-C
+    that arrives while the process exits must not turn a finished command into exit 130 (a script
+    would take the finished run for an interrupted one). Returns the handlers it replaced."""
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is threading.main_thread():
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Called with ``argv`` (from Python), it leaves the signal handlers as it
+    found them; as the program (``argv`` None), a signal after the command finished is ignored
+    until the process has exited."""
     args = build_parser().parse_args(argv)
     args.quiet = getattr(args, "quiet", False)
     setup_logging(args.quiet)
     try:
         with process_output():
             code = COMMANDS[args.command](args)
-        leave(wait=True)  # under torchrun every process got here: leave together
+        previous = ignore_late_signals()
+        try:
+            leave(wait=True)  # under torchrun every process got here: leave together
+        finally:
+            if argv is not None and threading.current_thread() is threading.main_thread():
+                for s, h in previous.items():
+                    signal.signal(s, h if h is not None else signal.SIG_DFL)
         return code
     except NonFiniteLossError as err:
         say(f"coarse2fine: stopped: {err}")
