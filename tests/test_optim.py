@@ -74,14 +74,18 @@ def test_a_run_warns_of_a_phase_its_warmup_outlasts_before_it_trains(tmp_path, c
         assert main(["train", "demo", "--out", str(tmp_path / "run"), "--quiet",
                      *[a for s in sets for a in ("--set", s)]]) == 0
     warned = [r.getMessage() for r in caplog.records if "warm-up" in r.getMessage()]
-    # 4 steps an epoch: phase 1 (4 steps) never ends its warm-up, phase 2 (12 steps) spends 58 % of it there
+    # 4 steps an epoch: phase 1 (4 steps) never ends its warm-up, phase 2 (12 steps) spends 58 % of it there;
+    # one value (half of the shortest phase) clears both
     assert warned == [
         "demo, phase 1 (R=4, 1 epoch): a warm-up of 7 steps is longer than the phase (4 steps): its LR ends at "
-        "0.000571, never 0.001; a shorter one: --set train.optim.warmup_steps=1",
-        "demo, phase 2 (R=1, 3 epochs): a warm-up of 7 steps takes 58 % of the phase's 12 steps; a shorter one: "
-        "--set train.optim.warmup_steps=1"]
+        "0.000571, never 0.001; at most 2 steps clears every phase of this run (--set train.optim.warmup_steps=2)",
+        "demo, phase 2 (R=1, 3 epochs): a warm-up of 7 steps takes 58 % of the phase's 12 steps; at most 2 steps "
+        "clears every phase of this run (--set train.optim.warmup_steps=2)"]
     # `check` says the same before anything trains
     capsys.readouterr()
     assert main(["check", "demo", *[a for s in sets for a in ("--set", s)]]) == 0
     out = capsys.readouterr().out
     assert f"warning: {warned[0].removeprefix('demo, ')}\nwarning: {warned[1].removeprefix('demo, ')}\n" in out
+    # and the value it gives clears them all
+    assert main(["check", "demo", *[a for s in sets for a in ("--set", s)], "--set", "train.optim.warmup_steps=2"]) == 0
+    assert "warning" not in capsys.readouterr().out

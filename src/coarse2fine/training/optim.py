@@ -69,9 +69,9 @@ def warmup_warning(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> str |
 def long_warmups(cfg: RunConfig, setups: Sequence[PhaseSetup], clips: int, world: int = 1) -> list[str]:
     """One line for each phase of ``cfg`` (its ``setups``, training on ``clips`` clips over
     ``world`` processes) whose LR warm-up lasts more than half of it (:func:`warmup_warning`),
-    each ending with one shorter value to set: a tenth of the shortest phase, in the key's steps
-    (``c2f.coarse_batch: scale`` divides a phase's warm-up by R). Phases of fixed length only:
-    automatic switching decides the others' length as it trains."""
+    each ending with the one value that clears every phase of the run: half of the shortest
+    phase, in the key's steps (``c2f.coarse_batch: scale`` divides a phase's warm-up by R). Phases
+    of fixed length only: automatic switching decides the others' length as it trains."""
     if cfg.c2f.switch != "fixed":
         return []
     t = cfg.train
@@ -81,7 +81,8 @@ def long_warmups(cfg: RunConfig, setups: Sequence[PhaseSetup], clips: int, world
     for n, s in zip(steps, setups):
         if (problem := warmup_warning(s.optim, n, s.epochs)) is not None:
             lines.append(f"phase {s.index + 1} (R={s.R}, {s.epochs} epoch{'' if s.epochs == 1 else 's'}): {problem}; "
-                         f"a shorter one: --set train.optim.warmup_steps={max(1, shortest // 10)}")
+                         f"at most {max(1, shortest // 2)} steps clears every phase of this run "
+                         f"(--set train.optim.warmup_steps={max(1, shortest // 2)})")
     return lines
 
 
