@@ -45,6 +45,7 @@ def test_missing_fold_manifest_stops_before_the_first_fold_trains(tmp_path, caps
     assert main(["crossval", "demo", "--folds", "2", *methods, *schedule, "--out", str(out), "--quiet", *sets]) == 2
     err = capsys.readouterr().err
     assert "fold 2" in err and "train_2.json: no such file" in err
+    assert "(nothing trained; if the data stops at fold 1, give --folds 1)" in err
     assert not (out / "fold1").exists() and not list(out.rglob("log.json"))  # nothing trained
 
 

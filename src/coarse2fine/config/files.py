@@ -56,6 +56,18 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in resources.files("coarse2fine.presets").iterdir() if p.name.endswith(".yaml"))
 
 
+def placeholder_of(dotted: str, value: str, folder: Path | None = None) -> str | None:
+    """The shipped preset whose own value of key ``dotted`` (``data.train``) is ``value`` as a
+    config loaded in ``folder`` (the current folder) holds it, or None: a path the user left at a
+    preset's placeholder."""
+    section, _, name = dotted.partition(".")
+    for preset in preset_names():
+        given = read_yaml(preset)[0].get(section, {}).get(name)
+        if isinstance(given, str) and _absolute(given, folder or Path.cwd()) == value:
+            return preset
+    return None
+
+
 def _looks_like_file(name: str) -> bool:
     """A config name is a file when it ends in .yaml/.yml or contains a path separator."""
     return name.endswith((".yaml", ".yml")) or "/" in name or os.sep in name

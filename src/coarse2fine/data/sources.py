@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from coarse2fine.config import RunConfig
+from coarse2fine.config.files import placeholder_of
 from coarse2fine.data.cache import FeatureCache
 from coarse2fine.data.cached import CachedFeatureDataset
 from coarse2fine.data.datasets import ClipDataset, DataSplits, synthetic_splits
@@ -79,8 +80,7 @@ def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
     if d.kind == "unlabeled":
         return unlabeled_manifests(d.sources, d.clip_seconds, d.min_seconds, d.val_fraction)
     if d.kind == "manifest":
-        for key in ("train", "val", "label_csv"):
-            check_manifest_path(cfg, key)
+        check_manifest_paths(cfg)
         train = read_manifest(d.split_path("train"), d.label_csv, d.multilabel)
         check_loss_fits(cfg, train)
         return train, align_classes(train, read_manifest(d.split_path("val"), d.label_csv, d.multilabel))
@@ -89,20 +89,31 @@ def manifests(cfg: RunConfig) -> tuple[Manifest, Manifest]:
     raise ValueError(f"data.kind {d.kind!r} is not supported; choose synthetic, manifest, fsdd, esc50, unlabeled or shards")
 
 
-def check_manifest_path(cfg: RunConfig, key: str) -> None:
-    """That ``data.<key>`` (``train``, ``val`` or ``label_csv``) names something on this disk, or
-    a :class:`ManifestError` naming the key, its value and where it points (a shipped preset's
-    manifest paths are placeholders, taken from the current folder)."""
-    d = cfg.data
-    value = d.split_path(key) if key in ("train", "val") else getattr(d, key)
-    if value is None or Path(value).exists():
+def check_manifest_paths(cfg: RunConfig) -> None:
+    """That ``data.train``, ``data.val`` and ``data.label_csv`` (when given) name something on this
+    disk, or one :class:`ManifestError` naming each that does not: the key, its value (with the
+    fold filled in) and, for a value left at a shipped preset's placeholder, that preset; then how
+    to set them."""
+    d, missing, keys = cfg.data, [], []
+    for key in ("train", "val", "label_csv"):
+        value = d.split_path(key) if key in ("train", "val") else getattr(d, key)
+        if value is None or Path(value).exists():
+            continue
+        written, where = getattr(d, key), str(Path(value).absolute())
+        fold = f" with data.fold {d.fold}" if written != value else ""
+        at = f" ({where})" if where != written else ""
+        preset = placeholder_of(f"data.{key}", written)
+        note = f" (preset {preset}'s placeholder)" if preset else ""
+        missing.append(f"data.{key}: {written}{fold}: no such file or folder{at}{note}")
+        keys.append(key)
+    if not missing:
         return
-    written, where = getattr(d, key), str(Path(value).absolute())
-    fold = f" with data.fold {d.fold}" if written != value else ""
-    at = f" ({where})" if where != written else ""
-    raise ManifestError(f"data.{key}: {written}{fold}: no such file or folder{at}; point it at your "
-                        f"{'label CSV' if key == 'label_csv' else 'manifest'} with --set data.{key}=PATH or `{key}: "
-                        "PATH` under `data:` in your config (the shipped presets' paths are placeholders)")
+    how = f"set {'it' if len(keys) == 1 else 'them'} to your files: " + ", ".join(f"--set data.{k}=PATH" for k in keys)
+    how += f" (or {', '.join(f'`{k}: PATH`' for k in keys)} under `data:` in your config)"
+    if "label_csv" in keys:
+        how += ("; data.label_csv may be null: CSV manifests name their classes, and a JSON one finds "
+                "class_labels_indices.csv beside it")
+    raise ManifestError("; ".join(missing) + f"; {how}")
 
 
 def check_loss_fits(cfg: RunConfig, train: Manifest | ClipDataset) -> None:

@@ -229,7 +229,8 @@ def fold_configs(base: RunConfig, folds: Sequence[int]) -> dict[int, RunConfig]:
         try:
             _check_fold_data(cfg)
         except (ValueError, OSError) as err:
-            raise ValueError(f"cross-validation fold {fold}: {err} (nothing trained)") from err
+            fewer = f"; if the data stops at fold {fold - 1}, give --folds {fold - 1}" if fold > 1 else ""
+            raise ValueError(f"cross-validation fold {fold}: {err} (nothing trained{fewer})") from err
     return configs
 
 
