@@ -255,6 +255,17 @@ def test_a_specaugment_mask_wider_than_the_features_is_refused_at_load_naming_th
     assert load_config("esc50-cpu", ["augment.timem=512", "augment.freqm=128"]).augment.timem == 512  # as wide: taken
 
 
+def test_a_mask_made_too_wide_by_shorter_features_names_the_file_that_shortened_them(tmp_path):
+    """A new user's case: a file that only set features.target_length: 128 on voxceleb-cpu was told that
+    preset voxceleb's timem was wrong, not that its own change made it so, nor what to set."""
+    mine = _write(tmp_path, "mine.yaml", "extends: voxceleb-cpu\nfeatures:\n  target_length: 128\n")
+    with pytest.raises(ValueError, match=re.escape(
+            "preset voxceleb: augment.timem: 192 is more than the features' 128 frames (features.target_length): a mask "
+            "could blank a whole clip; set augment.timem to at most 128 (AST masks up to 192 of 1024 frames and 48 of "
+            f"128 mel bins) (features.target_length from {mine})")):
+        load_config(mine)
+
+
 def test_every_unknown_key_of_a_config_is_named_at_once_with_the_key_it_is_closest_to(tmp_path):
     """A new user's case: a file with typos in three sections took three tries, one typo named a try."""
     mine = _write(tmp_path, "mine.yaml", "extends: esc50-cpu\ntrain:\n  epoch: 3\n  optim:\n    warmup_step: 5\n"
