@@ -220,7 +220,7 @@ def test_crossval_runs_every_fold(tmp_path, capsys, caplog):
     out = capsys.readouterr().out
     assert "mean" in out and (tmp_path / "cv" / "fold2" / "log.json").exists()
     assert (tmp_path / "cv" / "folds.csv").read_text().splitlines()[0] == "fold,best acc,best acc std"
-    assert (tmp_path / "cv" / "folds.md").read_text().startswith("# demo: cross-validation over 2 folds\n\n| fold |")
+    assert (tmp_path / "cv" / "folds.md").read_text().startswith("# demo (baseline): cross-validation over 2 folds\n\n| fold |")
     assert f"Table in {tmp_path / 'cv'}: folds.md, folds.csv; each fold's run in fold<N>/" in out
     assert any(r.getMessage().startswith("fold2 epoch 1 ") for r in caplog.records)  # a run is called by its folder
     assert main(["crossval", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2  # no {fold} in the paths

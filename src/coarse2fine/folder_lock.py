@@ -6,9 +6,10 @@ report success. The first takes an exclusive ``fcntl.flock`` on ``LOCK_NAME`` in
 holds it until it is done; the operating system drops it when the process ends, however it ends,
 so a crash or a kill leaves no stale lock to clear by hand. The file names its holder (process id,
 host, start time) for the error the second process gets. The file itself stays: removing it
-would let a third process lock a new file while a second still holds the old one (except in a
-folder this process created for a run or pack that failed before it wrote anything there: that
-folder is removed, lock file and all, so that a failed start leaves no empty folder). A process
+would let a third process lock a new file while a second still holds the old one (except where
+this process made the lock file for a run or pack that failed before it wrote anything: the lock
+file goes, and the folder too if this process created it, so that a failed start leaves nothing
+behind). A process
 forked while the lock is held (a DataLoader worker) closes its copy of the lock's file descriptor
 at once: the lock belongs to the writer, and a worker that outlives a killed writer by a few
 seconds must not keep the folder locked against the command that resumes the run.
@@ -87,6 +88,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
         yield
         return
     path = folder / LOCK_NAME
+    made_lock = not path.exists()
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd programs (PEP 446)
     _HELD.add(fd)
     locked = False
@@ -98,22 +100,24 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
             remove_stale_temp_files(folder)  # the only writer now: no write of another process is under way
         yield
     except BaseException:
-        if locked and created:
-            _remove_if_untouched(folder, path)
+        if locked and made_lock:
+            _remove_if_untouched(folder, path, created)
         raise
     finally:
         _HELD.discard(fd)
         os.close(fd)  # releases the lock
 
 
-def _remove_if_untouched(folder: Path, path: Path) -> None:
-    """Remove ``folder``, which this process created for a run or pack that then failed before
-    writing anything there (a bad config, a missing manifest), so that a failed start leaves no
-    empty folder behind. Only while holding its lock, and only when the lock file is all it holds."""
+def _remove_if_untouched(folder: Path, path: Path, created: bool) -> None:
+    """Remove the lock file ``path`` that this process made for a run or pack that then failed
+    before writing anything in ``folder`` (a bad config, a missing manifest), and the folder too
+    when this process created it, so that a failed start leaves nothing behind. Only while holding
+    the lock, and only when the lock file is all the folder holds."""
     try:
         if [p.name for p in folder.iterdir()] == [path.name]:
             path.unlink()
-            folder.rmdir()
+            if created:
+                folder.rmdir()
     except OSError:
         pass  # another process's file appeared, or the file system refused: leave it
 

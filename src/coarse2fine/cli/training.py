@@ -20,6 +20,7 @@ from coarse2fine.cli.options import (
     interleaved,
     run_overrides,
 )
+from coarse2fine.compression import Compression
 from coarse2fine.config import (
     load_config,
 )
@@ -317,7 +318,9 @@ def _crossval_one(args) -> int:
     note = f"Best {metric} in the final phase{over_seeds}; mean: over folds ± sample std (n - 1) over folds."
     out = Path(args.out)
     atomic.write_text(out / "folds.csv", format_table(rows, "csv"))
-    atomic.write_text(out / "folds.md", f"# {cfg.name}: cross-validation over {args.folds} folds\n\n"
+    method = Compression(cfg.c2f.method, 1, cfg.c2f.patch_resize).label
+    what = "baseline" if cfg.c2f.schedule == "1" else f"{method} {cfg.c2f.schedule}"
+    atomic.write_text(out / "folds.md", f"# {cfg.name} ({what}): cross-validation over {args.folds} folds\n\n"
                       + format_table(rows, "markdown") + f"\n{note}\n")
     print(format_table(rows, "text"), end="")
     print(note)

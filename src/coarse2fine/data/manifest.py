@@ -458,8 +458,10 @@ def align_classes(train: Manifest, val: Manifest) -> Manifest:
             f"{val.source}: {len(unknown)} label(s) not in the training set {train.source}: {', '.join(unknown[:10])}"
             + (" ..." if len(unknown) > 10 else "") + f" ({len(clips)} clip(s), e.g. {clips[0]}); give both splits "
             "the same label_csv, or remove those clips")
-    logger.info("%s: %d of the %d training classes have no validation clip", val.source,
-                len(known - used), len(known))
+    absent = [c for c in train.classes if c not in used]
+    if absent:
+        logger.info("%s: %d of the %d training classes have no validation clip: %s", val.source, len(absent),
+                    len(known), ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
     return replace(val, classes=list(train.classes), display_names=list(train.display_names),
                    multilabel=train.multilabel or val.multilabel)
 
