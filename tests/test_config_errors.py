@@ -274,3 +274,15 @@ def test_every_unknown_key_of_a_config_is_named_at_once_with_the_key_it_is_close
         load_config(mine)
     assert str(err.value).startswith(f"{mine}: features: unknown key(s) colour, target_lenght (target_length?); known: ")
     assert str(err.value).endswith("(also unknown: train.epoch (epochs?), train.optim.warmup_step (warmup_steps?))")
+
+
+def test_a_misspelt_preset_or_a_key_named_as_other_code_names_it_gets_a_guess(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown preset 'speechcomands-cpu' \(did you mean speechcommands-cpu\?\)"):
+        load_config("speechcomands-cpu")
+    mine = _write(tmp_path, "mine.yaml", "extends: speechcomands-cpu\n")
+    with pytest.raises(FileNotFoundError, match=r"no preset is named 'speechcomands-cpu' either; did you mean the preset "
+                                                r"speechcommands-cpu\? \(presets: "):
+        load_config(mine)
+    with pytest.raises(ValueError, match=r"train\.optim: unknown key\(s\) learning_rate \(lr\?\), warmup "
+                                         r"\(warmup_steps\?\); known: optimizer, lr, "):
+        load_config("demo", ["train.optim.learning_rate=1e-3", "train.optim.warmup=3"])

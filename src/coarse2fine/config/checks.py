@@ -229,12 +229,18 @@ def unknown_keys(cls: type, values: Any, where: str = "") -> list[str]:
     return found
 
 
+# What other training code calls some keys (a guess for an unknown key, when the section has it)
+OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "max_epochs": "epochs", "warmup": "warmup_steps",
+               "bs": "batch_size", "workers": "num_workers", "mel_bins": "num_mel_bins", "n_mels": "num_mel_bins"}
+
+
 def _guessed(key: str, cls: type, where: str, dotted: bool = False) -> str:
     """Unknown ``key`` (dotted) as an error names it, with the known key it is closest to:
-    ``clip_second (clip_seconds?)``; the last part only, unless ``dotted``."""
+    ``clip_second (clip_seconds?)``, ``learning_rate (lr?)``; the last part only, unless ``dotted``."""
     section, _, name = key.rpartition(".")
     known = [f.name for f in dataclasses.fields(_section_at(cls, section, where)) if f.init]
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    close = [OTHER_NAMES[name]] if OTHER_NAMES.get(name) in known else difflib.get_close_matches(name, known, n=1,
+                                                                                                 cutoff=0.75)
     return (key if dotted else name) + (f" ({close[0]}?)" if close else "")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 import re
 from importlib import resources
@@ -119,7 +120,9 @@ def read_yaml(name_or_path: str | Path, base_dir: Path | None = None) -> tuple[d
     if base_dir is not None and not path.is_absolute() and (base_dir / path).is_file():
         path = base_dir / path
     if not _looks_like_file(name) and not path.is_file():
-        raise ValueError(f"unknown preset {name!r} (and no file of that name); available: {', '.join(preset_names())}")
+        close = difflib.get_close_matches(name, preset_names(), n=1, cutoff=0.75)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown preset {name!r}{guess} (and no file of that name); available: {', '.join(preset_names())}")
     values = _parse_yaml(_read_file(path), str(path))
     return resolve_paths(values, path.parent, str(path)), path.parent
 
@@ -206,8 +209,10 @@ def _check_parent_exists(parent: str, base_dir: Path | None, label: str) -> None
     if any(Path(p).exists() if _looks_like_file(parent) else Path(p).is_file() for p in places):
         return  # read_yaml reads it, or says what it is instead (a folder, say)
     looked = " nor ".join(p + (f" ({', '.join(why)})" if why else "") for p, why in places.items())
+    close = difflib.get_close_matches(parent, preset_names(), n=1, cutoff=0.75)
+    guess = f"; did you mean the preset {close[0]}?" if close and not _looks_like_file(parent) else ""
     preset = ("; a name ending in .yaml / .yml or with a / is a file, never a preset" if _looks_like_file(parent)
-              else f"; no preset is named {parent!r} either (presets: {', '.join(preset_names())})")
+              else f"; no preset is named {parent!r} either{guess} (presets: {', '.join(preset_names())})")
     raise FileNotFoundError(f"{label}: extends: {parent}: no such config file: not at {looked}{preset}")
 
 

@@ -102,7 +102,8 @@ def train_interleaved(start: Mapping[Path, Callable[[StopRequest], Epochs]]) -> 
             set_global_rng(outer)
     trained = [t.result for t in turns if t.result is not None and t.result.status != "finished"]
     if trained:
-        log.info("%d of %d runs trained in turns of one epoch (the others had finished before)", len(trained), len(turns))
+        others = "" if len(trained) == len(turns) else " (the others had finished before)"
+        log.info("%d of %d runs trained in turns of one epoch%s", len(trained), len(turns), others)
     return [t.result for t in turns]  # type: ignore[misc]  # every run has finished here
 
 
