@@ -154,8 +154,8 @@ def test_extends_of_a_missing_file_names_the_file_that_extends_and_where_it_look
     assert f"{tmp_path / 'configs' / 'nothere.yaml'} (next to configs/missingext.yaml)" in text
     assert f"{tmp_path / 'nothere.yaml'} (from the current folder)" in text
     _write(tmp_path, "typo.yaml", "extends: demoo\n")
-    with pytest.raises(FileNotFoundError, match=r"^typo\.yaml: extends: demoo: .*no preset is named 'demoo' either "
-                                                r"\(presets: .*demo"):
+    with pytest.raises(FileNotFoundError, match=r"^typo\.yaml: extends: demoo: .*no preset is named 'demoo' either; "
+                                                r"did you mean the preset demo\? \(presets: .*demo"):
         load_config("typo.yaml")
 
 
