@@ -556,5 +556,6 @@ def load_run_for_inference(
     spec, multilabel = _run_feature_spec(run / "config.yaml", model)
     labels, names = _run_labels(run / "labels.json", model.num_classes)
     log.info("loaded run %s (%s): %d classes, %s, %d frames", run, model.arch, len(labels),
-             "multi-label" if multilabel else "single-label", spec.target_length)
+             "each scored on its own (sigmoid: trained with loss bce)" if multilabel else "one of them (softmax)",
+             spec.target_length)
     return model.eval(), spec, labels, names, multilabel
