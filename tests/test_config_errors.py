@@ -286,3 +286,22 @@ def test_a_misspelt_preset_or_a_key_named_as_other_code_names_it_gets_a_guess(tm
     with pytest.raises(ValueError, match=r"train\.optim: unknown key\(s\) learning_rate \(lr\?\), warmup "
                                          r"\(warmup_steps\?\); known: optimizer, lr, "):
         load_config("demo", ["train.optim.learning_rate=1e-3", "train.optim.warmup=3"])
+
+
+def test_every_wrong_value_of_a_config_is_named_at_once_each_by_the_file_that_set_it(tmp_path):
+    """A new user's case: `c2f.method: fshfit` and `train.metric: accuracy` in one file took two tries,
+    as did timem and freqm both too wide."""
+    base = _write(tmp_path, "base.yaml", "extends: demo\nc2f:\n  method: fshfit\n")
+    mine = _write(tmp_path, "mine.yaml", "extends: base.yaml\ntrain:\n  metric: accuracy\naugment:\n  mixup: -1\n")
+    with pytest.raises(ValueError) as err:
+        load_config(mine)
+    text = str(err.value)
+    assert text.startswith(f"{mine}: train.metric: 'accuracy' is not one of acc, mAP")  # the config's order
+    for part in (f"{mine}: augment.mixup: must be >= 0", f"{base}: c2f.method: 'fshfit' is not one of fshift"):
+        assert part in text, text  # each named by the file that set it
+    with pytest.raises(ValueError, match=r"^augment\.timem: 200 is more than .* \(also: augment\.freqm: 300 is more "
+                                         r"than the features' 128 mel bins"):  # a --set named as typed: by its key
+        load_config("demo", ["augment.timem=200", "augment.freqm=300"])
+    with pytest.raises(ValueError, match=r"^train\.epochs: expected an integer, got 'abc' \(also: c2f\.method: 'x' is "
+                                         r"not one of"):
+        load_config("demo", ["train.epochs=abc", "c2f.method=x"])

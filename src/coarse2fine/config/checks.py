@@ -45,6 +45,27 @@ class ConfigError(ValueError):
         self.subject = subject
 
 
+class ConfigErrors(ConfigError):
+    """Several config errors found in one pass (values of different keys), so that a file with
+    three mistakes takes one try, not three: the first one's message, keys and subject, and every
+    one in ``errors`` (:func:`coarse2fine.config.load_config` names each one's source)."""
+
+    def __init__(self, errors: typing.Sequence[ValueError]) -> None:
+        flat = [e for err in errors for e in (err.errors if isinstance(err, ConfigErrors) else (err,))]
+        first = flat[0]
+        rest = "; ".join(str(e) for e in flat[1:])
+        super().__init__(f"{first} (also: {rest})", getattr(first, "keys", ()), getattr(first, "subject", None))
+        self.errors = flat
+
+
+def raise_all(errors: typing.Sequence[ValueError]) -> None:
+    """Raise ``errors``: nothing if none, the one as it is, several as :class:`ConfigErrors`."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
+
+
 _WARNINGS: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("config_warnings", default=None)
 
 
@@ -200,19 +221,23 @@ def field_types(cls: type) -> dict[str, Any]:
 def check_fields(obj: Any, where: str) -> None:
     """Convert every field of the (frozen) dataclass ``obj`` to its annotated type and check its
     ``minimum`` and ``choices``; errors name ``where.field``."""
-    hints = field_types(type(obj))
+    hints, errors = field_types(type(obj)), []
     for f in dataclasses.fields(obj):
         name = join(where, f.name)
-        value = coerce(getattr(obj, f.name), hints[f.name], name)
-        object.__setattr__(obj, f.name, value)
-        if value is None:
-            continue
-        minimum, choices = f.metadata.get("minimum"), f.metadata.get("choices")
-        if minimum is not None:
-            for v in value if isinstance(value, (list, tuple)) else (value,):
-                at_least(name, v, minimum)
-        if choices is not None:
-            choice(name, value, choices)
+        try:
+            value = coerce(getattr(obj, f.name), hints[f.name], name)
+            object.__setattr__(obj, f.name, value)
+            if value is None:
+                continue
+            minimum, choices = f.metadata.get("minimum"), f.metadata.get("choices")
+            if minimum is not None:
+                for v in value if isinstance(value, (list, tuple)) else (value,):
+                    at_least(name, v, minimum)
+            if choices is not None:
+                choice(name, value, choices)
+        except ValueError as err:  # every key's problem, not the first one's only
+            errors.append(err)
+    raise_all(errors)
 
 
 def unknown_keys(cls: type, values: Any, where: str = "") -> list[str]:
@@ -269,9 +294,17 @@ def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
                              f"{', '.join(known)}{also}")
         raise ValueError(f"{section}: unknown key(s) {', '.join(mine)}; known: {', '.join(known)}{also}")
     hints = field_types(cls)
-    kwargs = {name: coerce(value, hints[name], join(where, name)) for name, value in values.items()}
+    kwargs, errors = {}, []
+    for name, value in values.items():
+        try:
+            kwargs[name] = coerce(value, hints[name], join(where, name))
+        except ValueError as err:  # every section's and key's problem, not the first one's only
+            errors.append(err)
+    raise_all(errors)
     try:
         return cls(**kwargs)
+    except ConfigErrors:
+        raise  # each names its key
     except (TypeError, ValueError) as err:  # the class's own checks; make sure the key is named
         msg = str(err)
         raise ConfigError(msg if msg.startswith(where) else f"{where}: {msg}", getattr(err, "keys", ()),

@@ -20,7 +20,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 import yaml
 
-from coarse2fine.config.checks import ConfigError, collected_warnings
+from coarse2fine.config.checks import ConfigError, ConfigErrors, collected_warnings
 from coarse2fine.config.checks import log as checks_log
 from coarse2fine.config.run import RunConfig, config_from_dict, merge
 from coarse2fine.config.sections import DataConfig, ModelConfig
@@ -287,7 +287,9 @@ def _named(err: ValueError, layers: Sequence[tuple[str, dict[str, Any]]], fallba
     where the last of them was set. A ``--set`` is named as typed: by the message itself when it
     starts with the key, else first (``--set train.loss=ce: data.multilabel: true ...``); a message
     without a key names ``fallback``."""
-    return ValueError(_named_text(str(err), getattr(err, "keys", ()), getattr(err, "subject", None), layers, fallback))
+    every = err.errors if isinstance(err, ConfigErrors) else [err]
+    texts = [_named_text(str(e), getattr(e, "keys", ()), getattr(e, "subject", None), layers, fallback) for e in every]
+    return ValueError(texts[0] + (f" (also: {'; '.join(texts[1:])})" if texts[1:] else ""))
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from coarse2fine.compression import Compression, InputGeometry
-from coarse2fine.config.checks import ConfigError, build, warn
+from coarse2fine.config.checks import ConfigError, build, raise_all, warn
 from coarse2fine.config.sections import (
     LEGACY_FEATURE_KEYS,
     AugmentConfig,
@@ -130,14 +130,16 @@ class RunConfig:
         if self.train.batch_size % self.train.grad_accum:
             raise ConfigError(f"train.batch_size {self.train.batch_size} must be a multiple of train.grad_accum "
                               f"({self.train.grad_accum})", ("train.batch_size", "train.grad_accum"))
+        masks = []
         for mask_key, param, size, what, size_key in (
                 ("augment.timem", self.augment.timem, self.features.target_length, "frames (features.target_length)",
                  "features.target_length"),
                 ("augment.freqm", self.augment.freqm, self.features.num_mel_bins, "mel bins", "features")):
             if param > size:  # a mask as wide as the input blanks whole clips
-                raise ConfigError(f"{mask_key}: {param} is more than the features' {size} {what}: a mask could blank "
+                masks.append(ConfigError(f"{mask_key}: {param} is more than the features' {size} {what}: a mask could blank "
                                   f"a whole clip; set {mask_key} to at most {size} (AST masks up to 192 of 1024 "
-                                  "frames and 48 of 128 mel bins)", (mask_key, size_key), mask_key)
+                                  "frames and 48 of 128 mel bins)", (mask_key, size_key), mask_key))
+        raise_all(masks)
         setups = [self.phase(i) for i in range(len(self.phases()))]
         check_frames_seen(self, setups)
 
