@@ -193,3 +193,100 @@ def test_carry_transformers_ast_like_ours(transformers, method, tmp_path):
     x = torch.randn(1, 128, 64)
     with torch.no_grad():
         torch.testing.assert_close(again(x).logits, hf(x).logits)
+
+
+
+
+def _own_family():
+    from dataclasses import dataclass
+
+    from coarse2fine.compression import InputGeometry
+    from coarse2fine.model import C2FModel
+
+    @dataclass
+    class Cfg:
+        num_classes: int = 4
+        mel_bins: int = 64
+        dim: int = 16
+
+    class Mine(C2FModel):
+        def __init__(self, config):
+            super().__init__()
+            self.config, self._geo = config, InputGeometry(128, config.mel_bins)
+            self.proj = torch.nn.Linear(config.mel_bins, config.dim)
+            self.enc = torch.nn.TransformerEncoderLayer(config.dim, 2, 32, batch_first=True)
+            self.head = torch.nn.Linear(config.dim, config.num_classes)
+
+        @property
+        def geometry(self):
+            return self._geo
+
+        def set_geometry(self, geometry):
+            self._geo = InputGeometry(geometry.frames, geometry.mel_bins, geometry.time_factor)  # no wider patches
+
+        @property
+        def num_tokens(self):
+            return self._geo.frames
+
+        def forward(self, x):
+            return self.head(self.enc(self.proj(x)).mean(1))
+
+    return Mine(Cfg())
+
+
+def test_measured_flops_of_a_family_that_keeps_its_geometry_on_the_model_follow_the_geometry():
+    """A new user's case: FLOPs measured once per (class, config) gave the R = 4 phase the full
+    resolution's count when the geometry lived on the model."""
+    model = _own_family()
+    schedule = Schedule.build("4-1", 4, frames=128, mel_bins=64, method="avgpool")
+    coarse, fine = schedule_flops(model, schedule)
+    assert fine > 3 * coarse
+    carry(model, schedule.geometry(0))
+    assert step_flops(model) == coarse
+    carry(model, schedule.geometry(1))
+    assert step_flops(model) == fine
+
+
+def test_a_family_that_ignores_part_of_a_geometry_is_refused_by_carry():
+    model = _own_family()
+    schedule = Schedule.build("4-1", 4, frames=128, mel_bins=64, method="patch")
+    with pytest.raises(ValueError, match=r"set_geometry\(\) left the model at another input than asked "
+                                         r"\(time_patch_factor 1, not 4\): this family cannot take the Patch method"):
+        carry(model, schedule.geometry(0))
+
+
+def test_the_core_functions_say_what_they_take_when_given_something_else():
+    import numpy as np
+
+    model, schedule = _tiny_ast(), Schedule.build("4-1", 4, frames=128, mel_bins=64, method="avgpool")
+    with pytest.raises(TypeError, match=r"geometry must be an InputGeometry, e\.g\. schedule\.geometry\(i\), not a "
+                                        r"Compression \(schedule\.compression\(i\) is what compress\(\) takes\)"):
+        carry(model, schedule.compression(0))
+    with pytest.raises(TypeError, match=r"compression must be a Compression, not a PhaseAt \(schedule\.compression\(i\)"):
+        compress(torch.zeros(2, 128, 64), schedule.at_epoch(0), "features")
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, not a ndarray"):
+        compress(np.zeros((2, 128, 64)), schedule.compression(0), "features")
+    with pytest.raises(ValueError, match=r"waveforms must be \[batch, samples\], got shape \[20800\]"):
+        compress(torch.zeros(20800), schedule.compression(0), "waveforms", SPEC)
+    with pytest.raises(TypeError, match=r"schedule must be a Schedule, e\.g\. Schedule\.build"):
+        schedule_flops(model, "4-1")
+    with pytest.raises(TypeError, match=r"torch\.compile wrapper\): carry the model itself \(model\._orig_mod\)"):
+        carry(torch.compile(model), schedule.geometry(0))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got -3"):
+        step_flops(model, -3)
+    with pytest.raises(IndexError, match=r"phase 5: the schedule has 2 phases"):
+        schedule.compression(5)
+    for bad in ({"epochs": 4.5}, {"epochs": "4"}, {"initial_fraction": 2.0}, {"initial_fraction": -1}):
+        with pytest.raises(ValueError, match="epochs must be an integer|initial_fraction must be in"):
+            Schedule.build("4-1", **{"epochs": 4, **bad}, frames=128, mel_bins=64)
+    with pytest.raises(ValueError, match=r"epoch must be an integer >= 0 \(0-based\), got 1\.5"):
+        phase_at(schedule.phases, 1.5)
+
+
+def test_savings_leaves_out_a_run_that_never_reached_full_resolution_and_wants_fractions():
+    baseline = [(1, 1, 0.5, 1e9, 1.0), (2, 1, 0.6, 1e9, 1.0)]
+    rows = savings(baseline, {"c2f": [(1, 4, 0.9, 2e8, 0.3)]}, fmt=None)  # read while still at R = 4
+    assert rows[1]["Acc at first beat (delta)"] == "not at full resolution (last phase R=4)"
+    assert rows[1]["Best Acc (gain)"] == "-" and rows[1]["FLOPs save (%)"] == "-"
+    with pytest.raises(ValueError, match=r"c2f: acc 30 at epoch 1: acc is a fraction \(0 to 1"):
+        savings(baseline, {"c2f": [(1, 4, 30.0, 2e8, 0.3), (2, 1, 90.0, 1e9, 1.0)]})

@@ -185,6 +185,15 @@ def compress(x: torch.Tensor, compression: Compression, kind: InputKind = "featu
       waveforms: an error says so;
     * ``model_input``: already the phase's input, returned as it is.
     """
+    if not isinstance(compression, Compression):
+        hint = " (schedule.compression(i) gives it)" if hasattr(compression, "R") or isinstance(compression, str) else ""
+        raise TypeError(f"compress(x, compression, ...): compression must be a Compression, not a "
+                        f"{type(compression).__name__}{hint}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"compress: x must be a torch.Tensor, not a {type(x).__name__} (torch.as_tensor(x) converts "
+                        "an array)")
+    if kind == "waveforms" and x.ndim != 2:
+        raise ValueError(f"waveforms must be [batch, samples], got shape {list(x.shape)} (x.unsqueeze(0) for one clip)")
     if kind == "waveforms":
         if spec is None:
             raise ValueError("compressing waveforms needs the full-resolution FeatureSpec (spec=...)")

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 from coarse2fine.compression import INPUT_KINDS, InputKind, compress, phase_input, resolve_method
 from coarse2fine.model.phase_change import carry, geometry_of, schedule_flops, step_flops
 from coarse2fine.phases import PhaseAt, Schedule, phase_at
-from coarse2fine.report.savings import format_table, savings_table
+from coarse2fine.report.savings import FRACTION_METRICS, format_table, savings_table
 from coarse2fine.training.records import EpochRecord
 
 RecordRow = Union[EpochRecord, Mapping[str, Any], Sequence[float]]
@@ -103,9 +103,22 @@ def savings(baseline: Iterable[RecordRow], runs: Mapping[str, Iterable[RecordRow
     """The paper's savings table of ``runs`` against ``baseline`` (records as
     :func:`epoch_records` takes them): the metric at the first final-phase epoch that reaches the
     baseline's best, the FLOPs and time saved up to there, the best metric and its gain.
-    Returns the table as text in ``fmt`` (markdown, csv or text), or its rows (dicts) with
-    ``fmt=None``. ``higher``: the metric's direction (default: known metrics' own; else higher)."""
+    Returns the table as text in ``fmt`` (markdown, csv, text, or json: one number per cell), or
+    its rows (dicts of the printed strings) with ``fmt=None``. ``higher``: the metric's direction
+    (default: known metrics' own; else higher). Accuracy, mAP and mAUC are fractions (0 to 1)."""
     base = epoch_records(baseline, metric)
     named = {name: epoch_records(rows, metric) for name, rows in runs.items()}
+    for name, records in {baseline_name: base, **named}.items():
+        _check_fraction(records, metric, name)
     rows = savings_table(baseline_name, base, named, metric, higher=higher)
     return rows if fmt is None else format_table(rows, fmt)
+
+
+def _check_fraction(records: Sequence[EpochRecord], metric: str, name: str) -> None:
+    """Accuracy, mAP and mAUC are fractions (the tables print them as percentages): a value above 1
+    is a percentage given where a fraction is expected."""
+    if metric in FRACTION_METRICS:
+        over = next((r for r in records if r.metrics.get(metric, 0.0) > 1.0), None)
+        if over is not None:
+            raise ValueError(f"{name}: {metric} {over.metrics[metric]:g} at epoch {over.epoch}: {metric} is a fraction "
+                             "(0 to 1; the table prints it as a percentage): give 0.5 for 50 %")

@@ -85,8 +85,11 @@ def build_phases(
     final phase ``final_epochs`` (default: ``baseline_epochs``).
     """
     factors = parse_schedule(schedule)
-    if baseline_epochs < 1:
-        raise ValueError(f"baseline_epochs must be >= 1, got {baseline_epochs}")
+    if isinstance(baseline_epochs, bool) or not isinstance(baseline_epochs, int) or baseline_epochs < 1:
+        raise ValueError(f"baseline_epochs must be an integer >= 1, got {baseline_epochs!r}")
+    if initial_fraction is not None and not 0 < initial_fraction < 1:
+        raise ValueError(f"initial_fraction must be in (0, 1), the initial phases' share of the baseline's epochs; "
+                         f"got {initial_fraction!r}")
     if phase_epochs is not None:
         epochs = [int(e) for e in phase_epochs]
         if len(epochs) != len(factors):
@@ -94,8 +97,8 @@ def build_phases(
                 f"phase_epochs {list(epochs)} has {len(epochs)} entries but schedule "
                 f"{schedule_name(factors)} has {len(factors)} phases"
             )
-        if any(e < 1 for e in epochs):
-            raise ValueError(f"phase_epochs must all be >= 1, got {list(epochs)}")
+        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in phase_epochs):
+            raise ValueError(f"phase_epochs must all be integers >= 1, got {list(phase_epochs)}")
         return [Phase(R, e) for R, e in zip(factors, epochs)]
     n_initial = len(factors) - 1
     frac = default_initial_fraction(len(factors)) if initial_fraction is None else initial_fraction
@@ -122,8 +125,8 @@ def phase_at(phases: Sequence[Phase], epoch: int) -> PhaseAt:
     last phase, so a loop that trains on stays at full resolution)."""
     if not phases:
         raise ValueError("the schedule has no phases")
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0 (0-based), got {epoch}")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch must be an integer >= 0 (0-based), got {epoch!r}")
     start = 0
     for i, ph in enumerate(phases):
         if epoch < start + ph.epochs or i == len(phases) - 1:
@@ -193,6 +196,8 @@ class Schedule:
 
     def compression(self, index: int) -> Compression:
         """How phase ``index`` compresses the input."""
+        if not -len(self.phases) <= index < len(self.phases):
+            raise IndexError(f"phase {index}: the schedule has {len(self.phases)} phases (0 to {len(self.phases) - 1})")
         return Compression(self.method, self.phases[index].R, self.patch_resize, self.scale_window)
 
     def geometry(self, index: int) -> InputGeometry:

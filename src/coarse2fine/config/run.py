@@ -199,6 +199,12 @@ class RunConfig:
         except (TypeError, ValueError) as err:
             raise ConfigError(f"model {self.model.arch}/{self.model.preset} with c2f.method {c.method} at R={phase.R} "
                               f"(schedule {c.schedule}): {err}", GEOMETRY_KEYS) from None
+        built = getattr(arch_config, "geometry", None)  # a family that ignores part of the phase's input
+        if isinstance(built, InputGeometry) and built.time_patch_factor != geo.time_patch_factor:
+            raise ConfigError(f"model {self.model.arch}/{self.model.preset} with c2f.method {c.method} at R={phase.R} "
+                              f"(schedule {c.schedule}): the family's config keeps patches {built.time_patch_factor}x "
+                              f"wide in time, not {geo.time_patch_factor}x: it cannot take the Patch method; use "
+                              "fshift, avgpool or maxpool", GEOMETRY_KEYS)
         scale = phase.R if c.coarse_batch == "scale" else 1
         optim = t.optim
         if scale > 1:

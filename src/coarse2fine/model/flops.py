@@ -82,17 +82,17 @@ def measured_training_flops(
     return counter.get_total_flops()
 
 
-_MEASURED: dict[tuple[str, str, bool], int] = {}
+_MEASURED: dict[tuple[str, str, str, bool], int] = {}
 
 
 def measured_model_flops(model: torch.nn.Module, backward: bool = True) -> int:
     """FLOPs per clip of ``model``'s forward (+ backward) at its current geometry, measured with
     FlopCounterMode on a fresh model of the same config (random weights, on the CPU, one clip of
-    zeros), once per (family, config) and cached: what a family without an analytic count gets."""
-    config = model.config  # type: ignore[attr-defined]
-    key = (type(model).__qualname__, repr(config), backward)
+    zeros), once per (family, config, geometry) and cached: what a family without an analytic
+    count gets. The geometry is part of the key: a family may keep it outside its config."""
+    config, geo = model.config, model.geometry  # type: ignore[attr-defined]
+    key = (f"{type(model).__module__}.{type(model).__qualname__}", repr(config), repr(geo), backward)
     if key not in _MEASURED:
-        geo = model.geometry  # type: ignore[attr-defined]
         with torch.random.fork_rng():
             fresh = type(model)(config)
         fresh.set_geometry(geo)  # type: ignore[attr-defined]

@@ -30,10 +30,18 @@ def carry(model: torch.nn.Module, geometry: InputGeometry) -> None:
     Parameters that change become new ``nn.Parameter`` objects: build the optimizer (and LR
     schedule) afterwards, as the paper does at every phase change. The same geometry is a no-op.
     """
+    if not isinstance(geometry, InputGeometry):
+        hint = " (schedule.compression(i) is what compress() takes)" if hasattr(geometry, "method") else ""
+        raise TypeError(f"carry(model, geometry): geometry must be an InputGeometry, e.g. schedule.geometry(i), not a "
+                        f"{type(geometry).__name__}{hint}")
     if isinstance(model, C2FModel):
         model.set_geometry(geometry)
+        check_geometry_set(model, geometry)
     elif is_hf_ast(model):
         hf_set_geometry(model, geometry)
+    elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+        raise TypeError(f"cannot move a {type(model).__name__} (a torch.compile wrapper): carry the model itself "
+                        "(model._orig_mod), then compile it again for the new geometry")
     else:
         raise TypeError(
             f"cannot move a {type(model).__name__} to another input geometry: coarse-to-fine changes the model's input "
@@ -41,6 +49,23 @@ def carry(model: torch.nn.Module, geometry: InputGeometry) -> None:
             "transformers' ASTForAudioClassification / ASTModel, and a family of your own: a "
             "coarse2fine.model.C2FModel subclass with set_geometry(), registered as the README's 'Model families' "
             "section describes (examples/new_family.py is a complete one)")
+
+
+def check_geometry_set(model: C2FModel, geometry: InputGeometry) -> None:
+    """The model seam's contract: after ``set_geometry(geometry)``, ``geometry`` gives back its
+    frames, mel bins and time-patch factor. A family that ignores part of it (a Patch phase's wider
+    patches, other mel bins) would train and count FLOPs at another input than the phase's,
+    silently: a ``ValueError`` naming what it left."""
+    got = model.geometry
+    fields = ("frames", "mel_bins", "time_patch_factor")  # what the input and the tokens are (time_factor: a note)
+    left = ", ".join(f"{f} {getattr(got, f)!r}, not {getattr(geometry, f)!r}" for f in fields
+                     if getattr(got, f) != getattr(geometry, f))
+    if not left:
+        return
+    patch = (": this family cannot take the Patch method (wider patches); use fshift, avgpool or maxpool"
+             if got.time_patch_factor != geometry.time_patch_factor else "")
+    raise ValueError(f"{type(model).__name__}.set_geometry() left the model at another input than asked ({left})"
+                     f"{patch}")
 
 
 def geometry_of(model: torch.nn.Module) -> InputGeometry:
@@ -59,6 +84,8 @@ def step_flops(model: torch.nn.Module, batch_size: int = 1, objective: Any = Non
     model's current geometry, counted as ``torch.utils.flop_counter.FlopCounterMode`` counts them.
     ``objective`` (a coarse2fine objective) counts its whole step, e.g. SSAST's two masked passes;
     without it, a classifier's step."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"step_flops: batch_size must be a positive integer, got {batch_size!r}")
     if objective is not None:
         return int(objective.training_flops(model, batch_size))
     if isinstance(model, C2FModel):
@@ -72,6 +99,9 @@ def step_flops(model: torch.nn.Module, batch_size: int = 1, objective: Any = Non
 def schedule_flops(model: torch.nn.Module, schedule: Schedule, batch_size: int = 1, objective: Any = None) -> list[int]:
     """The FLOPs of a training step in each phase of ``schedule`` (see :func:`step_flops`),
     counted on a copy of ``model`` on the meta device (no memory, ``model`` untouched)."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule_flops(model, schedule): schedule must be a Schedule, e.g. Schedule.build('4-1', "
+                        f"epochs, frames=..., mel_bins=..., method=...), not a {type(schedule).__name__}")
     out = []
     for i in range(len(schedule.phases)):
         shadow = _meta_copy(model)

@@ -465,7 +465,8 @@ def savings_table(
     """Rows of the paper-style savings table as strings, baseline first.
 
     The baseline row shows its best value, its best epoch and ``-`` in the save columns. A run
-    that never reaches the baseline shows ``not reached`` and ``-`` in the rule (a) columns.
+    that never reaches the baseline shows ``not reached`` and ``-`` in the rule (a) columns; one
+    whose last phase is not at full resolution (an unfinished run's records) is not compared.
     There is a time column per measure every run carries (:func:`table_measures`); a wall time
     save whose run was on a busy machine (:func:`busy_runs`) is marked ``*``, and a wall or step
     time save measured on another machine than the baseline's (:func:`timed_elsewhere`) ``†``. Fraction metrics
@@ -481,6 +482,9 @@ def savings_table(
     rows = [dict(zip(cols, [baseline_name, format_value(ref.best, metric), str(ref.epoch), *dashes[1:],
                             format_value(ref.best, metric), str(ref.epoch)]))]
     for name, records in runs.items():
+        if records and (at := final_phase(as_records(records))[0].R) != 1:  # read mid-run, or stopped coarse
+            rows.append(dict(zip(cols, [name, f"not at full resolution (last phase R={at})", *dashes, "-", "-"])))
+            continue
         s = compare(name, records, ref, any_phase=any_phase, tolerance=tolerance)
         if s.reached:
             assert s.metric_at_reach is not None and s.flops_save_pct is not None
