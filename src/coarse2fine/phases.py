@@ -14,6 +14,7 @@ run can be judged both "at the first epoch that beats the baseline" and "trained
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -66,6 +67,17 @@ def restart_schedule(factors: Sequence[int]) -> tuple[int, ...]:
     return (1,) * len(factors)
 
 
+def _whole(value: object) -> bool:
+    """Whether ``value`` is an integer (NumPy's too), not a bool, float or string."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
+
+
 def default_initial_fraction(num_phases: int) -> float:
     """The paper's share of the baseline budget for all initial phases together."""
     return 0.25 if num_phases <= 2 else 0.30
@@ -85,8 +97,9 @@ def build_phases(
     final phase ``final_epochs`` (default: ``baseline_epochs``).
     """
     factors = parse_schedule(schedule)
-    if isinstance(baseline_epochs, bool) or not isinstance(baseline_epochs, int) or baseline_epochs < 1:
+    if not _whole(baseline_epochs) or baseline_epochs < 1:
         raise ValueError(f"baseline_epochs must be an integer >= 1, got {baseline_epochs!r}")
+    baseline_epochs = operator.index(baseline_epochs)
     if initial_fraction is not None and not 0 < initial_fraction < 1:
         raise ValueError(f"initial_fraction must be in (0, 1), the initial phases' share of the baseline's epochs; "
                          f"got {initial_fraction!r}")
@@ -97,7 +110,7 @@ def build_phases(
                 f"phase_epochs {list(epochs)} has {len(epochs)} entries but schedule "
                 f"{schedule_name(factors)} has {len(factors)} phases"
             )
-        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in phase_epochs):
+        if any(not _whole(e) or e < 1 for e in phase_epochs):
             raise ValueError(f"phase_epochs must all be integers >= 1, got {list(phase_epochs)}")
         return [Phase(R, e) for R, e in zip(factors, epochs)]
     n_initial = len(factors) - 1
@@ -125,8 +138,9 @@ def phase_at(phases: Sequence[Phase], epoch: int) -> PhaseAt:
     last phase, so a loop that trains on stays at full resolution)."""
     if not phases:
         raise ValueError("the schedule has no phases")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+    if not _whole(epoch) or epoch < 0:
         raise ValueError(f"epoch must be an integer >= 0 (0-based), got {epoch!r}")
+    epoch = operator.index(epoch)
     start = 0
     for i, ph in enumerate(phases):
         if epoch < start + ph.epochs or i == len(phases) - 1:

@@ -10,6 +10,7 @@ geometry. The training loop, ``bench``, the FLOPs accounting and the integration
 from __future__ import annotations
 
 import copy
+import numbers
 from typing import Any
 
 import torch
@@ -84,7 +85,7 @@ def step_flops(model: torch.nn.Module, batch_size: int = 1, objective: Any = Non
     model's current geometry, counted as ``torch.utils.flop_counter.FlopCounterMode`` counts them.
     ``objective`` (a coarse2fine objective) counts its whole step, e.g. SSAST's two masked passes;
     without it, a classifier's step."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"step_flops: batch_size must be a positive integer, got {batch_size!r}")
     if objective is not None:
         return int(objective.training_flops(model, batch_size))
