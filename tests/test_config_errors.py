@@ -305,3 +305,22 @@ def test_every_wrong_value_of_a_config_is_named_at_once_each_by_the_file_that_se
     with pytest.raises(ValueError, match=r"^train\.epochs: expected an integer, got 'abc' \(also: c2f\.method: 'x' is "
                                          r"not one of"):
         load_config("demo", ["train.epochs=abc", "c2f.method=x"])
+
+
+def test_a_preset_shrunk_with_train_epochs_alone_warns_that_its_phases_stay_and_its_baseline_is_the_epochs(caplog,
+                                                                                                          capsys):
+    """A new user's case: `pretrain-experiment ssast_pretrain-cpu --set train.epochs=2` trained a 2-epoch
+    baseline against 3 + 15 epochs of coarse-to-fine; `pretrain ... --schedule 1` was refused."""
+    with caplog.at_level("WARNING", logger="coarse2fine.config"):
+        load_config("ssast_pretrain-cpu", ["train.epochs=2"], check_runtime=False)
+    assert ("preset ssast_pretrain-cpu: c2f.phase_epochs [3, 15]: the final phase alone trains 15 epochs, more than "
+            "train.epochs 2 (the baseline's") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="coarse2fine.config"):
+        load_config("ssast_pretrain-cpu", check_runtime=False)  # the recipe: 3 + 15 against 24
+    assert "final phase alone" not in caplog.text
+    assert main(["flops", "ssast_pretrain-cpu", "--schedule", "1", "--classes", "0"]) == 0  # the baseline
+    assert "1.00x the baseline's 24 epochs" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"phase_epochs \[3, 15\] has 2 entries but schedule 4-2-1 has 3 phases; give "
+                                         r"one entry per phase, or c2f\.phase_epochs: null for the paper's split"):
+        load_config("ssast_pretrain-cpu", ["c2f.schedule=4-2-1"], check_runtime=False)

@@ -149,6 +149,8 @@ def add_run_options(p: argparse.ArgumentParser, methods: Sequence[str], out_help
 def run_overrides(args) -> list[str]:
     """``--set`` values plus the ``--schedule`` / ``--method`` shortcuts of train, flops and bench."""
     extra = [f"c2f.schedule={args.schedule}"] if getattr(args, "schedule", None) else []
+    if getattr(args, "schedule", None) == "1":  # the baseline: train.epochs at full resolution, whatever a preset's phases
+        extra += ["c2f.phase_epochs=null", "c2f.phase_steps=null"]
     return [*args.overrides, *extra, *method_overrides(getattr(args, "method", None))]
 
 

@@ -143,6 +143,22 @@ class RunConfig:
         setups = [self.phase(i) for i in range(len(self.phases()))]
         check_frames_seen(self, setups)
 
+    def warn_fixed_phases(self) -> None:
+        """A warning when given phase lengths (``c2f.phase_epochs`` / ``phase_steps``) have the final
+        phase alone train longer than ``train.epochs``, the baseline's: a preset shrunk with
+        ``train.epochs`` alone keeps its phases, and its coarse-to-fine run would be compared with a
+        much shorter baseline."""
+        c = self.c2f
+        given = "phase_steps" if c.phase_steps is not None else "phase_epochs" if c.phase_epochs is not None else None
+        if given is None or len(self.phases()) < 2:
+            return
+        final = self.phases()[-1].epochs
+        if final > self.train.epochs:
+            warn(f"c2f.{given}", f"c2f.{given} {list(getattr(c, given))}: the final phase alone trains {final} epochs, "
+                 f"more than train.epochs {self.train.epochs} (the baseline's; the paper's final phase trains as many "
+                 f"as the baseline): a comparison would set a longer run against the baseline; set c2f.{given} as "
+                 "well, or null for the paper's split of train.epochs")
+
     def warn_averaged_epochs(self) -> None:
         """A warning when the weight-averaged epochs (of the final phase) reach past its fixed
         length (said once, when a config is loaded: not on every derived config)."""
@@ -172,7 +188,10 @@ class RunConfig:
         try:
             return build_phases(c.schedule, self.train.epochs, epochs, c.initial_fraction)
         except ValueError as err:
-            raise ConfigError(f"c2f: {err}", PHASE_KEYS) from None
+            given = "phase_steps" if c.phase_steps is not None else "phase_epochs"
+            fix = (f"; give one entry per phase, or c2f.{given}: null for the paper's split of train.epochs"
+                   if epochs is not None and len(epochs) != len(parse_schedule(c.schedule)) else "")
+            raise ConfigError(f"c2f: {err}{fix}", PHASE_KEYS) from None
 
     def clip_samples(self) -> int:
         """Samples of a training clip: ``data.clip_seconds`` at the front end's sample rate (what
