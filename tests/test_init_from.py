@@ -88,6 +88,18 @@ def test_an_experiment_folder_is_refused_at_load_naming_its_runs(runs, capsys):
         initialise(model_of(tiny_config("ast", "micro")), str(folder))
 
 
+def test_a_run_of_another_family_is_refused_at_load_before_a_run_folder_is_made(runs, tmp_path, capsys):
+    """A new user's case: init_from of an SSAST pretraining run in an AST config failed once the run had
+    started, and left its folder behind."""
+    from coarse2fine.cli import main
+
+    out = tmp_path / "x"
+    assert main(["train", "demo", "--out", str(out), "--set", f"model.init_from={runs['ssast']}"]) == 2
+    assert (f"model.init_from: {runs['ssast']} is a run of the ssast family; this config builds model.arch ast: "
+            "init_from takes a run of the same family (set model.arch: ssast") in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_configs_may_name_a_run_that_does_not_exist_yet_or_any_more(tmp_path):
     later = tmp_path / "pretrain" / "baseline"
     # pretrain-experiment names the pretraining run in the fine-tuning config before it is trained,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -255,6 +256,17 @@ class ModelConfig(Section):
                              "the run has not finished")
         if path.is_dir() and not is_run_folder(path) and (held := runs_held(path)):  # an experiment's folder
             raise ValueError(f"model.init_from: {source} is not a run folder; {held}")
+        saved = path / "model_config.json"
+        if saved.is_file():  # a finished run: of this family? (its size is compared when the weights load)
+            try:
+                arch = json.loads(saved.read_text()).get("arch")
+            except (OSError, ValueError, AttributeError):
+                arch = None
+            if isinstance(arch, str) and arch != self.arch:
+                raise ConfigError(f"model.init_from: {source} is a run of the {arch} family; this config builds "
+                                  f"model.arch {self.arch}: init_from takes a run of the same family (set model.arch: "
+                                  f"{arch}, or start from another run)", ("model.init_from", "model.arch"),
+                                  "model.init_from")
 
 
 @dataclass(frozen=True)
