@@ -331,8 +331,14 @@ def test_crossval_folds_of_shards_are_packed_folders(packed):
 def test_unsupported_remote_scheme_and_missing_split(packed, tmp_path):
     with pytest.raises(ValueError, match="s3:// is not supported"):
         load_splits(load_config(packed.config, ["data.train=s3://bucket/train"]))
-    with pytest.raises(ShardError, match="no such file"):
+    with pytest.raises(ShardError, match=r"no such file \(is this a folder written by `coarse2fine pack`\?\)"):
         load_splits(load_config(packed.config, [f"data.train={tmp_path}/missing"]))
+    # a split folder with shards and no descriptor yet: a pack that was stopped (a new user's case)
+    (tmp_path / "half" / "train").mkdir(parents=True)
+    (tmp_path / "half" / "train" / "audio-000000.tar").write_bytes(b"")
+    with pytest.raises(ShardError, match=r"holds a pack's files: an unfinished `coarse2fine pack` \(run the same "
+                                         r"command again"):
+        load_splits(load_config(packed.config, [f"data.train={tmp_path}/half/train"]))
 
 
 INDEX_SCRIPT = textwrap.dedent("""

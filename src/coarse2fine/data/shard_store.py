@@ -87,6 +87,11 @@ def read_bytes(location: str) -> bytes:
     try:
         return Path(location).read_bytes()
     except FileNotFoundError:
+        folder = Path(location).parent
+        if folder.is_dir() and any(folder.iterdir()):  # shards but no descriptor yet: a pack that was stopped
+            raise ShardError(f"{location}: no such file, though {folder} holds a pack's files: an unfinished "
+                             "`coarse2fine pack` (run the same command again: it finishes from its finished "
+                             "shards)") from None
         raise ShardError(f"{location}: no such file (is this a folder written by `coarse2fine pack`?)") from None
     except OSError as err:
         raise ShardError(f"{location}: cannot be read ({err})") from None
