@@ -85,3 +85,21 @@ def test_two_torchrun_processes_read_every_clip_once_per_epoch(packed, tmp_path)
         assert sorted(seen) == list(range(clips))  # every clip once per epoch, across the two processes
     log = json.loads((out / "run" / "log.json").read_text())
     assert log["done"] and [r["R"] for r in log["records"]] == [2, 1]
+
+
+def test_a_damaged_shard_of_the_fine_phase_stops_the_run_before_the_coarse_phase_trains(packed, tmp_path, capsys):
+    """A new user's case: a truncated shard of the R=1 features was found only once the coarse phase had
+    trained (hours, at AudioSet scale)."""
+    import shutil
+
+    copy = tmp_path / "pack"
+    shutil.copytree(packed.root, copy)
+    fine = sorted((copy / "train" / "r1").glob("*.tar"))[-1]
+    fine.write_bytes(fine.read_bytes()[:1000])  # truncated
+    out = tmp_path / "run"
+    args = ["train", str(packed.config), "--out", str(out), "--quiet", "--set", f"data.train={copy / 'train'}",
+            "--set", f"data.val={copy / 'val'}", "--set", "c2f.phase_epochs=[1, 1]"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{fine}: 1000 bytes, its descriptor says " in err and "run the same `coarse2fine pack` again" in err
+    assert not (out / "log.json").exists()  # no epoch trained

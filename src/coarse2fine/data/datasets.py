@@ -19,7 +19,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -60,6 +60,10 @@ class ClipDataset(Dataset):
     def set_phase(self, spec: Any, compression: Any) -> None:
         """Serve the inputs of a phase with features ``spec`` and ``compression`` from now on (a
         no-op for waveform sources)."""
+
+    def check_phases(self, specs: Sequence[Any]) -> None:
+        """Before training, what can be checked cheaply of the data that phases with features
+        ``specs`` will read (packed shards: their files' sizes); nothing for other sources."""
 
     def separate(self) -> ClipDataset:
         """This source with its own phase: :meth:`set_phase` on the copy leaves this one serving

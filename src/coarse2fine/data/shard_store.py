@@ -124,7 +124,8 @@ class ShardStore:
                 raise ShardError(f"{location}: cannot be read ({err.strerror or err})") from None
             if st.st_size != info.filesize:
                 raise ShardError(f"{location}: {st.st_size} bytes, its descriptor says {info.filesize} "
-                                 "(truncated, or replaced after packing)")
+                                 "(truncated, or replaced after packing); run the same `coarse2fine pack` again to "
+                                 "rewrite it")
             self._verify_local(location, info, st, recheck)
             return location
         return str(self._download(location, info))

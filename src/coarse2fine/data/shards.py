@@ -31,7 +31,7 @@ import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -251,6 +251,26 @@ class ShardDataset(ClipDataset):
 
     def serves_for(self, spec: Any, compression: Any) -> str:
         return "features" if self.feature_set(spec) is not None else "waveforms"
+
+    def check_phases(self, specs: Sequence[FeatureSpec]) -> None:
+        """Before training: that every local shard the phases of ``specs`` will read (their packed
+        features, else the audio) has its descriptor's size, so that a truncated or missing shard
+        of the fine phase stops the run at its start, not after the coarse phases (the sha256 is
+        checked as each shard is first read; remote shards are checked when downloaded)."""
+        sets = {id(x): x for x in (self.feature_set(spec) or self.audio for spec in specs)}
+        for shard_set in sets.values():
+            for i, info in enumerate(shard_set.shards):
+                location = shard_set.url(i)
+                if is_url(location):
+                    continue
+                try:
+                    size = os.stat(location).st_size
+                except OSError as err:
+                    raise ShardError(f"{location}: cannot be read ({err.strerror or err}); run the same `coarse2fine "
+                                     "pack` again to write it") from None
+                if size != info.filesize:
+                    raise ShardError(f"{location}: {size} bytes, its descriptor says {info.filesize} (truncated, or "
+                                     "replaced after packing); run the same `coarse2fine pack` again to rewrite it")
 
     def set_phase(self, spec: Any, compression: Any) -> None:
         """Serve the phase's packed features when a set of its front end exists, else waveforms."""

@@ -259,6 +259,7 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
     }
     for split, ds in (("train", splits.train), ("val", splits.val)):  # from every process, loader workers too
         ds.record_failures_in(out_dir / FAILURE_FOLDER / split)
+        ds.check_phases([s.features for s in setups])  # a damaged shard of a later phase stops the run now
     run = Run(cfg, splits, out_dir, d, setups, build_objective(t.objective, cfg), show_progress and d.main,
               [val_share[i:i + val_batch] for i in range(0, len(val_share), val_batch)],
               splits.train.sampling_weights() if cfg.augment.balanced_sampling else None, report,
