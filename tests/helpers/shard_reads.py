@@ -17,6 +17,7 @@ import torch
 from coarse2fine.config import load_config
 from coarse2fine.data.datasets import ClipDataset
 from coarse2fine.data.sources import load_splits
+from coarse2fine.training.distributed import leave
 from coarse2fine.training.loop import train_run
 
 
@@ -60,6 +61,7 @@ def main() -> None:
     rank = int(os.environ.get("RANK", "0"))
     logged = dataclasses.replace(splits, train=ReadLog(splits.train, Path(out) / f"reads-{rank}.txt"))
     train_run(cfg, logged, Path(out) / "run", progress=False)
+    leave(wait=True)  # as the command line does: no process tears the group down while another still uses it
 
 
 if __name__ == "__main__":
