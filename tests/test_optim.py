@@ -89,3 +89,15 @@ def test_a_run_warns_of_a_phase_its_warmup_outlasts_before_it_trains(tmp_path, c
     # and the value it gives clears them all
     assert main(["check", "demo", *[a for s in sets for a in ("--set", s)], "--set", "train.optim.warmup_steps=2"]) == 0
     assert "warning" not in capsys.readouterr().out
+
+
+def test_a_phase_of_one_step_gets_no_warm_up_as_the_value_that_clears_it():
+    from coarse2fine.config import load_config
+    from coarse2fine.training.optim import long_warmups
+
+    cfg = load_config("demo", ["c2f.phase_epochs=[1, 1]", "train.batch_size=8", "train.optim.warmup_steps=3"])
+    lines = long_warmups(cfg, [cfg.phase(p) for p in range(2)], clips=8)  # one step an epoch
+    assert len(lines) == 2 and all(line.endswith("at most 0 steps (no warm-up) clears every phase of this run "
+                                                 "(--set train.optim.warmup_steps=0)") for line in lines)
+    cleared = cfg.replace({"train.optim.warmup_steps": 0})
+    assert long_warmups(cleared, [cleared.phase(p) for p in range(2)], clips=8) == []

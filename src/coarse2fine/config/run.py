@@ -136,9 +136,10 @@ class RunConfig:
                  "features.target_length"),
                 ("augment.freqm", self.augment.freqm, self.features.num_mel_bins, "mel bins", "features")):
             if param > size:  # a mask as wide as the input blanks whole clips
-                masks.append(ConfigError(f"{mask_key}: {param} is more than the features' {size} {what}: a mask could blank "
-                                  f"a whole clip; set {mask_key} to at most {size} (AST masks up to 192 of 1024 "
-                                  "frames and 48 of 128 mel bins)", (mask_key, size_key), mask_key))
+                masks.append(ConfigError(
+                    f"{mask_key}: {param} is more than the features' {size} {what}: a mask could blank a whole clip; "
+                    f"set {mask_key} to at most {size} (AST masks up to 192 of 1024 frames and 48 of 128 mel bins)",
+                    (mask_key, size_key), mask_key))
         raise_all(masks)
         setups = [self.phase(i) for i in range(len(self.phases()))]
         check_frames_seen(self, setups)

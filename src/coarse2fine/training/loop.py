@@ -372,7 +372,8 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
     ph = PhaseRun(p, s, step, step_flops(model, 1, run.objective), LossTally(d.device))
     seconds = warm_up(run, ph, state)
     state.progress.warmups.setdefault(p, seconds)
-    log.info("phase %d/%d: R=%d, %d epoch%s, %d tokens, batch %d, %.3g training FLOPs per clip, kernel warm-up %.1f s (a step, not trained)",
+    log.info("phase %d/%d: R=%d, %d epoch%s, %d tokens, batch %d, %.3g training FLOPs per clip, kernel warm-up "
+             "%.1f s (a step, not trained)",
              p + 1, len(run.setups), s.R, s.epochs, "" if s.epochs == 1 else "s", model.num_tokens, s.batch_size,
              ph.flops_per_clip, seconds)
     if p > 0 and cfg.c2f.eval_on_entry and p not in state.progress.entries:

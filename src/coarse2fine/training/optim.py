@@ -77,12 +77,13 @@ def long_warmups(cfg: RunConfig, setups: Sequence[PhaseSetup], clips: int, world
     t = cfg.train
     steps = [steps_per_epoch(clips, s.batch_size, world, t.epoch_steps, t.batch_size) for s in setups]
     shortest = min(n * s.epochs * t.optim.warmup_steps // max(1, s.optim.warmup_steps) for n, s in zip(steps, setups))
+    most = shortest // 2
+    clears = f"at most {most} step{'' if most == 1 else 's'}{' (no warm-up)' if most == 0 else ''}"
     lines = []
     for n, s in zip(steps, setups):
         if (problem := warmup_warning(s.optim, n, s.epochs)) is not None:
             lines.append(f"phase {s.index + 1} (R={s.R}, {s.epochs} epoch{'' if s.epochs == 1 else 's'}): {problem}; "
-                         f"at most {max(1, shortest // 2)} steps clears every phase of this run "
-                         f"(--set train.optim.warmup_steps={max(1, shortest // 2)})")
+                         f"{clears} clears every phase of this run (--set train.optim.warmup_steps={most})")
     return lines
 
 
