@@ -8,6 +8,7 @@ Without those variables everything runs in one process and these helpers are no-
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,7 @@ def leave(wait: bool = False) -> None:
     for every process to get here (a command that ended the same way in all of them), so that no
     process tears its connections down while another still uses them."""
     if dist.is_initialized():
+        gc.collect()  # DDP wrappers left in reference cycles release their hold on the group now, not at exit
         if wait:
             dist.barrier()
         dist.destroy_process_group()
