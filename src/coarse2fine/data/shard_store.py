@@ -105,6 +105,20 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def check_local_size(location: str, info: ShardInfo) -> os.stat_result:
+    """The local shard at ``location``'s ``stat``, or a :class:`ShardError` naming it when it is
+    missing or unreadable or its size is not the descriptor's (``info``)."""
+    try:
+        st = os.stat(location)
+    except OSError as err:
+        raise ShardError(f"{location}: cannot be read ({err.strerror or err}); run the same `coarse2fine pack` again "
+                         "to write it") from None
+    if st.st_size != info.filesize:
+        raise ShardError(f"{location}: {st.st_size} bytes, its descriptor says {info.filesize} (truncated, or "
+                         "replaced after packing); run the same `coarse2fine pack` again to rewrite it")
+    return st
+
+
 class ShardStore:
     """Maps a shard's location to a local file that holds it (see the module docstring)."""
 
@@ -118,14 +132,7 @@ class ShardStore:
         after its size check and, once per machine, its sha256 check (``recheck``: hash it even
         when it was verified before, as ``coarse2fine check`` does); a remote one downloaded."""
         if not is_url(location):
-            try:
-                st = os.stat(location)
-            except OSError as err:
-                raise ShardError(f"{location}: cannot be read ({err.strerror or err})") from None
-            if st.st_size != info.filesize:
-                raise ShardError(f"{location}: {st.st_size} bytes, its descriptor says {info.filesize} "
-                                 "(truncated, or replaced after packing); run the same `coarse2fine pack` again to "
-                                 "rewrite it")
+            st = check_local_size(location, info)
             self._verify_local(location, info, st, recheck)
             return location
         return str(self._download(location, info))

@@ -53,7 +53,7 @@ from coarse2fine.data.shard_layout import (
     join,
     parse_descriptor,
 )
-from coarse2fine.data.shard_store import ShardStore, check_location, is_url, read_bytes
+from coarse2fine.data.shard_store import ShardStore, check_local_size, check_location, is_url, read_bytes
 from coarse2fine.data.validate import Problem
 from coarse2fine.extras import require
 from coarse2fine.features import FeatureSpec, finish
@@ -260,17 +260,8 @@ class ShardDataset(ClipDataset):
         sets = {id(x): x for x in (self.feature_set(spec) or self.audio for spec in specs)}
         for shard_set in sets.values():
             for i, info in enumerate(shard_set.shards):
-                location = shard_set.url(i)
-                if is_url(location):
-                    continue
-                try:
-                    size = os.stat(location).st_size
-                except OSError as err:
-                    raise ShardError(f"{location}: cannot be read ({err.strerror or err}); run the same `coarse2fine "
-                                     "pack` again to write it") from None
-                if size != info.filesize:
-                    raise ShardError(f"{location}: {size} bytes, its descriptor says {info.filesize} (truncated, or "
-                                     "replaced after packing); run the same `coarse2fine pack` again to rewrite it")
+                if not is_url(location := shard_set.url(i)):
+                    check_local_size(location, info)  # the check every open makes, for every shard at once
 
     def set_phase(self, spec: Any, compression: Any) -> None:
         """Serve the phase's packed features when a set of its front end exists, else waveforms."""
