@@ -151,9 +151,10 @@ class RunConfig:
         much shorter baseline."""
         c = self.c2f
         given = "phase_steps" if c.phase_steps is not None else "phase_epochs" if c.phase_epochs is not None else None
-        if given is None or len(self.phases()) < 2:
+        phases = self.phases() if given is not None else []
+        if len(phases) < 2:
             return
-        final = self.phases()[-1].epochs
+        final = phases[-1].epochs
         if final > self.train.epochs:
             warn(f"c2f.{given}", f"c2f.{given} {list(getattr(c, given))}: the final phase alone trains {final} epochs, "
                  f"more than train.epochs {self.train.epochs} (the baseline's; the paper's final phase trains as many "
