@@ -24,7 +24,7 @@ from coarse2fine.cli import data, models, reports, training
 from coarse2fine.cli.options import Parser
 from coarse2fine.extras import MissingExtraError
 from coarse2fine.training.distributed import leave
-from coarse2fine.training.interrupt import RunInterrupted
+from coarse2fine.training.interrupt import RunInterrupted, restore_handlers
 from coarse2fine.training.loop import NonFiniteLossError
 
 log = logging.getLogger("coarse2fine")
@@ -108,8 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             leave(wait=True)  # under torchrun every process got here: leave together
         finally:
             if argv is not None and threading.current_thread() is threading.main_thread():
-                for s, h in previous.items():
-                    signal.signal(s, h if h is not None else signal.SIG_DFL)
+                restore_handlers(previous)
         return code
     except NonFiniteLossError as err:
         say(f"coarse2fine: stopped: {err}")

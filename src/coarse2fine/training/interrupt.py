@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from coarse2fine.training.distributed import Dist, agree_any
 
@@ -94,5 +94,11 @@ def stop_on_signals() -> Iterator[StopRequest]:
     try:
         yield request
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)  # None: a handler set outside Python
+        restore_handlers(previous)
+
+
+def restore_handlers(previous: dict[int, Any]) -> None:
+    """Put back the signal handlers ``previous`` held (``signal.getsignal``'s None, a handler set
+    outside Python, becomes the default)."""
+    for s, h in previous.items():
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
