@@ -99,6 +99,37 @@ def test_legacy_flat_feature_keys_move_under_fbank():
     assert cfg.features.num_mel_bins == 64 and cfg.features.spec().frontend == cfg.features.fbank
 
 
+def test_a_flat_feature_key_wins_over_the_fbank_value_a_config_inherits(tmp_path, monkeypatch):
+    # Every preset sets features.fbank; a flat key (the README's "earlier versions" spelling) in a
+    # file or a --set was dropped in favour of the preset's value, silently (a new user's defect).
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo", ["features.num_mel_bins=64"]).features.num_mel_bins == 64
+    assert load_config("demo", ["features.sample_rate=8000"]).features.sample_rate == 8000
+    assert load_config("demo").replace({"features.num_mel_bins": 64}).features.fbank.num_mel_bins == 64
+    (tmp_path / "mine.yaml").write_text("extends: demo\nfeatures:\n  num_mel_bins: 64\n  frame_shift_ms: 20.0\n")
+    cfg = load_config("mine.yaml")
+    assert (cfg.features.fbank.num_mel_bins, cfg.features.fbank.frame_shift_ms) == (64, 20.0)
+    # a later file or --set still wins over it, whichever spelling it uses
+    assert load_config("mine.yaml", ["features.fbank.num_mel_bins=32"]).features.num_mel_bins == 32
+    (tmp_path / "theirs.yaml").write_text("extends: mine.yaml\nfeatures:\n  fbank:\n    num_mel_bins: 96\n")
+    assert load_config("theirs.yaml").features.num_mel_bins == 96
+
+    (tmp_path / "both.yaml").write_text("extends: demo\nfeatures:\n  num_mel_bins: 64\n  fbank:\n    num_mel_bins: 128\n")
+    with pytest.raises(ValueError, match=r"^both.yaml: features.num_mel_bins: 64 and features.fbank.num_mel_bins: 128 "
+                                         r"both set it; keep features.fbank.num_mel_bins"):
+        load_config("both.yaml")
+    # flat keys set the fbank front end: refused, not ignored, for a config of another front end
+    (tmp_path / "htsat.yaml").write_text("extends: htsat_esc50-cpu\nfeatures:\n  sample_rate: 16000\n")
+    with pytest.raises(ValueError, match=r"^htsat.yaml: features.sample_rate: the flat keys of earlier versions set "
+                                         r"the fbank front end, but features.frontend is logmel: set them under "
+                                         r"features.logmel"):
+        load_config("htsat.yaml")
+    with pytest.raises(ValueError, match=r"^features.sample_rate: the flat keys .* features.frontend is logmel"):
+        load_config("htsat_esc50-cpu", ["features.sample_rate=16000"])
+    with pytest.raises(ValueError, match=r"features.frontend is logmel"):
+        config_from_dict({"features": {"frontend": "logmel", "sample_rate": 16000}})
+
+
 @pytest.mark.parametrize("make", ["directory", "missing", "binary"])
 def test_unreadable_config_is_one_clear_line(tmp_path, capsys, make):
     from coarse2fine.cli import main

@@ -316,10 +316,29 @@ def test_check_and_stats_of_shards_match_the_files(packed, capsys):
     assert main(["check", str(packed.config)]) == 0
     out = capsys.readouterr().out
     assert "val: 8 clips in 1 shards (sets: audio, features-r1, features-r4): ok; 0 clip(s) skipped" in out
+    assert "phase 0 (R=4): packed features (features-r4)\nphase 1 (R=1): packed features (features-r1)\n" in out
     assert main(["stats", str(packed.config)]) == 0
     shard_stats = capsys.readouterr().out.splitlines()[0]
     assert main(["stats", str(packed.audio.files_config)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == shard_stats  # same audio, bit-exact: same statistics
+
+
+@pytest.mark.parametrize("setting,problem,reads", [
+    ("data.clip_seconds=2.0", "clips were packed cut to 1.28 s (20480 samples); data.clip_seconds asks for 32000", None),
+    ("features.sample_rate=8000", "packed at 16000 Hz but the run's features use 8000 Hz", None),
+    ("train.loss=ce", None, "packed features (features-r4)"),
+    ("features.num_mel_bins=64", None, "waveforms, its features computed at every step"),
+])
+def test_check_opens_the_pack_as_a_run_would(packed, capsys, setting, problem, reads):
+    """A pack that does not fit the config fails `check`, not the run's start; and `check` says
+    which phases read packed features and which compute them from waveforms."""
+    assert main(["check", str(packed.config), "--set", setting]) == (1 if problem else 0)
+    out = capsys.readouterr().out
+    assert "train: 24 clips in 4 shards (sets: audio, features-r1, features-r4): ok" in out  # the shards are sound
+    if problem:
+        assert f"A run of this config stops at its start: {packed.root / 'train' / 'dataset.json'}: {problem}" in out
+    else:
+        assert f"phase 0 (R=4): {reads}" in out
 
 
 def test_crossval_folds_of_shards_are_packed_folders(packed):

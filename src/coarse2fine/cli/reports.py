@@ -29,6 +29,7 @@ from coarse2fine.config import (
     read_yaml,
     save_config,
 )
+from coarse2fine.data.shard_layout import ShardError
 from coarse2fine.data.shard_store import ShardStore
 from coarse2fine.data.shards import verify_split
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
@@ -195,15 +196,13 @@ def cmd_check(args) -> int:
     # layer's notes on skipping describe a run, which this is not.
     probe = cfg.replace({"data.on_error": "skip", "data.preload": False, "data.cache_dir": None, "data.in_memory": "off"})
     if probe.data.kind == "shards":
-        return _check_shards(probe)
+        return _check_shards(cfg, probe)
     with quiet_loggers({"coarse2fine.data": logging.ERROR}):
         splits = load_splits(probe)
     print(f"{len(splits.train)} training and {len(splits.val)} validation clips usable; {len(splits.skipped)} bad")
     for p in splits.skipped:
         print(f"  {p.path}: {p.problem}")
-    setups = [cfg.phase(p, splits.train.num_classes) for p in range(len(cfg.phases()))]
-    for line in long_warmups(cfg, setups, len(splits.train)):  # what a run warns of before it trains, in one process
-        print(f"warning: {line}")
+    _print_warmups(cfg, _setups(cfg, splits.train.num_classes), len(splits.train))
     if splits.skipped:
         print("A run of this config " + ("trains on the usable clips and lists the bad ones in its log.json (skipped)"
                                          if cfg.data.on_error == "skip" else
@@ -212,9 +211,19 @@ def cmd_check(args) -> int:
     return 1 if splits.skipped else 0
 
 
-def _check_shards(cfg) -> int:
+def _setups(cfg: RunConfig, num_classes: int) -> list:
+    return [cfg.phase(p, num_classes) for p in range(len(cfg.phases()))]
+
+
+def _print_warmups(cfg: RunConfig, setups: list, clips: int) -> None:
+    for line in long_warmups(cfg, setups, clips):  # what a run warns of before it trains, in one process
+        print(f"warning: {line}")
+
+
+def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
     """``check`` of packed shards: every shard of every set against its descriptor (size, sha256,
-    clip count, keys); the clips the pack skipped are listed from its report."""
+    clip count, keys), the clips the pack skipped (from its report); then the splits opened as a
+    run opens them (sample rate, clip length, index, classes, loss) and what each phase reads."""
     store = ShardStore(cfg.data.shard_cache)
     bad = 0
     for split, root in (("train", cfg.data.split_path("train")), ("val", cfg.data.split_path("val"))):
@@ -226,6 +235,20 @@ def _check_shards(cfg) -> int:
         for line in problems:
             print(f"  {line}")
         bad += len(problems)
+    try:
+        with quiet_loggers({"coarse2fine.data": logging.ERROR}):
+            train = load_splits(probe).train
+        setups = _setups(cfg, train.num_classes)
+        reads = [train.feature_set(s.features) for s in setups]
+    except (ShardError, ValueError) as err:
+        print(f"A run of this config stops at its start: {err}")
+        return 1
+    for s, found in zip(setups, reads):
+        print(f"phase {s.index} (R={s.R}): " + (f"packed features ({found.name})" if found is not None else
+                                                "waveforms, its features computed at every step (no packed set of "
+                                                "this phase's features at this clip length; pack --features with "
+                                                "this config packs them)"))
+    _print_warmups(cfg, setups, len(train))
     return 1 if bad else 0
 
 

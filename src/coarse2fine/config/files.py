@@ -22,7 +22,15 @@ import yaml
 
 from coarse2fine.config.checks import ConfigError, ConfigErrors, collected_warnings
 from coarse2fine.config.checks import log as checks_log
-from coarse2fine.config.run import RunConfig, config_from_dict, merge
+from coarse2fine.config.run import (
+    RunConfig,
+    check_flat_feature_keys,
+    config_from_dict,
+    fbank_key,
+    flat_feature_keys,
+    merge,
+    move_legacy_feature_keys,
+)
 from coarse2fine.config.sections import DataConfig, ModelConfig
 from coarse2fine.runtime import check_device, resolve_device
 
@@ -323,12 +331,18 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
     if base_dir is not None and "name" not in values:
         values["name"] = Path(name_or_path).stem
     label = _source_label(name_or_path, base_dir)
-    layers = extends_chain(values, base_dir, label)
-    values = apply_overrides(merge_layers(layers), overrides)
-    layers += [(f"--set {item}", apply_overrides({}, [item])) for item in overrides]
+    layers = [*extends_chain(values, base_dir, label), *((f"--set {item}", apply_overrides({}, [item])) for item in overrides)]
     try:
         with collected_warnings() as warnings:
             try:
+                features = merge_layers(layers).get("features")
+                frontend = features.get("frontend", "fbank") if isinstance(features, dict) else "fbank"
+                check_flat_feature_keys([key for _, layer in layers for key in flat_feature_keys(layer)], str(frontend))
+                # each file's flat Kaldi keys (features.num_mel_bins) moved to features.fbank before the merge,
+                # so that they win over what an earlier file set there, as any key does
+                layers = [(source, move_legacy_feature_keys(layer)) for source, layer in layers]
+                files = merge_layers(layers[:len(layers) - len(overrides)])
+                values = apply_overrides(files, [fbank_key(k) + sep + v for k, sep, v in (o.partition("=") for o in overrides)])
                 cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))
                 cfg.warn_averaged_epochs()
                 cfg.warn_fixed_phases()

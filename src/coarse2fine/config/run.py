@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from coarse2fine.compression import Compression, InputGeometry
 from coarse2fine.config.checks import ConfigError, build, raise_all, warn
@@ -99,7 +99,7 @@ class RunConfig:
         mappings), checked like a loaded config."""
         values = self.to_dict()
         for dotted, value in {**(changes or {}), **more}.items():
-            *parents, leaf = dotted.split(".")
+            *parents, leaf = fbank_key(dotted).split(".")
             node = values
             for k in parents:
                 if not isinstance(node.get(k), dict):
@@ -285,17 +285,46 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def fbank_key(dotted: str) -> str:
+    """``features.num_mel_bins`` (a flat Kaldi key of earlier versions) as ``features.fbank.num_mel_bins``;
+    any other dotted key as it is."""
+    section, _, key = dotted.strip().partition(".")
+    return f"features.fbank.{key}" if section == "features" and key in LEGACY_FEATURE_KEYS else dotted
+
+
+def flat_feature_keys(values: Mapping[str, Any]) -> list[str]:
+    """The flat Kaldi keys of earlier versions (``features.num_mel_bins``) that ``values`` sets."""
+    feats = values.get("features")
+    return [f"features.{k}" for k in LEGACY_FEATURE_KEYS if isinstance(feats, Mapping) and k in feats]
+
+
+def check_flat_feature_keys(flat: Sequence[str], frontend: str) -> None:
+    """Flat keys set the ``fbank`` front end: refused for a config of another front end, where they
+    would be read by nothing."""
+    if flat and frontend != "fbank":
+        raise ConfigError(f"{', '.join(flat)}: the flat keys of earlier versions set the fbank front end, but "
+                          f"features.frontend is {frontend}: set them under features.{frontend} (its own names)", ("features.frontend",), subject=flat[0])
+
+
 def move_legacy_feature_keys(values: Mapping[str, Any]) -> dict[str, Any]:
     """Earlier configs set the Kaldi settings directly under ``features:``; they now live under
-    ``features.fbank``. Move them there (an explicit ``features.fbank`` value wins)."""
-    values = dict(values)
-    feats = values.get("features")
-    if isinstance(feats, dict) and any(k in feats for k in LEGACY_FEATURE_KEYS):
-        feats = dict(feats)
-        moved = {k: feats.pop(k) for k in LEGACY_FEATURE_KEYS if k in feats}
-        feats["fbank"] = {**moved, **(feats.get("fbank") or {})}
-        values["features"] = feats
-    return values
+    ``features.fbank``: move them there. The flat key wins over a ``features.fbank`` value of the
+    same mapping, as it does over one a config inherits (``load_config`` moves each file's and each
+    ``--set``'s keys before merging them); one key given both ways with two values is refused."""
+    if not (flat := flat_feature_keys(values)):
+        return dict(values)
+    feats = dict(values["features"])
+    check_flat_feature_keys(flat, str(feats.get("frontend", "fbank")))
+    moved = {k: feats.pop(k) for k in LEGACY_FEATURE_KEYS if k in feats}
+    nested = feats.get("fbank")
+    nested = dict(nested) if isinstance(nested, Mapping) else {}
+    for k, v in moved.items():
+        if k in nested and nested[k] != v:
+            raise ConfigError(f"features.{k}: {v} and features.fbank.{k}: {nested[k]} both set it; keep "
+                              f"features.fbank.{k} (features.{k} is an earlier version's name)", (f"features.{k}",),
+                              subject=f"features.fbank.{k}")
+    feats["fbank"] = {**nested, **moved}
+    return {**values, "features": feats}
 
 
 def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
