@@ -33,6 +33,18 @@ def resolve_workers(setting: int | str, dataset: ClipDataset, device: torch.devi
     return min(8, cores - 1) if device.type == "cuda" else min(4, cores // 4)
 
 
+def workers_reason(setting: int | str, dataset: ClipDataset, device: torch.device) -> str:
+    """Why :func:`resolve_workers` gives ``dataset`` the loader processes it gives, for the run's log."""
+    if dataset.in_memory:
+        unused = "" if setting in ("auto", 0) else f"; data.num_workers {setting} is not used"
+        return ("its clips are held in memory (data.preload, on by default, or data.in_memory) and read in the "
+                f"training process{unused}")
+    if setting != "auto":
+        return "data.num_workers"
+    return ("data.num_workers auto: " + ("one per spare core, at most 8" if device.type == "cuda" else
+                                         f"a quarter of the {os.cpu_count() or 1} cores, at most 4, on a CPU"))
+
+
 def iterate_batches(dataset: ClipDataset, batches: Sequence[Sequence[int]], device: torch.device,
                     workers: int = 0, prefetch: int = 4) -> Iterator[Batch]:
     """``(inputs, targets)`` of each batch of clip indices, in order."""

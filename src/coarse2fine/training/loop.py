@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generator, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -42,7 +43,7 @@ from coarse2fine import atomic
 from coarse2fine.compression import phase_input
 from coarse2fine.config import PhaseSetup, RunConfig, config_yaml
 from coarse2fine.data.datasets import DataSplits
-from coarse2fine.data.loading import iterate_batches, resolve_workers
+from coarse2fine.data.loading import iterate_batches, resolve_workers, workers_reason
 from coarse2fine.folder_lock import folder_lock
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.phase_change import carry, step_flops
@@ -58,7 +59,14 @@ from coarse2fine.training.interrupt import StopRequest, stop_on_signals
 from coarse2fine.training.optim import long_warmups
 from coarse2fine.training.progress import Progress, RngState
 from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
-from coarse2fine.training.sampling import batch_count, epoch_batches, shard, steps_per_epoch, stream_batches
+from coarse2fine.training.sampling import (
+    batch_count,
+    epoch_batches,
+    micro_batch_sizes,
+    shard,
+    steps_per_epoch,
+    stream_batches,
+)
 from coarse2fine.training.step import LossTally, NonFiniteLoss, TrainStep, build_step, compile_net
 from coarse2fine.training.switching import agreed_leave_phase
 from coarse2fine.training.tensorboard import TensorBoardLog
@@ -271,9 +279,10 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
         if t.tensorboard:
             run.tensorboard = TensorBoardLog(out_dir, run.objective.metrics)
         atomic.write_json(out_dir / "labels.json", {"classes": report["classes"], "display_names": report["display_names"]})
-    log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es), %d loader worker(s)",
+    log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es), %d loader worker(s) (%s)",
              run.label, cfg.model.arch, cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method,
-             [(s.R, s.epochs) for s in setups], d.device, d.world, run.workers)
+             [(s.R, s.epochs) for s in setups], d.device, d.world, run.workers,
+             workers_reason(cfg.data.num_workers, splits.train, d.device))
     warn_long_warmups(run)
     return run
 
@@ -370,12 +379,13 @@ def enter_phase(run: Run, state: State, p: int) -> PhaseRun:
         state.phase_restore = None
     state.progress.model_phase, state.progress.fresh_phase = p, False
     ph = PhaseRun(p, s, step, step_flops(model, 1, run.objective), LossTally(d.device))
-    seconds = warm_up(run, ph, state)
+    seconds, passes = warm_up(run, ph, state)
     state.progress.warmups.setdefault(p, seconds)
     log.info("phase %d/%d: R=%d, %d epoch%s, %d tokens, batch %d, %.3g training FLOPs per clip, kernel warm-up "
-             "%.1f s (a step, not trained)",
+             "%.1f s (%s, not trained)",
              p + 1, len(run.setups), s.R, s.epochs, "" if s.epochs == 1 else "s", model.num_tokens, s.batch_size,
-             ph.flops_per_clip, seconds)
+             ph.flops_per_clip, seconds,
+             "a step" if len(passes) == 1 else f"steps of micro-batches of {', '.join(map(str, passes))} clips")
     if p > 0 and cfg.c2f.eval_on_entry and p not in state.progress.entries:
         evaluate_on_entry(run, ph, state)
     return ph
@@ -399,26 +409,31 @@ def evaluate_on_entry(run: Run, ph: PhaseRun, state: State) -> None:
              "phase %d)", run.label, ph.index + 1, ph.setup.R, metric, metrics[metric], before, ph.index)
 
 
-def warm_up(run: Run, ph: PhaseRun, state: State) -> float:
-    """One untimed forward + backward of the phase's real training step on a batch, with every
-    state put back (weights, normalisation statistics, gradients, optimizer, generators), so that
-    one-time costs (thread pools, kernel selection, ``torch.compile``) stay out of the measured
-    epoch time; returns its seconds."""
-    model, dev = state.model, run.d.device
+def warm_up(run: Run, ph: PhaseRun, state: State) -> tuple[float, list[int]]:
+    """Untimed forward + backward passes of the phase's real training step, with every state put
+    back (weights, normalisation statistics, gradients, optimizer, generators), so that one-time
+    costs (thread pools, kernel selection, ``torch.compile``) stay out of the measured epoch time;
+    returns their seconds and the micro-batch sizes they ran. A compiled model takes one pass per micro-batch size an epoch holds (a
+    smaller last batch, or a process's smaller share of it, is another shape to compile), the same
+    passes in every process (each backward synchronises under torchrun); an eager one, one pass."""
+    model, dev, micro = state.model, run.d.device, ph.step.micro_batch
     start = time.perf_counter()
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    x, y = run.splits.val.take(torch.as_tensor(run.val_batches[0][: ph.setup.batch_size]))
+    lengths = [len(b) for b in run.epoch_batches(state.progress.epoch, ph.index)]
+    sizes = micro_batch_sizes(lengths, run.d.world, micro) if run.cfg.train.compile else [micro]
     scratch = dataclasses.replace(ph.step, generator=torch.Generator(device=dev).manual_seed(0), profile=None)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         scratch.net.train()
-        scratch.forward_backward(*scratch.prepare(x, y))
+        for n in sizes:  # validation clips (repeated when there are fewer): the training stream stays untouched
+            x, y = run.splits.val.take(torch.as_tensor(np.resize(run.val_batches[0], n)))
+            scratch.forward_backward(*scratch.prepare(x, y))
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         for name, buf in model.named_buffers():
             buf.copy_(buffers[name])
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, sizes
 
 
 def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:

@@ -14,7 +14,7 @@ as common ones (:func:`coarse2fine.data.labels.balanced_weights`; a clip source 
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -100,6 +100,18 @@ def shard(batch: list[int], parts: int, index: int) -> list[int]:
     """Contiguous share ``index`` of ``parts`` of a batch (sizes differ by at most one)."""
     bounds = np.linspace(0, len(batch), parts + 1).round().astype(int)
     return batch[bounds[index] : bounds[index + 1]]
+
+
+def micro_batch_sizes(batch_lengths: Iterable[int], world: int, micro_batch: int) -> list[int]:
+    """The sizes of the micro-batches that steps over global batches of ``batch_lengths`` clips
+    feed the model, in any of ``world`` processes (each takes its :func:`shard` and splits it into
+    micro-batches of ``micro_batch`` clips), largest first: the input shapes a compiled model meets."""
+    sizes = set()
+    for n in set(batch_lengths):
+        for share in np.diff(np.linspace(0, n, world + 1).round().astype(int)):  # shard's bounds
+            full, rest = divmod(int(share), micro_batch)
+            sizes.update([micro_batch] * bool(full) + [rest] * bool(rest))
+    return sorted(sizes, reverse=True)
 
 
 def balanced_sampler(
