@@ -257,8 +257,8 @@ def cmd_pretrain_experiment(args) -> int:
                                  reuse=not args.fresh)
     configs = {"Baseline": variant_config(pre, None), Variant(args.method, args.schedule).label:
                variant_config(pre, Variant(args.method, args.schedule))}
-    calibrated = (calibrate_pretraining(result, configs, args.calibrate_rounds, Path(args.out) / "calibration.json",
-                                        args.recalibrate) if args.calibrate_rounds > 0 else None)
+    calibrated = calibrate_pretraining(result, configs, args.calibrate_rounds, Path(args.out) / "calibration.json",
+                                       args.recalibrate)
     rows = comparison_rows(result, tasks, calibrated)
     write_comparison(args.out, rows)
     print(format_table(rows, "text"), end="")

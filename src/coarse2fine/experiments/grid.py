@@ -278,20 +278,29 @@ def _fold_experiments(configs: dict[int, RunConfig], variants: Sequence[Variant]
                                                   interleave))
 
 
+def saved_calibration(configs: Sequence[RunConfig], saved: Path) -> Calibration | None:
+    """The calibration ``saved`` (``calibration.json``) when it exists and covers every phase of ``configs``."""
+    if not saved.exists():
+        return None
+    cal = Calibration.from_dict(json.loads(saved.read_text()))
+    if not {phase_key(cfg, p.R) for cfg in configs for p in cfg.phases()} <= set(cal.steps):
+        return None
+    log.info("calibrated step costs from %s (measured with load average %s)", saved, cal.load_avg)
+    return cal
+
+
 def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Records], num_classes: int, rounds: int,
                    source: ClipDataset | None = None, saved: Path | None = None,
-                   fresh: bool = False) -> tuple[Calibration, list[list[EpochRecord]]]:
+                   fresh: bool = False) -> tuple[Calibration | None, list[list[EpochRecord]]]:
     """Give each run's records their calibrated time: every phase the runs used timed interleaved in
     this process (:func:`coarse2fine.report.timing.calibrate`) on batches of ``source`` (random
     audio when None). A calibration ``saved`` earlier that covers every phase is used again
-    (unless ``fresh``), so reused runs keep their figures; a new one is saved there."""
-    keys = {phase_key(cfg, p.R) for cfg in configs for p in cfg.phases()}
-    cal = None
-    if saved is not None and saved.exists() and not fresh:
-        old = Calibration.from_dict(json.loads(saved.read_text()))
-        if keys <= set(old.steps):
-            cal = old
-            log.info("calibrated step costs from %s (measured with load average %s)", saved, cal.load_avg)
+    (unless ``fresh``), so reused runs keep their figures; a new one is saved there. With
+    ``rounds`` 0 nothing is timed: a saved calibration that covers the runs is still used (a report
+    of the same runs keeps its column), else the records stay as they are (None)."""
+    cal = None if fresh or saved is None else saved_calibration(configs, saved)
+    if cal is None and rounds <= 0:
+        return None, [list(recs) for recs in records]
     if cal is None:
         cal = calibrate(configs, num_classes, source, rounds=rounds)
         log.info("calibrated step costs (%d interleaved rounds, load average %s): %s", rounds, cal.load_avg,

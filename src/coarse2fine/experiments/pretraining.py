@@ -77,12 +77,13 @@ def compare_pretraining(
 
 
 def calibrate_pretraining(result: PretrainingComparison, configs: dict[str, RunConfig], rounds: int,
-                          saved: Path | None = None, fresh: bool = False) -> dict[str, float]:
-    """Calibrated pretraining time of each pretraining run (see :mod:`coarse2fine.report.timing`)."""
+                          saved: Path | None = None, fresh: bool = False) -> dict[str, float] | None:
+    """Calibrated pretraining time of each pretraining run (see :mod:`coarse2fine.report.timing`);
+    None with ``rounds`` 0 and no saved calibration that covers the runs."""
     labels = [label for label, run in result.pretrain.items() if run is not None]
-    _, records = calibrate_runs([configs[label] for label in labels], [result.pretrain[label].records for label in labels],
-                                0, rounds, saved=saved, fresh=fresh)
-    return {label: cumulative_time(recs, "calibrated")[-1] for label, recs in zip(labels, records)}
+    cal, records = calibrate_runs([configs[label] for label in labels],
+                                  [result.pretrain[label].records for label in labels], 0, rounds, saved=saved, fresh=fresh)
+    return None if cal is None else {label: cumulative_time(recs, "calibrated")[-1] for label, recs in zip(labels, records)}
 
 
 def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfig],

@@ -36,11 +36,10 @@ class ExperimentReport:
 
 def calibrate_settings(done: Sequence[SettingRuns], num_classes: int, rounds: int, saved: Path | None = None,
                        source: ClipDataset | None = None, fresh: bool = False) -> list[SeedRecords]:
-    """Every run's records, per setting and seed, with their calibrated time when ``rounds`` > 0
-    (one calibration for all: seeds share their step costs); as they are otherwise."""
+    """Every run's records, per setting and seed, with their calibrated time (one calibration for
+    all: seeds share their step costs) when ``rounds`` > 0 or ``saved`` covers them (see
+    :func:`~coarse2fine.experiments.grid.calibrate_runs`); as they are otherwise."""
     records = [[list(r.records) for r in d.runs] for d in done]
-    if rounds <= 0:
-        return records
     configs = [cfg for d in done for cfg in d.configs()]
     flat_records = [r for seeds in records for r in seeds]
     _, flat = calibrate_runs(configs, flat_records, num_classes, rounds, source, saved, fresh)
