@@ -61,11 +61,29 @@ def test_plan_command_prints_candidates_and_writes_the_chosen_config(tmp_path, c
     assert main(["plan", "demo", "--budget-flops", "3e12", "--rounds", "2", "--quiet", "--out", str(out),
                  "--set", "train.batch_size=8", "--set", "data.train_clips=200"]) == 0
     text = capsys.readouterr().out
-    assert "predicted PFLOPs" in text and "4-2-1" in text and "->" in text
+    assert "predicted FLOPs" in text and "predicted time" in text and "4-2-1" in text and "->" in text
+    assert "`coarse2fine train " + str(out) + " --out runs/demo_plan_41`" in text  # one folder per plan
     planned = load_config(out)
     costs = phase_costs(planned, 8)
     predicted = 200 * sum(c.epochs * c.train_flops_per_clip for c in costs)
     assert planned.c2f.schedule == "4-1" and planned.c2f.planned_flops == predicted <= 3e12
+
+
+def test_a_schedule_that_is_not_a_candidate_is_never_written_silently(tmp_path, capsys):
+    # `plan --choose 3-1` wrote a 2-1 plan without a word (a new user's defect).
+    sets = ["--set", "train.batch_size=8", "--set", "data.train_clips=200"]
+    out = tmp_path / "plan.yaml"
+    assert main(["plan", "demo", "--budget-flops", "3e12", "--rounds", "2", "--quiet", "--out", str(out),
+                 "--choose", "2-1", "--schedules", "1,4-1", *sets]) == 2
+    assert "schedule 2-1 is not among the candidates that fit the budget (1, 4-1); plan it with --schedules 2-1," in \
+        capsys.readouterr().err
+    assert not out.exists()
+    # the config's own schedule (4-1) left out of --schedules: the longest candidate, said so
+    assert main(["plan", "demo", "--budget-flops", "3e12", "--rounds", "2", "--quiet", "--out", str(out),
+                 "--schedules", "1,2-1", *sets]) == 0
+    assert "(the config's schedule 4-1 is not among the candidates: the one with the most epochs)" in \
+        capsys.readouterr().out
+    assert load_config(out).c2f.schedule == "2-1"
 
 
 def test_a_planned_run_is_compared_with_its_prediction(tmp_path, capsys):

@@ -373,20 +373,33 @@ def cmd_plan(args) -> int:
     found, cal = plan(cfg, classes, clips, args.budget_flops or 0.0, args.budget_hours or 0.0, schedules, fractions, args.rounds)
     wanted, _, frac = (args.choose or cfg.c2f.schedule).partition(":")
     paper = default_initial_fraction(len(parse_schedule(wanted)))
-    chosen = choose(found, wanted, float(frac) if frac else paper)
+    note = ""
+    if args.choose is None and found and wanted not in {c.schedule for c in found}:  # the config's: the best instead
+        note = f" (the config's schedule {wanted} is not among the candidates: the one with the most epochs)"
+        chosen = max(found, key=lambda c: (c.epochs, -abs(c.share - default_initial_fraction(len(c.phase_epochs)))))
+    else:
+        chosen = choose(found, wanted, float(frac) if frac else paper)
     rows = [{"": "->" if c is chosen else "", "schedule": c.schedule,
              "initial share asked": ", ".join(f"{f:.2f}" for f in c.fractions), "initial share": f"{c.share:.2f}",
              "epochs per phase": "-".join(map(str, c.phase_epochs)), "epochs": str(c.epochs),
-             "predicted PFLOPs": f"{c.flops / 1e15:.4g}", "predicted hours": f"{c.seconds / 3600:.3g}"} for c in found]
+             "predicted FLOPs": f"{c.flops:.4g}", "predicted time": _duration(c.seconds)} for c in found]
     print(f"{cfg.name}: {clips} training clips, budget "
           + (f"{args.budget_flops:.4g} FLOPs" if args.budget_flops else f"{args.budget_hours:g} h")
           + f"; step times from {cal.rounds} interleaved rounds on {cal.device} (load average {cal.load_avg})")
     print(format_table(rows, "text"), end="")
     out = Path(args.out or f"{cfg.name}_plan.yaml")
-    save_config(planned_config(cfg, chosen), out, extends=config_reference(args.config))
-    print(f"wrote {out}: schedule {chosen.schedule}, phase epochs {list(chosen.phase_epochs)}; "
-          f"train it with `coarse2fine train {out} --out runs/plan`, then `coarse2fine compare` shows predicted vs measured")
+    planned = planned_config(cfg, chosen)
+    save_config(planned, out, extends=config_reference(args.config))
+    print(f"wrote {out}: schedule {chosen.schedule}, phase epochs {list(chosen.phase_epochs)}{note}; train it with "
+          f"`coarse2fine train {out} --out runs/{planned.name}`, then `coarse2fine compare` shows predicted vs measured")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in the unit that reads best: s below 2 minutes, min below 2 hours, else h."""
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    return f"{seconds / 60:.3g} min" if seconds < 7200 else f"{seconds / 3600:.3g} h"
 
 
 def _plan_lines(configs: list, records: list, names: list) -> list[str]:

@@ -49,7 +49,8 @@ LOADING_KEYS = frozenset({
 # The keys that say how a run is executed, not what it learns (batch order and every draw depend
 # on the seed and the epoch only): how clips are read (LOADING_KEYS); where and how the same steps
 # run (the device, threads, torch.compile: other kernels, the same computation); what is logged
-# or saved on the way (loss reads, TensorBoard, the peak for MFU, mid-epoch checkpoints). A run
+# or saved on the way (loss reads, TensorBoard, the peak for MFU, mid-epoch checkpoints, the
+# planner's prediction, which a second plan of the same epochs measures anew). A run
 # folder's run whose config differs from another only in these is the same run: it resumes, or is
 # reused, with them changed (:mod:`coarse2fine.training.folder`). ``train.amp``,
 # ``train.grad_accum`` (BatchNorm statistics per micro-batch) and ``data.in_memory_dtype`` change
@@ -57,6 +58,7 @@ LOADING_KEYS = frozenset({
 RUNTIME_KEYS = LOADING_KEYS | frozenset({
     "train.device", "train.threads", "train.compile", "train.compile_mode",
     "train.log_every", "train.tensorboard", "train.peak_tflops", "train.checkpoint_every",
+    "c2f.planned_flops", "c2f.planned_seconds",
 })
 
 

@@ -118,10 +118,15 @@ def plan(cfg: RunConfig, num_classes: int, clips: int, budget_flops: float = 0.0
 
 
 def choose(candidates: Sequence[Candidate], schedule: str, fraction: float) -> Candidate:
-    """The candidate of ``schedule`` one of whose shares asked for is closest to ``fraction``."""
-    mine = [c for c in candidates if c.schedule == schedule] or list(candidates)
-    if not mine:
+    """The candidate of ``schedule`` one of whose shares asked for is closest to ``fraction``; a
+    ``ValueError`` when no candidate has that schedule (none fits the budget, or it was not asked for)."""
+    if not candidates:
         raise ValueError("no schedule fits the budget: not even one epoch of the full-resolution phase")
+    mine = [c for c in candidates if c.schedule == schedule]
+    if not mine:
+        raise ValueError(f"schedule {schedule} is not among the candidates that fit the budget "
+                         f"({', '.join(dict.fromkeys(c.schedule for c in candidates))}); plan it with "
+                         f"--schedules {schedule},... (a budget too small for it leaves it out)")
     return min(mine, key=lambda c: min(abs(f - fraction) for f in c.fractions))
 
 
