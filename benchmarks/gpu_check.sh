@@ -3,7 +3,9 @@
 # breakdown at the published shapes of AST, HTS-AT and SSAST, and the demo, on one GPU, in about
 # 5 minutes; writes OUT/gpu_check.md (one markdown table per part) and OUT/gpu_check.json.
 #
-#   bash benchmarks/gpu_check.sh [OUT]                 # default OUT: runs/gpu_check
+#   bash benchmarks/gpu_check.sh [OUT] [--parts ...]   # default OUT: runs/gpu_check
+#   bash benchmarks/gpu_check.sh --smoke [OUT]         # the same code on tiny settings on the CPU: a check of
+#                                                      # the script before a GPU session (its figures mean nothing)
 #
 # Needs coarse2fine importable (pip install -e . on the GPU machine, or PYTHONPATH=src with its
 # dependencies installed). A GPU machine without PyPI access and without soundfile/soxr: download
@@ -17,8 +19,11 @@
 # Put the table in docs/RESULTS.md with the card and the date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="${1:-runs/gpu_check}"
 export PYTHONUNBUFFERED=1
+if [[ "${1:-}" == "--smoke" ]]; then
+    exec python3 benchmarks/gpu_check.py --smoke --device cpu --out "${2:-runs/gpu_check_smoke}" "${@:3}"
+fi
+OUT="${1:-runs/gpu_check}"
 if compgen -G ".gpu-wheels/*.whl" > /dev/null; then
     python3 -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target .gpu-deps .gpu-wheels/*.whl
     export PYTHONPATH="$PWD/src:$PWD/.gpu-deps${PYTHONPATH:+:$PYTHONPATH}"

@@ -152,7 +152,9 @@ def test_gpu_check_runs_as_a_script_on_tiny_settings(tmp_path):
     assert [r["setting"] for r in data["experiment"]] == ["Fshift 41", "Patch PI 41"]
     assert {r["model"] for r in data["bench"]} == {"AST-Base, batch 12", "AST-Base, batch 48", "HTS-AT, batch 128",
                                                    "SSAST-Base pretraining, batch 24"}
-    assert "## bench at the published shapes" in (tmp_path / "gpu_check.md").read_text()
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "## bench at the published shapes, bf16 (with breakdown) (smoke: tiny settings instead)" in md
+    assert "**Smoke run** (`--smoke`)" in md and data["smoke"] is True
     assert [c["R"] for c in data["sweep"]] == [4, 1] and all(c["batches"] == [2, 4] for c in data["sweep"])
     # One part again (a GPU session that lost a part): the other parts' figures stay.
     demo_before = data["demo"]

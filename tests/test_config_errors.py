@@ -324,3 +324,15 @@ def test_a_preset_shrunk_with_train_epochs_alone_warns_that_its_phases_stay_and_
     with pytest.raises(ValueError, match=r"phase_epochs \[3, 15\] has 2 entries but schedule 4-2-1 has 3 phases; give "
                                          r"one entry per phase, or c2f\.phase_epochs: null for the paper's split"):
         load_config("ssast_pretrain-cpu", ["c2f.schedule=4-2-1"], check_runtime=False)
+
+
+def test_a_compile_mode_without_compile_warns_once(caplog):
+    # train.compile_mode: reduce-overhead alone was silently ignored (a new user's case).
+    with caplog.at_level("WARNING", logger="coarse2fine.config"):
+        cfg = load_config("demo", ["train.compile_mode=reduce-overhead"], check_runtime=False)
+        cfg.baseline()  # a derived config says nothing again
+    assert caplog.text.count("train.compile_mode: reduce-overhead compiles nothing without train.compile: true") == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="coarse2fine.config"):
+        load_config("demo", ["train.compile_mode=reduce-overhead", "train.compile=true"], check_runtime=False)
+    assert "compile_mode" not in caplog.text

@@ -5,10 +5,12 @@ import json
 import pytest
 
 from coarse2fine.cli import main
+from coarse2fine.cli.reports import print_step_cost
 from coarse2fine.config import load_config
 from coarse2fine.report.savings import savings_table
 from coarse2fine.report.timing import (
     Calibration,
+    StepCost,
     StepTiming,
     calibrate,
     calibrated_records,
@@ -151,3 +153,15 @@ def test_bench_batches_fits_each_phase_as_fixed_plus_per_clip(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "demo", "--batches", "8"])
     assert "at least two different batch sizes" in capsys.readouterr().err
+
+
+def test_a_fit_with_a_negative_part_is_flagged(capsys):
+    # Step times measured under load can fit a negative cost per clip (a new user's 103 % fixed
+    # share): the table says the fit is not to be read.
+    good = StepCost(4, (4, 8), (9.0, 13.0), 5.0, 1.0, 0.2, 1.0, 16)
+    bad = StepCost(1, (4, 8), (30.0, 29.0), 31.0, -0.25, 1.0, 1.0, 16)
+    print_step_cost([good])
+    assert "warning" not in capsys.readouterr().out
+    print_step_cost([good, bad])
+    assert "warning: the fit of R=1 has a negative part: its step times do not grow with the batch as a line" in \
+        capsys.readouterr().out

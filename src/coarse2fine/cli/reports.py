@@ -323,9 +323,11 @@ def cmd_bench(args) -> int:
         print(json.dumps({**head, "phases": [r.to_dict() for r in rows], "step_cost": [c.to_dict() for c in sweep]},
                          indent=2))
         return 0
-    print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, batch {cfg.train.batch_size}, amp "
-          f"{cfg.train.amp}, inputs {source.serves}, {args.rounds} interleaved rounds of {args.block} step(s) per phase "
-          f"on {head['device']}, load average {load}")
+    batch = (f"batch {cfg.train.batch_size} (x R in a coarse phase: c2f.coarse_batch scale)"
+             if cfg.c2f.coarse_batch == "scale" else f"batch {cfg.train.batch_size}")
+    print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, {batch}, amp {cfg.train.amp}"
+          f"{', compiled (train.compile)' if cfg.train.compile else ''}, inputs {source.serves}, {args.rounds} "
+          f"interleaved rounds of {args.block} step(s) per phase on {head['device']}, load average {load}")
     table = []
     for r in rows:
         row = {"R": str(r.R), "tokens": str(r.tokens), "batch": str(r.batch), "step ms": f"{r.step_ms:.1f}",
@@ -334,7 +336,9 @@ def cmd_bench(args) -> int:
                "time/FLOPs": f"{r.time_over_flops:.2f}", "MFU": "-" if r.mfu is None else f"{100 * r.mfu:.1f} %"}
         table.append(row)
     print(format_table(table, "text"), end="")
-    print("step: the loop's training step on the data source's batches (batch fetch: data ms); time ratio: median of "
+    clips = ("the data source's batches" if args.classes is None
+             else f"random audio of the config's shape, {classes} classes (--classes)")
+    print(f"step: the loop's training step on {clips} (batch fetch: data ms); time ratio: median of "
           "the per-round ratios to R=1 per clip [quartiles]")
     if args.breakdown:
         parts = []
@@ -360,6 +364,10 @@ def print_step_cost(sweep: list[StepCost]) -> None:
               "fixed share of a step": f"{100 * c.fixed_share:.0f} % at batch {c.batch}"} for c in sweep]
     print("\nEach phase's step fitted as fixed ms + ms per clip (least squares over the batch sizes' median steps):")
     print(format_table(table, "text"), end="")
+    odd = [str(c.R) for c in sweep if c.fixed_ms < 0 or c.clip_ms <= 0]
+    if odd:
+        print(f"warning: the fit of R={', R='.join(odd)} has a negative part: its step times do not grow with the "
+              "batch as a line (timing noise, a busy machine?); measure again with more --rounds on a quiet machine")
 
 
 def cmd_plan(args) -> int:

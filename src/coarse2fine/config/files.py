@@ -348,6 +348,7 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
                 cfg = config_from_dict(resolve_paths(values, Path.cwd(), "current folder"))
                 cfg.warn_averaged_epochs()
                 cfg.warn_fixed_phases()
+                cfg.warn_unused_settings()
             finally:
                 for key, text in warnings:
                     checks_log.warning("%s", _named_text(text, (), key, layers, label))

@@ -173,6 +173,13 @@ class RunConfig:
              f"augment: weight averaging of the final phase's epochs {a.wa_start}..{a.wa_end or 'its last'}, but it "
              f"trains {final}: {what}")
 
+    def warn_unused_settings(self) -> None:
+        """A warning for a setting that nothing reads in this config (said once, when it is loaded)."""
+        t = self.train
+        if t.compile_mode != "default" and not t.compile:
+            warn("train.compile_mode", f"train.compile_mode: {t.compile_mode} compiles nothing without "
+                                       "train.compile: true (the model runs eagerly)")
+
     def phases(self) -> list[Phase]:
         """The schedule's phases: ``c2f.phase_epochs``, or ``c2f.phase_steps`` in epochs of
         ``train.epoch_steps`` steps, or the paper's default split of ``train.epochs``."""
