@@ -190,3 +190,14 @@ def test_runs_timed_on_different_machines_are_named_in_the_note(runs, tmp_path, 
     assert main(["compare", str(runs["base"]), str(moved)]) == 0
     out = capsys.readouterr().out
     assert f"† Timed on different machines (elsewhere on {here} and Other CPU (AVX512), 8 threads)" in out
+
+
+def test_runs_that_ran_with_other_timing_settings_are_named_in_the_notes(runs, tmp_path, capsys):
+    # A compiled run against an eager baseline (a new user's case): only "‡ 1.17x" said so.
+    assert main(["compare", str(runs["base"]), str(runs["c2f"])]) == 0
+    assert "change how long a step takes" not in capsys.readouterr().out
+    other = _train(tmp_path / "threads", "train.threads=2", "data.preload=false")
+    assert main(["compare", str(runs["base"]), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert (f"{tmp_path / 'threads'} ran with other settings than the baseline {runs['base']} that change how long a "
+            "step takes, not what it learns (data.preload: false vs true; train.threads: 2 vs 1)") in out

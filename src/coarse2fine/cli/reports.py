@@ -41,7 +41,7 @@ from coarse2fine.report.accounting import (
     phase_costs,
     run_flops_per_clip,
 )
-from coarse2fine.report.comparable import incomparable, run_facts, unchecked_lines
+from coarse2fine.report.comparable import incomparable, run_facts, timing_lines, unchecked_lines
 from coarse2fine.report.planner import choose, plan, planned_config
 from coarse2fine.report.plots import phase_rows, plot_files, report_data, write_report
 from coarse2fine.report.savings import (
@@ -531,7 +531,8 @@ def cmd_compare(args) -> int:
         write_report(args.out, records[0], runs, metric, f"{names[0]} vs {', '.join(names[1:])}", notes, rows=rows)
         notes.append(f"Tables and plots in {args.out}: savings.md, savings.csv, savings.json, phases.csv, "
                      + ", ".join(plot_files(args.out)))
-    notes = [table_note(records[0], runs),
+    facts = [run_facts(p.parent, saved) for p, saved in zip(paths, logs)]
+    notes = [table_note(records[0], runs), *timing_lines(facts),
              *notes, *_plan_lines(configs, records, names)]
     if args.format == "json":  # one object: the tables and the notes, as savings.json holds them
         title = f"{names[0]} vs {', '.join(names[1:])}"

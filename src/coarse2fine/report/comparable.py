@@ -239,3 +239,32 @@ def unchecked_lines(runs: Sequence[RunFacts], metric_given: bool = False) -> lis
                      f"{', '.join(checked) + ' only' if checked else 'nothing'}; not checked: {', '.join(missing)} "
                      f"(no config in the run log of {lacking})")
     return lines
+
+
+# Runtime keys that change how long a step takes, not what it learns (the rest of RUNTIME_KEYS:
+# logging, checkpoints, the planner's prediction, where shards are kept, change neither).
+TIMING_KEYS = ("train.device", "train.threads", "train.compile", "train.compile_mode", "data.preload",
+               "data.cache_dir", "data.in_memory", "data.in_memory_device", "data.num_workers")
+
+
+def timing_lines(runs: Sequence[RunFacts]) -> list[str]:
+    """One line per run (after the baseline, ``runs[0]``) that ran with other settings than the
+    baseline that change its step time but not its results (:data:`TIMING_KEYS`), naming them:
+    its wall and step time saves measure those settings too."""
+    base = runs[0]
+    lines = []
+    for run in runs[1:]:
+        if not (base.has_config and run.has_config):
+            continue
+        diffs = [f"{key}: {_yaml(ours)} vs {_yaml(theirs)}" for key, ours, theirs
+                 in differing_keys(run.config, base.config) if key in TIMING_KEYS]
+        if diffs:
+            lines.append(f"{run.folder} ran with other settings than the baseline {base.folder} that change how long "
+                         f"a step takes, not what it learns ({'; '.join(diffs)}): its wall and step time saves measure "
+                         "them too; the calibrated column (--calibrate-rounds) times every run's steps alike")
+    return lines
+
+
+def _yaml(value: Any) -> str:
+    """A setting as a config file writes it (``true``, ``null``, ``auto``)."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else _short(value)
