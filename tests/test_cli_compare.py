@@ -201,3 +201,19 @@ def test_runs_that_ran_with_other_timing_settings_are_named_in_the_notes(runs, t
     out = capsys.readouterr().out
     assert (f"{tmp_path / 'threads'} ran with other settings than the baseline {runs['base']} that change how long a "
             "step takes, not what it learns (data.preload: false vs true; train.threads: 2 vs 1)") in out
+
+
+def test_compare_out_keeps_its_calibration_and_uses_it_again(runs, tmp_path, capsys):
+    # Each compare measured anew, so the same runs' calibrated save moved from one compare to the next.
+    out = tmp_path / "report"
+    args = ["compare", str(runs["base"]), str(runs["c2f"]), "--out", str(out), "--format", "csv"]
+    assert main([*args, "--calibrate-rounds", "1"]) == 0
+    first = capsys.readouterr().out
+    assert "Calibrated time save (%)" in first and (out / "calibration.json").exists()
+    saved = (out / "calibration.json").read_text()
+    assert main(args) == 0  # no rounds: the kept calibration's column
+    assert capsys.readouterr().out == first
+    assert main([*args, "--calibrate-rounds", "1", "--recalibrate"]) == 0  # measured anew
+    assert "Calibrated time save (%)" in capsys.readouterr().out and (out / "calibration.json").read_text() != saved
+    assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--format", "csv"]) == 0  # no --out: nothing kept
+    assert "Calibrated" not in capsys.readouterr().out

@@ -177,10 +177,9 @@ def log_path(path: str) -> Path:
 
 def calibrated(configs: list, records: list, classes: int, rounds: int, saved: Path | None, source=None,
                fresh: bool = False) -> list:
-    """Records with calibrated time (``rounds`` 0: as they are); the calibration is kept in
-    ``saved`` (``calibration.json``) and used again while it covers the runs' phases."""
-    if rounds <= 0:
-        return records
+    """Records with calibrated time; the calibration is kept in ``saved`` (``calibration.json``)
+    and used again while it covers the runs' phases (``rounds`` 0 measures nothing: the records
+    keep such a saved calibration's figures, else stay as they are)."""
     _, records = calibrate_runs(configs, records, classes, rounds, source, saved, fresh)
     return records
 

@@ -72,7 +72,10 @@ def add_parsers(sub) -> None:
                    help="table format; csv gives each value, its gain or delta and its marks in columns of their own; "
                         "json: the csv's columns with numbers as numbers, the phase costs and the notes, in one object")
     p.add_argument("--calibrate-rounds", type=int, default=0,
-                   help="also time every phase's real step in N interleaved rounds for a calibrated time save")
+                   help="also time every phase's real step in N interleaved rounds for a calibrated time save (with "
+                        "--out, kept in OUT/calibration.json and used again while it covers the runs)")
+    p.add_argument("--recalibrate", action="store_true", help="calibrate again even when OUT/calibration.json covers "
+                                                              "the runs")
     p.add_argument("--include-unfinished", action="store_true",
                    help="tabulate unfinished runs too (marked as such); by default they are listed under the table")
     p.add_argument("--out", default=None, help="also write the tables and the plots (metric against FLOPs and time) "
@@ -511,8 +514,11 @@ def cmd_compare(args) -> int:
     if args.calibrate_rounds > 0 and lacking:
         raise ValueError(f"--calibrate-rounds times each run's steps from its config; {', '.join(lacking)} has none "
                          "(a Lightning callback's log: use CoarseToFine.from_config, or leave --calibrate-rounds out)")
+    kept = Path(args.out) / "calibration.json" if args.out and not lacking else None
+    if kept is not None and args.calibrate_rounds > 0:
+        kept.parent.mkdir(parents=True, exist_ok=True)
     records = calibrated(configs, [saved["records"] for saved in logs], len(logs[0].get("classes") or []) or 2,
-                         args.calibrate_rounds, None)
+                         args.calibrate_rounds, kept, fresh=args.recalibrate)
     names = [p.parent.name for p in paths]
     notes, runs = [], {}
     for name, saved, cfg, recs in zip(names[1:], logs[1:], configs[1:], records[1:]):
