@@ -336,3 +336,22 @@ def test_a_compile_mode_without_compile_warns_once(caplog):
     with caplog.at_level("WARNING", logger="coarse2fine.config"):
         load_config("demo", ["train.compile_mode=reduce-overhead", "train.compile=true"], check_runtime=False)
     assert "compile_mode" not in caplog.text
+
+
+def test_a_sections_checks_across_keys_report_every_problem_at_once(tmp_path, monkeypatch):
+    # They came one per try, after the section's values were right.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "two.yaml").write_text("extends: demo\naugment:\n  mixup: 2.0\n  mixup_alpha: 0\n  wa_start: 5\n"
+                                       "  wa_end: 3\nc2f:\n  phase_epochs: [1, 2]\n  phase_steps: [10, 20]\n"
+                                       "  initial_fraction: 1.5\n")
+    with pytest.raises(ValueError) as err:
+        load_config("two.yaml", check_runtime=False)
+    text = str(err.value)
+    for problem in ("augment.mixup: a probability in [0, 1], got 2.0", "augment.mixup_alpha: must be > 0, got 0.0",
+                    "augment.wa_end: weight averaging needs wa_start <= wa_end", "c2f: give phase_epochs or phase_steps",
+                    "c2f.initial_fraction: must be in (0, 1), got 1.5"):
+        assert problem in text, text
+    # across sections too: the loss against multi-label data and the batch against accumulation, at once
+    with pytest.raises(ValueError) as err:
+        load_config("demo", ["data.multilabel=true", "train.grad_accum=3"], check_runtime=False)
+    assert "set train.loss: bce" in str(err.value) and "must be a multiple of train.grad_accum (3)" in str(err.value)

@@ -66,6 +66,33 @@ def raise_all(errors: typing.Sequence[ValueError]) -> None:
         raise ConfigErrors(errors)
 
 
+class Problems:
+    """The ``ValueError`` of each ``with`` block it guards, kept instead of raised (see :func:`every_problem`)."""
+
+    def __init__(self) -> None:
+        self.errors: list[ValueError] = []
+
+    def __enter__(self) -> Problems:
+        return self
+
+    def __exit__(self, kind: Any, err: BaseException | None, tb: Any) -> bool:
+        if isinstance(err, ValueError):
+            self.errors.append(err)
+            return True
+        return False
+
+
+@contextlib.contextmanager
+def every_problem() -> Iterator[Problems]:
+    """Checks that report every problem in one pass: each ``with each:`` block inside ``with
+    every_problem() as each:`` that raises a ``ValueError`` adds it, and all are raised together
+    at the end (:func:`raise_all`), so that a config with two mistakes takes one try, not two. A
+    check that needs another to have passed goes in the same block."""
+    problems = Problems()
+    yield problems
+    raise_all(problems.errors)
+
+
 _WARNINGS: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("config_warnings", default=None)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from coarse2fine.compression import Compression, InputGeometry
-from coarse2fine.config.checks import ConfigError, build, raise_all, warn
+from coarse2fine.config.checks import ConfigError, build, every_problem, warn
 from coarse2fine.config.sections import (
     LEGACY_FEATURE_KEYS,
     AugmentConfig,
@@ -116,31 +116,36 @@ class RunConfig:
         multi-label data, labels against the data, phase lengths against the schedule, and every phase's model geometry (configs
         only, no weights), including frames that a coarse phase's tokens would never see."""
         archs = objective_entry(self.train.objective).archs
-        if archs and self.model.arch not in archs:
-            raise ConfigError(f"train.objective: {self.train.objective} trains model.arch {' or '.join(archs)}, "
-                              f"not {self.model.arch}", ("train.objective", "model.arch"))
-        if self.data.kind == "unlabeled" and self.train.objective == "classification":
-            raise ConfigError("data.kind: unlabeled audio has nothing to classify; pretrain on it "
-                              "(train.objective: masked_patch, `coarse2fine pretrain`) or give labeled data",
-                              ("data.kind", "train.objective"))
-        if self.data.multilabel and self.train.objective == "classification" and self.train.loss == "ce":
-            raise ConfigError("data.multilabel: true scores each class on its own, but train.loss: ce trains one class "
-                              "per clip (softmax); set train.loss: bce (and train.metric: mAP, as the audioset preset does)",
-                              ("data.multilabel", "train.loss", "train.objective"))
-        if self.train.batch_size % self.train.grad_accum:
-            raise ConfigError(f"train.batch_size {self.train.batch_size} must be a multiple of train.grad_accum "
-                              f"({self.train.grad_accum})", ("train.batch_size", "train.grad_accum"))
-        masks = []
-        for mask_key, param, size, what, size_key in (
-                ("augment.timem", self.augment.timem, self.features.target_length, "frames (features.target_length)",
-                 "features.target_length"),
-                ("augment.freqm", self.augment.freqm, self.features.num_mel_bins, "mel bins", "features")):
-            if param > size:  # a mask as wide as the input blanks whole clips
-                masks.append(ConfigError(
-                    f"{mask_key}: {param} is more than the features' {size} {what}: a mask could blank a whole clip; "
-                    f"set {mask_key} to at most {size} (AST masks up to 192 of 1024 frames and 48 of 128 mel bins)",
-                    (mask_key, size_key), mask_key))
-        raise_all(masks)
+        with every_problem() as each:
+            with each:
+                if archs and self.model.arch not in archs:
+                    raise ConfigError(f"train.objective: {self.train.objective} trains model.arch "
+                                      f"{' or '.join(archs)}, not {self.model.arch}", ("train.objective", "model.arch"))
+            with each:
+                if self.data.kind == "unlabeled" and self.train.objective == "classification":
+                    raise ConfigError("data.kind: unlabeled audio has nothing to classify; pretrain on it "
+                                      "(train.objective: masked_patch, `coarse2fine pretrain`) or give labeled data",
+                                      ("data.kind", "train.objective"))
+            with each:
+                if self.data.multilabel and self.train.objective == "classification" and self.train.loss == "ce":
+                    raise ConfigError("data.multilabel: true scores each class on its own, but train.loss: ce trains "
+                                      "one class per clip (softmax); set train.loss: bce (and train.metric: mAP, as "
+                                      "the audioset preset does)", ("data.multilabel", "train.loss", "train.objective"))
+            with each:
+                if self.train.batch_size % self.train.grad_accum:
+                    raise ConfigError(f"train.batch_size {self.train.batch_size} must be a multiple of "
+                                      f"train.grad_accum ({self.train.grad_accum})",
+                                      ("train.batch_size", "train.grad_accum"))
+            for mask_key, param, size, what, size_key in (
+                    ("augment.timem", self.augment.timem, self.features.target_length,
+                     "frames (features.target_length)", "features.target_length"),
+                    ("augment.freqm", self.augment.freqm, self.features.num_mel_bins, "mel bins", "features")):
+                with each:
+                    if param > size:  # a mask as wide as the input blanks whole clips
+                        raise ConfigError(
+                            f"{mask_key}: {param} is more than the features' {size} {what}: a mask could blank a "
+                            f"whole clip; set {mask_key} to at most {size} (AST masks up to 192 of 1024 frames and 48 "
+                            f"of 128 mel bins)", (mask_key, size_key), mask_key)
         setups = [self.phase(i) for i in range(len(self.phases()))]
         check_frames_seen(self, setups)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from coarse2fine.compression import METHODS, PATCH_RESIZES, VARIANTS
-from coarse2fine.config.checks import ConfigError, at_least, check_fields, choice, key
+from coarse2fine.config.checks import ConfigError, Problems, at_least, check_fields, choice, every_problem, key
 from coarse2fine.features import FbankConfig, FeatureSpec, LogMelConfig
 from coarse2fine.model.registry import get_arch
 from coarse2fine.objectives import LOSSES, objective_metrics, objective_names
@@ -119,15 +119,19 @@ class DataConfig(Section):
         return value.replace("{fold}", str(self.fold)) if isinstance(value, str) else value
 
     def check(self) -> None:
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"data.val_fraction: must be in (0, 1), got {self.val_fraction}")
-        if isinstance(self.num_workers, str):
-            choice("data.num_workers", self.num_workers, ("auto",))
-        else:
-            at_least("data.num_workers", self.num_workers, 0)
-        if self.kind == "shards" and importlib.util.find_spec("wids") is None:
-            raise ValueError("data.kind: shards needs the wids package (pip install 'coarse2fine[shards]')")
-        self.check_kind()
+        with every_problem() as each:
+            with each:
+                if not 0 < self.val_fraction < 1:
+                    raise ValueError(f"data.val_fraction: must be in (0, 1), got {self.val_fraction}")
+            with each:
+                if isinstance(self.num_workers, str):
+                    choice("data.num_workers", self.num_workers, ("auto",))
+                else:
+                    at_least("data.num_workers", self.num_workers, 0)
+            with each:
+                if self.kind == "shards" and importlib.util.find_spec("wids") is None:
+                    raise ValueError("data.kind: shards needs the wids package (pip install 'coarse2fine[shards]')")
+            self.check_kind(each)
 
     # The keys only some kinds read, by kind. A key the config's kind does not read (an FSDD
     # ``root`` inherited by a manifest config, resolved from whichever folder the command ran in)
@@ -158,21 +162,25 @@ class DataConfig(Section):
                                      "e.g. packed/train and packed/val"),
     }
 
-    def check_kind(self) -> None:
+    def check_kind(self, each: Problems) -> None:
         """The keys ``kind`` needs (``manifest``: ``train`` and ``val``; ``fsdd`` / ``esc50``:
         ``root``; ``unlabeled``: ``sources``; ``shards``: ``train`` and ``val``), ESC-50's folds,
-        and no feature cache for packed shards (their features are packed)."""
+        and no feature cache for packed shards (their features are packed); each problem kept in ``each``."""
         needs, what = self.NEEDS.get(self.kind, ((), ""))
         missing = [n for n in needs if not getattr(self, n)]
-        if missing:
-            names = " and ".join(f"data.{n}" for n in needs)
-            raise ConfigError(f"data.kind {self.kind!r} needs {names}{' ' if what.startswith('(') else ''}{what}",
-                              ("data.kind", *(f"data.{n}" for n in missing)))
-        if self.kind == "esc50" and not 1 <= self.fold <= 5:
-            raise ConfigError(f"data.fold: ESC-50 has folds 1-5, got {self.fold}", ("data.fold", "data.kind"))
-        if self.kind == "shards" and self.cache_dir:
-            raise ConfigError("data.cache_dir: the feature cache reads audio files; with data.kind shards, pack the "
-                              "features instead (coarse2fine pack --features)", ("data.kind",), subject="data.cache_dir")
+        with each:
+            if missing:
+                names = " and ".join(f"data.{n}" for n in needs)
+                raise ConfigError(f"data.kind {self.kind!r} needs {names}{' ' if what.startswith('(') else ''}{what}",
+                                  ("data.kind", *(f"data.{n}" for n in missing)))
+        with each:
+            if self.kind == "esc50" and not 1 <= self.fold <= 5:
+                raise ConfigError(f"data.fold: ESC-50 has folds 1-5, got {self.fold}", ("data.fold", "data.kind"))
+        with each:
+            if self.kind == "shards" and self.cache_dir:
+                raise ConfigError("data.cache_dir: the feature cache reads audio files; with data.kind shards, pack "
+                                  "the features instead (coarse2fine pack --features)", ("data.kind",),
+                                  subject="data.cache_dir")
 
 
 LEGACY_FEATURE_KEYS = ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms")
@@ -340,16 +348,21 @@ class TrainConfig(Section):
     optim: OptimConfig = key(factory=OptimConfig)
 
     def check(self) -> None:
-        choice("train.objective", self.objective, objective_names())
-        choice("train.metric", self.metric, tuple(objective_metrics(self.objective)))
-        if not (self.device in ("auto", "cpu", "mps", "cuda") or _is_cuda_index(self.device)):
-            raise ValueError(f"train.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
-        if self.amp != "none" and self.device in ("cpu", "mps"):
-            raise ConfigError(f"train.amp: {self.amp} needs a CUDA device, not train.device {self.device}; "
-                              "use amp: none there", ("train.amp", "train.device"))
-        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise ValueError("train.tensorboard: the tensorboard package is not installed "
-                             "(pip install 'coarse2fine[tensorboard]' or pip install tensorboard)")
+        with every_problem() as each:
+            with each:  # the metrics are the objective's
+                choice("train.objective", self.objective, objective_names())
+                choice("train.metric", self.metric, tuple(objective_metrics(self.objective)))
+            with each:
+                if not (self.device in ("auto", "cpu", "mps", "cuda") or _is_cuda_index(self.device)):
+                    raise ValueError(f"train.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+            with each:
+                if self.amp != "none" and self.device in ("cpu", "mps"):
+                    raise ConfigError(f"train.amp: {self.amp} needs a CUDA device, not train.device {self.device}; "
+                                      "use amp: none there", ("train.amp", "train.device"))
+            with each:
+                if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+                    raise ValueError("train.tensorboard: the tensorboard package is not installed "
+                                     "(pip install 'coarse2fine[tensorboard]' or pip install tensorboard)")
 
 
 def _is_cuda_index(name: str) -> bool:
@@ -389,13 +402,17 @@ class AugmentConfig(Section):
     wa_end: int = key(0, minimum=0)
 
     def check(self) -> None:
-        if self.mixup > 1:
-            raise ValueError(f"augment.mixup: a probability in [0, 1], got {self.mixup}")
-        if not self.mixup_alpha > 0:
-            raise ValueError(f"augment.mixup_alpha: must be > 0, got {self.mixup_alpha}")
-        if self.wa_end and self.wa_end < self.wa_start:
-            raise ConfigError(f"augment.wa_end: weight averaging needs wa_start <= wa_end (or wa_end 0), "
-                              f"got {self.wa_start}..{self.wa_end}", ("augment.wa_start", "augment.wa_end"))
+        with every_problem() as each:
+            with each:
+                if self.mixup > 1:
+                    raise ValueError(f"augment.mixup: a probability in [0, 1], got {self.mixup}")
+            with each:
+                if not self.mixup_alpha > 0:
+                    raise ValueError(f"augment.mixup_alpha: must be > 0, got {self.mixup_alpha}")
+            with each:
+                if self.wa_end and self.wa_end < self.wa_start:
+                    raise ConfigError(f"augment.wa_end: weight averaging needs wa_start <= wa_end (or wa_end 0), "
+                                      f"got {self.wa_start}..{self.wa_end}", ("augment.wa_start", "augment.wa_end"))
 
 
 @dataclass(frozen=True)
@@ -448,22 +465,27 @@ class C2FConfig(Section):
         super().__post_init__()
 
     def check(self) -> None:
-        try:
-            factors = parse_schedule(self.schedule)
-        except ValueError as err:
-            raise ValueError(f"c2f.schedule: {err}") from None
-        if self.phase_epochs is not None and self.phase_steps is not None:
-            raise ConfigError("c2f: give phase_epochs or phase_steps, not both", ("c2f.phase_epochs", "c2f.phase_steps"))
-        budget = "budget" in (self.switch, self.final_stop)
-        if budget and (self.budget_flops > 0) == (self.budget_hours > 0):
-            raise ConfigError("c2f: switch or final_stop 'budget' needs one of budget_flops or budget_hours (> 0)",
-                              ("c2f.switch", "c2f.final_stop", "c2f.budget_flops", "c2f.budget_hours"))
-        if self.budget_shares is not None and (len(self.budget_shares) != len(factors)
-                                               or abs(sum(self.budget_shares) - 1) > 1e-6):
-            raise ConfigError(f"c2f.budget_shares: {self.budget_shares} needs one share per phase of schedule "
-                              f"{self.schedule}, summing to 1", ("c2f.budget_shares", "c2f.schedule"))
-        if self.initial_fraction is not None and not 0 < self.initial_fraction < 1:
-            raise ValueError(f"c2f.initial_fraction: must be in (0, 1), got {self.initial_fraction}")
+        with every_problem() as each:
+            with each:  # the shares need the schedule's phases
+                try:
+                    factors = parse_schedule(self.schedule)
+                except ValueError as err:
+                    raise ValueError(f"c2f.schedule: {err}") from None
+                if self.budget_shares is not None and (len(self.budget_shares) != len(factors)
+                                                       or abs(sum(self.budget_shares) - 1) > 1e-6):
+                    raise ConfigError(f"c2f.budget_shares: {self.budget_shares} needs one share per phase of schedule "
+                                      f"{self.schedule}, summing to 1", ("c2f.budget_shares", "c2f.schedule"))
+            with each:
+                if self.phase_epochs is not None and self.phase_steps is not None:
+                    raise ConfigError("c2f: give phase_epochs or phase_steps, not both",
+                                      ("c2f.phase_epochs", "c2f.phase_steps"))
+            with each:
+                if "budget" in (self.switch, self.final_stop) and (self.budget_flops > 0) == (self.budget_hours > 0):
+                    raise ConfigError("c2f: switch or final_stop 'budget' needs one of budget_flops or budget_hours "
+                                      "(> 0)", ("c2f.switch", "c2f.final_stop", "c2f.budget_flops", "c2f.budget_hours"))
+            with each:
+                if self.initial_fraction is not None and not 0 < self.initial_fraction < 1:
+                    raise ValueError(f"c2f.initial_fraction: must be in (0, 1), got {self.initial_fraction}")
 
 
 CONTROLS = ("restart", "equal-epochs")
