@@ -240,12 +240,15 @@ class ModelConfig(Section):
 
     def check(self) -> None:
         arch = get_arch(self.arch)
-        choice("model.preset", self.preset, tuple(arch.presets))
         allowed = {f.name for f in dataclasses.fields(arch.config_cls)}
         unknown = sorted(set(self.overrides) - allowed)
-        if unknown:
-            raise ValueError(f"model.overrides: {', '.join(unknown)} is not a field of the {arch.name} config; "
-                             f"allowed: {', '.join(sorted(allowed))}")
+        with every_problem() as each:
+            with each:
+                choice("model.preset", self.preset, tuple(arch.presets))
+            with each:
+                if unknown:
+                    raise ValueError(f"model.overrides: {', '.join(unknown)} is not a field of the {arch.name} config; "
+                                     f"allowed: {', '.join(sorted(allowed))}")
 
     def check_init_from(self) -> None:
         """That ``init_from`` (absolute once loaded) exists and, when it is a run folder, that the run
