@@ -413,14 +413,17 @@ def warm_up(run: Run, ph: PhaseRun, state: State) -> tuple[float, list[int]]:
     """Untimed forward + backward passes of the phase's real training step, with every state put
     back (weights, normalisation statistics, gradients, optimizer, generators), so that one-time
     costs (thread pools, kernel selection, ``torch.compile``) stay out of the measured epoch time;
-    returns their seconds and the micro-batch sizes they ran. A compiled model takes one pass per micro-batch size an epoch holds (a
-    smaller last batch, or a process's smaller share of it, is another shape to compile), the same
-    passes in every process (each backward synchronises under torchrun); an eager one, one pass."""
+    returns their seconds and the micro-batch sizes they ran. A compiled model takes one pass per
+    micro-batch size an epoch holds (a smaller last batch, or a process's smaller share of it, is
+    another shape to compile), the same passes in every process (each backward synchronises under
+    torchrun); an eager one, one pass."""
     model, dev, micro = state.model, run.d.device, ph.step.micro_batch
     start = time.perf_counter()
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    lengths = [len(b) for b in run.epoch_batches(state.progress.epoch, ph.index)]
-    sizes = micro_batch_sizes(lengths, run.d.world, micro) if run.cfg.train.compile else [micro]
+    sizes = [micro]
+    if run.cfg.train.compile:
+        lengths = [len(b) for b in run.epoch_batches(state.progress.epoch, ph.index)]
+        sizes = micro_batch_sizes(lengths, run.d.world, micro)
     scratch = dataclasses.replace(ph.step, generator=torch.Generator(device=dev).manual_seed(0), profile=None)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         scratch.net.train()
