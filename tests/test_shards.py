@@ -316,7 +316,7 @@ def test_check_and_stats_of_shards_match_the_files(packed, capsys):
     assert main(["check", str(packed.config)]) == 0
     out = capsys.readouterr().out
     assert "val: 8 clips in 1 shards (sets: audio, features-r1, features-r4): ok; 0 clip(s) skipped" in out
-    assert "phase 0 (R=4): packed features (features-r4)\nphase 1 (R=1): packed features (features-r1)\n" in out
+    assert "phase 1 (R=4): packed features (features-r4)\nphase 2 (R=1): packed features (features-r1)\n" in out
     assert main(["stats", str(packed.config)]) == 0
     shard_stats = capsys.readouterr().out.splitlines()[0]
     assert main(["stats", str(packed.audio.files_config)]) == 0
@@ -338,7 +338,7 @@ def test_check_opens_the_pack_as_a_run_would(packed, capsys, setting, problem, r
     if problem:
         assert f"A run of this config stops at its start: {packed.root / 'train' / 'dataset.json'}: {problem}" in out
     else:
-        assert f"phase 0 (R=4): {reads}" in out
+        assert f"phase 1 (R=4): {reads}" in out
 
 
 def test_crossval_folds_of_shards_are_packed_folders(packed):

@@ -41,7 +41,7 @@ from coarse2fine.report.accounting import (
     phase_costs,
     run_flops_per_clip,
 )
-from coarse2fine.report.comparable import incomparable, run_facts, timing_lines, unchecked_lines
+from coarse2fine.report.comparable import RunFacts, incomparable, run_facts, timing_lines, unchecked_lines
 from coarse2fine.report.planner import choose, plan, planned_config
 from coarse2fine.report.plots import phase_rows, plot_files, report_data, write_report
 from coarse2fine.report.savings import (
@@ -247,7 +247,7 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
         print(f"A run of this config stops at its start: {err}")
         return 1
     for s, found in zip(setups, reads):
-        print(f"phase {s.index} (R={s.R}): " + (f"packed features ({found.name})" if found is not None else
+        print(f"phase {s.index + 1} (R={s.R}): " + (f"packed features ({found.name})" if found is not None else
                                                 "waveforms, its features computed at every step (no packed set of "
                                                 "this phase's features at this clip length; pack --features with "
                                                 "this config packs them)"))
@@ -446,10 +446,11 @@ def _unfinished(log: dict, cfg: RunConfig | None) -> str | None:
     return f"unfinished: {len(log['records'])}{of} epochs{why}"
 
 
-def check_comparable(paths: list[Path], logs: list[dict], metric_given: bool, allow: bool) -> None:
+def check_comparable(paths: list[Path], logs: list[dict], metric_given: bool, allow: bool) -> list[RunFacts]:
     """Refuse (or with ``allow``, warn about) runs whose data, features, model or metric differ
     from the baseline's (``paths[0]``; see :mod:`coarse2fine.report.comparable`); warn about what
-    could not be compared (logs without a config, such as the Lightning callback's)."""
+    could not be compared (logs without a config, such as the Lightning callback's). Returns the
+    runs' facts."""
     facts = [run_facts(p.parent, saved) for p, saved in zip(paths, logs)]
     problems = incomparable(facts, metric_given)
     if problems and not allow:
@@ -459,6 +460,7 @@ def check_comparable(paths: list[Path], logs: list[dict], metric_given: bool, al
         log.warning("%s; tabulated anyway (--allow-different)", line)
     for line in unchecked_lines(facts, metric_given):
         log.warning("%s", line)
+    return facts
 
 
 def _log_config(path: Path, saved: dict) -> RunConfig | None:
@@ -506,7 +508,7 @@ def cmd_compare(args) -> int:
     paths = [log_path(args.baseline), *(log_path(r) for r in args.runs)]
     logs = [read_log(p) for p in paths]
     configs = [_log_config(p, saved) for p, saved in zip(paths, logs)]
-    check_comparable(paths, logs, args.metric is not None, args.allow_different)
+    facts = check_comparable(paths, logs, args.metric is not None, args.allow_different)
     metric = args.metric or _default_metric(paths, logs, configs)
     check_metric(metric, {str(p.parent): saved["records"] for p, saved in zip(paths, logs)})
     higher = _direction(logs[0], metric)
@@ -537,7 +539,6 @@ def cmd_compare(args) -> int:
         write_report(args.out, records[0], runs, metric, f"{names[0]} vs {', '.join(names[1:])}", notes, rows=rows)
         notes.append(f"Tables and plots in {args.out}: savings.md, savings.csv, savings.json, phases.csv, "
                      + ", ".join(plot_files(args.out)))
-    facts = [run_facts(p.parent, saved) for p, saved in zip(paths, logs)]
     notes = [table_note(records[0], runs), *timing_lines(facts),
              *notes, *_plan_lines(configs, records, names)]
     if args.format == "json":  # one object: the tables and the notes, as savings.json holds them
