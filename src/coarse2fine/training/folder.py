@@ -18,14 +18,16 @@ data a checkpoint was trained on) is checked once it is loaded (:func:`check_sam
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from coarse2fine.config import DataConfig
+from coarse2fine.config import DataConfig, config_from_dict
 from coarse2fine.config.files import RUNTIME_KEYS, config_difference, differing_keys, path_keys
+from coarse2fine.config.run import move_legacy_feature_keys
 from coarse2fine.run_folders import CHECKPOINT
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
@@ -65,7 +67,7 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
         return None
     saved = _read_log(log_path)
     if ckpt.exists():
-        ckpt_config = load_checkpoint(ckpt)["config"]
+        ckpt_config = saved_config(load_checkpoint(ckpt)["config"])
         other = config_difference(ckpt_config, config, ignore=ignored_keys(config))
         if other:
             raise RunFolderError(f"{out_dir} holds an unfinished run of another config "
@@ -84,7 +86,7 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
                             "did so far", out_dir, " / ".join(SERVING_KEYS))
         return None
     if saved is not None and saved.get("done"):
-        theirs = saved.get("config") or {}
+        theirs = saved_config(saved.get("config") or {})
         other = config_difference(theirs, config, ignore=ignored_keys(config))
         if other:
             raise RunFolderError(f"{out_dir} holds a finished run of another config "
@@ -94,6 +96,30 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
         _log_finished_with(out_dir, theirs, config)
         return _finished_records(saved)
     return None
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return config_from_dict({}).to_dict()
+
+
+def _filled(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for key, default in defaults.items():
+        if key not in out:
+            out[key] = default
+        elif isinstance(out[key], Mapping) and isinstance(default, Mapping):
+            out[key] = _filled(out[key], default)
+    return out
+
+
+def saved_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dict a run saved (its log, its checkpoint), as this version writes one: the keys
+    added since it was saved at their defaults (a key is added with the default that keeps the
+    earlier behaviour: ``experiment.interleave: false``) and the flat feature keys of earlier
+    versions under ``features.fbank``, so that a run of an earlier version compares with a config
+    of this one by what it trained, not by what its version wrote."""
+    return _filled(move_legacy_feature_keys(values), _defaults())
 
 
 def ignored_keys(config: dict[str, Any]) -> frozenset[str]:
@@ -129,7 +155,7 @@ def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochReco
     saved = _read_log(out_dir / "log.json")
     if (out_dir / CHECKPOINT).exists() or saved is None or not saved.get("done"):
         return None
-    theirs, paths = saved.get("config") or {}, path_keys() - RUNTIME_KEYS
+    theirs, paths = saved_config(saved.get("config") or {}), path_keys() - RUNTIME_KEYS
     other = config_difference(theirs, config, ignore=paths | ignored_keys(config))
     if other:
         raise RunFolderError(f"{out_dir} holds a finished run of another config ({other})")
