@@ -17,7 +17,7 @@ from coarse2fine.cli import main
 from coarse2fine.cli.options import evidence
 from coarse2fine.config import load_config
 from coarse2fine.data.sources import load_splits
-from coarse2fine.experiments.grid import run_settings
+from coarse2fine.experiments.grid import run_experiment, run_settings
 from coarse2fine.experiments.settings import (
     SEED_STRIDE,
     Variant,
@@ -240,3 +240,12 @@ def test_a_saved_config_of_an_earlier_version_takes_the_keys_added_since_at_thei
     assert filled["experiment"] == {"controls": [], "seeds": 1, "interleave": False}
     assert filled["features"]["fbank"]["num_mel_bins"] == 64 and "num_mel_bins" not in filled["features"]
     assert filled["name"] == "x" and "train" in filled and "c2f" in filled  # every section, at its defaults
+
+
+def test_run_experiment_refuses_seeds_and_controls_it_would_not_train(tmp_path):
+    # It trained one seed and no control of a config that asked for them, silently (a new user's case).
+    cfg = load_config("demo", [*TINY, "experiment.seeds=2", "experiment.controls=[restart]"])
+    with pytest.raises(ValueError, match=r"run_experiment trains one seed without controls; demo asks for "
+                                         r"experiment.seeds 2 and controls \['restart'\]: train them with run_settings"):
+        run_experiment(cfg, [Variant("fshift", "4-1")], tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -163,7 +163,15 @@ def run_experiment(
     returns (baseline, {label: result}). A finished run of the same config there is reused and an
     interrupted one continues from its checkpoint (``reuse``; without it every run starts over).
     ``interleave``: in turns of one epoch each (see :func:`run_settings`); None: as
-    ``base.experiment.interleave`` says (on in the demo preset)."""
+    ``base.experiment.interleave`` says (on in the demo preset). A config that asks for seeds or
+    controls (``experiment.seeds`` / ``controls``) is refused, naming :func:`run_settings`, which
+    trains them."""
+    e = base.experiment
+    if e.seeds > 1 or e.controls:
+        raise ValueError(f"run_experiment trains one seed without controls; {base.name} asks for experiment.seeds "
+                         f"{e.seeds} and controls {e.controls}: train them with run_settings(experiment_settings(cfg, "
+                         "variants, cfg.experiment.controls), out_root, splits, cfg.experiment.seeds), as `coarse2fine "
+                         "experiment` does")
     turns = base.experiment.interleave if interleave is None else interleave
     done = run_settings(experiment_settings(base, variants), out_root, splits, 1, progress, reuse, turns)
     return done[0].runs[0], {d.setting.label: d.runs[0] for d in done[1:]}
