@@ -250,7 +250,19 @@ def test_crossval_with_methods_controls_and_seeds_is_one_command(tmp_path, capsy
     for fold in (1, 2):  # each fold is an experiment with its own report
         assert (out / f"fold{fold}" / "restart_11_s1" / "log.json").exists()
         assert (out / f"fold{fold}" / "savings.md").exists() and (out / f"fold{fold}" / "kept.csv").exists()
-    assert "== 2 folds ==" in printed and "ESC-50's convention" in printed
+    assert "== cross-validation over 2 folds ==" in printed and "ESC-50's convention" in printed
+    # --report-only: the table over the folds that have finished, nothing trained (while more folds train)
+    table = (out / "crossval.csv").read_text()
+    report = ["crossval", "demo", "--methods", "fshift", "--schedules", "2-1", "--controls", "restart", "--seeds", "2",
+              "--out", str(out), "--quiet", "--report-only", *sets]
+    assert main([*report, "--folds", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "== cross-validation, 2 of 3 folds finished ==" in printed and printed.rstrip().endswith(": fold3")
+    assert (out / "crossval.csv").read_text() == table and not (out / "fold3").exists()
+    (out / "fold2" / "fshift_21_s1" / "log.json").unlink()  # a fold still training
+    assert main([*report, "--folds", "2"]) == 0
+    assert "1 of 2 folds finished" in capsys.readouterr().out
+    assert (out / "crossval.csv").read_text().splitlines()[0].count("Fold ") == 1
     # Without --methods: the one setting per fold and seed; controls then have nothing to control.
     assert main(["crossval", "demo", "--folds", "2", "--seeds", "2", "--out", str(tmp_path / "one"), "--quiet", *sets,
                  "--set", "c2f.schedule=1", "--set", "c2f.phase_epochs=null"]) == 0

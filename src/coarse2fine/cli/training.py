@@ -32,6 +32,7 @@ from coarse2fine.experiments.grid import (
     cross_validate_settings,
     finished_first_seeds,
     finished_settings,
+    fold_config,
     parse_methods,
     run_settings,
     variant_config,
@@ -116,6 +117,9 @@ def add_parsers(sub) -> None:
                                                 "folder per fold)")
     add_evidence_options(p)
     add_grid_options(p)
+    p.add_argument("--report-only", action="store_true",
+                   help="with --methods: train nothing; write and print the table over the folds whose every setting "
+                        "and seed has finished in --out so far (the others are named), e.g. while the folds train")
     add_common(p)
 
 
@@ -271,31 +275,63 @@ def cmd_crossval(args) -> int:
     experiment per fold (its own report in ``fold<N>/``) and the table over folds
     (``crossval.md`` / ``crossval.csv``: each fold's seed-mean best, the mean over folds)."""
     if args.methods is None:
+        if args.report_only:
+            raise ValueError("crossval --report-only tabulates the experiments per fold of --methods; without "
+                             "--methods, the same command reuses the finished folds and trains the rest")
         return _crossval_one(args)
     cfg = load_config(args.config, args.overrides)
     controls, seeds = evidence(cfg, args)
     variants = _variants(args.schedules or "4-1", config_methods(args.methods, cfg.c2f.patch_resize))
     out_root = Path(args.out)
     folds = range(1, args.folds + 1)
-    metric = cfg.train.metric
+    if args.report_only:
+        return _crossval_finished(args, cfg, variants, controls, seeds, out_root, folds)
     by_fold = {}
     for f in cross_validate_settings(cfg, variants, controls, folds, out_root, seeds, progress=show_bars(args.quiet),
                                      reuse=not args.fresh, interleave=interleaved(cfg, args)):
         print(f"\n== fold {f.fold} ==")
-        _report(args, f.settings, f.splits, metric, out_root / f"fold{f.fold}", f"{cfg.name}, fold {f.fold}")
+        _report(args, f.settings, f.splits, cfg.train.metric, out_root / f"fold{f.fold}", f"{cfg.name}, fold {f.fold}")
         by_fold[f.fold] = {d.setting.label: [r.records for r in d.runs] for d in f.settings}
-    rows = fold_table(by_fold, "Baseline", metric)
-    note = (f"{len(folds)} folds x {seeds} seed(s). Fold columns: each fold's best in the final phase, the mean over "
-            "its seeds; mean over folds ± sample std (n - 1) over folds (ESC-50's convention); paired gain: the mean "
-            "over folds of (setting - baseline) per fold, with its 95 % percentile bootstrap interval over folds.")
+    _fold_report(cfg, by_fold, seeds, out_root, f"cross-validation over {len(folds)} folds")
+    return 0
+
+
+def _crossval_finished(args, cfg, variants, controls, seeds: int, out_root: Path, folds: range) -> int:
+    """``crossval --methods ... --report-only``: the table over the folds whose every setting has
+    finished every seed in ``out_root`` (their runs' logs; nothing trains, no data is read)."""
+    if args.fresh:
+        raise ValueError("--report-only trains nothing and keeps every run; it does not go with --fresh")
+    by_fold, unfinished = {}, []
+    for fold in folds:
+        settings = experiment_settings(fold_config(cfg, fold), variants, controls)
+        done, missing, _ = finished_settings(settings, out_root / f"fold{fold}", seeds)
+        if missing:
+            unfinished.append(f"fold{fold}")
+        else:
+            by_fold[fold] = {d.setting.label: [r.records for r in d.runs] for d in done}
+    if not by_fold:
+        raise ValueError(f"--report-only: no fold in {out_root} has finished every setting and seed yet (not finished: "
+                         f"{', '.join(unfinished)})")
+    _fold_report(cfg, by_fold, seeds, out_root, f"cross-validation, {len(by_fold)} of {len(folds)} folds finished")
+    if unfinished:
+        print(f"Not finished (left out of the table; train them with the same command without --report-only): "
+              f"{', '.join(unfinished)}")
+    return 0
+
+
+def _fold_report(cfg, by_fold: dict, seeds: int, out_root: Path, title: str) -> None:
+    """Write and print the table over folds (``crossval.md`` / ``crossval.csv``) of ``by_fold``."""
+    rows = fold_table(by_fold, "Baseline", cfg.train.metric)
+    note = (f"{len(by_fold)} folds x {seeds} seed(s). Fold columns: each fold's best in the final phase, the mean "
+            "over its seeds; mean over folds ± sample std (n - 1) over folds (ESC-50's convention); paired gain: the "
+            "mean over folds of (setting - baseline) per fold, with its 95 % percentile bootstrap interval over folds.")
     atomic.write_text(out_root / "crossval.csv", format_table(rows, "csv"))
-    atomic.write_text(out_root / "crossval.md", f"# {cfg.name}: cross-validation over {len(folds)} folds\n\n"
-                      + format_table(rows, "markdown") + f"\n{note}\n")
-    print(f"\n== {len(folds)} folds ==")
+    atomic.write_text(out_root / "crossval.md", f"# {cfg.name}: {title}\n\n" + format_table(rows, "markdown")
+                      + f"\n{note}\n")
+    print(f"\n== {title} ==")
     print(format_table(rows, "text"), end="")
     print(note)
     print(f"Table in {out_root}: crossval.md, crossval.csv; each fold's report in fold<N>/")
-    return 0
 
 
 def _crossval_one(args) -> int:
