@@ -251,6 +251,10 @@ def test_crossval_with_methods_controls_and_seeds_is_one_command(tmp_path, capsy
         assert (out / f"fold{fold}" / "restart_11_s1" / "log.json").exists()
         assert (out / f"fold{fold}" / "savings.md").exists() and (out / f"fold{fold}" / "kept.csv").exists()
     assert "== cross-validation over 2 folds ==" in printed and "ESC-50's convention" in printed
+    data = json.loads((out / "crossval.json").read_text())
+    assert data["folds"] == [1, 2] and [r["Setting"] for r in data["crossval"]] == ["Baseline", "Restart 11 (control)",
+                                                                                  "Fshift 21"]
+    assert all(isinstance(r["Fold 1"], float) and r["Seeds"] == 2 for r in data["crossval"])  # numbers as numbers
     # --report-only: the table over the folds that have finished, nothing trained (while more folds train)
     table = (out / "crossval.csv").read_text()
     report = ["crossval", "demo", "--methods", "fshift", "--schedules", "2-1", "--controls", "restart", "--seeds", "2",

@@ -48,7 +48,7 @@ from coarse2fine.experiments.tables import ExperimentReport, calibrate_settings,
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.kept import transfers
 from coarse2fine.report.plots import plot_files
-from coarse2fine.report.savings import best_coarse_value, best_value, format_table
+from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
 from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run
@@ -328,10 +328,13 @@ def _fold_report(cfg, by_fold: dict, seeds: int, out_root: Path, title: str) -> 
     atomic.write_text(out_root / "crossval.csv", format_table(rows, "csv"))
     atomic.write_text(out_root / "crossval.md", f"# {cfg.name}: {title}\n\n" + format_table(rows, "markdown")
                       + f"\n{note}\n")
+    atomic.write_json(out_root / "crossval.json", {"title": f"{cfg.name}: {title}", "metric": cfg.train.metric,
+                                                   "folds": sorted(by_fold), "crossval": json_rows(rows), "notes": [note]})
     print(f"\n== {title} ==")
     print(format_table(rows, "text"), end="")
     print(note)
-    print(f"Table in {out_root}: crossval.md, crossval.csv; each fold's report in fold<N>/")
+    print(f"Tables in {out_root}: crossval.md, crossval.csv, crossval.json; each fold's report (FLOPs and time saves) "
+          "in fold<N>/")
 
 
 def _crossval_one(args) -> int:
