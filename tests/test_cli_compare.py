@@ -210,6 +210,7 @@ def test_compare_out_keeps_its_calibration_and_uses_it_again(runs, tmp_path, cap
     assert main([*args, "--calibrate-rounds", "1"]) == 0
     first = capsys.readouterr().out
     assert "Calibrated time save (%)" in first and (out / "calibration.json").exists()
+    assert "Calibrated steps (1 interleaved round in one process" in (out / "savings.md").read_text()
     saved = (out / "calibration.json").read_text()
     assert main(args) == 0  # no rounds: the kept calibration's column
     assert capsys.readouterr().out == first

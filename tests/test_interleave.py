@@ -149,7 +149,11 @@ def test_the_demo_command_trains_in_turns_and_prints_a_calibrated_column(tmp_pat
     assert main(["demo", *sets, "--methods", "fshift", "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "Calibrated time save (%)" in printed and (out / "calibration.json").exists()
-    assert "The runs were trained in turns of one epoch each" in (out / "savings.md").read_text()
+    md = (out / "savings.md").read_text()
+    assert "The runs were trained in turns of one epoch each" in md
+    # the calibrated column's own spread: each phase's median step and its quartiles over the rounds
+    assert re.search(r"Calibrated steps \(10 interleaved rounds in one process on cpu, load average .*\), median "
+                     r"\[quartiles over the rounds\]: R=1 [\d.]+ ms \[[\d.]+, [\d.]+\]; fshift R=4 [\d.]+ ms", md)
     # a report of the same runs that times nothing keeps the saved calibration's column, to the digit
     table = (out / "savings.csv").read_text()
     assert main(["demo", *sets, "--methods", "fshift", "--out", str(out), "--quiet", "--calibrate-rounds", "0",

@@ -176,12 +176,12 @@ def log_path(path: str) -> Path:
 
 
 def calibrated(configs: list, records: list, classes: int, rounds: int, saved: Path | None, source=None,
-               fresh: bool = False) -> list:
-    """Records with calibrated time; the calibration is kept in ``saved`` (``calibration.json``)
-    and used again while it covers the runs' phases (``rounds`` 0 measures nothing: the records
-    keep such a saved calibration's figures, else stay as they are)."""
-    _, records = calibrate_runs(configs, records, classes, rounds, source, saved, fresh)
-    return records
+               fresh: bool = False) -> tuple:
+    """``(calibration or None, records)``: records with calibrated time; the calibration is kept
+    in ``saved`` (``calibration.json``) and used again while it covers the runs' phases
+    (``rounds`` 0 measures nothing: the records keep such a saved calibration's figures, else
+    stay as they are)."""
+    return calibrate_runs(configs, records, classes, rounds, source, saved, fresh)
 
 
 def _positive(text: str, convert: Callable[[str], float], what: str, unit: str = "") -> float:

@@ -519,8 +519,8 @@ def cmd_compare(args) -> int:
     kept = Path(args.out) / "calibration.json" if args.out and not lacking else None
     if kept is not None and args.calibrate_rounds > 0:
         kept.parent.mkdir(parents=True, exist_ok=True)
-    records = calibrated(configs, [saved["records"] for saved in logs], len(logs[0].get("classes") or []) or 2,
-                         args.calibrate_rounds, kept, fresh=args.recalibrate)
+    cal, records = calibrated(configs, [saved["records"] for saved in logs], len(logs[0].get("classes") or []) or 2,
+                              args.calibrate_rounds, kept, fresh=args.recalibrate)
     names = [p.parent.name for p in paths]
     notes, runs = [], {}
     for name, saved, cfg, recs in zip(names[1:], logs[1:], configs[1:], records[1:]):
@@ -531,6 +531,8 @@ def cmd_compare(args) -> int:
             notes.append(f"{name}: {state}" + ("" if args.include_unfinished else "; not in the table (--include-unfinished)"))
     if (base_state := _unfinished(logs[0], configs[0])) is not None:
         notes.append(f"baseline {names[0]}: {base_state}; its best so far is the reference")
+    if cal is not None:
+        notes.append(cal.summary())
     rows = savings_table("Baseline", records[0], runs, metric, higher=higher)
     if args.format != "json":
         print(format_table(rows, args.format), end="")

@@ -35,6 +35,7 @@ from coarse2fine.experiments.grid import (
     fold_config,
     parse_methods,
     run_settings,
+    saved_calibration,
     variant_config,
 )
 from coarse2fine.experiments.pretraining import (
@@ -146,7 +147,8 @@ def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, 
     experiment's report."""
     records = calibrate_settings(done, splits.train.num_classes if splits else 0, args.calibrate_rounds,
                                  out_root / "calibration.json", splits.train if splits else None, args.recalibrate)
-    report = write_experiment(out_root, done, records, metric, title)
+    cal = saved_calibration([cfg for d in done for cfg in d.configs()], out_root / "calibration.json")
+    report = write_experiment(out_root, done, records, metric, title, [cal.summary()] if cal is not None else [])
     print(format_table(report.rows, "text"), end="")
     print("\n".join(report.notes))
     if report.kept:

@@ -293,7 +293,6 @@ def saved_calibration(configs: Sequence[RunConfig], saved: Path) -> Calibration 
     cal = Calibration.from_dict(json.loads(saved.read_text()))
     if not {phase_key(cfg, p.R) for cfg in configs for p in cfg.phases()} <= set(cal.steps):
         return None
-    log.info("calibrated step costs from %s (measured with load average %s)", saved, cal.load_avg)
     return cal
 
 
@@ -307,6 +306,8 @@ def calibrate_runs(configs: Sequence[RunConfig], records: Sequence[Records], num
     ``rounds`` 0 nothing is timed: a saved calibration that covers the runs is still used (a report
     of the same runs keeps its column), else the records stay as they are (None)."""
     cal = None if fresh or saved is None else saved_calibration(configs, saved)
+    if cal is not None:
+        log.info("calibrated step costs from %s (measured with load average %s)", saved, cal.load_avg)
     if cal is None and rounds <= 0:
         return None, [list(recs) for recs in records]
     if cal is None:

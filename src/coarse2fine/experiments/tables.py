@@ -56,9 +56,10 @@ def control_notes(done: Sequence[SettingRuns]) -> list[str]:
 
 
 def write_experiment(out_root: str | Path, done: Sequence[SettingRuns], records: Sequence[SeedRecords], metric: str,
-                     title: str) -> ExperimentReport:
+                     title: str, more_notes: Sequence[str] = ()) -> ExperimentReport:
     """Write the report of ``done`` (the baseline first; ``records``: each setting's records per
-    seed, e.g. calibrated) into ``out_root`` and return it. One seed: the paper's savings table.
+    seed, e.g. calibrated; ``more_notes`` under the table after its own, such as the calibration's
+    summary) into ``out_root`` and return it. One seed: the paper's savings table.
     Several: the seeds table (mean ± std of the best, paired gain with its bootstrap interval,
     first beat and saves on the mean curves) and plots of the mean curves with bands."""
     if not done or done[0].setting.role != "baseline":
@@ -78,7 +79,7 @@ def write_experiment(out_root: str | Path, done: Sequence[SettingRuns], records:
         rows = seed_table(base_label, records[0], dict(zip(names, records[1:])), metric)
         bands = {label: metric_band(r, metric) for label, r in zip(["Baseline", *names], records)}
         notes = [seed_note(seeds)]
-    notes += control_notes(done)
+    notes += [*control_notes(done), *more_notes]
     kept = kept_rows({d.setting.label: [(recs, run.phases) for recs, run in zip(r, d.runs)]
                       for d, r in zip(done, records)}, metric)
     tables = [Table("kept", "What the transfer keeps at each phase change", kept, KEPT_NOTE)] if kept else []
