@@ -8,7 +8,6 @@ from typing import Callable, Sequence
 
 from coarse2fine.compression import METHODS, VARIANTS
 from coarse2fine.data.sources import count_classes
-from coarse2fine.experiments.grid import calibrate_runs
 from coarse2fine.experiments.settings import parse_controls
 
 PATCH_VARIANTS = tuple(name for name, (method, _) in VARIANTS.items() if method == "patch")  # patch-bl, patch-pi
@@ -173,15 +172,6 @@ def log_path(path: str) -> Path:
     if p.is_file() and p.suffix != ".json":
         raise ValueError(f"{p}: a file, not a run folder; give the run folder (one with log.json), e.g. {p.parent}")
     return p
-
-
-def calibrated(configs: list, records: list, classes: int, rounds: int, saved: Path | None, source=None,
-               fresh: bool = False) -> tuple:
-    """``(calibration or None, records)``: records with calibrated time; the calibration is kept
-    in ``saved`` (``calibration.json``) and used again while it covers the runs' phases
-    (``rounds`` 0 measures nothing: the records keep such a saved calibration's figures, else
-    stay as they are)."""
-    return calibrate_runs(configs, records, classes, rounds, source, saved, fresh)
 
 
 def _positive(text: str, convert: Callable[[str], float], what: str, unit: str = "") -> float:

@@ -15,7 +15,6 @@ from coarse2fine.cli.options import (
     add_common,
     add_method_option,
     add_quiet,
-    calibrated,
     classes_from_data,
     log_path,
     run_overrides,
@@ -34,6 +33,7 @@ from coarse2fine.data.shard_store import ShardStore
 from coarse2fine.data.shards import verify_split
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
+from coarse2fine.experiments.grid import calibrate_runs
 from coarse2fine.logs import quiet_loggers
 from coarse2fine.phases import default_initial_fraction, parse_schedule
 from coarse2fine.report.accounting import (
@@ -519,8 +519,9 @@ def cmd_compare(args) -> int:
     kept = Path(args.out) / "calibration.json" if args.out and not lacking else None
     if kept is not None and args.calibrate_rounds > 0:
         kept.parent.mkdir(parents=True, exist_ok=True)
-    cal, records = calibrated(configs, [saved["records"] for saved in logs], len(logs[0].get("classes") or []) or 2,
-                              args.calibrate_rounds, kept, fresh=args.recalibrate)
+    cal, records = calibrate_runs(configs, [saved["records"] for saved in logs],
+                                  len(logs[0].get("classes") or []) or 2, args.calibrate_rounds, saved=kept,
+                                  fresh=args.recalibrate)
     names = [p.parent.name for p in paths]
     notes, runs = [], {}
     for name, saved, cfg, recs in zip(names[1:], logs[1:], configs[1:], records[1:]):

@@ -35,7 +35,6 @@ from coarse2fine.experiments.grid import (
     fold_config,
     parse_methods,
     run_settings,
-    saved_calibration,
     variant_config,
 )
 from coarse2fine.experiments.pretraining import (
@@ -145,9 +144,8 @@ def _one_schedule(text: str | None) -> list[str]:
 def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, title: str) -> ExperimentReport:
     """Calibrate (``--calibrate-rounds``, on ``splits``' training clips), write and print an
     experiment's report."""
-    records = calibrate_settings(done, splits.train.num_classes if splits else 0, args.calibrate_rounds,
-                                 out_root / "calibration.json", splits.train if splits else None, args.recalibrate)
-    cal = saved_calibration([cfg for d in done for cfg in d.configs()], out_root / "calibration.json")
+    cal, records = calibrate_settings(done, splits.train.num_classes if splits else 0, args.calibrate_rounds,
+                                      out_root / "calibration.json", splits.train if splits else None, args.recalibrate)
     report = write_experiment(out_root, done, records, metric, title, [cal.summary()] if cal is not None else [])
     print(format_table(report.rows, "text"), end="")
     print("\n".join(report.notes))
@@ -179,11 +177,16 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def _report_only_keeps(args) -> None:
+    """``--report-only`` with ``--fresh``: refused, as one would discard what the other reads."""
+    if args.fresh:
+        raise ValueError("--report-only trains nothing and keeps every run; it does not go with --fresh")
+
+
 def _report_finished(args, cfg, settings, seeds: int, out_root: Path, title: str) -> int:
     """``--report-only``: the report of the whole seeds that have finished in ``out_root`` (see
     :func:`finished_settings`); nothing trains, and the data is read only to calibrate."""
-    if args.fresh:
-        raise ValueError("--report-only trains nothing and keeps every run; it does not go with --fresh")
+    _report_only_keeps(args)
     done, missing, path_diffs = finished_settings(settings, out_root, seeds)
     whole = len(done[0].runs)
     unfinished = ", ".join(p.name for p in missing)
@@ -301,8 +304,7 @@ def cmd_crossval(args) -> int:
 def _crossval_finished(args, cfg, variants, controls, seeds: int, out_root: Path, folds: range) -> int:
     """``crossval --methods ... --report-only``: the table over the folds whose every setting has
     finished every seed in ``out_root`` (their runs' logs; nothing trains, no data is read)."""
-    if args.fresh:
-        raise ValueError("--report-only trains nothing and keeps every run; it does not go with --fresh")
+    _report_only_keeps(args)
     by_fold, unfinished = {}, []
     for fold in folds:
         settings = experiment_settings(fold_config(cfg, fold), variants, controls)

@@ -17,6 +17,7 @@ from coarse2fine.report.kept import KEPT_NOTE, kept_rows
 from coarse2fine.report.plots import Table, phase_rows, write_report
 from coarse2fine.report.savings import savings_table, table_note
 from coarse2fine.report.seeds import mean_records, metric_band, seed_note, seed_table
+from coarse2fine.report.timing import Calibration
 from coarse2fine.training.records import EpochRecord
 
 SeedRecords = list[list[EpochRecord]]  # one setting: one run's records per seed
@@ -35,19 +36,21 @@ class ExperimentReport:
 
 
 def calibrate_settings(done: Sequence[SettingRuns], num_classes: int, rounds: int, saved: Path | None = None,
-                       source: ClipDataset | None = None, fresh: bool = False) -> list[SeedRecords]:
-    """Every run's records, per setting and seed, with their calibrated time (one calibration for
-    all: seeds share their step costs) when ``rounds`` > 0 or ``saved`` covers them (see
-    :func:`~coarse2fine.experiments.grid.calibrate_runs`); as they are otherwise."""
+                       source: ClipDataset | None = None,
+                       fresh: bool = False) -> tuple[Calibration | None, list[SeedRecords]]:
+    """``(calibration or None, records)``: every run's records, per setting and seed, with their
+    calibrated time (one calibration for all: seeds share their step costs) when ``rounds`` > 0 or
+    ``saved`` covers them (see :func:`~coarse2fine.experiments.grid.calibrate_runs`); as they are
+    otherwise."""
     records = [[list(r.records) for r in d.runs] for d in done]
     configs = [cfg for d in done for cfg in d.configs()]
     flat_records = [r for seeds in records for r in seeds]
-    _, flat = calibrate_runs(configs, flat_records, num_classes, rounds, source, saved, fresh)
+    cal, flat = calibrate_runs(configs, flat_records, num_classes, rounds, source, saved, fresh)
     out, i = [], 0
     for seeds in records:
         out.append(flat[i:i + len(seeds)])
         i += len(seeds)
-    return out
+    return cal, out
 
 
 def control_notes(done: Sequence[SettingRuns]) -> list[str]:

@@ -226,15 +226,13 @@ class Calibration:
     def summary(self) -> str:
         """One line for a report: how the calibrated column was measured, with each phase's median
         step and its quartiles over the rounds (how much the rounds disagreed)."""
-        steps = "; ".join(f"{k.rsplit(' [', 1)[0] if self._unique_names() else k} {1e3 * v.median:.1f} ms "
-                          f"[{1e3 * v.q25:.1f}, {1e3 * v.q75:.1f}]" for k, v in self.steps.items())
+        names = {k: k.rsplit(" [", 1)[0] for k in self.steps}  # without the step signature, when that is unambiguous
+        if len(set(names.values())) < len(names):
+            names = {k: k for k in self.steps}
+        steps = "; ".join(f"{names[k]} {1e3 * v.median:.1f} ms [{1e3 * v.q25:.1f}, {1e3 * v.q75:.1f}]"
+                          for k, v in self.steps.items())
         return (f"Calibrated steps ({self.rounds} interleaved round{'' if self.rounds == 1 else 's'} in one process "
-                f"on {self.device}, load average "
-                f"{self.load_avg}), median [quartiles over the rounds]: {steps}.")
-
-    def _unique_names(self) -> bool:
-        names = [k.rsplit(" [", 1)[0] for k in self.steps]
-        return len(set(names)) == len(names)
+                f"on {self.device}, load average {self.load_avg}), median [quartiles over the rounds]: {steps}.")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Calibration:

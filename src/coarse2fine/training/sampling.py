@@ -96,9 +96,14 @@ def steps_per_epoch(clips: int, batch_size: int, world: int = 1, epoch_steps: in
     return batch_count(clips, batch_size, world)
 
 
+def _share_bounds(n: int, parts: int) -> np.ndarray:
+    """Where each of ``parts`` contiguous shares of ``n`` clips starts, and the end (sizes differ by at most one)."""
+    return np.linspace(0, n, parts + 1).round().astype(int)
+
+
 def shard(batch: list[int], parts: int, index: int) -> list[int]:
     """Contiguous share ``index`` of ``parts`` of a batch (sizes differ by at most one)."""
-    bounds = np.linspace(0, len(batch), parts + 1).round().astype(int)
+    bounds = _share_bounds(len(batch), parts)
     return batch[bounds[index] : bounds[index + 1]]
 
 
@@ -108,7 +113,7 @@ def micro_batch_sizes(batch_lengths: Iterable[int], world: int, micro_batch: int
     micro-batches of ``micro_batch`` clips), largest first: the input shapes a compiled model meets."""
     sizes = set()
     for n in set(batch_lengths):
-        for share in np.diff(np.linspace(0, n, world + 1).round().astype(int)):  # shard's bounds
+        for share in np.diff(_share_bounds(n, world)):
             full, rest = divmod(int(share), micro_batch)
             sizes.update([micro_batch] * bool(full) + [rest] * bool(rest))
     return sorted(sizes, reverse=True)
