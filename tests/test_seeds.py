@@ -85,11 +85,13 @@ def test_fold_table_is_the_mean_over_folds_of_each_folds_seed_mean():
              2: {"Baseline": [make_run([0.5], [100])], "Fshift 41": [make_run([0.1, 0.52], [25, 100], [0, 1], [4, 1])]}}
     rows = fold_table(folds, "Baseline", "acc")
     # Means over folds 0.475 and 0.505; sample std over folds of (0.45, 0.50): 0.0354, of (0.49, 0.52): 0.0212;
-    # per-fold gains 0.04 and 0.02: mean 0.03, interval [0.02, 0.04].
+    # per-fold gains 0.04 and 0.02: mean 0.03, interval [0.02, 0.04]. Run cost: 325 of 400 FLOPs in fold 1, 125 of
+    # 100 in fold 2: mean over folds (0.8125 + 1.25) / 2 = 1.03; wall time is 0.1 s per FLOP, so the same.
     assert [list(r.values()) for r in rows] == [
-        ["Baseline", "1/3", "45.00", "50.00", "47.50 ± 3.54", "-"],
-        ["Fshift 41", "1/3", "49.00", "52.00", "50.50 ± 2.12", "+3.00 [+2.00, +4.00]"],
+        ["Baseline", "1/3", "45.00", "50.00", "47.50 ± 3.54", "-", "1.00", "1.00"],
+        ["Fshift 41", "1/3", "49.00", "52.00", "50.50 ± 2.12", "+3.00 [+2.00, +4.00]", "1.03", "1.03"],
     ]
+    assert list(rows[0])[-2:] == ["Run FLOPs (x baseline)", "Run wall time (x baseline)"]
     with pytest.raises(ValueError, match="lacks"):
         fold_table({1: folds[1], 2: {"Baseline": folds[2]["Baseline"]}}, "Baseline", "acc")
 

@@ -244,8 +244,11 @@ def test_crossval_with_methods_controls_and_seeds_is_one_command(tmp_path, capsy
     printed = capsys.readouterr().out
     rows = (out / "crossval.csv").read_text().splitlines()
     assert rows[0] == ("Setting,Seeds,Fold 1,Fold 2,Acc mean over folds,Acc mean over folds std,Paired gain by fold,"
-                       "Paired gain by fold CI low,Paired gain by fold CI high")  # one number per cell
+                       "Paired gain by fold CI low,Paired gain by fold CI high,Run FLOPs (x baseline),"
+                       "Run step time (x baseline),Run step time (x baseline) marks")  # one number per cell
     assert [r.split(",")[0] for r in rows[1:]] == ["Baseline", "Restart 11 (control)", "Fshift 21"]
+    flops = [float(r.split(",")[-3]) for r in rows[1:]]  # what each setting cost against the baseline, per fold
+    assert flops[:2] == [1.0, 2.0] and 1.0 < flops[2] < 2.0  # baseline: 1 epoch; restart: 2 at R = 1; 2-1: 1 + 1
     assert all(r.split(",")[1] == "2" for r in rows[1:])
     for fold in (1, 2):  # each fold is an experiment with its own report
         assert (out / f"fold{fold}" / "restart_11_s1" / "log.json").exists()

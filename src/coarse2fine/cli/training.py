@@ -328,7 +328,9 @@ def _fold_report(cfg, by_fold: dict, seeds: int, out_root: Path, title: str) -> 
     rows = fold_table(by_fold, "Baseline", cfg.train.metric)
     note = (f"{len(by_fold)} folds x {seeds} seed(s). Fold columns: each fold's best in the final phase, the mean "
             "over its seeds; mean over folds ± sample std (n - 1) over folds (ESC-50's convention); paired gain: the "
-            "mean over folds of (setting - baseline) per fold, with its 95 % percentile bootstrap interval over folds.")
+            "mean over folds of (setting - baseline) per fold, with its 95 % percentile bootstrap interval over folds. Run "
+            "FLOPs / time: the whole run's (the mean run over the fold's seeds) as a multiple of the baseline's in the "
+            "same fold, the mean over folds.")
     atomic.write_text(out_root / "crossval.csv", format_table(rows, "csv"))
     atomic.write_text(out_root / "crossval.md", f"# {cfg.name}: {title}\n\n" + format_table(rows, "markdown")
                       + f"\n{note}\n")

@@ -230,8 +230,9 @@ def fold_table(folds: Mapping[int, Mapping[str, SeedRuns]], baseline_name: str, 
                seed: int = BOOTSTRAP_SEED) -> list[dict[str, str]]:
     """Rows of the cross-validation table: per setting (as in the first fold, baseline first),
     each fold's best (the mean over its seeds), the mean over folds ± sample std over folds (the
-    ESC-50 convention), and the paired gain over the baseline per fold with its bootstrap
-    interval over folds."""
+    ESC-50 convention), the paired gain over the baseline per fold with its bootstrap interval
+    over folds, and the whole run's FLOPs and time as multiples of the baseline's (the mean over
+    folds of each fold's ratio)."""
     if not folds:
         raise ValueError("no folds")
     fold_ids = sorted(folds)
@@ -246,9 +247,11 @@ def fold_table(folds: Mapping[int, Mapping[str, SeedRuns]], baseline_name: str, 
             raise ValueError(f"fold {f} lacks {', '.join(missing)}")
         for n in names:
             per_fold[n].append(summarize(folds[f][n], metric, None, higher).mean)
+    costs, robust = _fold_costs(folds, baseline_name)
     m = display_name(metric)
     cols = ["Setting", "Seeds", *(f"Fold {f}" for f in fold_ids), f"{m} mean over folds (± std)",
-            f"Paired gain by fold ({100 * level:g} % CI)"]
+            f"Paired gain by fold ({100 * level:g} % CI)", "Run FLOPs (x baseline)",
+            f"Run {TIME_LABELS[robust].lower()} (x baseline)"]
     rows = []
     for n in names:
         values = per_fold[n]
@@ -258,5 +261,25 @@ def fold_table(folds: Mapping[int, Mapping[str, SeedRuns]], baseline_name: str, 
             gain = format_gain(mean(diffs), bootstrap_interval(diffs, level, resamples, seed), metric)
         seeds = sorted({len(folds[f][n]) for f in fold_ids})
         rows.append(dict(zip(cols, [n, "/".join(map(str, seeds)), *(format_value(v, metric) for v in values),
-                                    format_spread(mean(values), sample_std(values), metric), gain])))
+                                    format_spread(mean(values), sample_std(values), metric), gain, *costs[n]])))
     return rows
+
+
+def _fold_costs(folds: Mapping[int, Mapping[str, SeedRuns]], baseline_name: str) -> tuple[dict[str, list[str]], str]:
+    """Per setting, its whole run's FLOPs and time as multiples of the baseline's in the same fold
+    (each from the mean run over the fold's seeds), averaged over the folds; the time by the most
+    load-robust measure every run carries, which is returned with them."""
+    means = {f: {n: mean_records(runs) for n, runs in settings.items()} for f, settings in folds.items()}
+    robust = robust_measure(table_measures([r for settings in means.values() for r in settings.values()]))
+    ratios: dict[str, list[tuple[float, float]]] = {}
+    for settings in means.values():
+        base = settings[baseline_name]
+        base_flops, base_time = base[-1].cum_flops, cumulative_time(base, robust)[-1]
+        for n, recs in settings.items():
+            ratios.setdefault(n, []).append((recs[-1].cum_flops / base_flops if base_flops > 0 else math.nan,
+                                             cumulative_time(recs, robust)[-1] / base_time if base_time > 0 else math.nan))
+    return {n: [_ratio(mean([f for f, _ in r])), _ratio(mean([t for _, t in r]))] for n, r in ratios.items()}, robust
+
+
+def _ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}"
