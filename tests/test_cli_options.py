@@ -108,3 +108,14 @@ def test_resume_refuses_a_folder_without_a_run_and_fresh(tmp_path, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "demo", "--out", str(out), "--resume", "--fresh"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_finetune_set_takes_every_task_or_the_one_it_names():
+    from coarse2fine.cli.training import task_overrides
+
+    out = task_overrides(["esc50-cpu", "my/task.yaml"], ["train.epochs=3", "esc50-cpu:train.epochs=10",
+                                                         "my/task.yaml:data.root=C:/clips", "train.threads=2"])
+    assert out == {"esc50-cpu": ["train.epochs=3", "train.epochs=10", "train.threads=2"],
+                   "my/task.yaml": ["train.epochs=3", "data.root=C:/clips", "train.threads=2"]}  # in order: later wins
+    with pytest.raises(ValueError, match=r"'esc50' is not a --finetune config \(they are: esc50-cpu, my/task.yaml\)"):
+        task_overrides(["esc50-cpu", "my/task.yaml"], ["esc50:train.epochs=10"])

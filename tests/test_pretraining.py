@@ -139,7 +139,7 @@ def test_pretraining_comparison_table(tmp_path, capsys):
     args = ["pretrain-experiment", "demo", "--finetune", "demo", "--out", str(out), "--quiet",
             *_sets([*SSAST, "c2f.phase_epochs=[1, 1]"]),
             *[a for s in ("data.train_clips=16", "data.val_clips=8", "train.batch_size=8", "train.threads=1",
-                          "train.epochs=1") for a in ("--finetune-set", s)]]
+                          "demo:train.epochs=1") for a in ("--finetune-set", s)]]  # the last for the task demo
     assert main(args) == 0
     text = capsys.readouterr().out
     # One number a cell: the metric and its gain over the baseline pretraining's in two columns.
@@ -165,6 +165,8 @@ def test_pretraining_comparison_table(tmp_path, capsys):
     assert data == [{k: _number(v) for k, v in r.items()} for r in table]
     assert "demo acc (gain)" in (out / "pretraining.md").read_text() and "pretraining.json" in text
     assert (out / "finetune" / "demo" / "no_pretraining" / "log.json").exists() and "Fshift 41" in text
+    finetuned = json.loads((out / "finetune" / "demo" / "no_pretraining" / "log.json").read_text())
+    assert len(finetuned["records"]) == 1  # --finetune-set demo:train.epochs=1 reached the task it names
 
 
 def test_significant_digits_stay_readable_at_any_size():

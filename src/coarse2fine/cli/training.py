@@ -99,7 +99,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--method", default="fshift", choices=["fshift", "avgpool", "maxpool"],
                    help="compression method of the coarse-to-fine pretraining")
     p.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a value of every downstream config (repeatable)")
+                   help="override a value of every downstream config, or with NAME:SECTION.KEY=VALUE of the one "
+                        "named NAME in --finetune (repeatable)")
     p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md/.csv/.json)")
     add_grid_options(p)
     add_common(p)
@@ -259,9 +260,28 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def task_overrides(names: list[str], overrides: list[str]) -> dict[str, list[str]]:
+    """Each downstream config's ``--finetune-set`` overrides, in order: ``KEY=VALUE`` for every
+    one, ``NAME:KEY=VALUE`` for the one named ``NAME`` in ``--finetune`` (keys hold no colon)."""
+    out: dict[str, list[str]] = {name: [] for name in names}
+    for item in overrides:
+        key = item.partition("=")[0]
+        name, colon, rest = key.rpartition(":") if ":" in key else ("", "", key)
+        if not colon:
+            for each in out.values():
+                each.append(item)
+        elif name in out:
+            out[name].append(rest + item[len(key):])
+        else:
+            raise ValueError(f"--finetune-set {item}: {name!r} is not a --finetune config (they are: "
+                             f"{', '.join(names)})")
+    return out
+
+
 def cmd_pretrain_experiment(args) -> int:
     pre = load_config(args.config, args.overrides)
-    tasks = [load_config(name.strip(), args.finetune_overrides) for name in args.finetune.split(",") if name.strip()]
+    names = [name.strip() for name in args.finetune.split(",") if name.strip()]
+    tasks = [load_config(name, overrides) for name, overrides in task_overrides(names, args.finetune_overrides).items()]
     result = compare_pretraining(pre, tasks, args.schedule, args.method, args.out, progress=show_bars(args.quiet),
                                  reuse=not args.fresh)
     configs = {"Baseline": variant_config(pre, None), Variant(args.method, args.schedule).label:
