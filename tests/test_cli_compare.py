@@ -159,7 +159,7 @@ def test_a_file_that_is_no_run_log_or_has_no_config_is_named(runs, tmp_path, cap
 
 def test_logs_without_a_config_are_compared_by_what_they_hold():
     cfg = {"data": {"kind": "manifest", "train": "a.csv"}, "model": {"arch": "ast"}, "train": {"metric": "acc"}}
-    base = RunFacts("b", cfg, 32, ("x", "y"))
+    base = RunFacts("b", cfg, 32, ("x", "y"), clip_lists=("t", "v"))
     lightning = run_facts("l", {"records": [{"clips": 32}], "schedule": {"frames": 128, "mel_bins": 128}})
     assert lightning == RunFacts("l", {}, 32, None, has_config=False, input_size=(128, 128))
     assert differences(base, lightning) == {}  # not every data key of the baseline's config
@@ -172,9 +172,32 @@ def test_logs_without_a_config_are_compared_by_what_they_hold():
     assert unchecked_lines([lightning, other], metric_given=True) == [
         ("m: compared with the baseline l by train clips, input size only; not checked: classes, data settings, "
          "features, model, objective (no config in the run log of l and m)")]
-    assert unchecked_lines([base, RunFacts("c", cfg, 32, None)]) == [
+    assert unchecked_lines([base, RunFacts("c", cfg, 32, None, clip_lists=("t", "v"))]) == [
         "c: classes not compared with the baseline b (not in both run logs)"]
-    assert unchecked_lines([base, RunFacts("d", cfg, 32, ("x", "y"))]) == []
+    assert unchecked_lines([base, RunFacts("d", cfg, 32, ("x", "y"), clip_lists=("t", "v"))]) == []
+    assert unchecked_lines([base, RunFacts("e", cfg, 32, ("x", "y"))]) == [  # a log of an earlier version
+        "e: clip lists not compared with the baseline b (not in both run logs)"]
+
+
+def test_data_is_compared_by_its_clip_lists_not_by_the_names_of_its_files():
+    """A new user's case: an identical manifest under another name was refused, and a manifest of the
+    same name listing other folds was taken for the baseline's data."""
+    def facts(name, data, lists):
+        cfg = {"data": data, "model": {"arch": "ast"}, "train": {"metric": "acc"}}
+        return RunFacts(name, cfg, 160, ("x", "y"), clip_lists=lists)
+
+    base = facts("b", {"kind": "manifest", "train": "/d/esc/train.json", "val": "/d/esc/val.json"}, ("t1", "v1"))
+    copy = facts("c", {"kind": "manifest", "train": "/ssd/train_copy.json", "val": "/ssd/val.json"}, ("t1", "v1"))
+    assert differences(base, copy) == {}
+    others = facts("o", {"kind": "manifest", "train": "/d/other/train.json", "val": "/d/esc/val.json"}, ("t2", "v1"))
+    assert differences(base, others) == {"data": ["the train split lists other clips or labels"]}
+    packed = facts("p", {"kind": "shards", "train": "/packs/esc/train", "val": "/packs/esc/val"}, ("t1", "v1"))
+    assert differences(base, packed) == {}  # the same clips, packed
+    shorter = facts("s", {"kind": "shards", "train": "/packs/esc/train", "val": "/packs/esc/val",
+                          "clip_seconds": 2.0}, ("t1", "v1"))
+    assert differences(base, shorter) == {"data": ["data.clip_seconds None -> 2.0"]}  # what makes the clips counts
+    old = [RunFacts(f.folder, f.config, 160, ("x", "y")) for f in (base, others)]  # logs of an earlier version
+    assert differences(*old) == {}  # by the last names of the paths, as before (and said under the table)
 
 
 def test_runs_timed_on_different_machines_are_named_in_the_note(runs, tmp_path, capsys):

@@ -333,3 +333,16 @@ def test_fsdd_real():
     speakers = fsdd_manifest(FSDD, "speakers", "train")
     assert speakers.classes == ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
     assert targets(speakers).sum(0).tolist() == [450.0] * 6
+
+
+def test_a_clip_list_is_known_by_its_clips_wherever_they_lie():
+    from coarse2fine.data.manifest import clip_list_digest
+
+    here = [Entry(Path("/data/esc/audio/1-100.wav"), ("dog",)), Entry(Path("/data/esc/audio/sub/2-7.wav"), ("cat", "pet"))]
+    moved = [Entry(Path("/mnt/ssd/esc/audio/sub/2-7.wav"), ("pet", "cat")), Entry(Path("/mnt/ssd/esc/audio/1-100.wav"), ("dog",))]
+    assert clip_list_digest(here) == clip_list_digest(moved)  # another root, another order
+    relabelled = [here[0], Entry(here[1].path, ("cat",))]
+    renamed = [here[0], Entry(Path("/data/esc/audio/sub/2-8.wav"), here[1].labels)]
+    windowed = [here[0], Entry(here[1].path, here[1].labels, start=10.0)]
+    digests = {clip_list_digest(x) for x in (here, relabelled, renamed, windowed, here[:1])}
+    assert len(digests) == 5

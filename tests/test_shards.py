@@ -323,6 +323,13 @@ def test_check_and_stats_of_shards_match_the_files(packed, capsys):
     assert capsys.readouterr().out.splitlines()[0] == shard_stats  # same audio, bit-exact: same statistics
 
 
+def test_a_pack_names_the_clips_of_the_lists_it_was_packed_from(packed):
+    """A run from the pack and a run from the files hold the same clip lists (compare takes them for
+    the same data)."""
+    shards, files = (load_splits(load_config(c)).clip_lists for c in (packed.config, packed.audio.files_config))
+    assert set(shards) == {"train", "val"} and shards == files
+
+
 @pytest.mark.parametrize("setting,problem,reads", [
     ("data.clip_seconds=2.0", "clips were packed cut to 1.28 s (20480 samples); data.clip_seconds asks for 32000", None),
     ("features.sample_rate=8000", "packed at 16000 Hz but the run's features use 8000 Hz", None),

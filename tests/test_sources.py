@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_multilabel_data_needs_a_multilabel_loss(tmp_path):
         _cfg(train, val, labels, "data.multilabel=true")  # said when the config is loaded
 
 
-def test_a_checkpoint_is_not_continued_on_other_data(tmp_path, capsys):
+def test_a_checkpoint_continues_on_its_own_clips_wherever_they_lie_never_on_others(tmp_path, capsys):
     # A run stopped mid-epoch, then a clip added to its training CSV: the epoch order and the
     # targets would change under the checkpoint, so continuing is refused, saying what changed.
     csv = _csv_set(tmp_path / "data", {"train": ["cat", "dog"] * 8, "val": ["cat", "dog"]})
@@ -163,12 +164,53 @@ def test_a_checkpoint_is_not_continued_on_other_data(tmp_path, capsys):
         time.sleep(0.005)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.stderr.read().decode()[-2000:]
+    original = csv["train"].read_text()
     with open(csv["train"], "a") as f:
         f.write(f"{tmp_path / 'data' / 'val0.wav'},cat\n")
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"{out} holds an unfinished run trained on other data (train_clips 16 -> 17)" in err
     assert "--fresh" in err and ckpt.exists()
+    # As many clips, one of them another file, under the same manifest name: refused too.
+    csv["train"].write_text(original.replace("train15.wav", "train14.wav"))
+    assert main(args) == 2
+    assert f"{out} holds an unfinished run trained on other data (the train split lists other clips" in capsys.readouterr().err
+    # The same clips in a manifest elsewhere and the audio moved with it (another disk, a preempted job
+    # resumed where the data is mounted elsewhere): the run continues.
+    csv["train"].write_text(original)
+    moved = tmp_path / "ssd" / "data"
+    shutil.move(tmp_path / "data", moved)
+    for name in ("train.csv", "val.csv"):
+        (moved / name).write_text((moved / name).read_text().replace(str(tmp_path / "data"), str(moved)))
+    args = [*args, "--set", f"data.train={moved / 'train.csv'}", "--set", f"data.val={moved / 'val.csv'}"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert len(json.loads((out / "log.json").read_text())["records"]) == 3 and not ckpt.exists()
+
+
+def test_compare_takes_runs_by_their_clips_not_by_their_manifests_names(tmp_path, capsys):
+    csv = _csv_set(tmp_path / "data", {"train": ["cat", "dog"] * 4, "val": ["cat", "dog"]})
+
+    def train(name, train_csv, *extra):
+        sets = _settings(train_csv, csv["val"], None, "train.threads=1", *extra)
+        assert main(["train", "demo", "--out", str(tmp_path / name), "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
+        return str(tmp_path / name)
+
+    base = train("base", csv["train"])
+    log = json.loads((tmp_path / "base" / "log.json").read_text())
+    assert set(log["data"]) >= {"train_list_sha256", "val_list_sha256", "train_clips", "classes_sha256"}
+    copy = tmp_path / "copy" / "my_train.csv"  # the same clips, in a manifest of another name elsewhere
+    copy.parent.mkdir()
+    shutil.copy(csv["train"], copy)
+    same = train("same", copy, "c2f.schedule=2-1", "c2f.phase_epochs=[1, 1]")
+    other = tmp_path / "other" / "train.csv"  # the same name and count, other clips
+    other.parent.mkdir()
+    other.write_text(csv["train"].read_text().replace("train7.wav", "train6.wav"))
+    changed = train("other", other, "c2f.schedule=2-1", "c2f.phase_epochs=[1, 1]")
+    capsys.readouterr()
+    assert main(["compare", base, same]) == 0 and "clip lists" not in capsys.readouterr().out
+    assert main(["compare", base, changed]) == 2
+    assert f"{changed}: data differs from the baseline {base} (the train split lists other clips or labels)" in (
+        capsys.readouterr().err)
 
 
 def test_cached_run_reuses_features_across_phases_and_runs(tmp_path):

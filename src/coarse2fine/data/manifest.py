@@ -29,6 +29,7 @@ manifest whose every entry is bad raises :class:`ManifestError` listing them.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -121,6 +122,22 @@ class Manifest:
     def labels_used(self) -> set[str]:
         """The label ids its clips carry (a class may have none)."""
         return {label for e in self.entries for label in e.labels}
+
+
+def clip_list_digest(entries: Sequence[Entry]) -> str:
+    """What identifies a clip list wherever its files lie: the sha256 of its clips, each as its
+    path relative to the folder all of them are in, its labels and its start, in sorted order. A
+    copy of the data moved elsewhere, or a manifest of the same clips under another name, has the
+    same digest; a manifest of the same length and name listing other clips or labels has another."""
+    paths = [os.path.abspath(e.path) for e in entries]
+    try:
+        root = os.path.commonpath(list({os.path.dirname(p) for p in paths})) if paths else ""
+    except ValueError:  # paths on several drives: no common folder
+        root = ""
+    cut = len(root.rstrip(os.sep)) + 1 if root else 0
+    lines = sorted(f"{p[cut:].replace(os.sep, '/')}\t{','.join(sorted(e.labels))}\t{e.start!r}"
+                   for p, e in zip(paths, entries))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------- label CSV

@@ -331,7 +331,9 @@ def shard_splits(cfg: Any) -> DataSplits:
     if val.class_names != train.class_names:
         raise ShardError(f"{val.audio.location}: its classes differ from {train.audio.location}'s; pack both splits "
                          "from one config")
-    return DataSplits(train=train, val=val, skipped=train.skipped() + val.skipped(), display_names=train.display_names)
+    lists = {split: ds.audio.meta.get("clip_list_sha256") for split, ds in (("train", train), ("val", val))}
+    return DataSplits(train=train, val=val, skipped=train.skipped() + val.skipped(), display_names=train.display_names,
+                      clip_lists={split: str(v) for split, v in lists.items() if v})  # packs of earlier versions: none
 
 
 def split_summary(root: str) -> ShardSet:

@@ -25,6 +25,7 @@ from coarse2fine.data.manifest import (
     Manifest,
     ManifestError,
     align_classes,
+    clip_list_digest,
     fsdd_manifest,
     read_manifest,
 )
@@ -196,8 +197,9 @@ def _file_dataset(cfg: RunConfig, usable: Manifest) -> ClipDataset:
 
 def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
-    splits, skipped, failed = [], [], []
+    splits, skipped, failed, lists = [], [], [], {}
     for i, manifest in enumerate(manifests(cfg)):
+        lists["train" if i == 0 else "val"] = clip_list_digest(manifest.entries)
         try:
             report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)
         except InvalidInputError as err:  # check the other split too, so one message lists every bad file
@@ -212,7 +214,8 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
         raise _every_problem(failed, skipped)
     if skipped:
         log.warning("%d bad clip(s) skipped; a run lists them in its log.json (skipped)", len(skipped))
-    return DataSplits(train=splits[0], val=splits[1], skipped=skipped, display_names=manifest.display_names)
+    return DataSplits(train=splits[0], val=splits[1], skipped=skipped, display_names=manifest.display_names,
+                      clip_lists=lists)
 
 
 def load_validation(cfg: RunConfig, clips: int | None = None) -> ClipDataset:

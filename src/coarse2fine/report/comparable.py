@@ -6,11 +6,16 @@ they learn from or what they are. :func:`differences` names what differs between
 baseline, by kind:
 
 * **data**: the clips an epoch trains on (``train clips``, from the run's records), the classes
-  (from its ``log.json`` or ``labels.json``), and the ``data`` keys that choose the clips. Keys
-  that only say how the clips are loaded (caching, workers, memory) do not count, and path keys
-  (:func:`~coarse2fine.config.files.path_keys`) are compared by their last component, so that runs
-  whose relative paths were resolved from another working folder match, as ``experiment
-  --report-only`` takes them for the same settings;
+  (from its ``log.json`` or ``labels.json``), each split's clip list (the digests its log's
+  ``data`` holds: :func:`~coarse2fine.data.manifest.clip_list_digest`, the same wherever the files
+  lie) and the ``data`` keys that make the clips. Keys that only say how the clips are loaded
+  (caching, workers, memory) do not count. Where both logs hold the clip lists, the keys that only
+  name the clips (:data:`CLIP_NAMING_KEYS`: paths, the data kind, the fold) do not count either:
+  a manifest of the same clips under another name, data moved to another disk, or a pack of the
+  same clips compares, and a manifest of the same name listing other clips does not. Logs of
+  earlier versions have no clip lists: their path keys are compared by their last component, so
+  that runs whose relative paths were resolved from another working folder match, as
+  ``experiment --report-only`` takes them for the same settings;
 * **features**: the ``features`` section (frontend, bins, frames, normalisation);
 * **model**: the family and size (``model.arch``, ``model.preset``) and the other keys that change
   the network (patch size, stride, overrides); not its initialisation or regularisation;
@@ -38,6 +43,11 @@ from coarse2fine.config.files import differing_keys, path_keys
 # bad clips (whose effect shows in the train clips).
 LOADING_KEYS = files.LOADING_KEYS | {"data.in_memory_dtype", "data.on_error"}
 MODEL_KEYS = ("model.patch_size", "model.stride", "model.overrides")
+# The data keys that only say where the clips are and which of a set they are: between two runs whose
+# logs hold their clip lists' digests, the digests compare the clips instead.
+CLIP_NAMING_KEYS = frozenset({"data.kind", "data.fold", "data.task", "data.val_fraction"}) | {
+    key for key in path_keys() if key.startswith("data.")}
+SPLITS = ("train", "val")
 DETAIL_LIMIT = 4
 
 
@@ -47,8 +57,9 @@ class RunFacts:
     its ``config`` (a config dict), the clips one training epoch saw (``train_clips``; None when
     unknown or when ``train.epoch_steps`` sets an epoch's length) and its class ids in target
     order (``classes``; None when unknown); whether its log holds a config (``has_config``; without
-    one ``config`` is empty) and its full-resolution input, frames x mel bins (``input_size``;
-    from the log's ``schedule``, None when it has none)."""
+    one ``config`` is empty), its full-resolution input, frames x mel bins (``input_size``;
+    from the log's ``schedule``, None when it has none) and the digests of its train and val clip
+    lists (``clip_lists``; None when its log has none)."""
 
     folder: str
     config: Mapping[str, Any]
@@ -56,6 +67,7 @@ class RunFacts:
     classes: tuple[str, ...] | None
     has_config: bool = True
     input_size: tuple[int, int] | None = None
+    clip_lists: tuple[str, str] | None = None  # the train and val clip lists' digests (None: not in its log)
 
 
 def _classes(saved: Mapping[str, Any], folder: Path) -> tuple[str, ...] | None:
@@ -80,7 +92,15 @@ def run_facts(folder: str | Path, saved: Mapping[str, Any]) -> RunFacts:
     last = records[-1] if records else None
     clips = int((last.get("clips") if isinstance(last, Mapping) else getattr(last, "clips", 0)) or 0)
     return RunFacts(str(folder), config, clips if whole_epochs and clips > 0 else None, _classes(saved, Path(folder)),
-                    has_config, _input_size(saved.get("schedule")))
+                    has_config, _input_size(saved.get("schedule")), _clip_lists(saved.get("data")))
+
+
+def _clip_lists(signature: Any) -> tuple[str, str] | None:
+    """The train and val clip-list digests of a run log's ``data`` section (None without both)."""
+    if not isinstance(signature, Mapping):
+        return None
+    found = tuple(signature.get(f"{split}_list_sha256") for split in SPLITS)
+    return found if all(isinstance(v, str) for v in found) else None  # type: ignore[return-value]
 
 
 def _input_size(schedule: Any) -> tuple[int, int] | None:
@@ -106,12 +126,16 @@ def _last_names(value: Any) -> Any:
     return PurePosixPath(str(value).replace("\\", "/").rstrip("/")).name if value is not None else None
 
 
-def _key_changes(a: Mapping[str, Any], b: Mapping[str, Any], section: str) -> list[str]:
+def _key_changes(a: Mapping[str, Any], b: Mapping[str, Any], section: str, lists_known: bool = False) -> list[str]:
     """``key old -> new`` for every key of ``section`` that differs between two config dicts,
     leaving out the loading keys, the data keys neither run's data kind reads and paths that
-    differ only in their folders."""
+    differ only in their folders; with ``lists_known`` (both runs' clip lists are compared), the
+    keys that only name the clips and those either kind does not read."""
     paths, kinds = path_keys(), {(c.get("data") or {}).get("kind", "") for c in (a, b)}
-    unread = DataConfig.unread_keys(kinds.pop()) if len(kinds) == 1 else frozenset()
+    if lists_known:
+        unread = frozenset().union(*(DataConfig.unread_keys(k) for k in kinds)) | CLIP_NAMING_KEYS
+    else:
+        unread = DataConfig.unread_keys(kinds.pop()) if len(kinds) == 1 else frozenset()
     changes = []
     for key, u, v in differing_keys(a.get(section) or {}, b.get(section) or {}, f"{section}."):
         if key in LOADING_KEYS or key in unread or (key in paths and _last_names(u) == _last_names(v)):
@@ -121,16 +145,21 @@ def _key_changes(a: Mapping[str, Any], b: Mapping[str, Any], section: str) -> li
 
 
 def data_changes(base: RunFacts, run: RunFacts) -> list[str]:
-    """How ``run``'s data differs from ``base``'s: clip counts, classes, then data keys (when
-    both logs hold a config)."""
+    """How ``run``'s data differs from ``base``'s: clip counts, classes, clip lists (when both logs
+    hold them), then data keys (when both logs hold a config)."""
     changes = []
     if base.train_clips is not None and run.train_clips is not None and base.train_clips != run.train_clips:
         changes.append(f"train clips {base.train_clips} -> {run.train_clips}")
     if base.classes is not None and run.classes is not None and base.classes != run.classes:
         same_count = len(base.classes) == len(run.classes)
         changes.append("class ids differ" if same_count else f"classes {len(base.classes)} -> {len(run.classes)}")
+    lists_known = False
+    if base.clip_lists is not None and run.clip_lists is not None:
+        lists_known = True
+        changes += [f"the {split} split lists other clips or labels"
+                    for split, u, v in zip(SPLITS, base.clip_lists, run.clip_lists) if u != v]
     configured = base.has_config and run.has_config
-    return changes + (_key_changes(base.config, run.config, "data") if configured else [])
+    return changes + (_key_changes(base.config, run.config, "data", lists_known) if configured else [])
 
 
 def input_changes(base: RunFacts, run: RunFacts) -> list[str]:
@@ -203,13 +232,17 @@ def incomparable(runs: Sequence[RunFacts], metric_given: bool = False) -> list[s
 
 def unchecked(base: RunFacts, run: RunFacts, metric_given: bool = False) -> list[str]:
     """What :func:`differences` could not compare between ``base`` and ``run`` for want of it in
-    either log: train clips, classes, the input size, and without a config in both logs the data
+    either log: train clips, classes, the clip lists of data read from lists of files (logs of
+    earlier versions have none), the input size, and without a config in both logs the data
     settings, features, model and objective (and the default metric unless ``metric_given``)."""
     missing = []
     if base.train_clips is None or run.train_clips is None:
         missing.append("train clips")
     if base.classes is None or run.classes is None:
         missing.append("classes")
+    listed = all((f.config.get("data") or {}).get("kind", "synthetic") != "synthetic" for f in (base, run))
+    if base.has_config and run.has_config and listed and (base.clip_lists is None or run.clip_lists is None):
+        missing.append("clip lists")
     if not (base.has_config and run.has_config):
         if base.input_size is None or run.input_size is None:
             missing.append("input size")

@@ -13,7 +13,9 @@ settings (they are the settings in use from then on, in its config.yaml, checkpo
 and a finished one is reused as it is (its files keep the settings it ran with); either way the
 change is logged. The config alone decides this, so :func:`~coarse2fine.training.loop.train_run`
 checks it before it reads any data (given a function that loads it); what needs the data (the
-data a checkpoint was trained on) is checked once it is loaded (:func:`check_same_data`).
+data a checkpoint was trained on) is checked once it is loaded (:func:`check_same_data`): the
+clip counts, the classes and each split's clip list, so that a checkpoint continues on data moved
+to other paths (:func:`moved_data_keys`) and never on other clips under the same file names.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
         return None
     saved = _read_log(log_path)
     if ckpt.exists():
-        ckpt_config = saved_config(load_checkpoint(ckpt)["config"])
-        other = config_difference(ckpt_config, config, ignore=ignored_keys(config))
+        held = load_checkpoint(ckpt)
+        ckpt_config, moved = saved_config(held["config"]), moved_data_keys(held.get("data"))
+        other = config_difference(ckpt_config, config, ignore=ignored_keys(config) | moved)
         if other:
             raise RunFolderError(f"{out_dir} holds an unfinished run of another config "
                                  f"({other}); continue it with its own config, "
@@ -76,6 +79,11 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
         if not resume:
             raise RunFolderError(f"{out_dir} holds an unfinished run of this config; continue it with --resume, "
                                  "or --fresh to start over")
+        paths = [(key, u, v) for key, u, v in differing_keys(ckpt_config, config) if key in moved]
+        if paths:
+            log.info("%s: the data is named by other paths than the run so far used (%s); it continues if they "
+                     "hold the same clips and labels, checked when they are read", out_dir,
+                     ", ".join(f"{key}: {v!r} (was {u!r})" for key, u, v in paths))
         changed = runtime_changes(ckpt_config, config)
         if changed:
             log.info("%s: continuing with %s; settings that do not change what the run learns", out_dir,
@@ -129,17 +137,36 @@ def ignored_keys(config: dict[str, Any]) -> frozenset[str]:
     return RUNTIME_KEYS | DataConfig.unread_keys((config.get("data") or {}).get("kind", ""))
 
 
+def moved_data_keys(signature: Mapping[str, Any] | None) -> frozenset[str]:
+    """The data keys naming where the clips lie (paths), which a run may change when it continues
+    from a checkpoint holding its clip lists' digests (data moved to another disk, a manifest copied
+    under another name): :func:`check_same_data` then checks the clips themselves. None without
+    the digests (a checkpoint of an earlier version, a source that does not list its clips)."""
+    if not signature or "train_list_sha256" not in signature:
+        return frozenset()
+    return frozenset(key for key in path_keys() if key.startswith("data.")) - RUNTIME_KEYS
+
+
 def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], out_dir: Path) -> None:
     """Refuse to continue a checkpoint on other data than it was trained on (clips added or
     removed, a bad clip fixed or broken, other classes: the epoch order and the targets would
-    change under it). ``saved`` is None for a checkpoint written before signatures: not checked."""
-    if saved is None or saved == current:
+    change under it; as many clips, but others: the clip lists' digests differ). ``saved`` is None
+    for a checkpoint written before signatures: not checked; one written before clip-list digests
+    is checked by what it holds."""
+    if saved is None:
+        return
+    current = {key: value for key, value in current.items() if key in saved}
+    if saved == current:
         return
     changed = {key: (u, v) for key, u, v in differing_keys(saved, current)}
     ids = changed.pop("classes_sha256", None)
+    lists = [key.removesuffix("_list_sha256") for key in list(changed) if key.endswith("_list_sha256")]
+    for split in lists:
+        del changed[f"{split}_list_sha256"]
     notes = [f"{key} {u} -> {v}" for key, (u, v) in changed.items()]
     if ids is not None and "classes" not in changed:  # as many classes, other ids
         notes.append("class ids differ")
+    notes += [f"the {split} split lists other clips or labels" for split in lists if f"{split}_clips" not in changed]
     raise RunFolderError(f"{out_dir} holds an unfinished run trained on other data ({', '.join(notes)}); continue it "
                          "on the data it started with, use another --out, or --fresh to start over")
 

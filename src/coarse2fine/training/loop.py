@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import functools
 import hashlib
 import io
 import logging
@@ -116,10 +115,11 @@ class Run:
     def checkpoint_path(self) -> Path:
         return self.out_dir / CHECKPOINT
 
-    @functools.cached_property
+    @property
     def data_signature(self) -> dict[str, Any]:
-        """The data's signature, checked on resume and kept in each checkpoint (read once)."""
-        return self.splits.signature()
+        """The data's signature (:meth:`DataSplits.signature`, taken once into the run's report and
+        log): checked on resume and kept in each checkpoint."""
+        return self.report["data"]
 
     def steps_per_epoch(self, p: int) -> int:
         """Optimizer steps of an epoch of phase ``p`` (fewer with ``c2f.coarse_batch: scale``)."""
@@ -264,6 +264,7 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
         "skipped": [{"path": str(p.path), "problem": p.problem} for p in splits.skipped],
         "inputs": [splits.train.serves_for(s.features, s.compression) for s in setups],  # per phase
         "device": str(d.device),
+        "data": splits.signature(),  # what compare checks runs' data by (the clip lists: wherever the files lie)
     }
     for split, ds in (("train", splits.train), ("val", splits.val)):  # from every process, loader workers too
         ds.record_failures_in(out_dir / FAILURE_FOLDER / split)
