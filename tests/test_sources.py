@@ -213,6 +213,25 @@ def test_compare_takes_runs_by_their_clips_not_by_their_manifests_names(tmp_path
         capsys.readouterr().err)
 
 
+def test_check_names_the_classes_and_what_a_run_would_not_expect(tmp_path, capsys):
+    """A new user's typo ("fifty") became a class of its own that only the run's log named; a class with
+    no usable training clip, clips in both splits and clips cut to the clip length went unsaid."""
+    csv = _csv_set(tmp_path / "data", {"train": ["cat", "dog", "cat", "dog", "fifty"], "val": ["cat", "dog"]})
+    long = tmp_path / "data" / "long.wav"
+    sf.write(long, np.full(16000 * 3, 0.1, dtype=np.float32), 16000)  # 3 s, cut to 0.5 s
+    with open(csv["val"], "a") as f:
+        f.write(f"{tmp_path / 'data' / 'train0.wav'},cat\n{long},cat\n")  # a training clip, listed again
+    sets = _settings(csv["train"], csv["val"], None, "data.clip_seconds=1.0")
+    assert main(["check", "demo", *[a for s in sets for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    assert "3 classes (training/validation clips): cat 2/3, dog 2/1, fifty 1/0" in out
+    assert "warning: 1 class(es) have no usable validation clip (it is not scored): fifty" in out
+    assert (f"warning: 1 clip(s) are in both the training and the validation lists (the validation metric is not "
+            f"measured on held-out clips): {tmp_path / 'data' / 'train0.wav'}") in out
+    assert f"1 of 9 clips are longer than data.clip_seconds (1 s) and are cut to it (the longest: 3.00 s, {long})" in out
+    assert "8 of 9 clips are shorter than data.clip_seconds (1 s) and are padded (data.pad: zeros; the shortest: 0.50 s" in out
+
+
 def test_cached_run_reuses_features_across_phases_and_runs(tmp_path):
     train, val, labels = _make_set(tmp_path / "data", bad=False)
     cfg = _cfg(train, val, labels, f"data.cache_dir={tmp_path / 'cache'}", "c2f.schedule=4-1", "c2f.phase_epochs=[1, 1]")

@@ -33,6 +33,7 @@ from coarse2fine.data.shard_store import ShardStore
 from coarse2fine.data.shards import verify_split
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
+from coarse2fine.data.summary import NAMED, class_lines, clip_seconds, length_lines, shared_clips
 from coarse2fine.experiments.grid import calibrate_runs
 from coarse2fine.logs import quiet_loggers
 from coarse2fine.phases import default_initial_fraction, parse_schedule
@@ -205,13 +206,35 @@ def cmd_check(args) -> int:
     print(f"{len(splits.train)} training and {len(splits.val)} validation clips usable; {len(splits.skipped)} bad")
     for p in splits.skipped:
         print(f"  {p.path}: {p.problem}")
+    _print_data_summary(cfg, splits)
     _print_warmups(cfg, _setups(cfg, splits.train.num_classes), len(splits.train))
     if splits.skipped:
         print("A run of this config " + ("trains on the usable clips and lists the bad ones in its log.json (skipped)"
                                          if cfg.data.on_error == "skip" else
                                          "stops on these before training (data.on_error: raise); data.on_error: skip "
                                          "trains on the usable clips and lists the bad ones in its log.json"))
-    return 1 if splits.skipped else 0
+    return 1 if splits.skipped and cfg.data.on_error != "skip" else 0
+
+
+def _print_data_summary(cfg: RunConfig, splits) -> None:
+    """The classes with their clips per split, and what a run would train on that the user may not
+    expect: classes a split lacks, clips in both splits, clips cut or padded to the clip length."""
+    train, val = splits.train, splits.val
+    lines, warnings = class_lines(train.class_names, splits.display_names, train.targets, val.targets)
+    entries = [getattr(ds, "entries", None) for ds in (train, val)]
+    if entries[0] is not None and entries[1] is not None:
+        both = shared_clips(entries[0], entries[1])
+        if both:
+            warnings.append(f"{len(both)} clip(s) are in both the training and the validation lists (the validation "
+                            f"metric is not measured on held-out clips): {', '.join(both[:NAMED])}"
+                            + (" ..." if len(both) > NAMED else ""))
+        if cfg.data.kind != "unlabeled":  # long recordings are cut into windows there, not to one clip
+            durations = [(e.path, clip_seconds(e.path)) for e in [*entries[0], *entries[1]]]
+            lines += length_lines(durations, cfg.data.clip_seconds, cfg.data.pad)
+    for line in lines:
+        print(line)
+    for line in warnings:
+        print(f"warning: {line}")
 
 
 def _setups(cfg: RunConfig, num_classes: int) -> list:

@@ -1,0 +1,78 @@
+"""What ``coarse2fine check`` says of a config's data beyond its bad clips: the classes and their
+clips per split, the classes a split lacks, clips listed in both splits, and the clips that are
+cut or padded to ``data.clip_seconds``. Pure functions of what the splits hold (and, for the
+lengths, each clip's duration from its file header)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from coarse2fine.audio import audio_info
+from coarse2fine.data.manifest import Entry
+
+NAMED = 10
+"""How many classes or clips a line names before it counts the rest."""
+
+
+def _named(items: Sequence[str], limit: int = NAMED) -> str:
+    more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _label(cls: str, display: str | None) -> str:
+    return cls if display in (None, "", cls) else f"{cls} ({display})"
+
+
+def class_lines(classes: Sequence[str], display_names: Sequence[str] | None, train_targets: torch.Tensor,
+                val_targets: torch.Tensor) -> tuple[list[str], list[str]]:
+    """(lines, warnings): the classes with their training / validation clip counts (targets are
+    ``[clips, classes]``, multi-hot), and a warning for each split that leaves classes without a
+    clip (a class with no training clip is never learned; one with no validation clip is not
+    scored)."""
+    display = list(display_names) if display_names else [None] * len(classes)
+    train = train_targets.gt(0).sum(0).tolist() if len(train_targets) else [0] * len(classes)
+    val = val_targets.gt(0).sum(0).tolist() if len(val_targets) else [0] * len(classes)
+    counts = [f"{_label(c, d)} {t}/{v}" for c, d, t, v in zip(classes, display, train, val)]
+    lines = [f"{len(classes)} classes (training/validation clips): {_named(counts)}"]
+    warnings = []
+    for split, n, why in (("training", train, "it is never learned"), ("validation", val, "it is not scored")):
+        empty = [c for c, k in zip(classes, n) if k == 0]
+        if empty:
+            warnings.append(f"{len(empty)} class(es) have no usable {split} clip ({why}): {_named(empty)}")
+    return lines, warnings
+
+
+def shared_clips(train: Sequence[Entry], val: Sequence[Entry]) -> list[str]:
+    """The clips (file and start) that both splits list, as ``path`` or ``path@start s``."""
+    held = {(os.path.abspath(e.path), e.start) for e in train}
+    both = dict.fromkeys((os.path.abspath(e.path), e.start) for e in val if (os.path.abspath(e.path), e.start) in held)
+    return [p if not start else f"{p}@{start:g}s" for p, start in both]
+
+
+def clip_seconds(path: str | os.PathLike) -> float:
+    """A clip's duration in seconds, from its file header."""
+    rate, _, frames = audio_info(path)
+    return frames / rate
+
+
+def length_lines(durations: Sequence[tuple[Path, float]], clip_seconds: float, pad: str) -> list[str]:
+    """How many clips (of ``(path, seconds)``) are longer than ``clip_seconds`` and cut to it, and
+    how many shorter and padded (``data.pad``), with the longest and the shortest."""
+    if not durations:
+        return []
+    longer = [(s, p) for p, s in durations if s > clip_seconds + 1e-6]
+    shorter = [(s, p) for p, s in durations if s < clip_seconds - 1e-6]
+    lines = []
+    if longer:
+        s, p = max(longer)
+        lines.append(f"{len(longer)} of {len(durations)} clips are longer than data.clip_seconds ({clip_seconds:g} s) "
+                     f"and are cut to it (the longest: {s:.2f} s, {p})")
+    if shorter:
+        s, p = min(shorter)
+        lines.append(f"{len(shorter)} of {len(durations)} clips are shorter than data.clip_seconds ({clip_seconds:g} s) "
+                     f"and are padded (data.pad: {pad}; the shortest: {s:.2f} s, {p})")
+    return lines
