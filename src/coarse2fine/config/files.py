@@ -20,7 +20,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 import yaml
 
-from coarse2fine.config.checks import ConfigError, ConfigErrors, collected_warnings
+from coarse2fine.config.checks import ConfigError, ConfigErrors, collected_warnings, warn
 from coarse2fine.config.checks import log as checks_log
 from coarse2fine.config.run import (
     RunConfig,
@@ -349,6 +349,7 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
                 cfg.warn_averaged_epochs()
                 cfg.warn_fixed_phases()
                 cfg.warn_unused_settings()
+                _warn_unread_data_keys(cfg.data.kind, layers)
             finally:
                 for key, text in warnings:
                     checks_log.warning("%s", _named_text(text, (), key, layers, label))
@@ -359,6 +360,19 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
     except ValueError as err:
         raise _named(err, layers, label) from None
     return cfg
+
+
+def _warn_unread_data_keys(kind: str, layers: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """A warning for each kind-specific data key (``DataConfig.READS``) that your own config file
+    or a ``--set`` gives last but ``data.kind`` does not read (``data.train_clips`` on ESC-50 data
+    changes nothing); a key left from a shipped preset that data of another kind inherits is not."""
+    for key in sorted(DataConfig.unread_keys(kind)):
+        at = _set_by(layers, key.split("."))
+        if at is None or layers[at][0].startswith("preset "):
+            continue
+        readers = [k for k, names in DataConfig.READS.items() if key.split(".")[1] in names]
+        warn(key, f"{key}: data.kind {kind} does not read it (only {' and '.join(readers)} data does): it changes "
+                  "nothing in this run")
 
 
 def _check_amp(cfg: RunConfig) -> None:
