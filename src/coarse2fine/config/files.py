@@ -349,7 +349,8 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
                 cfg.warn_averaged_epochs()
                 cfg.warn_fixed_phases()
                 cfg.warn_unused_settings()
-                _warn_unread_data_keys(cfg.data.kind, layers)
+                if check_runtime:  # a config to run here, not a run's saved config (all of its keys)
+                    _warn_unread_data_keys(cfg.data, layers)
             finally:
                 for key, text in warnings:
                     checks_log.warning("%s", _named_text(text, (), key, layers, label))
@@ -362,17 +363,20 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
     return cfg
 
 
-def _warn_unread_data_keys(kind: str, layers: Sequence[tuple[str, dict[str, Any]]]) -> None:
+def _warn_unread_data_keys(data: DataConfig, layers: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """A warning for each kind-specific data key (``DataConfig.READS``) that your own config file
-    or a ``--set`` gives last but ``data.kind`` does not read (``data.train_clips`` on ESC-50 data
-    changes nothing); a key left from a shipped preset that data of another kind inherits is not."""
-    for key in sorted(DataConfig.unread_keys(kind)):
+    or a ``--set`` gives last, not at its default, but ``data.kind`` does not read
+    (``data.train_clips`` on ESC-50 data changes nothing); a key left from a shipped preset that
+    data of another kind inherits is not yours."""
+    default = DataConfig()
+    for key in sorted(DataConfig.unread_keys(data.kind)):
+        name = key.split(".")[1]
         at = _set_by(layers, key.split("."))
-        if at is None or layers[at][0].startswith("preset "):
+        if at is None or layers[at][0].startswith("preset ") or getattr(data, name) == getattr(default, name):
             continue
-        readers = [k for k, names in DataConfig.READS.items() if key.split(".")[1] in names]
-        warn(key, f"{key}: data.kind {kind} does not read it (only {' and '.join(readers)} data does): it changes "
-                  "nothing in this run")
+        readers = [k for k, names in DataConfig.READS.items() if name in names]
+        warn(key, f"{key}: data.kind {data.kind} does not read it (only {' and '.join(readers)} data does): it "
+                  "changes nothing in this run")
 
 
 def _check_amp(cfg: RunConfig) -> None:
