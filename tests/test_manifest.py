@@ -110,11 +110,11 @@ def test_relative_paths_prefer_the_manifests_folder_then_cwd(tmp_path: Path, lab
         ([{"wav": "a.wav", "labels": "/m/09x0r"}], 'missing "data" key'),
         ({"data": {"wav": "a.wav"}}, '"data" must be a list'),
         ({"data": []}, "empty manifest"),
-        ({"data": [{"labels": "/m/09x0r"}]}, 'entry 0: no "wav" key'),
-        ({"data": [{"wav": "a.wav"}]}, 'entry 0: no "labels" key'),
+        ({"data": [{"labels": "/m/09x0r"}]}, 'entry 1: no "wav" key'),
+        ({"data": [{"wav": "a.wav"}]}, 'entry 1: no "labels" key'),
         ({"data": [{"wav": "a.wav", "labels": " , "}]}, '"labels" is empty'),
         ({"data": [{"wav": "", "labels": "/m/09x0r"}]}, '"wav" must be a non-empty path'),
-        ({"data": ["a.wav"]}, "entry 0: expected an object"),
+        ({"data": ["a.wav"]}, "entry 1: expected an object"),
         ({"data": [{"wav": "a.wav", "labels": 3}]}, '"labels" must be a string'),
     ],
 )
@@ -141,7 +141,7 @@ def test_ast_json_bad_entries_set_aside_every_one(tmp_path: Path, label_csv: Pat
     m = read_ast_json(path, label_csv)
     assert [e.path.name for e in m.entries] == ["a.wav", "b.wav"]
     assert [(p.path.name, p.problem.split(":")[0]) for p in m.problems] == [
-        ("dog.wav", "m.json entry 1"), ("m.json", "m.json entry 2"), ("empty.wav", "m.json entry 4"), ("cat.wav", "m.json entry 5")]
+        ("dog.wav", "m.json entry 2"), ("m.json", "m.json entry 3"), ("empty.wav", "m.json entry 5"), ("cat.wav", "m.json entry 6")]
     assert "unknown label '/m/nope' (not a class in" in m.problems[0].problem and str(label_csv) in m.problems[0].problem
     assert 'no "wav" key' in m.problems[1].problem and '"labels" is empty' in m.problems[2].problem
     assert "unknown labels '/m/gone', '/m/lost'" in m.problems[3].problem
@@ -155,7 +155,7 @@ def test_ast_json_every_entry_bad_is_one_error_listing_them(tmp_path: Path, labe
         read_ast_json(path, label_csv)
     msg = str(info.value)
     assert msg.startswith(f"{path}: no usable entries: all 3 are bad")
-    assert "entry 0: unknown label '/m/nope'" in msg and 'entry 1: no "labels" key' in msg and "entry 2: unknown label '/m/who'" in msg
+    assert "entry 1: unknown label '/m/nope'" in msg and 'entry 2: no "labels" key' in msg and "entry 3: unknown label '/m/who'" in msg
     assert "dog.wav" in msg and "owl.wav" in msg
 
 
@@ -171,7 +171,7 @@ def test_long_list_of_bad_entries_is_capped(tmp_path: Path, label_csv: Path):
         read_ast_json(write_json(tmp_path / "m.json", {"data": rows}), label_csv)
     lines = str(info.value).splitlines()
     assert len(lines) == 1 + LIST_LIMIT + 1 and lines[-1] == "  ... and 7 more"
-    assert f"entry {LIST_LIMIT - 1}:" in lines[-2]
+    assert f"entry {LIST_LIMIT}:" in lines[-2]  # entries counted from 1
 
 
 @pytest.mark.parametrize(

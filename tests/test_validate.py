@@ -204,11 +204,11 @@ def test_bad_entries_and_bad_files_in_one_error(clips: Path, tmp_path: Path):
     msg = str(info.value)
     assert msg.startswith(f"{path}: 4 clip(s) cannot be used; set data.on_error: skip")
     lines = msg.splitlines()[1:]
-    assert lines[0] == (f"  {clips / 'u8.wav'}: badman.json entry 2: unknown label '/m/nonexistent' "
+    assert lines[0] == (f"  {clips / 'u8.wav'}: badman.json entry 3: unknown label '/m/nonexistent' "
                         f"(not a class in {tmp_path / 'class_labels_indices.csv'})")
-    assert lines[1] == f'  {path}: badman.json entry 3: no "wav" key (keys: labels)'
-    assert lines[2] == f'  {clips / "pcm24.wav"}: badman.json entry 4: "labels" is empty'
-    assert lines[3].startswith(f"  {clips / 'corrupt.wav'}: badman.json entry 6: undecodable") and len(lines) == 4
+    assert lines[1] == f'  {path}: badman.json entry 4: no "wav" key (keys: labels)'
+    assert lines[2] == f'  {clips / "pcm24.wav"}: badman.json entry 5: "labels" is empty'
+    assert lines[3].startswith(f"  {clips / 'corrupt.wav'}: badman.json entry 7: undecodable") and len(lines) == 4
     assert [p.path.name for p in info.value.problems] == ["u8.wav", "badman.json", "pcm24.wav", "corrupt.wav"]
 
 
@@ -218,9 +218,9 @@ def test_bad_entries_skipped_and_reported_like_bad_files(clips: Path, tmp_path: 
     report = validate(manifest, on_error="skip")
     assert [e.path.name for e in report.ok] == ["pcm16.wav", "float.wav", "clip.flac"]
     assert [(p.path.name, p.problem.split(":")[0]) for p in report.problems] == [
-        ("u8.wav", "badman.json entry 2"), ("badman.json", "badman.json entry 3"), ("pcm24.wav", "badman.json entry 4"),
-        ("corrupt.wav", "badman.json entry 6")]
-    assert report.problems[-1].problem.startswith("badman.json entry 6: undecodable")
+        ("u8.wav", "badman.json entry 3"), ("badman.json", "badman.json entry 4"), ("pcm24.wav", "badman.json entry 5"),
+        ("corrupt.wav", "badman.json entry 7")]
+    assert report.problems[-1].problem.startswith("badman.json entry 7: undecodable")
     assert report.to_dict()["checked"] == 7 and report.filtered(manifest).problems == []
 
 
@@ -247,8 +247,8 @@ def test_message_caps_a_long_list(clips: Path):
 
 
 def test_only_set_aside_entries_left_is_no_usable_clip():
-    manifest = Manifest([], ["a"], ["a"], False, "m.json", [Problem(Path("x.wav"), "m.json entry 0: unknown label 'z'")])
-    with pytest.raises(InvalidInputError, match=r"(?s)no clip is usable.*x\.wav: m\.json entry 0"):
+    manifest = Manifest([], ["a"], ["a"], False, "m.json", [Problem(Path("x.wav"), "m.json entry 1: unknown label 'z'")])
+    with pytest.raises(InvalidInputError, match=r"(?s)no clip is usable.*x\.wav: m\.json entry 1"):
         validate(manifest, on_error="skip")
 
 
@@ -269,8 +269,8 @@ def test_run_skips_bad_entries_and_lists_them_in_log_json(clips: Path, tmp_path:
     assert main(["train", "demo", *sets, "--out", str(tmp_path / "run"), "--quiet"]) == 0
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     skipped = [(Path(s["path"]).name, s["problem"].split(":")[0]) for s in log["skipped"]]
-    assert skipped == [("u8.wav", "badman.json entry 2"), ("badman.json", "badman.json entry 3"),
-                       ("pcm24.wav", "badman.json entry 4"), ("corrupt.wav", "badman.json entry 6")]
+    assert skipped == [("u8.wav", "badman.json entry 3"), ("badman.json", "badman.json entry 4"),
+                       ("pcm24.wav", "badman.json entry 5"), ("corrupt.wav", "badman.json entry 7")]
     assert "unknown label '/m/nonexistent'" in log["skipped"][0]["problem"]
 
 
@@ -281,7 +281,7 @@ def test_run_stops_listing_every_bad_entry(clips: Path, tmp_path: Path, capsys):
     sets = [a for s in _run_settings(train, train) for a in ("--set", s)]
     assert main(["train", "demo", *sets, "--out", str(tmp_path / "run")]) != 0
     err = capsys.readouterr().err
-    for words in ("entry 2: unknown label '/m/nonexistent'", 'entry 3: no "wav" key', 'entry 4: "labels" is empty',
-                  "corrupt.wav: badman.json entry 6: undecodable"):
+    for words in ("entry 3: unknown label '/m/nonexistent'", 'entry 4: no "wav" key', 'entry 5: "labels" is empty',
+                  "corrupt.wav: badman.json entry 7: undecodable"):
         assert words in err
     assert not (tmp_path / "run" / "log.json").exists()

@@ -306,7 +306,7 @@ def read_ast_json(json_path: str | Path, label_csv: str | Path, multilabel: bool
     classes, display_names = read_label_csv(label_csv)
     entries: list[Entry] = []
     problems: list[Problem] = []
-    for i, item in enumerate(data):
+    for i, item in enumerate(data, 1):  # entry 1 is the first, as an editor counts lines from 1
         try:
             entry = replace(_json_entry(item, path), where=f"{path.name} entry {i}")
             problem = _label_problem(entry, classes, display_names, str(label_csv))
