@@ -119,3 +119,15 @@ def test_finetune_set_takes_every_task_or_the_one_it_names():
                    "my/task.yaml": ["train.epochs=3", "data.root=C:/clips", "train.threads=2"]}  # in order: later wins
     with pytest.raises(ValueError, match=r"'esc50' is not a --finetune config \(they are: esc50-cpu, my/task.yaml\)"):
         task_overrides(["esc50-cpu", "my/task.yaml"], ["esc50:train.epochs=10"])
+
+
+def test_output_into_a_closed_pipe_stops_quietly():
+    """`coarse2fine check my.yaml | head -1` printed a BrokenPipeError traceback (a new user's case)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "coarse2fine.cli", "presets", "esc50"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes before the command prints (it is still importing)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err

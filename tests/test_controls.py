@@ -199,7 +199,9 @@ def test_report_only_tabulates_the_whole_seeds_and_trains_nothing(tmp_path, caps
     assert (tmp_path / "savings.csv").read_text() == one_seed
     # Another config's finished run in a folder is named, not silently tabulated or overwritten.
     assert main([*base, "--report-only", "--set", "train.epochs=3"]) == 2
-    assert "holds a finished run of another config (train.epochs: 2 vs 3" in capsys.readouterr().err  # past the paths
+    err = capsys.readouterr().err
+    assert "holds a finished run of another config (train.epochs: 2 vs 3" in err  # past the paths
+    assert "a report of it needs the options and --set values it was trained with" in err
     assert main([*base, "--report-only", "--fresh"]) == 2
 
 

@@ -63,6 +63,10 @@ def test_a_warmup_over_half_a_phase_or_longer_than_it_is_named():
     assert warmup_warning(cfg, 100, 3) == ("a warm-up of 1000 steps is longer than the phase (300 steps): "
                                            "its LR ends at 0.0003, never 0.001")
     assert warmup_warning(OptimConfig(warmup_steps=0), 1, 1) is None
+    # As long as the phase: the LR reaches lr at its last step (it was said to be longer, "never lr").
+    assert warmup_warning(cfg, 100, 10) == "a warm-up of 1000 steps takes 100 % of the phase's 1000 steps"
+    assert warmup_warning(OptimConfig(lr=1e-3, warmup_steps=2), 1, 1).startswith(
+        "a warm-up of 2 steps is longer than the phase (1 step):")
 
 
 def test_a_run_warns_of_a_phase_its_warmup_outlasts_before_it_trains(tmp_path, caplog, capsys):

@@ -288,3 +288,11 @@ def test_a_checkpoint_of_another_device_type_resumes_with_new_augmentation_draws
             states.append(rng.aug.get_state())
     assert torch.equal(states[0], states[1]) and not torch.equal(states[0], torch.Generator().manual_seed(1).get_state())
     assert "written on another kind of device than cpu" in caplog.text
+
+
+def test_a_changed_runtime_setting_is_logged_with_what_its_value_means():
+    from coarse2fine.training.folder import _shown
+
+    # "train.threads: 1 (the run so far used 0)" did not say that 0 is torch's default (a new user's case)
+    assert [_shown("train.threads", v) for v in (0, 2)] == ["0 (torch's default)", "2"]
+    assert _shown("data.num_workers", "auto") == "'auto'" and _shown("train.log_every", 0) == "0"

@@ -125,6 +125,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, MissingExtraError) as err:
         say(f"coarse2fine: error: {error_text(err)}")
         return 2
+    except BrokenPipeError:  # the reader of the output went (`coarse2fine check my.yaml | head`): stop quietly
+        _drop_stdout()
+        return 128 + 13  # as a shell reports SIGPIPE
+
+
+def _drop_stdout() -> None:
+    """Point standard output at the null device, so that the interpreter's flush at exit does not
+    fail on the closed pipe again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (captured)
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
 
 
 if __name__ == "__main__":

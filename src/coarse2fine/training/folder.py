@@ -87,7 +87,8 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
         changed = runtime_changes(ckpt_config, config)
         if changed:
             log.info("%s: continuing with %s; settings that do not change what the run learns", out_dir,
-                     ", ".join(f"{key}: {v!r} (the run so far used {u!r})" for key, u, v in changed))
+                     ", ".join(f"{key}: {_shown(key, v)} (the run so far used {_shown(key, u)})"
+                               for key, u, v in changed))
             if (config.get("augment") or {}).get("mixup") and any(c[0] in SERVING_KEYS for c in changed):
                 log.warning("%s: %s decide whether the data source serves waveforms, features or the model input, "
                             "which is what mixup mixes: the rest of the run may mix another kind of input than it "
@@ -185,7 +186,8 @@ def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochReco
     theirs, paths = saved_config(saved.get("config") or {}), path_keys() - RUNTIME_KEYS
     other = config_difference(theirs, config, ignore=paths | ignored_keys(config))
     if other:
-        raise RunFolderError(f"{out_dir} holds a finished run of another config ({other})")
+        raise RunFolderError(f"{out_dir} holds a finished run of another config ({other}); a report of it needs the "
+                             "options and --set values it was trained with")
     _log_finished_with(out_dir, theirs, config)
     return (*_finished_records(saved),
             [f"{key}: {u!r} vs {v!r}" for key, u, v in differing_keys(theirs, config) if key in paths])
@@ -203,7 +205,16 @@ def _log_finished_with(out_dir: Path, theirs: dict[str, Any], ours: dict[str, An
     if changed:
         log.info("%s: the finished run of this config there ran with %s; settings that do not change what a run "
                  "learns, so it is reused as it is", out_dir,
-                 ", ".join(f"{key}: {u!r} (this config: {v!r})" for key, u, v in changed))
+                 ", ".join(f"{key}: {_shown(key, u)} (this config: {_shown(key, v)})" for key, u, v in changed))
+
+
+# Runtime values whose meaning the number does not say
+SHOWN = {("train.threads", 0): "0 (torch's default)"}
+
+
+def _shown(key: str, value: Any) -> str:
+    """A runtime setting's value as the log says it (``train.threads: 0`` is torch's default)."""
+    return SHOWN.get((key, value), repr(value)) if isinstance(value, int) else repr(value)
 
 
 def _finished_records(saved: dict[str, Any]) -> tuple[list[EpochRecord], list[PhaseRecord]]:

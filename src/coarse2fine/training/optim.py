@@ -60,10 +60,14 @@ def warmup_warning(cfg: OptimConfig, steps_per_epoch: int, epochs: int) -> str |
     warm, steps = cfg.warmup_steps, steps_per_epoch * epochs
     if warm * 2 <= steps:
         return None
-    if warm < steps:
-        return f"a warm-up of {warm} steps takes {100 * warm / steps:.0f} % of the phase's {steps} steps"
+    if warm <= steps:  # a warm-up as long as the phase reaches lr at its last step
+        return f"a warm-up of {_steps(warm)} takes {100 * warm / steps:.0f} % of the phase's {_steps(steps)}"
     last = lr_factor(steps - 1, steps_per_epoch, cfg) * cfg.lr
-    return f"a warm-up of {warm} steps is longer than the phase ({steps} steps): its LR ends at {last:.3g}, never {cfg.lr:g}"
+    return f"a warm-up of {_steps(warm)} is longer than the phase ({_steps(steps)}): its LR ends at {last:.3g}, never {cfg.lr:g}"
+
+
+def _steps(n: int) -> str:
+    return f"{n} step" if n == 1 else f"{n} steps"
 
 
 def long_warmups(cfg: RunConfig, setups: Sequence[PhaseSetup], clips: int, world: int = 1) -> list[str]:
