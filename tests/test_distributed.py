@@ -139,6 +139,22 @@ def test_sigterm_to_torchrun_stops_both_processes_at_one_step_and_the_run_contin
 
 
 @needs_dist
+def test_sigterm_to_torchrun_without_checkpoint_every_stops_at_the_next_logging_step(tmp_path):
+    # With train.checkpoint_every at its default 0, the processes met only at an epoch's end: a SIGTERM
+    # promised a checkpoint "after this step" and torchrun killed them 30 s later with none (a new
+    # user's AudioSet run). They now also meet where they read the loss together, every log_every steps.
+    from coarse2fine.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    cmd = _train_cmd(_torchrun(29524), out, "data.train_clips=960", "train.log_every=2")
+    err = _sigterm_after_checkpoint(cmd, out, step=0)  # once the first epoch's checkpoint is there
+    state = load_checkpoint(out / "checkpoint.safetensors")["progress"]
+    assert state["epoch"] == 2 and 0 < state["step"] < 120 and state["step"] % 2 == 0, (state, err[-3000:])  # mid-epoch
+    assert "stopping at the next step where the 2 processes meet (every 2 steps: train.log_every)" in err
+    assert err.count(f"stopped on SIGTERM at epoch 2 (phase 2), step {state['step']};") == 2, err[-3000:]
+
+
+@needs_dist
 def test_sigterm_and_resume_with_specaugment_give_the_uninterrupted_weights(tmp_path):
     # Each process draws its own SpecAugment masks (and dropout) from its own generators; the
     # checkpoint keeps every process's state and each resumes its own, so the resumed run ends

@@ -7,9 +7,10 @@ AudioSet epoch is not trained again from its start. A second Ctrl-C stops at onc
 ``KeyboardInterrupt``), keeping the last checkpoint written before it.
 
 Several processes (torchrun) stop together: each is sent the signal, and they agree at the points
-where they already wait for each other (every ``train.checkpoint_every`` steps and each epoch's
-end), so no process leaves a collective the others are in. torchrun kills its processes 30 s after
-it passes a signal on: a meeting point further away than that keeps the checkpoint before.
+where they already wait for each other (every ``train.log_every`` steps, where the loss is read
+across them, every ``train.checkpoint_every`` steps and each epoch's end), so no process leaves a
+collective the others are in, and write a checkpoint there. torchrun kills its processes 30 s
+after it passes a signal on: a meeting point further away than that keeps the checkpoint before.
 Handlers are installed only in the main thread (Python allows no other) and the previous ones are
 restored when the run ends.
 """
@@ -48,6 +49,7 @@ class StopRequest:
     """Which signal asked the run to stop (None: none yet)."""
 
     signum: int | None = None
+    when: str = "after this step"  # where the run stops, as the signal's warning says it
 
     @property
     def requested(self) -> bool:
@@ -85,8 +87,8 @@ def stop_on_signals() -> Iterator[StopRequest]:
             raise KeyboardInterrupt
         request.signum = signum
         now = "Ctrl-C again" if signum == signal.SIGINT else "a SIGINT (Ctrl-C)"
-        log.warning("%s: stopping after this step to write a checkpoint; the same command continues the run "
-                    "(%s stops at once, from the last checkpoint)", request.name, now)
+        log.warning("%s: stopping %s to write a checkpoint; the same command continues the run "
+                    "(%s stops at once, from the last checkpoint)", request.name, request.when, now)
 
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     for s in SIGNALS:

@@ -274,6 +274,10 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
               splits.train.sampling_weights() if cfg.augment.balanced_sampling else None, report,
               resolve_workers(cfg.data.num_workers, splits.train, d.device), peak_tflops(d.device, t.amp, t.peak_tflops),
               stop=stop, turns=turns, label=label or cfg.name)
+    if d.world > 1:
+        every = f"{t.log_every} step" + ("s" if t.log_every != 1 else "")
+        also = f", or train.checkpoint_every: {t.checkpoint_every}" if t.checkpoint_every else ""
+        stop.when = f"at the next step where the {d.world} processes meet (every {every}: train.log_every{also})"
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(out_dir / "config.yaml", config_yaml(cfg))
@@ -469,7 +473,7 @@ def train_epoch(run: Run, ph: PhaseRun, state: State) -> None:
             bar.set_postfix(loss=f"{read_loss(run, ph, state) / max(1, pr.seen):.4f}")
         if pr.step < len(mine):
             due = bool(t.checkpoint_every) and pr.step % t.checkpoint_every == 0
-            stop = run.stop.agreed(d, due)
+            stop = run.stop.agreed(d, due or pr.step % read_every == 0)  # where the processes meet anyway
             if due or stop:
                 clock = checkpoint_mid_epoch(run, ph, state, clock)
             if stop:
