@@ -377,3 +377,15 @@ def test_a_data_key_the_kind_does_not_read_warns_when_you_set_it(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):  # a run's saved config.yaml holds every key
         load_config(str(tmp_path / "mine.yaml"), check_runtime=False)
     assert "does not read it" not in caplog.text
+
+
+def test_a_budget_switch_whose_final_phase_ignores_the_budget_warns(caplog):
+    # switch: budget with the default final_stop: epochs spent 3.6x the budget in a new user's run, silently.
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("demo", ["c2f.switch=budget", "c2f.budget_flops=8e11", "train.epochs=20"], check_runtime=False)
+    assert ("c2f.switch: budget ends the coarse phases at their shares of the budget (8e+11 FLOPs); the final phase "
+            "stops after its 20 epoch(s) (c2f.final_stop: epochs), whatever the budget") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("demo", ["c2f.switch=budget", "c2f.final_stop=budget", "c2f.budget_flops=8e11"], check_runtime=False)
+    assert "whatever the budget" not in caplog.text

@@ -179,11 +179,19 @@ class RunConfig:
              f"trains {final}: {what}")
 
     def warn_unused_settings(self) -> None:
-        """A warning for a setting that nothing reads in this config (said once, when it is loaded)."""
-        t = self.train
+        """A warning for a setting that nothing reads in this config, or that does less than its
+        name says (said once, when it is loaded)."""
+        t, c = self.train, self.c2f
         if t.compile_mode != "default" and not t.compile:
             warn("train.compile_mode", f"train.compile_mode: {t.compile_mode} compiles nothing without "
                                        "train.compile: true (the model runs eagerly)")
+        if c.switch == "budget" and c.final_stop != "budget" and len(self.phases()) > 1:
+            budget = f"{c.budget_flops:g} FLOPs" if c.budget_flops else f"{c.budget_hours:g} h"
+            epochs = self.phases()[-1].epochs
+            warn("c2f.switch", f"c2f.switch: budget ends the coarse phases at their shares of the budget ({budget}); "
+                               f"the final phase stops after its {epochs} epoch(s) (c2f.final_stop: {c.final_stop}), "
+                               "whatever the budget: set c2f.final_stop: budget for the run to stop when the budget "
+                               "is spent")
 
     def phases(self) -> list[Phase]:
         """The schedule's phases: ``c2f.phase_epochs``, or ``c2f.phase_steps`` in epochs of
