@@ -7,6 +7,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,7 +140,9 @@ def test_training_and_check_over_http(packed, server, tmp_path, capsys):
     sets = ["--set", f"data.train={server}/packed/train", "--set", f"data.val={server}/packed/val",
             "--set", f"data.shard_cache={tmp_path / 'cache'}"]
     assert main(["check", str(packed.config), *sets]) == 0
-    assert "train: 24 clips in 4 shards (sets: audio, features-r1, features-r4): ok" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "train: 24 clips in 4 shards (sets: audio, features-r1, features-r4): ok" in printed
+    assert re.search(rf"train: downloading what the cache \({tmp_path / 'cache'}\) lacks of \d+\.\d\d GiB", printed)
     out = tmp_path / "run"
     assert main(["train", str(packed.config), "--out", str(out), "--quiet", "--schedule", "1",
                  "--set", "c2f.phase_epochs=null", "--set", "train.epochs=1", *sets]) == 0
@@ -433,3 +436,35 @@ def test_a_two_million_clip_index_opens_in_bounded_memory_without_touching_a_sha
 def test_shards_need_train_and_val(packed):
     with pytest.raises(ValueError, match="needs data.train and data.val"):
         load_splits(load_config(packed.config, ["data.val=null"]))
+
+
+def test_a_busy_server_or_a_blip_is_tried_again_a_missing_shard_is_not():
+    """A new user's run died when its shard server went away for a moment: 3 tries in 1.5 s, and an
+    HTTP 503 not tried again at all."""
+    import urllib.error
+
+    from coarse2fine.data.shard_store import ATTEMPTS, _with_retries
+
+    def failing(*errors):
+        left = list(errors)
+
+        def fetch():
+            if left:
+                raise left.pop(0)
+            return "bytes"
+        return fetch
+
+    def http(code, retry_after=None):
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return urllib.error.HTTPError("http://h/x.tar", code, "busy", headers, None)
+
+    waits = []
+    fetch = failing(http(503), urllib.error.URLError("connection refused"), http(429, "7"))
+    assert _with_retries("http://h/x.tar", fetch, waits.append) == "bytes"
+    assert waits == [1.0, 2.0, 7.0]  # doubling, or what the server's Retry-After asks
+    with pytest.raises(ShardError, match=r"x.tar: HTTP 404 busy$"):
+        _with_retries("http://h/x.tar", failing(http(404)), waits.append)
+    waits.clear()
+    with pytest.raises(ShardError, match=rf"cannot be downloaded \(down; tried {ATTEMPTS} times over 31 s\)"):
+        _with_retries("http://h/x.tar", failing(*[urllib.error.URLError("down")] * ATTEMPTS), waits.append)
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0]

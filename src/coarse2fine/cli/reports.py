@@ -29,8 +29,8 @@ from coarse2fine.config import (
     save_config,
 )
 from coarse2fine.data.shard_layout import ShardError
-from coarse2fine.data.shard_store import ShardStore
-from coarse2fine.data.shards import verify_split
+from coarse2fine.data.shard_store import ShardStore, is_url
+from coarse2fine.data.shards import split_summary, verify_split
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
 from coarse2fine.data.summary import NAMED, class_lines, clip_seconds, length_lines, shared_clips
@@ -253,6 +253,11 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
     store = ShardStore(cfg.data.shard_cache)
     bad = 0
     for split, root in (("train", cfg.data.split_path("train")), ("val", cfg.data.split_path("val"))):
+        if is_url(root):  # every shard is downloaded to be hashed: say how much first
+            audio = split_summary(root)
+            size = audio.bytes + sum(int(e.get("bytes") or 0) for e in audio.meta.get("feature_sets") or [])
+            print(f"{split}: downloading what the cache ({store.cache_dir}) lacks of {size / 2**30:.2f} GiB of shards "
+                  f"to hash them ({root})", flush=True)
         audio, sets, problems = verify_split(root, store)
         skipped = int(audio.meta.get("num_skipped", 0))
         state = "ok" if not problems else f"{len(problems)} bad"

@@ -57,7 +57,10 @@ log = logging.getLogger(__name__)
 REMOTE_SCHEMES = ("http://", "https://")
 CHUNK = 1 << 20
 TIMEOUT_S = 60
-ATTEMPTS = 3
+ATTEMPTS = 6  # waits of 1 + 2 + 4 + 8 + 16 s: a server restarting, or a network blip, does not stop a run
+MAX_WAIT = 60.0
+# HTTP statuses of a server that is busy or restarting: tried again (others, such as 404, are not)
+PASSING_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 VERIFIED = "verified"  # cache_dir's folder of markers of verified local shards
 T = TypeVar("T")
 
@@ -252,17 +255,34 @@ def _fetch(url: str) -> bytes:
         return response.read()
 
 
-def _with_retries(url: str, fetch: Callable[[], T]) -> T:
-    """``fetch()``, tried again after a network failure (not after an HTTP error such as 404)."""
+def _with_retries(url: str, fetch: Callable[[], T], sleep: Callable[[float], None] = time.sleep) -> T:
+    """``fetch()``, tried again after a network failure or a passing HTTP error (a busy or restarting
+    server: :data:`PASSING_HTTP`), :data:`ATTEMPTS` times in all, waiting :func:`retry_wait`
+    between tries; another HTTP error (404: no such shard) at once."""
     attempt = 1
     while True:
         try:
             return fetch()
         except urllib.error.HTTPError as err:
-            raise ShardError(f"{url}: HTTP {err.code} {err.reason}") from None
+            if err.code not in PASSING_HTTP or attempt >= ATTEMPTS:
+                tried = f"; tried {attempt} times" if attempt > 1 else ""
+                raise ShardError(f"{url}: HTTP {err.code} {err.reason}{tried}") from None
+            wait = retry_wait(attempt, err.headers.get("Retry-After") if err.headers else None)
         except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
             if attempt >= ATTEMPTS:
                 reason = getattr(err, "reason", err)
-                raise ShardError(f"{url}: cannot be downloaded ({reason}; tried {ATTEMPTS} times)") from None
-            time.sleep(0.5 * attempt)
-            attempt += 1
+                raise ShardError(f"{url}: cannot be downloaded ({reason}; tried {ATTEMPTS} times over "
+                                 f"{sum(retry_wait(a) for a in range(1, ATTEMPTS)):.0f} s)") from None
+            wait = retry_wait(attempt)
+        log.warning("%s: try %d of %d failed; trying again in %.1f s", url, attempt, ATTEMPTS, wait)
+        sleep(wait)
+        attempt += 1
+
+
+def retry_wait(attempt: int, retry_after: str | None = None) -> float:
+    """Seconds to wait after failed try ``attempt``: doubling from 1 s (1, 2, 4, ... s), or what a
+    server's ``Retry-After`` asks (seconds), at most :data:`MAX_WAIT`."""
+    wait = float(2 ** (attempt - 1))
+    if retry_after is not None and retry_after.strip().isdigit():
+        wait = max(wait, float(retry_after))
+    return min(wait, MAX_WAIT)
