@@ -377,6 +377,14 @@ def test_a_data_key_the_kind_does_not_read_warns_when_you_set_it(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):  # a run's saved config.yaml holds every key
         load_config(str(tmp_path / "mine.yaml"), check_runtime=False)
     assert "does not read it" not in caplog.text
+    # Your own file for the files, then one for their pack: its label CSV was for the files' kind.
+    (tmp_path / "packed.yaml").write_text(f"extends: {tmp_path / 'mine.yaml'}\ndata:\n  kind: shards\n"
+                                          "  train: p/train\n  val: p/val\n")
+    (tmp_path / "mine.yaml").write_text("extends: demo\ndata:\n  kind: manifest\n  train: t.json\n  val: v.json\n"
+                                        "  label_csv: labels.csv\n")
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config(str(tmp_path / "packed.yaml"))
+    assert "does not read it" not in caplog.text
 
 
 def test_a_budget_switch_whose_final_phase_ignores_the_budget_warns(caplog):

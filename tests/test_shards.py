@@ -360,8 +360,13 @@ def test_crossval_folds_of_shards_are_packed_folders(packed):
 def test_unsupported_remote_scheme_and_missing_split(packed, tmp_path):
     with pytest.raises(ValueError, match="s3:// is not supported"):
         load_splits(load_config(packed.config, ["data.train=s3://bucket/train"]))
-    with pytest.raises(ShardError, match=r"no such file \(is this a folder written by `coarse2fine pack`\?\)"):
+    with pytest.raises(ValueError, match=r"data.train: .*/missing: no such folder \(a split folder written by "
+                                         r"`coarse2fine pack`, e.g. PACK/train; a moved pack: set data.train"):
         load_splits(load_config(packed.config, [f"data.train={tmp_path}/missing"]))
+    # the pack's top folder for a split (a new user's case: it was called an unfinished pack)
+    with pytest.raises(ValueError, match=rf"data.val: {packed.root} is a pack's top folder \(it holds pack.json\); "
+                                         rf"give its split folder: --set data.val={packed.root / 'val'}"):
+        load_splits(load_config(packed.config, [f"data.val={packed.root}"]))
     # a split folder with shards and no descriptor yet: a pack that was stopped (a new user's case)
     (tmp_path / "half" / "train").mkdir(parents=True)
     (tmp_path / "half" / "train" / "audio-000000.tar").write_bytes(b"")

@@ -365,14 +365,17 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
 
 def _warn_unread_data_keys(data: DataConfig, layers: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """A warning for each kind-specific data key (``DataConfig.READS``) that your own config file
-    or a ``--set`` gives last, not at its default, but ``data.kind`` does not read
-    (``data.train_clips`` on ESC-50 data changes nothing); a key left from a shipped preset that
-    data of another kind inherits is not yours."""
+    or a ``--set`` gives last, not at its default, with or after ``data.kind``, but that kind
+    does not read (``--set data.train_clips=100`` on ESC-50 data changes nothing). A key set
+    before the kind changed (a shipped preset's, or a file of your own for the data it extends)
+    was set for that other data, and says nothing."""
     default = DataConfig()
+    kind_at = _set_by(layers, ["data", "kind"]) or 0
     for key in sorted(DataConfig.unread_keys(data.kind)):
         name = key.split(".")[1]
         at = _set_by(layers, key.split("."))
-        if at is None or layers[at][0].startswith("preset ") or getattr(data, name) == getattr(default, name):
+        if (at is None or at < kind_at or layers[at][0].startswith("preset ")
+                or getattr(data, name) == getattr(default, name)):
             continue
         readers = [k for k, names in DataConfig.READS.items() if name in names]
         warn(key, f"{key}: data.kind {data.kind} does not read it (only {' and '.join(readers)} data does): it "

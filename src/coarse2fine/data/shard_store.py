@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 from coarse2fine.atomic import write_json
-from coarse2fine.data.shard_layout import ShardError, ShardInfo
+from coarse2fine.data.shard_layout import PACK_MANIFEST, ShardError, ShardInfo
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,21 @@ def is_url(location: str) -> bool:
 
 
 def check_location(location: str, key: str) -> None:
-    """Refuse remote schemes we cannot read, naming the config key."""
+    """Refuse, naming the config key, a remote scheme we cannot read, a local folder that is not
+    there, and a pack's top folder given for one of its splits."""
     scheme = location.split("://", 1)[0] if "://" in location else ""
     if scheme and not is_url(location):
         raise ValueError(f"{key}: {location}: {scheme}:// is not supported; serve the packed folder over http(s) "
                          "(a web server, or an object store's https endpoint) or give a local folder")
+    if is_url(location):
+        return
+    folder, split = Path(location), key.rsplit(".", 1)[-1]
+    if (folder / PACK_MANIFEST).is_file():
+        raise ValueError(f"{key}: {location} is a pack's top folder (it holds {PACK_MANIFEST}); give its split "
+                         f"folder: --set {key}={folder / split}")
+    if not folder.is_dir():
+        raise ValueError(f"{key}: {location}: no such folder (a split folder written by `coarse2fine pack`, e.g. "
+                         f"PACK/{split}; a moved pack: set {key} to where it is now)")
 
 
 def default_cache_dir() -> Path:
