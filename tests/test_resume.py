@@ -296,3 +296,21 @@ def test_a_changed_runtime_setting_is_logged_with_what_its_value_means():
     # "train.threads: 1 (the run so far used 0)" did not say that 0 is torch's default (a new user's case)
     assert [_shown("train.threads", v) for v in (0, 2)] == ["0 (torch's default)", "2"]
     assert _shown("data.num_workers", "auto") == "'auto'" and _shown("train.log_every", 0) == "0"
+
+
+def test_a_run_that_stopped_with_no_checkpoint_is_not_overwritten_by_another_config(tmp_path, caplog):
+    # A run stopped on a non-finite loss before its first checkpoint; a train of another config into the
+    # same folder overwrote its log without a word (a new user's case).
+    from coarse2fine.training.folder import claim_folder
+
+    ours = load_config("demo").to_dict()
+    (tmp_path / "log.json").write_text(json.dumps({"config": ours, "done": False, "records": [],
+                                                   "stopped": "non-finite loss at epoch 1, step 3"}))
+    other = load_config("demo", ["train.optim.lr=0.5"]).to_dict()
+    with pytest.raises(RunFolderError, match=r"holds the log of a run of another config that stopped with no "
+                                             r"checkpoint \(train.optim.lr: 0.001 vs 0.5\); use another --out, or --fresh"):
+        claim_folder(other, tmp_path, resume=True, fresh=False)
+    with caplog.at_level("INFO", logger="coarse2fine"):
+        assert claim_folder(ours, tmp_path, resume=True, fresh=False) is None  # the same config starts again
+    assert "stopped with no checkpoint to continue from; it starts again" in caplog.text
+    assert claim_folder(other, tmp_path, resume=True, fresh=True) is None and not (tmp_path / "log.json").exists()

@@ -104,6 +104,14 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
             raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
         _log_finished_with(out_dir, theirs, config)
         return _finished_records(saved)
+    if saved is not None:  # a run that stopped before its first checkpoint (a non-finite loss, a crash)
+        theirs = saved_config(saved.get("config") or {})
+        other = config_difference(theirs, config, ignore=ignored_keys(config))
+        if other:
+            raise RunFolderError(f"{out_dir} holds the log of a run of another config that stopped with no checkpoint "
+                                 f"({other}); use another --out, or --fresh to discard it")
+        log.info("%s: the run of this config there stopped with no checkpoint to continue from; it starts again",
+                 out_dir)
     return None
 
 
