@@ -5,6 +5,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -481,3 +482,21 @@ def test_a_missing_data_path_says_relative_paths_are_taken_from_the_current_fold
     assert main(["check", preset, "--set", setting]) == 2
     err = capsys.readouterr().err
     assert "nowhere" in err and "a relative path in a shipped preset or --set is taken from the current folder" in err
+
+
+def test_train_keeps_its_log_lines_in_the_run_folder(tmp_path, caplog):
+    """Under a scheduler the console is gone when the job is: a new user found no log in the run folder."""
+    out = tmp_path / "run"
+    sets = _sets(["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "train.threads=1"])
+    caplog.set_level("INFO", logger="coarse2fine")  # as the console logs without --quiet
+    assert main(["train", "demo", "--out", str(out), *sets]) == 0
+    text = (out / "train.log").read_text()
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO coarse2fine.training.loop: run demo: ast micro", text, re.M)
+    assert "demo epoch 2 (phase 2, R=1)" in text
+    assert main(["train", "demo", "--out", str(out), *sets]) == 0  # reused: appended to
+    assert (out / "train.log").read_text().startswith(text) and "nothing to train" in (out / "train.log").read_text()
+    before = (out / "train.log").read_text()
+    assert main(["train", "demo", "--out", str(out), *sets, "--set", "train.optim.lr=0.5"]) == 2  # another run's folder
+    assert (out / "train.log").read_text() == before
+    assert main(["train", "demo", "--out", str(tmp_path / "never"), *sets, "--set", "model.preset=nope"]) == 2
+    assert not (tmp_path / "never").exists()

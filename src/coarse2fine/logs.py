@@ -1,11 +1,16 @@
-"""Quieter logging for a stretch of code: :func:`quiet_loggers` raises some loggers' levels and
-puts them back, for messages that would mislead or drown the command's own output there."""
+"""Logging for a stretch of code: :func:`quiet_loggers` raises some loggers' levels and puts them
+back, for messages that would mislead or drown the command's own output there; :func:`run_log_file`
+keeps a run's log lines in its folder (``train.log``)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+from pathlib import Path
 from typing import Iterator, Mapping
+
+RUN_LOG = "train.log"
 
 
 @contextlib.contextmanager
@@ -21,3 +26,42 @@ def quiet_loggers(levels: Mapping[str, int]) -> Iterator[None]:
     finally:
         for lg, level in before.items():
             lg.setLevel(level)
+
+
+class RunLogFile(logging.FileHandler):
+    """``folder/train.log``, appended to (a resumed run continues it); nothing is written while the
+    folder does not exist, so a run refused before it made its folder leaves none."""
+
+    def __init__(self, folder: Path):
+        super().__init__(folder / RUN_LOG, mode="a", encoding="utf-8", delay=True)
+        self.folder = folder
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is None and not self.folder.is_dir():
+            return
+        super().emit(record)
+
+
+@contextlib.contextmanager
+def run_log_file(folder: str | os.PathLike, not_ours: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Within the block, coarse2fine's log lines as the console gets them (INFO and up, warnings
+    only with ``--quiet``) also go to ``folder/train.log``, with the date, and so does the error
+    that ends the block, unless it is one of ``not_ours`` (the folder was refused: it holds another
+    run, whose log it is): a run under a scheduler keeps its log beside its checkpoints. Under
+    torchrun only the main process (RANK 0) writes."""
+    if int(os.environ.get("RANK", "0")):
+        yield
+        return
+    logger, handler = logging.getLogger("coarse2fine"), RunLogFile(Path(folder))
+    logger.addHandler(handler)
+    try:
+        yield
+    except BaseException as err:  # how the run ended, as the command says it on the console (not logged there)
+        if not isinstance(err, not_ours):
+            handler.emit(logging.makeLogRecord({"name": "coarse2fine", "levelno": logging.ERROR,
+                                                "levelname": "ERROR", "msg": f"stopped: {type(err).__name__}: {err}"}))
+        raise
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -45,6 +45,8 @@ from coarse2fine.experiments.pretraining import (
 )
 from coarse2fine.experiments.settings import experiment_settings
 from coarse2fine.experiments.tables import ExperimentReport, calibrate_settings, write_experiment
+from coarse2fine.folder_lock import FolderInUseError
+from coarse2fine.logs import run_log_file
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.kept import transfers
 from coarse2fine.report.plots import plot_files
@@ -230,8 +232,9 @@ def _train_one(args, cfg) -> RunResult:
         raise RunFolderError(f"--resume: {args.out} holds no run to continue (no {CHECKPOINT}, no log.json); check "
                              "--out, or leave out --resume to start a run there")
     # the data is read once the folder is claimed: a refused folder or a finished run reads none
-    result = train_run(cfg, functools.partial(load_splits, cfg), args.out, progress=show_bars(args.quiet), resume=True,
-                       fresh=args.fresh)
+    with run_log_file(args.out, not_ours=(RunFolderError, FolderInUseError)):
+        result = train_run(cfg, functools.partial(load_splits, cfg), args.out, progress=show_bars(args.quiet),
+                           resume=True, fresh=args.fresh)
     metric = cfg.train.metric
     what = {"trained": "trained", "resumed": "resumed from its checkpoint and finished",
             "finished": "already finished in this folder (nothing trained; --fresh trains it again)"}[result.status]
