@@ -61,12 +61,14 @@ def test_bad_files_stop_before_training_naming_each(tmp_path):
     assert "broken.wav" in msg and "silent.wav" in msg and "missing.wav" in msg
 
 
-def test_skip_option_trains_and_lists_bad_files_in_the_report(tmp_path):
+def test_skip_option_trains_and_lists_bad_files_in_the_report(tmp_path, caplog):
     cfg = _cfg(*_make_set(tmp_path / "data", bad=True), "data.on_error=skip", "augment.freqm=8", "augment.timem=8",
                "augment.mixup=0.5", "augment.balanced_sampling=true", "augment.wa_start=1", "augment.wa_end=1")
     splits = load_splits(cfg)
     assert len(splits.train) == 8 and splits.display_names == ["Dog, barking", "Cat"]
-    train_run(cfg, splits, tmp_path / "run", progress=False)
+    with caplog.at_level("INFO", logger="coarse2fine"):
+        train_run(cfg, splits, tmp_path / "run", progress=False)
+    assert "balanced sampling (augment.balanced_sampling" in caplog.text  # the run's first line says so
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     assert sorted(Path(s["path"]).name for s in log["skipped"]) == ["broken.wav", "missing.wav", "silent.wav"]
     assert all(s["problem"] for s in log["skipped"])

@@ -284,9 +284,11 @@ def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: 
         if t.tensorboard:
             run.tensorboard = TensorBoardLog(out_dir, run.objective.metrics)
         atomic.write_json(out_dir / "labels.json", {"classes": report["classes"], "display_names": report["display_names"]})
-    log.info("run %s: %s %s, schedule %s, method %s, phases %s, device %s, %d process(es), %d loader worker(s) (%s)",
+    sampling = (", balanced sampling (augment.balanced_sampling: clips drawn by their labels' weights)"
+                if cfg.augment.balanced_sampling else "")
+    log.info("run %s: %s %s, schedule %s, method %s, phases %s%s, device %s, %d process(es), %d loader worker(s) (%s)",
              run.label, cfg.model.arch, cfg.model.preset, cfg.c2f.schedule, cfg.c2f.method,
-             [(s.R, s.epochs) for s in setups], d.device, d.world, run.workers,
+             [(s.R, s.epochs) for s in setups], sampling, d.device, d.world, run.workers,
              workers_reason(cfg.data.num_workers, splits.train, d.device))
     warn_long_warmups(run)
     return run
