@@ -57,7 +57,7 @@ def test_compare_writes_the_tables_and_plots_of_your_own_runs(runs, tmp_path, ca
     made = sorted(p.name for p in out.iterdir())
     assert {"savings.md", "savings.csv", "phases.csv", "metric_vs_flops.png", "metric_vs_time.png"} <= set(made)
     assert f"Tables and plots in {out}" in printed and (out / "savings.csv").read_text().startswith("Setting,")
-    assert "c2f" in (out / "savings.md").read_text()
+    assert "c2f" in (out / "savings.md").read_text() and "\n## Phases (phases.csv)\n\n| Setting" in (out / "savings.md").read_text()
 
 
 def test_runs_of_other_data_or_model_or_metric_are_refused_naming_what_differs(runs, capsys):

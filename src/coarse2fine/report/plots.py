@@ -158,7 +158,7 @@ def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Reco
     extra = "".join(f"## {t.heading}\n\n" + format_table(t.rows, "markdown") + (f"\n{t.note}\n" if t.note else "")
                     + "\n" for t in tables if t.rows)
     md = ((f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + note + "\n\n"
-          + "".join(f"{n}\n\n" for n in notes) + extra + format_table(prows, "markdown"))
+          + "".join(f"{n}\n\n" for n in notes) + extra + "## Phases (phases.csv)\n\n" + format_table(prows, "markdown"))
     atomic.write_text(out_dir / "savings.md", md)
     data = report_data(title, metric, rows, prows, [note, *notes], {t.stem: t.rows for t in tables})
     atomic.write_text(out_dir / "savings.json", json.dumps(data, indent=1, ensure_ascii=False) + "\n")
