@@ -181,3 +181,15 @@ def test_a_changed_config_is_written_as_extends_plus_the_change_with_a_presets_r
     assert written == {"extends": str(mine), "name": "mine", "c2f": {"schedule": "2-1"}}
     (tmp_path / "plan.yaml").write_text(config_yaml(cfg, str(mine)))
     assert load_config(tmp_path / "plan.yaml").to_dict() == cfg.to_dict()
+
+
+def test_a_long_differing_value_is_shown_where_it_differs():
+    # A pack of other settings was refused with two identical-looking shortened lists (a new user's case).
+    from coarse2fine.config.files import config_difference
+
+    sets = [{"name": "r1", "R": 1, "kind": "fbank", "sample_rate": 16000, "frame_shift_ms": 10.0},
+            {"name": "r4", "R": 4, "kind": "fbank", "sample_rate": 16000, "frame_shift_ms": 40.0}]
+    other = [sets[0], {**sets[1], "name": "r2", "R": 2, "frame_shift_ms": 20.0}]
+    assert config_difference({"feature_sets": sets}, {"feature_sets": other}) == "feature_sets[1].R: 4 vs 2"
+    assert config_difference({"c2f": {"phase_epochs": [1, 2]}}, {"c2f": {"phase_epochs": [1, 3]}}) == (
+        "c2f.phase_epochs: [1, 2] vs [1, 3]")  # short values whole

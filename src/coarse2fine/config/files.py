@@ -427,8 +427,24 @@ def config_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = 
         text = repr(value)
         return text if len(text) <= 60 else text[:57] + "..."
 
-    diffs = [f"{key}: {short(u)} vs {short(v)}" for key, u, v in differing_keys(a, b, prefix) if key not in ignore]
+    diffs = [f"{where}: {short(x)} vs {short(y)}" for key, u, v in differing_keys(a, b, prefix) if key not in ignore
+             for where, x, y in _first_difference(key, u, v)]
     return "; ".join(diffs[:limit]) + ("; ..." if len(diffs) > limit else "")
+
+
+def _first_difference(key: str, u: Any, v: Any) -> list[tuple[str, Any, Any]]:
+    """Where two differing values differ: for values too long to show whole, inside lists of the
+    same length and their dicts (``feature_sets[1].R``), so that the shortened text shows it."""
+    if len(repr(u)) <= 60 and len(repr(v)) <= 60:
+        return [(key, u, v)]
+    if isinstance(u, list) and isinstance(v, list) and len(u) == len(v):
+        i = next(i for i, (x, y) in enumerate(zip(u, v)) if x != y)
+        return _first_difference(f"{key}[{i}]", u[i], v[i])
+    if isinstance(u, Mapping) and isinstance(v, Mapping):
+        inner = differing_keys(u, v, f"{key}.")
+        if inner:
+            return _first_difference(*inner[0])
+    return [(key, u, v)]
 
 
 def config_delta(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
