@@ -320,6 +320,7 @@ def test_check_and_stats_of_shards_match_the_files(packed, capsys):
     out = capsys.readouterr().out
     assert "val: 8 clips in 1 shards (sets: audio, features-r1, features-r4): ok; 0 clip(s) skipped" in out
     assert "phase 1 (R=4): packed features (features-r4)\nphase 2 (R=1): packed features (features-r1)\n" in out
+    assert re.search(r"\n8 classes \(training/validation clips\): \S+ \(\S+\) \d+/\d+, ", out)  # as for files
     assert main(["stats", str(packed.config)]) == 0
     shard_stats = capsys.readouterr().out.splitlines()[0]
     assert main(["stats", str(packed.audio.files_config)]) == 0

@@ -220,7 +220,7 @@ def _print_data_summary(cfg: RunConfig, splits) -> None:
     """The classes with their clips per split, and what a run would train on that the user may not
     expect: classes a split lacks, clips in both splits, clips cut or padded to the clip length."""
     train, val = splits.train, splits.val
-    lines, warnings = class_lines(train.class_names, splits.display_names, train.targets, val.targets)
+    lines, warnings = class_lines(train.class_names, splits.display_names, train.class_counts(), val.class_counts())
     entries = [getattr(ds, "entries", None) for ds in (train, val)]
     if entries[0] is not None and entries[1] is not None:
         both = shared_clips(entries[0], entries[1])
@@ -268,7 +268,8 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
         bad += len(problems)
     try:
         with quiet_loggers({"coarse2fine.data": logging.ERROR}):
-            train = load_splits(probe).train
+            splits = load_splits(probe)
+        train = splits.train
         setups = _setups(cfg, train.num_classes)
         reads = [train.feature_set(s.features) for s in setups]
     except (ShardError, ValueError) as err:
@@ -279,6 +280,7 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
                                                 "waveforms, its features computed at every step (no packed set of "
                                                 "this phase's features at this clip length; pack --features with "
                                                 "this config packs them)"))
+    _print_data_summary(cfg, splits)
     _print_warmups(cfg, setups, len(train))
     return 1 if bad else 0
 

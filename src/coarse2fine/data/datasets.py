@@ -83,6 +83,11 @@ class ClipDataset(Dataset):
         override it."""
         return balanced_weights(self.targets)
 
+    def class_counts(self) -> list[int]:
+        """Clips per class (a clip counts for each label it carries); sources that keep no dense
+        targets override it."""
+        return self.targets.gt(0).sum(0).tolist() if len(self) else [0] * len(self.class_names)
+
     def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The clips ``indices`` as one batch ``(inputs [B, ...], targets [B, C])``, equal to
         collating ``self[i]`` for each index; sources held in memory do it in one indexed read."""

@@ -216,6 +216,10 @@ class ShardDataset(ClipDataset):
         """Multi-hot targets [len(indices), C] of some clips."""
         return self.index.labels.dense(indices)
 
+    def class_counts(self) -> list[int]:
+        """Clips per class, from the label index (no dense targets)."""
+        return self.index.labels.counts().tolist()
+
     def sampling_weights(self) -> torch.Tensor:
         """The balanced-sampling weights computed when the split was packed."""
         return torch.from_numpy(np.array(self.index.weights, dtype=np.float64))

@@ -9,8 +9,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from coarse2fine.audio import audio_info
 from coarse2fine.data.manifest import Entry
 
@@ -27,15 +25,12 @@ def _label(cls: str, display: str | None) -> str:
     return cls if display in (None, "", cls) else f"{cls} ({display})"
 
 
-def class_lines(classes: Sequence[str], display_names: Sequence[str] | None, train_targets: torch.Tensor,
-                val_targets: torch.Tensor) -> tuple[list[str], list[str]]:
-    """(lines, warnings): the classes with their training / validation clip counts (targets are
-    ``[clips, classes]``, multi-hot), and a warning for each split that leaves classes without a
-    clip (a class with no training clip is never learned; one with no validation clip is not
-    scored)."""
+def class_lines(classes: Sequence[str], display_names: Sequence[str] | None, train: Sequence[int],
+                val: Sequence[int]) -> tuple[list[str], list[str]]:
+    """(lines, warnings): the classes with their training / validation clip counts, and a warning
+    for each split that leaves classes without a clip (a class with no training clip is never
+    learned; one with no validation clip is not scored)."""
     display = list(display_names) if display_names else [None] * len(classes)
-    train = train_targets.gt(0).sum(0).tolist() if len(train_targets) else [0] * len(classes)
-    val = val_targets.gt(0).sum(0).tolist() if len(val_targets) else [0] * len(classes)
     counts = [f"{_label(c, d)} {t}/{v}" for c, d, t, v in zip(classes, display, train, val)]
     lines = [f"{len(classes)} classes (training/validation clips): {_named(counts)}"]
     warnings = []
