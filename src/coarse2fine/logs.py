@@ -29,8 +29,9 @@ def quiet_loggers(levels: Mapping[str, int]) -> Iterator[None]:
 
 
 class RunLogFile(logging.FileHandler):
-    """``folder/train.log``, appended to (a resumed run continues it); nothing is written while the
-    folder does not exist, so a run refused before it made its folder leaves none."""
+    """``folder/train.log``, appended to (a resumed run continues it); nothing is written before the
+    folder holds a run (its ``config.yaml``, written when the run starts), so a start that fails
+    (a refused folder, bad data) leaves the folder as it was."""
 
     def __init__(self, folder: Path):
         super().__init__(folder / RUN_LOG, mode="a", encoding="utf-8", delay=True)
@@ -38,7 +39,7 @@ class RunLogFile(logging.FileHandler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.stream is None and not self.folder.is_dir():
+        if self.stream is None and not (self.folder / "config.yaml").is_file():
             return
         super().emit(record)
 
