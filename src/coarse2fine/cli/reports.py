@@ -90,7 +90,8 @@ def add_parsers(sub) -> None:
     p.add_argument("config", help="preset name or YAML path")
     add_common(p)
 
-    p = sub.add_parser("check", help="check every clip of a config's data and list the bad ones, without training")
+    p = sub.add_parser("check", help="check every clip of a config's data, list the bad ones and the classes per "
+                                     "split, without training (exit 1: a run of it would stop on bad clips)")
     p.add_argument("config", help="preset name or YAML path")
     add_common(p)
 
