@@ -187,6 +187,18 @@ def test_a_checkpoint_continues_on_its_own_clips_wherever_they_lie_never_on_othe
     args = [*args, "--set", f"data.train={moved / 'train.csv'}", "--set", f"data.val={moved / 'val.csv'}"]
     assert main(args) == 0, capsys.readouterr().err
     assert len(json.loads((out / "log.json").read_text())["records"]) == 3 and not ckpt.exists()
+    # Finished, then moved again: the same command elsewhere reuses it (its clips compared, not its paths) ...
+    again = tmp_path / "nfs" / "data"
+    shutil.move(moved, again)
+    for name in ("train.csv", "val.csv"):
+        (again / name).write_text((again / name).read_text().replace(str(moved), str(again)))
+    args = [*args, "--set", f"data.train={again / 'train.csv'}", "--set", f"data.val={again / 'val.csv'}"]
+    capsys.readouterr()
+    assert main(args) == 0 and "already finished in this folder" in capsys.readouterr().out
+    # ... and a manifest there listing other clips is another run's data.
+    (again / "train.csv").write_text((again / "train.csv").read_text().replace("train15.wav", "train14.wav"))
+    assert main(args) == 2
+    assert "holds a finished run of another config (its data: data.train:" in capsys.readouterr().err
 
 
 def test_compare_takes_runs_by_their_clips_not_by_their_manifests_names(tmp_path, capsys):

@@ -25,7 +25,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from coarse2fine.config import DataConfig, config_from_dict
 from coarse2fine.config.files import RUNTIME_KEYS, config_difference, differing_keys, path_keys
@@ -54,14 +54,18 @@ def holds_run(out_dir: Path) -> bool:
     return (out_dir / CHECKPOINT).exists() or (out_dir / "log.json").exists()
 
 
-def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
-                 fresh: bool) -> tuple[list[EpochRecord], list[PhaseRecord]] | None:
+def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool, fresh: bool,
+                 clip_lists: Callable[[], Mapping[str, str]] | None = None,
+                 ) -> tuple[list[EpochRecord], list[PhaseRecord]] | None:
     """Apply the run-folder rules to a run of ``config`` (a config dict): with ``resume`` a
     checkpoint of this config is continued (the loop reads it) and a finished run of this config
     is reused (its epoch and phase records are returned); without, a folder holding a run is
     refused; ``fresh`` discards what the folder holds. A run of another config is refused unless
     ``fresh``; one whose config differs only in runtime keys (:data:`RUNTIME_KEYS`) is this
-    config's, and what differs is logged."""
+    config's, and what differs is logged. A checkpoint or finished run whose config names its data
+    by other paths (:func:`moved_data_keys`) is this config's when its clip lists are this data's:
+    a checkpoint's are checked once the data is loaded, a finished run's here, through
+    ``clip_lists`` (the data's clip-list digests per split; None: such a finished run is refused)."""
     log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
     if fresh:
         for name in RUN_FILES:
@@ -98,12 +102,16 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool,
         return None
     if saved is not None and saved.get("done"):
         theirs = saved_config(saved.get("config") or {})
-        other = config_difference(theirs, config, ignore=ignored_keys(config))
+        moved = moved_data_keys(saved.get("data")) if clip_lists is not None else frozenset()
+        other = config_difference(theirs, config, ignore=ignored_keys(config) | moved)
         if other:
             raise RunFolderError(f"{out_dir} holds a finished run of another config "
                                  f"({other}); use another --out, or --fresh to overwrite it")
         if not resume:
             raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
+        paths = [(key, u, v) for key, u, v in differing_keys(theirs, config) if key in moved]
+        if paths and clip_lists is not None:
+            _check_same_clips(saved.get("data") or {}, clip_lists(), out_dir, paths)
         _log_finished_with(out_dir, theirs, config)
         return _finished_records(saved)
     if saved is not None:  # a run that stopped before its first checkpoint (a non-finite loss, a crash)
@@ -156,6 +164,20 @@ def moved_data_keys(signature: Mapping[str, Any] | None) -> frozenset[str]:
     if not signature or "train_list_sha256" not in signature:
         return frozenset()
     return frozenset(key for key in path_keys() if key.startswith("data.")) - RUNTIME_KEYS
+
+
+def _check_same_clips(saved: Mapping[str, Any], lists: Mapping[str, str], out_dir: Path,
+                      paths: list[tuple[str, Any, Any]]) -> None:
+    """Refuse to reuse a finished run whose data paths differ from this config's unless its clip
+    lists are this data's; say so when they are."""
+    other = [split for split, digest in lists.items() if saved.get(f"{split}_list_sha256") != digest]
+    if other or not lists:
+        raise RunFolderError(f"{out_dir} holds a finished run of another config (its data: "
+                             f"{', '.join(f'{key}: {u!r} vs {v!r}' for key, u, v in paths)}, and "
+                             f"{'the ' + ' and '.join(other) + ' clips differ' if other else 'no clip lists to compare'}"
+                             "); use another --out, or --fresh to overwrite it")
+    log.info("%s: the finished run there trained on the same clips, named by other paths (%s)", out_dir,
+             ", ".join(f"{key}: {u!r}" for key, u, _ in paths))
 
 
 def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], out_dir: Path) -> None:

@@ -215,7 +215,9 @@ def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], 
     out_dir = Path(out_dir)
     lock = folder_lock(out_dir) if main_process() else contextlib.nullcontext()  # one writer per folder
     with lock:
-        finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh)  # the config alone decides: before the data
+        # the config alone decides, before the data is read (unless a finished run's data has moved: its clips then)
+        finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh,
+                                clip_lists=lambda: (splits() if callable(splits) else splits).clip_lists)
         if finished is not None:
             log.info("%s: finished run of this config found in %s; nothing to train", label or cfg.name, out_dir)
             records, phases = finished
