@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from coarse2fine.cli import main
-from coarse2fine.report.comparable import RunFacts, differences, incomparable, run_facts, unchecked_lines
+from coarse2fine.report.comparable import (
+    RunFacts,
+    differences,
+    incomparable,
+    run_facts,
+    timing_lines,
+    unchecked_lines,
+)
 from coarse2fine.report.plots import write_report
 from coarse2fine.report.savings import read_log
 
@@ -192,7 +199,10 @@ def test_data_is_compared_by_its_clip_lists_not_by_the_names_of_its_files():
     others = facts("o", {"kind": "manifest", "train": "/d/other/train.json", "val": "/d/esc/val.json"}, ("t2", "v1"))
     assert differences(base, others) == {"data": ["the train split lists other clips or labels"]}
     packed = facts("p", {"kind": "shards", "train": "/packs/esc/train", "val": "/packs/esc/val"}, ("t1", "v1"))
-    assert differences(base, packed) == {}  # the same clips, packed
+    assert differences(base, packed) == {}  # the same clips, packed ...
+    assert timing_lines([base, packed]) == [  # ... read another way, said under the table
+        "p read its clips as data.kind shards, the baseline b as manifest: its wall and step time saves measure that "
+        "too, and a pack's features, where it has them, were rounded to float16 when packed"]
     shorter = facts("s", {"kind": "shards", "train": "/packs/esc/train", "val": "/packs/esc/val",
                           "clip_seconds": 2.0}, ("t1", "v1"))
     assert differences(base, shorter) == {"data": ["data.clip_seconds None -> 2.0"]}  # what makes the clips counts

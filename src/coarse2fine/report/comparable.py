@@ -283,7 +283,8 @@ TIMING_KEYS = ("train.device", "train.threads", "train.compile", "train.compile_
 def timing_lines(runs: Sequence[RunFacts]) -> list[str]:
     """One line per run (after the baseline, ``runs[0]``) that ran with other settings than the
     baseline that change its step time but not its results (:data:`TIMING_KEYS`), naming them:
-    its wall and step time saves measure those settings too."""
+    its wall and step time saves measure those settings too; and one per run that read the same
+    clips from another kind of source (a pack against files)."""
     base = runs[0]
     lines = []
     for run in runs[1:]:
@@ -295,6 +296,11 @@ def timing_lines(runs: Sequence[RunFacts]) -> list[str]:
             lines.append(f"{run.folder} ran with other settings than the baseline {base.folder} that change how long "
                          f"a step takes, not what it learns ({'; '.join(diffs)}): its wall and step time saves measure "
                          "them too; the calibrated column (--calibrate-rounds) times every run's steps alike")
+        kinds = [(f.config.get("data") or {}).get("kind") for f in (run, base)]
+        if kinds[0] != kinds[1]:  # the same clips (else differences() refused it) read another way
+            lines.append(f"{run.folder} read its clips as data.kind {kinds[0]}, the baseline {base.folder} as "
+                         f"{kinds[1]}: its wall and step time saves measure that too, and a pack's features, where "
+                         "it has them, were rounded to float16 when packed")
     return lines
 
 
