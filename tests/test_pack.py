@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,7 +127,9 @@ def test_a_folder_of_other_settings_or_other_files_is_refused(audio_set, tmp_pat
         pack(cfg, out, shard_clips=16, progress=False)
     assert main(["pack", str(audio_set.files_config), "--out", str(out), "--shard-clips", "16", "--fresh", "--quiet"]) == 0
     assert json.loads((out / "pack.json").read_text())["settings"]["shard_clips"] == 16
-    assert "train: 24 clips in 2 shards (2 written, 0 kept), 1 skipped" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "train: 24 clips in 2 shards (2 written, 0 kept), 1 skipped" in printed
+    assert re.search(r"\n  skipped \S+broken\.flac: ", printed)  # named, not only counted (a new user's case)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")

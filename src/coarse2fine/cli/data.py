@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from coarse2fine.cli.options import add_common
 from coarse2fine.config import load_config
+from coarse2fine.data.manifest import LIST_LIMIT
 from coarse2fine.data.pack import DEFAULT_SHARD_CLIPS, pack
+from coarse2fine.data.shard_layout import REPORT
 from coarse2fine.runtime import resolve_device
 from coarse2fine.training.progress import show_bars
 
@@ -39,6 +43,14 @@ def cmd_pack(args) -> int:
         sizes = ", ".join(f"{name} {n / 2**20:.1f} MiB" for name, n in r.bytes.items())
         print(f"{r.name}: {r.clips} clips in {r.shards} shards ({r.written} written, {r.kept} kept), "
               f"{r.skipped} skipped; {sizes}")
+        skipped = json.loads((Path(args.out) / r.name / REPORT).read_text()).get("skipped") or []
+        for clip in skipped[:LIST_LIMIT]:
+            print(f"  skipped {clip['path']}: {clip['problem']}")
+        if len(skipped) > LIST_LIMIT:
+            print(f"  ... and {len(skipped) - LIST_LIMIT} more ({Path(args.out) / r.name / REPORT})")
+    if any(r.skipped for r in results) and cfg.data.on_error == "raise":
+        print("warning: the pack leaves bad clips out (a run of the files would stop on them: data.on_error: raise); "
+              "fix or remove them and pack again to keep every clip")
     print(f"packed into {args.out}; train on it with data.kind: shards, data.train: {args.out}/train, "
           f"data.val: {args.out}/val (skipped clips: {args.out}/<split>/report.json)")
     return 0
