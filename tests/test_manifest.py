@@ -346,3 +346,6 @@ def test_a_clip_list_is_known_by_its_clips_wherever_they_lie():
     windowed = [here[0], Entry(here[1].path, here[1].labels, start=10.0)]
     digests = {clip_list_digest(x) for x in (here, relabelled, renamed, windowed, here[:1])}
     assert len(digests) == 5
+    # In order (what a run's batches draw from): the moved copy lists them the other way round.
+    assert clip_list_digest(here, ordered=True) != clip_list_digest(moved, ordered=True)
+    assert clip_list_digest(here, ordered=True) == clip_list_digest(moved[::-1], ordered=True)

@@ -330,8 +330,9 @@ def test_check_and_stats_of_shards_match_the_files(packed, capsys):
 def test_a_pack_names_the_clips_of_the_lists_it_was_packed_from(packed):
     """A run from the pack and a run from the files hold the same clip lists (compare takes them for
     the same data)."""
-    shards, files = (load_splits(load_config(c)).clip_lists for c in (packed.config, packed.audio.files_config))
-    assert set(shards) == {"train", "val"} and shards == files
+    shards, files = (load_splits(load_config(c)) for c in (packed.config, packed.audio.files_config))
+    assert set(shards.clip_lists) == {"train", "val"} and shards.clip_lists == files.clip_lists
+    assert shards.train_order is not None and shards.train_order == files.train_order
 
 
 @pytest.mark.parametrize("setting,problem,reads", [

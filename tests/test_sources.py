@@ -179,6 +179,11 @@ def test_a_checkpoint_continues_on_its_own_clips_wherever_they_lie_never_on_othe
     assert f"{out} holds an unfinished run trained on other data (the train split lists other clips" in capsys.readouterr().err
     # The same clips in a manifest elsewhere and the audio moved with it (another disk, a preempted job
     # resumed where the data is mounted elsewhere): the run continues.
+    # The same clips in another order: the run's batches would change (a manifest rebuilt by a glob elsewhere).
+    header, *rows = original.splitlines()
+    csv["train"].write_text("\n".join([header, *reversed(rows)]) + "\n")
+    assert main(args) == 2
+    assert "the training clips are the same but listed in another order" in capsys.readouterr().err
     csv["train"].write_text(original)
     moved = tmp_path / "ssd" / "data"
     shutil.move(tmp_path / "data", moved)

@@ -131,6 +131,7 @@ class DataSplits:
     skipped: list = field(default_factory=list)
     display_names: list[str] | None = None
     clip_lists: dict[str, str] = field(default_factory=dict)  # split -> clip_list_digest of the clips it names
+    train_order: str | None = None  # clip_list_digest(..., ordered=True) of the training clips: what batches draw
 
     def separate(self) -> DataSplits:
         """These splits with their own phase state (:meth:`ClipDataset.separate`), for a run that
@@ -141,11 +142,13 @@ class DataSplits:
         """What a checkpoint must find again to resume on the same data, and what a report compares
         runs' data by: the clip counts, the classes (a digest of their ids, in target order) and,
         where the source names its clips, each split's clip list
-        (:func:`~coarse2fine.data.manifest.clip_list_digest`: the same wherever the files lie)."""
+        (:func:`~coarse2fine.data.manifest.clip_list_digest`: the same wherever the files lie) and
+        the order of the training clips (which a resumed run's batches depend on)."""
         classes = "\n".join(self.train.class_names).encode()
         return {"train_clips": len(self.train), "val_clips": len(self.val),
                 "classes": len(self.train.class_names), "classes_sha256": hashlib.sha256(classes).hexdigest(),
-                **{f"{split}_list_sha256": value for split, value in self.clip_lists.items()}}
+                **{f"{split}_list_sha256": value for split, value in self.clip_lists.items()},
+                **({"train_order_sha256": self.train_order} if self.train_order else {})}
 
 
 def synthetic_splits(train_clips: int, val_clips: int, clip_seconds: float, sample_rate: int, seed: int = 0) -> DataSplits:

@@ -124,19 +124,20 @@ class Manifest:
         return {label for e in self.entries for label in e.labels}
 
 
-def clip_list_digest(entries: Sequence[Entry]) -> str:
+def clip_list_digest(entries: Sequence[Entry], ordered: bool = False) -> str:
     """What identifies a clip list wherever its files lie: the sha256 of its clips, each as its
-    path relative to the folder all of them are in, its labels and its start, in sorted order. A
-    copy of the data moved elsewhere, or a manifest of the same clips under another name, has the
-    same digest; a manifest of the same length and name listing other clips or labels has another."""
+    path relative to the folder all of them are in, its labels and its start, in sorted order
+    (``ordered``: in the list's order, which decides a run's batches). A copy of the data moved
+    elsewhere, or a manifest of the same clips under another name, has the same digest; a manifest
+    of the same length and name listing other clips or labels has another."""
     paths = [os.path.abspath(e.path) for e in entries]
     try:
         root = os.path.commonpath(list({os.path.dirname(p) for p in paths})) if paths else ""
     except ValueError:  # paths on several drives: no common folder
         root = ""
     cut = len(root.rstrip(os.sep)) + 1 if root else 0
-    lines = sorted(f"{p[cut:].replace(os.sep, '/')}\t{','.join(sorted(e.labels))}\t{e.start!r}"
-                   for p, e in zip(paths, entries))
+    lines = [f"{p[cut:].replace(os.sep, '/')}\t{','.join(sorted(e.labels))}\t{e.start!r}" for p, e in zip(paths, entries)]
+    lines = lines if ordered else sorted(lines)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 

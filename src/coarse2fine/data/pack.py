@@ -372,7 +372,9 @@ class SplitWriter:
                   "sample_rate": st.sample_rate, "clip_seconds": st.clip_seconds, "num_samples": st.num_samples,
                   "classes": list(self.manifest.classes), "display_names": list(self.manifest.display_names),
                   "multilabel": self.manifest.multilabel, "num_clips": len(labels), "num_skipped": len(skipped),
-                  "clip_list_sha256": clip_list_digest(self.manifest.entries)}  # a run of these clips from files: the same
+                  # a run of these clips from files has the same digests
+                  "clip_list_sha256": clip_list_digest(self.manifest.entries),
+                  "clip_order_sha256": clip_list_digest(self.manifest.entries, ordered=True)}
         entries = []
         for fs in st.feature_sets:
             meta = {**common, "R": fs.R, "dtype": "float16", "frontend": fs.settings, "frontend_digest": fs.digest}

@@ -198,7 +198,9 @@ def _file_dataset(cfg: RunConfig, usable: Manifest) -> ClipDataset:
 def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
     splits, skipped, failed, lists = [], [], [], {}
-    for i, manifest in enumerate(manifests(cfg)):
+    train_list, val_list = manifests(cfg)
+    order = clip_list_digest(train_list.entries, ordered=True)
+    for i, manifest in enumerate((train_list, val_list)):
         lists["train" if i == 0 else "val"] = clip_list_digest(manifest.entries)
         try:
             report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)
@@ -215,7 +217,7 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
     if skipped:
         log.warning("%d bad clip(s) skipped; a run lists them in its log.json (skipped)", len(skipped))
     return DataSplits(train=splits[0], val=splits[1], skipped=skipped, display_names=manifest.display_names,
-                      clip_lists=lists)
+                      clip_lists=lists, train_order=order)
 
 
 def load_validation(cfg: RunConfig, clips: int | None = None) -> ClipDataset:
