@@ -487,10 +487,12 @@ def test_a_missing_data_path_says_relative_paths_are_taken_from_the_current_fold
 def test_train_keeps_its_log_lines_in_the_run_folder(tmp_path, caplog):
     """Under a scheduler the console is gone when the job is: a new user found no log in the run folder."""
     out = tmp_path / "run"
-    sets = _sets(["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "train.threads=1"])
+    sets = _sets(["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "train.threads=1",
+                  "train.compile_mode=reduce-overhead"])  # a warning when the config is loaded, before the folder
     caplog.set_level("INFO", logger="coarse2fine")  # as the console logs without --quiet
     assert main(["train", "demo", "--out", str(out), *sets]) == 0
     text = (out / "train.log").read_text()
+    assert text.index("compiles nothing without train.compile: true") < text.index("run demo: ast micro")
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO coarse2fine.training.loop: run demo: ast micro", text, re.M)
     assert "demo epoch 2 (phase 2, R=1)" in text
     assert main(["train", "demo", "--out", str(out), *sets]) == 0  # reused: appended to

@@ -29,40 +29,67 @@ def quiet_loggers(levels: Mapping[str, int]) -> Iterator[None]:
 
 
 class RunLogFile(logging.FileHandler):
-    """``folder/train.log``, appended to (a resumed run continues it); nothing is written before the
-    folder holds a run (its ``config.yaml``, written when the run starts), so a start that fails
-    (a refused folder, bad data) leaves the folder as it was."""
+    """``folder/train.log``, appended to (a resumed run continues it). Records come in before the
+    run has claimed the folder (:func:`claimed`) and made it its own (``config.yaml``): they are
+    kept and written first once it has, so the file starts with the config's warnings; a start
+    that fails before (another run's folder, a config or data error) writes nothing."""
 
     def __init__(self, folder: Path):
         super().__init__(folder / RUN_LOG, mode="a", encoding="utf-8", delay=True)
         self.folder = folder
+        self.claimed = False
+        self.waiting: list[logging.LogRecord] = []
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
 
+    @property
+    def writing(self) -> bool:
+        """Whether this handler has written to the file (the run holds the folder)."""
+        return self.stream is not None
+
     def emit(self, record: logging.LogRecord) -> None:
-        if self.stream is None and not (self.folder / "config.yaml").is_file():
-            return
+        if not self.writing:
+            if not (self.claimed and (self.folder / "config.yaml").is_file()):
+                self.waiting.append(record)
+                return
+            waiting, self.waiting = self.waiting, []
+            for earlier in waiting:
+                super().emit(earlier)
         super().emit(record)
 
 
+_RUN_LOGS: dict[Path, RunLogFile] = {}
+
+
+def claimed(folder: str | os.PathLike) -> None:
+    """Say that a run has claimed ``folder`` (the run-folder rules let it train or reuse it
+    there): its :class:`RunLogFile`, if one waits, may write from then on."""
+    handler = _RUN_LOGS.get(Path(folder).absolute())
+    if handler is not None:
+        handler.claimed = True
+
+
 @contextlib.contextmanager
-def run_log_file(folder: str | os.PathLike, not_ours: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+def run_log_file(folder: str | os.PathLike) -> Iterator[None]:
     """Within the block, coarse2fine's log lines as the console gets them (INFO and up, warnings
-    only with ``--quiet``) also go to ``folder/train.log``, with the date, and so does the error
-    that ends the block, unless it is one of ``not_ours`` (the folder was refused: it holds another
-    run, whose log it is): a run under a scheduler keeps its log beside its checkpoints. Under
-    torchrun only the main process (RANK 0) writes."""
+    only with ``--quiet``) also go to ``folder/train.log``, with the date (see
+    :class:`RunLogFile`), and so does the error that ends the block once the run has written there:
+    a run under a scheduler keeps its log beside its checkpoints. Under torchrun only the main
+    process (RANK 0) writes."""
     if int(os.environ.get("RANK", "0")):
         yield
         return
-    logger, handler = logging.getLogger("coarse2fine"), RunLogFile(Path(folder))
+    key = Path(folder).absolute()
+    logger, handler = logging.getLogger("coarse2fine"), RunLogFile(key)
     logger.addHandler(handler)
+    _RUN_LOGS[key] = handler
     try:
         yield
     except BaseException as err:  # how the run ended, as the command says it on the console (not logged there)
-        if not isinstance(err, not_ours):
+        if handler.writing:
             handler.emit(logging.makeLogRecord({"name": "coarse2fine", "levelno": logging.ERROR,
                                                 "levelname": "ERROR", "msg": f"stopped: {type(err).__name__}: {err}"}))
         raise
     finally:
+        _RUN_LOGS.pop(key, None)
         logger.removeHandler(handler)
         handler.close()

@@ -45,7 +45,6 @@ from coarse2fine.experiments.pretraining import (
 )
 from coarse2fine.experiments.settings import experiment_settings
 from coarse2fine.experiments.tables import ExperimentReport, calibrate_settings, write_experiment
-from coarse2fine.folder_lock import FolderInUseError
 from coarse2fine.logs import run_log_file
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.kept import transfers
@@ -232,9 +231,8 @@ def _train_one(args, cfg) -> RunResult:
         raise RunFolderError(f"--resume: {args.out} holds no run to continue (no {CHECKPOINT}, no log.json); check "
                              "--out, or leave out --resume to start a run there")
     # the data is read once the folder is claimed: a refused folder or a finished run reads none
-    with run_log_file(args.out, not_ours=(RunFolderError, FolderInUseError)):
-        result = train_run(cfg, functools.partial(load_splits, cfg), args.out, progress=show_bars(args.quiet),
-                           resume=True, fresh=args.fresh)
+    result = train_run(cfg, functools.partial(load_splits, cfg), args.out, progress=show_bars(args.quiet),
+                       resume=True, fresh=args.fresh)
     metric = cfg.train.metric
     what = {"trained": "trained", "resumed": "resumed from its checkpoint and finished",
             "finished": "already finished in this folder (nothing trained; --fresh trains it again)"}[result.status]
@@ -249,11 +247,17 @@ def _train_one(args, cfg) -> RunResult:
 
 
 def cmd_train(args) -> int:
-    _train_one(args, load_config(args.config, run_overrides(args)))
+    with run_log_file(args.out):  # from the config's warnings on, kept once the run holds its folder
+        _train_one(args, load_config(args.config, run_overrides(args)))
     return 0
 
 
 def cmd_pretrain(args) -> int:
+    with run_log_file(args.out):
+        return _pretrain(args)
+
+
+def _pretrain(args) -> int:
     cfg = load_config(args.config, run_overrides(args))
     if cfg.train.objective != "masked_patch":
         raise ValueError(f"{args.config} is a {cfg.train.objective} config; pretraining needs train.objective: "

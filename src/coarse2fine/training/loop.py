@@ -44,6 +44,7 @@ from coarse2fine.config import PhaseSetup, RunConfig, config_yaml
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import iterate_batches, resolve_workers, workers_reason
 from coarse2fine.folder_lock import folder_lock
+from coarse2fine.logs import claimed
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.model.transfer import initialise
@@ -218,6 +219,7 @@ def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], 
         # the config alone decides, before the data is read (unless a finished run's data has moved: its clips then)
         finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh,
                                 clip_lists=lambda: (splits() if callable(splits) else splits).clip_lists)
+        claimed(out_dir)  # a log file kept for this folder (coarse2fine train's train.log) may write now
         if finished is not None:
             log.info("%s: finished run of this config found in %s; nothing to train", label or cfg.name, out_dir)
             records, phases = finished
