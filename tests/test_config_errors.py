@@ -368,6 +368,9 @@ def test_a_data_key_the_kind_does_not_read_warns_when_you_set_it(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):
         load_config(str(tmp_path / "mine.yaml"))
     assert "does not read it" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):  # FSDD has no folds (nor does a run differ by one)
+        load_config("fsdd_digits-cpu", ["data.fold=3"])
+    assert "data.fold: data.kind fsdd does not read it (only manifest, esc50 and shards data does)" in caplog.text
     (tmp_path / "mine.yaml").write_text("extends: demo\ndata:\n  kind: manifest\n  train: t.json\n  val: v.json\n"
                                         "  root: /data/fsdd\n")
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):

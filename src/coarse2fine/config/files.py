@@ -378,8 +378,9 @@ def _warn_unread_data_keys(data: DataConfig, layers: Sequence[tuple[str, dict[st
                 or getattr(data, name) == getattr(default, name)):
             continue
         readers = [k for k, names in DataConfig.READS.items() if name in names]
-        warn(key, f"{key}: data.kind {data.kind} does not read it (only {' and '.join(readers)} data does): it "
-                  "changes nothing in this run")
+        kinds = " and ".join([", ".join(readers[:-1]), readers[-1]] if len(readers) > 1 else readers)
+        warn(key, f"{key}: data.kind {data.kind} does not read it (only {kinds} data does): it changes nothing in "
+                  "this run")
 
 
 def _check_amp(cfg: RunConfig) -> None:

@@ -138,11 +138,11 @@ class DataConfig(Section):
     # is no part of what a run is (:meth:`unread_keys`).
     READS: ClassVar[dict[str, frozenset[str]]] = {
         "synthetic": frozenset({"train_clips", "val_clips"}),
-        "manifest": frozenset({"train", "val", "label_csv"}),
+        "manifest": frozenset({"train", "val", "label_csv", "fold"}),  # fold fills {fold} in train / val
         "fsdd": frozenset({"root", "task"}),
-        "esc50": frozenset({"root"}),
+        "esc50": frozenset({"root", "fold"}),
         "unlabeled": frozenset({"sources", "val_fraction"}),
-        "shards": frozenset({"train", "val"}),
+        "shards": frozenset({"train", "val", "fold"}),
     }
 
     @classmethod
