@@ -117,6 +117,7 @@ def test_finetune_set_takes_every_task_or_the_one_it_names():
                                                          "my/task.yaml:data.root=C:/clips", "train.threads=2"])
     assert out == {"esc50-cpu": ["train.epochs=3", "train.epochs=10", "train.threads=2"],
                    "my/task.yaml": ["train.epochs=3", "data.root=C:/clips", "train.threads=2"]}  # in order: later wins
+    assert task_overrides(["my/task.yaml"], ["task:train.epochs=2"]) == {"my/task.yaml": ["train.epochs=2"]}  # its stem
     with pytest.raises(ValueError, match=r"'esc50' is not a --finetune config \(they are: esc50-cpu, my/task.yaml\)"):
         task_overrides(["esc50-cpu", "my/task.yaml"], ["esc50:train.epochs=10"])
 

@@ -347,7 +347,7 @@ def test_time_saves_measured_on_another_machine_than_the_baseline_are_marked():
         assert not any(cell.endswith("†") for cell in by[name].values())
     named = {"Baseline": base, "same": same, "other": other, "resumed": resumed}
     assert timed_elsewhere(named, "Baseline") == {"other": ["B"], "resumed": ["A", "B"]}
-    assert "† Timed on different machines (other on B; resumed on A and B)" in table_note(base, named)
+    assert "† Timed on different machines or thread counts (other on B; resumed on A and B)" in table_note(base, named)
     assert timed_elsewhere({"Baseline": resumed, "same": same}, "Baseline") == {"Baseline": ["A", "B"], "same": ["A"]}
     assert timed_elsewhere({"Baseline": base, "same": same}, "Baseline") == {}
     # seeds: a baseline whose seeds ran on two machines marks every setting

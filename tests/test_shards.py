@@ -359,12 +359,21 @@ def test_crossval_folds_of_shards_are_packed_folders(packed):
     assert (fold.data.train, fold.data.val) == ("/packs/esc50_fold3/train", "/packs/esc50_fold3/val")
 
 
-def test_unsupported_remote_scheme_and_missing_split(packed, tmp_path):
+def test_unsupported_remote_scheme_and_missing_split(packed, tmp_path, capsys):
     with pytest.raises(ValueError, match="s3:// is not supported"):
         load_splits(load_config(packed.config, ["data.train=s3://bucket/train"]))
     with pytest.raises(ValueError, match=r"data.train: .*/missing: no such folder \(a split folder written by "
                                          r"`coarse2fine pack`, e.g. PACK/train; a moved pack: set data.train"):
         load_splits(load_config(packed.config, [f"data.train={tmp_path}/missing"]))
+    assert main(["check", str(packed.config), "--set", f"data.train={packed.root}"]) == 2  # check says it as a run does
+    assert f"data.train: {packed.root} is a pack's top folder" in capsys.readouterr().err
+    # data.kind and the path of another kind (a new user's case: "empty manifest", a raw "Not a directory")
+    with pytest.raises(ValueError, match=r"train.csv is a file; data.kind shards reads a split folder .* for a "
+                                         r"manifest file, data.kind: manifest"):
+        load_splits(load_config(packed.config, [f"data.train={packed.audio.folder / 'train.csv'}"]))
+    with pytest.raises(ValueError, match=r"a folder written by `coarse2fine pack`, not a folder of class sub-folders; "
+                                         r"read it with data.kind: shards"):
+        load_splits(load_config(packed.audio.files_config, [f"data.train={packed.root / 'train'}"]))
     # the pack's top folder for a split (a new user's case: it was called an unfinished pack)
     with pytest.raises(ValueError, match=rf"data.val: {packed.root} is a pack's top folder \(it holds pack.json\); "
                                          rf"give its split folder: --set data.val={packed.root / 'val'}"):

@@ -29,7 +29,7 @@ from coarse2fine.config import (
     save_config,
 )
 from coarse2fine.data.shard_layout import ShardError
-from coarse2fine.data.shard_store import ShardStore, is_url
+from coarse2fine.data.shard_store import ShardStore, check_location, is_url
 from coarse2fine.data.shards import split_summary, verify_split
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
@@ -253,7 +253,10 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
     run opens them (sample rate, clip length, index, classes, loss) and what each phase reads."""
     store = ShardStore(cfg.data.shard_cache)
     bad = 0
-    for split, root in (("train", cfg.data.split_path("train")), ("val", cfg.data.split_path("val"))):
+    roots = {split: cfg.data.split_path(split) for split in ("train", "val")}
+    for split, root in roots.items():
+        check_location(root, f"data.{split}")  # a pack's top folder, or none, named as a run names it
+    for split, root in roots.items():
         if is_url(root):  # every shard is downloaded to be hashed: say how much first
             audio = split_summary(root)
             size = audio.bytes + sum(int(e.get("bytes") or 0) for e in audio.meta.get("feature_sets") or [])

@@ -269,16 +269,18 @@ def _pretrain(args) -> int:
 
 def task_overrides(names: list[str], overrides: list[str]) -> dict[str, list[str]]:
     """Each downstream config's ``--finetune-set`` overrides, in order: ``KEY=VALUE`` for every
-    one, ``NAME:KEY=VALUE`` for the one named ``NAME`` in ``--finetune`` (keys hold no colon)."""
+    one, ``NAME:KEY=VALUE`` for the one named ``NAME`` in ``--finetune``, or whose file is named
+    ``NAME`` (``ft`` for ``configs/ft.yaml``, as its folder and columns are; keys hold no colon)."""
     out: dict[str, list[str]] = {name: [] for name in names}
+    stems = {Path(n).stem: n for n in names if Path(n).stem not in names}  # ft for ft.yaml, as its folder is named
     for item in overrides:
         key = item.partition("=")[0]
         name, colon, rest = key.rpartition(":") if ":" in key else ("", "", key)
         if not colon:
             for each in out.values():
                 each.append(item)
-        elif name in out:
-            out[name].append(rest + item[len(key):])
+        elif name in out or name in stems:
+            out[name if name in out else stems[name]].append(rest + item[len(key):])
         else:
             raise ValueError(f"--finetune-set {item}: {name!r} is not a --finetune config (they are: "
                              f"{', '.join(names)})")

@@ -415,6 +415,9 @@ def read_folder(root: str | Path) -> Manifest:
     path = Path(root)
     if not path.is_dir():
         raise ManifestError(f"{path}: not a folder")
+    if (path / "dataset.json").is_file() or (path / "pack.json").is_file():
+        raise ManifestError(f"{path}: a folder written by `coarse2fine pack`, not a folder of class sub-folders; "
+                            "read it with data.kind: shards (data.train / data.val: its split folders)")
     loose = [p for p in path.iterdir() if _is_audio(p)]
     if loose:
         logger.warning("%s: %d audio file(s) directly in the root folder ignored; put each class in its own sub-folder", path, len(loose))

@@ -83,6 +83,9 @@ def check_location(location: str, key: str) -> None:
     if (folder / PACK_MANIFEST).is_file():
         raise ValueError(f"{key}: {location} is a pack's top folder (it holds {PACK_MANIFEST}); give its split "
                          f"folder: --set {key}={folder / split}")
+    if folder.is_file():
+        raise ValueError(f"{key}: {location} is a file; data.kind shards reads a split folder written by "
+                         f"`coarse2fine pack` (PACK/{split}); for a manifest file, data.kind: manifest")
     if not folder.is_dir():
         raise ValueError(f"{key}: {location}: no such folder (a split folder written by `coarse2fine pack`, e.g. "
                          f"PACK/{split}; a moved pack: set {key} to where it is now)")

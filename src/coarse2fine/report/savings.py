@@ -349,8 +349,9 @@ def time_note(time_measures: Sequence[str], busy: Sequence[str] = (),
                  "(the machine was busy): their wall time save cannot be trusted.")
     if elsewhere:
         where = "; ".join(f"{name} on {' and '.join(m)}" for name, m in elsewhere.items())
-        note += (f" † Timed on different machines ({where}): their wall and step time saves compare the machines "
-                 "as well as the training; the calibrated column (--calibrate-rounds) times every phase on one.")
+        note += (f" † Timed on different machines or thread counts ({where}): their wall and step time saves "
+                 "compare those as well as the training; the calibrated column (--calibrate-rounds) times every "
+                 "phase on one.")
     if drift:
         ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in drift.items())
         note += (f" ‡ The same full-resolution step took another time than in the baseline ({ratios}): the "
