@@ -229,3 +229,15 @@ def test_hf_loader_errors_are_clear():
         convert_hf_state_dict(partial)
     with pytest.raises(ValueError, match="shape mismatch"):
         load_hf_state_dict(AST(ASTConfig(**{**TINY, "target_length": 32})), sd)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_prefix_tokens_gradient_has_the_parameters_strides_at_any_batch(batch):
+    # Under torchrun, a process's micro-batch of 1 clip passed the cls token a view of the next layer's gradient
+    # (strides [N * D, D, 1]), which DDP copied at every step with a warning (a new user's log).
+    model = AST(ast_config("micro", num_classes=3, target_length=64, num_mel_bins=32))
+    seen = {}
+    for name in ("cls_token", "dist_token"):
+        getattr(model, name).register_hook(lambda g, name=name: seen.update({name: g.stride()}))
+    model(torch.randn(batch, 64, 32)).sum().backward()
+    assert seen == {"cls_token": model.cls_token.stride(), "dist_token": model.dist_token.stride()}

@@ -49,6 +49,7 @@ from coarse2fine.model.ast import (
     ASTConfig,
     ast_forward_flops,
     ast_training_flops,
+    prefix_tokens,
 )
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import Arch, register
@@ -186,8 +187,7 @@ class SSAST(AST):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Prefix tokens, positional embedding, blocks, final norm: [B, N, D] -> [B, 2 + N, D]."""
-        b = tokens.shape[0]  # each prefix token expanded alone: its gradient keeps the parameter's strides (DDP)
-        prefix = torch.cat([self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1)], dim=1)
+        prefix = prefix_tokens((self.cls_token, self.dist_token), tokens.shape[0])
         h = self.pos_drop(torch.cat([prefix, tokens], dim=1) + self.pos_embed)
         for block in self.blocks:
             h = block(h)

@@ -25,6 +25,7 @@ from coarse2fine.model.ast.model import (
     ast_config,
     ast_forward_flops,
     ast_training_flops,
+    prefix_tokens,
 )
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import Arch, register
@@ -33,7 +34,7 @@ from coarse2fine.model.transfer import TransferSummary, transfer_weights
 __all__ = [
     "AST", "NUM_PREFIX_TOKENS", "PRESETS", "ASTConfig", "Attention", "Block", "DropPath", "Head", "Mlp", "PatchEmbed",
     "PatchResize", "adapt_state_dict", "ast_config", "ast_forward_flops", "ast_load_pretrained", "ast_make_config",
-    "ast_training_flops",
+    "ast_training_flops", "prefix_tokens",
 ]
 
 

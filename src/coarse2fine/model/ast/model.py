@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -178,6 +178,15 @@ def ast_config(preset: str, **overrides: Any) -> ASTConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     return ASTConfig(**{**PRESETS[preset], **overrides})
+
+
+def prefix_tokens(tokens: Sequence[torch.Tensor], batch: int) -> torch.Tensor:
+    """Prefix tokens (each ``[1, 1, D]``) for a batch: ``[batch, len(tokens), D]``. Each token is
+    expanded on its own over at least 2 clips, then the batch is cut out, so that its gradient is a
+    tensor of its own with the parameter's strides, never a view of the next layer's gradient
+    (which DDP copies at every step, with a warning, when a process's micro-batch holds 1 clip)."""
+    n = max(batch, 2)
+    return torch.cat([t.expand(n, -1, -1) for t in tokens], dim=1)[:batch]
 
 
 class PatchEmbed(nn.Module):
@@ -345,8 +354,7 @@ class AST(C2FModel):
         """All token outputs after the final LayerNorm: [B, 2 + N, D] (cls, dist, patches)."""
         self.check_input(x)
         tokens = self.patch_embed(x.transpose(1, 2).unsqueeze(1))
-        b = x.shape[0]  # each prefix token expanded alone: its gradient keeps the parameter's strides (DDP)
-        prefix = torch.cat([self.cls_token.expand(b, -1, -1), self.dist_token.expand(b, -1, -1)], dim=1)
+        prefix = prefix_tokens((self.cls_token, self.dist_token), x.shape[0])
         if self.config.pos_embed == "grid":
             h = self.pos_drop(torch.cat([prefix, tokens], dim=1) + self.pos_embed)
         else:  # disentangled embeddings added before patchout, so kept patches keep their positions
