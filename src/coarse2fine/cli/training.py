@@ -101,7 +101,7 @@ def add_parsers(sub) -> None:
                    help="compression method of the coarse-to-fine pretraining")
     p.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a value of every downstream config, or with NAME:SECTION.KEY=VALUE of the one "
-                        "named NAME in --finetune (repeatable)")
+                        "named NAME in --finetune (or whose file is NAME.yaml) (repeatable)")
     p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md/.csv/.json)")
     add_grid_options(p)
     add_common(p)
