@@ -68,61 +68,88 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool, fresh: boo
     ``clip_lists`` (the data's clip-list digests per split; None: such a finished run is refused)."""
     log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
     if fresh:
-        for name in RUN_FILES:
-            (out_dir / name).unlink(missing_ok=True)
-        for folder in ("tensorboard", FAILURE_FOLDER):
-            shutil.rmtree(out_dir / folder, ignore_errors=True)
+        _discard(out_dir)
+        return None
+    if ckpt.exists():
+        _continue_checkpoint(load_checkpoint(ckpt), config, out_dir, resume)
         return None
     saved = _read_log(log_path)
-    if ckpt.exists():
-        held = load_checkpoint(ckpt)
-        ckpt_config, moved = saved_config(held["config"]), moved_data_keys(held.get("data"))
-        other = config_difference(ckpt_config, config, ignore=ignored_keys(config) | moved)
-        if other:
-            raise RunFolderError(f"{out_dir} holds an unfinished run of another config "
-                                 f"({other}); continue it with its own config, "
-                                 "use another --out, or --fresh to discard it")
-        if not resume:
-            raise RunFolderError(f"{out_dir} holds an unfinished run of this config; continue it with --resume, "
-                                 "or --fresh to start over")
-        paths = [(key, u, v) for key, u, v in differing_keys(ckpt_config, config) if key in moved]
-        if paths:
-            log.info("%s: the data is named by other paths than the run so far used (%s); it continues if they "
-                     "hold the same clips and labels, checked when they are read", out_dir,
-                     ", ".join(f"{key}: {v!r} (was {u!r})" for key, u, v in paths))
-        changed = runtime_changes(ckpt_config, config)
-        if changed:
-            log.info("%s: continuing with %s; settings that do not change what the run learns", out_dir,
-                     ", ".join(f"{key}: {_shown(key, v)} (the run so far used {_shown(key, u)})"
-                               for key, u, v in changed))
-            if (config.get("augment") or {}).get("mixup") and any(c[0] in SERVING_KEYS for c in changed):
-                log.warning("%s: %s decide whether the data source serves waveforms, features or the model input, "
-                            "which is what mixup mixes: the rest of the run may mix another kind of input than it "
-                            "did so far", out_dir, " / ".join(SERVING_KEYS))
-        return None
     if saved is not None and saved.get("done"):
-        theirs = saved_config(saved.get("config") or {})
-        moved = moved_data_keys(saved.get("data")) if clip_lists is not None else frozenset()
-        other = config_difference(theirs, config, ignore=ignored_keys(config) | moved)
-        if other:
-            raise RunFolderError(f"{out_dir} holds a finished run of another config "
-                                 f"({other}); use another --out, or --fresh to overwrite it")
-        if not resume:
-            raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
-        paths = [(key, u, v) for key, u, v in differing_keys(theirs, config) if key in moved]
-        if paths and clip_lists is not None:
-            _check_same_clips(saved.get("data") or {}, clip_lists(), out_dir, paths)
-        _log_finished_with(out_dir, theirs, config)
-        return _finished_records(saved)
+        return _reuse_finished(saved, config, out_dir, resume, clip_lists)
     if saved is not None:  # a run that stopped before its first checkpoint (a non-finite loss, a crash)
-        theirs = saved_config(saved.get("config") or {})
-        other = config_difference(theirs, config, ignore=ignored_keys(config))
-        if other:
-            raise RunFolderError(f"{out_dir} holds the log of a run of another config that stopped with no checkpoint "
-                                 f"({other}); use another --out, or --fresh to discard it")
-        log.info("%s: the run of this config there stopped with no checkpoint to continue from; it starts again",
-                 out_dir)
+        _restart_stopped(saved, config, out_dir)
     return None
+
+
+def _discard(out_dir: Path) -> None:
+    """``--fresh``: remove what a run left in ``out_dir``."""
+    for name in RUN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    for folder in ("tensorboard", FAILURE_FOLDER):
+        shutil.rmtree(out_dir / folder, ignore_errors=True)
+
+
+def _moved_paths(theirs: dict[str, Any], ours: dict[str, Any], moved: frozenset[str]) -> list[tuple[str, Any, Any]]:
+    """The data path keys (of ``moved``) whose values differ, with both values."""
+    return [(key, u, v) for key, u, v in differing_keys(theirs, ours) if key in moved]
+
+
+def _continue_checkpoint(held: dict[str, Any], config: dict[str, Any], out_dir: Path, resume: bool) -> None:
+    """The checkpoint ``held`` in ``out_dir`` is continued by a run of ``config`` (with ``resume``),
+    or refused; what it continues with other than before is logged."""
+    ckpt_config, moved = saved_config(held["config"]), moved_data_keys(held.get("data"))
+    other = config_difference(ckpt_config, config, ignore=ignored_keys(config) | moved)
+    if other:
+        raise RunFolderError(f"{out_dir} holds an unfinished run of another config "
+                             f"({other}); continue it with its own config, "
+                             "use another --out, or --fresh to discard it")
+    if not resume:
+        raise RunFolderError(f"{out_dir} holds an unfinished run of this config; continue it with --resume, "
+                             "or --fresh to start over")
+    paths = _moved_paths(ckpt_config, config, moved)
+    if paths:
+        log.info("%s: the data is named by other paths than the run so far used (%s); it continues if they "
+                 "hold the same clips and labels, checked when they are read", out_dir,
+                 ", ".join(f"{key}: {v!r} (was {u!r})" for key, u, v in paths))
+    changed = runtime_changes(ckpt_config, config)
+    if changed:
+        log.info("%s: continuing with %s; settings that do not change what the run learns", out_dir,
+                 ", ".join(f"{key}: {_shown(key, v)} (the run so far used {_shown(key, u)})" for key, u, v in changed))
+        if (config.get("augment") or {}).get("mixup") and any(c[0] in SERVING_KEYS for c in changed):
+            log.warning("%s: %s decide whether the data source serves waveforms, features or the model input, "
+                        "which is what mixup mixes: the rest of the run may mix another kind of input than it "
+                        "did so far", out_dir, " / ".join(SERVING_KEYS))
+
+
+def _reuse_finished(saved: dict[str, Any], config: dict[str, Any], out_dir: Path, resume: bool,
+                    clip_lists: Callable[[], Mapping[str, str]] | None,
+                    ) -> tuple[list[EpochRecord], list[PhaseRecord]]:
+    """The records of the finished run ``saved`` (its ``log.json``) in ``out_dir``, reused by a run
+    of ``config`` (with ``resume``), or a refusal."""
+    theirs = saved_config(saved.get("config") or {})
+    moved = moved_data_keys(saved.get("data")) if clip_lists is not None else frozenset()
+    other = config_difference(theirs, config, ignore=ignored_keys(config) | moved)
+    if other:
+        raise RunFolderError(f"{out_dir} holds a finished run of another config "
+                             f"({other}); use another --out, or --fresh to overwrite it")
+    if not resume:
+        raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
+    paths = _moved_paths(theirs, config, moved)
+    if paths and clip_lists is not None:
+        _check_same_clips(saved.get("data") or {}, clip_lists(), out_dir, paths)
+    _log_finished_with(out_dir, theirs, config)
+    return _finished_records(saved)
+
+
+def _restart_stopped(saved: dict[str, Any], config: dict[str, Any], out_dir: Path) -> None:
+    """A run of ``config`` starts again where ``saved`` (the log of a run that stopped with no
+    checkpoint) is, unless that run was another config's."""
+    other = config_difference(saved_config(saved.get("config") or {}), config, ignore=ignored_keys(config))
+    if other:
+        raise RunFolderError(f"{out_dir} holds the log of a run of another config that stopped with no checkpoint "
+                             f"({other}); use another --out, or --fresh to discard it")
+    log.info("%s: the run of this config there stopped with no checkpoint to continue from; it starts again",
+             out_dir)
 
 
 @functools.cache
