@@ -124,12 +124,12 @@ class Manifest:
         return {label for e in self.entries for label in e.labels}
 
 
-def clip_list_digest(entries: Sequence[Entry], ordered: bool = False) -> str:
+def clip_list_digests(entries: Sequence[Entry]) -> tuple[str, str]:
     """What identifies a clip list wherever its files lie: the sha256 of its clips, each as its
-    path relative to the folder all of them are in, its labels and its start, in sorted order
-    (``ordered``: in the list's order, which decides a run's batches). A copy of the data moved
-    elsewhere, or a manifest of the same clips under another name, has the same digest; a manifest
-    of the same length and name listing other clips or labels has another."""
+    path relative to the folder all of them are in, its labels and its start, in sorted order; and
+    the same in the list's order (which decides a run's batches). A copy of the data moved
+    elsewhere, or a manifest of the same clips under another name, has the same digests; a manifest
+    of the same length and name listing other clips or labels has others."""
     paths = [os.path.abspath(e.path) for e in entries]
     try:
         root = os.path.commonpath(list({os.path.dirname(p) for p in paths})) if paths else ""
@@ -137,8 +137,12 @@ def clip_list_digest(entries: Sequence[Entry], ordered: bool = False) -> str:
         root = ""
     cut = len(root.rstrip(os.sep)) + 1 if root else 0
     lines = [f"{p[cut:].replace(os.sep, '/')}\t{','.join(sorted(e.labels))}\t{e.start!r}" for p, e in zip(paths, entries)]
-    lines = lines if ordered else sorted(lines)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return tuple(hashlib.sha256("\n".join(x).encode()).hexdigest() for x in (sorted(lines), lines))  # type: ignore[return-value]
+
+
+def clip_list_digest(entries: Sequence[Entry], ordered: bool = False) -> str:
+    """One of :func:`clip_list_digests`: in sorted order, or (``ordered``) in the list's."""
+    return clip_list_digests(entries)[int(ordered)]
 
 
 # ----------------------------------------------------------------------------- label CSV

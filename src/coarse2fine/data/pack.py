@@ -41,7 +41,7 @@ from coarse2fine.audio import decode_audio, encode_flac, fix_length
 from coarse2fine.config import RunConfig
 from coarse2fine.config.files import config_difference
 from coarse2fine.data.labels import LabelIndex, index_dtype
-from coarse2fine.data.manifest import Entry, Manifest, clip_list_digest
+from coarse2fine.data.manifest import Entry, Manifest, clip_list_digests
 from coarse2fine.data.shard_layout import (
     AUDIO_MEMBER,
     DESCRIPTOR,
@@ -368,13 +368,13 @@ class SplitWriter:
         with atomic.atomic_path(self.folder / INDEX) as tmp, open(tmp, "wb") as fh:
             index.save(fh)
         st = self.settings
+        clips, order = clip_list_digests(self.manifest.entries)
         common = {"config_digest": self.config_digest, "created_by": f"coarse2fine {__version__}", "split": self.name,
                   "sample_rate": st.sample_rate, "clip_seconds": st.clip_seconds, "num_samples": st.num_samples,
                   "classes": list(self.manifest.classes), "display_names": list(self.manifest.display_names),
                   "multilabel": self.manifest.multilabel, "num_clips": len(labels), "num_skipped": len(skipped),
                   # a run of these clips from files has the same digests
-                  "clip_list_sha256": clip_list_digest(self.manifest.entries),
-                  "clip_order_sha256": clip_list_digest(self.manifest.entries, ordered=True)}
+                  "clip_list_sha256": clips, "clip_order_sha256": order}
         entries = []
         for fs in st.feature_sets:
             meta = {**common, "R": fs.R, "dtype": "float16", "frontend": fs.settings, "frontend_digest": fs.digest}

@@ -26,6 +26,7 @@ from coarse2fine.data.manifest import (
     ManifestError,
     align_classes,
     clip_list_digest,
+    clip_list_digests,
     fsdd_manifest,
     read_manifest,
 )
@@ -199,9 +200,9 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
     splits, skipped, failed, lists = [], [], [], {}
     train_list, val_list = manifests(cfg)
-    order = clip_list_digest(train_list.entries, ordered=True)
+    lists["train"], order = clip_list_digests(train_list.entries)
+    lists["val"] = clip_list_digest(val_list.entries)
     for i, manifest in enumerate((train_list, val_list)):
-        lists["train" if i == 0 else "val"] = clip_list_digest(manifest.entries)
         try:
             report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)
         except InvalidInputError as err:  # check the other split too, so one message lists every bad file
