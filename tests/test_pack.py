@@ -167,3 +167,28 @@ def test_manifest_entries_that_cannot_be_used_are_in_the_pack_report(audio_set, 
     problems = {Path(p["path"]).name: p["problem"] for p in report["skipped"]}
     assert "unknown label 'no_such_class'" in problems[unknown.name] and "broken.flac" in problems
     assert json.loads((out / "pack.json").read_text())["splits"]["train"]["skipped"] == 2
+
+
+def test_clips_in_both_splits_are_named_by_pack_and_by_check_of_the_pack(audio_set, tmp_path, caplog, capsys):
+    """A validation list that repeats a training clip: said when packed, and by `check` of the pack
+    (from the pack's records), as `check` of the files says it."""
+    rows = (audio_set.folder / "val.csv").read_text().splitlines()
+    repeated = audio_set.train_paths[5]
+    (tmp_path / "val.csv").write_text("\n".join([*rows, f"{repeated},{rows[1].split(',')[1]}"]) + "\n")
+    cfg = load_config(audio_set.files_config, [f"data.val={tmp_path / 'val.csv'}"])
+    out = tmp_path / "pack"
+    with caplog.at_level("WARNING", logger="coarse2fine.data.pack"):
+        pack(cfg, out, shard_clips=8, progress=False)
+    warning = f"1 clip(s) are in both the training and the validation lists (the validation metric is not measured on held-out clips): {repeated}"
+    assert warning in caplog.text
+    config = tmp_path / "shards.yaml"
+    config.write_text(f"extends: {audio_set.files_config}\nname: shards\ndata:\n  kind: shards\n  train: {out / 'train'}\n"
+                      f"  val: {out / 'val'}\n  shard_cache: {tmp_path / 'cache'}\n")
+    assert main(["check", str(config)]) == 0
+    assert f"warning: {warning}\n" in capsys.readouterr().out
+    for part in (out / "val" / "parts").iterdir():  # a pack without its records: said, not passed as checked
+        part.unlink()
+    assert main(["check", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert "clips in both splits: not checked (the pack has no records of its clips' sources)" in printed
+    assert "in both the training" not in printed

@@ -30,10 +30,10 @@ from coarse2fine.config import (
 )
 from coarse2fine.data.shard_layout import ShardError
 from coarse2fine.data.shard_store import ShardStore, check_location, is_url
-from coarse2fine.data.shards import split_summary, verify_split
+from coarse2fine.data.shards import split_sources, split_summary, verify_split
 from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
 from coarse2fine.data.stats import dataset_stats
-from coarse2fine.data.summary import NAMED, class_lines, clip_seconds, length_lines, shared_clips
+from coarse2fine.data.summary import class_lines, clip_seconds, length_lines, shared_clips, shared_warning
 from coarse2fine.experiments.grid import calibrate_runs
 from coarse2fine.logs import quiet_loggers
 from coarse2fine.phases import default_initial_fraction, parse_schedule
@@ -217,21 +217,22 @@ def cmd_check(args) -> int:
     return 1 if splits.skipped and cfg.data.on_error != "skip" else 0
 
 
-def _print_data_summary(cfg: RunConfig, splits) -> None:
+def _print_data_summary(cfg: RunConfig, splits, both: list[str] | None = None) -> None:
     """The classes with their clips per split, and what a run would train on that the user may not
-    expect: classes a split lacks, clips in both splits, clips cut or padded to the clip length."""
+    expect: classes a split lacks, clips in both splits (``both``, for splits that list no files:
+    a pack's, from its records), clips cut or padded to the clip length."""
     train, val = splits.train, splits.val
     lines, warnings = class_lines(train.class_names, splits.display_names, train.class_counts(), val.class_counts())
     entries = [getattr(ds, "entries", None) for ds in (train, val)]
     if entries[0] is not None and entries[1] is not None:
         both = shared_clips(entries[0], entries[1])
-        if both:
-            warnings.append(f"{len(both)} clip(s) are in both the training and the validation lists (the validation "
-                            f"metric is not measured on held-out clips): {', '.join(both[:NAMED])}"
-                            + (" ..." if len(both) > NAMED else ""))
         if cfg.data.kind != "unlabeled":  # long recordings are cut into windows there, not to one clip
             durations = [(e.path, clip_seconds(e.path)) for e in [*entries[0], *entries[1]]]
             lines += length_lines(durations, cfg.data.clip_seconds, cfg.data.pad)
+    if both is None and cfg.data.kind == "shards":
+        lines.append("clips in both splits: not checked (the pack has no records of its clips' sources)")
+    elif both:
+        warnings.append(shared_warning(both))
     for line in lines:
         print(line)
     for line in warnings:
@@ -253,6 +254,7 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
     run opens them (sample rate, clip length, index, classes, loss) and what each phase reads."""
     store = ShardStore(cfg.data.shard_cache)
     bad = 0
+    sources: dict[str, list[str] | None] = {}
     roots = {split: cfg.data.split_path(split) for split in ("train", "val")}
     for split, root in roots.items():
         check_location(root, f"data.{split}")  # a pack's top folder, or none, named as a run names it
@@ -263,6 +265,7 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
             print(f"{split}: downloading what the cache ({store.cache_dir}) lacks of {size / 2**30:.2f} GiB of shards "
                   f"to hash them ({root})", flush=True)
         audio, sets, problems = verify_split(root, store)
+        sources[split] = split_sources(root, audio)
         skipped = int(audio.meta.get("num_skipped", 0))
         state = "ok" if not problems else f"{len(problems)} bad"
         print(f"{split}: {audio.num_clips} clips in {len(audio.shards)} shards (sets: {', '.join(sets)}): {state}; "
@@ -284,7 +287,9 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
                                                 "waveforms, its features computed at every step (no packed set of "
                                                 "this phase's features at this clip length; pack --features with "
                                                 "this config packs them)"))
-    _print_data_summary(cfg, splits)
+    both = (sorted(set(sources["train"]) & set(sources["val"]))
+            if sources["train"] is not None and sources["val"] is not None else None)
+    _print_data_summary(cfg, splits, both)
     _print_warmups(cfg, setups, len(train))
     return 1 if bad else 0
 

@@ -64,6 +64,7 @@ from coarse2fine.data.shard_layout import (
 )
 from coarse2fine.data.shard_store import file_sha256
 from coarse2fine.data.sources import manifests
+from coarse2fine.data.summary import shared_clips, shared_warning
 from coarse2fine.data.validate import decode_problem, wave_problem
 from coarse2fine.extras import require
 from coarse2fine.folder_lock import LOCK_NAME, folder_lock
@@ -163,6 +164,9 @@ def pack(cfg: RunConfig, out: str | Path, *, features: bool = False, shard_clips
     out = Path(out)
     settings = PackSettings.from_config(cfg, shard_clips, features)
     lists = dict(zip(SPLITS, manifests(cfg), strict=True))
+    both = shared_clips(lists["train"].entries, lists["val"].entries)
+    if both:
+        log.warning("%s", shared_warning(both))
     described = {"format": FORMAT, **settings.to_dict(),
                  "splits": {name: source_summary(m) for name, m in lists.items()}}
     config_digest = digest(described)

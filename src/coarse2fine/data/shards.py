@@ -52,6 +52,7 @@ from coarse2fine.data.shard_layout import (
     frontend_digest,
     join,
     parse_descriptor,
+    record_name,
 )
 from coarse2fine.data.shard_store import ShardStore, check_local_size, check_location, is_url, read_bytes
 from coarse2fine.data.validate import Problem
@@ -346,6 +347,22 @@ def split_summary(root: str) -> ShardSet:
     """The audio set of the split at ``root`` (its descriptor only: counts, classes; no shard is read)."""
     location = join(str(root).rstrip("/"), DESCRIPTOR)
     return parse_descriptor(read_bytes(location), location)
+
+
+def split_sources(root: str, audio: ShardSet) -> list[str] | None:
+    """The source of every clip packed in the split at ``root`` (``path`` or ``path@start s``, as
+    ``pack`` read it), from the shards' commit records; None when the pack has none to read."""
+    sources: list[str] = []
+    for s in range(len(audio.shards)):
+        location = join(str(root).rstrip("/"), record_name(s))
+        try:
+            record = json.loads(read_bytes(location))
+        except (OSError, ShardError, ValueError):
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("sources"), list):
+            return None
+        sources += [str(x) for x in record["sources"]]
+    return sources
 
 
 def verify_split(root: str, store: ShardStore) -> tuple[ShardSet, list[str], list[str]]:

@@ -48,6 +48,12 @@ def shared_clips(train: Sequence[Entry], val: Sequence[Entry]) -> list[str]:
     return [p if not start else f"{p}@{start:g}s" for p, start in both]
 
 
+def shared_warning(both: Sequence[str]) -> str:
+    """What ``check`` and ``pack`` say of clips that both splits list."""
+    return (f"{len(both)} clip(s) are in both the training and the validation lists (the validation metric is not "
+            f"measured on held-out clips): {', '.join(both[:NAMED])}" + (" ..." if len(both) > NAMED else ""))
+
+
 def clip_seconds(path: str | os.PathLike) -> float:
     """A clip's duration in seconds, from its file header."""
     rate, _, frames = audio_info(path)
