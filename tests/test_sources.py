@@ -232,6 +232,29 @@ def test_compare_takes_runs_by_their_clips_not_by_their_manifests_names(tmp_path
         capsys.readouterr().err)
 
 
+def test_a_finished_run_is_not_reused_on_a_manifest_edited_since(tmp_path, capsys):
+    """An experiment's finished runs were reused (and --report-only tabulated them) after a clip of
+    their training manifest was replaced: the tables then stood for data no run trained on."""
+    csv = _csv_set(tmp_path / "data", {"train": ["cat", "dog"] * 4, "val": ["cat", "dog"]})
+    sets = _settings(csv["train"], csv["val"], None, "train.threads=1", "train.epochs=2")
+    args = ["experiment", "demo", "--schedules", "2-1", "--methods", "fshift", "--out", str(tmp_path / "exp"),
+            "--quiet", "--calibrate-rounds", "0", *[a for s in sets for a in ("--set", s)]]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--report-only"]) == 0 and "trained on other clips" not in capsys.readouterr().out
+    original = csv["train"].read_text()
+    csv["train"].write_text(original.replace("train7.wav", "train6.wav"))
+    assert main([*args, "--report-only"]) == 0
+    assert ("warning: trained on other clips than the data lists now (the tables compare these runs with each other, "
+            "not on this data; the same command without --report-only refuses to reuse them): baseline (train), "
+            "fshift_21 (train)") in capsys.readouterr().out
+    assert main(args) == 2
+    assert (f"{tmp_path / 'exp' / 'baseline'} holds a finished run of this config trained on other clips than its data "
+            "lists now (the train split lists other clips or labels); --fresh trains it again") in capsys.readouterr().err
+    csv["train"].write_text(original)  # the clips it trained on: reused as before
+    assert main(args) == 0
+
+
 def test_check_names_the_classes_and_what_a_run_would_not_expect(tmp_path, capsys):
     """A new user's typo ("fifty") became a class of its own that only the run's log named; a class with
     no usable training clip, clips in both splits and clips cut to the clip length went unsaid."""

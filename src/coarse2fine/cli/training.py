@@ -24,7 +24,7 @@ from coarse2fine.compression import Compression
 from coarse2fine.config import (
     load_config,
 )
-from coarse2fine.data.sources import load_splits
+from coarse2fine.data.sources import clip_lists, load_splits
 from coarse2fine.experiments.grid import (
     SettingRuns,
     Variant,
@@ -52,7 +52,7 @@ from coarse2fine.report.plots import plot_files
 from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
-from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run
+from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run, run_clip_lists_differ
 from coarse2fine.training.loop import RunResult, train_run
 from coarse2fine.training.progress import show_bars
 
@@ -201,10 +201,27 @@ def _report_finished(args, cfg, settings, seeds: int, out_root: Path, title: str
     if path_diffs:
         print("The runs were trained with other paths than this command resolves (their value vs this command's; "
               "tabulated as the same settings): " + "; ".join(path_diffs))
+    _note_other_clips(cfg, [run for entry in done for run in entry.runs])
     if missing:
         print(f"Not finished (left out of the tables; train them with the same command without --report-only): "
               f"{unfinished}")
     return 0
+
+
+def _note_other_clips(cfg, runs: list[RunResult]) -> None:
+    """``--report-only``: name the tabulated runs that trained on other clips than the config's
+    data lists now (a manifest edited since), which the same command without it would refuse to reuse."""
+    try:
+        lists = clip_lists(cfg)
+    except (OSError, ValueError) as err:  # the data is not here: the tables need only the runs' logs
+        print(f"The runs' clips were not compared with the data ({err})")
+        return
+    other = [f"{run.out_dir.name} ({', '.join(splits)})" for run in runs
+             if (splits := run_clip_lists_differ(run.out_dir, lists))]
+    if other:
+        print(f"warning: trained on other clips than the data lists now (the tables compare these runs with each "
+              f"other, not on this data; the same command without --report-only refuses to reuse them): "
+              f"{', '.join(other)}")
 
 
 def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinished: str) -> int:
@@ -220,6 +237,7 @@ def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinis
     print(f"{out_root}: {len(partial)} of {len(settings)} settings finished (first seed); their tables (nothing "
           "trained):")
     _report(args, partial, splits, cfg.train.metric, out_root, title + f", {len(partial)} of {len(settings)} settings")
+    _note_other_clips(cfg, [run for entry in partial for run in entry.runs])
     print(f"Not finished (left out of the tables; train them with the same command without --report-only): {unfinished}")
     return 0
 

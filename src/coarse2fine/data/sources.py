@@ -67,6 +67,19 @@ def count_classes(cfg: RunConfig) -> int:
     return len(manifests(cfg)[0].classes)
 
 
+def clip_lists(cfg: RunConfig) -> dict[str, str]:
+    """Each split's clip-list digest (:func:`~coarse2fine.data.manifest.clip_list_digest`) as
+    :func:`load_splits` gives it in :attr:`DataSplits.clip_lists`, from the manifests or the packs'
+    descriptors (no audio is decoded); none for synthetic data or packs of earlier versions."""
+    if cfg.data.kind == "synthetic":
+        return {}
+    if cfg.data.kind == "shards":
+        lists = {split: split_summary(cfg.data.split_path(split)).meta.get("clip_list_sha256") for split in ("train", "val")}
+        return {split: str(v) for split, v in lists.items() if v}
+    train, val = manifests(cfg)
+    return {"train": clip_list_digest(train.entries), "val": clip_list_digest(val.entries)}
+
+
 def _shard_split(cfg: RunConfig) -> str:
     return cfg.data.split_path("train")
 

@@ -87,8 +87,8 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
                                                                    len(configs))
                                          for cfg, folder in configs})
         else:
-            results = [train_run(cfg, data, folder, progress=progress, resume=reuse, fresh=not reuse, label=folder.name)
-                       for cfg, folder in configs]
+            results = [train_run(cfg, loaded or data, folder, progress=progress, resume=reuse, fresh=not reuse,
+                                 label=folder.name) for cfg, folder in configs]
         for entry, result in zip(done, results):
             entry.runs.append(result)
     return done

@@ -135,7 +135,7 @@ def _reuse_finished(saved: dict[str, Any], config: dict[str, Any], out_dir: Path
     if not resume:
         raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
     paths = _moved_paths(theirs, config, moved)
-    if paths and clip_lists is not None:
+    if clip_lists is not None and moved:  # its log holds its clip lists: the data must list the same clips
         _check_same_clips(saved.get("data") or {}, clip_lists(), out_dir, paths)
     _log_finished_with(out_dir, theirs, config)
     return _finished_records(saved)
@@ -193,11 +193,30 @@ def moved_data_keys(signature: Mapping[str, Any] | None) -> frozenset[str]:
     return frozenset(key for key in path_keys() if key.startswith("data.")) - RUNTIME_KEYS
 
 
+def differing_lists(saved: Mapping[str, Any], lists: Mapping[str, str]) -> list[str]:
+    """The splits whose clip-list digests in a run's data signature ``saved`` (its log's ``data``)
+    differ from ``lists`` (the data's, per split); a split ``saved`` has none for is not compared."""
+    return [split for split, digest in lists.items()
+            if f"{split}_list_sha256" in saved and saved[f"{split}_list_sha256"] != digest]
+
+
+def run_clip_lists_differ(out_dir: Path, lists: Mapping[str, str]) -> list[str]:
+    """:func:`differing_lists` of the run whose log is in ``out_dir``."""
+    return differing_lists((_read_log(out_dir / "log.json") or {}).get("data") or {}, lists)
+
+
 def _check_same_clips(saved: Mapping[str, Any], lists: Mapping[str, str], out_dir: Path,
                       paths: list[tuple[str, Any, Any]]) -> None:
-    """Refuse to reuse a finished run whose data paths differ from this config's unless its clip
-    lists are this data's; say so when they are."""
-    other = [split for split, digest in lists.items() if saved.get(f"{split}_list_sha256") != digest]
+    """Refuse to reuse a finished run whose clip lists are not this data's: a manifest edited since
+    it trained, or data named by other ``paths`` (then a source with no clip lists is refused too);
+    say so when moved data holds the same clips."""
+    other = differing_lists(saved, lists)
+    if not paths:
+        if other:
+            raise RunFolderError(f"{out_dir} holds a finished run of this config trained on other clips than its data "
+                                 f"lists now (the {' and '.join(other)} split{'s list' if len(other) > 1 else ' lists'} "
+                                 "other clips or labels); --fresh trains it again on these, or use another --out")
+        return
     if other or not lists:
         raise RunFolderError(f"{out_dir} holds a finished run of another config (its data: "
                              f"{', '.join(f'{key}: {u!r} vs {v!r}' for key, u, v in paths)}, and "

@@ -43,6 +43,7 @@ from coarse2fine.compression import phase_input
 from coarse2fine.config import PhaseSetup, RunConfig, config_yaml
 from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import iterate_batches, resolve_workers, workers_reason
+from coarse2fine.data.sources import clip_lists
 from coarse2fine.folder_lock import folder_lock
 from coarse2fine.logs import claimed
 from coarse2fine.model.base import C2FModel
@@ -216,9 +217,9 @@ def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], 
     out_dir = Path(out_dir)
     lock = folder_lock(out_dir) if main_process() else contextlib.nullcontext()  # one writer per folder
     with lock:
-        # the config alone decides, before the data is read (unless a finished run's data has moved: its clips then)
+        # the config decides, before the data is read; a finished run's clip lists are checked against the data's
         finished = claim_folder(cfg.to_dict(), out_dir, resume, fresh,
-                                clip_lists=lambda: (splits() if callable(splits) else splits).clip_lists)
+                                clip_lists=lambda: splits.clip_lists if isinstance(splits, DataSplits) else clip_lists(cfg))
         claimed(out_dir)  # a log file kept for this folder (coarse2fine train's train.log) may write now
         if finished is not None:
             log.info("%s: finished run of this config found in %s; nothing to train", label or cfg.name, out_dir)
