@@ -16,6 +16,7 @@ import pytest
 from coarse2fine.cli import main
 from coarse2fine.cli.options import evidence
 from coarse2fine.config import load_config
+from coarse2fine.config.sections import ExperimentConfig
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import run_experiment, run_settings
 from coarse2fine.experiments.settings import (
@@ -251,3 +252,22 @@ def test_run_experiment_refuses_seeds_and_controls_it_would_not_train(tmp_path):
                                          r"experiment.seeds 2 and controls \['restart'\]: train them with run_settings"):
         run_experiment(cfg, [Variant("fshift", "4-1")], tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_commands_of_one_run_say_they_train_no_seeds_or_controls_and_store_none(tmp_path, capsys, caplog):
+    """`train` with experiment.seeds / controls trained one run silently and stored them, so the same
+    run was later refused as another config (experiment.seeds: 1 vs 3)."""
+    out = tmp_path / "run"
+    args = ["train", "demo", "--schedule", "1", "--out", str(out), "--quiet", *[a for s in TINY for a in ("--set", s)]]
+    with caplog.at_level("WARNING", logger="coarse2fine"):
+        assert main([*args, "--set", "experiment.seeds=3", "--set", "experiment.controls=[restart]"]) == 0
+    assert ("demo: train trains one seed (train.seed: 0) and no controls; experiment.seeds: 3 and "
+            "experiment.controls: ['restart'] are read by `coarse2fine experiment` and `crossval --methods`") in caplog.text
+    assert load_config(str(out / "config.yaml")).experiment == ExperimentConfig()  # the defaults, as experiment's runs
+    capsys.readouterr()
+    assert main(args) == 0 and "already finished in this folder" in capsys.readouterr().out
+    # a run an earlier version saved with the experiment's keys is the same run
+    log = json.loads((out / "log.json").read_text())
+    log["config"]["experiment"] = {"controls": ["restart"], "seeds": 3, "interleave": True}
+    (out / "log.json").write_text(json.dumps(log))
+    assert main(args) == 0 and "already finished in this folder" in capsys.readouterr().out

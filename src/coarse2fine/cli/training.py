@@ -21,9 +21,7 @@ from coarse2fine.cli.options import (
     run_overrides,
 )
 from coarse2fine.compression import Compression
-from coarse2fine.config import (
-    load_config,
-)
+from coarse2fine.config import RunConfig, load_config
 from coarse2fine.data.sources import clip_lists, load_splits
 from coarse2fine.experiments.grid import (
     SettingRuns,
@@ -242,9 +240,23 @@ def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinis
     return 0
 
 
+def one_run(cfg, command: str) -> RunConfig:
+    """The config that ``command``, which trains one seed of a setting and no controls, trains:
+    ``experiment`` at its defaults (as every run's own config holds it), with a warning when the
+    config asks for seeds or controls, which ``experiment`` and ``crossval`` train."""
+    e = cfg.experiment
+    asked = [f"experiment.seeds: {e.seeds}"] * (e.seeds > 1) + [f"experiment.controls: {list(e.controls)}"] * bool(e.controls)
+    if asked:
+        log.warning("%s: %s trains one seed (train.seed: %d) and no controls; %s %s read by "
+                    "`coarse2fine experiment` and `crossval --methods`, which train them", cfg.name, command,
+                    cfg.train.seed, " and ".join(asked), "are" if len(asked) > 1 else "is")
+    return cfg.run_only()
+
+
 def _train_one(args, cfg) -> RunResult:
     """Train one run into ``--out`` and print what happened, its best metric (the final phase's;
     the best of the coarse phases beside it) and what each phase change kept."""
+    cfg = one_run(cfg, args.command)
     if args.resume and not holds_run(Path(args.out)):
         raise RunFolderError(f"--resume: {args.out} holds no run to continue (no {CHECKPOINT}, no log.json); check "
                              "--out, or leave out --resume to start a run there")
@@ -306,9 +318,10 @@ def task_overrides(names: list[str], overrides: list[str]) -> dict[str, list[str
 
 
 def cmd_pretrain_experiment(args) -> int:
-    pre = load_config(args.config, args.overrides)
+    pre = one_run(load_config(args.config, args.overrides), "pretrain-experiment")
     names = [name.strip() for name in args.finetune.split(",") if name.strip()]
-    tasks = [load_config(name, overrides) for name, overrides in task_overrides(names, args.finetune_overrides).items()]
+    tasks = [one_run(load_config(name, overrides), "pretrain-experiment")
+             for name, overrides in task_overrides(names, args.finetune_overrides).items()]
     result = compare_pretraining(pre, tasks, args.schedule, args.method, args.out, progress=show_bars(args.quiet),
                                  reuse=not args.fresh)
     configs = {"Baseline": variant_config(pre, None), Variant(args.method, args.schedule).label:

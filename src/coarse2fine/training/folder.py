@@ -176,11 +176,16 @@ def saved_config(values: Mapping[str, Any]) -> dict[str, Any]:
     return _filled(move_legacy_feature_keys(values), _defaults())
 
 
+# What an experiment trains around a run (its seeds, controls, turns), which each run's own config
+# holds at the defaults (RunConfig.run_only): a run saved with others by an earlier version is the same run.
+EXPERIMENT_KEYS = frozenset({"experiment.controls", "experiment.seeds", "experiment.interleave"})
+
+
 def ignored_keys(config: dict[str, Any]) -> frozenset[str]:
     """The keys whose values do not decide whether a folder's run is a run of ``config``: the
-    runtime keys (:data:`RUNTIME_KEYS`) and the data keys its data kind does not read
+    runtime keys (:data:`RUNTIME_KEYS`), the experiment's (:data:`EXPERIMENT_KEYS`) and the data keys its data kind does not read
     (:meth:`~coarse2fine.config.DataConfig.unread_keys`; the same kind is checked as ``data.kind``)."""
-    return RUNTIME_KEYS | DataConfig.unread_keys((config.get("data") or {}).get("kind", ""))
+    return RUNTIME_KEYS | EXPERIMENT_KEYS | DataConfig.unread_keys((config.get("data") or {}).get("kind", ""))
 
 
 def moved_data_keys(signature: Mapping[str, Any] | None) -> frozenset[str]:
