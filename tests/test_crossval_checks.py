@@ -45,7 +45,8 @@ def test_missing_fold_manifest_stops_before_the_first_fold_trains(tmp_path, caps
     assert main(["crossval", "demo", "--folds", "2", *methods, *schedule, "--out", str(out), "--quiet", *sets]) == 2
     err = capsys.readouterr().err
     assert "fold 2" in err and "train_2.json: no such file" in err
-    assert "(nothing trained; if the data stops at fold 1, give --folds 1)" in err
+    assert ("(nothing trained; if the data stops at fold 1, give --folds 1; a PATH of each fold's own file keeps "
+            "{fold} where the fold number goes)") in err
     assert not (out / "fold1").exists() and not list(out.rglob("log.json"))  # nothing trained
 
 
@@ -106,3 +107,11 @@ def test_manifests_without_fold_placeholder_say_what_they_need(tmp_path):
     cfg = load_config("demo", ["data.kind=manifest", f"data.train={tmp_path}/t.json", f"data.val={tmp_path}/v.json"])
     with pytest.raises(ValueError, match=r"data.kind manifest needs '\{fold\}' in data.train and data.val"):
         fold_config(cfg, 1)
+
+
+@pytest.mark.parametrize("option", [["--calibrate-rounds", "3"], ["--recalibrate"]])
+def test_crossval_of_one_setting_refuses_calibration_it_would_not_do(tmp_path, capsys, option):
+    # they were taken and ignored (a new user's case), where --interleave and --controls are refused
+    assert main(["crossval", "demo", "--folds", "2", "--schedule", "1", "--out", str(tmp_path / "cv"), *option]) == 2
+    assert "without --methods one setting trains, with nothing to compare: give --methods" in capsys.readouterr().err
+    assert not (tmp_path / "cv").exists()

@@ -412,6 +412,9 @@ def _crossval_one(args) -> int:
                          "setting trains: give --methods")
     if controls:
         raise ValueError(f"crossval: controls ({', '.join(controls)}) need the variants they control: give --methods")
+    if args.calibrate_rounds > 0 or args.recalibrate:
+        raise ValueError("crossval: --calibrate-rounds / --recalibrate time each setting's steps against the "
+                         "baseline's; without --methods one setting trains, with nothing to compare: give --methods")
     results = cross_validate(cfg, range(1, args.folds + 1), args.out, progress=show_bars(args.quiet), seeds=seeds,
                              reuse=not args.fresh)
     metric = cfg.train.metric

@@ -109,7 +109,7 @@ def check_manifest_paths(cfg: RunConfig) -> None:
     disk, or one :class:`ManifestError` naming each that does not: the key, its value (with the
     fold filled in) and, for a value left at a shipped preset's placeholder, that preset; then how
     to set them."""
-    d, missing, keys = cfg.data, [], []
+    d, missing, keys, per_fold = cfg.data, [], [], False
     for key in ("train", "val", "label_csv"):
         value = d.split_path(key) if key in ("train", "val") else getattr(d, key)
         if value is None or Path(value).exists():
@@ -121,10 +121,13 @@ def check_manifest_paths(cfg: RunConfig) -> None:
         note = f" (preset {preset}'s placeholder)" if preset else ""
         missing.append(f"data.{key}: {written}{fold}: no such file or folder{at}{note}")
         keys.append(key)
+        per_fold = per_fold or bool(fold)
     if not missing:
         return
     how = f"set {'it' if len(keys) == 1 else 'them'} to your files: " + ", ".join(f"--set data.{k}=PATH" for k in keys)
     how += f" (or {', '.join(f'`{k}: PATH`' for k in keys)} under `data:` in your config)"
+    if per_fold:
+        how += "; a PATH of each fold's own file keeps {fold} where the fold number goes (data.fold fills it in)"
     if "label_csv" in keys:
         how += ("; data.label_csv may be null: CSV manifests name their classes, and a JSON one finds "
                 "class_labels_indices.csv beside it")

@@ -238,6 +238,8 @@ def fold_configs(base: RunConfig, folds: Sequence[int]) -> dict[int, RunConfig]:
             _check_fold_data(cfg)
         except (ValueError, OSError) as err:
             fewer = f"; if the data stops at fold {fold - 1}, give --folds {fold - 1}" if fold > 1 else ""
+            if cfg.data.kind != "esc50":  # the paths were given with {fold}, and must keep it
+                fewer += "; a PATH of each fold's own file keeps {fold} where the fold number goes"
             raise ValueError(f"cross-validation fold {fold}: {err} (nothing trained{fewer})") from err
     return configs
 
