@@ -107,12 +107,23 @@ def test_a_validation_set_without_some_classes_takes_the_training_columns(tmp_pa
     assert "2 of the 4 training classes have no validation clip" in caplog.text
 
 
-def test_a_validation_label_training_never_saw_is_refused_naming_it(tmp_path):
-    from coarse2fine.data.manifest import ManifestError
-
+def test_a_validation_label_training_never_saw_is_a_bad_clip_named_with_the_others(tmp_path, capsys):
+    """It stopped `check` at once (exit 2), hiding every other bad clip (a new user's case): it is
+    a bad clip like the others, listed with them, stopping a run or skipped (data.on_error)."""
     csv = _csv_set(tmp_path, {"train": ["cat", "dog"], "val": ["cat", "emu", "emu"]})
-    with pytest.raises(ManifestError, match=r"val\.csv: 1 label\(s\) not in the training set .*: emu \(2 clip\(s\), e\.g\. .*val1\.wav\)"):
+    with open(csv["train"], "a") as f:
+        f.write(f"{tmp_path / 'gone.wav'},cat\n")
+    why = f"val.csv: label(s) emu not in the training set {csv['train']} (give both splits the same label_csv, or remove the clip)"
+    with pytest.raises(InvalidInputError) as err:
         load_splits(_cfg(csv["train"], csv["val"], None))
+    assert f"{tmp_path / 'val1.wav'}: {why}" in str(err.value) and f"{tmp_path / 'val2.wav'}: {why}" in str(err.value)
+    assert "gone.wav" in str(err.value)  # the other split's bad clip in the same message
+    splits = load_splits(_cfg(csv["train"], csv["val"], None, "data.on_error=skip"))
+    assert len(splits.val) == 1 and len(splits.skipped) == 3
+    sets = _settings(csv["train"], csv["val"], None)
+    assert main(["check", "demo", *[a for s in sets for a in ("--set", s)]]) == 1
+    out = capsys.readouterr().out
+    assert "2 training and 1 validation clips usable; 3 bad" in out and f"{tmp_path / 'val2.wav'}: {why}" in out
 
 
 def test_a_split_with_no_usable_clip_is_reported_with_the_other_splits_bad_clips(tmp_path):

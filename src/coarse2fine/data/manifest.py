@@ -471,24 +471,28 @@ def read_manifest(spec: str | Path | Manifest, label_csv: str | Path | None = No
 def align_classes(train: Manifest, val: Manifest) -> Manifest:
     """``val`` with ``train``'s classes (target columns, display names), so both splits' targets
     mean the same columns. A validation set may lack some training classes (a small or imbalanced
-    one often does; its metric then counts the classes it has); a validation label that training
-    never saw has no column and raises :class:`ManifestError` naming it and its clips."""
+    one often does; its metric then counts the classes it has); a validation clip with a label that
+    training never saw has no column: it is set aside with the entries the manifest could not use
+    (:attr:`Manifest.problems`), which the run stops on or skips (``data.on_error``) with its other
+    bad clips."""
     if val.classes == train.classes:
         return val
-    known, used = set(train.classes), val.labels_used()
-    unknown = sorted(used - known)
-    if unknown:
-        clips = [str(e.path) for e in val.entries if set(e.labels) - known]
-        raise ManifestError(
-            f"{val.source}: {len(unknown)} label(s) not in the training set {train.source}: {', '.join(unknown[:10])}"
-            + (" ..." if len(unknown) > 10 else "") + f" ({len(clips)} clip(s), e.g. {clips[0]}); give both splits "
-            "the same label_csv, or remove those clips")
+    known = set(train.classes)
+    entries, problems = [], list(val.problems)
+    for e in val.entries:
+        unknown = sorted(set(e.labels) - known)
+        if unknown:
+            problems.append(Problem(e.path, f"{Path(val.source).name}: label(s) {', '.join(unknown)} not in the training "
+                                            f"set {train.source} (give both splits the same label_csv, or remove the clip)"))
+        else:
+            entries.append(e)
+    used = {label for e in entries for label in e.labels}
     absent = [c for c in train.classes if c not in used]
     if absent:
         logger.info("%s: %d of the %d training classes have no validation clip: %s", val.source, len(absent),
                     len(known), ", ".join(absent[:10]) + (" ..." if len(absent) > 10 else ""))
-    return replace(val, classes=list(train.classes), display_names=list(train.display_names),
-                   multilabel=train.multilabel or val.multilabel)
+    return replace(val, entries=entries, problems=problems, classes=list(train.classes),
+                   display_names=list(train.display_names), multilabel=train.multilabel or val.multilabel)
 
 
 def fsdd_manifest(
