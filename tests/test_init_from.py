@@ -122,6 +122,19 @@ def test_a_run_of_another_size_says_so_in_plain_words_before_a_short_list_of_ten
     assert f"... {count - SHOWN_MISMATCHES} more" in message
 
 
+def test_check_loads_init_from_into_the_configs_model_as_a_run_would(runs, capsys):
+    """`check` passed a run of another size, which the run then stopped on after reading its data."""
+    from coarse2fine.cli import main
+
+    sets = [a for s in [*TINY, "model.arch=ssast", f"model.init_from={runs['ssast']}"] for a in ("--set", s)]
+    assert main(["check", "demo", *sets, "--set", "model.preset=tiny"]) == 1
+    assert (f"A run of this config stops at its start: model.init_from {runs['ssast']}: the run is ssast micro (embed "
+            "dim 64, 4 layers, 4 heads); this config builds ssast tiny") in capsys.readouterr().out
+    assert main(["check", "demo", *sets, "--set", "model.preset=micro"]) == 0
+    assert re.search(rf"\nmodel.init_from: \d+ tensors taken from run {re.escape(str(runs['ssast']))}, \d+ left as "
+                     "initialised\n", capsys.readouterr().out)
+
+
 def test_a_run_of_another_family_is_refused(runs):
     with pytest.raises(ValueError, match=re.escape(
             f"model.init_from {runs['ast']}: the run is ast micro (embed dim 64, 4 layers, 4 heads); this config builds "

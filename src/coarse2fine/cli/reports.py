@@ -36,6 +36,7 @@ from coarse2fine.data.stats import dataset_stats
 from coarse2fine.data.summary import class_lines, clip_seconds, length_lines, shared_clips, shared_warning
 from coarse2fine.experiments.grid import calibrate_runs
 from coarse2fine.logs import quiet_loggers
+from coarse2fine.model.transfer import initialise
 from coarse2fine.phases import default_initial_fraction, parse_schedule
 from coarse2fine.report.accounting import (
     baseline_costs,
@@ -208,13 +209,31 @@ def cmd_check(args) -> int:
     for p in splits.skipped:
         print(f"  {p.path}: {p.problem}")
     _print_data_summary(cfg, splits)
-    _print_warmups(cfg, _setups(cfg, splits.train.num_classes), len(splits.train))
+    setups = _setups(cfg, splits.train.num_classes)
+    _print_warmups(cfg, setups, len(splits.train))
+    starts = _init_from_fits(cfg, setups)
     if splits.skipped:
         print("A run of this config " + ("trains on the usable clips and lists the bad ones in its log.json (skipped)"
                                          if cfg.data.on_error == "skip" else
                                          "stops on these before training (data.on_error: raise); data.on_error: skip "
                                          "trains on the usable clips and lists the bad ones in its log.json"))
-    return 1 if splits.skipped and cfg.data.on_error != "skip" else 0
+    return 1 if (splits.skipped and cfg.data.on_error != "skip") or not starts else 0
+
+
+def _init_from_fits(cfg: RunConfig, setups: list) -> bool:
+    """``model.init_from`` loaded into the model a run builds first (phase 0's), as the run loads
+    it: what it takes, or the error the run would stop on (a run of another size, say)."""
+    if not cfg.model.init_from:
+        return True
+    try:
+        summary = initialise(setups[0].build_model(), cfg.model.init_from)
+    except ValueError as err:
+        print(f"A run of this config stops at its start: {err}")
+        return False
+    taken = "its weights" if summary.taken is None else f"{summary.taken} tensors"
+    new = "" if summary.new is None else f", {len(summary.new)} left as initialised"
+    print(f"model.init_from: {taken} taken from {summary.source}{new}")
+    return True
 
 
 def _print_data_summary(cfg: RunConfig, splits, both: list[str] | None = None) -> None:
@@ -291,7 +310,8 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
             if sources["train"] is not None and sources["val"] is not None else None)
     _print_data_summary(cfg, splits, both)
     _print_warmups(cfg, setups, len(train))
-    return 1 if bad else 0
+    starts = _init_from_fits(cfg, setups)
+    return 1 if bad or not starts else 0
 
 
 def cmd_flops(args) -> int:
