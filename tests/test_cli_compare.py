@@ -97,7 +97,12 @@ def test_unknown_metric_and_a_file_for_a_run_folder_are_named(runs, capsys):
     err = capsys.readouterr().err
     assert f"{config}: a file, not a run folder; give the run folder (one with log.json)" in err
     assert "JSON" not in err
-    assert main(["compare", str(runs["base"]), str(runs["base"].parent)]) == 2
+    root = runs["base"].parent  # a folder of runs (an experiment's): the runs in it are named
+    assert main(["compare", str(runs["base"]), str(root)]) == 2
+    assert f"{root}: not a run folder; {root} holds runs: base, c2f, data, metric, ... (5 in all): give one of them" in (
+        capsys.readouterr().err)
+    (root / "empty").mkdir(exist_ok=True)
+    assert main(["compare", str(runs["base"]), str(root / "empty")]) == 2
     assert "not a run folder (no log.json in it" in capsys.readouterr().err
 
 

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 from coarse2fine.compression import METHODS, VARIANTS
 from coarse2fine.data.sources import count_classes
 from coarse2fine.experiments.settings import parse_controls
+from coarse2fine.run_folders import runs_held
 
 PATCH_VARIANTS = tuple(name for name, (method, _) in VARIANTS.items() if method == "patch")  # patch-bl, patch-pi
 METHOD_CHOICES = (*METHODS, *PATCH_VARIANTS)
@@ -167,7 +168,9 @@ def log_path(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
         if not (p / "log.json").is_file():
-            raise ValueError(f"{p}: not a run folder (no log.json in it: no epoch of a run has finished there)")
+            held = runs_held(p)  # an experiment's folder: the runs in it
+            raise ValueError(f"{p}: not a run folder; {held}" if held else
+                             f"{p}: not a run folder (no log.json in it: no epoch of a run has finished there)")
         return p / "log.json"
     if p.is_file() and p.suffix != ".json":
         raise ValueError(f"{p}: a file, not a run folder; give the run folder (one with log.json), e.g. {p.parent}")
