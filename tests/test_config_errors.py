@@ -240,7 +240,8 @@ def test_a_manifest_path_that_is_not_there_is_named_by_its_key_before_anything_t
         manifests(cfg)
     assert str(caught.value) == (f"data.train: {tmp_path}/f{{fold}}.csv with data.fold 2: no such file or folder "
                                  f"({tmp_path}/f2.csv); set it to your files: --set data.train=PATH (or `train: PATH` "
-                                 "under `data:` in your config)")
+                                 "under `data:` in your config); a PATH of each fold's own file keeps {fold} where the "
+                                 "fold number goes (data.fold fills it in)")
 
 
 @pytest.mark.parametrize("override,message", [
@@ -400,3 +401,25 @@ def test_a_budget_switch_whose_final_phase_ignores_the_budget_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):
         load_config("demo", ["c2f.switch=budget", "c2f.final_stop=budget", "c2f.budget_flops=8e11"], check_runtime=False)
     assert "whatever the budget" not in caplog.text
+
+
+@pytest.mark.parametrize("sets,said", [
+    (["c2f.patience=5", "c2f.min_delta=0.5"], "c2f.patience: 5, c2f.min_delta: 0.5: do nothing here, read only with "
+                                              "c2f.switch: plateau or c2f.final_stop: plateau"),
+    (["c2f.budget_flops=1e12"], "c2f.budget_flops: 1e+12: does nothing here, read only with c2f.switch: budget or "
+                                "c2f.final_stop: budget"),
+    (["c2f.lr_scaling=linear"], "c2f.lr_scaling: linear: does nothing here, read only with c2f.coarse_batch: scale"),
+    (["pretrain.mask_patch=50"], "pretrain.mask_patch: 50: does nothing here, read only with train.objective: masked_patch"),
+])
+def test_settings_that_only_other_settings_make_read_warn(caplog, sets, said):
+    # A researcher who set c2f.patience and forgot c2f.switch got the fixed schedule and no message.
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("demo", sets, check_runtime=False)
+    assert said in caplog.text
+    caplog.clear()
+    selecting = {"c2f.patience": "c2f.switch=plateau", "c2f.budget_flops": "c2f.switch=budget",
+                 "c2f.lr_scaling": "c2f.coarse_batch=scale", "pretrain.mask_patch": "train.objective=masked_patch"}
+    more = ["train.metric=masked_acc", "model.arch=ssast"] if "pretrain" in sets[0] else []
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("demo", [*sets, selecting[sets[0].split("=")[0]], *more], check_runtime=False)
+    assert "does nothing here" not in caplog.text and "do nothing here" not in caplog.text

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from coarse2fine.compression import Compression, InputGeometry
 from coarse2fine.config.checks import ConfigError, build, every_problem, warn
@@ -185,6 +185,11 @@ class RunConfig:
         if t.compile_mode != "default" and not t.compile:
             warn("train.compile_mode", f"train.compile_mode: {t.compile_mode} compiles nothing without "
                                        "train.compile: true (the model runs eagerly)")
+        for keys, reads, why in _READ_ONLY_WITH:
+            changed = [k for k in keys if _setting(self, k)[0] != _setting(self, k)[1]]
+            if changed and not reads(self):
+                values = ", ".join(f"{k}: {_shown(_setting(self, k)[0])}" for k in changed)
+                warn(changed[0], f"{values}: {'does' if len(changed) == 1 else 'do'} nothing here, read only {why}")
         if c.switch == "budget" and c.final_stop != "budget" and len(self.phases()) > 1:
             budget = f"{c.budget_flops:g} FLOPs" if c.budget_flops else f"{c.budget_hours:g} h"
             epochs = self.phases()[-1].epochs
@@ -262,6 +267,31 @@ class RunConfig:
         """This config without its experiment-level settings (``experiment`` at its defaults): what
         a run trained by an experiment stores, so that the run does not depend on the experiment."""
         return self.replace({"experiment": dataclasses.asdict(ExperimentConfig())})
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as a message shows it (``1e+12``, not ``1000000000000.0``)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _setting(cfg: RunConfig, dotted: str) -> tuple[Any, Any]:
+    """The value of key ``dotted`` (``c2f.patience``) in ``cfg``, and its default."""
+    section, name = dotted.split(".")
+    held = getattr(cfg, section)
+    return getattr(held, name), getattr(type(held)(), name)
+
+
+# Settings read only when others select them: (keys, whether this config reads them, what reads them)
+_READ_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[RunConfig], bool], str], ...] = (
+    (("c2f.patience", "c2f.min_delta", "c2f.loss_window", "c2f.loss_tolerance", "c2f.min_phase_epochs"),
+     lambda cfg: "plateau" in (cfg.c2f.switch, cfg.c2f.final_stop), "with c2f.switch: plateau or c2f.final_stop: plateau"),
+    (("c2f.budget_flops", "c2f.budget_hours", "c2f.budget_shares"),
+     lambda cfg: "budget" in (cfg.c2f.switch, cfg.c2f.final_stop),
+     "with c2f.switch: budget or c2f.final_stop: budget (`coarse2fine plan` takes --budget-flops / --budget-hours)"),
+    (("c2f.lr_scaling",), lambda cfg: cfg.c2f.coarse_batch == "scale", "with c2f.coarse_batch: scale"),
+    (tuple(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig)),
+     lambda cfg: cfg.train.objective == "masked_patch", "with train.objective: masked_patch"),
+)
 
 
 def check_frames_seen(cfg: RunConfig, setups: list[PhaseSetup]) -> None:
