@@ -271,3 +271,30 @@ def test_commands_of_one_run_say_they_train_no_seeds_or_controls_and_store_none(
     log["config"]["experiment"] = {"controls": ["restart"], "seeds": 3, "interleave": True}
     (out / "log.json").write_text(json.dumps(log))
     assert main(args) == 0 and "already finished in this folder" in capsys.readouterr().out
+
+
+def test_the_restart_control_of_scaled_coarse_batches_trains_at_the_variants_batches(tmp_path, capsys):
+    """Under c2f.coarse_batch: scale the restart control trained its first phase at the unscaled batch,
+    learning rate and warm-up (4x the updates of the variant's coarse phase): not the variant without
+    its coarse input (a new user's case)."""
+    base = load_config("demo", [*TINY, "c2f.coarse_batch=scale", "train.batch_size=4", "c2f.phase_epochs=[1, 1]"])
+    settings = experiment_settings(base, [Variant("fshift", "4-1"), Variant("fshift", "2-1")], ["restart"])
+    controls = {s.name: s for s in settings if s.role == "control"}
+    assert list(controls) == ["restart_11_batch4x1", "restart_11_batch2x1"]
+    for name, variant in (("restart_11_batch4x1", "fshift_41"), ("restart_11_batch2x1", "fshift_21")):
+        mine, theirs = (next(s for s in settings if s.name == n).config for n in (name, variant))
+        for i in range(2):
+            a, b = mine.phase(i, 8), theirs.phase(i, 8)
+            assert a.R == 1 and (a.batch_size, a.optim, a.epochs) == (b.batch_size, b.optim, b.epochs)
+    assert "each phase at the batch (16/4 clips), learning rate and warm-up of the variant's" in controls[
+        "restart_11_batch4x1"].about
+    args = ["experiment", "demo", "--schedules", "4-1", "--methods", "fshift", "--controls", "restart", "--out",
+            str(tmp_path), "--quiet", "--calibrate-rounds", "1",
+            *[a for s in [*TINY, "c2f.coarse_batch=scale", "train.batch_size=4", "c2f.phase_epochs=[1, 1]"]
+              for a in ("--set", s)]]
+    assert main(args) == 0
+    steps = json.loads((tmp_path / "calibration.json").read_text())["steps"]
+    assert {k.split(" [")[0] for k in steps} == {"R=1", "fshift R=4", "R=1 batch x4", "R=1 batch x1"}
+    logged = json.loads((tmp_path / "restart_11_batch4x1" / "log.json").read_text())["records"]
+    variant = json.loads((tmp_path / "fshift_41" / "log.json").read_text())["records"]
+    assert [r["steps"] for r in logged] == [r["steps"] for r in variant] == [2, 8]  # 32 clips: batch 16, then 4

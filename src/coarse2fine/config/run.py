@@ -146,6 +146,10 @@ class RunConfig:
                             f"{mask_key}: {param} is more than the features' {size} {what}: a mask could blank a "
                             f"whole clip; set {mask_key} to at most {size} (AST masks up to 192 of 1024 frames and 48 "
                             f"of 128 mel bins)", (mask_key, size_key), mask_key)
+        scales = self.c2f.batch_scales
+        if scales is not None and len(scales) != len(self.phases()):
+            raise ConfigError(f"c2f.batch_scales: {list(scales)} needs one factor per phase of schedule "
+                              f"{self.c2f.schedule} ({len(self.phases())})", ("c2f.batch_scales", "c2f.schedule"))
         setups = [self.phase(i) for i in range(len(self.phases()))]
         check_frames_seen(self, setups)
 
@@ -251,7 +255,7 @@ class RunConfig:
                               f"(schedule {c.schedule}): the family's config keeps patches {built.time_patch_factor}x "
                               f"wide in time, not {geo.time_patch_factor}x: it cannot take the Patch method; use "
                               "fshift, avgpool or maxpool", GEOMETRY_KEYS)
-        scale = phase.R if c.coarse_batch == "scale" else 1
+        scale = self.batch_scale(index)
         optim = t.optim
         if scale > 1:
             factor = math.sqrt(scale) if c.lr_scaling == "sqrt" else float(scale)
@@ -259,9 +263,18 @@ class RunConfig:
         return PhaseSetup(index, phase.R, phase.epochs, comp, comp.feature_spec(f.spec()), geo, self.model.arch,
                           arch_config, t.batch_size * scale, optim)
 
+    def batch_scale(self, index: int) -> int:
+        """Phase ``index``'s factor of ``train.batch_size`` (and of its learning rate and warm-up):
+        with ``c2f.coarse_batch: scale`` its ``c2f.batch_scales`` entry, else its R; 1 otherwise."""
+        c = self.c2f
+        if c.coarse_batch != "scale":
+            return 1
+        return c.batch_scales[index] if c.batch_scales is not None else self.phases()[index].R
+
     def baseline(self, name: str = "baseline") -> RunConfig:
         """This config's baseline: the full-resolution schedule ``1`` with ``train.epochs`` epochs."""
-        return self.replace({"name": name, "c2f.schedule": "1", "c2f.phase_epochs": None, "c2f.phase_steps": None})
+        return self.replace({"name": name, "c2f.schedule": "1", "c2f.phase_epochs": None, "c2f.phase_steps": None,
+                             "c2f.batch_scales": None})
 
     def run_only(self) -> RunConfig:
         """This config without its experiment-level settings (``experiment`` at its defaults): what
@@ -288,7 +301,7 @@ _READ_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[RunConfig], bool], str],
     (("c2f.budget_flops", "c2f.budget_hours", "c2f.budget_shares"),
      lambda cfg: "budget" in (cfg.c2f.switch, cfg.c2f.final_stop),
      "with c2f.switch: budget or c2f.final_stop: budget (`coarse2fine plan` takes --budget-flops / --budget-hours)"),
-    (("c2f.lr_scaling",), lambda cfg: cfg.c2f.coarse_batch == "scale", "with c2f.coarse_batch: scale"),
+    (("c2f.lr_scaling", "c2f.batch_scales"), lambda cfg: cfg.c2f.coarse_batch == "scale", "with c2f.coarse_batch: scale"),
     (tuple(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig)),
      lambda cfg: cfg.train.objective == "masked_patch", "with train.objective: masked_patch"),
 )

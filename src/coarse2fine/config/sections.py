@@ -431,7 +431,10 @@ class C2FConfig(Section):
     ``coarse_batch``: ``same`` (every phase trains at ``train.batch_size``) or ``scale`` (a phase
     at factor R trains at R x the batch, with the learning rate scaled by ``lr_scaling``: ``sqrt``
     (x sqrt(R)) or ``linear`` (x R), and its warm-up steps divided by R so that warm-up covers the
-    same clips), so that a coarse step fills the device as a fine one does.
+    same clips), so that a coarse step fills the device as a fine one does. ``batch_scales``: with
+    ``scale``, each phase's factor of the batch (and of its learning rate and warm-up) in place of
+    its R (null: R); the restart control of a variant sets the variant's factors, so that its
+    full-resolution phases train at the variant's batches, learning rates and warm-ups.
     """
 
     prefix: ClassVar[str] = "c2f"
@@ -454,6 +457,7 @@ class C2FConfig(Section):
     budget_shares: list[float] | None = key(None, minimum=0)
     coarse_batch: str = key("same", choices=("same", "scale"))
     lr_scaling: str = key("sqrt", choices=("sqrt", "linear"))
+    batch_scales: list[int] | None = key(None, minimum=1)
     planned_flops: float = key(0.0, minimum=0)
     planned_seconds: float = key(0.0, minimum=0)
     eval_on_entry: bool = True

@@ -103,7 +103,7 @@ def variant_config(base: RunConfig, variant: Variant | None) -> RunConfig:
         return base.baseline()
     method, resize = VARIANTS[variant.method]
     return base.replace({"name": variant.name, "c2f.schedule": variant.schedule, "c2f.method": method,
-                         "c2f.patch_resize": resize})
+                         "c2f.patch_resize": resize, "c2f.batch_scales": None})
 
 
 def _total_epochs(cfg: RunConfig) -> int:
@@ -143,21 +143,41 @@ def control_settings(base: RunConfig, variants: Sequence[RunConfig], controls: S
         out.append(Setting(name, f"Equal epochs {epochs} (control)", "control", cfg,
                            f"the baseline trained {epochs} epochs, as many as {_names(longest)} in total"))
     if "restart" in controls:
-        shapes: dict[tuple[int, ...], list[RunConfig]] = {}
-        for v in variants:
-            if len(v.phases()) > 1:
-                shapes.setdefault(tuple(p.epochs for p in v.phases()), []).append(v)
-        for epochs, same in shapes.items():
-            schedule = schedule_name(restart_schedule([p.R for p in same[0].phases()]))
-            name = f"restart_{schedule.replace('-', '')}"
-            cfg = base.replace({"name": name, "c2f.schedule": schedule})
-            if tuple(p.epochs for p in cfg.phases()) != epochs:
-                raise ValueError(f"{name}: its phases {[p.epochs for p in cfg.phases()]} differ from {same[0].name}'s "
-                                 f"{list(epochs)}")
-            out.append(Setting(name, f"Restart {schedule.replace('-', '')} (control)", "control", cfg,
-                               f"{' + '.join(map(str, epochs))} epochs, all at R = 1, with the optimizer and LR "
-                               f"schedule reset at each phase change: the phases of {_names([v.name for v in same])} "
-                               "without the coarse input"))
+        out += _restart_controls(base, variants)
+    return out
+
+
+def _restart_controls(base: RunConfig, variants: Sequence[RunConfig]) -> list[Setting]:
+    """One restart control per shape of the variants' phases: their epochs and, with
+    ``c2f.coarse_batch: scale``, their batch factors (the control's full-resolution phases train at
+    the variant's batches, learning rates and warm-ups, so that only the input differs)."""
+    scaled = base.c2f.coarse_batch == "scale"
+    shapes: dict[tuple[tuple[int, ...], tuple[int, ...]], list[RunConfig]] = {}
+    for v in variants:
+        if len(v.phases()) > 1:
+            factors = tuple(v.batch_scale(i) for i in range(len(v.phases()))) if scaled else ()
+            shapes.setdefault((tuple(p.epochs for p in v.phases()), factors), []).append(v)
+    out = []
+    for (epochs, factors), same in shapes.items():
+        schedule = schedule_name(restart_schedule([p.R for p in same[0].phases()]))
+        name = f"restart_{schedule.replace('-', '')}"
+        label = f"Restart {schedule.replace('-', '')}"
+        changes: dict[str, object] = {"c2f.schedule": schedule}
+        batches = ""
+        if scaled:
+            name += f"_batch{'x'.join(map(str, factors))}"
+            label += f" batch x{'-'.join(map(str, factors))}"
+            changes["c2f.batch_scales"] = list(factors)
+            batches = (f", each phase at the batch ({'/'.join(str(base.train.batch_size * f) for f in factors)} clips), "
+                       "learning rate and warm-up of the variant's")
+        cfg = base.replace({"name": name, **changes})
+        if tuple(p.epochs for p in cfg.phases()) != epochs:
+            raise ValueError(f"{name}: its phases {[p.epochs for p in cfg.phases()]} differ from {same[0].name}'s "
+                             f"{list(epochs)}")
+        out.append(Setting(name, f"{label} (control)", "control", cfg,
+                           f"{' + '.join(map(str, epochs))} epochs, all at R = 1{batches}, with the optimizer and LR "
+                           f"schedule reset at each phase change: the phases of {_names([v.name for v in same])} "
+                           "without the coarse input"))
     return out
 
 

@@ -58,16 +58,24 @@ def step_signature(cfg: RunConfig) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
 
 
-def phase_key(cfg: RunConfig, R: int) -> str:
+def phase_key(cfg: RunConfig, R: int, index: int | None = None) -> str:
     """The name of a phase's step for calibration: the method matters only below full resolution;
-    the :func:`step_signature` tells apart runs whose steps differ otherwise (e.g. with patchout)."""
+    the :func:`step_signature` tells apart runs whose steps differ otherwise (e.g. with patchout).
+    A config that gives its phases' batch factors (``c2f.batch_scales``, a restart control's under
+    ``c2f.coarse_batch: scale``) names phase ``index``'s batch factor too."""
     c = cfg.c2f
+    batch = ""
+    if c.coarse_batch == "scale" and c.batch_scales is not None:
+        if index is None:
+            raise ValueError(f"{cfg.name}: c2f.batch_scales {list(c.batch_scales)} set: its phases' steps are named "
+                             "by their index")
+        batch = f" batch x{cfg.batch_scale(index)}"
     if R == 1:
         base = "R=1"
     else:
         method = f"patch-{'pi' if c.patch_resize == 'pi' else 'bl'}" if c.method == "patch" else c.method
         base = f"{method} R={R}" + (" wide window" if c.scale_window and c.method == "fshift" else "")
-    return f"{base} [{step_signature(cfg)}]"
+    return f"{base}{batch} [{step_signature(cfg)}]"
 
 
 def synthetic_source(cfg: RunConfig, num_classes: int, clips: int, serves: str = "waveforms", seed: int = 0) -> ClipDataset:
@@ -128,7 +136,7 @@ def phase_case(cfg: RunConfig, p: int, num_classes: int, source: ClipDataset, de
     batches = [(x.to(device), y.to(device)) for x, y in iterate_batches(source, index_batches, device, workers)]
     synchronize(device)
     data = (time.perf_counter() - start) / num_batches
-    return PhaseCase(setup.R, phase_key(cfg, setup.R), step, model.num_tokens, setup.batch_size,
+    return PhaseCase(setup.R, phase_key(cfg, setup.R, setup.index), step, model.num_tokens, setup.batch_size,
                      step_flops(model, 1, objective), batches, data)
 
 
@@ -250,7 +258,7 @@ def calibrate(configs: Sequence[RunConfig], num_classes: int, source: ClipDatase
     cases: dict[str, PhaseCase] = {}
     for cfg in configs:
         for p, phase in enumerate(cfg.phases()):
-            key = phase_key(cfg, phase.R)
+            key = phase_key(cfg, phase.R, p)
             if key not in cases:
                 cases[key] = phase_case(cfg, p, num_classes, source, dev)
     times = interleaved(cases, rounds, warmup, dev, block=block)
@@ -267,7 +275,7 @@ def calibrated_records(records: Sequence[EpochRecord | Mapping[str, Any]], cfg: 
     step time of its phase (for records without steps, its clips at the calibrated cost per clip)."""
     out = []
     for rec in as_records(records):
-        timing = cal.steps[phase_key(cfg, rec.R)]
+        timing = cal.steps[phase_key(cfg, rec.R, rec.phase)]
         seconds = rec.steps * timing.median if rec.steps else rec.clips * timing.median / timing.batch
         out.append(dataclasses.replace(rec, cal_time=seconds))
     return out
