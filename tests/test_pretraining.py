@@ -146,7 +146,9 @@ def test_pretraining_comparison_table(tmp_path, capsys):
     table = list(csv.DictReader(io.StringIO((out / "pretraining.csv").read_text())))
     assert not [c for r in table for c in r.values() if re.search(r" \([+-]?\d", c)]
     rows = (out / "pretraining.csv").read_text().splitlines()
-    assert rows[0].startswith("Setting,Pretrain GFLOPs,FLOPs save (%),Wall time (s),Wall time save (%)")
+    assert rows[0].startswith("Setting,Pretrain GFLOPs,Pretrain FLOPs save (%),Pretrain wall time (s),Pretrain wall "
+                              "time save (%),Pretrain wall time save (%) marks,Pretrain step time save (%),Pretrain "
+                              "step time save (%) marks,Pretext masked_acc,")
     assert rows[0].endswith(",demo acc,demo acc gain") and "(gain)" not in rows[0]
     assert [r.split(",")[0] for r in rows[1:]] == ["No pretraining", "Baseline", "Fshift 41"]
     base_flops = json.loads((out / "pretrain" / "baseline" / "log.json").read_text())["records"][-1]["cum_flops"]
@@ -156,14 +158,23 @@ def test_pretraining_comparison_table(tmp_path, capsys):
     assert float(table[0]["demo acc"]) - float(table[1]["demo acc"]) == pytest.approx(float(table[0]["demo acc gain"]), abs=0.011)
     # Small runs stay readable: GFLOPs without an exponent, seconds to 0.1 s.
     assert float(table[1]["Pretrain GFLOPs"]) == pytest.approx(base_flops / 1e9, rel=1e-3) and "e" not in table[1]["Pretrain GFLOPs"]
-    assert re.fullmatch(r"\d+\.\d", table[1]["Wall time (s)"])
+    assert re.fullmatch(r"\d+\.\d", table[1]["Pretrain wall time (s)"])
+    # The pretext metric of each pretraining, as its log has it at its best in the final phase.
+    pre_log = json.loads((out / "pretrain" / "fshift_41" / "log.json").read_text())["records"]
+    final = [r["masked_acc"] for r in pre_log if r["phase"] == pre_log[-1]["phase"]]
+    assert float(table[2]["Pretext masked_acc"]) == pytest.approx(max(final), abs=5e-4)
+    assert table[0]["Pretext masked_acc"] == "-"
     # pretraining.json: the CSV's columns, numbers as numbers.
-    data = json.loads((out / "pretraining.json").read_text())
+    report = json.loads((out / "pretraining.json").read_text())
+    assert report["title"] == "demo: pretraining at R = 1 vs Fshift 41, fine-tuned on demo" and report["notes"]
+    data = report["pretraining"]
     assert [list(r) for r in data] == [list(r) for r in table]
     assert data[1]["demo acc gain"] is None and isinstance(data[0]["demo acc gain"], float)
     assert data[1]["Pretrain GFLOPs"] == pytest.approx(float(table[1]["Pretrain GFLOPs"]))
     assert data == [{k: _number(v) for k, v in r.items()} for r in table]
-    assert "demo acc (gain)" in (out / "pretraining.md").read_text() and "pretraining.json" in text
+    md = (out / "pretraining.md").read_text()
+    assert md.startswith(f"# {report['title']}\n") and "demo acc (gain)" in md and "pretraining.json" in text
+    assert "a save is 1 - run / the baseline pretraining's, over the whole run" in md and report["notes"][0] in text
     assert (out / "finetune" / "demo" / "no_pretraining" / "log.json").exists() and "Fshift 41" in text
     finetuned = json.loads((out / "finetune" / "demo" / "no_pretraining" / "log.json").read_text())
     assert len(finetuned["records"]) == 1  # --finetune-set demo:train.epochs=1 reached the task it names

@@ -38,6 +38,7 @@ from coarse2fine.experiments.grid import (
 from coarse2fine.experiments.pretraining import (
     calibrate_pretraining,
     compare_pretraining,
+    comparison_notes,
     comparison_rows,
     write_comparison,
 )
@@ -328,9 +329,14 @@ def cmd_pretrain_experiment(args) -> int:
                variant_config(pre, Variant(args.method, args.schedule))}
     calibrated = calibrate_pretraining(result, configs, args.calibrate_rounds, Path(args.out) / "calibration.json",
                                        args.recalibrate)
-    rows = comparison_rows(result, tasks, calibrated)
-    write_comparison(args.out, rows)
+    rows = comparison_rows(result, tasks, calibrated, pre.train.metric)
+    title = (f"{pre.name}: pretraining at R = 1 vs {Variant(args.method, args.schedule).label}, fine-tuned on "
+             f"{', '.join(t.name for t in tasks)}")
+    notes = comparison_notes(pre.train.metric, calibrated is not None)
+    write_comparison(args.out, rows, title, notes)
+    print(f"== {title} ==")
     print(format_table(rows, "text"), end="")
+    print("\n".join(notes))
     print(f"Tables in {args.out}: pretraining.md, pretraining.csv, pretraining.json")
     return 0
 

@@ -22,7 +22,7 @@ from coarse2fine import atomic
 from coarse2fine.config import RunConfig
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import Variant, calibrate_runs, variant_config
-from coarse2fine.report.savings import best_value, format_table
+from coarse2fine.report.savings import best_value, format_signed, format_table, format_value, json_rows
 from coarse2fine.training.loop import RunResult, train_run
 from coarse2fine.training.records import EpochRecord, cumulative_time, measures
 
@@ -87,42 +87,61 @@ def calibrate_pretraining(result: PretrainingComparison, configs: dict[str, RunC
 
 
 def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfig],
-                    calibrated: dict[str, float] | None = None) -> list[dict[str, str]]:
-    """The table: pretraining cost and saves against the baseline (time: calibrated when given,
-    and measured wall time: GFLOPs to 4 significant digits, seconds to 0.1 s below 100 s), each
-    downstream metric with its gain over the baseline pretraining's (in points for fractions),
-    under ``<task> <metric> (gain)`` so that the CSV splits it into ``<task> <metric>`` and
+                    calibrated: dict[str, float] | None = None, pretext: str | None = None) -> list[dict[str, str]]:
+    """The table: each pretraining's whole-run cost and its saves against the baseline's (time:
+    calibrated when given, and measured wall time: GFLOPs to 4 significant digits, seconds to 0.1 s
+    below 100 s), its own metric ``pretext`` at its best in the final phase, and each downstream
+    metric with its gain over the baseline pretraining's (in points for fractions), under
+    ``<task> <metric> (gain)`` so that the CSV splits it into ``<task> <metric>`` and
     ``<task> <metric> gain`` (:func:`~coarse2fine.report.savings.csv_rows`)."""
     base = result.pretrain["Baseline"]
     assert base is not None
     base_flops, base_time = base.records[-1].cum_flops, robust_total(base.records)
     cal = calibrated or {}
     base_metric = {t.name: best_value(result.downstream[t.name]["Baseline"].records, t.train.metric) for t in downstream}
+    time_cols = (["Pretrain calibrated time save (%)", "Pretrain wall time (s)", "Pretrain wall time save (%)"] if cal
+                 else ["Pretrain wall time (s)", "Pretrain wall time save (%)", "Pretrain step time save (%)"])
+    pretext_col = [f"Pretext {pretext}"] if pretext else []
     rows = []
     for label, run in result.pretrain.items():
         row = {"Setting": label}
-        time_cols = (["Calibrated time save (%)", "Wall time (s)", "Wall time save (%)"] if cal
-                     else ["Wall time (s)", "Wall time save (%)", "Step time save (%)"])
         if run is None:
-            row.update({"Pretrain GFLOPs": "-", "FLOPs save (%)": "-", **{c: "-" for c in time_cols}})
+            row.update({c: "-" for c in ["Pretrain GFLOPs", "Pretrain FLOPs save (%)", *time_cols, *pretext_col]})
         else:
             flops, secs = run.records[-1].cum_flops, run.records[-1].cum_time
             same = run is base
             save = lambda a, b: "-" if same else f"{100 * (1 - a / b):.2f}"  # noqa: E731
-            row.update({"Pretrain GFLOPs": significant(flops / 1e9), "FLOPs save (%)": save(flops, base_flops)})
-            wall = {"Wall time (s)": f"{secs:.1f}" if secs < 100 else f"{secs:.0f}", "Wall time save (%)": save(secs, base.records[-1].cum_time)}
+            row.update({"Pretrain GFLOPs": significant(flops / 1e9), "Pretrain FLOPs save (%)": save(flops, base_flops)})
+            wall = {"Pretrain wall time (s)": f"{secs:.1f}" if secs < 100 else f"{secs:.0f}",
+                    "Pretrain wall time save (%)": save(secs, base.records[-1].cum_time)}
             if cal:
-                row.update({"Calibrated time save (%)": save(cal[label], cal["Baseline"]), **wall})
+                row.update({"Pretrain calibrated time save (%)": save(cal[label], cal["Baseline"]), **wall})
             else:
-                row.update({**wall, "Step time save (%)": save(robust_total(run.records), base_time)})
+                row.update({**wall, "Pretrain step time save (%)": save(robust_total(run.records), base_time)})
+            if pretext:
+                row[pretext_col[0]] = format_value(best_value(run.records, pretext), pretext)
         for task in downstream:
             metric = task.train.metric
             value = best_value(result.downstream[task.name][label].records, metric)
-            scale = 100.0 if metric in ("acc", "mAP", "mAUC") else 1.0
-            diff = "" if label == "Baseline" else f" ({scale * (value - base_metric[task.name]):+.2f})"
-            row[f"{task.name} {metric} (gain)"] = f"{scale * value:.2f}{diff}"  # CSV: value and gain apart
+            diff = "" if label == "Baseline" else f" ({format_signed(value - base_metric[task.name], metric)})"
+            row[f"{task.name} {metric} (gain)"] = f"{format_value(value, metric)}{diff}"  # CSV: value and gain apart
         rows.append(row)
     return rows
+
+
+def comparison_notes(pretext: str | None, calibrated: bool) -> list[str]:
+    """What the pretraining table's columns measure."""
+    timed = "calibrated step times and wall time" if calibrated else "wall time and the in-loop step times"
+    notes = [f"Pretrain columns: each pretraining run as a whole (its FLOPs and {timed}); a save is 1 - run / the "
+             "baseline pretraining's, over the whole run (savings tables measure up to the first epoch that reaches "
+             "the baseline's best; a pretraining has no downstream metric of its own to reach)."]
+    if pretext:
+        notes.append(f"Pretext {pretext}: the pretraining's own metric, at its best in the final (full-resolution) "
+                     "phase.")
+    notes.append("<task> <metric>: the best of the model fine-tuned from each row's pretraining (all fine-tuned "
+                 "alike, at full resolution), and its gain over the baseline pretraining's row (points for "
+                 "fractions); No pretraining: the same fine-tuning from a random initialisation.")
+    return notes
 
 
 def significant(x: float, digits: int = 4) -> str:
@@ -137,12 +156,14 @@ def robust_total(records: Sequence[EpochRecord]) -> float:
     return cumulative_time(records, "step" if "step" in measures(records) else "wall")[-1]
 
 
-def write_comparison(out_root: str | Path, rows: list[dict[str, str]]) -> None:
-    """``pretraining.md``, ``pretraining.csv`` (one number a cell: a metric and its gain over the
-    baseline pretraining's in two columns) and ``pretraining.json`` (the CSV's columns, numbers as
-    numbers) in ``out_root``."""
+def write_comparison(out_root: str | Path, rows: list[dict[str, str]], title: str, notes: Sequence[str]) -> None:
+    """``pretraining.md`` (``title``, the table, ``notes``), ``pretraining.csv`` (one number a
+    cell: a metric and its gain over the baseline pretraining's in two columns) and
+    ``pretraining.json`` (``title``, ``pretraining``: the CSV's rows with numbers as numbers,
+    ``notes``) in ``out_root``."""
     out_root = Path(out_root)
-    atomic.write_text(out_root / "pretraining.md", format_table(rows, "markdown"))
+    atomic.write_text(out_root / "pretraining.md", f"# {title}\n\n" + format_table(rows, "markdown")
+                      + "".join(f"\n{note}\n" for note in notes))
     atomic.write_text(out_root / "pretraining.csv", format_table(rows, "csv"))
-    atomic.write_text(out_root / "pretraining.json", format_table(rows, "json"))
+    atomic.write_json(out_root / "pretraining.json", {"title": title, "pretraining": json_rows(rows), "notes": list(notes)})
 
