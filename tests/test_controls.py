@@ -298,3 +298,14 @@ def test_the_restart_control_of_scaled_coarse_batches_trains_at_the_variants_bat
     logged = json.loads((tmp_path / "restart_11_batch4x1" / "log.json").read_text())["records"]
     variant = json.loads((tmp_path / "fshift_41" / "log.json").read_text())["records"]
     assert [r["steps"] for r in logged] == [r["steps"] for r in variant] == [2, 8]  # 32 clips: batch 16, then 4
+
+
+def test_a_report_without_entry_evaluations_says_why_it_has_no_kept_table(tmp_path):
+    # The kept table and kept.csv were gone without a word (a new user's case).
+    args = ["experiment", "demo", "--schedules", "4-1", "--methods", "fshift", "--out", str(tmp_path), "--quiet",
+            "--calibrate-rounds", "0", *[a for s in [*TINY, "c2f.eval_on_entry=false", "c2f.phase_epochs=[1, 1]"]
+                                         for a in ("--set", s)]]
+    assert main(args) == 0
+    assert not (tmp_path / "kept.csv").exists()
+    assert ("No kept table for Fshift 41: c2f.eval_on_entry: false (the carried-over model is not evaluated at a "
+            "phase change)") in (tmp_path / "savings.md").read_text()

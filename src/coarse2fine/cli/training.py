@@ -45,6 +45,7 @@ from coarse2fine.experiments.pretraining import (
 from coarse2fine.experiments.settings import experiment_settings
 from coarse2fine.experiments.tables import ExperimentReport, calibrate_settings, write_experiment
 from coarse2fine.logs import run_log_file
+from coarse2fine.objectives.masked_patch import masked_per_phase
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.kept import transfers
 from coarse2fine.report.plots import plot_files
@@ -271,9 +272,14 @@ def _train_one(args, cfg) -> RunResult:
     also = f" (coarse phases: {coarse:.4f})" if coarse is not None else ""
     print(f"{cfg.name}: {what}; best {metric} {best_value(result.records, metric):.4f} in the final phase{also}; "
           f"logs in {result.out_dir}")
-    for t in transfers(result.records, result.phases, metric):
+    kept = transfers(result.records, result.phases, metric)
+    for t in kept:
         print(f"  phase {t.phase} -> {t.phase + 1} (R={t.R_from} -> R={t.R_to}): {metric} {t.before:.4f} at the end of "
               f"phase {t.phase}, {t.after:.4f} carried over before training (kept {t.kept:.2f})")
+    if kept and metric == "masked_acc":
+        counts = ", ".join(f"{n} at R={R}" for R, n in dict(masked_per_phase(cfg)).items())
+        print(f"  masked_acc's chance level is 1 / the masked patches per clip ({counts}): part of a kept below 1.00 "
+              "is the lower chance at full resolution")
     return result
 
 

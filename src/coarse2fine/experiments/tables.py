@@ -13,7 +13,7 @@ from typing import Sequence
 
 from coarse2fine.data.datasets import ClipDataset
 from coarse2fine.experiments.grid import SettingRuns, calibrate_runs
-from coarse2fine.report.kept import KEPT_NOTE, kept_rows
+from coarse2fine.report.kept import kept_note, kept_rows
 from coarse2fine.report.plots import Table, phase_rows, write_report
 from coarse2fine.report.savings import savings_table, table_note
 from coarse2fine.report.seeds import mean_records, metric_band, seed_note, seed_table
@@ -85,7 +85,12 @@ def write_experiment(out_root: str | Path, done: Sequence[SettingRuns], records:
     notes += [*control_notes(done), *more_notes]
     kept = kept_rows({d.setting.label: [(recs, run.phases) for recs, run in zip(r, d.runs)]
                       for d, r in zip(done, records)}, metric)
-    tables = [Table("kept", "What the transfer keeps at each phase change", kept, KEPT_NOTE)] if kept else []
+    tables = [Table("kept", "What the transfer keeps at each phase change", kept, kept_note(metric))] if kept else []
+    unevaluated = [d.setting.label for d in done if len(d.setting.config.phases()) > 1
+                   and not d.setting.config.c2f.eval_on_entry]
+    if unevaluated:
+        notes.append(f"No kept table for {', '.join(unevaluated)}: c2f.eval_on_entry: false (the carried-over model is "
+                     "not evaluated at a phase change)")
     controls = [d.setting.label for d in done if d.setting.role == "control"]
     markdown = write_report(out_root, base, runs, metric, title, notes, rows=rows, bands=bands, tables=tables,
                             plot_title=f"mean of {seeds} seeds, ± 1 std shaded" if seeds > 1 else "", dashed=controls)

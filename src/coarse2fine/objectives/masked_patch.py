@@ -195,13 +195,20 @@ class MaskedPatchObjective:
 
     def uses_cluster(self, model: SSAST) -> bool:
         """Cluster masking for this model? ``auto``: iff a patch does not span every mel bin."""
+        return self._cluster(model.config)
+
+    def _cluster(self, config: Any) -> bool:
         if self.masking == "auto":
-            return model.config.grid[0] > 1
+            return config.grid[0] > 1
         return self.masking == "cluster"
 
     def num_masked(self, model: SSAST) -> int:
         """Masked patches per clip at the model's current token count (:func:`scaled_mask_count`)."""
-        return scaled_mask_count(self.mask_patch, self.full_tokens, model.num_tokens, self.uses_cluster(model))
+        return self.masked_for(model.config)
+
+    def masked_for(self, config: Any) -> int:
+        """Masked patches per clip of a model of SSAST config ``config``."""
+        return scaled_mask_count(self.mask_patch, self.full_tokens, config.num_tokens, self._cluster(config))
 
     def _masks(self, model: SSAST, batch: int, tasks: Sequence[str], generator) -> dict[str, torch.Tensor]:
         """One mask [batch, M] per task, drawn in task order (mpc first, as SSAST)."""
@@ -286,11 +293,26 @@ def full_resolution_tokens(cfg: Any) -> int:
 def masked_patch_objective(cfg: Any) -> MaskedPatchObjective:
     """The objective for run config ``cfg`` (``cfg.pretrain``: a :class:`~coarse2fine.config.PretrainConfig`);
     ``full_tokens`` from ``pretrain.full_tokens``, else :func:`full_resolution_tokens`."""
+    objective = _objective(cfg)
+    pre = cfg.pretrain
+    log.info("masked patch pretraining: %d of %d tokens masked at full resolution (scaled per phase), "
+             "loss %g x NCE + %g x MSE, masking %s", pre.mask_patch, objective.full_tokens, pre.nce_weight,
+             pre.mse_weight, pre.masking)
+    return objective
+
+
+def _objective(cfg: Any) -> MaskedPatchObjective:
     pre = cfg.pretrain
     full = pre.full_tokens if pre.full_tokens is not None else full_resolution_tokens(cfg)
-    log.info("masked patch pretraining: %d of %d tokens masked at full resolution (scaled per phase), "
-             "loss %g x NCE + %g x MSE, masking %s", pre.mask_patch, full, pre.nce_weight, pre.mse_weight, pre.masking)
     return MaskedPatchObjective(full, pre.mask_patch, pre.nce_weight, pre.mse_weight, pre.masking)
+
+
+def masked_per_phase(cfg: Any) -> list[tuple[int, int]]:
+    """``(R, masked patches per clip)`` of each phase of run config ``cfg``: ``masked_acc``'s
+    chance level in a phase is 1 / its count."""
+    objective = _objective(cfg)
+    return [(setup.R, objective.masked_for(setup.model_config))
+            for setup in (cfg.phase(i) for i in range(len(cfg.phases())))]
 
 
 register_objective("masked_patch", ObjectiveEntry(

@@ -93,6 +93,15 @@ def _format_ratio(value: float, spread: float) -> str:
     return f"{value:.2f}" if math.isnan(spread) else f"{value:.2f}{SPREAD_SIGN}{spread:.2f}"
 
 
+def kept_note(metric: str) -> str:
+    """What the kept table's ratios mean, for ``metric``."""
+    if metric != "masked_acc":
+        return KEPT_NOTE
+    return KEPT_NOTE + (" masked_acc picks each masked patch among the clip's masked patches, whose number follows "
+                        "the phase's tokens: its chance level (1 / that number) is R times higher in a coarse phase, "
+                        "so part of a kept below 1.00 is the lower chance at full resolution, not a loss.")
+
+
 KEPT_NOTE = ("Kept: at each phase change the carried-over model is evaluated once at the new resolution before it "
              "trains (after) and set against the previous phase's last evaluation (before); 1.00 keeps everything (a "
              "restart control, whose phases share the resolution, keeps exactly 1.00). Means over seeds; kept: mean "
