@@ -62,6 +62,16 @@ def test_sources_mix_folders_csv_and_json_with_filters(tmp_path):
             source_files(bad)
 
 
+def test_check_of_unlabeled_audio_lists_no_classes(tmp_path, capsys):
+    # "0 classes (training/validation clips): " with nothing after it (a new user's case)
+    for i in range(6):
+        _write(tmp_path / "speech" / f"{i}.wav", 1.0, seed=i)
+    assert main(["check", "ssast_pretrain-cpu", "--set", f"data.sources=[{tmp_path / 'speech'}]",
+                 "--set", "data.clip_seconds=1.0", "--set", "data.val_fraction=0.3"]) == 0
+    printed = capsys.readouterr().out
+    assert "clips usable; 0 bad" in printed and "classes" not in printed
+
+
 def test_windows_of_long_recordings_are_read_from_their_offsets(tmp_path):
     sr = 16000
     sf.write(tmp_path / "long.wav", np.concatenate([np.full(2 * sr, 0.25), np.full(2 * sr, -0.5)]).astype(np.float32), sr)

@@ -253,6 +253,9 @@ def test_a_finished_run_is_not_reused_on_a_manifest_edited_since(tmp_path, capsy
     assert main(args) == 0
     capsys.readouterr()
     assert main([*args, "--report-only"]) == 0 and "trained on other clips" not in capsys.readouterr().out
+    # a path the data kind does not read (a preset's data.root under data.kind manifest) is no path difference
+    assert main([*args, "--report-only", "--set", f"data.root={tmp_path / 'elsewhere'}"]) == 0
+    assert "other paths" not in capsys.readouterr().out
     original = csv["train"].read_text()
     csv["train"].write_text(original.replace("train7.wav", "train6.wav"))
     assert main([*args, "--report-only"]) == 0

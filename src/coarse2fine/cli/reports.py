@@ -241,7 +241,8 @@ def _print_data_summary(cfg: RunConfig, splits, both: list[str] | None = None) -
     expect: classes a split lacks, clips in both splits (``both``, for splits that list no files:
     a pack's, from its records), clips cut or padded to the clip length."""
     train, val = splits.train, splits.val
-    lines, warnings = class_lines(train.class_names, splits.display_names, train.class_counts(), val.class_counts())
+    lines, warnings = (class_lines(train.class_names, splits.display_names, train.class_counts(), val.class_counts())
+                       if train.class_names else ([], []))  # unlabeled audio has no classes
     entries = [getattr(ds, "entries", None) for ds in (train, val)]
     if entries[0] is not None and entries[1] is not None:
         both = shared_clips(entries[0], entries[1])

@@ -231,8 +231,9 @@ def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinis
     if not partial or partial[0].setting.role != "baseline" or len(partial) < 2:
         has = ("a finished baseline but no other finished setting" if partial and partial[0].setting.role == "baseline"
                else "no finished baseline")
-        raise ValueError(f"--report-only: {out_root} holds {has} to tabulate yet (not finished: {unfinished}); an "
-                         "experiment trained in turns (--interleave) finishes its settings together, at its end")
+        turns = ("; an experiment trained in turns (--interleave, as this one is) finishes its settings together, "
+                 "at its end" if interleaved(cfg, args) else "")
+        raise ValueError(f"--report-only: {out_root} holds {has} to tabulate yet (not finished: {unfinished}){turns}")
     splits = load_splits(cfg) if args.calibrate_rounds > 0 else None
     print(f"{out_root}: {len(partial)} of {len(settings)} settings finished (first seed); their tables (nothing "
           "trained):")
