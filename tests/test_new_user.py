@@ -205,7 +205,7 @@ def test_one_best_everywhere_is_the_final_phase(tmp_path, capsys):
     log = json.loads((out / "log.json").read_text())
     final = max(r["acc"] for r in log["records"] if r["phase"] == 1)
     coarse = max(r["acc"] for r in log["records"] if r["phase"] == 0)
-    assert f"best acc {final:.4f} in the final phase (coarse phases: {coarse:.4f})" in line
+    assert f"best acc {100 * final:.2f} % in the final phase (coarse phases: {100 * coarse:.2f} %)" in line  # as tables
 
 
 # 7. paths in a config file are relative to that file --------------------------------------------

@@ -256,6 +256,13 @@ def test_a_finished_run_is_not_reused_on_a_manifest_edited_since(tmp_path, capsy
     # a path the data kind does not read (a preset's data.root under data.kind manifest) is no path difference
     assert main([*args, "--report-only", "--set", f"data.root={tmp_path / 'elsewhere'}"]) == 0
     assert "other paths" not in capsys.readouterr().out
+    # one it reads, resolved from another working folder when that run trained, is listed
+    log_path = tmp_path / "exp" / "fshift_21" / "log.json"
+    saved = json.loads(log_path.read_text())
+    saved["config"]["data"]["val"] = "/elsewhere/val.csv"
+    log_path.write_text(json.dumps(saved))
+    assert main([*args, "--report-only"]) == 0
+    assert f"data.val: '/elsewhere/val.csv' vs '{csv['val']}'" in capsys.readouterr().out
     original = csv["train"].read_text()
     csv["train"].write_text(original.replace("train7.wav", "train6.wav"))
     assert main([*args, "--report-only"]) == 0

@@ -49,7 +49,14 @@ from coarse2fine.objectives.masked_patch import masked_per_phase
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.kept import transfers
 from coarse2fine.report.plots import plot_files
-from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows
+from coarse2fine.report.savings import (
+    FRACTION_METRICS,
+    best_coarse_value,
+    best_value,
+    format_table,
+    format_value,
+    json_rows,
+)
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
 from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run, run_clip_lists_differ
@@ -243,6 +250,11 @@ def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinis
     return 0
 
 
+def _shown_metric(value: float, metric: str) -> str:
+    """A metric's value as the tables show it: fractions (acc, mAP, mAUC) in percent."""
+    return format_value(value, metric) + (" %" if metric in FRACTION_METRICS else "")
+
+
 def one_run(cfg, command: str) -> RunConfig:
     """The config that ``command``, which trains one seed of a setting and no controls, trains:
     ``experiment`` at its defaults (as every run's own config holds it), with a warning when the
@@ -270,13 +282,14 @@ def _train_one(args, cfg) -> RunResult:
     what = {"trained": "trained", "resumed": "resumed from its checkpoint and finished",
             "finished": "already finished in this folder (nothing trained; --fresh trains it again)"}[result.status]
     coarse = best_coarse_value(result.records, metric)
-    also = f" (coarse phases: {coarse:.4f})" if coarse is not None else ""
-    print(f"{cfg.name}: {what}; best {metric} {best_value(result.records, metric):.4f} in the final phase{also}; "
+    shown = functools.partial(_shown_metric, metric=metric)
+    also = f" (coarse phases: {shown(coarse)})" if coarse is not None else ""
+    print(f"{cfg.name}: {what}; best {metric} {shown(best_value(result.records, metric))} in the final phase{also}; "
           f"logs in {result.out_dir}")
     kept = transfers(result.records, result.phases, metric)
     for t in kept:
-        print(f"  phase {t.phase} -> {t.phase + 1} (R={t.R_from} -> R={t.R_to}): {metric} {t.before:.4f} at the end of "
-              f"phase {t.phase}, {t.after:.4f} carried over before training (kept {t.kept:.2f})")
+        print(f"  phase {t.phase} -> {t.phase + 1} (R={t.R_from} -> R={t.R_to}): {metric} {shown(t.before)} at the end "
+              f"of phase {t.phase}, {shown(t.after)} carried over before training (kept {t.kept:.2f})")
     if kept and metric == "masked_acc":
         counts = ", ".join(f"{n} at R={R}" for R, n in dict(masked_per_phase(cfg)).items())
         print(f"  masked_acc's chance level is 1 / the masked patches per clip ({counts}): part of a kept below 1.00 "
