@@ -57,6 +57,18 @@ def test_runs_that_differ_only_in_how_they_train_are_tabulated(runs, capsys):
     assert out.startswith("Setting") and "c2f" in out
 
 
+def test_runs_of_one_name_in_several_experiments_each_have_their_row(runs, tmp_path, capsys):
+    """Two runs named fshift_41 (of two experiments) made one row, the second hiding the first; and
+    a run named baseline sat beside the Baseline row of another run (a new user's case)."""
+    for parent in ("exp1", "exp2"):
+        shutil.copytree(runs["c2f"], tmp_path / parent / "fshift_41")
+    shutil.copytree(runs["c2f"], tmp_path / "exp1" / "baseline")
+    assert main(["compare", str(runs["base"]), str(tmp_path / "exp1" / "fshift_41"), str(tmp_path / "exp2" / "fshift_41"),
+                 str(tmp_path / "exp1" / "baseline"), "--format", "csv"]) == 0
+    rows = [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:] if line and "," in line]
+    assert rows[:4] == ["Baseline (base)", "exp1/fshift_41", "exp2/fshift_41", "baseline"]
+
+
 def test_compare_writes_the_tables_and_plots_of_your_own_runs(runs, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--out", str(out)]) == 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -564,6 +566,20 @@ def _direction(saved: dict, metric: str) -> bool:
     return metric_higher_is_better(metric) if direction not in ("max", "min") else direction == "max"
 
 
+def run_labels(folders: Sequence[Path]) -> list[str]:
+    """Each run folder's name as tables show it, with as many parent folders as tell apart runs
+    of the same name (``exp1/fshift_41``, ``exp2/fshift_41``)."""
+    parts = [Path(os.path.abspath(f)).parts for f in folders]
+    depths = [1] * len(parts)
+    while True:
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depths)]
+        shared = [i for i, label in enumerate(labels) if labels.count(label) > 1 and depths[i] < len(parts[i])]
+        if not shared:
+            return labels
+        for i in shared:
+            depths[i] += 1
+
+
 def cmd_compare(args) -> int:
     paths = [log_path(args.baseline), *(log_path(r) for r in args.runs)]
     logs = [read_log(p) for p in paths]
@@ -582,7 +598,7 @@ def cmd_compare(args) -> int:
     cal, records = calibrate_runs(configs, [saved["records"] for saved in logs],
                                   len(logs[0].get("classes") or []) or 2, args.calibrate_rounds, saved=kept,
                                   fresh=args.recalibrate)
-    names = [p.parent.name for p in paths]
+    names = run_labels([p.parent for p in paths])
     notes, runs = [], {}
     for name, saved, cfg, recs in zip(names[1:], logs[1:], configs[1:], records[1:]):
         state = _unfinished(saved, cfg)
@@ -594,7 +610,9 @@ def cmd_compare(args) -> int:
         notes.append(f"baseline {names[0]}: {base_state}; its best so far is the reference")
     if cal is not None:
         notes.append(cal.summary())
-    rows = savings_table("Baseline", records[0], runs, metric, higher=higher)
+    named = any(Path(n).name.lower().startswith("baseline") for n in runs)  # a run named baseline: say which is
+    base_label = f"Baseline ({names[0]})" if named else "Baseline"
+    rows = savings_table(base_label, records[0], runs, metric, higher=higher)
     if args.format != "json":
         print(format_table(rows, args.format), end="")
     if args.out:
