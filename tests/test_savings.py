@@ -336,3 +336,14 @@ def test_phase_changes_are_drawn_where_the_coarse_phase_ends():
                        {"epoch": 4, "phase": 2, "cum_flops": 22.0, "cum_time": 22.0}])
     # after epoch 2 (2 units spent at R = 4), not after the first full-resolution epoch (6)
     assert phase_change_xs(recs, [r.cum_flops for r in recs]) == [2.0, 6.0]
+
+
+def test_a_setting_keeps_its_colour_from_one_plot_to_the_next():
+    # Restart was orange in one report and blue in another (its place among the settings decided it).
+    from coarse2fine.report.plots import PALETTE, label_colours
+
+    one = label_colours(["Restart 11 (control)", "Fshift 41", "Patch PI 41"])
+    two = label_colours(["Fshift 41", "Restart 11 (control)"])
+    assert one["Restart 11 (control)"] == two["Restart 11 (control)"] and one["Fshift 41"] == two["Fshift 41"]
+    many = label_colours([f"setting {i}" for i in range(len(PALETTE))])
+    assert sorted(many.values()) == sorted(PALETTE)  # distinct within a plot while the palette lasts

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
@@ -98,11 +99,13 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     xlabel = "cumulative training TFLOPs" if x == "flops" else f"cumulative training {TIME_LABELS[x].lower()} (s)"
     scale = 100.0 if metric in FRACTIONS else 1.0
+    colours = label_colours(list(runs))
     for label, records in [("Baseline", baseline), *runs.items()]:
         recs = as_records(records)
         xs = [r.cum_flops / 1e12 for r in recs] if x == "flops" else cumulative_time(recs, x)
         ys = [scale * r.metric(metric) for r in recs]
-        style = dict(color="black", linewidth=2.2) if label == "Baseline" else dict(linewidth=1.4, alpha=0.9)
+        style = (dict(color="black", linewidth=2.2) if label == "Baseline"
+                 else dict(color=colours[label], linewidth=1.4, alpha=0.9))
         if label in dashed:
             style["linestyle"] = "--"
         ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)
@@ -125,6 +128,23 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+           "tab:cyan", "tab:gray")
+
+
+def label_colours(labels: Sequence[str]) -> dict[str, str]:
+    """A colour per label that follows the label, not its place among the others, so that a setting
+    keeps its colour from one report to the next: the palette entry its name hashes to, or the next
+    one that no earlier label of the plot holds."""
+    taken: dict[str, str] = {}
+    for label in labels:
+        i = zlib.crc32(label.encode()) % len(PALETTE)
+        while PALETTE[i] in taken.values() and len(taken) < len(PALETTE):
+            i = (i + 1) % len(PALETTE)
+        taken[label] = PALETTE[i]
+    return taken
 
 
 def plot_files(out_dir: str | Path) -> list[str]:
@@ -152,8 +172,9 @@ def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Reco
     plots = [("flops", "metric_vs_flops.png"), (robust, "metric_vs_time.png")]
     if robust != "wall":
         plots.append(("wall", "metric_vs_wall_time.png"))
+    heading = " - ".join(t for t in (title, plot_title) if t)  # which report a figure is, also on its own
     for x, name in plots:
-        plot_runs(baseline, runs, metric, x, out_dir / name, bands, plot_title, dashed)
+        plot_runs(baseline, runs, metric, x, out_dir / name, bands, heading, dashed)
     note = table_note(baseline, runs)
     extra = "".join(f"## {t.heading}\n\n" + format_table(t.rows, "markdown") + (f"\n{t.note}\n" if t.note else "")
                     + "\n" for t in tables if t.rows)
