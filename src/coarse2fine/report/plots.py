@@ -131,7 +131,7 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
 
 
 PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
-           "tab:cyan", "tab:gray")
+           "tab:cyan")  # no grey: the baseline is black
 
 
 def label_colours(labels: Sequence[str]) -> dict[str, str]:
