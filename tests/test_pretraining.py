@@ -18,6 +18,7 @@ from coarse2fine.config import config_from_dict, load_config
 from coarse2fine.data.sources import load_splits
 from coarse2fine.data.unlabeled import is_validation, source_files, unlabeled_manifests, windows
 from coarse2fine.experiments.pretraining import finetune_config
+from coarse2fine.experiments.settings import SEED_STRIDE
 
 # Pretraining the micro SSAST on the demo's synthetic clips (labels ignored): 64 patches of
 # 16 x 16 at R = 1, 16 at R = 4; 50 of 64 masked (78 %, SSAST's 400 of 512), 13 of 16 at R = 4 (12.5, half up).
@@ -192,6 +193,34 @@ def test_pretraining_comparison_table(tmp_path, capsys):
     assert (out / "finetune" / "demo" / "no_pretraining" / "log.json").exists() and "Fshift 41" in text
     finetuned = json.loads((out / "finetune" / "demo" / "no_pretraining" / "log.json").read_text())
     assert len(finetuned["records"]) == 1  # --finetune-set demo:train.epochs=1 reached the task it names
+
+
+def test_pretraining_comparison_with_seeds(tmp_path, capsys):
+    """One seed cannot tell a -19 point downstream drop from noise (a new user's case): with --seeds
+    every row is pretrained and fine-tuned per seed, seed k's fine-tuning from seed k's pretraining."""
+    out = tmp_path / "cmp"
+    args = ["pretrain-experiment", "demo", "--finetune", "demo", "--out", str(out), "--quiet", "--seeds", "2",
+            *_sets([*SSAST, "c2f.phase_epochs=[1, 1]"]),
+            *[a for s in ("data.train_clips=16", "data.val_clips=8", "train.batch_size=8", "train.threads=1",
+                          "train.epochs=1") for a in ("--finetune-set", s)]]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    ft = load_config(str(out / "finetune" / "demo" / "fshift_41_s1" / "config.yaml"))
+    assert ft.model.init_from == str(out / "pretrain" / "fshift_41_s1") and ft.train.seed == SEED_STRIDE
+    pre = load_config(str(out / "pretrain" / "baseline_s1" / "config.yaml"))
+    assert pre.train.seed == SEED_STRIDE and pre.experiment.seeds == 1  # the run's own config: no experiment
+    table = list(csv.DictReader(io.StringIO((out / "pretraining.csv").read_text())))
+    assert [r["Setting"] for r in table] == ["No pretraining", "Baseline", "Fshift 41"] and table[0]["Seeds"] == "2"
+    finals = {label: [max(r["acc"] for r in json.loads((out / "finetune" / "demo" / f"{slug}{k}" / "log.json")
+                                                         .read_text())["records"]) for k in ("", "_s1")]
+              for label, slug in (("Baseline", "baseline"), ("Fshift 41", "fshift_41"))}
+    mean = sum(finals["Fshift 41"]) / 2
+    assert float(table[2]["demo acc"]) == pytest.approx(100 * mean, abs=0.006)
+    gain = sum(a - b for a, b in zip(finals["Fshift 41"], finals["Baseline"])) / 2
+    assert float(table[2]["demo acc paired gain"]) == pytest.approx(100 * gain, abs=0.006)
+    assert table[1]["demo acc paired gain"] == "-" and table[2]["demo acc paired gain CI low"] != ""
+    assert "demo: pretraining at R = 1 vs Fshift 41, fine-tuned on demo, 2 seeds" in printed
+    assert "Mean ± sample std (n - 1) over 2 seeds (seed k fine-tunes seed k's pretraining" in printed
 
 
 def test_significant_digits_stay_readable_at_any_size():

@@ -110,6 +110,10 @@ def add_parsers(sub) -> None:
                    help="override a value of every downstream config, or with NAME:SECTION.KEY=VALUE of the one "
                         "named NAME in --finetune (or whose file is NAME.yaml) (repeatable)")
     p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md/.csv/.json)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="pretrain and fine-tune every row with N seeds (train.seed varied; seed k fine-tunes seed k's "
+                        "pretraining) and report mean ± std and the paired gain with a bootstrap interval "
+                        "(default: experiment.seeds of the pretraining config, 1)")
     add_grid_options(p)
     add_common(p)
 
@@ -255,16 +259,17 @@ def _shown_metric(value: float, metric: str) -> str:
     return format_value(value, metric) + (" %" if metric in FRACTION_METRICS else "")
 
 
-def one_run(cfg, command: str) -> RunConfig:
-    """The config that ``command``, which trains one seed of a setting and no controls, trains:
-    ``experiment`` at its defaults (as every run's own config holds it), with a warning when the
-    config asks for seeds or controls, which ``experiment`` and ``crossval`` train."""
+def one_run(cfg, command: str, seeds: bool = False) -> RunConfig:
+    """The config that ``command``, which trains no controls and (unless ``seeds``) one seed of a
+    setting, trains: ``experiment`` at its defaults (as every run's own config holds it), with a
+    warning when the config asks for what it does not train."""
     e = cfg.experiment
-    asked = [f"experiment.seeds: {e.seeds}"] * (e.seeds > 1) + [f"experiment.controls: {list(e.controls)}"] * bool(e.controls)
+    asked = [f"experiment.seeds: {e.seeds}"] * (e.seeds > 1 and not seeds) + [
+        f"experiment.controls: {list(e.controls)}"] * bool(e.controls)
     if asked:
-        log.warning("%s: %s trains one seed (train.seed: %d) and no controls; %s %s read by "
-                    "`coarse2fine experiment` and `crossval --methods`, which train them", cfg.name, command,
-                    cfg.train.seed, " and ".join(asked), "are" if len(asked) > 1 else "is")
+        trains = "no controls" if seeds else f"one seed (train.seed: {cfg.train.seed}) and no controls"
+        log.warning("%s: %s trains %s; %s %s read by `coarse2fine experiment` and `crossval --methods`, which "
+                    "train them", cfg.name, command, trains, " and ".join(asked), "are" if len(asked) > 1 else "is")
     return cfg.run_only()
 
 
@@ -339,20 +344,24 @@ def task_overrides(names: list[str], overrides: list[str]) -> dict[str, list[str
 
 
 def cmd_pretrain_experiment(args) -> int:
-    pre = one_run(load_config(args.config, args.overrides), "pretrain-experiment")
+    loaded = load_config(args.config, args.overrides)
+    seeds = args.seeds if args.seeds is not None else loaded.experiment.seeds
+    if seeds < 1:
+        raise ValueError(f"--seeds: at least 1, got {seeds}")
+    pre = one_run(loaded, "pretrain-experiment", seeds=True)
     names = [name.strip() for name in args.finetune.split(",") if name.strip()]
-    tasks = [one_run(load_config(name, overrides), "pretrain-experiment")
+    tasks = [one_run(load_config(name, overrides), "pretrain-experiment", seeds=True)
              for name, overrides in task_overrides(names, args.finetune_overrides).items()]
     result = compare_pretraining(pre, tasks, args.schedule, args.method, args.out, progress=show_bars(args.quiet),
-                                 reuse=not args.fresh)
+                                 reuse=not args.fresh, seeds=seeds)
     configs = {"Baseline": variant_config(pre, None), Variant(args.method, args.schedule).label:
                variant_config(pre, Variant(args.method, args.schedule))}
     calibrated = calibrate_pretraining(result, configs, args.calibrate_rounds, Path(args.out) / "calibration.json",
                                        args.recalibrate)
     rows = comparison_rows(result, tasks, calibrated, pre.train.metric)
     title = (f"{pre.name}: pretraining at R = 1 vs {Variant(args.method, args.schedule).label}, fine-tuned on "
-             f"{', '.join(t.name for t in tasks)}")
-    notes = comparison_notes(pre.train.metric, calibrated is not None)
+             f"{', '.join(t.name for t in tasks)}" + (f", {seeds} seeds" if seeds > 1 else ""))
+    notes = comparison_notes(pre.train.metric, calibrated is not None, seeds)
     write_comparison(args.out, rows, title, notes)
     print(f"== {title} ==")
     print(format_table(rows, "text"), end="")

@@ -22,7 +22,10 @@ from coarse2fine import atomic
 from coarse2fine.config import RunConfig
 from coarse2fine.data.sources import load_splits
 from coarse2fine.experiments.grid import Variant, calibrate_runs, variant_config
+from coarse2fine.experiments.settings import seed_config, seed_folder
 from coarse2fine.report.savings import best_value, format_signed, format_table, format_value, json_rows
+from coarse2fine.report.seeds import format_gain, format_spread
+from coarse2fine.report.stats import bootstrap_interval, mean, paired_differences, sample_std
 from coarse2fine.training.loop import RunResult, train_run
 from coarse2fine.training.records import EpochRecord, cumulative_time, measures
 
@@ -47,100 +50,139 @@ def _train_or_reuse(cfg: RunConfig, out_dir: Path, progress: bool, reuse: bool) 
 
 @dataclass
 class PretrainingComparison:
-    """Pretraining runs by row label (None: no pretraining) and downstream results per row."""
+    """Per row label, each seed's pretraining run (None: no pretraining) and, per downstream
+    config, each seed's fine-tuned run."""
 
-    pretrain: dict[str, RunResult | None] = field(default_factory=dict)
-    downstream: dict[str, dict[str, RunResult]] = field(default_factory=dict)
+    pretrain: dict[str, list[RunResult] | None] = field(default_factory=dict)
+    downstream: dict[str, dict[str, list[RunResult]]] = field(default_factory=dict)
+
+    @property
+    def seeds(self) -> int:
+        return len(next(runs for runs in self.pretrain.values() if runs))
 
 
 def compare_pretraining(
     pretrain: RunConfig, downstream: Sequence[RunConfig], schedule: str, method: str, out_root: str | Path,
-    progress: bool = True, reuse: bool = True,
+    progress: bool = True, reuse: bool = True, seeds: int = 1,
 ) -> PretrainingComparison:
     """Pretrain the baseline and the ``schedule`` / ``method`` variant, fine-tune both (and a model
-    without pretraining) on every downstream config; runs go to ``out_root/pretrain/<name>`` and
-    ``out_root/finetune/<downstream>/<row>``."""
+    without pretraining) on every downstream config, with ``seeds`` seeds (seed k's fine-tuning
+    starts from seed k's pretraining, with seed k's ``train.seed``: :func:`seed_config`); runs go
+    to ``out_root/pretrain/<name>`` and ``out_root/finetune/<downstream>/<row>`` (``_s<k>`` for
+    seed k > 0, :func:`seed_folder`), seed by seed."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     out_root = Path(out_root)
     variant = Variant(method, schedule)
     runs = {"Baseline": variant_config(pretrain, None), variant.label: variant_config(pretrain, variant)}
-    result = PretrainingComparison(pretrain={"No pretraining": None})
-    for label, cfg in runs.items():
-        result.pretrain[label] = _train_or_reuse(cfg, out_root / "pretrain" / cfg.name, progress, reuse)
-    for task in downstream:
-        rows = {}
-        for label, run in result.pretrain.items():
-            slug = label.lower().replace(" ", "_")
-            cfg = finetune_config(task, pretrain, run.out_dir if run else None, f"{task.name}_{slug}")
-            rows[label] = _train_or_reuse(cfg, out_root / "finetune" / task.name / slug, progress, reuse)
-        result.downstream[task.name] = rows
+    result = PretrainingComparison(pretrain={"No pretraining": None, **{label: [] for label in runs}})
+    for k in range(seeds):
+        for label, cfg in runs.items():
+            run = _train_or_reuse(seed_config(cfg, k), seed_folder(out_root / "pretrain", cfg.name, k), progress, reuse)
+            result.pretrain[label].append(run)  # type: ignore[union-attr]
+        for task in downstream:
+            rows = result.downstream.setdefault(task.name, {})
+            for label, pretrained in result.pretrain.items():
+                slug = label.lower().replace(" ", "_")
+                start = pretrained[k].out_dir if pretrained else None
+                cfg = finetune_config(seed_config(task, k), pretrain, start, f"{task.name}_{slug}")
+                folder = seed_folder(out_root / "finetune" / task.name, slug, k)
+                rows.setdefault(label, []).append(_train_or_reuse(cfg, folder, progress, reuse))
     return result
 
 
 def calibrate_pretraining(result: PretrainingComparison, configs: dict[str, RunConfig], rounds: int,
                           saved: Path | None = None, fresh: bool = False) -> dict[str, float] | None:
-    """Calibrated pretraining time of each pretraining run (see :mod:`coarse2fine.report.timing`);
-    None with ``rounds`` 0 and no saved calibration that covers the runs."""
-    labels = [label for label, run in result.pretrain.items() if run is not None]
-    cal, records = calibrate_runs([configs[label] for label in labels],
-                                  [result.pretrain[label].records for label in labels], 0, rounds, saved=saved, fresh=fresh)
-    return None if cal is None else {label: cumulative_time(recs, "calibrated")[-1] for label, recs in zip(labels, records)}
+    """Calibrated pretraining time of each pretraining row, the mean over its seeds (see
+    :mod:`coarse2fine.report.timing`); None with ``rounds`` 0 and no saved calibration that
+    covers the runs."""
+    runs = [(label, k, run) for label, seeded in result.pretrain.items() if seeded for k, run in enumerate(seeded)]
+    cal, records = calibrate_runs([seed_config(configs[label], k) for label, k, _ in runs],
+                                  [run.records for _, _, run in runs], 0, rounds, saved=saved, fresh=fresh)
+    if cal is None:
+        return None
+    totals: dict[str, list[float]] = {}
+    for (label, _, _), recs in zip(runs, records):
+        totals.setdefault(label, []).append(cumulative_time(recs, "calibrated")[-1])
+    return {label: mean(values) for label, values in totals.items()}
 
 
 def comparison_rows(result: PretrainingComparison, downstream: Sequence[RunConfig],
                     calibrated: dict[str, float] | None = None, pretext: str | None = None) -> list[dict[str, str]]:
-    """The table: each pretraining's whole-run cost and its saves against the baseline's (time:
-    calibrated when given, and measured wall time: GFLOPs to 4 significant digits, seconds to 0.1 s
-    below 100 s), its own metric ``pretext`` at its best in the final phase, and each downstream
-    metric with its gain over the baseline pretraining's (in points for fractions), under
-    ``<task> <metric> (gain)`` so that the CSV splits it into ``<task> <metric>`` and
-    ``<task> <metric> gain`` (:func:`~coarse2fine.report.savings.csv_rows`)."""
+    """The table: each pretraining's whole-run cost (the mean over seeds) and its saves against the
+    baseline's (time: calibrated when given, and measured wall time: GFLOPs to 4 significant
+    digits, seconds to 0.1 s below 100 s), its own metric ``pretext`` at its best in the final
+    phase, and each downstream metric with its gain over the baseline pretraining's (in points for
+    fractions). One seed: under ``<task> <metric> (gain)``, which the CSV splits into ``<task>
+    <metric>`` and ``<task> <metric> gain`` (:func:`~coarse2fine.report.savings.csv_rows`);
+    several: the metric's mean ± std over seeds and the paired gain (the mean over seeds of the
+    difference to the baseline pretraining's row with the same seed) with its bootstrap interval."""
+    seeds = result.seeds
     base = result.pretrain["Baseline"]
-    assert base is not None
-    base_flops, base_time = base.records[-1].cum_flops, robust_total(base.records)
+    assert base
+    base_flops, base_wall, base_time = (mean([r.records[-1].cum_flops for r in base]),
+                                        mean([r.records[-1].cum_time for r in base]),
+                                        mean([robust_total(r.records) for r in base]))
     cal = calibrated or {}
-    base_metric = {t.name: best_value(result.downstream[t.name]["Baseline"].records, t.train.metric) for t in downstream}
     time_cols = (["Pretrain calibrated time save (%)", "Pretrain wall time (s)", "Pretrain wall time save (%)"] if cal
                  else ["Pretrain wall time (s)", "Pretrain wall time save (%)", "Pretrain step time save (%)"])
-    pretext_col = [f"Pretext {pretext}"] if pretext else []
+    pretext_col = [f"Pretext {pretext}" + (" (mean ± std)" if seeds > 1 else "")] if pretext else []
     rows = []
-    for label, run in result.pretrain.items():
-        row = {"Setting": label}
-        if run is None:
+    for label, runs in result.pretrain.items():
+        row = {"Setting": label} if seeds == 1 else {"Setting": label, "Seeds": str(seeds)}
+        if not runs:
             row.update({c: "-" for c in ["Pretrain GFLOPs", "Pretrain FLOPs save (%)", *time_cols, *pretext_col]})
         else:
-            flops, secs = run.records[-1].cum_flops, run.records[-1].cum_time
-            same = run is base
+            flops, secs = mean([r.records[-1].cum_flops for r in runs]), mean([r.records[-1].cum_time for r in runs])
+            same = runs is base
             save = lambda a, b: "-" if same else f"{100 * (1 - a / b):.2f}"  # noqa: E731
             row.update({"Pretrain GFLOPs": significant(flops / 1e9), "Pretrain FLOPs save (%)": save(flops, base_flops)})
             wall = {"Pretrain wall time (s)": f"{secs:.1f}" if secs < 100 else f"{secs:.0f}",
-                    "Pretrain wall time save (%)": save(secs, base.records[-1].cum_time)}
+                    "Pretrain wall time save (%)": save(secs, base_wall)}
             if cal:
                 row.update({"Pretrain calibrated time save (%)": save(cal[label], cal["Baseline"]), **wall})
             else:
-                row.update({**wall, "Pretrain step time save (%)": save(robust_total(run.records), base_time)})
+                row.update({**wall, "Pretrain step time save (%)": save(mean([robust_total(r.records) for r in runs]),
+                                                                        base_time)})
             if pretext:
-                row[pretext_col[0]] = format_value(best_value(run.records, pretext), pretext)
+                values = [best_value(r.records, pretext) for r in runs]
+                row[pretext_col[0]] = format_spread(mean(values), sample_std(values), pretext)
         for task in downstream:
-            metric = task.train.metric
-            value = best_value(result.downstream[task.name][label].records, metric)
-            diff = "" if label == "Baseline" else f" ({format_signed(value - base_metric[task.name], metric)})"
-            row[f"{task.name} {metric} (gain)"] = f"{format_value(value, metric)}{diff}"  # CSV: value and gain apart
+            row.update(_downstream_cells(result.downstream[task.name], label, task.name, task.train.metric, seeds))
         rows.append(row)
     return rows
 
 
-def comparison_notes(pretext: str | None, calibrated: bool) -> list[str]:
+def _downstream_cells(rows: dict[str, list[RunResult]], label: str, task: str, metric: str,
+                      seeds: int) -> dict[str, str]:
+    """A row's cells of one downstream task: its best and its gain over the baseline pretraining's."""
+    values = [best_value(r.records, metric) for r in rows[label]]
+    reference = [best_value(r.records, metric) for r in rows["Baseline"]]
+    if seeds == 1:
+        diff = "" if label == "Baseline" else f" ({format_signed(values[0] - reference[0], metric)})"
+        return {f"{task} {metric} (gain)": f"{format_value(values[0], metric)}{diff}"}  # CSV: value and gain apart
+    gains = paired_differences(values, reference)
+    gain = "-" if label == "Baseline" else format_gain(mean(gains), bootstrap_interval(gains), metric)
+    return {f"{task} {metric} (mean ± std)": format_spread(mean(values), sample_std(values), metric),
+            f"{task} {metric} paired gain (95 % CI)": gain}
+
+
+def comparison_notes(pretext: str | None, calibrated: bool, seeds: int = 1) -> list[str]:
     """What the pretraining table's columns measure."""
     timed = "calibrated step times and wall time" if calibrated else "wall time and the in-loop step times"
-    notes = [f"Pretrain columns: each pretraining run as a whole (its FLOPs and {timed}); a save is 1 - run / the "
-             "baseline pretraining's, over the whole run (savings tables measure up to the first epoch that reaches "
-             "the baseline's best; a pretraining has no downstream metric of its own to reach)."]
+    over = f", the mean over its {seeds} seeds" if seeds > 1 else ""
+    notes = [f"Pretrain columns: each pretraining run as a whole (its FLOPs and {timed}{over}); a save is 1 - run / "
+             "the baseline pretraining's, over the whole run (savings tables measure up to the first epoch that "
+             "reaches the baseline's best; a pretraining has no downstream metric of its own to reach)."]
     if pretext:
         notes.append(f"Pretext {pretext}: the pretraining's own metric, at its best in the final (full-resolution) "
-                     "phase.")
+                     "phase" + (", mean ± sample std over seeds." if seeds > 1 else "."))
     notes.append("<task> <metric>: the best of the model fine-tuned from each row's pretraining (all fine-tuned "
-                 "alike, at full resolution), and its gain over the baseline pretraining's row (points for "
-                 "fractions); No pretraining: the same fine-tuning from a random initialisation.")
+                 "alike, at full resolution); No pretraining: the same fine-tuning from a random initialisation. "
+                 + ("Its gain: over the baseline pretraining's row (points for fractions)." if seeds == 1 else
+                    f"Mean ± sample std (n - 1) over {seeds} seeds (seed k fine-tunes seed k's pretraining, with seed "
+                    "k's train.seed); paired gain: the mean over seeds of (row - baseline pretraining's row with the "
+                    "same seed), with its 95 % percentile bootstrap interval over the seeds."))
     return notes
 
 
