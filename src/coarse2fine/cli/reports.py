@@ -573,7 +573,8 @@ def run_labels(folders: Sequence[Path]) -> list[str]:
     depths = [1] * len(parts)
     while True:
         labels = ["/".join(p[-d:]) for p, d in zip(parts, depths)]
-        shared = [i for i, label in enumerate(labels) if labels.count(label) > 1 and depths[i] < len(parts[i])]
+        shared = [i for i, label in enumerate(labels) if depths[i] < len(parts[i])
+                  and any(labels[j] == label and parts[j] != parts[i] for j in range(len(parts)))]  # not itself again
         if not shared:
             return labels
         for i in shared:
