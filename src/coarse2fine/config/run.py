@@ -190,10 +190,10 @@ class RunConfig:
             warn("train.compile_mode", f"train.compile_mode: {t.compile_mode} compiles nothing without "
                                        "train.compile: true (the model runs eagerly)")
         for keys, reads, why in _READ_ONLY_WITH:
-            changed = [k for k in keys if _setting(self, k)[0] != _setting(self, k)[1]]
+            changed = {k: value for k in keys if (value := _setting(self, k))[0] != value[1]}
             if changed and not reads(self):
-                values = ", ".join(f"{k}: {_shown(_setting(self, k)[0])}" for k in changed)
-                warn(changed[0], f"{values}: {'does' if len(changed) == 1 else 'do'} nothing here, read only {why}")
+                values = ", ".join(f"{k}: {_shown(value)}" for k, (value, _) in changed.items())
+                warn(next(iter(changed)), f"{values}: {'does' if len(changed) == 1 else 'do'} nothing here, read only {why}")
         if c.switch == "budget" and c.final_stop != "budget" and len(self.phases()) > 1:
             budget = f"{c.budget_flops:g} FLOPs" if c.budget_flops else f"{c.budget_hours:g} h"
             epochs = self.phases()[-1].epochs
