@@ -1,9 +1,9 @@
 """Command-line interface: ``coarse2fine COMMAND ...`` (``python -m coarse2fine.cli`` under torchrun).
 
 The commands live by what they do: :mod:`.training` (demo, experiment, train, pretrain,
-pretrain-experiment, crossval), :mod:`.data` (pack), :mod:`.models` (predict, export-hf, export-onnx) and
-:mod:`.reports` (compare, stats, check, flops, bench, plan, presets). Errors a user can fix end the command with one line
-on stderr and exit code 2; a non-finite loss, with exit code 3.
+pretrain-experiment, crossval), :mod:`.data` (pack), :mod:`.check` (check), :mod:`.models` (predict,
+export-hf, export-onnx) and :mod:`.reports` (compare, stats, flops, bench, plan, presets). Errors a user
+can fix end the command with one line on stderr and exit code 2; a non-finite loss, with exit code 3.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import threading
 from typing import Sequence
 
 from coarse2fine import __version__
-from coarse2fine.cli import data, models, reports, training
+from coarse2fine.cli import check, data, models, reports, training
 from coarse2fine.cli.options import Parser
 from coarse2fine.extras import MissingExtraError
 from coarse2fine.training.distributed import leave
@@ -29,7 +29,7 @@ from coarse2fine.training.loop import NonFiniteLossError
 
 log = logging.getLogger("coarse2fine")
 
-COMMANDS = {**training.COMMANDS, **data.COMMANDS, **models.COMMANDS, **reports.COMMANDS}
+COMMANDS = {**training.COMMANDS, **data.COMMANDS, **models.COMMANDS, **reports.COMMANDS, **check.COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_parsers(sub)
     data.add_parsers(sub)
     models.add_parsers(sub)
+    check.add_parsers(sub)
     reports.add_parsers(sub)
     return parser
 
