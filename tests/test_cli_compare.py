@@ -67,6 +67,9 @@ def test_runs_of_one_name_in_several_experiments_each_have_their_row(runs, tmp_p
                  str(tmp_path / "exp1" / "baseline"), "--format", "csv"]) == 0
     rows = [line.split(",")[0] for line in capsys.readouterr().out.splitlines()[1:] if line and "," in line]
     assert rows[:4] == ["Baseline (base)", "exp1/fshift_41", "exp2/fshift_41", "baseline"]
+    run = str(tmp_path / "exp1" / "fshift_41")
+    assert main(["compare", str(runs["base"]), run, run + "/"]) == 2  # one row would have hidden the other
+    assert "given more than once among the runs" in capsys.readouterr().err
 
 
 def test_compare_writes_the_tables_and_plots_of_your_own_runs(runs, tmp_path, capsys):

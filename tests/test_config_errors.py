@@ -423,3 +423,13 @@ def test_settings_that_only_other_settings_make_read_warn(caplog, sets, said):
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):
         load_config("demo", [*sets, selecting[sets[0].split("=")[0]], *more], check_runtime=False)
     assert "does nothing here" not in caplog.text and "do nothing here" not in caplog.text
+
+
+def test_a_baseline_drops_the_per_phase_settings_of_its_variants_schedule():
+    # experiment and flops stopped on "c2f.budget_shares: [0.3, 0.7] needs one share per phase of schedule 1"
+    cfg = load_config("demo", ["c2f.switch=budget", "c2f.budget_flops=1e11", "c2f.budget_shares=[0.3, 0.7]",
+                               "c2f.coarse_batch=scale", "c2f.batch_scales=[2, 1]", "c2f.phase_epochs=[1, 2]"],
+                      check_runtime=False)
+    base = cfg.baseline()
+    assert base.c2f.schedule == "1" and base.c2f.budget_shares is None and base.c2f.batch_scales is None
+    assert [p.epochs for p in base.phases()] == [cfg.train.epochs]

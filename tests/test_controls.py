@@ -263,7 +263,8 @@ def test_commands_of_one_run_say_they_train_no_seeds_or_controls_and_store_none(
     with caplog.at_level("WARNING", logger="coarse2fine"):
         assert main([*args, "--set", "experiment.seeds=3", "--set", "experiment.controls=[restart]"]) == 0
     assert ("demo: train trains one seed (train.seed: 0) and no controls; experiment.seeds: 3 and "
-            "experiment.controls: ['restart'] are read by `coarse2fine experiment` and `crossval --methods`") in caplog.text
+            "experiment.controls: ['restart'] are read by `coarse2fine experiment` and `crossval --methods` (and the "
+            "seeds by `pretrain-experiment`)") in caplog.text
     assert load_config(str(out / "config.yaml")).experiment == ExperimentConfig()  # the defaults, as experiment's runs
     capsys.readouterr()
     assert main(args) == 0 and "already finished in this folder" in capsys.readouterr().out
@@ -310,3 +311,14 @@ def test_a_report_without_entry_evaluations_says_why_it_has_no_kept_table(tmp_pa
     assert not (tmp_path / "kept.csv").exists()
     assert ("No kept table for Fshift 41: c2f.eval_on_entry: false (the carried-over model is not evaluated at a "
             "phase change)") in (tmp_path / "savings.md").read_text()
+
+
+def test_a_setting_that_nothing_reads_does_not_make_another_run(tmp_path, capsys):
+    # c2f.patience warned "does nothing here", then the finished run was refused as another config's.
+    args = ["train", "demo", "--schedule", "1", "--out", str(tmp_path), "--quiet", *[a for s in TINY for a in ("--set", s)]]
+    assert main(args) == 0
+    capsys.readouterr()
+    for unread in ("c2f.patience=5", "c2f.lr_scaling=linear", "pretrain.mask_patch=50"):
+        assert main([*args, "--set", unread]) == 0 and "already finished in this folder" in capsys.readouterr().out
+    assert main([*args, "--set", "c2f.patience=5", "--set", "c2f.switch=plateau"]) == 2  # read there: another run
+    assert "holds a finished run of another config" in capsys.readouterr().err

@@ -140,6 +140,10 @@ def test_frame_based_pretraining_masks_at_random_and_fine_tunes(tmp_path):
 def test_pretrain_refuses_a_classification_config(tmp_path, capsys):
     assert main(["pretrain", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "pretraining needs train.objective: masked_patch" in capsys.readouterr().err
+    # pretrain-experiment "pretrained" a classifier and called its accuracy a pretext metric
+    assert main(["pretrain-experiment", "demo", "--finetune", "demo", "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    assert "pretrain-experiment pretrains with train.objective: masked_patch" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def _number(cell: str) -> float | str | None:

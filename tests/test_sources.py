@@ -292,6 +292,12 @@ def test_check_names_the_classes_and_what_a_run_would_not_expect(tmp_path, capsy
     assert (f"warning: 1 clip(s) are in both the training and the validation lists (the validation metric is not "
             f"measured on held-out clips): {tmp_path / 'data' / 'train0.wav'}") in out
     assert f"1 of 9 clips are longer than data.clip_seconds (1 s) and are cut to it (the longest: 3.00 s, {long})" in out
+    linked = tmp_path / "linked"  # the same clip through a link to its folder: the same clip
+    linked.symlink_to(tmp_path / "data")
+    with open(csv["val"], "a") as f:
+        f.write(f"{linked / 'train1.wav'},dog\n")
+    assert main(["check", "demo", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "warning: 2 clip(s) are in both the training and the validation lists" in capsys.readouterr().out
     assert "8 of 9 clips are shorter than data.clip_seconds (1 s) and are padded (data.pad: zeros; the shortest: 0.50 s" in out
 
 
@@ -390,6 +396,16 @@ def test_crossval_with_methods_controls_and_seeds_is_one_command(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "== cross-validation, 2 of 3 folds finished ==" in printed and printed.rstrip().endswith(": fold3")
     assert (out / "crossval.csv").read_text() == table and not (out / "fold3").exists()
+    assert "trained on other clips" not in printed
+    val_1 = tmp_path / "val_1.json"  # a label fixed in fold 1's validation list since it trained
+    original = val_1.read_text()
+    fixed = json.loads(original)
+    fixed["data"][0]["labels"] = "/m/b" if fixed["data"][0]["labels"] == "/m/a" else "/m/a"
+    val_1.write_text(json.dumps(fixed))
+    assert main([*report, "--folds", "2"]) == 0
+    assert "the same command without --report-only refuses to reuse them): fold1/baseline (val), " in (
+        capsys.readouterr().out)
+    val_1.write_text(original)
     (out / "fold2" / "fshift_21_s1" / "log.json").unlink()  # a fold still training
     assert main([*report, "--folds", "2"]) == 0
     assert "1 of 2 folds finished" in capsys.readouterr().out

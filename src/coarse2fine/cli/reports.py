@@ -452,6 +452,10 @@ def run_labels(folders: Sequence[Path]) -> list[str]:
 
 def cmd_compare(args) -> int:
     paths = [log_path(args.baseline), *(log_path(r) for r in args.runs)]
+    seen = [p.resolve() for p in paths[1:]]
+    again = sorted({str(r) for r, p in zip(args.runs, seen) if seen.count(p) > 1})
+    if again:  # one row a run: a second would hide the first
+        raise ValueError(f"compare: {', '.join(again)} given more than once among the runs")
     logs = [read_log(p) for p in paths]
     configs = [_log_config(p, saved) for p, saved in zip(paths, logs)]
     facts = check_comparable(paths, logs, args.metric is not None, args.allow_different)

@@ -219,15 +219,16 @@ def _report_finished(args, cfg, settings, seeds: int, out_root: Path, title: str
     return 0
 
 
-def _note_other_clips(cfg, runs: list[RunResult]) -> None:
+def _note_other_clips(cfg, runs: list[RunResult], where: str = "") -> None:
     """``--report-only``: name the tabulated runs that trained on other clips than the config's
-    data lists now (a manifest edited since), which the same command without it would refuse to reuse."""
+    data lists now (a manifest edited since), which the same command without it would refuse to
+    reuse (``where``: what the run names start with, ``fold2/``)."""
     try:
         lists = clip_lists(cfg)
     except (OSError, ValueError) as err:  # the data is not here: the tables need only the runs' logs
         print(f"The runs' clips were not compared with the data ({err})")
         return
-    other = [f"{run.out_dir.name} ({', '.join(splits)})" for run in runs
+    other = [f"{where}{run.out_dir.name} ({', '.join(splits)})" for run in runs
              if (splits := run_clip_lists_differ(run.out_dir, lists))]
     if other:
         print(f"warning: trained on other clips than the data lists now (the tables compare these runs with each "
@@ -268,8 +269,9 @@ def one_run(cfg, command: str, seeds: bool = False) -> RunConfig:
         f"experiment.controls: {list(e.controls)}"] * bool(e.controls)
     if asked:
         trains = "no controls" if seeds else f"one seed (train.seed: {cfg.train.seed}) and no controls"
-        log.warning("%s: %s trains %s; %s %s read by `coarse2fine experiment` and `crossval --methods`, which "
-                    "train them", cfg.name, command, trains, " and ".join(asked), "are" if len(asked) > 1 else "is")
+        log.warning("%s: %s trains %s; %s %s read by `coarse2fine experiment` and `crossval --methods` (and the "
+                    "seeds by `pretrain-experiment`), which train them", cfg.name, command, trains,
+                    " and ".join(asked), "are" if len(asked) > 1 else "is")
     return cfg.run_only()
 
 
@@ -345,6 +347,10 @@ def task_overrides(names: list[str], overrides: list[str]) -> dict[str, list[str
 
 def cmd_pretrain_experiment(args) -> int:
     loaded = load_config(args.config, args.overrides)
+    if loaded.train.objective != "masked_patch":
+        raise ValueError(f"{args.config} is a {loaded.train.objective} config; pretrain-experiment pretrains with "
+                         "train.objective: masked_patch (start from the ssast_pretrain or ssast_pretrain-cpu preset) "
+                         "and fine-tunes on the --finetune configs")
     seeds = args.seeds if args.seeds is not None else loaded.experiment.seeds
     if seeds < 1:
         raise ValueError(f"--seeds: at least 1, got {seeds}")
@@ -402,12 +408,14 @@ def _crossval_finished(args, cfg, variants, controls, seeds: int, out_root: Path
     _report_only_keeps(args)
     by_fold, unfinished = {}, []
     for fold in folds:
-        settings = experiment_settings(fold_config(cfg, fold), variants, controls)
+        fold_cfg = fold_config(cfg, fold)
+        settings = experiment_settings(fold_cfg, variants, controls)
         done, missing, _ = finished_settings(settings, out_root / f"fold{fold}", seeds)
         if missing:
             unfinished.append(f"fold{fold}")
         else:
             by_fold[fold] = {d.setting.label: [r.records for r in d.runs] for d in done}
+            _note_other_clips(fold_cfg, [run for entry in done for run in entry.runs], f"fold{fold}/")
     if not by_fold:
         raise ValueError(f"--report-only: no fold in {out_root} has finished every setting and seed yet (not finished: "
                          f"{', '.join(unfinished)})")

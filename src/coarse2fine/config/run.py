@@ -182,6 +182,12 @@ class RunConfig:
              f"augment: weight averaging of the final phase's epochs {a.wa_start}..{a.wa_end or 'its last'}, but it "
              f"trains {final}: {what}")
 
+    def unread_settings(self) -> frozenset[str]:
+        """The keys that nothing in this config reads, because the setting that selects them is off
+        (``c2f.patience`` without the plateau rule, ``pretrain.*`` without masked-patch pretraining,
+        ...): whatever their values, they do not make another run."""
+        return frozenset(k for keys, reads, _ in _READ_ONLY_WITH if not reads(self) for k in keys)
+
     def warn_unused_settings(self) -> None:
         """A warning for a setting that nothing reads in this config, or that does less than its
         name says (said once, when it is loaded)."""
@@ -189,11 +195,12 @@ class RunConfig:
         if t.compile_mode != "default" and not t.compile:
             warn("train.compile_mode", f"train.compile_mode: {t.compile_mode} compiles nothing without "
                                        "train.compile: true (the model runs eagerly)")
-        for keys, reads, why in _READ_ONLY_WITH:
-            changed = {k: value for k in keys if (value := _setting(self, k))[0] != value[1]}
-            if changed and not reads(self):
-                values = ", ".join(f"{k}: {_shown(value)}" for k, (value, _) in changed.items())
-                warn(next(iter(changed)), f"{values}: {'does' if len(changed) == 1 else 'do'} nothing here, read only {why}")
+        unread = self.unread_settings()
+        for keys, _, why in _READ_ONLY_WITH:
+            changed = [k for k in keys if k in unread and (value := _setting(self, k))[0] != value[1]]
+            if changed:
+                values = ", ".join(f"{k}: {_shown(_setting(self, k)[0])}" for k in changed)
+                warn(changed[0], f"{values}: {'does' if len(changed) == 1 else 'do'} nothing here, read only {why}")
         if c.switch == "budget" and c.final_stop != "budget" and len(self.phases()) > 1:
             budget = f"{c.budget_flops:g} FLOPs" if c.budget_flops else f"{c.budget_hours:g} h"
             epochs = self.phases()[-1].epochs
@@ -273,8 +280,7 @@ class RunConfig:
 
     def baseline(self, name: str = "baseline") -> RunConfig:
         """This config's baseline: the full-resolution schedule ``1`` with ``train.epochs`` epochs."""
-        return self.replace({"name": name, "c2f.schedule": "1", "c2f.phase_epochs": None, "c2f.phase_steps": None,
-                             "c2f.batch_scales": None})
+        return self.replace({"name": name, "c2f.schedule": "1", **{f"c2f.{key}": None for key in PER_PHASE_KEYS}})
 
     def run_only(self) -> RunConfig:
         """This config without its experiment-level settings (``experiment`` at its defaults): what
@@ -293,6 +299,9 @@ def _setting(cfg: RunConfig, dotted: str) -> tuple[Any, Any]:
     held = getattr(cfg, section)
     return getattr(held, name), getattr(type(held)(), name)
 
+
+# The c2f keys that give one value per phase: a config of another schedule (the baseline's) drops them
+PER_PHASE_KEYS = ("phase_epochs", "phase_steps", "budget_shares", "batch_scales")
 
 # Settings read only when others select them: (keys, whether this config reads them, what reads them)
 _READ_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[RunConfig], bool], str], ...] = (

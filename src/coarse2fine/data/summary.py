@@ -42,10 +42,11 @@ def class_lines(classes: Sequence[str], display_names: Sequence[str] | None, tra
 
 
 def shared_clips(train: Sequence[Entry], val: Sequence[Entry]) -> list[str]:
-    """The clips (file and start) that both splits list, as ``path`` or ``path@start s``."""
-    held = {(os.path.abspath(e.path), e.start) for e in train}
-    both = dict.fromkeys((os.path.abspath(e.path), e.start) for e in val if (os.path.abspath(e.path), e.start) in held)
-    return [p if not start else f"{p}@{start:g}s" for p, start in both]
+    """The clips (file and start) that both splits list, as ``path`` or ``path@start s``: the same
+    file however it is named (``./``, ``..``, a link to it or to a folder above it)."""
+    held = {(os.path.realpath(e.path), e.start) for e in train}
+    both = dict.fromkeys((e.path, e.start) for e in val if (os.path.realpath(e.path), e.start) in held)
+    return [str(p) if not start else f"{p}@{start:g}s" for p, start in both]
 
 
 def shared_warning(both: Sequence[str]) -> str:

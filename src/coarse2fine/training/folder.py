@@ -183,9 +183,20 @@ EXPERIMENT_KEYS = frozenset({"experiment.controls", "experiment.seeds", "experim
 
 def ignored_keys(config: dict[str, Any]) -> frozenset[str]:
     """The keys whose values do not decide whether a folder's run is a run of ``config``: the
-    runtime keys (:data:`RUNTIME_KEYS`), the experiment's (:data:`EXPERIMENT_KEYS`) and the data keys its data kind does not read
-    (:meth:`~coarse2fine.config.DataConfig.unread_keys`; the same kind is checked as ``data.kind``)."""
-    return RUNTIME_KEYS | EXPERIMENT_KEYS | DataConfig.unread_keys((config.get("data") or {}).get("kind", ""))
+    runtime keys (:data:`RUNTIME_KEYS`), the experiment's (:data:`EXPERIMENT_KEYS`), the data keys
+    its data kind does not read (:meth:`~coarse2fine.config.DataConfig.unread_keys`; the same kind
+    is checked as ``data.kind``) and the settings nothing in it reads
+    (:meth:`~coarse2fine.config.RunConfig.unread_settings`: the switch or objective that would read
+    them is compared)."""
+    return (RUNTIME_KEYS | EXPERIMENT_KEYS | DataConfig.unread_keys((config.get("data") or {}).get("kind", ""))
+            | _unread_settings(config))
+
+
+def _unread_settings(config: dict[str, Any]) -> frozenset[str]:
+    try:
+        return config_from_dict(config).unread_settings()
+    except (TypeError, ValueError):  # not a config of this version: every key counts
+        return frozenset()
 
 
 def moved_data_keys(signature: Mapping[str, Any] | None) -> frozenset[str]:
