@@ -213,3 +213,11 @@ def test_higher_is_better():
     assert not higher_is_better("val_loss") and not higher_is_better("train_loss")
     with pytest.raises(ValueError):
         higher_is_better("bogus")
+
+
+def test_logs_and_the_command_line_say_fractions_in_percent_as_the_tables_do():
+    # train printed "best acc 0.3633" beside tables of 36.33 (a new user's case)
+    from coarse2fine.objectives.metrics import metric_text
+
+    assert metric_text(0.36333, "acc") == "36.33 %" and metric_text(0.5, "mAP") == "50.00 %"
+    assert metric_text(2.29721, "val_loss") == "2.2972" and metric_text(0.0648, "masked_acc") == "0.0648"

@@ -37,8 +37,9 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 
 from coarse2fine.compression import INPUT_KINDS, InputKind, compress, phase_input, resolve_method
 from coarse2fine.model.phase_change import carry, geometry_of, schedule_flops, step_flops
+from coarse2fine.objectives.metrics import FRACTION_METRICS
 from coarse2fine.phases import PhaseAt, Schedule, phase_at
-from coarse2fine.report.savings import FRACTION_METRICS, format_table, savings_table
+from coarse2fine.report.savings import format_table, savings_table
 from coarse2fine.training.records import EpochRecord
 
 RecordRow = Union[EpochRecord, Mapping[str, Any], Sequence[float]]

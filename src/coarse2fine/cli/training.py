@@ -46,17 +46,11 @@ from coarse2fine.experiments.settings import experiment_settings
 from coarse2fine.experiments.tables import ExperimentReport, calibrate_settings, write_experiment
 from coarse2fine.logs import run_log_file
 from coarse2fine.objectives.masked_patch import masked_per_phase
+from coarse2fine.objectives.metrics import metric_text
 from coarse2fine.phases import parse_schedule
 from coarse2fine.report.kept import transfers
 from coarse2fine.report.plots import plot_files
-from coarse2fine.report.savings import (
-    FRACTION_METRICS,
-    best_coarse_value,
-    best_value,
-    format_table,
-    format_value,
-    json_rows,
-)
+from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
 from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run, run_clip_lists_differ
@@ -255,11 +249,6 @@ def _report_first_seeds(args, cfg, settings, out_root: Path, title: str, unfinis
     return 0
 
 
-def _shown_metric(value: float, metric: str) -> str:
-    """A metric's value as the tables show it: fractions (acc, mAP, mAUC) in percent."""
-    return format_value(value, metric) + (" %" if metric in FRACTION_METRICS else "")
-
-
 def one_run(cfg, command: str, seeds: bool = False) -> RunConfig:
     """The config that ``command``, which trains no controls and (unless ``seeds``) one seed of a
     setting, trains: ``experiment`` at its defaults (as every run's own config holds it), with a
@@ -289,7 +278,7 @@ def _train_one(args, cfg) -> RunResult:
     what = {"trained": "trained", "resumed": "resumed from its checkpoint and finished",
             "finished": "already finished in this folder (nothing trained; --fresh trains it again)"}[result.status]
     coarse = best_coarse_value(result.records, metric)
-    shown = functools.partial(_shown_metric, metric=metric)
+    shown = functools.partial(metric_text, metric=metric)
     also = f" (coarse phases: {shown(coarse)})" if coarse is not None else ""
     print(f"{cfg.name}: {what}; best {metric} {shown(best_value(result.records, metric))} in the final phase{also}; "
           f"logs in {result.out_dir}")

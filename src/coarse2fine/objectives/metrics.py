@@ -15,6 +15,13 @@ import numpy as np
 import torch
 
 METRICS: tuple[str, ...] = ("acc", "mAP", "mAUC", "d_prime")
+FRACTION_METRICS = frozenset({"acc", "mAP", "mAUC"})  # fractions, which tables, plots and logs show in percent
+
+
+def metric_text(value: float, metric: str) -> str:
+    """A metric's value as logs and the command line say it: fractions (:data:`FRACTION_METRICS`)
+    in percent as the tables show them (``36.33 %``), others to 4 decimals."""
+    return f"{100.0 * value:.2f} %" if metric in FRACTION_METRICS else f"{value:.4f}"
 
 
 def higher_is_better(metric: str) -> bool:

@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from coarse2fine import atomic  # noqa: E402
+from coarse2fine.objectives.metrics import FRACTION_METRICS  # noqa: E402
 from coarse2fine.report.savings import (  # noqa: E402
     Records,
     baseline_reference,
@@ -43,8 +44,6 @@ from coarse2fine.training.records import (  # noqa: E402
     epoch_times,
     phase_records,
 )
-
-FRACTIONS = ("acc", "mAP", "mAUC")
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
     deviation over seeds around the mean curve); ``dashed``: labels drawn dashed (the controls)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     xlabel = "cumulative training TFLOPs" if x == "flops" else f"cumulative training {TIME_LABELS[x].lower()} (s)"
-    scale = 100.0 if metric in FRACTIONS else 1.0
+    scale = 100.0 if metric in FRACTION_METRICS else 1.0
     colours = label_colours(list(runs))
     for label, records in [("Baseline", baseline), *runs.items()]:
         recs = as_records(records)
@@ -119,7 +118,7 @@ def plot_runs(baseline: Records, runs: Mapping[str, Records], metric: str, x: st
     ax.axhline(scale * baseline_reference(baseline, metric).best, color="black", linestyle="--", linewidth=0.8,
                label="Baseline best")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"validation {metric}" + (" (%)" if metric in FRACTIONS else ""))
+    ax.set_ylabel(f"validation {metric}" + (" (%)" if metric in FRACTION_METRICS else ""))
     if title:
         ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)

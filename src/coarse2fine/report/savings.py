@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from coarse2fine.objectives import objective_metrics, objective_names
-from coarse2fine.objectives.metrics import higher_is_better
+from coarse2fine.objectives.metrics import FRACTION_METRICS, higher_is_better
 from coarse2fine.training.records import (
     TIME_LABELS,
     TIME_MEASURES,
@@ -44,7 +44,6 @@ from coarse2fine.training.records import (
 )
 
 Records = Sequence[EpochRecord | Mapping[str, Any]]
-FRACTION_METRICS = frozenset({"acc", "mAP", "mAUC"})
 _DISPLAY = {"acc": "Acc", "d_prime": "d-prime"}
 FORMATS = ("markdown", "csv", "text", "json")
 MARKS = "*†‡"  # appended to a time save: busy machine, other machines, the machine's speed changed (time_marks)

@@ -50,6 +50,7 @@ from coarse2fine.model.base import C2FModel
 from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import Objective, build_objective
+from coarse2fine.objectives.metrics import metric_text
 from coarse2fine.runtime import machine_fields, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
@@ -417,8 +418,9 @@ def evaluate_on_entry(run: Run, ph: PhaseRun, state: State) -> None:
     pr.entry_times[ph.index] = time.perf_counter() - start
     metric = run.cfg.train.metric
     before = next((r.metric(metric) for r in reversed(pr.records) if r.phase == ph.index - 1), math.nan)
-    log.info("%s enters phase %d (R=%d): the carried-over model scores %s %.4f before training (%.4f at the end of "
-             "phase %d)", run.label, ph.index + 1, ph.setup.R, metric, metrics[metric], before, ph.index)
+    log.info("%s enters phase %d (R=%d): the carried-over model scores %s %s before training (%s at the end of "
+             "phase %d)", run.label, ph.index + 1, ph.setup.R, metric, metric_text(metrics[metric], metric),
+             metric_text(before, metric), ph.index)
 
 
 def warm_up(run: Run, ph: PhaseRun, state: State) -> tuple[float, list[int]]:
@@ -573,9 +575,10 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
     if state.averager is not None and ph.index == len(run.setups) - 1:
         state.averager.update(model.state_dict(), epoch=pr.phase_epoch)
     metric = run.cfg.train.metric
-    log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %.4f, %.1fs (data %.1fs, median step %.1f ms), %.3g FLOPs",
-             run.label, pr.epoch, ph.index + 1, ph.setup.R, record.train_loss, metric, metrics[metric], pr.epoch_time,
-             pr.data_time, 1e3 * (record.step_median or 0.0), train_flops)
+    log.info("%s epoch %d (phase %d, R=%d): loss %.4f, %s %s, %.1fs (data %.1fs, median step %.1f ms), %.3g FLOPs",
+             run.label, pr.epoch, ph.index + 1, ph.setup.R, record.train_loss, metric,
+             metric_text(metrics[metric], metric), pr.epoch_time, pr.data_time, 1e3 * (record.step_median or 0.0),
+             train_flops)
     reason = agreed_leave_phase(run.cfg, [s.epochs for s in run.setups], [*pr.records, record],
                                 run.objective.metrics[metric], run.d)
     if reason is not None and (ph.index < len(run.setups) - 1 or not reason.startswith("epochs")):
@@ -631,8 +634,8 @@ def finish(run: Run, state: State, ph: PhaseRun) -> RunResult:
                                      **run.objective.evaluate(model, val_batches(run, ph), lambda obj: gather(obj, d))}
         if d.main:
             atomic.save_safetensors(run.out_dir / "model_wa.safetensors", model.state_dict(), metadata={"format": "pt"})
-        log.info("weight-averaged model (%d checkpoints): %s %.4f", averager.count, cfg.train.metric,
-                 report["weight_averaged"][cfg.train.metric])
+        log.info("weight-averaged model (%d checkpoints): %s %s", averager.count, cfg.train.metric,
+                 metric_text(report["weight_averaged"][cfg.train.metric], cfg.train.metric))
     failures = list(dict.fromkeys(str(p) for ds in (run.splits.train, run.splits.val) for p in ds.failures))
     if failures:
         report["load_failures"] = failures
