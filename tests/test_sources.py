@@ -113,17 +113,18 @@ def test_a_validation_label_training_never_saw_is_a_bad_clip_named_with_the_othe
     csv = _csv_set(tmp_path, {"train": ["cat", "dog"], "val": ["cat", "emu", "emu"]})
     with open(csv["train"], "a") as f:
         f.write(f"{tmp_path / 'gone.wav'},cat\n")
-    why = f"val.csv: label(s) emu not in the training set {csv['train']} (give both splits the same label_csv, or remove the clip)"
+    why = f"label(s) emu not in the training set {csv['train']} (give both splits the same label_csv, or remove the clip)"
     with pytest.raises(InvalidInputError) as err:
         load_splits(_cfg(csv["train"], csv["val"], None))
-    assert f"{tmp_path / 'val1.wav'}: {why}" in str(err.value) and f"{tmp_path / 'val2.wav'}: {why}" in str(err.value)
+    assert f"{tmp_path / 'val1.wav'}: val.csv line 3: {why}" in str(err.value)  # as an editor counts lines
+    assert f"{tmp_path / 'val2.wav'}: val.csv line 4: {why}" in str(err.value)
     assert "gone.wav" in str(err.value)  # the other split's bad clip in the same message
     splits = load_splits(_cfg(csv["train"], csv["val"], None, "data.on_error=skip"))
     assert len(splits.val) == 1 and len(splits.skipped) == 3
     sets = _settings(csv["train"], csv["val"], None)
     assert main(["check", "demo", *[a for s in sets for a in ("--set", s)]]) == 1
     out = capsys.readouterr().out
-    assert "2 training and 1 validation clips usable; 3 bad" in out and f"{tmp_path / 'val2.wav'}: {why}" in out
+    assert "2 training and 1 validation clips usable; 3 bad" in out and f"{tmp_path / 'val2.wav'}: val.csv line 4: {why}" in out
 
 
 def test_a_split_with_no_usable_clip_is_reported_with_the_other_splits_bad_clips(tmp_path):

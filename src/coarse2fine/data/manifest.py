@@ -482,8 +482,9 @@ def align_classes(train: Manifest, val: Manifest) -> Manifest:
     for e in val.entries:
         unknown = sorted(set(e.labels) - known)
         if unknown:
-            problems.append(Problem(e.path, f"{Path(val.source).name}: label(s) {', '.join(unknown)} not in the training "
-                                            f"set {train.source} (give both splits the same label_csv, or remove the clip)"))
+            problems.append(Problem(e.path, f"{e.where or Path(val.source).name}: label(s) {', '.join(unknown)} not in the "
+                                            f"training set {train.source} (give both splits the same label_csv, or "
+                                            "remove the clip)"))
         else:
             entries.append(e)
     used = {label for e in entries for label in e.labels}
