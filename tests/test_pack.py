@@ -125,6 +125,11 @@ def test_a_folder_of_other_settings_or_other_files_is_refused(audio_set, tmp_pat
     pack(cfg, out, shard_clips=8, progress=False)
     with pytest.raises(PackError, match="shard_clips: 8 vs 16"):
         pack(cfg, out, shard_clips=16, progress=False)
+    fewer = tmp_path / "val.csv"  # a clip left out of the validation list since: said in words, not by digests
+    fewer.write_text("".join((audio_set.folder / "val.csv").read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(PackError, match=rf"holds a pack of other settings \(the val list \({re.escape(str(fewer))}\) "
+                                        r"names other clips or labels than when it was packed\)"):
+        pack(load_config(audio_set.files_config, [f"data.val={fewer}"]), out, shard_clips=8, progress=False)
     assert main(["pack", str(audio_set.files_config), "--out", str(out), "--shard-clips", "16", "--fresh", "--quiet"]) == 0
     assert json.loads((out / "pack.json").read_text())["settings"]["shard_clips"] == 16
     printed = capsys.readouterr().out

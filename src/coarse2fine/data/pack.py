@@ -219,12 +219,22 @@ def claim_folder(out: Path, config_digest: str, described: dict[str, Any], fresh
                 target = out / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         elif held.get("config_digest") != config_digest:
-            differ = config_difference(held.get("settings") or {}, described)
-            raise PackError(f"{out} holds a pack of other settings ({differ}); use another --out, "
-                            "or --fresh to replace it")
+            raise PackError(f"{out} holds a pack of other settings ({_pack_difference(held.get('settings') or {}, described)}); "
+                            "use another --out, or --fresh to replace it")
     elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise PackError(f"{out} is not empty and holds no pack; choose an empty or new folder for --out")
     atomic.write_json(marker, {"config_digest": config_digest, "settings": described})
+
+
+def _pack_difference(held: dict[str, Any], described: dict[str, Any]) -> str:
+    """What differs between a pack's settings and these, the clip lists in words (their digests
+    say nothing to a reader)."""
+    theirs, ours = (held.get("splits") or {}), described["splits"]
+    lists = [f"the {name} list ({ours[name]['source']}) names other clips or labels than when it was packed"
+             for name in SPLITS if (theirs.get(name) or {}).get("entries_sha256") != ours[name]["entries_sha256"]]
+    rest = config_difference({k: v for k, v in held.items() if k != "splits"},
+                             {k: v for k, v in described.items() if k != "splits"})
+    return "; ".join([*([rest] if rest else []), *lists]) or config_difference(held, described)
 
 
 class SplitWriter:
