@@ -152,6 +152,13 @@ def test_experiment_command_with_controls_and_seeds(tmp_path, capsys):
     for row in ("Baseline", "Equal epochs 3 (control)", "Restart 11 (control)", "Fshift 41"):
         assert row in out
     assert "Paired gain (95 % CI)" in out and "2 seeds per setting" in out
+    # the equal-epochs control repeats the baseline's steps: its time saves are the time measures' spread here
+    row = next(r for r in csv.DictReader(io.StringIO((tmp_path / "savings.csv").read_text()))
+               if r["Setting"] == "Equal epochs 3 (control)")
+    assert row["FLOPs save (%)"] == "0.00"
+    assert (f"Equal epochs 3 (control) trains the baseline's steps again up to the baseline's best (FLOPs save 0.00): "
+            f"its time saves (wall time {row['Wall time save (%)']}{row['Wall time save (%) marks']}, ") in (
+                tmp_path / "savings.md").read_text()
     savings = (tmp_path / "savings.csv").read_text().splitlines()
     # one number per cell: mean and std, a gain and its interval, each in a column of its own
     assert savings[0].startswith("Setting,Seeds,Best Acc,Best Acc std,Paired gain,Paired gain CI low,Paired gain CI high,")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from coarse2fine.data.datasets import ClipDataset
 from coarse2fine.experiments.grid import SettingRuns, calibrate_runs
@@ -58,6 +58,25 @@ def control_notes(done: Sequence[SettingRuns]) -> list[str]:
     return [f"{d.setting.label}: {d.setting.about}." for d in done if d.setting.role == "control"]
 
 
+def noise_notes(done: Sequence[SettingRuns], rows: Sequence[Mapping[str, str]]) -> list[str]:
+    """What the equal-epochs control says of the time measures: it trains the baseline's steps
+    again up to the baseline's best (FLOPs save 0.00), so its time saves are how much two runs of
+    the same steps differ in time on this machine; a time save that far from a setting's FLOPs save
+    is within that spread."""
+    labels = {d.setting.label for d in done if d.setting.name.startswith("equal_epochs")}
+    out = []
+    for row in rows:
+        if row.get("Setting") in labels and row.get("FLOPs save (%)") == "0.00":
+            times = [f"{col.removesuffix(' save (%)').lower()} {cell}" for col, cell in row.items()
+                     if col.endswith("time save (%)") and cell not in ("", "-")]
+            if times:
+                out.append(f"{row['Setting']} trains the baseline's steps again up to the baseline's best (FLOPs save "
+                           f"0.00): its time saves ({', '.join(times)}) are how far two runs of the same steps differ "
+                           "in time here; a setting's time save within that of its FLOPs save says no more than its "
+                           "FLOPs save.")
+    return out
+
+
 def write_experiment(out_root: str | Path, done: Sequence[SettingRuns], records: Sequence[SeedRecords], metric: str,
                      title: str, more_notes: Sequence[str] = ()) -> ExperimentReport:
     """Write the report of ``done`` (the baseline first; ``records``: each setting's records per
@@ -82,7 +101,7 @@ def write_experiment(out_root: str | Path, done: Sequence[SettingRuns], records:
         rows = seed_table(base_label, records[0], dict(zip(names, records[1:])), metric)
         bands = {label: metric_band(r, metric) for label, r in zip(["Baseline", *names], records)}
         notes = [seed_note(seeds)]
-    notes += [*control_notes(done), *more_notes]
+    notes += [*control_notes(done), *noise_notes(done, rows), *more_notes]
     kept = kept_rows({d.setting.label: [(recs, run.phases) for recs, run in zip(r, d.runs)]
                       for d, r in zip(done, records)}, metric)
     tables = [Table("kept", "What the transfer keeps at each phase change", kept, kept_note(metric))] if kept else []
