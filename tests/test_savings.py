@@ -347,3 +347,20 @@ def test_a_setting_keeps_its_colour_from_one_plot_to_the_next():
     assert one["Restart 11 (control)"] == two["Restart 11 (control)"] and one["Fshift 41"] == two["Fshift 41"]
     many = label_colours([f"setting {i}" for i in range(len(PALETTE))])
     assert sorted(many.values()) == sorted(PALETTE)  # distinct within a plot while the palette lasts
+
+
+def test_time_notes_name_only_the_runs_whose_row_shows_a_time():
+    # A note named a run as busy (*) whose time cells were all "-": it never reached the baseline's best.
+    from coarse2fine.report.savings import table_note
+
+    def busy(values):
+        recs = make_run(values, [100] * len(values))
+        for i, r in enumerate(recs):  # one epoch 3x slower per clip than the others
+            r["clips"], r["train_time"] = 10, 30.0 if i == 1 else 10.0
+        return recs
+
+    runs = {"reaches": busy([0.3, 0.5, 0.5, 0.5, 0.5]), "never": busy([0.1, 0.2, 0.2, 0.2, 0.2])}
+    rows = savings_table("Baseline", BASE, runs, "acc")
+    assert [r["Wall time save (%)"].rstrip("*†‡") != "-" for r in rows[1:]] == [True, False]
+    assert "* reaches, never: epochs of one phase" in table_note(BASE, runs)
+    assert "* reaches: epochs of one phase" in table_note(BASE, runs, rows=rows)

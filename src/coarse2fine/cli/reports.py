@@ -494,7 +494,7 @@ def cmd_compare(args) -> int:
         write_report(args.out, records[0], runs, metric, f"{names[0]} vs {', '.join(names[1:])}", notes, rows=rows)
         notes.append(f"Tables and plots in {args.out}: savings.md, savings.csv, savings.json, phases.csv, "
                      + ", ".join(plot_files(args.out)))
-    notes = [table_note(records[0], runs), *timing_lines(facts),
+    notes = [table_note(records[0], runs, base_label, rows), *timing_lines(facts),
              *notes, *_plan_lines(configs, records, names)]
     if args.format == "json":  # one object: the tables and the notes, as savings.json holds them
         title = f"{names[0]} vs {', '.join(names[1:])}"

@@ -113,5 +113,5 @@ def write_experiment(out_root: str | Path, done: Sequence[SettingRuns], records:
     controls = [d.setting.label for d in done if d.setting.role == "control"]
     markdown = write_report(out_root, base, runs, metric, title, notes, rows=rows, bands=bands, tables=tables,
                             plot_title=f"mean of {seeds} seeds, ± 1 std shaded" if seeds > 1 else "", dashed=controls)
-    notes.insert(0, table_note(base, runs))
+    notes.insert(0, table_note(base, runs, rows=rows))
     return ExperimentReport(list(rows), kept, phase_rows(base, runs), notes, markdown)

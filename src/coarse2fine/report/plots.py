@@ -174,7 +174,7 @@ def write_report(out_dir: str | Path, baseline: Records, runs: Mapping[str, Reco
     heading = " - ".join(t for t in (title, plot_title) if t)  # which report a figure is, also on its own
     for x, name in plots:
         plot_runs(baseline, runs, metric, x, out_dir / name, bands, heading, dashed)
-    note = table_note(baseline, runs)
+    note = table_note(baseline, runs, rows=rows)
     extra = "".join(f"## {t.heading}\n\n" + format_table(t.rows, "markdown") + (f"\n{t.note}\n" if t.note else "")
                     + "\n" for t in tables if t.rows)
     md = ((f"# {title}\n\n" if title else "") + format_table(rows, "markdown") + "\n" + note + "\n\n"

@@ -419,13 +419,25 @@ def drifted(named: Mapping[str, Records], baseline: str, limit: float = DRIFT_LI
     return out
 
 
-def table_note(baseline: Records, runs: Mapping[str, Records], baseline_name: str = "Baseline") -> str:
+def table_note(baseline: Records, runs: Mapping[str, Records], baseline_name: str = "Baseline",
+               rows: Sequence[Mapping[str, str]] | None = None) -> str:
     """:func:`time_note` for a table of ``runs`` against ``baseline``: the time measures they all
-    carry, the busy runs, the runs timed on other machines, the runs whose same step drifted."""
+    carry, the busy runs, the runs timed on other machines, the runs whose same step drifted; with
+    the table's ``rows``, of those only the baseline and the runs whose row shows a time (a run
+    that never reached the baseline's best has no time save to mark)."""
     named = {baseline_name: baseline, **runs}
     time_measures = table_measures([baseline, *runs.values()])
-    return time_note(time_measures, busy_runs(named), timed_elsewhere(named, baseline_name),
-                     drifted(named, baseline_name), in_turns(named))
+    marked = named if rows is None else {name: recs for name, recs in named.items()
+                                         if name == baseline_name or name in _timed_rows(rows)}
+    return time_note(time_measures, busy_runs(marked), timed_elsewhere(marked, baseline_name),
+                     drifted(marked, baseline_name), in_turns(named))
+
+
+def _timed_rows(rows: Sequence[Mapping[str, str]]) -> set[str]:
+    """The settings whose row shows a time in a column that time marks may mark."""
+    return {str(row.get("Setting")) for row in rows
+            if any(MARKED_COLUMN.search(col) and str(cell).rstrip(MARKS) not in ("", "-", "n/a")
+                   for col, cell in row.items())}
 
 
 def time_marks(measure: str, name: str, baseline_name: str, busy: set[str], elsewhere: Mapping[str, Any],
