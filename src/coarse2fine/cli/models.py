@@ -130,7 +130,9 @@ def cmd_export_hf(args) -> int:
     export = get_arch(model.arch).export_hf
     if export is None:
         raise ValueError(f"{args.run}: {model.arch} models have no Hugging Face format to export to")
-    out = export(model, target, id2label=names, feature_spec=spec, multilabel=multilabel)
+    clip = run_clip(args.run)
+    out = export(model, target, id2label=names, feature_spec=spec, multilabel=multilabel,
+                 clip_seconds=clip.num_samples / spec.frontend.sample_rate, pad=clip.pad)
     print(f"exported {args.run} to {out} (loads with transformers.ASTForAudioClassification.from_pretrained)")
     return 0
 

@@ -59,7 +59,8 @@ class Arch:
     saved one. ``load_pretrained(model, source)`` initialises ``model`` from a release checkpoint
     of the family and returns what :func:`~coarse2fine.model.transfer.transfer_weights` returned
     (or True), or returns False when ``source`` is not one it knows.
-    ``export_hf(model, directory, id2label=..., feature_spec=..., multilabel=...)`` writes a
+    ``export_hf(model, directory, id2label=..., feature_spec=..., multilabel=..., clip_seconds=...,
+    pad=...)`` writes a
     Hugging Face folder (None: the family has no Hugging Face format).
     """
 

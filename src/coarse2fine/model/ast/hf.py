@@ -350,6 +350,8 @@ def export_hf_checkpoint(
     sample_rate: int = 16000,
     feature_spec: FeatureSpec | None = None,
     multilabel: bool = False,
+    clip_seconds: float | None = None,
+    pad: str = "zeros",
 ) -> Path:
     """Write ``model`` as a Hugging Face ``ASTForAudioClassification`` folder; returns the folder.
 
@@ -360,8 +362,10 @@ def export_hf_checkpoint(
     ``feature_spec``, if given, supplies mean, std and sample rate instead and is checked against
     the model and against what ``ASTFeatureExtractor`` computes (a warning where it differs).
     ``multilabel``: the model was trained multi-label (sigmoid scores; ``problem_type`` in
-    ``config.json``). Raises ``ValueError`` for models Hugging Face AST cannot express (non-square
-    patches).
+    ``config.json``). ``clip_seconds`` / ``pad``: how training cut and padded its clips
+    (``data.clip_seconds``, ``data.pad``): ``ASTFeatureExtractor`` pads a short clip's features
+    with 0 instead, which a warning says, with what to do. Raises ``ValueError`` for models
+    Hugging Face AST cannot express (non-square patches).
     """
     out = Path(directory)
     cfg = model.config
@@ -371,6 +375,13 @@ def export_hf_checkpoint(
         _check_hf_features(feature_spec, cfg)
         feature_mean, feature_std = feature_spec.mean, feature_spec.std
         sample_rate = feature_spec.frontend.sample_rate
+    if clip_seconds is not None:
+        how = "with silence" if pad == "zeros" else "by repeating them"
+        log.warning("the run padded clips shorter than %g s %s (data.pad: %s) before their features; transformers' "
+                    "ASTFeatureExtractor pads a short clip's features with 0 instead, so such clips score otherwise "
+                    "than in training: pad the audio to %g s (%s) before the feature extractor, or score with "
+                    "`coarse2fine predict` on the run", clip_seconds, how, pad, clip_seconds,
+                    "zeros" if pad == "zeros" else "repeated")
     tensors = to_hf_state_dict(model.state_dict())
     out.mkdir(parents=True, exist_ok=True)
     save_safetensors(out / "model.safetensors", tensors, metadata={"format": "pt"})
