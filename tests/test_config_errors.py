@@ -433,3 +433,16 @@ def test_a_baseline_drops_the_per_phase_settings_of_its_variants_schedule():
     base = cfg.baseline()
     assert base.c2f.schedule == "1" and base.c2f.budget_shares is None and base.c2f.batch_scales is None
     assert [p.epochs for p in base.phases()] == [cfg.train.epochs]
+
+
+def test_an_initial_fraction_that_given_phase_lengths_override_warns(caplog):
+    # tuned in a planned config (which gives phase_epochs), it changed nothing, silently (a new user's case)
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        cfg = load_config("demo", ["c2f.initial_fraction=0.5", "c2f.phase_epochs=[1, 4]"], check_runtime=False)
+    assert "c2f.initial_fraction: 0.5: does nothing here" in caplog.text and cfg.phases()[0].epochs == 1
+    caplog.clear()
+    for sets in (["c2f.initial_fraction=0.5"],
+                 ["c2f.initial_fraction=0.5", "c2f.phase_epochs=[1, 4]", "c2f.switch=budget", "c2f.budget_flops=1e12"]):
+        with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+            load_config("demo", sets, check_runtime=False)
+        assert "initial_fraction: 0.5: does nothing" not in caplog.text  # it splits the epochs, or the budget

@@ -311,9 +311,19 @@ _READ_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[RunConfig], bool], str],
      lambda cfg: "budget" in (cfg.c2f.switch, cfg.c2f.final_stop),
      "with c2f.switch: budget or c2f.final_stop: budget (`coarse2fine plan` takes --budget-flops / --budget-hours)"),
     (("c2f.lr_scaling", "c2f.batch_scales"), lambda cfg: cfg.c2f.coarse_batch == "scale", "with c2f.coarse_batch: scale"),
+    (("c2f.initial_fraction",), lambda cfg: _splits_by_fraction(cfg.c2f),
+     "where it splits the epochs (no c2f.phase_epochs / phase_steps) or a budget (c2f.switch or final_stop: budget, "
+     "no c2f.budget_shares)"),
     (tuple(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig)),
      lambda cfg: cfg.train.objective == "masked_patch", "with train.objective: masked_patch"),
 )
+
+
+def _splits_by_fraction(c: C2FConfig) -> bool:
+    """Whether ``c2f.initial_fraction`` sets anything: the coarse phases' share of the epochs when
+    no phase lengths are given, or of the budget when no budget shares are."""
+    budget = "budget" in (c.switch, c.final_stop)
+    return (budget and c.budget_shares is None) or (not budget and c.phase_epochs is None and c.phase_steps is None)
 
 
 def check_frames_seen(cfg: RunConfig, setups: list[PhaseSetup]) -> None:
