@@ -446,3 +446,20 @@ def test_an_initial_fraction_that_given_phase_lengths_override_warns(caplog):
         with caplog.at_level(logging.WARNING, logger="coarse2fine"):
             load_config("demo", sets, check_runtime=False)
         assert "initial_fraction: 0.5: does nothing" not in caplog.text  # it splits the epochs, or the budget
+
+
+def test_a_clip_length_that_does_not_fill_the_frames_or_overflows_them_warns(caplog):
+    # 2.3 s clips cut silently to their first 1.29 s; 256 frames for 1.28 s clips doubled the FLOPs on padding
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("fsdd_speakers-cpu", ["data.clip_seconds=2.3"], check_runtime=False)
+    assert ("data.clip_seconds: 2.3 s gives 228 frames, but features.target_length is 128: only each clip's first "
+            "1.29 s reach the model") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("fsdd_speakers-cpu", ["features.target_length=256"], check_runtime=False)
+    assert "features.target_length: 256 frames, but clips of data.clip_seconds 1.28 s give 126: 130 frames" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        for preset in ("fsdd_speakers-cpu", "speechcommands", "audioset", "htsat_esc50", "ssast_pretrain"):
+            load_config(preset, check_runtime=False)  # the recipes' own lengths (AST pads 98 frames to 128)
+    assert "frames" not in caplog.text

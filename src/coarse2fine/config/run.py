@@ -201,6 +201,7 @@ class RunConfig:
             if changed:
                 values = ", ".join(f"{k}: {_shown(_setting(self, k)[0])}" for k in changed)
                 warn(changed[0], f"{values}: {'does' if len(changed) == 1 else 'do'} nothing here, read only {why}")
+        self._warn_clip_frames()
         if c.switch == "budget" and c.final_stop != "budget" and len(self.phases()) > 1:
             budget = f"{c.budget_flops:g} FLOPs" if c.budget_flops else f"{c.budget_hours:g} h"
             epochs = self.phases()[-1].epochs
@@ -208,6 +209,24 @@ class RunConfig:
                                f"the final phase stops after its {epochs} epoch(s) (c2f.final_stop: {c.final_stop}), "
                                "whatever the budget: set c2f.final_stop: budget for the run to stop when the budget "
                                "is spent")
+
+    def _warn_clip_frames(self) -> None:
+        """A warning when ``data.clip_seconds`` and ``features.target_length`` do not fit: a clip
+        longer than the frames keeps only its start (the rest is cut from its features), a clip
+        that fills less than two thirds of them trains on padding (AST's Speech Commands recipe
+        pads 98 frames to 128: that much says nothing)."""
+        f = self.features
+        frames = f.spec().frontend.num_frames(self.clip_samples())
+        kept = f.target_length / frames * self.data.clip_seconds
+        if frames > f.target_length:
+            warn("data.clip_seconds", f"data.clip_seconds: {self.data.clip_seconds:g} s gives {frames} frames, but "
+                 f"features.target_length is {f.target_length}: only each clip's first {kept:.2f} s reach the model "
+                 f"(set features.target_length to about {frames}, or data.clip_seconds to about {kept:.2f})")
+        elif frames < 2 * f.target_length / 3:
+            warn("features.target_length", f"features.target_length: {f.target_length} frames, but clips of "
+                 f"data.clip_seconds {self.data.clip_seconds:g} s give {frames}: {f.target_length - frames} frames of "
+                 f"every clip are padding, trained on at full cost (set features.target_length to about {frames}, or "
+                 f"data.clip_seconds to about {kept:.2f})")
 
     def phases(self) -> list[Phase]:
         """The schedule's phases: ``c2f.phase_epochs``, or ``c2f.phase_steps`` in epochs of
