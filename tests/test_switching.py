@@ -106,3 +106,24 @@ def test_budget_run_switches_logs_why_and_resumes_exactly_across_the_switch(tmp_
     assert again["switches"] == log["switches"]
     assert [(r["epoch"], r["acc"], r["train_loss"]) for r in again["records"]] == \
         [(r["epoch"], r["acc"], r["train_loss"]) for r in log["records"]]
+
+
+def test_a_budget_below_one_epoch_of_each_phase_is_warned_of_before_training(tmp_path, caplog, capsys):
+    # 5e9 FLOPs on a config whose phases cost 7.75e9 for one epoch each: spent 7x over, without a word
+    sets = ["c2f.switch=budget", "c2f.final_stop=budget", "c2f.budget_flops=5e9", "train.epochs=2",
+            "data.train_clips=64", "data.val_clips=16", "train.batch_size=16", "train.threads=1"]
+    args = [a for s in sets for a in ("--set", s)]
+    said = ("c2f.budget_flops 5e+09: every phase trains at least one epoch, and one epoch of each (phase 1 (R=4) "
+            "1.5e+09, phase 2 (R=1) 6.25e+09 FLOPs for 64 clips) is 7.75e+09 FLOPs, 1.6x the budget")
+    assert main(["check", "demo", *args]) == 0
+    assert f"warning: {said}" in capsys.readouterr().out
+    with caplog.at_level("WARNING", logger="coarse2fine"):
+        assert main(["train", "demo", "--out", str(tmp_path), "--quiet", *args]) == 0
+    assert said in caplog.text
+    spent = json.loads((tmp_path / "log.json").read_text())["records"][-1]["cum_flops"]
+    assert spent == pytest.approx(7.75e9, rel=1e-3)  # one epoch each, as the warning said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="coarse2fine"):
+        assert main(["train", "demo", "--out", str(tmp_path / "enough"), "--quiet", *args,
+                     "--set", "c2f.budget_flops=2e10"]) == 0
+    assert "every phase trains at least one epoch" not in caplog.text

@@ -17,6 +17,7 @@ from coarse2fine.data.sources import load_splits
 from coarse2fine.data.summary import class_lines, clip_seconds, length_lines, shared_clips, shared_warning
 from coarse2fine.logs import quiet_loggers
 from coarse2fine.model.transfer import initialise
+from coarse2fine.report.accounting import budget_lines
 from coarse2fine.training.optim import long_warmups
 
 
@@ -42,6 +43,7 @@ def cmd_check(args) -> int:
     _print_data_summary(cfg, splits)
     setups = _setups(cfg, splits.train.num_classes)
     _print_warmups(cfg, setups, len(splits.train))
+    _print_budget(cfg, splits.train.num_classes, len(splits.train))
     starts = _init_from_fits(cfg, setups)
     if splits.skipped:
         print("A run of this config " + ("trains on the usable clips and lists the bad ones in its log.json (skipped)"
@@ -49,6 +51,11 @@ def cmd_check(args) -> int:
                                          "stops on these before training (data.on_error: raise); data.on_error: skip "
                                          "trains on the usable clips and lists the bad ones in its log.json"))
     return 1 if (splits.skipped and cfg.data.on_error != "skip") or not starts else 0
+
+
+def _print_budget(cfg: RunConfig, num_classes: int, clips: int) -> None:
+    for line in budget_lines(cfg, num_classes, clips):  # what a run warns of before it trains
+        print(f"warning: {line}")
 
 
 def _init_from_fits(cfg: RunConfig, setups: list) -> bool:
@@ -142,6 +149,7 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
             if sources["train"] is not None and sources["val"] is not None else None)
     _print_data_summary(cfg, splits, both)
     _print_warmups(cfg, setups, len(train))
+    _print_budget(cfg, train.num_classes, len(train))
     starts = _init_from_fits(cfg, setups)
     return 1 if bad or not starts else 0
 

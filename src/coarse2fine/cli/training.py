@@ -22,7 +22,7 @@ from coarse2fine.cli.options import (
 )
 from coarse2fine.compression import Compression
 from coarse2fine.config import RunConfig, load_config
-from coarse2fine.data.sources import clip_lists, load_splits
+from coarse2fine.data.sources import clip_lists, count_classes, count_clips, load_splits
 from coarse2fine.experiments.grid import (
     SettingRuns,
     Variant,
@@ -48,6 +48,7 @@ from coarse2fine.logs import run_log_file
 from coarse2fine.objectives.masked_patch import masked_per_phase
 from coarse2fine.objectives.metrics import metric_text
 from coarse2fine.phases import parse_schedule
+from coarse2fine.report.accounting import budget_lines
 from coarse2fine.report.kept import transfers
 from coarse2fine.report.plots import plot_files
 from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows
@@ -268,6 +269,9 @@ def _train_one(args, cfg) -> RunResult:
     """Train one run into ``--out`` and print what happened, its best metric (the final phase's;
     the best of the coarse phases beside it) and what each phase change kept."""
     cfg = one_run(cfg, args.command)
+    if cfg.c2f.budget_flops and "budget" in (cfg.c2f.switch, cfg.c2f.final_stop):  # before any epoch is spent
+        for line in budget_lines(cfg, count_classes(cfg), count_clips(cfg)):
+            log.warning("%s", line)
     if args.resume and not holds_run(Path(args.out)):
         raise RunFolderError(f"--resume: {args.out} holds no run to continue (no {CHECKPOINT}, no log.json); check "
                              "--out, or leave out --resume to start a run there")

@@ -69,3 +69,20 @@ def run_flops_per_clip(costs: list[PhaseCost]) -> int:
 def baseline_costs(cfg: RunConfig, num_classes: int) -> list[PhaseCost]:
     """The costs of ``cfg``'s baseline: schedule 1 with ``train.epochs`` epochs."""
     return phase_costs(cfg.baseline(), num_classes)
+
+
+def budget_lines(cfg: RunConfig, num_classes: int, clips: int) -> list[str]:
+    """What a FLOPs budget (``c2f.budget_flops`` with ``c2f.switch`` or ``final_stop: budget``)
+    cannot hold with ``clips`` training clips an epoch: every phase trains at least one epoch, so
+    a budget below one epoch of each is spent several times over."""
+    c = cfg.c2f
+    if not c.budget_flops or "budget" not in (c.switch, c.final_stop):
+        return []
+    epochs = [(p.phase, p.R, p.train_flops_per_clip * clips) for p in phase_costs(cfg, num_classes)]
+    least = sum(f for _, _, f in epochs)
+    if least <= c.budget_flops:
+        return []
+    each = ", ".join(f"phase {p} (R={R}) {f:.3g}" for p, R, f in epochs)
+    return [f"c2f.budget_flops {c.budget_flops:g}: every phase trains at least one epoch, and one epoch of each "
+            f"({each} FLOPs for {clips} clips) is {least:.3g} FLOPs, {least / c.budget_flops:.1f}x the budget: "
+            f"give a budget of at least {least:.3g}, or shorter epochs (train.epoch_steps)"]
