@@ -165,3 +165,18 @@ def test_a_fit_with_a_negative_part_is_flagged(capsys):
     print_step_cost([good, bad])
     assert "warning: the fit of R=1 has a negative part: its step times do not grow with the batch as a line" in \
         capsys.readouterr().out
+
+
+def test_bench_names_the_phases_whose_rounds_disagree():
+    # at load average 3.6 a new user's bench showed R=2 at 489 ms a step against R=1's 58.5, and a time ratio
+    # of 0.849: nothing said the two columns could not both be right
+    from coarse2fine.report.timing import PhaseBench, disturbed
+
+    def phase(R, ms, ratio, q25, q75):
+        return PhaseBench(R, 128 // R, 16, ms, 0.1, 1 / R, ratio, q25, q75)
+
+    busy = [phase(2, 489.3, 0.849, 0.615, 1.030), phase(1, 58.5, 1.0, 1.0, 1.0)]
+    assert disturbed(busy) == ["R=2: its median step gives 8.364 of R=1's time per clip, its rounds 0.849 "
+                               "[0.615, 1.030]"]
+    quiet = [phase(4, 7.8, 0.43, 0.42, 0.44), phase(2, 11.1, 0.62, 0.61, 0.63), phase(1, 18.1, 1.0, 1.0, 1.0)]
+    assert disturbed(quiet) == []

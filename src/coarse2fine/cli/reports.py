@@ -51,7 +51,7 @@ from coarse2fine.report.savings import (
     savings_table,
     table_note,
 )
-from coarse2fine.report.timing import BLOCK, StepCost, batch_sweep, bench, synthetic_source
+from coarse2fine.report.timing import BLOCK, StepCost, batch_sweep, bench, disturbed, synthetic_source
 from coarse2fine.runtime import check_device, device_name, load_average, resolve_device
 
 log = logging.getLogger("coarse2fine")
@@ -253,9 +253,10 @@ def cmd_bench(args) -> int:
     head = {"config": cfg.name, "arch": cfg.model.arch, "preset": cfg.model.preset, "method": cfg.c2f.method,
             "batch": cfg.train.batch_size, "amp": cfg.train.amp, "inputs": source.serves, "rounds": args.rounds,
             "block": args.block, "device": device_name(device), "threads": torch.get_num_threads(), "load_avg": load}
+    unsteady = disturbed(rows)
     if args.json:
-        print(json.dumps({**head, "phases": [r.to_dict() for r in rows], "step_cost": [c.to_dict() for c in sweep]},
-                         indent=2))
+        print(json.dumps({**head, "phases": [r.to_dict() for r in rows], "step_cost": [c.to_dict() for c in sweep],
+                          "disturbed": unsteady}, indent=2))
         return 0
     batch = (f"batch {cfg.train.batch_size} (x R in a coarse phase: c2f.coarse_batch scale)"
              if cfg.c2f.coarse_batch == "scale" else f"batch {cfg.train.batch_size}")
@@ -274,6 +275,9 @@ def cmd_bench(args) -> int:
              else f"random audio of the config's shape, {classes} classes (--classes)")
     print(f"step: the loop's training step on {clips} (batch fetch: data ms); time ratio: median of "
           "the per-round ratios to R=1 per clip [quartiles]")
+    if unsteady:
+        print(f"warning: the rounds disagree ({'; '.join(unsteady)}): the machine's load changed while it ran "
+              f"(load average {load}); rerun on a quiet machine, or with more --rounds")
     if args.breakdown:
         parts = []
         for r in rows:

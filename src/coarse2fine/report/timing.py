@@ -309,6 +309,28 @@ class PhaseBench:
         return {**asdict(self), "time_over_flops": self.time_over_flops}
 
 
+DISAGREE = 1.25
+"""How far a phase's two time ratios in ``bench`` (of the step medians, and the median of the
+per-round ratios) or its per-round quartiles may stand apart before the rounds are called disturbed."""
+
+
+def disturbed(rows: Sequence[PhaseBench]) -> list[str]:
+    """The phases of a ``bench`` whose rounds disagree: the ratio of their median steps per clip
+    to R = 1's and the median of the per-round ratios differ by more than :data:`DISAGREE`, or the
+    per-round ratios' quartiles do (load that came and went during the bench), each as one line."""
+    ref = next((r for r in rows if r.R == 1), None)
+    out = []
+    for r in rows:
+        if ref is None or r is ref or min(r.time_ratio, r.time_ratio_q25, ref.step_ms, r.step_ms) <= 0:
+            continue
+        medians = (r.step_ms / r.batch) / (ref.step_ms / ref.batch)
+        apart = max(medians, r.time_ratio) / min(medians, r.time_ratio)
+        if apart > DISAGREE or r.time_ratio_q75 / r.time_ratio_q25 > DISAGREE:
+            out.append(f"R={r.R}: its median step gives {medians:.3f} of R=1's time per clip, its rounds "
+                       f"{r.time_ratio:.3f} [{r.time_ratio_q25:.3f}, {r.time_ratio_q75:.3f}]")
+    return out
+
+
 def breakdown(case: PhaseCase, steps: int = 5) -> tuple[dict[str, float], float | None]:
     """Milliseconds per step in each stage (with a synchronisation after each) over ``steps``
     steps, the data stage from the loop's batch path; on a GPU also the device's busy
