@@ -275,6 +275,13 @@ def test_a_finished_run_is_not_reused_on_a_manifest_edited_since(tmp_path, capsy
             "lists now (the train split lists other clips or labels); --fresh trains it again") in capsys.readouterr().err
     csv["train"].write_text(original)  # the clips it trained on: reused as before
     assert main(args) == 0
+    # a finished run whose data is not here (its folder copied elsewhere) is still reused by `train`, said so
+    one = ["train", "demo", "--out", str(tmp_path / "exp" / "baseline"), "--quiet", "--schedule", "1", "--set", "name=baseline",
+           *[a for s in sets for a in ("--set", s)]]
+    assert main(one) == 0 and "already finished in this folder" in capsys.readouterr().out
+    csv["val"].rename(tmp_path / "away.csv")
+    assert main(one) == 0 and "already finished in this folder" in capsys.readouterr().out
+    (tmp_path / "away.csv").rename(csv["val"])
 
 
 def test_check_names_the_classes_and_what_a_run_would_not_expect(tmp_path, capsys):

@@ -136,7 +136,15 @@ def _reuse_finished(saved: dict[str, Any], config: dict[str, Any], out_dir: Path
         raise RunFolderError(f"{out_dir} holds this finished run already; --fresh trains it again")
     paths = _moved_paths(theirs, config, moved)
     if clip_lists is not None and moved:  # its log holds its clip lists: the data must list the same clips
-        _check_same_clips(saved.get("data") or {}, clip_lists(), out_dir, paths)
+        try:
+            lists = clip_lists()
+        except (OSError, ValueError) as err:
+            if paths:  # named by other paths: only its clips can say it is this run
+                raise
+            log.warning("%s: the finished run is reused without comparing its clips with the data, which cannot be "
+                        "read here (%s)", out_dir, err)
+        else:
+            _check_same_clips(saved.get("data") or {}, lists, out_dir, paths)
     _log_finished_with(out_dir, theirs, config)
     return _finished_records(saved)
 
