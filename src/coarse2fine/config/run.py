@@ -197,10 +197,11 @@ class RunConfig:
                                        "train.compile: true (the model runs eagerly)")
         unread = self.unread_settings()
         for keys, _, why in _READ_ONLY_WITH:
-            changed = [k for k in keys if k in unread and (value := _setting(self, k))[0] != value[1]]
+            changed = {k: value for k in keys if k in unread and (value := _setting(self, k))[0] != value[1]}
             if changed:
-                values = ", ".join(f"{k}: {_shown(_setting(self, k)[0])}" for k in changed)
-                warn(changed[0], f"{values}: {'does' if len(changed) == 1 else 'do'} nothing here, read only {why}")
+                values = ", ".join(f"{k}: {_shown(value)}" for k, (value, _) in changed.items())
+                verb = "does" if len(changed) == 1 else "do"
+                warn(next(iter(changed)), f"{values}: {verb} nothing here, read only {why}")
         self._warn_clip_frames()
         if c.switch == "budget" and c.final_stop != "budget" and len(self.phases()) > 1:
             budget = f"{c.budget_flops:g} FLOPs" if c.budget_flops else f"{c.budget_hours:g} h"

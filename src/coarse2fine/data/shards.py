@@ -336,11 +336,16 @@ def shard_splits(cfg: Any) -> DataSplits:
     if val.class_names != train.class_names:
         raise ShardError(f"{val.audio.location}: its classes differ from {train.audio.location}'s; pack both splits "
                          "from one config")
-    lists = {split: ds.audio.meta.get("clip_list_sha256") for split, ds in (("train", train), ("val", val))}
     order = train.audio.meta.get("clip_order_sha256")
     return DataSplits(train=train, val=val, skipped=train.skipped() + val.skipped(), display_names=train.display_names,
-                      clip_lists={split: str(v) for split, v in lists.items() if v},  # packs of earlier versions: none
+                      clip_lists=packed_clip_lists({"train": train.audio, "val": val.audio}),
                       train_order=str(order) if order else None)
+
+
+def packed_clip_lists(sets: dict[str, ShardSet]) -> dict[str, str]:
+    """The clip-list digest each split's audio set was packed with (packs of earlier versions: none)."""
+    lists = {split: audio.meta.get("clip_list_sha256") for split, audio in sets.items()}
+    return {split: str(v) for split, v in lists.items() if v}
 
 
 def split_summary(root: str) -> ShardSet:

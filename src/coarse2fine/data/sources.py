@@ -31,7 +31,7 @@ from coarse2fine.data.manifest import (
     read_manifest,
 )
 from coarse2fine.data.memory import FeatureStore, feature_bytes, store_device
-from coarse2fine.data.shards import shard_splits, split_summary
+from coarse2fine.data.shards import packed_clip_lists, shard_splits, split_summary
 from coarse2fine.data.synthetic import CLASSES
 from coarse2fine.data.unlabeled import unlabeled_manifests
 from coarse2fine.data.validate import InvalidInputError, Problem, validate
@@ -74,10 +74,14 @@ def clip_lists(cfg: RunConfig) -> dict[str, str]:
     if cfg.data.kind == "synthetic":
         return {}
     if cfg.data.kind == "shards":
-        lists = {split: split_summary(cfg.data.split_path(split)).meta.get("clip_list_sha256") for split in ("train", "val")}
-        return {split: str(v) for split, v in lists.items() if v}
-    train, val = manifests(cfg)
-    return {"train": clip_list_digest(train.entries), "val": clip_list_digest(val.entries)}
+        return packed_clip_lists({split: split_summary(cfg.data.split_path(split)) for split in ("train", "val")})
+    return _listed(*manifests(cfg))[0]
+
+
+def _listed(train: Manifest, val: Manifest) -> tuple[dict[str, str], str]:
+    """The splits' clip-list digests and the training list's order digest."""
+    clips, order = clip_list_digests(train.entries)
+    return {"train": clips, "val": clip_list_digest(val.entries)}, order
 
 
 def _shard_split(cfg: RunConfig) -> str:
@@ -214,10 +218,9 @@ def _file_dataset(cfg: RunConfig, usable: Manifest) -> ClipDataset:
 
 def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
-    splits, skipped, failed, lists = [], [], [], {}
+    splits, skipped, failed = [], [], []
     train_list, val_list = manifests(cfg)
-    lists["train"], order = clip_list_digests(train_list.entries)
-    lists["val"] = clip_list_digest(val_list.entries)
+    lists, order = _listed(train_list, val_list)
     for i, manifest in enumerate((train_list, val_list)):
         try:
             report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)

@@ -289,8 +289,9 @@ def read_finished(config: dict[str, Any], out_dir: Path) -> tuple[list[EpochReco
     saved = _read_log(out_dir / "log.json")
     if (out_dir / CHECKPOINT).exists() or saved is None or not saved.get("done"):
         return None
-    theirs, paths = saved_config(saved.get("config") or {}), path_keys() - ignored_keys(config)  # those that count
-    other = config_difference(theirs, config, ignore=paths | ignored_keys(config))
+    theirs, ignored = saved_config(saved.get("config") or {}), ignored_keys(config)
+    paths = path_keys() - ignored  # those that count
+    other = config_difference(theirs, config, ignore=paths | ignored)
     if other:
         raise RunFolderError(f"{out_dir} holds a finished run of another config ({other}); a report of it needs the "
                              "options and --set values it was trained with")
