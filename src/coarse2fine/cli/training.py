@@ -67,7 +67,7 @@ METHODS_HELP = ("comma-separated: fshift,avgpool,maxpool,patch-bl,patch-pi (patc
 
 
 def add_parsers(sub) -> None:
-    """demo, experiment, train, crossval: commands that train."""
+    """demo, experiment, train, pretrain, pretrain-experiment, crossval: commands that train."""
     p = sub.add_parser("demo", help="baseline vs coarse-to-fine on the embedded synthetic set, with the savings table")
     p.add_argument("--config", default="demo", help="preset name or YAML path (default: demo)")
     add_schedules_option(p, "4-1", SCHEDULES_HELP)
@@ -95,22 +95,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pretraining (SSAST masked patch modelling) on unlabeled audio")
     add_run_options(p, ("fshift", "avgpool", "maxpool"), "run folder; fine-tune from it with model.init_from=FOLDER")
 
-    p = sub.add_parser("pretrain-experiment", help="baseline vs coarse-to-fine pretraining, each fine-tuned on downstream tasks")
-    p.add_argument("config", help="a pretraining preset or YAML path")
-    p.add_argument("--finetune", required=True, help="comma-separated downstream configs, e.g. esc50-cpu,fsdd_speakers-cpu")
-    p.add_argument("--schedule", default="4-1", help="the coarse-to-fine pretraining schedule (default 4-1)")
-    p.add_argument("--method", default="fshift", choices=["fshift", "avgpool", "maxpool"],
-                   help="compression method of the coarse-to-fine pretraining")
-    p.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a value of every downstream config, or with NAME:SECTION.KEY=VALUE of the one "
-                        "named NAME in --finetune (or whose file is NAME.yaml) (repeatable)")
-    p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md/.csv/.json)")
-    p.add_argument("--seeds", type=int, default=None,
-                   help="pretrain and fine-tune every row with N seeds (train.seed varied; seed k fine-tunes seed k's "
-                        "pretraining) and report mean ± std and the paired gain with a bootstrap interval "
-                        "(default: experiment.seeds of the pretraining config, 1)")
-    add_grid_options(p)
-    add_common(p)
+    add_pretrain_experiment_parser(sub)
 
     p = sub.add_parser("crossval", help="k-fold cross-validation (ESC-50 style): one setting, or with --methods an "
                                         "experiment (baseline, variants, controls) per fold; mean over folds")
@@ -128,6 +113,26 @@ def add_parsers(sub) -> None:
     p.add_argument("--report-only", action="store_true",
                    help="with --methods: train nothing; write and print the table over the folds whose every setting "
                         "and seed has finished in --out so far (the others are named), e.g. while the folds train")
+    add_common(p)
+
+
+def add_pretrain_experiment_parser(sub) -> None:
+    """pretrain-experiment: baseline vs coarse-to-fine pretraining, each fine-tuned downstream."""
+    p = sub.add_parser("pretrain-experiment", help="baseline vs coarse-to-fine pretraining, each fine-tuned on downstream tasks")
+    p.add_argument("config", help="a pretraining preset or YAML path")
+    p.add_argument("--finetune", required=True, help="comma-separated downstream configs, e.g. esc50-cpu,fsdd_speakers-cpu")
+    p.add_argument("--schedule", default="4-1", help="the coarse-to-fine pretraining schedule (default 4-1)")
+    p.add_argument("--method", default="fshift", choices=["fshift", "avgpool", "maxpool"],
+                   help="compression method of the coarse-to-fine pretraining")
+    p.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of every downstream config, or with NAME:SECTION.KEY=VALUE of the one "
+                        "named NAME in --finetune (or whose file is NAME.yaml) (repeatable)")
+    p.add_argument("--out", required=True, help="output folder (pretrain/, finetune/, pretraining.md/.csv/.json)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="pretrain and fine-tune every row with N seeds (train.seed varied; seed k fine-tunes seed k's "
+                        "pretraining) and report mean ± std and the paired gain with a bootstrap interval "
+                        "(default: experiment.seeds of the pretraining config, 1)")
+    add_grid_options(p)
     add_common(p)
 
 
