@@ -81,14 +81,14 @@ def _with_cum(records):
 
 def test_calibrated_time_is_clips_times_the_phase_cost_and_ignores_a_slowdown():
     cfg = load_config("demo")
-    k1, k4 = phase_key(cfg, 1), phase_key(cfg, 4)
+    k4, k1 = phase_key(cfg, 0), phase_key(cfg, 1)
     cal = Calibration({k1: StepTiming(k1, 1, 0.16, 0.15, 0.17, 16, 100),
                        k4: StepTiming(k4, 4, 0.04, 0.035, 0.045, 16, 24)}, 10, "cpu", 2, None)
     base = _with_cum([{**_run(320, 100, 1, 0, 3.2), "acc": a} for a in (0.5, 0.6, 0.7, 0.8)])
     quiet = _with_cum([{**_run(320, 24, 4, 0, 0.8), "acc": 0.4}] + [{**_run(320, 100, 1, 1, 3.2), "acc": a} for a in (0.7, 0.85)])
     # The same run with a competing load from its second epoch on: wall time doubles there.
     loaded = _with_cum([{**_run(320, 24, 4, 0, 0.8), "acc": 0.4}] + [{**_run(320, 100, 1, 1, 6.4), "acc": a} for a in (0.7, 0.85)])
-    b = calibrated_records(base, cfg, cal)
+    b = calibrated_records(base, cfg.baseline(), cal)
     q, ld = calibrated_records(quiet, cfg, cal), calibrated_records(loaded, cfg, cal)
     assert b[0].cal_time == pytest.approx(320 * 0.16 / 16) and q[0].cal_time == pytest.approx(320 * 0.04 / 16)
     rows_q = savings_table("Baseline", b, {"c2f": q}, "acc")[1]
@@ -107,10 +107,10 @@ def test_runs_whose_steps_differ_get_their_own_calibration():
     patchout = load_config("demo", ["model.overrides.pos_embed=disentangled", "model.overrides.patchout_time=2"])
     assert phase_key(plain, 1) == phase_key(switched, 1)
     assert phase_key(plain, 1) != phase_key(patchout, 1)
-    assert phase_key(plain, 4) != phase_key(load_config("demo", ["train.batch_size=8"]), 4)
+    assert phase_key(plain, 0) != phase_key(load_config("demo", ["train.batch_size=8"]), 0)
     assert phase_key(plain, 1) != phase_key(load_config("demo", ["train.optim.optimizer=adamw"]), 1)
     cal = calibrate([plain, patchout], 8, rounds=2, warmup=1)
-    assert {phase_key(plain, 1), phase_key(patchout, 1), phase_key(plain, 4), phase_key(patchout, 4)} == set(cal.steps)
+    assert {phase_key(plain, 1), phase_key(patchout, 1), phase_key(plain, 0), phase_key(patchout, 0)} == set(cal.steps)
     assert cal.steps[phase_key(patchout, 1)].flops_per_clip < cal.steps[phase_key(plain, 1)].flops_per_clip
 
 

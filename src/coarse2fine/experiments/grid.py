@@ -293,7 +293,7 @@ def saved_calibration(configs: Sequence[RunConfig], saved: Path) -> Calibration 
     if not saved.exists():
         return None
     cal = Calibration.from_dict(json.loads(saved.read_text()))
-    if not {phase_key(cfg, p.R, i) for cfg in configs for i, p in enumerate(cfg.phases())} <= set(cal.steps):
+    if not {phase_key(cfg, i) for cfg in configs for i in range(len(cfg.phases()))} <= set(cal.steps):
         return None
     return cal
 

@@ -109,7 +109,7 @@ def plan(cfg: RunConfig, num_classes: int, clips: int, budget_flops: float = 0.0
     for scfg in configs:
         costs = phase_costs(scfg, num_classes)
         flops = [c.train_flops_per_clip for c in costs]
-        steps = [cal.steps[phase_key(scfg, c.R, c.phase - 1)] for c in costs]  # PhaseCost counts from 1
+        steps = [cal.steps[phase_key(scfg, c.phase - 1)] for c in costs]  # PhaseCost counts from 1
         secs = [step.median / step.batch for step in steps]
         for fraction in (fractions if len(costs) > 1 else (0.0,)):
             found = candidate(scfg, scfg.c2f.schedule, fraction, clips, flops, secs, budget_flops, budget_hours * 3600.0)

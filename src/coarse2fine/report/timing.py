@@ -58,18 +58,15 @@ def step_signature(cfg: RunConfig) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:8]
 
 
-def phase_key(cfg: RunConfig, R: int, index: int | None = None) -> str:
-    """The name of a phase's step for calibration: the method matters only below full resolution;
-    the :func:`step_signature` tells apart runs whose steps differ otherwise (e.g. with patchout).
-    A config that gives its phases' batch factors (``c2f.batch_scales``, a restart control's under
-    ``c2f.coarse_batch: scale``) names phase ``index``'s batch factor too."""
+def phase_key(cfg: RunConfig, index: int) -> str:
+    """The name of phase ``index``'s step for calibration: its R, and the method below full
+    resolution (runs of one R and method share the name whatever their schedule); the
+    :func:`step_signature` tells apart runs whose steps differ otherwise (e.g. with patchout). A
+    config that gives its phases' batch factors (``c2f.batch_scales``, a restart control's under
+    ``c2f.coarse_batch: scale``) names the phase's batch factor too."""
     c = cfg.c2f
-    batch = ""
-    if c.coarse_batch == "scale" and c.batch_scales is not None:
-        if index is None:
-            raise ValueError(f"{cfg.name}: c2f.batch_scales {list(c.batch_scales)} set: its phases' steps are named "
-                             "by their index")
-        batch = f" batch x{cfg.batch_scale(index)}"
+    R = cfg.phases()[index].R
+    batch = f" batch x{cfg.batch_scale(index)}" if c.coarse_batch == "scale" and c.batch_scales is not None else ""
     if R == 1:
         base = "R=1"
     else:
@@ -136,7 +133,7 @@ def phase_case(cfg: RunConfig, p: int, num_classes: int, source: ClipDataset, de
     batches = [(x.to(device), y.to(device)) for x, y in iterate_batches(source, index_batches, device, workers)]
     synchronize(device)
     data = (time.perf_counter() - start) / num_batches
-    return PhaseCase(setup.R, phase_key(cfg, setup.R, setup.index), step, model.num_tokens, setup.batch_size,
+    return PhaseCase(setup.R, phase_key(cfg, setup.index), step, model.num_tokens, setup.batch_size,
                      step_flops(model, 1, objective), batches, data)
 
 
@@ -257,8 +254,8 @@ def calibrate(configs: Sequence[RunConfig], num_classes: int, source: ClipDatase
     source = source if source is not None else synthetic_source(configs[0], num_classes, 4 * configs[0].train.batch_size)
     cases: dict[str, PhaseCase] = {}
     for cfg in configs:
-        for p, phase in enumerate(cfg.phases()):
-            key = phase_key(cfg, phase.R, p)
+        for p in range(len(cfg.phases())):
+            key = phase_key(cfg, p)
             if key not in cases:
                 cases[key] = phase_case(cfg, p, num_classes, source, dev)
     times = interleaved(cases, rounds, warmup, dev, block=block)
@@ -275,7 +272,7 @@ def calibrated_records(records: Sequence[EpochRecord | Mapping[str, Any]], cfg: 
     step time of its phase (for records without steps, its clips at the calibrated cost per clip)."""
     out = []
     for rec in as_records(records):
-        timing = cal.steps[phase_key(cfg, rec.R, rec.phase)]
+        timing = cal.steps[phase_key(cfg, rec.phase)]
         seconds = rec.steps * timing.median if rec.steps else rec.clips * timing.median / timing.batch
         out.append(dataclasses.replace(rec, cal_time=seconds))
     return out
