@@ -86,6 +86,35 @@ def test_multiple_masks_fill_and_2d_input():
         spec_augment(torch.ones(100), 10, 20)
 
 
+def test_mean_fill_is_each_mel_bins_batch_mean_what_a_per_mel_norm_maps_to_zero():
+    # Raw dB log-mel (HTS-AT's front end, normalised inside the model): a 0 fill is a loud band,
+    # the mean fill lands on the per-mel norm's mean, as HTS-AT's masks after its bn0 do.
+    g = gen(4)
+    levels = torch.linspace(-60.0, -10.0, 16)
+    x = levels + 5.0 * torch.randn(32, 50, 16, generator=g)
+    out = spec_augment(x, freqm=6, timem=12, generator=gen(5), fill="mean")
+    zeros = spec_augment(x, freqm=6, timem=12, generator=gen(5), fill=0.0)
+    mask = zeros == 0
+    assert mask.any() and torch.equal(out[~mask], x[~mask])
+    per_bin = x.mean(dim=(0, 1))
+    assert torch.allclose(out[mask], per_bin.expand_as(x)[mask])
+    bn = torch.nn.BatchNorm1d(16, affine=False).train()
+    normed_mean = bn(out.reshape(-1, 16)).reshape_as(out)[mask]
+    normed_zero = bn(zeros.reshape(-1, 16)).reshape_as(zeros)[mask]
+    assert normed_mean.abs().max() < 0.2 < normed_zero.abs().min()
+    with pytest.raises(ValueError, match="mean"):
+        spec_augment(x, freqm=6, timem=12, fill="median")
+
+
+def test_mask_value_mean_from_config_and_a_wrong_word_fails_at_load():
+    from coarse2fine.config import load_config
+
+    assert load_config("htsat_esc50").augment.mask_value == "mean"
+    assert load_config("esc50", ["augment.mask_value=-0.62"]).augment.mask_value == pytest.approx(-0.62)
+    with pytest.raises(ValueError, match="augment.mask_value: a number or 'mean', got 'avg'"):
+        load_config("esc50", ["augment.mask_value=avg"])
+
+
 def test_spec_augment_reproducible():
     x = torch.randn(8, 100, 32)
     a = spec_augment(x, 16, 30, generator=gen(7))

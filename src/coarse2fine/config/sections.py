@@ -382,8 +382,11 @@ class AugmentConfig(Section):
     parameter of the mixing weight; ``mixup_targets``: mix the targets by the same weight (AST)
     or keep each clip's own (HTS-AT's AudioSet recipe). ``noise``: AST's optional noise-and-roll.
     ``spec_masks``: how many masks of each kind per example. ``mask_value``: the value
-    written into masked cells of the (normalised) features; AST's exact behaviour is
-    ``-mean / (2 * std)``, 0 is the dataset mean.
+    written into masked cells of the features: for normalised features 0 is the dataset mean
+    (AST's exact behaviour is ``-mean / (2 * std)``); ``mean`` writes each mel bin's mean over
+    the batch, for features the model normalises itself (``features.normalize: false``, HTS-AT's
+    learned per-mel norm, which HTS-AT masks after with 0), where a number would be a raw
+    log-mel level (0 dB is far above the mean of a dB log-mel).
 
     Also in a run's ``augment:`` section, under AST's names, though they act on the loop rather
     than on a batch: ``balanced_sampling`` (AST's label-weighted draws, see
@@ -399,7 +402,7 @@ class AugmentConfig(Section):
     mixup_targets: bool = True
     noise: bool = False
     spec_masks: int = key(1, minimum=0)
-    mask_value: float = 0.0
+    mask_value: float | str = 0.0
     balanced_sampling: bool = False
     wa_start: int = key(0, minimum=0)
     wa_end: int = key(0, minimum=0)
@@ -409,6 +412,9 @@ class AugmentConfig(Section):
             with each:
                 if self.mixup > 1:
                     raise ValueError(f"augment.mixup: a probability in [0, 1], got {self.mixup}")
+            with each:
+                if isinstance(self.mask_value, str) and self.mask_value != "mean":
+                    raise ValueError(f"augment.mask_value: a number or 'mean', got {self.mask_value!r}")
             with each:
                 if not self.mixup_alpha > 0:
                     raise ValueError(f"augment.mixup_alpha: must be > 0, got {self.mixup_alpha}")

@@ -91,13 +91,16 @@ def spec_augment(
     R: int = 1,
     generator: torch.Generator | None = None,
     num_masks: int = 1,
-    fill: float = 0.0,
+    fill: float | str = 0.0,
 ) -> torch.Tensor:
     """SpecAugment frequency and time masks on features ``[B, T, F]`` (or one clip ``[T, F]``).
 
     Each example gets its own ``num_masks`` frequency masks (parameter ``freqm`` mel bins)
     and ``num_masks`` time masks (parameter ``timem // R`` frames, see
-    :func:`coarse_time_mask_param`); masked cells are set to ``fill``. Widths are drawn in
+    :func:`coarse_time_mask_param`); masked cells are set to ``fill``, or with ``fill="mean"`` to
+    each mel bin's mean over the batch (the value a per-mel BatchNorm in training mode maps to its
+    bias: HTS-AT masks after such a norm, ``bn0``, with 0, and features that are not normalised
+    are masked before the model's own norm). Widths are drawn in
     ``[0, param)``, as torchaudio does. Returns a new tensor; ``feats`` is not modified.
     Draw order (for reproducibility): frequency widths, frequency starts, time widths,
     time starts.
@@ -113,7 +116,12 @@ def spec_augment(
     fmask = _band_masks(B, F, freqm, num_masks, generator, x.device)
     tmask = _band_masks(B, T, time_param, num_masks, generator, x.device)
     mask = fmask.unsqueeze(1) | tmask.unsqueeze(2)
-    out = x.masked_fill(mask, fill)
+    if isinstance(fill, str):
+        if fill != "mean":
+            raise ValueError(f"fill: a number or 'mean', got {fill!r}")
+        out = torch.where(mask, x.mean(dim=(0, 1), keepdim=True), x)
+    else:
+        out = x.masked_fill(mask, fill)
     return out.squeeze(0) if single else out
 
 
