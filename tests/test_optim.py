@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from coarse2fine.config import load_config
 from coarse2fine.training.optim import OptimConfig, build_optimizer, build_scheduler, lr_factor
 
 
@@ -12,6 +13,26 @@ def test_warmup_then_step_decay():
     assert lr_factor(19, steps_per_epoch, cfg) == pytest.approx(1.0)  # epoch 2
     assert lr_factor(20, steps_per_epoch, cfg) == pytest.approx(0.5)  # epoch 3: first decay
     assert lr_factor(30, steps_per_epoch, cfg) == pytest.approx(0.25)  # epoch 4
+
+
+@pytest.mark.parametrize("preset,milestones,gamma", [
+    ("audioset", [2, 3, 4, 5], 0.5),                # AST's full-set scheduler
+    ("vggsound", [10, 15, 20, 25], 0.5),            # AST's balanced-set scheduler
+    ("esc50", list(range(5, 21)), 0.85),
+    ("speechcommands", list(range(5, 21)), 0.85),
+])
+def test_presets_decay_in_the_epochs_asts_multisteplr_does(preset, milestones, gamma):
+    # AST builds MultiStepLR(milestones) and steps it once at the end of each epoch: the learning
+    # rate of each epoch, as torch's own scheduler gives it, is the preset's factor in that epoch.
+    cfg = load_config(preset)
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ast = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=gamma)
+    steps = 2 * cfg.train.optim.warmup_steps  # per epoch, so that each epoch's last step is past the warm-up
+    for epoch in range(1, cfg.train.epochs + 1):
+        ours = lr_factor(epoch * steps - 1, steps, cfg.train.optim)
+        assert ours == pytest.approx(opt.param_groups[0]["lr"]), f"{preset} epoch {epoch}"
+        opt.step()
+        ast.step()
 
 
 def test_scheduler_follows_factor_and_rebuild_resets():
@@ -105,3 +126,9 @@ def test_a_phase_of_one_step_gets_no_warm_up_as_the_value_that_clears_it():
                                                  "(--set train.optim.warmup_steps=0)") for line in lines)
     cleared = cfg.replace({"train.optim.warmup_steps": 0})
     assert long_warmups(cleared, [cleared.phase(p) for p in range(2)], clips=8) == []
+
+
+def test_decay_end_before_decay_start_fails_at_load():
+    with pytest.raises(ValueError, match=r"train.optim.decay_end: the last decayed epoch, at least decay_start \(6\)"):
+        load_config("esc50", ["train.optim.decay_end=4"])
+    assert load_config("esc50-cpu").train.optim.decay_end == 0  # its own decay runs to the last epoch

@@ -284,7 +284,8 @@ class ModelConfig(Section):
 class OptimConfig(Section):
     """Optimizer and LR schedule, built anew at every phase (epochs count from the phase's start):
     AST's recipe (``schedule: step``: Adam, linear warmup over ``warmup_steps``, then x ``gamma``
-    every ``decay_every`` epochs from ``decay_start``) or HTS-AT's (``schedule: epochs``: AdamW
+    every ``decay_every`` epochs from ``decay_start``, the first epoch at a lower rate, to
+    ``decay_end``, the last one lower than the epoch before: 0 keeps decaying) or HTS-AT's (``schedule: epochs``: AdamW
     with a factor per epoch, ``epoch_factors: [[1, 0.02], [2, 0.05], ...]``); ``clip_grad_norm``
     clips the gradient norm before each update (0: off)."""
 
@@ -296,6 +297,7 @@ class OptimConfig(Section):
     warmup_steps: int = key(1000, minimum=0)
     decay_start: int = key(5, minimum=1)
     decay_every: int = key(1, minimum=1)
+    decay_end: int = key(0, minimum=0)
     gamma: float = 0.85
     schedule: str = key("step", choices=LR_SCHEDULES)
     epoch_factors: tuple[tuple[int, float], ...] = ()
@@ -310,6 +312,10 @@ class OptimConfig(Section):
                               ("train.optim.schedule",), subject="train.optim.epoch_factors")
         if not self.lr > 0:
             raise ValueError(f"train.optim.lr: must be > 0, got {self.lr}")
+        if self.decay_end and self.decay_end < self.decay_start:
+            raise ConfigError(f"train.optim.decay_end: the last decayed epoch, at least decay_start ({self.decay_start}),"
+                              f" or 0 (no end), got {self.decay_end}", ("train.optim.decay_start",),
+                              subject="train.optim.decay_end")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"train.optim.gamma: must be in (0, 1], got {self.gamma}")
 

@@ -42,13 +42,16 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
 
     ``step`` counts from 0; the epoch of a step is ``step // steps_per_epoch + 1``. Decay applies
     from epoch ``decay_start`` on: at epoch e >= decay_start the factor is
-    ``gamma ** (1 + (e - decay_start) // decay_every)``.
+    ``gamma ** (1 + (min(e, decay_end) - decay_start) // decay_every)`` (``decay_end`` 0: e).
+    AST's ``MultiStepLR(milestones)``, stepped after each epoch, is ``decay_start`` = the first
+    milestone + 1 and ``decay_end`` = the last + 1.
     """
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
     epoch = step // max(1, steps_per_epoch) + 1
     if cfg.schedule == "epochs":
         return warm * next(f for e, f in reversed(cfg.epoch_factors) if e <= epoch)
-    decays = 0 if epoch < cfg.decay_start else 1 + (epoch - cfg.decay_start) // max(1, cfg.decay_every)
+    last = min(epoch, cfg.decay_end) if cfg.decay_end else epoch
+    decays = 0 if last < cfg.decay_start else 1 + (last - cfg.decay_start) // max(1, cfg.decay_every)
     return warm * cfg.gamma**decays
 
 
