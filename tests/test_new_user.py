@@ -502,3 +502,51 @@ def test_train_keeps_its_log_lines_in_the_run_folder(tmp_path, caplog):
     assert (out / "train.log").read_text() == before
     assert main(["train", "demo", "--out", str(tmp_path / "never"), *sets, "--set", "model.preset=nope"]) == 2
     assert not (tmp_path / "never").exists()
+
+
+def _failed_start(out: Path, config) -> str:
+    """What a start of ``config`` that failed after its folder was set up leaves in ``out`` (a
+    ``model.init_from`` of another size, say): config.yaml, labels.json and its train.log lines."""
+    from coarse2fine.config import config_yaml
+
+    out.mkdir(parents=True)
+    (out / "config.yaml").write_text(config_yaml(config))
+    (out / "labels.json").write_text(json.dumps({"classes": ["a", "b"], "display_names": ["a", "b"]}))
+    lines = "2024-01-01 00:00:00 ERROR coarse2fine: stopped: ValueError: model.init_from: other sizes\n"
+    (out / "train.log").write_text(lines)
+    return lines
+
+
+def test_another_config_starts_where_a_run_never_trained_and_says_so(tmp_path, caplog):
+    """A start that failed left config.yaml, labels.json and train.log; another config's train then
+    started there without a word, its train.log lines run on from the failed start's (a new user's case)."""
+    out = tmp_path / "x"
+    settings = ["data.train_clips=16", "data.val_clips=8", "train.epochs=1", "train.threads=1", "c2f.schedule=1"]
+    before = _failed_start(out, load_config("demo", [*settings, "model.preset=tiny", "train.optim.lr=0.5"]))
+    sets = _sets(settings)
+    caplog.set_level("INFO", logger="coarse2fine")
+    assert main(["train", "demo", "--out", str(out), *sets]) == 0
+    assert ("the run there (config 'demo') was set up but never trained (no checkpoint, no log.json: it failed at its "
+            "start); this run (config 'demo', which differs: model.preset: 'tiny' vs 'micro'; train.optim.lr: 0.5 vs "
+            "0.001) starts in its place") in caplog.text
+    text = (out / "train.log").read_text()
+    assert text.startswith(before)
+    separator, first = text[len(before):].splitlines()[:2]
+    assert re.fullmatch(r"-+ \d{4}-\d\d-\d\d \d\d:\d\d:\d\d another start in this folder; the lines above are earlier "
+                        r"starts' -+", separator)
+    assert "was set up but never trained" in first and "demo epoch 1 (phase 1, R=1)" in text
+
+
+def test_a_run_that_never_trained_starts_again_and_weights_without_a_log_stay_refused(tmp_path, caplog):
+    ours = load_config("demo")
+    other = load_config("demo", ["train.optim.lr=0.5"]).to_dict()
+    _failed_start(tmp_path / "same", ours)
+    with caplog.at_level("INFO", logger="coarse2fine"):
+        assert claim_folder(ours.to_dict(), tmp_path / "same", resume=True, fresh=False) is None
+    assert "the run of this config there was set up but never trained (no checkpoint, no log.json); it starts again" \
+        in caplog.text
+    _failed_start(tmp_path / "weights", ours)
+    (tmp_path / "weights" / "model.safetensors").write_bytes(b"")  # a run stopped between its weights and its log
+    with pytest.raises(RunFolderError, match=r"holds the weights \(model.safetensors\) of a run of another config "
+                                             r"\('demo': train.optim.lr: 0.001 vs 0.5\) with no log.json"):
+        claim_folder(other, tmp_path / "weights", resume=True, fresh=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -32,7 +33,9 @@ class RunLogFile(logging.FileHandler):
     """``folder/train.log``, appended to (a resumed run continues it). Records come in before the
     run has claimed the folder (:func:`claimed`) and made it its own (``config.yaml``): they are
     kept and written first once it has, so the file starts with the config's warnings; a start
-    that fails before (another run's folder, a config or data error) writes nothing."""
+    that fails before (another run's folder, a config or data error) writes nothing. A start that
+    appends to lines an earlier one wrote begins with a :func:`separator` line, so that each
+    start's lines (a resumed run's, or a new run's after a start that failed) read apart."""
 
     def __init__(self, folder: Path):
         super().__init__(folder / RUN_LOG, mode="a", encoding="utf-8", delay=True)
@@ -52,9 +55,25 @@ class RunLogFile(logging.FileHandler):
                 self.waiting.append(record)
                 return
             waiting, self.waiting = self.waiting, []
+            if _holds_lines(Path(self.baseFilename)):
+                self.stream = self._open()
+                self.stream.write(separator((waiting or [record])[0].created) + self.terminator)
             for earlier in waiting:
                 super().emit(earlier)
         super().emit(record)
+
+
+def separator(created: float) -> str:
+    """The line that starts the lines of a start appended to an earlier one's in ``train.log``."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+    return f"---------- {when} another start in this folder; the lines above are earlier starts' ----------"
+
+
+def _holds_lines(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 _RUN_LOGS: dict[Path, RunLogFile] = {}

@@ -4,7 +4,9 @@ A folder holds at most one run. :func:`claim_folder` decides, before anything tr
 run may do with a folder: continue the interrupted run of the same config that left its
 checkpoint there, reuse the finished run of the same config, start in an empty folder, or start
 over when asked (``fresh``); anything else (another config's run, finished or not) is refused,
-naming what differs.
+naming what differs. A folder where a run was set up (its ``config.yaml``) but never trained (it
+failed at its start: no checkpoint, no ``log.json``, no weights) holds nothing to lose: any config
+starts there, and says so, naming the earlier run's config (:func:`_replace_never_trained`).
 
 Two configs that differ only in keys that say how a run is executed, not what it learns
 (:data:`~coarse2fine.config.files.RUNTIME_KEYS`: how clips are loaded, the device, threads,
@@ -27,6 +29,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import yaml
+
 from coarse2fine.config import DataConfig, config_from_dict
 from coarse2fine.config.files import RUNTIME_KEYS, config_difference, differing_keys, path_keys
 from coarse2fine.config.run import move_legacy_feature_keys
@@ -35,6 +39,8 @@ from coarse2fine.run_folders import CHECKPOINT
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
+SET_UP = "config.yaml"  # written when a run is set up in its folder, before it trains
+WEIGHTS = ("model.safetensors", "model_wa.safetensors", "model_config.json")  # a finished run's, before its log
 RUN_FILES = (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors", "model_config.json",
              RUN_LOG)
 FAILURE_FOLDER = ".load_failures"  # the clips that failed to load during the run, recorded by every process
@@ -78,6 +84,8 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool, fresh: boo
         return _reuse_finished(saved, config, out_dir, resume, clip_lists)
     if saved is not None:  # a run that stopped before its first checkpoint (a non-finite loss, a crash)
         _restart_stopped(saved, config, out_dir)
+    elif (out_dir / SET_UP).is_file():  # a run set up there that stopped before it wrote a log
+        _replace_never_trained(config, out_dir)
     return None
 
 
@@ -158,6 +166,45 @@ def _restart_stopped(saved: dict[str, Any], config: dict[str, Any], out_dir: Pat
                              f"({other}); use another --out, or --fresh to discard it")
     log.info("%s: the run of this config there stopped with no checkpoint to continue from; it starts again",
              out_dir)
+
+
+def _replace_never_trained(config: dict[str, Any], out_dir: Path) -> None:
+    """A run of ``config`` starts in ``out_dir``, whose run was set up (its ``config.yaml``) but
+    stopped before it wrote a log (an error at its start: ``model.init_from`` weights of another
+    size, a data error), saying so, and naming the earlier run's config when it is another one; a
+    folder that holds that run's weights without a log (a run stopped as it finished) is refused
+    to another config, as a finished run is."""
+    values, err = _read_set_up_config(out_dir / SET_UP)
+    theirs = saved_config(values) if values is not None else None
+    other = (f"its {SET_UP} does not read as a run's config: {err}" if theirs is None
+             else config_difference(theirs, config, ignore=ignored_keys(config)))
+    name = repr(values.get("name")) if values is not None and values.get("name") else "(unnamed)"
+    weights = [w for w in WEIGHTS if (out_dir / w).exists()]
+    if weights and other:
+        raise RunFolderError(f"{out_dir} holds the weights ({', '.join(weights)}) of a run of another config "
+                             f"({name}: {other}) with no log.json; use another --out, or --fresh to discard them")
+    if not other:
+        what = ("stopped before it wrote its log.json" if weights
+                else "was set up but never trained (no checkpoint, no log.json)")
+        log.info("%s: the run of this config there %s; it starts again", out_dir, what)
+        return
+    log.warning("%s: the run there (config %s) was set up but never trained (no checkpoint, no log.json: it failed "
+                "at its start); this run (config %r, which differs: %s) starts in its place; in %s, that start's "
+                "lines are above this one's separator line", out_dir, name, config.get("name"), other, RUN_LOG)
+    for folder in ("tensorboard", FAILURE_FOLDER):  # that start's, not this run's
+        shutil.rmtree(out_dir / folder, ignore_errors=True)
+
+
+def _read_set_up_config(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """The config dict a run wrote to ``path`` (its ``config.yaml``) when it was set up, or None and
+    why it does not read as one."""
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        return None, str(err).splitlines()[0] if str(err) else type(err).__name__
+    if not isinstance(values, dict):
+        return None, f"a YAML {type(values).__name__}, not a mapping"
+    return values, ""
 
 
 @functools.cache
