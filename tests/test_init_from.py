@@ -22,7 +22,13 @@ from coarse2fine.experiments.pretraining import finetune_config
 from coarse2fine.model import C2FModel
 from coarse2fine.model.ast import AST, ASTConfig
 from coarse2fine.model.ast.hf import export_hf_checkpoint
-from coarse2fine.model.transfer import SHOWN_MISMATCHES, TransferSummary, initialise, transfer_weights
+from coarse2fine.model.transfer import (
+    SHOWN_MISMATCHES,
+    TransferSummary,
+    initialise,
+    load_saved_model,
+    transfer_weights,
+)
 from coarse2fine.training.loop import train_run
 
 AST_TINY = dict(embed_dim=32, depth=2, num_heads=2, num_mel_bins=32, target_length=64, patch_size=(8, 8))
@@ -132,7 +138,7 @@ def test_check_loads_init_from_into_the_configs_model_as_a_run_would(runs, capsy
             "dim 64, 4 layers, 4 heads); this config builds ssast tiny") in capsys.readouterr().out
     assert main(["check", "demo", *sets, "--set", "model.preset=micro"]) == 0
     assert re.search(rf"\nmodel.init_from: \d+ tensors taken from run {re.escape(str(runs['ssast']))}, \d+ left as "
-                     "initialised\n", capsys.readouterr().out)
+                     "initialised; classifier head: kept \(the same classes\)\n", capsys.readouterr().out)
 
 
 def test_a_run_of_another_family_is_refused(runs):
@@ -151,10 +157,12 @@ def test_initialising_from_a_run_returns_what_was_taken_for_the_log(runs):
     summary = initialise(target, str(runs["ssast"]))
     heads = tuple(sorted(target.head_keys()))
     # the source's head (8 classes) is not used: it is counted with what was left unused
+    classes = tuple(json.loads((runs["ssast"] / "labels.json").read_text())["classes"])
     assert heads and summary == TransferSummary(f"run {runs['ssast']}", len(target.state_dict()) - len(heads), heads,
-                                                heads)
+                                                heads, classes)
     assert summary.to_dict() == {"source": f"run {runs['ssast']}", "taken": summary.taken, "new": len(heads),
-                                 "unused": len(heads), "new_tensors": list(heads), "unused_tensors": list(heads)}
+                                 "unused": len(heads), "new_tensors": list(heads), "unused_tensors": list(heads),
+                                 "head": None}
 
 
 def _init_line(caplog) -> str:
@@ -218,3 +226,69 @@ def test_the_run_log_keeps_what_init_from_gave_also_when_resumed(runs, tmp_path)
     assert kept["source"] == f"run {runs['ssast']}" and kept["taken"] > 0 and kept["unused"] == 0
     assert main(args) == 0
     assert json.loads((tmp_path / "ft" / "log.json").read_text())["init_from"] == kept
+
+
+def _hf_folder(tmp_path: Path, labels: list[str] | None, **config) -> tuple[Path, AST]:
+    source = AST(ASTConfig(num_classes=4, **{**AST_TINY, **config}))
+    export_hf_checkpoint(source, tmp_path / "hf", id2label=labels)
+    return tmp_path / "hf", source
+
+
+@pytest.mark.parametrize("task,head", [
+    (["dog", "rain", "sea", "bird"], "kept"),          # the source's classes in its order
+    (["bird", "sea", "dog", "rain"], "reordered"),     # the same classes in another order (a rebuilt label file)
+    (["/m/d", "/m/r", "/m/s", "/m/b"], "kept"),        # ids the task names otherwise, display names the same
+    (["zero", "one", "two", "three"], "new"),          # another task of as many classes
+])
+def test_a_head_taken_from_a_source_that_names_its_classes_fits_the_tasks(tmp_path, task, head, caplog):
+    # A new user's case: a head was kept by position when the class count matched, whatever the
+    # classes: a run continued after its label file was reordered scored 0 % where it had 57.5 %.
+    folder, source = _hf_folder(tmp_path, ["dog", "rain", "sea", "bird"])
+    target = AST(ASTConfig(num_classes=4, **AST_TINY))
+    own = {k: v.clone() for k, v in target.state_dict().items()}
+    display = ["dog", "rain", "sea", "bird"] if task[0].startswith("/m/") else task
+    with caplog.at_level(logging.INFO, logger="coarse2fine.model.transfer"):
+        summary = initialise(target, str(folder), (task, display))
+    weight, theirs = target.state_dict()["head.fc.weight"], source.state_dict()["head.fc.weight"]
+    names = ["dog", "rain", "sea", "bird"]
+    assert summary.head.startswith(head)
+    if head == "new":
+        assert weight.equal(own["head.fc.weight"]) and summary.new == ("head.fc.bias", "head.fc.weight")
+        assert "its 4 classes (dog, rain, sea, bird) are not this task's (zero, one, two, three): new head" in caplog.text
+    else:
+        rows = [names.index(name) for name in display]
+        assert weight.equal(theirs[rows]) and target.state_dict()["head.fc.bias"].equal(source.state_dict()["head.fc.bias"][rows])
+        assert summary.new == ()
+    assert target.state_dict()["blocks.0.attn.qkv.weight"].equal(source.state_dict()["blocks.0.attn.qkv.weight"])
+
+
+def test_a_source_whose_classes_are_placeholders_keeps_its_head_by_position(tmp_path):
+    folder, source = _hf_folder(tmp_path, None)  # an export without names writes class_0 ...
+    target = AST(ASTConfig(num_classes=4, **AST_TINY))
+    summary = initialise(target, str(folder), (["a", "b", "c", "d"], ["a", "b", "c", "d"]))
+    assert summary.head is None and summary.source_classes is None
+    assert target.state_dict()["head.fc.weight"].equal(source.state_dict()["head.fc.weight"])
+
+
+def test_a_run_continued_on_its_classes_reordered_keeps_what_it_learned(runs, tmp_path):
+    classes = json.loads((runs["ast"] / "labels.json").read_text())["classes"]
+    cfg = tiny_config("ast", "micro", f"model.init_from={runs['ast']}")
+    target = model_of(cfg, num_classes=len(classes))
+    summary = initialise(target, str(runs["ast"]), (classes[::-1], classes[::-1]))
+    trained = load_saved_model(runs["ast"]).state_dict()["head.fc.weight"]
+    assert summary.head.startswith("reordered") and target.state_dict()["head.fc.weight"].equal(trained.flip(0))
+
+
+def test_a_checkpoint_at_another_patch_stride_says_so_and_how_to_keep_it(tmp_path, caplog):
+    # A new user's case: AST's releases use stride 10; the presets' 16 was taken silently.
+    folder, _ = _hf_folder(tmp_path, None, stride=(4, 4))
+    target = AST(ASTConfig(num_classes=4, **AST_TINY, stride=(8, 8)))
+    with caplog.at_level(logging.WARNING, logger="coarse2fine.model.transfer"):
+        initialise(target, str(folder))
+    assert ("it was trained with stride [4, 4], this config builds stride [8, 8]: its weights were moved to this "
+            "model's grid") in caplog.text and "set model.stride: [4, 4] to keep the checkpoint's" in caplog.text
+    caplog.clear()
+    same, _ = _hf_folder(tmp_path / "same", None)
+    with caplog.at_level(logging.WARNING, logger="coarse2fine.model.transfer"):
+        initialise(AST(ASTConfig(num_classes=4, **{**AST_TINY, "target_length": 32})), str(same))
+    assert "was trained with" not in caplog.text  # only another input length: nothing to say

@@ -44,7 +44,7 @@ def cmd_check(args) -> int:
     setups = _setups(cfg, splits.train.num_classes)
     _print_warmups(cfg, setups, len(splits.train))
     _print_budget(cfg, splits.train.num_classes, len(splits.train))
-    starts = _init_from_fits(cfg, setups)
+    starts = _init_from_fits(cfg, setups, (splits.train.class_names, splits.display_names))
     if splits.skipped:
         print("A run of this config " + ("trains on the usable clips and lists the bad ones in its log.json (skipped)"
                                          if cfg.data.on_error == "skip" else
@@ -58,19 +58,21 @@ def _print_budget(cfg: RunConfig, num_classes: int, clips: int) -> None:
         print(f"warning: {line}")
 
 
-def _init_from_fits(cfg: RunConfig, setups: list) -> bool:
+def _init_from_fits(cfg: RunConfig, setups: list, classes: tuple[list[str], list[str]]) -> bool:
     """``model.init_from`` loaded into the model a run builds first (phase 0's), as the run loads
-    it: what it takes, or the error the run would stop on (a run of another size, say)."""
+    it, for the task's ``classes`` (ids, display names): what it takes, or the error the run would
+    stop on (a run of another size, say)."""
     if not cfg.model.init_from:
         return True
     try:
-        summary = initialise(setups[0].build_model(), cfg.model.init_from)
+        summary = initialise(setups[0].build_model(), cfg.model.init_from, classes)
     except ValueError as err:
         print(f"A run of this config stops at its start: {err}")
         return False
     taken = "its weights" if summary.taken is None else f"{summary.taken} tensors"
     new = "" if summary.new is None else f", {len(summary.new)} left as initialised"
-    print(f"model.init_from: {taken} taken from {summary.source}{new}")
+    head = f"; classifier head: {summary.head}" if summary.head else ""
+    print(f"model.init_from: {taken} taken from {summary.source}{new}{head}")
     return True
 
 
@@ -150,7 +152,7 @@ def _check_shards(cfg: RunConfig, probe: RunConfig) -> int:
     _print_data_summary(cfg, splits, both)
     _print_warmups(cfg, setups, len(train))
     _print_budget(cfg, train.num_classes, len(train))
-    starts = _init_from_fits(cfg, setups)
+    starts = _init_from_fits(cfg, setups, (splits.train.class_names, splits.display_names))
     return 1 if bad or not starts else 0
 
 

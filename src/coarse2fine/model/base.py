@@ -127,6 +127,12 @@ class C2FModel(nn.Module):
                 f"got {list(x.shape)}"
             )
 
+    def grid_settings(self) -> dict[str, tuple[int, ...]]:
+        """The config keys (``model.KEY``) of the token grid at full resolution that
+        :meth:`match_geometry` adopts from another model without a word, e.g. AST's patch stride:
+        a transfer between models that differ in them says so. None by default."""
+        return {}
+
     def match_geometry(self, other: C2FModel) -> None:
         """Move to ``other``'s geometry, so that ``other`` can take this model's weights."""
         self.set_geometry(other.geometry)

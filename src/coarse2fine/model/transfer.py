@@ -16,12 +16,14 @@ tensor resized to the target's geometry; a long list is summarised (:func:`name_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -48,12 +50,15 @@ class TransferSummary:
     taken: int | None = None
     new: tuple[str, ...] | None = None
     unused: tuple[str, ...] | None = None
+    source_classes: tuple[str, ...] | None = None
+    head: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Counts and the source, as a run's ``log.json`` records them (``new_tensors``,
-        ``unused_tensors``: the names)."""
+        ``unused_tensors``: the names; ``head``: what became of the source's classifier head where
+        its classes are known)."""
         return {"source": self.source, "taken": self.taken, "new": _count(self.new), "unused": _count(self.unused),
-                "new_tensors": list(self.new or ()), "unused_tensors": list(self.unused or ())}
+                "new_tensors": list(self.new or ()), "unused_tensors": list(self.unused or ()), "head": self.head}
 
 
 def _count(names: tuple[str, ...] | None) -> int | None:
@@ -174,6 +179,7 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
     The log line names every source tensor not loaded as it is: the classifier head replaced
     (classes differ), those the target has no place for, those resized to the target's geometry."""
     before = {key: list(value.shape) for key, value in source.state_dict().items()}
+    grid = _grid_note(source, target)
     source.match_geometry(target)
     own, theirs = target.state_dict(), source.state_dict()
     heads = set(target.head_keys(own))
@@ -207,7 +213,74 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
                     f"{', '.join(shapes) if len(shapes) <= SHOWN_MISMATCHES else name_list(resized)}" if resized else "")
     log.info("initialised from %s: %d tensors taken%s; new: %s; unused: %s", what, len(taken), resized_part,
              name_list(new), "; ".join(p for p in unused_parts if p) or "none")
+    if grid:
+        log.warning("initialised from %s: %s", what, grid)
     return TransferSummary(what, len(taken), tuple(new), tuple(sorted({*replaced, *absent})))
+
+
+def _grid_note(source: C2FModel, target: C2FModel) -> str:
+    """What a transfer changes of the source's token grid without a word (e.g. an AST checkpoint
+    at AST's stride 10 moved to the config's 16), and how to keep it; empty when nothing."""
+    theirs, ours = source.grid_settings(), target.grid_settings()
+    keys = [k for k in theirs if k in ours and tuple(theirs[k]) != tuple(ours[k])]
+    if not keys:
+        return ""
+    was = ", ".join(f"{k} {list(theirs[k])}" for k in keys)
+    now = ", ".join(f"{k} {list(ours[k])}" for k in keys)
+    keep = " ".join(f"model.{k}: {list(theirs[k])}" for k in keys)
+    return (f"it was trained with {was}, this config builds {now}: its weights were moved to this model's grid "
+            f"(positional embeddings interpolated, patch kernels resized where the patch differs); set {keep} to "
+            "keep the checkpoint's")
+
+
+def match_classes(model: C2FModel, summary: TransferSummary, namings: Sequence[Sequence[str]],
+                  fresh_head: Mapping[str, torch.Tensor]) -> TransferSummary:
+    """Make the classifier head taken from a source fit the task's classes, where the source names
+    its own (``summary.source_classes``): kept when they are the task's (as ids or display names,
+    one per entry of ``namings``) in its order, its rows reordered when they are the task's in
+    another order, else replaced by ``fresh_head`` (the model's own initial head). A head not
+    taken (another class count) or a source without class names is left as it is."""
+    source, heads = summary.source_classes, model.head_keys()
+    if source is None or not heads or summary.new is None or set(heads) & set(summary.new):
+        return summary
+    source = list(source)
+    if any(list(names) == source for names in namings):
+        return dataclasses.replace(summary, head="kept (the same classes)")
+    state, n = model.state_dict(), model.num_classes
+    for names in namings:
+        if len(set(source)) == len(source) == len(names) and set(names) == set(source):
+            row = {name: i for i, name in enumerate(source)}
+            order = torch.tensor([row[name] for name in names])
+            with torch.no_grad():
+                for key in heads:
+                    if state[key].shape[:1] == (n,):
+                        state[key].copy_(state[key][order.to(state[key].device)])
+            log.info("initialised from %s: its classes are this task's in another order: the head's rows reordered "
+                     "to the task's", summary.source)
+            return dataclasses.replace(summary, head="reordered (the same classes in another order)")
+    with torch.no_grad():
+        for key in heads:
+            state[key].copy_(fresh_head[key])
+    ours = namings[0] if namings else []
+    log.info("initialised from %s: its %d classes (%s) are not this task's (%s): new head (%s)", summary.source,
+             len(source), _few(source), _few(ours), name_list(sorted(heads)))
+    return dataclasses.replace(summary, taken=(summary.taken or 0) - len(heads), new=tuple(sorted({*summary.new, *heads})),
+                               unused=tuple(sorted({*(summary.unused or ()), *heads})), head="new (other classes)")
+
+
+def _few(names: Sequence[str], shown: int = SHOWN_IN_LOG) -> str:
+    return ", ".join(names[:shown]) + (f", ... {len(names) - shown} more" if len(names) > shown else "")
+
+
+PLACEHOLDER_CLASS = re.compile(r"(LABEL|class)_\d+")
+
+
+def named_classes(names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``names`` as a checkpoint's class names, or None where they name nothing (absent, or the
+    placeholders that transformers (``LABEL_i``) and an export without names (``class_i``) write)."""
+    if not names or all(PLACEHOLDER_CLASS.fullmatch(str(name)) for name in names):
+        return None
+    return tuple(str(name) for name in names)
 
 
 def _family_hint(source: C2FModel, target: C2FModel, path: Path) -> str:
@@ -244,14 +317,31 @@ def initialise_from_run(model: C2FModel, path: Path) -> TransferSummary:
         raise ValueError(f"{where}{others} ({shape_list(err.mismatches)})") from None
     if run != config:
         log.warning("%s: %d of its tensors taken, %d left as initialised", where, summary.taken, len(summary.new))
-    return summary
+    return dataclasses.replace(summary, source_classes=_run_classes(path))
 
 
-def initialise(model: C2FModel, source: str) -> TransferSummary:
+def _run_classes(path: Path) -> tuple[str, ...] | None:
+    """The class ids a run folder trained on (its ``labels.json``), None when it does not say."""
+    try:
+        return named_classes(json.loads((path / "labels.json").read_text()).get("classes"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def initialise(model: C2FModel, source: str, classes: Sequence[Sequence[str]] = ()) -> TransferSummary:
     """Start ``model`` from ``source``: a coarse2fine run folder of its family, or a checkpoint of
     the model's family that its registry entry can read (e.g. AST: a Hugging Face folder, an
     original AST ``.pth``, ``imagenet:PATH``). Returns what was taken (counts unknown when a
-    family's loader says only that it read the checkpoint)."""
+    family's loader says only that it read the checkpoint). ``classes``: the task's class names,
+    one list per naming (ids, display names); a head taken from a source that names other classes
+    is replaced, one that names them in another order reordered (:func:`match_classes`)."""
+    fresh_head = {k: v.detach().clone() for k, v in model.state_dict().items() if k in set(model.head_keys())}
+    summary = _load_weights(model, source)
+    return match_classes(model, summary, classes, fresh_head) if classes else summary
+
+
+def _load_weights(model: C2FModel, source: str) -> TransferSummary:
+    """The weights of ``source`` in ``model`` (see :func:`initialise`)."""
     path = Path(source)
     if (path / "model_config.json").is_file():
         return initialise_from_run(model, path)

@@ -329,7 +329,8 @@ def restore(run: Run) -> State:
     run.report["flops_source"] = model.flops_source
     if ckpt is None:
         if cfg.model.init_from:
-            run.report["init_from"] = initialise(model, cfg.model.init_from).to_dict()
+            classes = (run.report["classes"], run.report["display_names"])
+            run.report["init_from"] = initialise(model, cfg.model.init_from, classes).to_dict()
         return State(model, averager, rng, progress)
     if ckpt.get("init_from"):
         run.report["init_from"] = ckpt["init_from"]

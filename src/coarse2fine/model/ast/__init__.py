@@ -4,6 +4,7 @@ as ``model.arch: ast``."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from coarse2fine.model.ast.model import (
 )
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.registry import Arch, register
-from coarse2fine.model.transfer import TransferSummary, transfer_weights
+from coarse2fine.model.transfer import TransferSummary, named_classes, transfer_weights
 
 __all__ = [
     "AST", "NUM_PREFIX_TOKENS", "PRESETS", "ASTConfig", "Attention", "Block", "DropPath", "Head", "Mlp", "PatchEmbed",
@@ -63,13 +64,15 @@ def ast_load_pretrained(model: C2FModel, source: str) -> TransferSummary | bool:
         taken = pretrained.init_from_imagenet(model, source[len("imagenet:"):])
         return TransferSummary(source, len(taken), tuple(sorted(set(model.state_dict()) - set(taken))))
     path = Path(source)
+    names = None
     if path.is_dir() and (path / "config.json").is_file():
-        other, _ = hf.load_hf_checkpoint(path)
+        other, info = hf.load_hf_checkpoint(path)
+        names = named_classes(info["labels"])
     elif path.is_file():
         other = pretrained.load_original_ast_checkpoint(path)
     else:
         return False
-    return transfer_weights(other, model, str(path))
+    return dataclasses.replace(transfer_weights(other, model, str(path)), source_classes=names)
 
 register(Arch(
     name="ast", model_cls=AST, config_cls=ASTConfig, presets=PRESETS, make_config=ast_make_config,

@@ -374,6 +374,11 @@ class AST(C2FModel):
         """Logits [B, num_classes] of input [B, target_length frames, num_mel_bins]."""
         return self.head(self.forward_features(x))
 
+    def grid_settings(self) -> dict[str, tuple[int, ...]]:
+        """Patch size and stride at full resolution (``model.patch_size``, ``model.stride``)."""
+        cfg, k = self.config, self.config.time_patch_factor
+        return {"patch_size": (cfg.patch_size[0], cfg.patch_size[1] // k), "stride": (cfg.stride[0], cfg.stride[1] // k)}
+
     def match_geometry(self, other: C2FModel) -> None:
         """Take ``other``'s token grid exactly (frames, patch size and stride) when it is an AST."""
         if isinstance(other, AST):
