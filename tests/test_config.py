@@ -193,3 +193,17 @@ def test_a_long_differing_value_is_shown_where_it_differs():
     assert config_difference({"feature_sets": sets}, {"feature_sets": other}) == "feature_sets[1].R: 4 vs 2"
     assert config_difference({"c2f": {"phase_epochs": [1, 2]}}, {"c2f": {"phase_epochs": [1, 3]}}) == (
         "c2f.phase_epochs: [1, 2] vs [1, 3]")  # short values whole
+
+
+def test_a_single_number_for_stride_or_patch_size_is_that_number_on_both_axes(tmp_path):
+    # `model.stride: 10`, as AST's --fstride 10 --tstride 10, was refused: "expected a list, got 10" (a new user's case)
+    cfg = load_config("demo", ["c2f.schedule=1", "model.stride=10", "model.patch_size=16.0"])
+    assert cfg.model.stride == (10, 10) and cfg.model.patch_size == (16, 16)
+    assert cfg.to_dict()["model"]["stride"] == [10, 10]
+    assert config_from_dict({"c2f": {"schedule": "1"}, "model": {"stride": 10}}).model.stride == (10, 10)
+    with pytest.raises(ValueError, match=r"model.stride: must be >= 1, got 0"):
+        load_config("demo", ["c2f.schedule=1", "model.stride=0"])
+    with pytest.raises(ValueError, match=r"model.stride: expected a list, got True"):
+        load_config("demo", ["model.stride=true"])
+    with pytest.raises(ValueError, match=r"train.optim.betas: expected a list, got 0.9"):  # not a pair of axes
+        load_config("demo", ["train.optim.betas=0.9"])

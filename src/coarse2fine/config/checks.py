@@ -118,10 +118,11 @@ def collected_warnings() -> Iterator[list[tuple[str, str]]]:
 
 
 def key(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, minimum: float | None = None,
-        choices: tuple[Any, ...] | None = None, path: bool = False) -> Any:
-    """A section field with its limits: ``minimum`` (inclusive), ``choices`` (the allowed values)
-    and ``path`` (a file or folder: relative paths in a config file are taken from its folder)."""
-    meta = {"minimum": minimum, "choices": choices, "path": path}
+        choices: tuple[Any, ...] | None = None, path: bool = False, pair: bool = False) -> Any:
+    """A section field with its limits: ``minimum`` (inclusive), ``choices`` (the allowed values),
+    ``path`` (a file or folder: relative paths in a config file are taken from its folder) and
+    ``pair`` (a pair of values, one per axis, where a single number stands for both: ``10`` is ``[10, 10]``)."""
+    meta = {"minimum": minimum, "choices": choices, "path": path, "pair": pair}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -252,7 +253,7 @@ def check_fields(obj: Any, where: str) -> None:
     for f in dataclasses.fields(obj):
         name = join(where, f.name)
         try:
-            value = coerce(getattr(obj, f.name), hints[f.name], name)
+            value = coerce_field(f, getattr(obj, f.name), hints[f.name], name)
             object.__setattr__(obj, f.name, value)
             if value is None:
                 continue
@@ -265,6 +266,20 @@ def check_fields(obj: Any, where: str) -> None:
         except ValueError as err:  # every key's problem, not the first one's only
             errors.append(err)
     raise_all(errors)
+
+
+def coerce_field(f: dataclasses.Field, value: Any, tp: Any, name: str) -> Any:
+    """:func:`coerce` for the field ``f``, a single number given for a pair key (``key(pair=True)``)
+    taken for both axes (:func:`both_axes`)."""
+    return coerce(both_axes(value) if f.metadata.get("pair") else value, tp, name)
+
+
+def both_axes(value: Any) -> Any:
+    """A single number given for a pair of values (``model.stride: 10``, as AST's ``--fstride 10
+    --tstride 10``) as that number on both axes; any other value as it is."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [value, value]
+    return value
 
 
 def unknown_keys(cls: type, values: Any, where: str = "") -> list[str]:
@@ -320,11 +335,11 @@ def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
             raise ValueError(f"unknown top-level key(s) {', '.join(mine)}; known sections and keys: "
                              f"{', '.join(known)}{also}")
         raise ValueError(f"{section}: unknown key(s) {', '.join(mine)}; known: {', '.join(known)}{also}")
-    hints = field_types(cls)
+    hints, fields = field_types(cls), {f.name: f for f in dataclasses.fields(cls)}
     kwargs, errors = {}, []
     for name, value in values.items():
         try:
-            kwargs[name] = coerce(value, hints[name], join(where, name))
+            kwargs[name] = coerce_field(fields[name], value, hints[name], join(where, name))
         except ValueError as err:  # every section's and key's problem, not the first one's only
             errors.append(err)
     raise_all(errors)
