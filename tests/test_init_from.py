@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from coarse2fine.config import RunConfig, load_config
 from coarse2fine.data.sources import load_splits
@@ -292,3 +293,29 @@ def test_a_checkpoint_at_another_patch_stride_says_so_and_how_to_keep_it(tmp_pat
     with caplog.at_level(logging.WARNING, logger="coarse2fine.model.transfer"):
         initialise(AST(ASTConfig(num_classes=4, **{**AST_TINY, "target_length": 32})), str(same))
     assert "was trained with" not in caplog.text  # only another input length: nothing to say
+
+
+def test_init_from_a_weights_file_or_another_file_says_what_it_is_and_what_to_give(runs, tmp_path):
+    # A new user's case: the weight file instead of its folder gave "unrecognised original AST
+    # key(s): ..." with ~40 keys, and a JSON file torch's advice to load it with weights_only=False.
+    folder, _ = _hf_folder(tmp_path, None)
+    target = AST(ASTConfig(num_classes=4, **AST_TINY))
+    with pytest.raises(ValueError, match=rf"the weights of a Hugging Face AST folder: set model.init_from to the folder "
+                                         rf"\({re.escape(str(folder))}, with its config.json\)"):
+        initialise(target, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=rf"the weights of a coarse2fine run: set model.init_from to the run folder "
+                                         rf"\({re.escape(str(runs['ast']))}\)"):
+        initialise(target, str(runs["ast"] / "model.safetensors"))
+    manifest = tmp_path / "train.json"
+    manifest.write_text('{"data": []}')
+    with pytest.raises(ValueError, match=r"not a file of tensors that loads without running code from it \(Unsupported operand "
+                                         r"123\)") as err:
+        initialise(target, str(manifest))
+    assert "weights_only" not in str(err.value)
+    stray = tmp_path / "stray.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({f"layer{i}.weight": torch.zeros(1) for i in range(8)}, str(stray))
+    with pytest.raises(ValueError, match=r"not an original AST checkpoint: 8 key\(s\) it does not have: layer0.weight, "
+                                         r"layer1.weight, layer2.weight, layer3.weight, layer4.weight, ... 3 more$"):
+        initialise(target, str(stray))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -421,6 +422,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             sd: Any = load_safetensors(str(p))
         else:
             sd = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's message advises weights_only=False, which nothing here does
+        reason = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0].split(". ")[0]
+        raise ValueError(f"{p}: not a file of tensors that loads without running code from it ({reason}): a torch "
+                         "checkpoint holding other objects too can be saved as its state dict alone, "
+                         "torch.save(state_dict, 'weights.pth'), where you trust the file") from None
     except Exception as err:  # noqa: BLE001 - safetensors, pickle and zip errors have no common base
         raise ValueError(f"{p}: cannot load weights ({type(err).__name__}: {err})") from None
     for wrapper in ("state_dict", "model"):

@@ -62,7 +62,9 @@ def convert_original_ast_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str,
         else:
             unknown.append(raw_key)
     if unknown:
-        raise ValueError(f"unrecognised original AST key(s): {', '.join(sorted(unknown))}")
+        shown = sorted(unknown)[:5]
+        more = f", ... {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
+        raise ValueError(f"not an original AST checkpoint: {len(unknown)} key(s) it does not have: {', '.join(shown)}{more}")
     if dropped:
         log.debug("dropped the unused ImageNet head(s) of the original AST checkpoint: %s", ", ".join(sorted(dropped)))
     return out
@@ -148,6 +150,9 @@ def load_original_ast_checkpoint(path: str | os.PathLike, **config_overrides: An
     """
     p = Path(path)
     raw = load_state_dict_file(p)
+    other = _other_layout(p, raw)
+    if other:
+        raise ValueError(f"{p}: {other}")
     try:
         sd = convert_original_ast_state_dict(raw)
         cfg = original_ast_config(sd, **config_overrides)
@@ -160,6 +165,17 @@ def load_original_ast_checkpoint(path: str | os.PathLike, **config_overrides: An
     model.load_state_dict(sd, strict=not missing)
     log.info("loaded original AST checkpoint %s: %s", p, cfg)
     return model.eval()
+
+
+def _other_layout(path: Path, state: Mapping[str, Any]) -> str:
+    """What ``state``, read from ``path``, is when it is a known layout other than AST's release
+    (and what to give instead); empty otherwise."""
+    if any(key.startswith("audio_spectrogram_transformer.") for key in state):
+        return (f"the weights of a Hugging Face AST folder: set model.init_from to the folder ({path.parent}, with "
+                "its config.json)")
+    if (path.parent / "model_config.json").is_file():
+        return f"the weights of a coarse2fine run: set model.init_from to the run folder ({path.parent})"
+    return ""
 
 
 # ============================================================================ ImageNet ViT / DeiT init
