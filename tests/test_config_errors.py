@@ -289,6 +289,20 @@ def test_a_misspelt_preset_or_a_key_named_as_other_code_names_it_gets_a_guess(tm
         load_config("demo", ["train.optim.learning_rate=1e-3", "train.optim.warmup=3"])
 
 
+def test_a_misspelt_flat_feature_key_gets_a_guess_and_the_flat_keys_are_named_as_known():
+    # --set features.num_mel_bin=64 (features.num_mel_bins, a flat alias of features.fbank.num_mel_bins) got no
+    # guess and a list of known keys without the flat ones (a new user's case)
+    with pytest.raises(ValueError) as err:
+        load_config("demo", ["features.num_mel_bin=64"])
+    assert str(err.value) == (
+        "--set features.num_mel_bin=64: features: unknown key(s) num_mel_bin (num_mel_bins?); known: frontend, fbank, "
+        "logmel, target_length, mean, std, normalize; flat aliases: sample_rate (fbank.sample_rate), num_mel_bins "
+        "(fbank.num_mel_bins), frame_length_ms (fbank.frame_length_ms), frame_shift_ms (fbank.frame_shift_ms)")
+    with pytest.raises(ValueError, match=r"also unknown: features.frame_shift \(frame_shift_ms\?\)"):
+        load_config("demo", ["data.train_clip=3", "features.frame_shift=5"])
+    assert load_config("demo", ["features.num_mel_bins=64"]).features.fbank.num_mel_bins == 64
+
+
 def test_every_wrong_value_of_a_config_is_named_at_once_each_by_the_file_that_set_it(tmp_path):
     """A new user's case: `c2f.method: fshfit` and `train.metric: accuracy` in one file took two tries,
     as did timem and freqm both too wide."""

@@ -305,10 +305,16 @@ def _guessed(key: str, cls: type, where: str, dotted: bool = False) -> str:
     """Unknown ``key`` (dotted) as an error names it, with the known key it is closest to:
     ``clip_second (clip_seconds?)``, ``learning_rate (lr?)``; the last part only, unless ``dotted``."""
     section, _, name = key.rpartition(".")
-    known = [f.name for f in dataclasses.fields(_section_at(cls, section, where)) if f.init]
+    at = _section_at(cls, section, where)
+    known = [f.name for f in dataclasses.fields(at) if f.init] + list(_aliases(at))
     close = [OTHER_NAMES[name]] if OTHER_NAMES.get(name) in known else difflib.get_close_matches(name, known, n=1,
                                                                                                  cutoff=0.75)
     return (key if dotted else name) + (f" ({close[0]}?)" if close else "")
+
+
+def _aliases(section: type) -> Mapping[str, str]:
+    """The keys ``section`` also takes, each for the key it sets (a section's ``aliases``)."""
+    return getattr(section, "aliases", {})
 
 
 def _section_at(cls: type, dotted: str, where: str) -> type:
@@ -327,14 +333,16 @@ def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
     if found := unknown_keys(cls, values, where):  # every typo at once, not one per attempt
         section, _, _ = found[0].rpartition(".")
-        known = [f.name for f in dataclasses.fields(_section_at(cls, section, where)) if f.init]
+        at = _section_at(cls, section, where)
+        known = [f.name for f in dataclasses.fields(at) if f.init]
+        aliases = "; flat aliases: " + ", ".join(f"{k} ({v})" for k, v in _aliases(at).items()) if _aliases(at) else ""
         mine = sorted(_guessed(k, cls, where) for k in found if k.rpartition(".")[0] == section)
         others = [_guessed(k, cls, where, dotted=True) for k in found if k.rpartition(".")[0] != section]
         also = f" (also unknown: {', '.join(others)})" if others else ""
         if not section:
             raise ValueError(f"unknown top-level key(s) {', '.join(mine)}; known sections and keys: "
                              f"{', '.join(known)}{also}")
-        raise ValueError(f"{section}: unknown key(s) {', '.join(mine)}; known: {', '.join(known)}{also}")
+        raise ValueError(f"{section}: unknown key(s) {', '.join(mine)}; known: {', '.join(known)}{aliases}{also}")
     hints, fields = field_types(cls), {f.name: f for f in dataclasses.fields(cls)}
     kwargs, errors = {}, []
     for name, value in values.items():

@@ -16,7 +16,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 from coarse2fine.compression import METHODS, PATCH_RESIZES, VARIANTS
 from coarse2fine.config.checks import ConfigError, Problems, at_least, check_fields, choice, every_problem, key
@@ -40,6 +40,9 @@ class Section:
     """A config section: checks every field (types, limits) and then itself when made or replaced."""
 
     prefix: ClassVar[str] = ""
+    # Keys the section also takes, each for another key it sets (moved there before the section is
+    # built: ``features.num_mel_bins`` for ``features.fbank.num_mel_bins``), named with the known keys.
+    aliases: ClassVar[Mapping[str, str]] = {}
 
     def __post_init__(self) -> None:
         check_fields(self, self.prefix)
@@ -195,6 +198,7 @@ class FeatureConfig(Section):
     input themselves, such as HTS-AT's learned BatchNorm)."""
 
     prefix: ClassVar[str] = "features"
+    aliases: ClassVar[Mapping[str, str]] = {k: f"fbank.{k}" for k in LEGACY_FEATURE_KEYS}
     frontend: str = key("fbank", choices=tuple(FRONTENDS))
     fbank: FbankConfig = key(factory=FbankConfig)
     logmel: LogMelConfig = key(factory=LogMelConfig)
