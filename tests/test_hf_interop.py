@@ -226,7 +226,7 @@ def test_original_ast_inference_rules_and_errors(tmp_path):
     assert _default_target_length(50, 16, 10) == 512  # ESC-50
     assert _default_target_length(12, 16, 10) == 128  # Speech Commands
     sd = _original_from_hf(_hf_model(6, eps=1e-6))
-    with pytest.raises(ValueError, match="not an original AST checkpoint: 1 key"):
+    with pytest.raises(ValueError, match="not in the original AST layout \\(module.v.\\*\\): 1 key"):
         convert_original_ast_state_dict({**sd, "module.v.something": torch.zeros(1)})
     path = tmp_path / "orig.pth"
     torch.save(sd, path)

@@ -316,6 +316,19 @@ def test_init_from_a_weights_file_or_another_file_says_what_it_is_and_what_to_gi
     from safetensors.torch import save_file
 
     save_file({f"layer{i}.weight": torch.zeros(1) for i in range(8)}, str(stray))
-    with pytest.raises(ValueError, match=r"not an original AST checkpoint: 8 key\(s\) it does not have: layer0.weight, "
-                                         r"layer1.weight, layer2.weight, layer3.weight, layer4.weight, ... 3 more$"):
+    with pytest.raises(ValueError, match=r"not in the original AST layout \(module.v.\*\): 8 key\(s\) it does not have: "
+                                         r"layer0.weight, layer1.weight, layer2.weight, layer3.weight, layer4.weight, ... 3 more$"):
         initialise(target, str(stray))
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"embed_dim": 16}, "it is ast custom size (embed dim 16, 2 layers, 2 heads); this config builds ast custom "
+                        "size (embed dim 32, 2 layers, 2 heads)"),
+    ({"num_mel_bins": 16}, "it is ast custom size (embed dim 32, 2 layers, 2 heads); this config builds ast custom "
+                           "size (embed dim 32, 2 layers, 2 heads); they differ in num_mel_bins: 16 vs 32"),
+])
+def test_a_checkpoint_of_another_size_or_input_says_so_in_words_not_only_shapes(tmp_path, change, words):
+    # A new user's case: a Hugging Face folder of another depth or mel bins gave only tensor shapes.
+    folder, _ = _hf_folder(tmp_path, None, **change)
+    with pytest.raises(ValueError, match=re.escape(f"{folder}: weights do not fit the model: {words} (")):
+        initialise(AST(ASTConfig(num_classes=4, **AST_TINY)), str(folder))

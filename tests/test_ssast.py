@@ -388,7 +388,7 @@ def test_official_pretraining_checkpoint_round_trip(tmp_path):
     mask = draw_masks(2, model.config.grid, 10, True, _gen())
     with torch.no_grad():
         torch.testing.assert_close(back(_x(), mpc_mask=mask)["mpc"][0], model(_x(), mpc_mask=mask)["mpc"][0])
-    with pytest.raises(ValueError, match="unrecognised"):
+    with pytest.raises(ValueError, match="not in the original AST layout"):
         convert_official_state_dict({**_official_layout(model), "module.v.extra": torch.zeros(1)})
 
 

@@ -70,9 +70,10 @@ class ShapeMismatch(ValueError):
     """Tensors of the same name but another shape in the source and the target (``mismatches``:
     ``name [source shape] vs [target shape]``); the message names the first few and the count."""
 
-    def __init__(self, what: str, mismatches: list[str]):
+    def __init__(self, what: str, mismatches: list[str], detail: str = ""):
         self.mismatches = mismatches
-        super().__init__(f"{what}: weights do not fit the model ({shape_list(mismatches)})")
+        super().__init__(f"{what}: weights do not fit the model{': ' + detail if detail else ''} "
+                         f"({shape_list(mismatches)})")
 
 
 def shape_list(mismatches: list[str]) -> str:
@@ -195,7 +196,9 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
             continue
         taken[key] = value
     if bad:
-        raise ShapeMismatch(what, bad)
+        theirs, ours = describe_size(source.config_dict()), describe_size(target.config_dict())
+        others = _other_settings(source, target) if theirs == ours else ""
+        raise ShapeMismatch(what, bad, f"it is {theirs}; this config builds {ours}{others}")
     with torch.no_grad():
         for key, value in taken.items():
             own[key].copy_(value.to(own[key].dtype))

@@ -64,7 +64,8 @@ def convert_original_ast_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str,
     if unknown:
         shown = sorted(unknown)[:5]
         more = f", ... {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
-        raise ValueError(f"not an original AST checkpoint: {len(unknown)} key(s) it does not have: {', '.join(shown)}{more}")
+        raise ValueError(f"not in the original AST layout (module.v.*): {len(unknown)} key(s) it does not have: "
+                         f"{', '.join(shown)}{more}")
     if dropped:
         log.debug("dropped the unused ImageNet head(s) of the original AST checkpoint: %s", ", ".join(sorted(dropped)))
     return out
