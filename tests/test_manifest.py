@@ -195,6 +195,21 @@ def test_label_csv_malformed(tmp_path: Path, text: str, expected: str):
     assert str(p) in str(info.value) and expected in str(info.value)
 
 
+def test_a_label_csv_without_a_header_is_quoted_as_written(tmp_path: Path):
+    # the error quoted the line lower-cased and without its quotes: "found 0,/m/esc_chainsaw,chainsaw" (a new user's case)
+    p = tmp_path / "labels.csv"
+    p.write_text('0,/m/esc_chainsaw,"Chainsaw"\n1,/m/esc_dog,"Dog"\n')
+    with pytest.raises(ManifestError) as info:
+        read_label_csv(p)
+    assert str(info.value) == (f"{p}: label CSV is missing column(s) index, mid, display_name; expected a header "
+                               "'index,mid,display_name', found 0,/m/esc_chainsaw,\"Chainsaw\" (a first line of "
+                               "classes: add the header line above it)")
+    clips = tmp_path / "clips.csv"
+    clips.write_text("Path,Class\nA.wav,dog\n")
+    with pytest.raises(ManifestError, match="a 'label' or 'labels' column; found Path,Class$"):
+        read_csv(clips)
+
+
 def test_label_csv_missing_file(tmp_path: Path):
     with pytest.raises(ManifestError, match="file not found"):
         read_ast_json(write_json(tmp_path / "m.json", {"data": [{"wav": "a", "labels": "x"}]}), tmp_path / "nope.csv")

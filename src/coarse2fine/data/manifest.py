@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -155,12 +156,13 @@ def read_label_csv(label_csv: str | Path) -> tuple[list[str], list[str]]:
     indices must be the integers ``0..C-1``, each once, and ids must be unique.
     """
     path = Path(label_csv)
-    fields, records = _read_csv_rows(path)
+    fields, header, records = _read_csv_rows(path)
     missing = [c for c in _LABEL_CSV_COLUMNS if c not in fields]
     if missing:
         raise ManifestError(
             f"{path}: label CSV is missing column(s) {', '.join(missing)}; "
-            f"expected a header 'index,mid,display_name', found {','.join(fields) or 'nothing'}"
+            f"expected a header 'index,mid,display_name', found {_shown_line(header)}"
+            + (" (a first line of classes: add the header line above it)" if fields and fields[0].isdigit() else "")
         )
     by_index: dict[int, tuple[str, str]] = {}
     line_of_id: dict[str, int] = {}
@@ -194,15 +196,24 @@ def read_label_csv(label_csv: str | Path) -> tuple[list[str], list[str]]:
     return [mid for mid, _ in ordered], [name for _, name in ordered]
 
 
+def _shown_line(line: str, limit: int = 200) -> str:
+    """A file's line as a message quotes it: as written (a long one cut), or ``nothing`` for an empty one."""
+    if not line.strip():
+        return "nothing"
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
 def _count_fields(row: dict[str | None, Any]) -> int:
     return sum(1 for k, v in row.items() if k is not None and v is not None) + len(row.get(None) or [])
 
 
-def _read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str | None, Any]]]]:
-    """Header (stripped, lower-case) and ``(line number, row)`` pairs of a CSV file."""
+def _read_csv_rows(path: Path) -> tuple[list[str], str, list[tuple[int, dict[str | None, Any]]]]:
+    """Header (stripped, lower-case), the header line as the file writes it (for messages) and
+    ``(line number, row)`` pairs of a CSV file."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, skipinitialspace=True)
+            header = f.readline()
+            reader = csv.DictReader(itertools.chain([header], f), skipinitialspace=True)
             fields = [(c or "").strip().lower() for c in (reader.fieldnames or [])]
             reader.fieldnames = fields
             records = []
@@ -216,7 +227,7 @@ def _read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str | No
         raise ManifestError(f"{path}: not a readable UTF-8 CSV file ({e})") from None
     except OSError as e:
         raise ManifestError(f"{path}: cannot be read ({e})") from None
-    return fields, records
+    return fields, header.rstrip("\r\n"), records
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -359,10 +370,10 @@ def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilab
     (then the display names are the labels themselves).
     """
     path = Path(csv_path)
-    fields, records = _read_csv_rows(path)
+    fields, header, records = _read_csv_rows(path)
     if "path" not in fields or not ({"label", "labels"} & set(fields)):
         raise ManifestError(
-            f"{path}: CSV needs a 'path' column and a 'label' or 'labels' column; found {','.join(fields) or 'nothing'}"
+            f"{path}: CSV needs a 'path' column and a 'label' or 'labels' column; found {_shown_line(header)}"
         )
     column = "labels" if "labels" in fields else "label"
     known = read_label_csv(label_csv) if label_csv is not None else None
