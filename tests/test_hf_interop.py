@@ -232,6 +232,8 @@ def test_original_ast_inference_rules_and_errors(tmp_path):
     torch.save(sd, path)
     with pytest.raises(ValueError, match=r"orig\.pth: cannot infer num_heads for embed dim 32"):
         load_original_ast_checkpoint(path, stride=6, num_mel_bins=32)
+    # init_from gives the config's heads for a width the DeiT table lacks (it was an error there)
+    assert load_original_ast_checkpoint(path, heads_if_unknown=2, stride=6, num_mel_bins=32).config.num_heads == 2
     with pytest.raises(ValueError, match=r"orig\.pth: pos_embed has 50 patch tokens"):
         load_original_ast_checkpoint(path, num_heads=2, stride=6, num_mel_bins=128)
     # No "module." prefix and no mlp_head: loads the encoder, keeps the head as initialised.

@@ -69,7 +69,7 @@ def ast_load_pretrained(model: C2FModel, source: str) -> TransferSummary | bool:
         other, info = hf.load_hf_checkpoint(path)
         names = named_classes(info["labels"])
     elif path.is_file():
-        other = pretrained.load_original_ast_checkpoint(path)
+        other = pretrained.load_original_ast_checkpoint(path, heads_if_unknown=model.config.num_heads)
     else:
         return False
     return dataclasses.replace(transfer_weights(other, model, str(path)), source_classes=names)

@@ -89,12 +89,13 @@ def _default_target_length(time_tokens: int, patch: int, stride: int) -> int:
     return low
 
 
-def original_ast_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> ASTConfig:
+def original_ast_config(sd: Mapping[str, torch.Tensor], heads_if_unknown: int | None = None,
+                        **overrides: Any) -> ASTConfig:
     """:class:`ASTConfig` of a converted original-AST state dict (see :func:`convert_original_ast_state_dict`).
 
     Inferred from the weights: embed_dim, depth, mlp_ratio, qkv_bias, num_classes, patch_size.
     ``num_heads`` cannot be: it comes from ``overrides`` or the DeiT default for the width
-    (768 -> 12, 384 -> 6, 192 -> 3). ``stride`` defaults to AST's released (10, 10) and
+    (768 -> 12, 384 -> 6, 192 -> 3), else ``heads_if_unknown`` (the config's, for ``init_from``). ``stride`` defaults to AST's released (10, 10) and
     ``num_mel_bins`` to 128; the token count of ``pos_embed`` then fixes the time grid and
     ``target_length`` (default: the smallest power of two giving that grid, 1024 for AST).
     LayerNorm eps is timm's 1e-6. Any field can be overridden; the result is checked against
@@ -108,7 +109,7 @@ def original_ast_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> AST
     depths = {int(m[1]) for k in sd if (m := _ORIGINAL_BLOCK.match(k))}
     if not depths:
         raise ValueError("original AST state dict has no transformer blocks")
-    num_heads = overrides.pop("num_heads", HEADS_BY_DIM.get(dim))
+    num_heads = overrides.pop("num_heads", HEADS_BY_DIM.get(dim, heads_if_unknown))
     if num_heads is None:
         raise ValueError(f"cannot infer num_heads for embed dim {dim}: pass num_heads=...")
     patch = tuple(int(s) for s in sd["patch_embed.proj.weight"].shape[-2:])
@@ -142,7 +143,8 @@ def original_ast_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> AST
     return cfg
 
 
-def load_original_ast_checkpoint(path: str | os.PathLike, **config_overrides: Any) -> AST:
+def load_original_ast_checkpoint(path: str | os.PathLike, heads_if_unknown: int | None = None,
+                                 **config_overrides: Any) -> AST:
     """Our :class:`AST` (eval mode) from an original AST release file (``audioset_10_10_0.4593.pth``).
 
     Loaded with ``torch.load(weights_only=True)``; see :func:`original_ast_config` for what is
@@ -156,7 +158,7 @@ def load_original_ast_checkpoint(path: str | os.PathLike, **config_overrides: An
         raise ValueError(f"{p}: {other}")
     try:
         sd = convert_original_ast_state_dict(raw)
-        cfg = original_ast_config(sd, **config_overrides)
+        cfg = original_ast_config(sd, heads_if_unknown, **config_overrides)
         model = AST(cfg)
         missing = check_state_dict(sd, model.state_dict(), "checkpoint")
     except (TypeError, ValueError) as err:
