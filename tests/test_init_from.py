@@ -332,3 +332,13 @@ def test_a_checkpoint_of_another_size_or_input_says_so_in_words_not_only_shapes(
     folder, _ = _hf_folder(tmp_path, None, **change)
     with pytest.raises(ValueError, match=re.escape(f"{folder}: weights do not fit the model: {words} (")):
         initialise(AST(ASTConfig(num_classes=4, **AST_TINY)), str(folder))
+
+
+def test_weights_that_do_not_fit_stop_a_run_before_its_data_is_read(runs, tmp_path):
+    # A new user's case: `train` read and validated every clip of both splits, then stopped on
+    # init_from weights of another size that `check` had named.
+    cfg = tiny_config("ast", "tiny", f"model.init_from={runs['ast']}")
+    read = []
+    with pytest.raises(ValueError, match="the run is ast micro"):
+        train_run(cfg, lambda: read.append(1) or load_splits(cfg), tmp_path / "run", progress=False)
+    assert not read

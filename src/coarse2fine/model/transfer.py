@@ -6,9 +6,11 @@ refused); each family may also read the checkpoints of its own public releases
 (:attr:`coarse2fine.model.registry.Arch.load_pretrained`). The source model is first moved to the
 target's input geometry (its own geometry change: positional embeddings interpolated, kernels
 resized, windows narrowed), then every tensor with the same name and shape is copied. The
-classifier head is dropped when the classes differ; any other mismatch is an error that says first
-what differs in plain words (the run's family and size against the config's), then the first few
-tensors. :func:`initialise` returns a :class:`TransferSummary` (what was taken, what is new, what
+classifier head is dropped when the class count differs, and matched to the task's classes where
+the source names its own (:func:`match_classes`: kept, rows reordered, or new); a token grid the
+transfer changes (AST's patch stride) is warned of. Any other mismatch is an error that says first
+what differs in plain words (the source's family and size against the config's), then the first
+few tensors. :func:`initialise` returns a :class:`TransferSummary` (what was taken, what is new, what
 was left unused) for the run's log. The log line names every source tensor not loaded as it is,
 with why: a classifier head replaced (other classes), a tensor the target has no place for, a
 tensor resized to the target's geometry; a long list is summarised (:func:`name_list`).

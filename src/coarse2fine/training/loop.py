@@ -45,7 +45,7 @@ from coarse2fine.data.datasets import DataSplits
 from coarse2fine.data.loading import iterate_batches, resolve_workers, workers_reason
 from coarse2fine.data.sources import clip_lists
 from coarse2fine.folder_lock import folder_lock
-from coarse2fine.logs import claimed
+from coarse2fine.logs import claimed, quiet_loggers
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.model.transfer import initialise
@@ -227,6 +227,8 @@ def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], 
             records, phases = finished
             return RunResult(cfg.name, out_dir, records, "finished", phases)
         if callable(splits):
+            if cfg.model.init_from and not (out_dir / CHECKPOINT).exists():
+                init_from_fits(cfg)  # weights that do not fit stop the run before its data is read
             splits = splits()  # before the signal handlers: Ctrl-C stops a long load at once
         with stop_on_signals() if stop is None else contextlib.nullcontext(stop) as stop:
             run = setup_run(cfg, splits, out_dir, progress, stop, turns, label or cfg.name)
@@ -246,6 +248,14 @@ def train_epochs(cfg: RunConfig, splits: DataSplits | Callable[[], DataSplits], 
 
 
 # ----------------------------------------------------------------------------- set up
+
+def init_from_fits(cfg: RunConfig) -> None:
+    """Raise the error the run would stop on at its start when ``model.init_from`` does not fit
+    the config's model (another size, other mel bins), before any data is read. The task's classes
+    are not known yet: the head is matched to them when the run starts from the weights."""
+    with quiet_loggers({"coarse2fine.model": logging.ERROR}):
+        initialise(cfg.phase(0, 2).build_model(), cfg.model.init_from)
+
 
 def setup_run(cfg: RunConfig, splits: DataSplits, out_dir: Path, show_progress: bool, stop: StopRequest,
               turns: int | None = None, label: str | None = None) -> Run:
