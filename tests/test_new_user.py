@@ -506,13 +506,13 @@ def test_train_keeps_its_log_lines_in_the_run_folder(tmp_path, caplog):
 
 def _failed_start(out: Path, config) -> str:
     """What a start of ``config`` that failed after its folder was set up leaves in ``out`` (a
-    ``model.init_from`` of another size, say): config.yaml, labels.json and its train.log lines."""
+    out of memory at the first step, say): config.yaml, labels.json and its train.log lines."""
     from coarse2fine.config import config_yaml
 
     out.mkdir(parents=True)
     (out / "config.yaml").write_text(config_yaml(config))
     (out / "labels.json").write_text(json.dumps({"classes": ["a", "b"], "display_names": ["a", "b"]}))
-    lines = "2024-01-01 00:00:00 ERROR coarse2fine: stopped: ValueError: model.init_from: other sizes\n"
+    lines = "2024-01-01 00:00:00 ERROR coarse2fine: stopped: OutOfMemoryError: CUDA out of memory\n"
     (out / "train.log").write_text(lines)
     return lines
 

@@ -170,8 +170,8 @@ def _restart_stopped(saved: dict[str, Any], config: dict[str, Any], out_dir: Pat
 
 def _replace_never_trained(config: dict[str, Any], out_dir: Path) -> None:
     """A run of ``config`` starts in ``out_dir``, whose run was set up (its ``config.yaml``) but
-    stopped before it wrote a log (an error at its start: ``model.init_from`` weights of another
-    size, a data error), saying so, and naming the earlier run's config when it is another one; a
+    stopped before it wrote a log (an error at its start: out of memory at the first step, a clip
+    that fails to decode in the first epoch), saying so, and naming the earlier run's config when it is another one; a
     folder that holds that run's weights without a log (a run stopped as it finished) is refused
     to another config, as a finished run is."""
     values, err = _read_set_up_config(out_dir / SET_UP)
