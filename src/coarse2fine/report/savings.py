@@ -390,21 +390,22 @@ def full_step_cost(records: Records) -> tuple[float, int, int] | None:
     """A run's full-resolution step as its records give it: the load-robust seconds per step of
     its phases at R = 1 pooled (:func:`~coarse2fine.training.records.phase_step_cost`; the final
     phase of a coarse-to-fine run, every phase of a restart control), with the final phase's clips
-    per step and tokens per clip; None without step times or when the final phase is not at R = 1."""
+    per step and tokens per clip in training (patchout trains on fewer than the model has); None
+    without step times or when the final phase is not at R = 1."""
     recs = as_records(records)
     last = final_phase(recs)
     full = [dataclasses.replace(r, phase=0) for r in recs if r.R == 1]
     if not last or last[0].R != 1 or any(r.step_median is None or not r.steps or not r.clips for r in full):
         return None
-    return phase_step_cost(full)[0], round(last[0].clips / last[0].steps), last[0].tokens
+    return phase_step_cost(full)[0], round(last[0].clips / last[0].steps), last[0].train_tokens or last[0].tokens
 
 
 def drifted(named: Mapping[str, Records], baseline: str, limit: float = DRIFT_LIMIT) -> dict[str, float]:
     """The runs whose full-resolution step (:func:`full_step_cost`: the same model, geometry and
     batch as the baseline's) cost more than ``limit`` times the baseline's, or less than its
     inverse, with the ratio: a measure, from the runs themselves, of how much the machine's speed
-    changed between them. Runs whose step differs from the baseline's (another batch or token
-    count) or that lack step times are left out."""
+    changed between them. Runs whose step differs from the baseline's (another batch, or another
+    token count in training, as with patchout) or that lack step times are left out."""
     base = full_step_cost(named[baseline]) if baseline in named else None
     if base is None or base[0] <= 0:
         return {}
