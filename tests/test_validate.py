@@ -235,6 +235,30 @@ def test_a_bad_file_is_named_with_its_csv_line(clips: Path, tmp_path: Path):
         ("gone.wav", ["train.csv line 3", "file not found"]), ("corrupt.wav", ["train.csv line 4", "undecodable"])]
 
 
+def test_a_relative_path_found_nowhere_names_both_places_and_paths_are_shown_normalised(clips: Path, tmp_path: Path,
+                                                                                       monkeypatch):
+    # "/tmp/w/data/rel/esc_audio/x.wav: file not found" did not say that the current folder was tried too, and a bad
+    # file was named /tmp/w/data/rel/../badaudio/trunc.flac (a new user's case)
+    work, rel, bad = tmp_path / "work", tmp_path / "work" / "data" / "rel", tmp_path / "work" / "data" / "badaudio"
+    rel.mkdir(parents=True)
+    bad.mkdir()
+    (bad / "trunc.flac").write_bytes((clips / "corrupt.wav").read_bytes())
+    (rel / "labels.csv").write_text('index,mid,display_name\n0,a,"A"\n1,b,"B"\n')
+    rows = [{"wav": str(clips / "pcm16.wav"), "labels": "a"}, {"wav": "esc_audio/x.wav", "labels": "b"},
+            {"wav": "../badaudio/trunc.flac", "labels": "a"}]
+    (rel / "train.json").write_text(json.dumps({"data": rows}))
+    monkeypatch.chdir(work)
+    manifest = read_ast_json(rel / "train.json", rel / "labels.csv")
+    assert manifest.entries[2].path == rel / ".." / "badaudio" / "trunc.flac"  # the clip as its list names it
+    with pytest.raises(InvalidInputError) as info:
+        validate(manifest)
+    lines = str(info.value).splitlines()[1:]
+    assert lines[0] == (f"  {rel / 'esc_audio' / 'x.wav'}: train.json entry 2: file not found under the manifest's "
+                        f"folder ({rel / 'esc_audio' / 'x.wav'}) nor under the current folder "
+                        f"({work / 'esc_audio' / 'x.wav'})")
+    assert lines[1].startswith(f"  {bad / 'trunc.flac'}: train.json entry 3: undecodable")
+
+
 def test_message_caps_a_long_list(clips: Path):
     names = ["corrupt.wav", *["pcm16.wav"] * 3]
     manifest = manifest_of(clips, names)

@@ -10,6 +10,7 @@ import logging
 
 from coarse2fine.cli.options import add_common
 from coarse2fine.config import RunConfig, load_config
+from coarse2fine.data.manifest import shown_path
 from coarse2fine.data.shard_layout import ShardError
 from coarse2fine.data.shard_store import ShardStore, check_location, is_url
 from coarse2fine.data.shards import split_sources, split_summary, verify_split
@@ -39,7 +40,7 @@ def cmd_check(args) -> int:
         splits = load_splits(probe)
     print(f"{len(splits.train)} training and {len(splits.val)} validation clips usable; {len(splits.skipped)} bad")
     for p in splits.skipped:
-        print(f"  {p.path}: {p.problem}")
+        print(f"  {shown_path(p.path)}: {p.problem}")
     _print_data_summary(cfg, splits)
     setups = _setups(cfg, splits.train.num_classes)
     _print_warmups(cfg, setups, len(splits.train))

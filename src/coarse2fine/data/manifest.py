@@ -70,6 +70,9 @@ class Entry:
     labels: tuple[str, ...]
     start: float = 0.0
     where: str = field(default="", compare=False)
+    # where a relative path was looked for, when it is in none of those places (the manifest's folder,
+    # then the current folder: :func:`_resolve`), for the message that says so; not part of the clip
+    looked_in: tuple[Path, ...] = field(default=(), compare=False)
 
 
 @dataclass
@@ -80,9 +83,24 @@ class Problem:
     problem: str
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """A clip's path as a message names it: normalised (``data/../audio/a.wav`` as ``audio/a.wav``),
+    links not followed (the clip keeps the path its list gives, by which runs compare their data)."""
+    return os.path.normpath(os.fspath(path))
+
+
+def not_found_text(entry: Entry) -> str:
+    """``file not found``, with the places a relative path was looked for (:attr:`Entry.looked_in`)."""
+    if len(entry.looked_in) < 2:
+        return "file not found"
+    beside, here = entry.looked_in[:2]
+    return (f"file not found under the manifest's folder ({shown_path(beside)}) nor under the current folder "
+            f"({shown_path(here)})")
+
+
 def format_problems(problems: Sequence[Problem], limit: int = LIST_LIMIT) -> str:
     """One indented line per problem, the first ``limit`` of them, then how many more there are."""
-    lines = [f"  {p.path}: {p.problem}" for p in problems[:limit]]
+    lines = [f"  {shown_path(p.path)}: {p.problem}" for p in problems[:limit]]
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
     return "\n".join(lines)
@@ -233,18 +251,21 @@ def _read_csv_rows(path: Path) -> tuple[list[str], str, list[tuple[int, dict[str
 # ----------------------------------------------------------------------------- helpers
 
 
-def _resolve(raw: str, base: Path) -> Path:
+def _resolve(raw: str, base: Path) -> tuple[Path, tuple[Path, ...]]:
     """A clip path from a manifest: under ``base`` (the manifest's folder) if it exists there, else
     relative to the current folder if it exists there (AST's manifests name clips from the folder
     their scripts run in), else under ``base`` (reported missing there). The manifest's own folder
-    comes first, so that a clip that happens to exist under the current folder cannot stand in."""
+    comes first, so that a clip that happens to exist under the current folder cannot stand in.
+    With it, the places it was looked for when it is in neither (:attr:`Entry.looked_in`)."""
     p = Path(os.path.expanduser(raw))
     if p.is_absolute():
-        return p
+        return p, ()
     beside = (base / p).absolute()
-    if not beside.exists() and p.exists():
-        return p.absolute()
-    return beside
+    if beside.exists():
+        return beside, ()
+    if p.exists():
+        return p.absolute(), ()
+    return beside, (beside, p.absolute())
 
 
 def _split_labels(text: str) -> list[str]:
@@ -342,13 +363,13 @@ def _json_entry(item: Any, path: Path) -> Entry:
     if not isinstance(item, dict):
         raise _BadEntry(f"expected an object with \"wav\" and \"labels\", found a JSON {type(item).__name__}")
     wav = item.get("wav")
-    clip = _resolve(wav.strip(), path.parent) if isinstance(wav, str) and wav.strip() else None
+    clip, looked_in = _resolve(wav.strip(), path.parent) if isinstance(wav, str) and wav.strip() else (None, ())
     for key in ("wav", "labels"):
         if key not in item:
             raise _BadEntry(f'no "{key}" key (keys: {", ".join(sorted(item)) or "none"})', clip)
     if clip is None:
         raise _BadEntry(f'"wav" must be a non-empty path string, found {wav!r}')
-    return Entry(clip, tuple(_labels_field(item["labels"], clip)))
+    return Entry(clip, tuple(_labels_field(item["labels"], clip)), looked_in=looked_in)
 
 
 def _labels_field(value: Any, clip: Path | None = None) -> list[str]:
@@ -381,14 +402,14 @@ def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilab
     problems: list[Problem] = []
     for line, row in records:
         raw_path, raw_labels = row.get("path"), row.get(column)
-        clip = _resolve(raw_path.strip(), path.parent) if raw_path and raw_path.strip() else None
+        clip, looked_in = _resolve(raw_path.strip(), path.parent) if raw_path and raw_path.strip() else (None, ())
         if clip is None:
             problem = "empty path"
         elif raw_labels is None or not raw_labels.strip():
             problem = f"no {column} for {raw_path.strip()}"
         else:
             labels = _split_labels(raw_labels) if column == "labels" else [raw_labels.strip()]
-            entry = Entry(clip, tuple(labels), where=f"{path.name} line {line}")
+            entry = Entry(clip, tuple(labels), where=f"{path.name} line {line}", looked_in=looked_in)
             problem = None if known is None else _label_problem(entry, *known, str(label_csv))
         if problem is not None:
             problems.append(Problem(clip or path, f"{path.name} line {line}: {problem}"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from coarse2fine.audio import audio_info
-from coarse2fine.data.manifest import Entry
+from coarse2fine.data.manifest import Entry, shown_path
 
 NAMED = 10
 """How many classes or clips a line names before it counts the rest."""
@@ -46,7 +46,7 @@ def shared_clips(train: Sequence[Entry], val: Sequence[Entry]) -> list[str]:
     file however it is named (``./``, ``..``, a link to it or to a folder above it)."""
     held = {(os.path.realpath(e.path), e.start) for e in train}
     both = dict.fromkeys((e.path, e.start) for e in val if (os.path.realpath(e.path), e.start) in held)
-    return [str(p) if not start else f"{p}@{start:g}s" for p, start in both]
+    return [shown_path(p) if not start else f"{shown_path(p)}@{start:g}s" for p, start in both]
 
 
 def shared_warning(both: Sequence[str]) -> str:
@@ -72,9 +72,9 @@ def length_lines(durations: Sequence[tuple[Path, float]], clip_seconds: float, p
     if longer:
         s, p = max(longer)
         lines.append(f"{len(longer)} of {len(durations)} clips are longer than data.clip_seconds ({clip_seconds:g} s) "
-                     f"and are cut to it (the longest: {s:.2f} s, {p})")
+                     f"and are cut to it (the longest: {s:.2f} s, {shown_path(p)})")
     if shorter:
         s, p = min(shorter)
         lines.append(f"{len(shorter)} of {len(durations)} clips are shorter than data.clip_seconds ({clip_seconds:g} s) "
-                     f"and are padded (data.pad: {pad}; the shortest: {s:.2f} s, {p})")
+                     f"and are padded (data.pad: {pad}; the shortest: {s:.2f} s, {shown_path(p)})")
     return lines

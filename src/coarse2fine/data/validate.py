@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 from coarse2fine.audio import AudioError, audio_info, load_audio
-from coarse2fine.data.manifest import Entry, Manifest, Problem, format_problems
+from coarse2fine.data.manifest import Entry, Manifest, Problem, format_problems, not_found_text
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,14 @@ def wave_problem(wave: torch.Tensor, sample_rate: int, min_seconds: float = 0.1,
     return None
 
 
+def _problem_text(entry: Entry, problem: str) -> str:
+    """The problem :func:`check_clip` found with ``entry``'s file, after where its list names it; a
+    missing file named by a relative path says where it was looked for."""
+    if problem == "file not found":
+        problem = not_found_text(entry)
+    return f"{entry.where}: {problem}" if entry.where else problem
+
+
 def validate(
     manifest: Manifest,
     sample_rate: int = 16000,
@@ -191,8 +199,8 @@ def validate(
     for entry in manifest.entries:
         if found[entry.path] is None:
             report.ok.append(entry)
-    where = {e.path: e.where for e in reversed(manifest.entries)}  # the first entry naming each file
-    report.problems = [*manifest.problems, *(Problem(p, f"{where[p]}: {found[p]}" if where[p] else found[p])
+    first = {e.path: e for e in reversed(manifest.entries)}  # the first entry naming each file
+    report.problems = [*manifest.problems, *(Problem(p, _problem_text(first[p], found[p]))
                                              for p in unique if found[p] is not None)]
     logger.info("validated %d clips of %s in %.1f s: %d usable", len(manifest.entries), manifest.source, time.perf_counter() - start, len(report.ok))
 
