@@ -197,6 +197,8 @@ class RunConfig:
                                        "train.compile: true (the model runs eagerly)")
         unread = self.unread_settings()
         for keys, _, why in _READ_ONLY_WITH:
+            if why is None:
+                continue
             changed = {k: value for k in keys if k in unread and (value := _setting(self, k))[0] != value[1]}
             if changed:
                 values = ", ".join(f"{k}: {_shown(value)}" for k, (value, _) in changed.items())
@@ -324,7 +326,7 @@ def _setting(cfg: RunConfig, dotted: str) -> tuple[Any, Any]:
 PER_PHASE_KEYS = ("phase_epochs", "phase_steps", "budget_shares", "batch_scales")
 
 # Settings read only when others select them: (keys, whether this config reads them, what reads them)
-_READ_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[RunConfig], bool], str], ...] = (
+_READ_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[RunConfig], bool], str | None], ...] = (
     (("c2f.patience", "c2f.min_delta", "c2f.loss_window", "c2f.loss_tolerance", "c2f.min_phase_epochs"),
      lambda cfg: "plateau" in (cfg.c2f.switch, cfg.c2f.final_stop), "with c2f.switch: plateau or c2f.final_stop: plateau"),
     (("c2f.budget_flops", "c2f.budget_hours", "c2f.budget_shares"),
@@ -336,6 +338,11 @@ _READ_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[RunConfig], bool], str],
      "no c2f.budget_shares)"),
     (tuple(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig)),
      lambda cfg: cfg.train.objective == "masked_patch", "with train.objective: masked_patch"),
+    # not warned of: a preset of one schedule carries its parent's keys of the other (htsat_audioset,
+    # HTS-AT's per-epoch factors, extends audioset's step decay), but they make no other run
+    (("train.optim.decay_start", "train.optim.decay_every", "train.optim.decay_end", "train.optim.gamma"),
+     lambda cfg: cfg.train.optim.schedule == "step", None),
+    (("train.optim.epoch_factors",), lambda cfg: cfg.train.optim.schedule == "epochs", None),
 )
 
 
