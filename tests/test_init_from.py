@@ -278,6 +278,9 @@ def test_a_run_continued_on_its_classes_reordered_keeps_what_it_learned(runs, tm
     summary = initialise(target, str(runs["ast"]), (classes[::-1], classes[::-1]))
     trained = load_saved_model(runs["ast"]).state_dict()["head.fc.weight"]
     assert summary.head.startswith("reordered") and target.state_dict()["head.fc.weight"].equal(trained.flip(0))
+    # the demo's classes have no display names (None, as the run's report holds them): other classes
+    other = initialise(model_of(cfg, num_classes=len(classes)), str(runs["ast"]), ([f"x{i}" for i in classes], None))
+    assert other.head == "new (other classes)"
 
 
 def test_a_checkpoint_at_another_patch_stride_says_so_and_how_to_keep_it(tmp_path, caplog):

@@ -238,18 +238,20 @@ def _grid_note(source: C2FModel, target: C2FModel) -> str:
             "keep the checkpoint's")
 
 
-def match_classes(model: C2FModel, summary: TransferSummary, namings: Sequence[Sequence[str]],
+def match_classes(model: C2FModel, summary: TransferSummary, namings: Sequence[Sequence[str] | None],
                   fresh_head: Mapping[str, torch.Tensor]) -> TransferSummary:
     """Make the classifier head taken from a source fit the task's classes, where the source names
     its own (``summary.source_classes``): kept when they are the task's (as ids or display names,
     one per entry of ``namings``) in its order, its rows reordered when they are the task's in
     another order, else replaced by ``fresh_head`` (the model's own initial head). A head not
-    taken (another class count) or a source without class names is left as it is."""
+    taken (another class count) or a source without class names is left as it is; a naming that is
+    None (a task without display names) is skipped."""
+    namings = [list(names) for names in namings if names]
     source, heads = summary.source_classes, model.head_keys()
     if source is None or not heads or summary.new is None or set(heads) & set(summary.new):
         return summary
     source = list(source)
-    if any(list(names) == source for names in namings):
+    if any(names == source for names in namings):
         return dataclasses.replace(summary, head="kept (the same classes)")
     state, n = model.state_dict(), model.num_classes
     for names in namings:
@@ -333,7 +335,7 @@ def _run_classes(path: Path) -> tuple[str, ...] | None:
         return None
 
 
-def initialise(model: C2FModel, source: str, classes: Sequence[Sequence[str]] = ()) -> TransferSummary:
+def initialise(model: C2FModel, source: str, classes: Sequence[Sequence[str] | None] = ()) -> TransferSummary:
     """Start ``model`` from ``source``: a coarse2fine run folder of its family, or a checkpoint of
     the model's family that its registry entry can read (e.g. AST: a Hugging Face folder, an
     original AST ``.pth``, ``imagenet:PATH``). Returns what was taken (counts unknown when a
