@@ -78,7 +78,8 @@ def lightning_run(cfg: RunConfig, splits: DataSplits, out: Path) -> tuple[list[E
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # after the import, which sets INFO
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    module = ConfigModule(cfg, splits.train.num_classes, len(splits.train))
+    module = ConfigModule(cfg, splits.train.num_classes, len(splits.train),
+                          classes=(splits.train.class_names, splits.display_names))
     c2f = CoarseToFine.from_config(cfg, log_path=out / "log.json")
     train, val = config_loaders(cfg, splits)
     trainer = pl.Trainer(max_epochs=cfg.schedule().epochs, callbacks=[c2f], accelerator="cpu", devices=1,

@@ -595,9 +595,13 @@ class ConfigModule(pl.LightningModule):
     phase), gradient clipping, and validation metrics (``acc``, ``mAP``, ... and ``val_loss``)
     computed over the whole validation set. Use it with :meth:`CoarseToFine.from_config` and
     :func:`config_loaders`. ``train_clips``: the number of training clips (steps per epoch).
-    Settings the Lightning run does not reproduce are refused with their names."""
+    ``classes``: the task's class ids and display names (``(splits.train.class_names,
+    splits.display_names)``), which ``model.init_from``'s head is matched to as the CLI matches it
+    (rows reordered, or a new head for other classes). Settings the Lightning run does not
+    reproduce are refused with their names."""
 
-    def __init__(self, cfg: RunConfig, num_classes: int, train_clips: int):
+    def __init__(self, cfg: RunConfig, num_classes: int, train_clips: int,
+                 classes: Sequence[Sequence[str] | None] = ()):
         super().__init__()
         bad = [key for key, unsupported in UNSUPPORTED.items() if unsupported(cfg)]
         if bad:
@@ -609,7 +613,11 @@ class ConfigModule(pl.LightningModule):
         torch.manual_seed(cfg.train.seed)  # as the CLI: the model is drawn at phase 0's geometry
         self.model = self.setups[0].build_model()
         if cfg.model.init_from:
-            initialise(self.model, cfg.model.init_from)
+            if not classes:
+                log.warning("ConfigModule: model.init_from without classes=(class ids, display names): a head of as "
+                            "many classes as the task's is taken by position, whatever its classes; pass "
+                            "classes=(splits.train.class_names, splits.display_names) to match it as train does")
+            initialise(self.model, cfg.model.init_from, classes)
         self.objective = build_objective(cfg.train.objective, cfg)
         self.generator = torch.Generator().manual_seed(cfg.train.seed + 1)
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
