@@ -25,7 +25,6 @@ from coarse2fine.model.ast import AST, ASTConfig
 from coarse2fine.model.ast.hf import export_hf_checkpoint
 from coarse2fine.model.transfer import (
     SHOWN_MISMATCHES,
-    TransferSummary,
     initialise,
     load_saved_model,
     transfer_weights,
@@ -159,8 +158,9 @@ def test_initialising_from_a_run_returns_what_was_taken_for_the_log(runs):
     heads = tuple(sorted(target.head_keys()))
     # the source's head (8 classes) is not used: it is counted with what was left unused
     classes = tuple(json.loads((runs["ssast"] / "labels.json").read_text())["classes"])
-    assert heads and summary == TransferSummary(f"run {runs['ssast']}", len(target.state_dict()) - len(heads), heads,
-                                                heads, classes)
+    assert heads and (summary.source, summary.taken, summary.new, summary.unused, summary.source_classes) == (
+        f"run {runs['ssast']}", len(target.state_dict()) - len(heads), heads, heads, classes)
+    assert summary.replaced == heads and summary.replaced_why == "8 classes, task has 3: new head"
     assert summary.to_dict() == {"source": f"run {runs['ssast']}", "taken": summary.taken, "new": len(heads),
                                  "unused": len(heads), "new_tensors": list(heads), "unused_tensors": list(heads),
                                  "head": None}
@@ -181,6 +181,8 @@ def test_init_from_a_hugging_face_folder_of_other_classes_logs_the_head_it_repla
     line = _init_line(caplog)
     assert line.endswith("new: head.fc.bias, head.fc.weight; "
                          "unused: head.fc.bias, head.fc.weight (10 classes, task has 6: new head)"), line
+    given = initialise(AST(ASTConfig(num_classes=6, **AST_TINY)), str(tmp_path / "hf"), ([f"c{i}" for i in range(6)], None))
+    assert given.head == "new (10 classes, task has 6)"  # as check prints it
     assert summary.new == summary.unused == ("head.fc.bias", "head.fc.weight")
     assert summary.to_dict()["unused"] == 2 and summary.to_dict()["unused_tensors"] == ["head.fc.bias", "head.fc.weight"]
 
@@ -192,7 +194,8 @@ def test_the_init_from_log_line_names_every_tensor_not_loaded_as_is_in_one_short
     target = AST(ASTConfig(num_classes=6, **{**AST_TINY, "target_length": 32}))
     with caplog.at_level(logging.INFO, logger="coarse2fine.model.transfer"):
         summary = transfer_weights(source, target, "src")
-    line = _init_line(caplog)
+    line = summary.line()  # initialise logs it, once the head is settled
+    assert "it is ast custom size (embed dim 32, 5 layers, 2 heads); this config builds ast custom size" in caplog.text
     assert line == ("initialised from src: 35 tensors taken; resized to this model's geometry: "
                     "pos_embed [1, 10, 32] -> [1, 6, 32]; new: none; unused: not in this model: "
                     "blocks.2.* (12 tensors), blocks.3.* (12 tensors), blocks.4.* (12 tensors)"), line
@@ -267,7 +270,7 @@ def test_a_source_whose_classes_are_placeholders_keeps_its_head_by_position(tmp_
     folder, source = _hf_folder(tmp_path, None)  # an export without names writes class_0 ...
     target = AST(ASTConfig(num_classes=4, **AST_TINY))
     summary = initialise(target, str(folder), (["a", "b", "c", "d"], ["a", "b", "c", "d"]))
-    assert summary.head is None and summary.source_classes is None
+    assert summary.head == "taken by position (the source does not name its classes)" and summary.source_classes is None
     assert target.state_dict()["head.fc.weight"].equal(source.state_dict()["head.fc.weight"])
 
 
@@ -360,3 +363,13 @@ def test_lightnings_config_module_matches_an_init_from_head_as_train_does(runs, 
     with caplog.at_level(logging.WARNING, logger="coarse2fine.integrations.lightning"):
         ConfigModule(cfg, len(classes), 16)
     assert "model.init_from without classes=(class ids, display names)" in caplog.text
+
+
+def test_a_new_head_for_other_classes_is_said_in_the_one_log_line(tmp_path, caplog):
+    # A new user's case: "59 tensors taken; new: none; unused: none", then a second line: new head.
+    folder, _ = _hf_folder(tmp_path, ["dog", "rain", "sea", "bird"])
+    with caplog.at_level(logging.INFO, logger="coarse2fine.model.transfer"):
+        initialise(AST(ASTConfig(num_classes=4, **AST_TINY)), str(folder), (["a", "b", "c", "d"], None))
+    assert _init_line(caplog).endswith(
+        "new: head.fc.bias, head.fc.weight; unused: head.fc.bias, head.fc.weight (its 4 classes (dog, rain, sea, bird) "
+        "are not this task's (a, b, c, d): new head); classifier head: new (other classes)")

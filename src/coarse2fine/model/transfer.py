@@ -54,6 +54,21 @@ class TransferSummary:
     unused: tuple[str, ...] | None = None
     source_classes: tuple[str, ...] | None = None
     head: str | None = None
+    replaced: tuple[str, ...] = ()  # the source's head tensors not taken, and why (replaced_why)
+    replaced_why: str = ""
+    resized: str = ""  # the tensors resized to the target's geometry, as the log line names them
+
+    def line(self) -> str | None:
+        """The one log line of an initialisation (None where a loader does not say what it took):
+        what was taken, resized, left new, and every source tensor not taken, with why."""
+        if self.taken is None or self.new is None or self.unused is None:
+            return None
+        absent = sorted(set(self.unused) - set(self.replaced))
+        unused = [f"{name_list(sorted(self.replaced))} ({self.replaced_why})" if self.replaced else "",
+                  f"not in this model: {name_list(absent)}" if absent else ""]
+        resized = f"; resized to this model's geometry: {self.resized}" if self.resized else ""
+        return (f"initialised from {self.source}: {self.taken} tensors taken{resized}; new: {name_list(list(self.new))}; "
+                f"unused: {'; '.join(u for u in unused if u) or 'none'}")
 
     def to_dict(self) -> dict[str, Any]:
         """Counts and the source, as a run's ``log.json`` records them (``new_tensors``,
@@ -179,9 +194,12 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
     """Copy ``source``'s weights into ``target`` after moving ``source`` to ``target``'s geometry;
     returns what was taken, left as initialised and left unused. ``what`` names the source in
     messages; tensors of another shape (except the classifier head's) raise :class:`ShapeMismatch`.
-    The log line names every source tensor not loaded as it is: the classifier head replaced
-    (classes differ), those the target has no place for, those resized to the target's geometry."""
+    The summary's :meth:`~TransferSummary.line` names every source tensor not loaded as it is: the
+    classifier head replaced (classes differ), those the target has no place for, those resized to
+    the target's geometry (:func:`initialise` logs it); a source of another size, or whose token
+    grid the transfer changes, is warned of here."""
     before = {key: list(value.shape) for key, value in source.state_dict().items()}
+    before_config = source.config_dict()
     grid = _grid_note(source, target)
     source.match_geometry(target)
     own, theirs = target.state_dict(), source.state_dict()
@@ -212,15 +230,16 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
         why = f"{source.num_classes} classes, task has {target.num_classes}: new head"
     else:
         why = "another shape: new head"
-    unused_parts = [f"{name_list(sorted(replaced))} ({why})" if replaced else "",
-                    f"not in this model: {name_list(absent)}" if absent else ""]
-    resized_part = (f"; resized to this model's geometry: "
-                    f"{', '.join(shapes) if len(shapes) <= SHOWN_MISMATCHES else name_list(resized)}" if resized else "")
-    log.info("initialised from %s: %d tensors taken%s; new: %s; unused: %s", what, len(taken), resized_part,
-             name_list(new), "; ".join(p for p in unused_parts if p) or "none")
+    theirs, ours = describe_size(before_config), describe_size(target.config_dict())
+    if theirs != ours:
+        log.warning("initialised from %s: it is %s; this config builds %s: %d of its tensors taken, %d left as "
+                    "initialised", what, theirs, ours, len(taken), len(new))
     if grid:
         log.warning("initialised from %s: %s", what, grid)
-    return TransferSummary(what, len(taken), tuple(new), tuple(sorted({*replaced, *absent})))
+    return TransferSummary(what, len(taken), tuple(new), tuple(sorted({*replaced, *absent})),
+                           replaced=tuple(sorted(replaced)),
+                           replaced_why=why if replaced else "",
+                           resized=", ".join(shapes) if len(shapes) <= SHOWN_MISMATCHES else name_list(resized))
 
 
 def _grid_note(source: C2FModel, target: C2FModel) -> str:
@@ -248,8 +267,13 @@ def match_classes(model: C2FModel, summary: TransferSummary, namings: Sequence[S
     None (a task without display names) is skipped."""
     namings = [list(names) for names in namings if names]
     source, heads = summary.source_classes, model.head_keys()
-    if source is None or not heads or summary.new is None or set(heads) & set(summary.new):
+    if not heads or summary.new is None:
         return summary
+    if set(heads) & set(summary.new):
+        return dataclasses.replace(summary, head=f"new ({summary.replaced_why.removesuffix(': new head')})"
+                                   if summary.replaced_why else "new")
+    if source is None:
+        return dataclasses.replace(summary, head="taken by position (the source does not name its classes)")
     source = list(source)
     if any(names == source for names in namings):
         return dataclasses.replace(summary, head="kept (the same classes)")
@@ -262,17 +286,15 @@ def match_classes(model: C2FModel, summary: TransferSummary, namings: Sequence[S
                 for key in heads:
                     if state[key].shape[:1] == (n,):
                         state[key].copy_(state[key][order.to(state[key].device)])
-            log.info("initialised from %s: its classes are this task's in another order: the head's rows reordered "
-                     "to the task's", summary.source)
             return dataclasses.replace(summary, head="reordered (the same classes in another order)")
     with torch.no_grad():
         for key in heads:
             state[key].copy_(fresh_head[key])
     ours = namings[0] if namings else []
-    log.info("initialised from %s: its %d classes (%s) are not this task's (%s): new head (%s)", summary.source,
-             len(source), _few(source), _few(ours), name_list(sorted(heads)))
+    why = f"its {len(source)} classes ({_few(source)}) are not this task's ({_few(ours)}): new head"
     return dataclasses.replace(summary, taken=(summary.taken or 0) - len(heads), new=tuple(sorted({*summary.new, *heads})),
-                               unused=tuple(sorted({*(summary.unused or ()), *heads})), head="new (other classes)")
+                               unused=tuple(sorted({*(summary.unused or ()), *heads})), head="new (other classes)",
+                               replaced=tuple(sorted(heads)), replaced_why=why)
 
 
 def _few(names: Sequence[str], shown: int = SHOWN_IN_LOG) -> str:
@@ -322,8 +344,6 @@ def initialise_from_run(model: C2FModel, path: Path) -> TransferSummary:
     except ShapeMismatch as err:
         others = _other_settings(source, model) if run == config else ""
         raise ValueError(f"{where}{others} ({shape_list(err.mismatches)})") from None
-    if run != config:
-        log.warning("%s: %d of its tensors taken, %d left as initialised", where, summary.taken, len(summary.new))
     return dataclasses.replace(summary, source_classes=_run_classes(path))
 
 
@@ -344,7 +364,12 @@ def initialise(model: C2FModel, source: str, classes: Sequence[Sequence[str] | N
     is replaced, one that names them in another order reordered (:func:`match_classes`)."""
     fresh_head = {k: v.detach().clone() for k, v in model.state_dict().items() if k in set(model.head_keys())}
     summary = _load_weights(model, source)
-    return match_classes(model, summary, classes, fresh_head) if classes else summary
+    if classes:
+        summary = match_classes(model, summary, classes, fresh_head)
+    line = summary.line()
+    if line:
+        log.info("%s%s", line, f"; classifier head: {summary.head}" if summary.head else "")
+    return summary
 
 
 def _load_weights(model: C2FModel, source: str) -> TransferSummary:
