@@ -4,6 +4,7 @@ is refused, and what was taken is summarised for the run's log."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -314,9 +315,16 @@ def test_init_from_a_weights_file_or_another_file_says_what_it_is_and_what_to_gi
         initialise(target, str(runs["ast"] / "model.safetensors"))
     manifest = tmp_path / "train.json"
     manifest.write_text('{"data": []}')
-    with pytest.raises(ValueError, match=r"not a file of tensors that loads without running code from it \(Unsupported operand "
-                                         r"123\)") as err:
+    with pytest.raises(ValueError, match=r"train.json: a JSON file, not a file of weights"):
         initialise(target, str(manifest))
+    labels = tmp_path / "labels.csv"
+    labels.write_text('index,mid,display_name\n0,/m/a,"Dog"\n')
+    with pytest.raises(ValueError, match=r"labels.csv: a CSV or text file, not a file of weights"):
+        initialise(target, str(labels))
+    pickled = tmp_path / "other.pth"
+    torch.save({"args": argparse.Namespace(lr=1e-4)}, pickled)  # a training script's checkpoint
+    with pytest.raises(ValueError, match=r"not a file of tensors that loads without running code from it") as err:
+        initialise(target, str(pickled))
     assert "weights_only" not in str(err.value)
     stray = tmp_path / "stray.safetensors"
     from safetensors.torch import save_file
@@ -373,3 +381,23 @@ def test_a_new_head_for_other_classes_is_said_in_the_one_log_line(tmp_path, capl
     assert _init_line(caplog).endswith(
         "new: head.fc.bias, head.fc.weight; unused: head.fc.bias, head.fc.weight (its 4 classes (dog, rain, sea, bird) "
         "are not this task's (a, b, c, d): new head); classifier head: new (other classes)")
+
+
+def test_an_unfinished_runs_checkpoint_says_to_finish_the_run(tmp_path):
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: x\n")
+    save_file({"model.cls_token": torch.zeros(1, 1, 32), "optimizer.step": torch.zeros(1)}, str(run / "checkpoint.safetensors"))
+    with pytest.raises(ValueError, match=rf"the checkpoint of a coarse2fine run that has not finished \({re.escape(str(run))}\): "
+                                         r"continue it"):
+        initialise(AST(ASTConfig(num_classes=4, **AST_TINY)), str(run / "checkpoint.safetensors"))
+
+
+def test_a_run_of_other_mel_bins_names_that_and_not_the_phases_geometry(runs):
+    # A new user's case: "they differ in num_mel_bins: 128 vs 64, time_factor: 1 vs 4" (time_factor: the 4-1 phase's)
+    cfg = tiny_config("ast", "micro", "c2f.schedule=4-1", "train.epochs=2", "features.num_mel_bins=32")
+    with pytest.raises(ValueError, match=r"they differ in num_mel_bins: \d+ vs 32 \(") as err:
+        initialise(model_of(cfg), str(runs["ast"]))
+    assert "time_factor" not in str(err.value)

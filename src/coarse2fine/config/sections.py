@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -423,8 +424,9 @@ class AugmentConfig(Section):
                 if self.mixup > 1:
                     raise ValueError(f"augment.mixup: a probability in [0, 1], got {self.mixup}")
             with each:
-                if isinstance(self.mask_value, str) and self.mask_value != "mean":
-                    raise ValueError(f"augment.mask_value: a number or 'mean', got {self.mask_value!r}")
+                if (self.mask_value != "mean" if isinstance(self.mask_value, str)
+                        else not math.isfinite(self.mask_value)):
+                    raise ValueError(f"augment.mask_value: a finite number or 'mean', got {self.mask_value!r}")
             with each:
                 if not self.mixup_alpha > 0:
                     raise ValueError(f"augment.mixup_alpha: must be > 0, got {self.mixup_alpha}")

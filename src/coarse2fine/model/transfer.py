@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 SHOWN_MISMATCHES = 3  # tensors named in a shape-mismatch error (then a count)
 SHOWN_IN_LOG = 6  # tensors named per reason in the log line of an initialisation (then a count)
-NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate")  # differ freely between runs
+NOT_ARCHITECTURE = ("num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate",  # differ freely between runs
+                    "time_factor", "time_patch_factor", "patch_resize")  # a phase's geometry, which transfers move
 
 
 @dataclass(frozen=True)

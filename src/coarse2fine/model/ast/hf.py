@@ -417,6 +417,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"{p}: file not found")
+    text = _text_kind(p)
+    if text:
+        raise ValueError(f"{p}: {text}, not a file of weights")
     try:
         if p.suffix == ".safetensors":
             sd: Any = load_safetensors(str(p))
@@ -435,6 +438,27 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{p}: expected a mapping of parameter names to tensors")
     return dict(sd)
+
+
+def _text_kind(path: Path) -> str:
+    """What a text file given as weights is (``a JSON file``, ``a CSV or text file``), or empty for
+    anything else: weights files start with binary headers (safetensors' length, a zip's PK)."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    if not head or b"\x00" in head:
+        return ""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not only a character cut at the end of the sample
+            return ""
+        text = head[:err.start].decode("utf-8")
+    text = text.lstrip("\ufeff \t\r\n")
+    if not text or not all(c.isprintable() or c in "\t\r\n" for c in text):
+        return ""
+    if text[0] in "{[":
+        return "a JSON file"
+    return "a YAML file" if path.suffix in (".yaml", ".yml") else "a CSV or text file"
 
 
 def _hf_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:

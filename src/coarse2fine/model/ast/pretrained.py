@@ -178,6 +178,9 @@ def _other_layout(path: Path, state: Mapping[str, Any]) -> str:
                 "its config.json)")
     if (path.parent / "model_config.json").is_file():
         return f"the weights of a coarse2fine run: set model.init_from to the run folder ({path.parent})"
+    if any(key.startswith("model.") for key in state) and (path.parent / "config.yaml").is_file():
+        return (f"the checkpoint of a coarse2fine run that has not finished ({path.parent}): continue it "
+                f"(coarse2fine train CONFIG --out {path.parent}), then set model.init_from to its folder")
     return ""
 
 
