@@ -230,8 +230,9 @@ class FeatureConfig(Section):
 class ModelConfig(Section):
     """Which model: a family (``arch``, see ``coarse2fine.model.registry``) and one of its size
     presets, the full-resolution patch size and stride (freq, time; the family's default when
-    unset; a single number is the same on both axes: ``stride: 10`` is ``[10, 10]``), stochastic depth, any other field of the family's config (``overrides``), and
-    pretrained weights to start from (``init_from``: a coarse2fine run folder, or a release
+    unset; a single number is the same on both axes: ``stride: 10`` is ``[10, 10]``), stochastic
+    depth, any other field of the family's config (``overrides``), and pretrained weights to start
+    from (``init_from``: a coarse2fine run folder, or a release
     checkpoint of the family: Hugging Face AST folder, original AST .pth, imagenet:PATH, ...)."""
 
     prefix: ClassVar[str] = "model"
