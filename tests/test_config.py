@@ -203,6 +203,9 @@ def test_a_single_number_for_stride_or_patch_size_is_that_number_on_both_axes(tm
     assert config_from_dict({"c2f": {"schedule": "1"}, "model": {"stride": 10}}).model.stride == (10, 10)
     with pytest.raises(ValueError, match=r"model.stride: must be >= 1, got 0"):
         load_config("demo", ["c2f.schedule=1", "model.stride=0"])
+    with pytest.raises(ValueError, match=r"model.stride: expected a whole number \(the same on both axes\) or a pair "
+                                         r"\[freq, time\], got 10.5"):  # it said "model.stride[0]: expected an integer"
+        load_config("demo", ["c2f.schedule=1", "model.stride=10.5"])
     with pytest.raises(ValueError, match=r"model.stride: expected a list, got True"):
         load_config("demo", ["model.stride=true"])
     with pytest.raises(ValueError, match=r"train.optim.betas: expected a list, got 0.9"):  # not a pair of axes

@@ -271,7 +271,15 @@ def check_fields(obj: Any, where: str) -> None:
 def coerce_field(f: dataclasses.Field, value: Any, tp: Any, name: str) -> Any:
     """:func:`coerce` for the field ``f``, a single number given for a pair key (``key(pair=True)``)
     taken for both axes (:func:`both_axes`)."""
-    return coerce(both_axes(value) if f.metadata.get("pair") else value, tp, name)
+    if not f.metadata.get("pair"):
+        return coerce(value, tp, name)
+    try:
+        return coerce(both_axes(value), tp, name)
+    except ValueError:
+        if both_axes(value) is value:  # a list or a word: its own error
+            raise
+        raise ValueError(f"{name}: expected a whole number (the same on both axes) or a pair [freq, time], "
+                         f"got {value!r}") from None
 
 
 def both_axes(value: Any) -> Any:
