@@ -334,7 +334,8 @@ def _other_settings(source: C2FModel, target: C2FModel) -> str:
 
 def initialise_from_run(model: C2FModel, path: Path) -> TransferSummary:
     """Start ``model`` from the finished run folder ``path``: refused when the run is of another
-    family; a run of another size is an error that says so in plain words before any tensor."""
+    family; a run whose weights do not fit is an error that says so in plain words (both sizes)
+    before any tensor, one of another size whose tensors fit (fewer layers) is warned of."""
     source = load_saved_model(path)
     run, config = describe_size(source.config_dict()), describe_size(model.config_dict())
     where = f"model.init_from {path}: the run is {run}; this config builds {config}"
