@@ -200,7 +200,7 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
     the target's geometry (:func:`initialise` logs it); a source of another size, or whose token
     grid the transfer changes, is warned of here."""
     before = {key: list(value.shape) for key, value in source.state_dict().items()}
-    before_config = source.config_dict()
+    source_size, target_size = describe_size(source.config_dict()), describe_size(target.config_dict())
     grid = _grid_note(source, target)
     source.match_geometry(target)
     own, theirs = target.state_dict(), source.state_dict()
@@ -217,9 +217,8 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
             continue
         taken[key] = value
     if bad:
-        theirs, ours = describe_size(source.config_dict()), describe_size(target.config_dict())
-        others = _other_settings(source, target) if theirs == ours else ""
-        raise ShapeMismatch(what, bad, f"it is {theirs}; this config builds {ours}{others}")
+        others = _other_settings(source, target) if source_size == target_size else ""
+        raise ShapeMismatch(what, bad, f"it is {source_size}; this config builds {target_size}{others}")
     with torch.no_grad():
         for key, value in taken.items():
             own[key].copy_(value.to(own[key].dtype))
@@ -231,10 +230,9 @@ def transfer_weights(source: C2FModel, target: C2FModel, what: str) -> TransferS
         why = f"{source.num_classes} classes, task has {target.num_classes}: new head"
     else:
         why = "another shape: new head"
-    theirs, ours = describe_size(before_config), describe_size(target.config_dict())
-    if theirs != ours:
+    if source_size != target_size:
         log.warning("initialised from %s: it is %s; this config builds %s: %d of its tensors taken, %d left as "
-                    "initialised", what, theirs, ours, len(taken), len(new))
+                    "initialised", what, source_size, target_size, len(taken), len(new))
     if grid:
         log.warning("initialised from %s: %s", what, grid)
     return TransferSummary(what, len(taken), tuple(new), tuple(sorted({*replaced, *absent})),
@@ -364,7 +362,8 @@ def initialise(model: C2FModel, source: str, classes: Sequence[Sequence[str] | N
     family's loader says only that it read the checkpoint). ``classes``: the task's class names,
     one list per naming (ids, display names); a head taken from a source that names other classes
     is replaced, one that names them in another order reordered (:func:`match_classes`)."""
-    fresh_head = {k: v.detach().clone() for k, v in model.state_dict().items() if k in set(model.head_keys())}
+    heads = set(model.head_keys()) if classes else set()  # the initial head, for a source of other classes
+    fresh_head = {k: v.detach().clone() for k, v in model.state_dict().items() if k in heads}
     summary = _load_weights(model, source)
     if classes:
         summary = match_classes(model, summary, classes, fresh_head)
