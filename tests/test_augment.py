@@ -111,8 +111,10 @@ def test_mask_value_mean_from_config_and_a_wrong_word_fails_at_load():
 
     assert load_config("htsat_esc50").augment.mask_value == "mean"
     assert load_config("esc50", ["augment.mask_value=-0.62"]).augment.mask_value == pytest.approx(-0.62)
-    with pytest.raises(ValueError, match="augment.mask_value: a finite number or 'mean', got 'avg'"):
+    with pytest.raises(ValueError, match="augment.mask_value: expected a number or 'mean', got 'avg'"):
         load_config("esc50", ["augment.mask_value=avg"])
+    with pytest.raises(ValueError, match="augment.mask_value: expected a number or 'mean', got True"):
+        load_config("esc50", ["augment.mask_value=true"])  # it said "expected a string"
     with pytest.raises(ValueError, match="augment.mask_value: a finite number or 'mean', got nan"):
         load_config("esc50", ["augment.mask_value=nan"])  # a new user's case: the run stopped at its first step
 

@@ -405,6 +405,29 @@ def test_a_data_key_the_kind_does_not_read_warns_when_you_set_it(tmp_path, caplo
     assert "does not read it" not in caplog.text
 
 
+def test_a_key_of_the_other_lr_schedule_warns_when_you_set_it_not_when_a_preset_carries_it(tmp_path, caplog):
+    # Step-decay keys set by hand under HTS-AT's per-epoch schedule changed nothing and said nothing.
+    (tmp_path / "mine.yaml").write_text("extends: htsat_esc50-cpu\ntrain:\n  optim:\n    decay_start: 4\n")
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config(str(tmp_path / "mine.yaml"))
+    assert (f"{tmp_path / 'mine.yaml'}: train.optim.decay_start: train.optim.schedule epochs does not read it (only "
+            "schedule step does): it changes nothing in this run") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("esc50-cpu", ["train.optim.epoch_factors=[[1, 1.0], [5, 0.5]]"])
+    assert caplog.text.count("train.optim.epoch_factors: train.optim.schedule step does not read it") == 1
+    caplog.clear()
+    # The HTS-AT presets inherit AST's decay keys, and a file of yours that switches the schedule after
+    # setting them was setting them for the other one: neither is yours to be told of.
+    (tmp_path / "ast.yaml").write_text("extends: esc50-cpu\ntrain:\n  optim:\n    decay_start: 4\n")
+    (tmp_path / "per_epoch.yaml").write_text(f"extends: {tmp_path / 'ast.yaml'}\ntrain:\n  optim:\n"
+                                             "    schedule: epochs\n    epoch_factors: [[1, 1.0]]\n")
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("htsat_esc50-cpu")
+        load_config(str(tmp_path / "per_epoch.yaml"))
+    assert "does not read it" not in caplog.text
+
+
 def test_a_budget_switch_whose_final_phase_ignores_the_budget_warns(caplog):
     # switch: budget with the default final_stop: epochs spent 3.6x the budget in a new user's run, silently.
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):

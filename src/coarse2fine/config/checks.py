@@ -27,7 +27,7 @@ import logging
 import types
 import typing
 from collections.abc import Iterator, Mapping
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ def _list_form(name: str, value: str) -> str:
 
 
 def coerce(value: Any, tp: Any, name: str) -> Any:
-    """``value`` as type ``tp`` (an annotation: int, float, bool, str, list[...], tuple[...],
-    dict, a dataclass, unions with None), or ``ValueError`` naming ``name``."""
+    """``value`` as type ``tp`` (an annotation: int, float, bool, str, Literal[...], list[...],
+    tuple[...], dict, a dataclass, unions), or ``ValueError`` naming ``name``."""
     if tp is Any:
         return value
     if _is_union(tp):
@@ -164,8 +164,18 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
                 return coerce(value, arg, name)
             except ValueError as err:
                 errors.append(str(err))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{name}: {value!r} is none of the accepted forms ({'; '.join(errors)})")
+        if len(errors) == 1:
+            raise ValueError(errors[0])
+        simple = [e[len(f"{name}: expected "):-len(f", got {value!r}")] for e in errors
+                  if e.startswith(f"{name}: expected ") and e.endswith(f", got {value!r}")]
+        if len(simple) == len(errors):  # "expected a number or a string, got True"
+            raise ValueError(f"{name}: expected {' or '.join(simple)}, got {value!r}")
+        raise ValueError(f"{name}: {value!r} is none of the accepted forms ({'; '.join(errors)})")
     origin = get_origin(tp) or tp
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in get_args(tp)):
+            return value
+        raise ValueError(f"{name}: expected {' or '.join(repr(a) for a in get_args(tp))}, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value

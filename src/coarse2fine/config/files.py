@@ -351,6 +351,7 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
                 cfg.warn_unused_settings()
                 if check_runtime:  # a config to run here, not a run's saved config (all of its keys)
                     _warn_unread_data_keys(cfg.data, layers)
+                    _warn_unread_schedule_keys(cfg, layers)
             finally:
                 for key, text in warnings:
                     checks_log.warning("%s", _named_text(text, (), key, layers, label))
@@ -370,17 +371,35 @@ def _warn_unread_data_keys(data: DataConfig, layers: Sequence[tuple[str, dict[st
     before the kind changed (a shipped preset's, or a file of your own for the data it extends)
     was set for that other data, and says nothing."""
     default = DataConfig()
-    kind_at = _set_by(layers, ["data", "kind"]) or 0
     for key in sorted(DataConfig.unread_keys(data.kind)):
         name = key.split(".")[1]
-        at = _set_by(layers, key.split("."))
-        if (at is None or at < kind_at or layers[at][0].startswith("preset ")
-                or getattr(data, name) == getattr(default, name)):
+        if not _set_by_you_since(layers, key, "data.kind") or getattr(data, name) == getattr(default, name):
             continue
         readers = [k for k, names in DataConfig.READS.items() if name in names]
         kinds = " and ".join([", ".join(readers[:-1]), readers[-1]] if len(readers) > 1 else readers)
         warn(key, f"{key}: data.kind {data.kind} does not read it (only {kinds} data does): it changes nothing in "
                   "this run")
+
+
+def _warn_unread_schedule_keys(cfg: RunConfig, layers: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """A warning for each key of the other LR schedule (``train.optim.decay_start`` under
+    ``schedule: epochs``, ``epoch_factors`` under ``step``) that your own config file or a
+    ``--set`` gives last, with or after ``train.optim.schedule``. A shipped preset's are not
+    warned of: HTS-AT's per-epoch presets extend AST's with its step-decay keys."""
+    schedule = cfg.train.optim.schedule
+    for key in sorted(k for k in cfg.unread_settings() if k.startswith("train.optim.")):
+        if _set_by_you_since(layers, key, "train.optim.schedule"):
+            other = "step" if schedule == "epochs" else "epochs"
+            warn(key, f"{key}: train.optim.schedule {schedule} does not read it (only schedule {other} does): it "
+                      "changes nothing in this run")
+
+
+def _set_by_you_since(layers: Sequence[tuple[str, dict[str, Any]]], key: str, selector: str) -> bool:
+    """Whether ``key`` is given last by a file of your own or a ``--set`` (not a shipped preset),
+    no earlier than the last layer that sets ``selector``, the key that decides whether it is read
+    (one set before the selector changed was set for the other choice)."""
+    at = _set_by(layers, key.split("."))
+    return at is not None and at >= (_set_by(layers, selector.split(".")) or 0) and not layers[at][0].startswith("preset ")
 
 
 def _check_amp(cfg: RunConfig) -> None:

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 from coarse2fine.compression import METHODS, PATCH_RESIZES, VARIANTS
 from coarse2fine.config.checks import ConfigError, Problems, at_least, check_fields, choice, every_problem, key
@@ -414,7 +414,7 @@ class AugmentConfig(Section):
     mixup_targets: bool = True
     noise: bool = False
     spec_masks: int = key(1, minimum=0)
-    mask_value: float | str = 0.0
+    mask_value: float | Literal["mean"] = 0.0
     balanced_sampling: bool = False
     wa_start: int = key(0, minimum=0)
     wa_end: int = key(0, minimum=0)
@@ -425,8 +425,7 @@ class AugmentConfig(Section):
                 if self.mixup > 1:
                     raise ValueError(f"augment.mixup: a probability in [0, 1], got {self.mixup}")
             with each:
-                if (self.mask_value != "mean" if isinstance(self.mask_value, str)
-                        else not math.isfinite(self.mask_value)):
+                if not isinstance(self.mask_value, str) and not math.isfinite(self.mask_value):
                     raise ValueError(f"augment.mask_value: a finite number or 'mean', got {self.mask_value!r}")
             with each:
                 if not self.mixup_alpha > 0:
