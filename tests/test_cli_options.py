@@ -62,6 +62,19 @@ def test_flops_with_a_patch_variant(capsys):
     assert "demo: ast micro, patch, schedule 2-1" in capsys.readouterr().out
 
 
+def test_flops_calls_the_epochs_caps_where_a_rule_ends_the_phases(capsys):
+    # A budget run's phases may each run train.epochs (its share of the budget ends them): flops
+    # showed 12 coarse epochs and the whole schedule's FLOPs as what the run costs.
+    sets = ["--set", "c2f.switch=budget", "--set", "c2f.budget_flops=8e11", "--set", "c2f.final_stop=budget"]
+    assert main(["flops", "demo", "--classes", "8", "--quiet", *sets]) == 0
+    out = capsys.readouterr().out
+    assert "whole schedule: at most " in out
+    assert "the epochs are caps: with c2f.switch: budget and c2f.final_stop: budget a phase may end before them" in out
+    assert main(["flops", "demo", "--classes", "8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "at most" not in out and "caps" not in out
+
+
 def test_multi_method_commands_take_bare_patch_as_the_configs_resize(tmp_path, capsys):
     assert config_methods("fshift,patch", "bilinear") == "fshift,patch-bl"
     assert config_methods("patch, patch-pi", "pi") == "patch-pi"

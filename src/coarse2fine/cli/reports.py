@@ -208,8 +208,15 @@ def cmd_flops(args) -> int:
         print(f"FLOPs measured with FlopCounterMode: the {cfg.model.arch} family has no analytic count")
     note = ("; the final phase keeps the baseline's budget, so the saving is measured where a run first beats "
             "the baseline's best (coarse2fine compare)") if costs[-1].epochs == base[0].epochs and len(costs) > 1 else ""
-    print(f"whole schedule: {run / 1e9:.4g} training GFLOPs per training clip, {run / baseline:.2f}x the baseline's "
+    c = cfg.c2f
+    ruled = [f"c2f.{key}: {rule}" for key, rule, fixed in (("switch", c.switch, "fixed"), ("final_stop", c.final_stop, "epochs"))
+             if rule != fixed and (key == "final_stop" or len(costs) > 1)]
+    most = "at most " if ruled else ""
+    print(f"whole schedule: {most}{run / 1e9:.4g} training GFLOPs per training clip, {run / baseline:.2f}x the baseline's "
           f"{base[0].epochs} epochs at R=1 ({baseline / 1e9:.4g}){note}")
+    if ruled:
+        print(f"the epochs are caps: with {' and '.join(ruled)} a phase may end before them (as its rule decides when "
+              "the run trains)")
     return 0
 
 
