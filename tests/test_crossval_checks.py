@@ -44,9 +44,10 @@ def test_missing_fold_manifest_stops_before_the_first_fold_trains(tmp_path, caps
     out = tmp_path / "cv"
     assert main(["crossval", "demo", "--folds", "2", *methods, *schedule, "--out", str(out), "--quiet", *sets]) == 2
     err = capsys.readouterr().err
-    assert "fold 2" in err and "train_2.json: no such file" in err
-    assert ("(nothing trained; if the data stops at fold 1, give --folds 1; a PATH of each fold's own file keeps "
-            "{fold} where the fold number goes)") in err
+    assert f"fold 2: data.train: {tmp_path}/train_{{fold}}.json with data.fold 2: no such file or folder" in err
+    assert f"({tmp_path}/train_2.json)" in err
+    assert err.count("a PATH of each fold's own file keeps {fold} where the fold number goes") == 1
+    assert "(nothing trained; if the data stops at fold 1, give --folds 1)" in err
     assert not (out / "fold1").exists() and not list(out.rglob("log.json"))  # nothing trained
 
 

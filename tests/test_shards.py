@@ -356,7 +356,10 @@ def test_check_opens_the_pack_as_a_run_would(packed, capsys, setting, problem, r
 def test_crossval_folds_of_shards_are_packed_folders(packed):
     cfg = load_config(packed.config, ["data.train=/packs/esc50_fold{fold}/train", "data.val=/packs/esc50_fold{fold}/val"])
     fold = fold_config(cfg, 3)
-    assert (fold.data.train, fold.data.val) == ("/packs/esc50_fold3/train", "/packs/esc50_fold3/val")
+    assert (fold.data.split_path("train"), fold.data.split_path("val")) == ("/packs/esc50_fold3/train",
+                                                                           "/packs/esc50_fold3/val")
+    # the fold's config says which fold it is (it kept the base's data.fold beside fold 3's paths)
+    assert (fold.data.fold, fold.data.train, fold.name) == (3, "/packs/esc50_fold{fold}/train", f"{cfg.name}_fold3")
 
 
 def test_unsupported_remote_scheme_and_missing_split(packed, tmp_path, capsys):

@@ -361,6 +361,8 @@ def test_crossval_runs_every_fold(tmp_path, capsys, caplog):
     assert (tmp_path / "cv" / "folds.md").read_text().startswith("# demo (baseline): cross-validation over 2 folds\n\n| fold |")
     assert f"Table in {tmp_path / 'cv'}: folds.md, folds.csv; each fold's run in fold<N>/" in out
     assert any(r.getMessage().startswith("fold2 epoch 1 ") for r in caplog.records)  # a run is called by its folder
+    saved = load_config(str(tmp_path / "cv" / "fold2" / "config.yaml"), check_runtime=False).data
+    assert (saved.fold, saved.split_path("val")) == (2, f"{tmp_path}/val_2.json")  # it said fold 1 beside fold 2's files
     assert main(["crossval", "demo", "--out", str(tmp_path / "x"), "--quiet"]) == 2  # no {fold} in the paths
 
 

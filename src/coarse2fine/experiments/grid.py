@@ -202,14 +202,11 @@ def _check_has_folds(base: RunConfig) -> None:
 
 
 def fold_config(base: RunConfig, fold: int) -> RunConfig:
-    """The config of cross-validation fold ``fold``: ``data.fold`` for ESC-50 (``data.kind: esc50``),
-    otherwise (manifests, shards packed per fold) ``{fold}`` in data.train / data.val replaced."""
-    name = f"{base.name}_fold{fold}"
-    if base.data.kind == "esc50":
-        return base.replace({"name": name, "data.fold": fold})
+    """The config of cross-validation fold ``fold``: its ``data.fold``, ESC-50's validation fold
+    (``data.kind: esc50``), or what fills ``{fold}`` in data.train / data.val of manifests and
+    shards packed per fold (kept as written, so that the run's config says which fold it read)."""
     _check_has_folds(base)
-    return base.replace({"name": name, "data.train": base.data.train.replace("{fold}", str(fold)),
-                         "data.val": base.data.val.replace("{fold}", str(fold))})
+    return base.replace({"name": f"{base.name}_fold{fold}", "data.fold": fold})
 
 
 def _check_fold_data(cfg: RunConfig) -> None:
@@ -238,7 +235,7 @@ def fold_configs(base: RunConfig, folds: Sequence[int]) -> dict[int, RunConfig]:
             _check_fold_data(cfg)
         except (ValueError, OSError) as err:
             fewer = f"; if the data stops at fold {fold - 1}, give --folds {fold - 1}" if fold > 1 else ""
-            if cfg.data.kind != "esc50":  # the paths were given with {fold}, and must keep it
+            if cfg.data.kind != "esc50" and "{fold}" not in str(err):  # the paths were given with {fold}, and must keep it
                 fewer += "; a PATH of each fold's own file keeps {fold} where the fold number goes"
             raise ValueError(f"cross-validation fold {fold}: {err} (nothing trained{fewer})") from err
     return configs
