@@ -126,7 +126,7 @@ def test_csv_gives_values_and_gains_their_own_columns_as_savings_csv_does(runs, 
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["Setting"] for r in rows] == ["Baseline", "c2f"]
     assert rows[1]["Best Acc"].replace(".", "").isdigit() and rows[1]["Best Acc gain"][0] in "+-"
-    assert rows[0]["Best Acc gain"] == "-" and "(" not in rows[1]["Best Acc"]
+    assert rows[0]["Best Acc gain"] == "" and "(" not in rows[1]["Best Acc"]
     records = {name: read_log(runs[name])["records"] for name in ("base", "c2f")}
     write_report(tmp_path, records["base"], {"c2f": records["c2f"]}, "acc")
     saved = (tmp_path / "savings.csv").read_text().splitlines()

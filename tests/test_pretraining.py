@@ -173,7 +173,7 @@ def test_pretraining_comparison_table(tmp_path, capsys):
     base_flops = json.loads((out / "pretrain" / "baseline" / "log.json").read_text())["records"][-1]["cum_flops"]
     c2f_flops = json.loads((out / "pretrain" / "fshift_41" / "log.json").read_text())["records"][-1]["cum_flops"]
     assert f"{100 * (1 - c2f_flops / base_flops):.2f}" in rows[3]
-    assert table[1]["demo acc gain"] == "-" and re.fullmatch(r"[+-]\d+\.\d\d", table[0]["demo acc gain"])
+    assert table[1]["demo acc gain"] == "" and re.fullmatch(r"[+-]\d+\.\d\d", table[0]["demo acc gain"])
     assert float(table[0]["demo acc"]) - float(table[1]["demo acc"]) == pytest.approx(float(table[0]["demo acc gain"]), abs=0.011)
     # Small runs stay readable: GFLOPs without an exponent, seconds to 0.1 s.
     assert float(table[1]["Pretrain GFLOPs"]) == pytest.approx(base_flops / 1e9, rel=1e-3) and "e" not in table[1]["Pretrain GFLOPs"]
@@ -182,7 +182,7 @@ def test_pretraining_comparison_table(tmp_path, capsys):
     pre_log = json.loads((out / "pretrain" / "fshift_41" / "log.json").read_text())["records"]
     final = [r["masked_acc"] for r in pre_log if r["phase"] == pre_log[-1]["phase"]]
     assert float(table[2]["Pretext masked_acc"]) == pytest.approx(max(final), abs=5e-4)
-    assert table[0]["Pretext masked_acc"] == "-"
+    assert table[0]["Pretext masked_acc"] == ""  # a CSV cell holds a number or nothing
     # pretraining.json: the CSV's columns, numbers as numbers.
     report = json.loads((out / "pretraining.json").read_text())
     assert report["title"] == "demo: pretraining at R = 1 vs Fshift 41, fine-tuned on demo" and report["notes"]
@@ -222,7 +222,7 @@ def test_pretraining_comparison_with_seeds(tmp_path, capsys):
     assert float(table[2]["demo acc"]) == pytest.approx(100 * mean, abs=0.006)
     gain = sum(a - b for a, b in zip(finals["Fshift 41"], finals["Baseline"])) / 2
     assert float(table[2]["demo acc paired gain"]) == pytest.approx(100 * gain, abs=0.006)
-    assert table[1]["demo acc paired gain"] == "-" and table[2]["demo acc paired gain CI low"] != ""
+    assert table[1]["demo acc paired gain"] == "" and table[2]["demo acc paired gain CI low"] != ""
     assert "demo: pretraining at R = 1 vs Fshift 41, fine-tuned on demo, 2 seeds" in printed
     assert "Mean ± sample std (n - 1) over 2 seeds (seed k fine-tunes seed k's pretraining" in printed
 

@@ -235,9 +235,9 @@ GOLDEN_MARKDOWN = """\
 GOLDEN_CSV = """\
 Setting,Acc at first beat,Acc at first beat delta,Beat epoch,FLOPs save (%),Wall time save (%),Wall time save (%) marks,\
 Best Acc,Best Acc gain,Best epoch
-Baseline,49.40,-,4,-,-,,49.40,-,4
+Baseline,49.40,,4,,,,49.40,,4
 Fshift 41,49.90,+0.50,3,62.50,62.50,,51.43,+2.03,4
-Weak,not reached,-,-,-,-,,40.00,-9.40,3
+Weak,not reached,,,,,,40.00,-9.40,3
 """
 
 GOLDEN_TEXT = """\
@@ -272,15 +272,15 @@ def test_csv_gives_value_and_difference_their_own_columns_text_keeps_them_togeth
     rows = savings_table("Baseline", base, {"r": run}, "mAP")
     table = list(csv.DictReader(io.StringIO(format_table(rows, "csv"))))
     assert table[1]["Best mAP"] == "44.30" and table[1]["Best mAP gain"] == "+0.00"  # "(=)": printed the same
-    assert table[1]["mAP at first beat"] == "not reached" and table[1]["mAP at first beat delta"] == "-"
-    assert table[0]["Best mAP gain"] == "-" and "Best mAP (gain)" not in table[0]
+    assert table[1]["mAP at first beat"] == "not reached" and table[1]["mAP at first beat delta"] == ""
+    assert table[0]["Best mAP gain"] == "" and "Best mAP (gain)" not in table[0]
     assert "44.30 (=)" in format_table(rows, "text") and "44.30 (=)" in format_table(rows, "markdown")
     assert csv_rows([{"Setting": "x", "Paired gain (95 % CI)": "+1.00 [+0.50, +1.50]", "Best (mean ± std)": "2.0 ± 0.5"},
                      {"Setting": "y", "Paired gain (95 % CI)": "-", "Best (mean ± std)": "2.0"}]) == [
         {"Setting": "x", "Paired gain": "+1.00", "Paired gain CI low": "+0.50", "Paired gain CI high": "+1.50",
          "Best": "2.0", "Best std": "0.5"},
-        {"Setting": "y", "Paired gain": "-", "Paired gain CI low": "", "Paired gain CI high": "", "Best": "2.0",
-         "Best std": ""}]  # a gain with its interval, a mean with its std: one number per cell
+        {"Setting": "y", "Paired gain": "", "Paired gain CI low": "", "Paired gain CI high": "", "Best": "2.0",
+         "Best std": ""}]  # a gain with its interval, a mean with its std: one number per cell ("-": none)
 
 
 def test_csv_and_json_give_a_time_save_and_its_marks_their_own_columns():
@@ -288,7 +288,7 @@ def test_csv_and_json_give_a_time_save_and_its_marks_their_own_columns():
             {"Setting": "slow", "Beat epoch": "3", "Wall time save (%)": "-21.46*‡", "R": "4"},
             {"Setting": "fine", "Beat epoch": "3", "Wall time save (%)": "12.50", "R": "2"}]
     table = list(csv.DictReader(io.StringIO(format_table(rows, "csv"))))
-    assert [(r["Wall time save (%)"], r["Wall time save (%) marks"]) for r in table] == [("-", ""), ("-21.46", "*‡"),
+    assert [(r["Wall time save (%)"], r["Wall time save (%) marks"]) for r in table] == [("", ""), ("-21.46", "*‡"),
                                                                                           ("12.50", "")]
     data = json.loads(format_table(rows, "json"))
     assert data[1] == {"Setting": "slow", "Beat epoch": 3, "Wall time save (%)": -21.46, "Wall time save (%) marks": "*‡",

@@ -542,7 +542,8 @@ def csv_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     ``value [low, high]`` cells three (``Paired gain (95 % CI)`` -> ``Paired gain``, ``Paired gain
     CI low``, ``Paired gain CI high``), and a column whose cells carry :data:`MARKS` two, the
     value and its marks (``Wall time save (%)`` -> ``Wall time save (%)``, ``Wall time save (%)
-    marks``), so that each cell holds one number; the other columns stay as they are."""
+    marks``), so that each cell holds one number, and a table's ``-`` (no value) is an empty cell;
+    the other columns stay as they are."""
     cols = list(dict.fromkeys(col for row in rows for col in row))
     # By the column's name, so that every table of a kind has the same CSV columns, whatever its cells hold
     spread = {col for col in cols if col.endswith(("(mean ± std)", "(± std)"))} | {
@@ -574,7 +575,7 @@ def csv_rows(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
                 continue
             head = col[: -len(suffix)]
             new[head], new[f"{head} {SPLIT_SUFFIXES[suffix]}"] = _split_cell(str(cell))
-        out.append(new)
+        out.append({col: "" if cell == "-" else cell for col, cell in new.items()})
     return out
 
 
