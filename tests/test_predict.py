@@ -332,6 +332,8 @@ def test_folders_stand_for_their_audio_files(model, wavs, tmp_path):
     (root / "notes.txt").write_text("not audio")
     expected = [str(root / n) for n in ("b/a.WAV", "b/deep/z.flac", "c.ogg")]
     assert audio_files([root, wavs["short"]]) == [*expected, wavs["short"]]
+    # a file given by name and in its folder (or by two names) is scored once, where it came first
+    assert audio_files([expected[2], root, f"{root}/b/../c.ogg"]) == [expected[2], *expected[:2]]
     preds = predict_files(model, [wavs["long"], root], SPEC, LABELS, top_k=2)
     assert [p.path for p in preds] == [wavs["long"], *expected]
     assert all(p.error is None and len(p.top) == 2 for p in preds)

@@ -269,7 +269,8 @@ def audio_files(paths: Sequence[str | os.PathLike]) -> list[str]:
     (extensions ``.wav``, ``.flac``, ``.ogg``, ``.mp3`` in any case, those of
     :data:`coarse2fine.data.manifest.AUDIO_EXTENSIONS`; hidden files and folders skipped, as the
     data path's folder sources do). Other paths are kept as given (the decoder judges them). A
-    folder without audio is a ``ValueError`` naming it."""
+    folder without audio is a ``ValueError`` naming it. A file given twice (by name and in a
+    folder, or in two folders) is kept once, where it came first."""
     files: list[str] = []
     for raw in paths:
         folder = Path(raw)
@@ -282,7 +283,13 @@ def audio_files(paths: Sequence[str | os.PathLike]) -> list[str]:
                              "at any depth)")
         log.info("%s: %d audio file(s)", folder, len(found))
         files.extend(os.fspath(p) for p in found)
-    return files
+    first: dict[str, str] = {}
+    for f in files:
+        first.setdefault(os.path.realpath(f), f)
+    once = list(first.values())
+    if len(once) < len(files):
+        log.info("%d file(s) given more than once, scored once", len(files) - len(once))
+    return once
 
 
 def predict_files(
