@@ -37,6 +37,17 @@ def test_time_patchout_scales_with_the_phase_and_flops_count_kept_tokens(method,
     assert m.forward_flops(1) > m.training_flops(1) / 3
 
 
+def test_a_patchout_that_would_drop_every_time_column_is_refused_at_load():
+    # PaSST's 40 columns on a short clip's 8 were clamped to 7 in silence: training saw 1 column of 8.
+    with pytest.raises(ValueError, match="patchout_time 8 must leave at least one of the 8 time columns at full"):
+        model(patchout_time=8)
+    assert model(patchout_time=7).config.patchout_counts == (2, 7)
+    from coarse2fine.config import load_config
+
+    with pytest.raises(ValueError, match="patchout_time 40 must leave at least one of the 8 time columns"):
+        load_config("demo", ["model.overrides.pos_embed=disentangled", "model.overrides.patchout_time=40"])
+
+
 def test_kept_patches_keep_their_positions():
     m = model(patchout_time=0, patchout_freq=0).eval()
     x = torch.randn(2, 128, 128)

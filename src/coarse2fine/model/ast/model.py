@@ -106,6 +106,10 @@ class ASTConfig(ConfigDict):
         if self.patchout_time < 0 or self.patchout_freq < 0 or self.patchout_freq >= self.grid[0]:
             raise ValueError(f"patchout_freq {self.patchout_freq} must leave at least one of the {self.grid[0]} frequency rows "
                              f"(and patchout_time {self.patchout_time} must be >= 0)")
+        if self.patchout_time >= self.full_time_tokens:
+            raise ValueError(f"patchout_time {self.patchout_time} must leave at least one of the {self.full_time_tokens} "
+                             "time columns at full resolution (it counts columns there, and each coarse phase drops the "
+                             "same fraction of its own)")
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -391,12 +395,9 @@ class AST(C2FModel):
         """Move to a phase's input geometry: ``geometry.frames`` input frames, and a time patch and
         stride ``geometry.time_patch_factor`` times the full-resolution ones (kernel resized with
         ``geometry.patch_resize``). See :meth:`set_patch_geometry`."""
-        new = self.config.at_geometry(geometry)
-        if new.num_mel_bins != self.config.num_mel_bins:
+        if geometry.mel_bins != self.config.num_mel_bins:
             raise ValueError(f"the model has {self.config.num_mel_bins} mel bins; the input geometry {geometry.mel_bins}")
-        self.set_patch_geometry(new.target_length, new.patch_size, new.stride, geometry.patch_resize)
-        self.config = dataclasses.replace(self.config, time_patch_factor=new.time_patch_factor, time_factor=new.time_factor,
-                                          patch_resize=new.patch_resize)
+        self._move_to(self.config.at_geometry(geometry), geometry.patch_resize)
 
     @torch.no_grad()
     def set_patch_geometry(
@@ -424,6 +425,12 @@ class AST(C2FModel):
         )
         if (new.target_length, new.patch_size, new.stride) == (old.target_length, old.patch_size, old.stride):
             return
+        self._move_to(new, patch_resize)
+
+    @torch.no_grad()
+    def _move_to(self, new: ASTConfig, patch_resize: PatchResize) -> None:
+        """Take config ``new`` (another grid or patch), the weights carried over."""
+        old = self.config
         if new.grid != old.grid and old.pos_embed == "grid":
             pos = resample_pos_embed(self.pos_embed.detach(), old.grid, new.grid, NUM_PREFIX_TOKENS)
             self.pos_embed = nn.Parameter(pos.clone(), requires_grad=self.pos_embed.requires_grad)
