@@ -151,6 +151,12 @@ def test_a_finished_run_of_another_config_is_refused_unless_fresh(tmp_path, caps
     assert json.loads((out / "log.json").read_text())["config"]["c2f"]["schedule"] == "4-1"
     assert main([*args, "--schedule", "2-1", "--fresh"]) == 0
     assert json.loads((out / "log.json").read_text())["config"]["c2f"]["schedule"] == "2-1"
+    capsys.readouterr()
+    # Another name alone is the same run (an experiment's avgpool_41, trained again by `train my.yaml`).
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert main([*args, "--schedule", "2-1", "--set", "name=mine"]) == 0
+    assert "already finished in this folder" in capsys.readouterr().out
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
 
 
 def test_a_ctrl_c_after_the_run_finished_does_not_make_the_command_fail(tmp_path):

@@ -236,14 +236,18 @@ def saved_config(values: Mapping[str, Any]) -> dict[str, Any]:
 EXPERIMENT_KEYS = frozenset({"experiment.controls", "experiment.seeds", "experiment.interleave"})
 
 
+NAME_KEYS = frozenset({"name"})
+
+
 def ignored_keys(config: dict[str, Any]) -> frozenset[str]:
-    """The keys whose values do not decide whether a folder's run is a run of ``config``: the
-    runtime keys (:data:`RUNTIME_KEYS`), the experiment's (:data:`EXPERIMENT_KEYS`), the data keys
+    """The keys whose values do not decide whether a folder's run is a run of ``config``: its
+    ``name`` (a label: an experiment names a run by its setting, ``avgpool_41``, where your file
+    names it after itself), the runtime keys (:data:`RUNTIME_KEYS`), the experiment's (:data:`EXPERIMENT_KEYS`), the data keys
     its data kind does not read (:meth:`~coarse2fine.config.DataConfig.unread_keys`; the same kind
     is checked as ``data.kind``) and the settings nothing in it reads
     (:meth:`~coarse2fine.config.RunConfig.unread_settings`: the switch or objective that would read
     them is compared)."""
-    return (RUNTIME_KEYS | EXPERIMENT_KEYS | DataConfig.unread_keys((config.get("data") or {}).get("kind", ""))
+    return (NAME_KEYS | RUNTIME_KEYS | EXPERIMENT_KEYS | DataConfig.unread_keys((config.get("data") or {}).get("kind", ""))
             | _unread_settings(config))
 
 
