@@ -154,6 +154,8 @@ def test_savings_from_plain_records():
     assert [(r.phase, r.phase_epoch) for r in epoch_records(restart)] == [(0, 1), (1, 1), (1, 2)]
     with pytest.raises(ValueError, match="lacks 'acc'"):
         epoch_records([{"epoch": 1, "R": 1, "train_flops": 1.0, "train_time": 1.0}])
+    with pytest.raises(ValueError, match="record 0 lacks 'time' or 'train_time' \\(needs epoch, R, 'acc', flops or "):
+        epoch_records([{"epoch": 1, "R": 1, "acc": 0.5, "flops": 1.0, "seconds": 1.0}])  # it named 'time', asked 'train_time'
 
 
 @pytest.fixture

@@ -91,8 +91,10 @@ def _row_values(row: Mapping[str, Any] | Sequence[float], metric: str, i: int) -
             seconds = row["train_time"] if "train_time" in row else row["time"]
             return int(row["epoch"]), int(row["R"]), float(row[metric]), float(flops), float(seconds)
         except KeyError as err:
-            raise ValueError(f"record {i} lacks {err.args[0]!r} (needs epoch, R, {metric!r}, train_flops, "
-                             "train_time)") from None
+            missing = {"flops": "'flops' or 'train_flops'", "time": "'time' or 'train_time'"}.get(err.args[0],
+                                                                                                 repr(err.args[0]))
+            raise ValueError(f"record {i} lacks {missing} (needs epoch, R, {metric!r}, flops or train_flops, "
+                             "time or train_time)") from None
     if len(row) != 5:
         raise ValueError(f"record {i}: expected (epoch, R, {metric}, FLOPs, seconds), got {tuple(row)!r}")
     epoch, R, value, flops, seconds = row
