@@ -61,6 +61,11 @@ def test_sources_mix_folders_csv_and_json_with_filters(tmp_path):
                          (f"{tmp_path / 'esc' / 'meta.csv'}?split=a", "no column")):
         with pytest.raises(ValueError, match=message):
             source_files(bad)
+    # Every source that fails is named in one error (a CSV that is not there gave a raw OSError).
+    with pytest.raises(ValueError, match=r"^data.sources: nope does not exist; missing.csv does not exist; "
+                                         r"[^;]*speech\?fold=1: column filters \(fold\) need a CSV source; a relative path"):
+        unlabeled_manifests(["nope", "missing.csv?fold=1", str(tmp_path / "speech"), f"{tmp_path / 'speech'}?fold=1"],
+                            2.0, 0.5, 0.3)
 
 
 def test_check_of_unlabeled_audio_lists_no_classes(tmp_path, capsys):

@@ -87,14 +87,14 @@ def source_files(source: str | Path) -> list[Path]:
     exclude = filters.pop("exclude", [])
     if filters and path.suffix.lower() != ".csv":
         raise ManifestError(f"data.sources: {source}: column filters ({', '.join(filters)}) need a CSV source")
+    if not path.exists():
+        raise ManifestError(f"data.sources: {path} does not exist; {RELATIVE_FROM_HERE}")
     if path.is_dir():
         files = [p.absolute() for p in audio_in_folder(path)]
     elif path.suffix.lower() == ".csv":
         files = _csv_files(path, filters)
     elif path.suffix.lower() == ".json":
         files = _json_files(path)
-    elif not path.exists():
-        raise ManifestError(f"data.sources: {path} does not exist; {RELATIVE_FROM_HERE}")
     else:
         raise ManifestError(f"data.sources: {path} is neither a folder, a .csv nor an AST .json manifest")
     files = [Path(os.path.normpath(f)) for f in files if not any(fnmatch.fnmatch(f.name, g) for g in exclude)]
@@ -124,11 +124,28 @@ def windows(path: Path, window_s: float, min_s: float) -> list[Entry]:
     return [Entry(path, (), start=i * window_s) for i in range(count)]
 
 
+def _every_source_file(sources: Sequence[str]) -> list[Path]:
+    """Every source's files (:func:`source_files`), or one error naming every source that fails."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for source in sources:
+        try:
+            files.extend(source_files(source))
+        except ManifestError as err:
+            problems.append(str(err).removeprefix("data.sources: "))
+    if not problems:
+        return files
+    hint = f"; {RELATIVE_FROM_HERE}"
+    said = [p.removesuffix(hint) for p in problems]
+    tail = hint if any(p.endswith(hint) for p in problems) else ""
+    raise ManifestError(f"data.sources: {'; '.join(said)}{tail}")
+
+
 def unlabeled_manifests(sources: Sequence[str], window_s: float, min_s: float, val_fraction: float) -> tuple[Manifest, Manifest]:
     """Training and held-out validation windows of every file the sources name."""
     if not sources:
         raise ValueError("data.kind 'unlabeled' needs data.sources: folders, CSV files or AST JSON manifests")
-    files = list(dict.fromkeys(f for s in sources for f in source_files(s)))
+    files = list(dict.fromkeys(_every_source_file(sources)))
     held = [f for f in files if is_validation(f, val_fraction)]
     if not held and files:
         held = files[-1:]  # a tiny set: hold out one file rather than nothing
