@@ -275,6 +275,15 @@ def test_a_source_whose_classes_are_placeholders_keeps_its_head_by_position(tmp_
     assert target.state_dict()["head.fc.weight"].equal(source.state_dict()["head.fc.weight"])
 
 
+def test_weights_a_finished_run_lacks_name_what_it_holds(runs):
+    # export-hf / predict --weights model_wa.safetensors on a run without averaging asked whether it was
+    # a finished run folder at all.
+    with pytest.raises(ValueError, match=r"model_wa.safetensors: file not found \(the run folder holds "
+                                         r"model.safetensors; model_wa.safetensors is written only by a run that "
+                                         r"averages weights \(augment.wa_start\)\)"):
+        load_saved_model(runs["ast"], "model_wa.safetensors")
+
+
 def test_a_run_continued_on_its_classes_reordered_keeps_what_it_learned(runs, tmp_path):
     classes = json.loads((runs["ast"] / "labels.json").read_text())["classes"]
     cfg = tiny_config("ast", "micro", f"model.init_from={runs['ast']}")

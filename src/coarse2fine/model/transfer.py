@@ -144,6 +144,16 @@ def describe_size(config: Mapping[str, Any]) -> str:
     return f"{size} ({words})" if words else size
 
 
+def _weights_held(run: Path) -> str:
+    """What a run folder without the weights asked for holds instead, in words."""
+    held = sorted(p.name for p in run.glob("*.safetensors"))
+    if not held:
+        return "is this a finished coarse2fine run folder?"
+    note = ("; model_wa.safetensors is written only by a run that averages weights (augment.wa_start)"
+            if "model_wa.safetensors" not in held else "")
+    return f"the run folder holds {', '.join(held)}{note}"
+
+
 def load_saved_model(run_dir: str | os.PathLike, weights: str = "model.safetensors") -> C2FModel:
     """The model a finished run folder holds (``model_config.json`` + ``weights``), in eval mode on
     the CPU. Errors are ``ValueError`` naming the file."""
@@ -157,7 +167,7 @@ def load_saved_model(run_dir: str | os.PathLike, weights: str = "model.safetenso
         raise ValueError(f"{config_path}: {err}") from None
     weights_path = run / weights
     if not weights_path.is_file():
-        raise ValueError(f"{weights_path}: file not found (is this a finished coarse2fine run folder?)")
+        raise ValueError(f"{weights_path}: file not found ({_weights_held(run)})")
     try:
         model.load_state_dict(load_file(str(weights_path)))
     except Exception as err:  # noqa: BLE001 - safetensors and load_state_dict raise various types
