@@ -230,6 +230,10 @@ def test_records_are_filled_from_what_the_trainer_knows(tmp_path, tones):
     lrs = {h["step"]: h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h and "loss" in h}
     assert [r.lr for r in recs] == pytest.approx([lrs[1], lrs[5], lrs[9]]) and recs[2].lr < recs[1].lr
     assert recs[0].lr == pytest.approx(2e-3) == recs[1].lr
+    # Each epoch's training loss is the mean of the step losses the Trainer logs (it was None).
+    losses = {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+    assert [r.train_loss for r in recs] == pytest.approx(
+        [sum(losses[s] for s in range(first, first + 4)) / 4 for first in (1, 5, 9)], abs=2e-4)
     for r in recs:
         assert r.step_median > 0 and len(r.step_deciles) == 9 and r.step_time > 0 and r.data_time >= 0
         assert r.machine.startswith(cpu_name())

@@ -227,6 +227,7 @@ class CoarseToFineTrainer(Trainer):
         partial, self._c2f_partial = self._c2f_partial, None
         if partial is not None and partial["epoch"] < epoch:  # a checkpoint of an epoch's last step, before its end
             self._c2f_epoch = {k: partial[k] for k in ("epoch", "flops", "clips", "steps", "lr")}
+            self._c2f_epoch["loss"] = float(partial.get("loss", 0.0))
             self._c2f_clock = self._new_clock(partial)
             self._c2f_eval_seconds = 0.0
             self._end_epoch()
@@ -240,11 +241,12 @@ class CoarseToFineTrainer(Trainer):
                      self.c2f_schedule.phases[phase].R, self.c2f_schedule.geometry(phase))
         # The optimizer's LR now is the one of the epoch's first step (the schedule steps after it).
         lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else 0.0
-        self._c2f_epoch = {"epoch": int(epoch), "flops": 0, "clips": 0, "steps": 0, "lr": float(lr)}
+        self._c2f_epoch = {"epoch": int(epoch), "flops": 0, "clips": 0, "steps": 0, "lr": float(lr), "loss": 0.0}
         self._c2f_eval_seconds = 0.0
         resumed = partial is not None and partial["epoch"] == epoch  # resumed in this epoch's middle
         if resumed:
             self._c2f_epoch.update({k: partial[k] for k in ("flops", "clips", "steps", "lr")})
+            self._c2f_epoch["loss"] = float(partial.get("loss", 0.0))
         self._c2f_clock = self._new_clock(partial if resumed else None)
 
     def _end_epoch(self) -> None:
@@ -260,6 +262,7 @@ class CoarseToFineTrainer(Trainer):
             epoch=int(e["epoch"]) + 1, phase=self.c2f_phase, R=self.c2f_schedule.phases[self.c2f_phase].R,
             phase_epoch=phase_epoch, tokens=tokens, train_tokens=tokens, batch_size=self.c2f_batch_size,
             lr=float(e["lr"]), clips=e["clips"], steps=e["steps"], train_flops=float(e["flops"]),
+            train_loss=float(e["loss"]) / e["steps"] if e["steps"] else None,
             cum_flops=(prev.cum_flops if prev else 0.0) + e["flops"], train_time=seconds,
             cum_time=(prev.cum_time if prev else 0.0) + seconds, data_time=data_time,
             **step_summary(step_times, data_time), eval_time=self._c2f_eval_seconds,
@@ -285,11 +288,16 @@ class CoarseToFineTrainer(Trainer):
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         inputs = self._compress(inputs)
+        n = len(inputs[self.c2f_key])
+        loss = super().training_step(model, inputs, num_items_in_batch)
         if self._c2f_epoch:  # every micro-batch (the steps are counted at each optimizer step's end)
-            n = len(inputs[self.c2f_key])
             self._c2f_epoch["flops"] += step_flops(self.model, n)
             self._c2f_epoch["clips"] += n
-        return super().training_step(model, inputs, num_items_in_batch)
+            # the Trainer's own sum: each micro-batch's loss scaled for accumulation, so that the
+            # epoch's sum over its optimizer steps is the mean step loss the Trainer logs (a device
+            # tensor, read at the epoch's end)
+            self._c2f_epoch["loss"] = self._c2f_epoch["loss"] + loss.detach()
+        return loss
 
     def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None) -> Any:
@@ -330,6 +338,7 @@ class CoarseToFineTrainer(Trainer):
             if self._c2f_epoch and self._c2f_clock is not None:
                 clock = self._c2f_clock
                 partial = {k: self._c2f_epoch[k] for k in ("epoch", "flops", "clips", "steps", "lr")}
+                partial["loss"] = float(self._c2f_epoch["loss"])
                 partial.update(time=clock.elapsed(), data=clock.data, step_times=clock.step_times())
             atomic.write_json(os.path.join(out, STATE_FILE), {
                 "phase": self.c2f_phase, "R": self.c2f_schedule.phases[self.c2f_phase].R,
