@@ -112,6 +112,22 @@ def test_presets_name_prints_its_yaml_and_what_it_extends(capsys):
     assert "unknown preset 'nope'" in err and "esc50-cpu" in err
 
 
+def test_presets_resolved_prints_a_config_file_with_every_key_it_extends(tmp_path, capsys):
+    # No command printed a file of one's own resolved through its extends chain (a new user's case).
+    mine = tmp_path / "my.yaml"
+    mine.write_text("extends: esc50-cpu\ntrain:\n  epochs: 3\n")
+    assert main(["presets", str(mine)]) == 2
+    assert "is a config file, not a preset: `coarse2fine presets" in capsys.readouterr().err
+    assert main(["presets", str(mine), "--resolved", "--set", "c2f.schedule=2-1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# {mine}, resolved: every key as a run of it loads them\n")
+    values = yaml.safe_load(out)
+    assert (values["name"], values["train"]["epochs"], values["c2f"]["schedule"]) == ("my", 3, "2-1")
+    assert values["model"]["preset"] == "micro" and values["train"]["optim"]["gamma"] == 0.9  # from esc50-cpu
+    assert load_config(str(mine), ["c2f.schedule=2-1"], check_runtime=False).to_dict() == values  # the same config
+    assert main(["presets", "--resolved"]) == 2
+
+
 def test_resume_refuses_a_folder_without_a_run_and_fresh(tmp_path, capsys):
     # --resume means "continue what is there": a mistyped --out must not start a new run silently.
     out = tmp_path / "typo"

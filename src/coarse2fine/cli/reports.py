@@ -25,6 +25,7 @@ from coarse2fine.config import (
     RunConfig,
     config_from_dict,
     config_reference,
+    config_yaml,
     load_config,
     preset_names,
     read_yaml,
@@ -96,9 +97,13 @@ def add_parsers(sub) -> None:
 
     add_bench_parser(sub)
     add_plan_parser(sub)
-    p = sub.add_parser("presets", help="list the shipped presets, or show one's YAML")
-    p.add_argument("name", nargs="?", help="a preset to show: its YAML and the presets it extends")
-    add_quiet(p)
+    p = sub.add_parser("presets", help="list the shipped presets, or show one's YAML (or a config file resolved)")
+    p.add_argument("name", nargs="?", help="a preset to show: its YAML and the presets it extends; or, with "
+                                           "--resolved, a preset or YAML file")
+    p.add_argument("--resolved", action="store_true",
+                   help="print every key of the config as a run of it loads them: extends followed, defaults filled "
+                        "in, --set applied, paths absolute")
+    add_common(p)
 
 
 def add_bench_parser(sub) -> None:
@@ -146,10 +151,22 @@ def add_plan_parser(sub) -> None:
 
 def cmd_presets(args) -> int:
     """``presets``: the shipped presets' names; ``presets NAME``: that preset's YAML, after a line
-    naming the presets it extends."""
+    naming the presets it extends; ``presets CONFIG --resolved``: every key of a preset or YAML file
+    (with ``--set``) as a run loads them."""
     if args.name is None:
+        if args.resolved or args.overrides:
+            raise ValueError("presets --resolved / --set: name the preset or YAML file to resolve")
         print("\n".join(preset_names()))
         return 0
+    if args.resolved:
+        print(f"# {args.name}, resolved: every key as a run of it loads them\n"
+              + config_yaml(load_config(args.name, args.overrides, check_runtime=False)), end="")
+        return 0
+    if args.overrides:
+        raise ValueError("presets NAME --set: add --resolved to see the config with the values set")
+    if args.name not in preset_names() and Path(args.name).suffix in (".yaml", ".yml"):
+        raise ValueError(f"{args.name} is a config file, not a preset: `coarse2fine presets {args.name} --resolved` "
+                         "prints it with every key it extends and defaults")
     print(preset_text(args.name), end="")
     return 0
 
