@@ -159,6 +159,21 @@ def test_a_finished_run_of_another_config_is_refused_unless_fresh(tmp_path, caps
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_train_into_a_folder_that_holds_runs_is_refused_naming_them(tmp_path, capsys):
+    # `train my.yaml --out runs/exp` (for runs/exp/fshift_41) wrote a run beside an experiment's runs and tables.
+    run = tmp_path / "exp" / "baseline"
+    args = ["train", "demo", "--quiet", *_sets([*TINY, "train.epochs=1", "c2f.schedule=1"])]
+    assert main([*args, "--out", str(run)]) == 0
+    capsys.readouterr()
+    for more in ([], ["--fresh"]):
+        assert main([*args, "--out", str(tmp_path / "exp"), *more]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'exp'} holds runs: baseline: give one of them, e.g. {run} (to continue or reuse it)" in err
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir() if not p.name.startswith(".")) == ["baseline"]
+    assert main([*args, "--out", str(run)]) == 0  # the run itself: reused
+    assert "already finished in this folder" in capsys.readouterr().out
+
+
 def test_a_ctrl_c_after_the_run_finished_does_not_make_the_command_fail(tmp_path):
     """A new user's case: a Ctrl-C that came as the process exited, after `train` had printed the
     finished run, gave exit 130, which a script would take for an interrupted run."""

@@ -35,7 +35,7 @@ from coarse2fine.config import DataConfig, config_from_dict
 from coarse2fine.config.files import RUNTIME_KEYS, config_difference, differing_keys, path_keys
 from coarse2fine.config.run import move_legacy_feature_keys
 from coarse2fine.logs import RUN_LOG
-from coarse2fine.run_folders import CHECKPOINT
+from coarse2fine.run_folders import CHECKPOINT, runs_held
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
@@ -71,8 +71,12 @@ def claim_folder(config: dict[str, Any], out_dir: Path, resume: bool, fresh: boo
     config's, and what differs is logged. A checkpoint or finished run whose config names its data
     by other paths (:func:`moved_data_keys`) is this config's when its clip lists are this data's:
     a checkpoint's are checked once the data is loaded, a finished run's here, through
-    ``clip_lists`` (the data's clip-list digests per split; None: such a finished run is refused)."""
+    ``clip_lists`` (the data's clip-list digests per split; None: such a finished run is refused).
+    A folder that holds runs below it and none of its own (an experiment's) is refused."""
     log_path, ckpt = out_dir / "log.json", out_dir / CHECKPOINT
+    held = runs_held(out_dir) if not (log_path.exists() or ckpt.exists()) else ""
+    if held:  # an experiment's or crossval's folder: a run there would sit beside its runs and tables
+        raise RunFolderError(f"{held} (to continue or reuse it), or another --out for a run of its own")
     if fresh:
         _discard(out_dir)
         return None
