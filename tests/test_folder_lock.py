@@ -106,8 +106,11 @@ def test_pack_is_refused_while_its_folder_is_locked_and_runs_beside_the_lock_fil
     from coarse2fine.data.pack import pack
 
     cfg, out = load_config(audio_set.files_config), tmp_path / "shards"
-    with folder_lock(out):
-        with pytest.raises(FolderInUseError, match="writing a pack there"):
+    with folder_lock(out):  # a run holds it: the error says what the holder writes (it said "a pack")
+        with pytest.raises(FolderInUseError, match="which is writing a run there"):
+            pack(cfg, out, progress=False)
+    with folder_lock(out, "pack"):
+        with pytest.raises(FolderInUseError, match="which is writing a pack there"):
             pack(cfg, out, progress=False)
     assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # nothing written; the lock file is not "content"
     results = pack(cfg, out, progress=False)

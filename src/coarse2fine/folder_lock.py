@@ -68,12 +68,14 @@ class FolderInUseError(ValueError):
     """Another process holds the folder's lock."""
 
 
-def _holder(path: Path) -> str:
+def _holder(path: Path, what: str) -> str:
+    """Who holds the lock file ``path`` and what it writes (as it wrote there; else ``what``)."""
     try:
         held = json.loads(path.read_text())
-        return f"process {held['pid']} on {held['host']}, since {held['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+        return (f"process {held['pid']} on {held['host']}, since {held['since']}, which is writing a "
+                f"{held.get('what', what)} there")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "another process, which is writing there"
 
 
 @contextmanager
@@ -95,7 +97,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
     try:
         if locked := _lock(fd, folder, path, what):
             os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "what": what,
                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
             remove_stale_temp_files(folder)  # the only writer now: no write of another process is under way
         yield
@@ -129,7 +131,7 @@ def _lock(fd: int, folder: Path, path: Path, what: str) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
-        raise FolderInUseError(f"{folder} is in use by {_holder(path)}, which is writing a {what} there; wait "
+        raise FolderInUseError(f"{folder} is in use by {_holder(path, what)}; wait "
                                "for it to end or use another output folder") from None
     except OSError as err:
         log.warning("%s: this file system cannot lock files (%s); a second process writing the folder would not "
