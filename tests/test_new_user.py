@@ -172,6 +172,12 @@ def test_train_into_a_folder_that_holds_runs_is_refused_naming_them(tmp_path, ca
     assert sorted(p.name for p in (tmp_path / "exp").iterdir() if not p.name.startswith(".")) == ["baseline"]
     assert main([*args, "--out", str(run)]) == 0  # the run itself: reused
     assert "already finished in this folder" in capsys.readouterr().out
+    # The other way round: an experiment into a run's folder wrote its runs inside that run.
+    assert main(["experiment", "demo", "--methods", "fshift", "--out", str(run), "--quiet",
+                 *_sets([*TINY, "train.epochs=1"])]) == 2
+    assert f"{run} is a run folder (it holds a run's log or checkpoint): an experiment writes its runs in folders " \
+           "below its --out" in capsys.readouterr().err
+    assert not (run / "baseline").exists()
 
 
 def test_a_ctrl_c_after_the_run_finished_does_not_make_the_command_fail(tmp_path):

@@ -26,6 +26,7 @@ from coarse2fine.data.sources import clip_lists, count_classes, count_clips, loa
 from coarse2fine.experiments.grid import (
     SettingRuns,
     Variant,
+    check_experiment_root,
     cross_validate,
     cross_validate_settings,
     finished_first_seeds,
@@ -183,6 +184,7 @@ def cmd_experiment(args) -> int:
     title = f"{cfg.name}: baseline vs {', '.join(dict.fromkeys(v.schedule for v in variants))}"
     if args.report_only:
         return _report_finished(args, cfg, settings, seeds, out_root, title)
+    check_experiment_root(out_root)  # before the data is read
     splits = load_splits(cfg)
     done = run_settings(settings, out_root, splits, seeds, progress=show_bars(args.quiet), reuse=not args.fresh,
                         interleave=interleaved(cfg, args))

@@ -32,6 +32,7 @@ from coarse2fine.experiments.settings import (
     variant_config,
 )
 from coarse2fine.report.savings import Records
+from coarse2fine.run_folders import is_run_folder
 from coarse2fine.report.timing import Calibration, calibrate, calibrated_records, phase_key
 from coarse2fine.training.folder import read_finished
 from coarse2fine.training.interleave import Epochs, train_interleaved
@@ -59,6 +60,14 @@ class SettingRuns:
         return [seed_config(self.setting.config, k) for k in range(len(self.runs))]
 
 
+def check_experiment_root(out_root: Path) -> None:
+    """Refuse an experiment's ``--out`` that is a run folder itself: its runs would be written
+    inside another run's folder."""
+    if is_run_folder(out_root):
+        raise ValueError(f"{out_root} is a run folder (it holds a run's log or checkpoint): an experiment writes its "
+                         "runs in folders below its --out; give another --out")
+
+
 def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: DataSplits | None = None, seeds: int = 1,
                  progress: bool = True, reuse: bool = True, interleave: bool = False) -> list[SettingRuns]:
     """Train every setting with ``seeds`` seeds into ``out_root`` (see :func:`seed_folder`), seed
@@ -71,6 +80,7 @@ def run_settings(settings: Sequence[Setting], out_root: str | Path, splits: Data
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     out_root = Path(out_root)
+    check_experiment_root(out_root)
     loaded = splits
 
     def data() -> DataSplits:  # read once, when the first run that trains needs it (reused runs read none)
