@@ -126,6 +126,9 @@ def test_presets_resolved_prints_a_config_file_with_every_key_it_extends(tmp_pat
     assert values["model"]["preset"] == "micro" and values["train"]["optim"]["gamma"] == 0.9  # from esc50-cpu
     assert load_config(str(mine), ["c2f.schedule=2-1"], check_runtime=False).to_dict() == values  # the same config
     assert main(["presets", "--resolved"]) == 2
+    capsys.readouterr()
+    assert main(["presets", str(tmp_path / "nothere.yaml")]) == 2  # it said "is a config file"
+    assert f"nothere.yaml: no such config file ({tmp_path / 'nothere.yaml'})" in capsys.readouterr().err
 
 
 def test_resume_refuses_a_folder_without_a_run_and_fresh(tmp_path, capsys):

@@ -268,6 +268,13 @@ def test_a_file_shorter_than_training_accepts_is_scored_with_a_warning(model, tm
     warned = [r.getMessage() for r in caplog.records]
     assert warned == [f"{paths[0]}: 0.050 s, shorter than the 0.1 s that training accepts (data.min_seconds): scored, "
                       "on a window that is mostly padding"]
+    caplog.clear()
+    silent = str(tmp_path / "silent.wav")  # scored without a word, where check and training refuse it
+    sf.write(silent, np.zeros(SR // 2, dtype=np.float32), SR)
+    with caplog.at_level("WARNING", logger="coarse2fine.predict"):
+        assert predict_files(model, [silent], SPEC, LABELS)[0].scores
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{silent}: digital silence (peak amplitude below 1e-07; training and check refuse such a clip): scored all the same"]
 
 
 @pytest.mark.parametrize("pad", ["zeros", "repeat"])

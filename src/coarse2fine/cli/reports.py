@@ -165,6 +165,8 @@ def cmd_presets(args) -> int:
     if args.overrides:
         raise ValueError("presets NAME --set: add --resolved to see the config with the values set")
     if args.name not in preset_names() and Path(args.name).suffix in (".yaml", ".yml"):
+        if not Path(args.name).is_file():
+            raise ValueError(f"{args.name}: no such config file ({Path(args.name).absolute()})")
         raise ValueError(f"{args.name} is a config file, not a preset: `coarse2fine presets {args.name} --resolved` "
                          "prints it with every key it extends and defaults")
     print(preset_text(args.name), end="")
