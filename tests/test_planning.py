@@ -69,6 +69,25 @@ def test_plan_command_prints_candidates_and_writes_the_chosen_config(tmp_path, c
     assert planned.c2f.schedule == "4-1" and planned.c2f.planned_flops == predicted <= 3e12
 
 
+def test_plan_on_manifests_that_skip_bad_clips_says_its_count_is_the_manifests_rows(tmp_path, capsys):
+    # plan counted 94 clips where the run, skipping 6 bad rows, trained 88: compare said 0.936x.
+    import numpy as np
+    import soundfile as sf
+
+    rows = ["path,label"]
+    for i in range(6):
+        sf.write(tmp_path / f"c{i}.wav", (0.1 * np.random.default_rng(i).standard_normal(8000)).astype(np.float32), 16000)
+        rows.append(f"{tmp_path / f'c{i}.wav'},{'ab'[i % 2]}")
+    (tmp_path / "train.csv").write_text("\n".join([*rows, f"{tmp_path / 'gone.wav'},a"]) + "\n")
+    (tmp_path / "val.csv").write_text("\n".join(rows[:5]) + "\n")
+    sets = ["data.kind=manifest", f"data.train={tmp_path / 'train.csv'}", f"data.val={tmp_path / 'val.csv'}",
+            "data.clip_seconds=0.5", "features.target_length=64", "train.batch_size=2", "data.on_error=skip"]
+    args = ["plan", "demo", "--budget-flops", "1e10", "--rounds", "1", "--quiet", "--out", str(tmp_path / "p.yaml")]
+    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
+    assert ("demo: 7 training clips (rows of the manifests: with data.on_error: skip a run trains only the usable "
+            "ones, which `coarse2fine check` counts") in capsys.readouterr().out
+
+
 def test_a_schedule_that_is_not_a_candidate_is_never_written_silently(tmp_path, capsys):
     # `plan --choose 3-1` wrote a 2-1 plan without a word (a new user's defect).
     sets = ["--set", "train.batch_size=8", "--set", "data.train_clips=200"]

@@ -355,7 +355,10 @@ def cmd_plan(args) -> int:
              "initial share asked": ", ".join(f"{f:.2f}" for f in c.fractions), "initial share": f"{c.share:.2f}",
              "epochs per phase": "-".join(map(str, c.phase_epochs)), "epochs": str(c.epochs),
              "predicted FLOPs": f"{c.flops:.4g}", "predicted time": _duration(c.seconds)} for c in found]
-    print(f"{cfg.name}: {clips} training clips, budget "
+    rows_note = (" (rows of the manifests: with data.on_error: skip a run trains only the usable ones, which "
+                 "`coarse2fine check` counts, and the predicted FLOPs shrink by the share it drops)"
+                 if cfg.data.on_error == "skip" and cfg.data.kind not in ("synthetic", "shards") else "")
+    print(f"{cfg.name}: {clips} training clips{rows_note}, budget "
           + (f"{args.budget_flops:.4g} FLOPs" if args.budget_flops else f"{args.budget_hours:g} h")
           + f"; step times from {cal.rounds} interleaved rounds on {cal.device} (load average {cal.load_avg})")
     print(format_table(rows, "text"), end="")
