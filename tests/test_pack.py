@@ -81,6 +81,20 @@ def test_pack_layout_counts_checksums_and_report(packed):
     assert (lengths == 20480).all()
 
 
+def test_a_shard_whose_clips_are_all_bad_leaves_no_file_and_is_not_counted(audio_set, tmp_path):
+    # One clip a shard, the broken one alone in its shard: an empty tar was left and counted as a shard.
+    cfg, out = load_config(audio_set.files_config), tmp_path / "one"
+    train = next(r for r in pack(cfg, out, shard_clips=1, progress=False) if r.name == "train")
+    n = audio_set.train_clips
+    assert (train.clips, train.shards, train.written, train.kept, train.skipped) == (n, n, n, 0, 1)
+    assert not (out / "train" / f"audio-{audio_set.bad_at:06d}.tar").exists()
+    assert len(list((out / "train").glob("audio-*.tar"))) == n
+    desc = json.loads((out / "train" / "dataset.json").read_text())
+    assert len(desc["shardlist"]) == n and json.loads((out / "pack.json").read_text())["splits"]["train"]["shards"] == n
+    again = next(r for r in pack(cfg, out, shard_clips=1, progress=False) if r.name == "train")
+    assert (again.shards, again.written, again.kept) == (n, 0, n)  # the empty shard's record is kept, not rewritten
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_pack_killed_midway_resumes_to_identical_files(audio_set, tmp_path, sig):
     reference = tmp_path / "reference"

@@ -264,12 +264,12 @@ class SplitWriter:
                 record = self.kept(s, first)
                 if record is None:
                     record = self.write_shard(s, chunk, first, bar)
-                    result.written += 1
+                    result.written += bool(record["nsamples"])  # shards that hold clips
                 else:
                     bar.update(len(chunk))
-                    result.kept += 1
+                    result.kept += bool(record["nsamples"])
                 first += int(record["nsamples"])
-        log.info("%s: %d shards (%d kept from an earlier pack, %d written)", self.folder, self.num_shards,
+        log.info("%s: %d shards (%d kept from an earlier pack, %d written)", self.folder, result.kept + result.written,
                  result.kept, result.written)
         return self.finish(result)
 
@@ -283,7 +283,7 @@ class SplitWriter:
         wanted = {"audio", *(fs.name for fs in self.settings.feature_sets)}
         if record.get("digest") != self.config_digest or record.get("first") != first or set(record.get("sets", {})) != wanted:
             return None
-        for set_name, info in record["sets"].items():
+        for set_name, info in record["sets"].items() if record.get("nsamples") else ():  # an empty shard has no files
             file = self.set_folder(set_name) / info["url"]
             if not file.is_file() or file.stat().st_size != info["filesize"] or file_sha256(file) != info["sha256"]:
                 log.info("%s: shard %d is incomplete or damaged; writing it again", self.folder, s)
@@ -326,6 +326,9 @@ class SplitWriter:
         record = {"shard": s, "digest": self.config_digest, "first": first, "nsamples": len(labels), "sets": sets,
                   "labels": labels, "lengths": lengths, "sources": sources, "skipped": skipped}
         atomic.write_json(self.folder / record_name(s), record)
+        if not labels:  # every clip bad: the record says so, and no empty tar is left in the pack
+            for set_name, file_name in names.items():
+                (self.set_folder(set_name) / file_name).unlink(missing_ok=True)
         return record
 
     def load(self, entry: Entry) -> Clip:
@@ -400,6 +403,7 @@ class SplitWriter:
                          {**common, "index": INDEX, "report": REPORT, "parts": PARTS, "feature_sets": entries})
         atomic.write_json(self.folder / DESCRIPTOR, doc)
         result.clips, result.skipped = len(labels), len(skipped)
+        result.shards = len(shardlists["audio"])  # a shard whose clips were all bad holds nothing
         result.bytes = {"audio": doc["bytes"], **{e["name"]: e["bytes"] for e in entries}}
         return result
 
