@@ -425,7 +425,12 @@ def test_a_key_of_the_other_lr_schedule_warns_when_you_set_it_not_when_a_preset_
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):
         load_config("htsat_esc50-cpu")
         load_config(str(tmp_path / "per_epoch.yaml"))
-    assert "does not read it" not in caplog.text
+    assert "does not read it" not in caplog.text and "changes nothing" not in caplog.text
+    # `stats` prints a mean and std to paste; under HTS-AT's features.normalize: false they did nothing, silently
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("htsat_esc50-cpu", ["features.mean=-47.8", "features.std=37.3"])
+    assert caplog.text.count("features.normalize is false (the model normalises its input itself): it changes "
+                             "nothing in this run") == 2
 
 
 def test_a_budget_switch_whose_final_phase_ignores_the_budget_warns(caplog):

@@ -325,6 +325,9 @@ def test_check_and_stats_of_shards_match_the_files(packed, capsys):
     shard_stats = capsys.readouterr().out.splitlines()[0]
     assert main(["stats", str(packed.audio.files_config)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == shard_stats  # same audio, bit-exact: same statistics
+    assert main(["stats", str(packed.audio.files_config), "--set", "features.normalize=false"]) == 0
+    out = capsys.readouterr().out  # no block to paste where it would do nothing (HTS-AT's presets)
+    assert "features.normalize: false" in out and "features:\n  mean:" not in out
 
 
 def test_a_pack_names_the_clips_of_the_lists_it_was_packed_from(packed):

@@ -201,6 +201,10 @@ def cmd_stats(args) -> int:
     splits = load_splits(cfg)
     mean, std = dataset_stats(splits.train, cfg.features.settings, cfg.features.target_length, lengths=splits.train.lengths)
     print(f"{len(splits.train)} training clips: mean {mean:.7g}, std {std:.7g}")
+    if not cfg.features.normalize:
+        print("this config has features.normalize: false (its model normalises its input itself): a mean and std "
+              "set here would change nothing")
+        return 0
     print(f"features:\n  mean: {mean:.7g}\n  std: {std:.7g}")
     return 0
 

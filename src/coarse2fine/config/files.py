@@ -384,14 +384,20 @@ def _warn_unread_data_keys(data: DataConfig, layers: Sequence[tuple[str, dict[st
 def _warn_unread_schedule_keys(cfg: RunConfig, layers: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """A warning for each key of the other LR schedule (``train.optim.decay_start`` under
     ``schedule: epochs``, ``epoch_factors`` under ``step``) that your own config file or a
-    ``--set`` gives last, with or after ``train.optim.schedule``. A shipped preset's are not
-    warned of: HTS-AT's per-epoch presets extend AST's with its step-decay keys."""
+    ``--set`` gives last, with or after ``train.optim.schedule``, and for ``features.mean`` /
+    ``std`` under ``features.normalize: false``. A shipped preset's are not warned of: HTS-AT's
+    presets extend AST's with its step-decay keys and its dataset statistics."""
     schedule = cfg.train.optim.schedule
     for key in sorted(k for k in cfg.unread_settings() if k.startswith("train.optim.")):
         if _set_by_you_since(layers, key, "train.optim.schedule"):
             other = "step" if schedule == "epochs" else "epochs"
             warn(key, f"{key}: train.optim.schedule {schedule} does not read it (only schedule {other} does): it "
                       "changes nothing in this run")
+    if not cfg.features.normalize:  # HTS-AT's presets inherit AST's mean and std, and normalise in the model
+        for key in ("features.mean", "features.std"):
+            if _set_by_you_since(layers, key, "features.normalize"):
+                warn(key, f"{key}: features.normalize is false (the model normalises its input itself): it changes "
+                          "nothing in this run")
 
 
 def _set_by_you_since(layers: Sequence[tuple[str, dict[str, Any]]], key: str, selector: str) -> bool:
