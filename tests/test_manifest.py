@@ -15,6 +15,7 @@ from coarse2fine.data.manifest import (
     ManifestError,
     align_classes,
     fsdd_manifest,
+    listing_warnings,
     read_ast_json,
     read_csv,
     read_folder,
@@ -364,3 +365,18 @@ def test_a_clip_list_is_known_by_its_clips_wherever_they_lie():
     # In order (what a run's batches draw from): the moved copy lists them the other way round.
     assert clip_list_digest(here, ordered=True) != clip_list_digest(moved, ordered=True)
     assert clip_list_digest(here, ordered=True) == clip_list_digest(moved[::-1], ordered=True)
+
+
+def test_a_clip_listed_twice_and_classes_that_differ_in_case_are_warned_of(tmp_path: Path, capsys):
+    # A spreadsheet's duplicate rows, one clip with two labels under ce, and "Dog" beside "dog" trained
+    # as listed without a word (a new user's case).
+    rows = ["path,label", "a.wav,dog", "b.wav,rain", "a.wav,rain", "b.wav,rain", "c.wav,Dog", "d.wav,dog"]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    listed = read_csv(tmp_path / "t.csv")
+    assert listing_warnings(listed) == [
+        f"{tmp_path / 't.csv'}: 2 clip(s) listed more than once, each trained as often as listed; 1 with other labels "
+        "(e.g. a.wav, with other labels: dog at t.csv line 2, rain at t.csv line 4)",
+        f"{tmp_path / 't.csv'}: classes that differ only in case are separate classes: Dog and dog"]
+    assert listing_warnings(listed, classes=False) == listing_warnings(listed)[:1]
+    (tmp_path / "v.csv").write_text("path,label\nx.wav,dog\ny.wav,rain\n")
+    assert listing_warnings(read_csv(tmp_path / "v.csv")) == []

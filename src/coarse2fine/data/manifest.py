@@ -425,6 +425,34 @@ def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilab
     return Manifest(entries, classes, display_names, multi, str(path), problems)
 
 
+def listing_warnings(manifest: Manifest, classes: bool = True) -> list[str]:
+    """What a manifest lists that is probably not meant: a clip listed more than once (trained as
+    often as listed; with other labels, a single-label clip that is two), and (``classes``; not
+    for a validation list, which takes the training list's) classes whose names differ only in
+    case (two classes)."""
+    rows: dict[tuple[Path, float], list[Entry]] = {}
+    for e in manifest.entries:
+        rows.setdefault((e.path, e.start), []).append(e)
+    twice = [listed for listed in rows.values() if len(listed) > 1]
+    out = []
+    if twice:
+        other = [listed for listed in twice if len({e.labels for e in listed}) > 1]
+        first = other[0] if other else twice[0]
+        shown = ", ".join(f"{' '.join(e.labels)} at {e.where}" if other else e.where for e in first)
+        what = "with other labels" if other else "the same"
+        out.append(f"{manifest.source}: {len(twice)} clip(s) listed more than once, each trained as often as listed"
+                   + (f"; {len(other)} with other labels" if other else "")
+                   + f" (e.g. {first[0].path.name}, {what}: {shown})")
+    by_case: dict[str, list[str]] = {}
+    for c in manifest.classes if classes else ():
+        by_case.setdefault(c.casefold(), []).append(c)
+    clash = [names for names in by_case.values() if len(names) > 1]
+    if clash:
+        out.append(f"{manifest.source}: classes that differ only in case are separate classes: "
+                   + "; ".join(" and ".join(names) for names in clash[:5]))
+    return out
+
+
 def _is_audio(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
 

@@ -28,6 +28,7 @@ from coarse2fine.data.manifest import (
     clip_list_digest,
     clip_list_digests,
     fsdd_manifest,
+    listing_warnings,
     read_manifest,
 )
 from coarse2fine.data.memory import FeatureStore, feature_bytes, store_device
@@ -221,6 +222,8 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
     splits, skipped, failed = [], [], []
     train_list, val_list = manifests(cfg)
     lists, order = _listed(train_list, val_list)
+    for text in (*listing_warnings(train_list), *listing_warnings(val_list, classes=False)):
+        log.warning("%s", text)
     for i, manifest in enumerate((train_list, val_list)):
         try:
             report = validate(manifest, f.sample_rate, d.min_seconds, d.on_error)

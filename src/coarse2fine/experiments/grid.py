@@ -32,8 +32,8 @@ from coarse2fine.experiments.settings import (
     variant_config,
 )
 from coarse2fine.report.savings import Records
-from coarse2fine.run_folders import is_run_folder
 from coarse2fine.report.timing import Calibration, calibrate, calibrated_records, phase_key
+from coarse2fine.run_folders import is_run_folder
 from coarse2fine.training.folder import read_finished
 from coarse2fine.training.interleave import Epochs, train_interleaved
 from coarse2fine.training.interrupt import StopRequest
