@@ -380,3 +380,13 @@ def test_a_clip_listed_twice_and_classes_that_differ_in_case_are_warned_of(tmp_p
     assert listing_warnings(listed, classes=False) == listing_warnings(listed)[:1]
     (tmp_path / "v.csv").write_text("path,label\nx.wav,dog\ny.wav,rain\n")
     assert listing_warnings(read_csv(tmp_path / "v.csv")) == []
+
+
+def test_a_relative_path_with_windows_separators_is_found(tmp_path: Path):
+    # A manifest written on Windows (audio\\batch 1\\x.wav) gave "file not found" for every row.
+    (tmp_path / "audio" / "batch 1").mkdir(parents=True)
+    (tmp_path / "audio" / "batch 1" / "x.wav").write_bytes(b"")
+    (tmp_path / "t.csv").write_text("path,label\naudio\\batch 1\\x.wav,dog\naudio\\gone.wav,dog\n")
+    entries = read_csv(tmp_path / "t.csv").entries
+    assert entries[0].path == tmp_path / "audio" / "batch 1" / "x.wav" and entries[0].looked_in == ()
+    assert entries[1].looked_in  # not there either way: reported as written

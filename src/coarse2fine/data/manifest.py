@@ -256,7 +256,13 @@ def _resolve(raw: str, base: Path) -> tuple[Path, tuple[Path, ...]]:
     relative to the current folder if it exists there (AST's manifests name clips from the folder
     their scripts run in), else under ``base`` (reported missing there). The manifest's own folder
     comes first, so that a clip that happens to exist under the current folder cannot stand in.
-    With it, the places it was looked for when it is in neither (:attr:`Entry.looked_in`)."""
+    With it, the places it was looked for when it is in neither (:attr:`Entry.looked_in`). A
+    relative path written with Windows separators (``audio\\dog 1.wav``) that is not there as
+    written is taken with ``/`` where that names a file."""
+    if os.sep == "/" and "\\" in raw and not Path(raw).exists() and not (base / raw).exists():
+        posix, _ = _resolve(raw.replace("\\", "/"), base)
+        if posix.exists():
+            return posix, ()
     p = Path(os.path.expanduser(raw))
     if p.is_absolute():
         return p, ()
