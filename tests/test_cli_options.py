@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 import yaml
@@ -73,6 +74,10 @@ def test_flops_calls_the_epochs_caps_where_a_rule_ends_the_phases(capsys):
     assert main(["flops", "demo", "--classes", "8", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "at most" not in out and "caps" not in out
+    assert main(["flops", "demo", "--classes", "8", "--quiet", "--json", *sets]) == 0
+    data = json.loads(capsys.readouterr().out)  # the JSON said none of it
+    assert (data["switch"], data["final_stop"], data["epochs_are_caps"], data["budget_flops"]) == ("budget", "budget",
+                                                                                                    True, 8e11)
 
 
 def test_multi_method_commands_take_bare_patch_as_the_configs_resize(tmp_path, capsys):
@@ -110,6 +115,8 @@ def test_presets_name_prints_its_yaml_and_what_it_extends(capsys):
     assert main(["presets", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'nope'" in err and "esc50-cpu" in err
+    assert main(["presets", "esc50-cpux"]) == 2
+    assert "unknown preset 'esc50-cpux' (did you mean esc50-cpu?)" in capsys.readouterr().err
 
 
 def test_presets_resolved_prints_a_config_file_with_every_key_it_extends(tmp_path, capsys):
@@ -120,7 +127,7 @@ def test_presets_resolved_prints_a_config_file_with_every_key_it_extends(tmp_pat
     assert "is a config file, not a preset: `coarse2fine presets" in capsys.readouterr().err
     assert main(["presets", str(mine), "--resolved", "--set", "c2f.schedule=2-1"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"# {mine}, resolved: every key as a run of it loads them\n")
+    assert out.startswith(f"# {mine} --set c2f.schedule=2-1, resolved: every key as a run of it loads them\n")
     values = yaml.safe_load(out)
     assert (values["name"], values["train"]["epochs"], values["c2f"]["schedule"]) == ("my", 3, "2-1")
     assert values["model"]["preset"] == "micro" and values["train"]["optim"]["gamma"] == 0.9  # from esc50-cpu

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -159,7 +160,8 @@ def cmd_presets(args) -> int:
         print("\n".join(preset_names()))
         return 0
     if args.resolved:
-        print(f"# {args.name}, resolved: every key as a run of it loads them\n"
+        sets = "".join(f" --set {o}" for o in args.overrides)
+        print(f"# {args.name}{sets}, resolved: every key as a run of it loads them\n"
               + config_yaml(load_config(args.name, args.overrides, check_runtime=False)), end="")
         return 0
     if args.overrides:
@@ -187,7 +189,9 @@ def preset_text(name: str) -> str:
     """A shipped preset's YAML as the package holds it, after a comment line that says what it
     extends; an unknown name is refused with the list of presets."""
     if name not in preset_names():
-        raise ValueError(f"unknown preset {name!r}; the presets are: {', '.join(preset_names())}")
+        guess = difflib.get_close_matches(name, preset_names(), n=1)
+        raise ValueError(f"unknown preset {name!r}" + (f" (did you mean {guess[0]}?)" if guess else "")
+                         + f"; the presets are: {', '.join(preset_names())}")
     chain = preset_chain(name)
     about = (f"extends {' -> '.join(chain)}; `coarse2fine presets {chain[0]}` shows it" if chain
              else "extends no other preset")
@@ -219,7 +223,9 @@ def cmd_flops(args) -> int:
         print(json.dumps({"config": cfg.name, "arch": cfg.model.arch, "preset": cfg.model.preset, "method": cfg.c2f.method,
                           "schedule": cfg.c2f.schedule, "classes": classes, "phases": [c.to_dict() for c in costs],
                           "run_flops_per_clip": run, "baseline_flops_per_clip": baseline,
-                          "flops_source": costs[0].flops_source}, indent=2))
+                          "flops_source": costs[0].flops_source, "switch": cfg.c2f.switch,
+                          "final_stop": cfg.c2f.final_stop, "epochs_are_caps": bool(_ruled(cfg, len(costs))),
+                          "budget_flops": cfg.c2f.budget_flops, "budget_hours": cfg.c2f.budget_hours}, indent=2))
         return 0
     print(f"{cfg.name}: {cfg.model.arch} {cfg.model.preset}, {cfg.c2f.method}, schedule {cfg.c2f.schedule}, {classes} classes")
     rows = [{"phase": str(c.phase), "R": str(c.R), "epochs": str(c.epochs), "input": f"{c.frames} x {c.mel_bins}",
@@ -231,9 +237,7 @@ def cmd_flops(args) -> int:
         print(f"FLOPs measured with FlopCounterMode: the {cfg.model.arch} family has no analytic count")
     note = ("; the final phase keeps the baseline's budget, so the saving is measured where a run first beats "
             "the baseline's best (coarse2fine compare)") if costs[-1].epochs == base[0].epochs and len(costs) > 1 else ""
-    c = cfg.c2f
-    ruled = [f"c2f.{key}: {rule}" for key, rule, fixed in (("switch", c.switch, "fixed"), ("final_stop", c.final_stop, "epochs"))
-             if rule != fixed and (key == "final_stop" or len(costs) > 1)]
+    ruled = _ruled(cfg, len(costs))
     most = "at most " if ruled else ""
     print(f"whole schedule: {most}{run / 1e9:.4g} training GFLOPs per training clip, {run / baseline:.2f}x the baseline's "
           f"{base[0].epochs} epochs at R=1 ({baseline / 1e9:.4g}){note}")
@@ -241,6 +245,13 @@ def cmd_flops(args) -> int:
         print(f"the epochs are caps: with {' and '.join(ruled)} a phase may end before them (as its rule decides when "
               "the run trains)")
     return 0
+
+
+def _ruled(cfg: RunConfig, num_phases: int) -> list[str]:
+    """The rules that may end a phase before its epochs (``c2f.switch: budget``, ...), as settings."""
+    c = cfg.c2f
+    return [f"c2f.{key}: {rule}" for key, rule, fixed in (("switch", c.switch, "fixed"), ("final_stop", c.final_stop, "epochs"))
+            if rule != fixed and (key == "final_stop" or num_phases > 1)]
 
 
 def _bench_source(args, cfg):
