@@ -77,6 +77,15 @@ def test_skip_option_trains_and_lists_bad_files_in_the_report(tmp_path, caplog):
     assert labels["classes"] == ["/m/a", "/m/b"]
 
 
+def test_train_says_at_its_end_how_many_clips_it_did_not_train_on(tmp_path, capsys):
+    # The last line said only "trained; best acc ...": the skipped clips were a warning far above it.
+    from coarse2fine.cli import main
+
+    sets = _settings(*_make_set(tmp_path / "data", bad=True), "data.on_error=skip", "train.threads=1")
+    assert main(["train", "demo", "--out", str(tmp_path / "run"), "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "  3 bad clip(s) skipped before training (log.json: skipped)\n" in capsys.readouterr().out
+
+
 def _csv_set(root: Path, rows: dict[str, list[str]]) -> dict[str, Path]:
     """CSV manifests (no label CSV) of short tones: ``{split: [label, ...]}``."""
     root.mkdir(parents=True, exist_ok=True)

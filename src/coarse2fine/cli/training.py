@@ -52,7 +52,7 @@ from coarse2fine.phases import parse_schedule
 from coarse2fine.report.accounting import budget_lines
 from coarse2fine.report.kept import transfers
 from coarse2fine.report.plots import plot_files
-from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows
+from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows, read_log
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
 from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run, run_clip_lists_differ
@@ -293,6 +293,13 @@ def _train_one(args, cfg) -> RunResult:
     also = f" (coarse phases: {shown(coarse)})" if coarse is not None else ""
     print(f"{cfg.name}: {what}; best {metric} {shown(best_value(result.records, metric))} in the final phase{also}; "
           f"logs in {result.out_dir}")
+    logged = read_log(result.out_dir) if (result.out_dir / "log.json").is_file() else {}
+    lost = [f"{len(logged[key])} {words}" for key, words in (
+        ("skipped", "bad clip(s) skipped before training (log.json: skipped)"),
+        ("load_failures", "clip(s) unreadable during the run, trained as silence (log.json: load_failures)"))
+        if logged.get(key)]
+    if lost:
+        print(f"  {'; '.join(lost)}")
     kept = transfers(result.records, result.phases, metric)
     for t in kept:
         print(f"  phase {t.phase} -> {t.phase + 1} (R={t.R_from} -> R={t.R_to}): {metric} {shown(t.before)} at the end "
