@@ -129,7 +129,7 @@ def _bad_file(tmp_path: Path, kind: str) -> Path:
     [
         ("missing", "not found"),
         ("corrupt", "cannot decode"),
-        ("zero-bytes", "cannot decode"),
+        ("zero-bytes", "empty: 0-byte file"),  # as check and pack say it ("Format not recognised")
         ("empty", "empty"),
         ("nan", "NaN or infinite"),
         ("inf", "NaN or infinite"),

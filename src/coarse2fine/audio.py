@@ -49,6 +49,8 @@ def _check_exists(path: str) -> None:
         raise AudioError(path, "file not found")
     if not os.path.isfile(path):
         raise AudioError(path, "not a regular file")
+    if os.path.getsize(path) == 0:  # as check and pack say it (libsndfile: "Format not recognised")
+        raise AudioError(path, "empty: 0-byte file")
 
 
 def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
