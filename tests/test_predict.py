@@ -274,7 +274,8 @@ def test_a_file_shorter_than_training_accepts_is_scored_with_a_warning(model, tm
     with caplog.at_level("WARNING", logger="coarse2fine.predict"):
         assert predict_files(model, [silent], SPEC, LABELS)[0].scores
     assert [r.getMessage() for r in caplog.records] == [
-        f"{silent}: digital silence (peak amplitude below 1e-07; training and check refuse such a clip): scored all the same"]
+        f"{silent}: silent: peak amplitude 0.0e+00 < 1e-07 (digital silence), which training and check refuse: scored "
+        "all the same"]
 
 
 @pytest.mark.parametrize("pad", ["zeros", "repeat"])

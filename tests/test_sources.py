@@ -86,6 +86,20 @@ def test_train_says_at_its_end_how_many_clips_it_did_not_train_on(tmp_path, caps
     assert "  3 bad clip(s) skipped before training (log.json: skipped)\n" in capsys.readouterr().out
 
 
+def test_check_and_load_splits_warn_of_a_clip_listed_twice_with_other_labels(tmp_path, capsys):
+    from coarse2fine.cli import main
+
+    train, val, labels = _make_set(tmp_path / "data", bad=False)
+    rows = json.loads(train.read_text())["data"]
+    train.write_text(json.dumps({"data": [*rows, {**rows[0], "labels": "/m/b"}]}))
+    sets = _settings(train, val, labels)
+    assert load_splits(_cfg(train, val, labels)).listing == [
+        f"{train}: 1 clip(s) listed more than once, each trained as often as listed; 1 with other labels (e.g. "
+        "clip0.wav, with other labels: /m/a at train.json entry 1, /m/b at train.json entry 9)"]
+    assert main(["check", "demo", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert f"warning: {train}: 1 clip(s) listed more than once" in capsys.readouterr().out
+
+
 def _csv_set(root: Path, rows: dict[str, list[str]]) -> dict[str, Path]:
     """CSV manifests (no label CSV) of short tones: ``{split: [label, ...]}``."""
     root.mkdir(parents=True, exist_ok=True)

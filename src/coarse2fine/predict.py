@@ -39,7 +39,7 @@ from coarse2fine.audio import AudioError, fix_length, load_audio
 from coarse2fine.compression import InputGeometry
 from coarse2fine.config import RunConfig, config_from_dict, load_config
 from coarse2fine.data.manifest import AUDIO_EXTENSIONS, audio_in_folder
-from coarse2fine.data.validate import SILENCE_PEAK
+from coarse2fine.data.validate import wave_problem
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.base import C2FModel
 from coarse2fine.model.transfer import load_saved_model
@@ -366,9 +366,9 @@ def _score_files(model: Classifier, paths: Sequence[str], spec: FeatureSpec, cli
             log.debug("skipping %s", err)  # in the Prediction; the command line lists it
             failed[i] = Prediction(path=path, error=err.problem)
             continue
-        if wave.numel() and float(wave.abs().max()) < SILENCE_PEAK:
-            log.warning("%s: digital silence (peak amplitude below %g; training and check refuse such a clip): scored "
-                        "all the same", path, SILENCE_PEAK)
+        silent = wave_problem(wave, spec.frontend.sample_rate, min_seconds=0.0)  # load_audio refused empty and NaN
+        if silent is not None:
+            log.warning("%s: %s, which training and check refuse: scored all the same", path, silent)
         if clip is not None and wave.numel() < clip.min_samples:
             sr = spec.frontend.sample_rate
             log.warning("%s: %.3f s, shorter than the %g s that training accepts (data.min_seconds): scored, on a "

@@ -10,11 +10,11 @@ import logging
 
 from coarse2fine.cli.options import add_common
 from coarse2fine.config import RunConfig, load_config
-from coarse2fine.data.manifest import listing_warnings, shown_path
+from coarse2fine.data.manifest import shown_path
 from coarse2fine.data.shard_layout import ShardError
 from coarse2fine.data.shard_store import ShardStore, check_location, is_url
 from coarse2fine.data.shards import split_sources, split_summary, verify_split
-from coarse2fine.data.sources import load_splits, manifests
+from coarse2fine.data.sources import load_splits
 from coarse2fine.data.summary import class_lines, clip_seconds, length_lines, shared_clips, shared_warning
 from coarse2fine.logs import quiet_loggers
 from coarse2fine.model.transfer import initialise
@@ -90,9 +90,7 @@ def _print_data_summary(cfg: RunConfig, splits, both: list[str] | None = None) -
         if cfg.data.kind != "unlabeled":  # long recordings are cut into windows there, not to one clip
             durations = [(e.path, clip_seconds(e.path)) for e in [*entries[0], *entries[1]]]
             lines += length_lines(durations, cfg.data.clip_seconds, cfg.data.pad)
-    if cfg.data.kind == "manifest":  # what the run's data path warns of (quiet here) about the lists themselves
-        train_list, val_list = manifests(cfg)
-        warnings += [*listing_warnings(train_list), *listing_warnings(val_list, classes=False)]
+    warnings += splits.listing  # what the run's data path warns of (quiet here) about the lists themselves
     if both is None and cfg.data.kind == "shards":
         lines.append("clips in both splits: not checked (the pack has no records of its clips' sources)")
     elif both:

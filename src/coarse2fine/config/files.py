@@ -351,7 +351,7 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
                 cfg.warn_unused_settings()
                 if check_runtime:  # a config to run here, not a run's saved config (all of its keys)
                     _warn_unread_data_keys(cfg.data, layers)
-                    _warn_unread_schedule_keys(cfg, layers)
+                    _warn_unread_keys_you_set(cfg, layers)
             finally:
                 for key, text in warnings:
                     checks_log.warning("%s", _named_text(text, (), key, layers, label))
@@ -381,7 +381,7 @@ def _warn_unread_data_keys(data: DataConfig, layers: Sequence[tuple[str, dict[st
                   "this run")
 
 
-def _warn_unread_schedule_keys(cfg: RunConfig, layers: Sequence[tuple[str, dict[str, Any]]]) -> None:
+def _warn_unread_keys_you_set(cfg: RunConfig, layers: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """A warning for each key of the other LR schedule (``train.optim.decay_start`` under
     ``schedule: epochs``, ``epoch_factors`` under ``step``) that your own config file or a
     ``--set`` gives last, with or after ``train.optim.schedule``, and for ``features.mean`` /

@@ -338,7 +338,7 @@ _READ_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[RunConfig], bool], str |
      "no c2f.budget_shares)"),
     (tuple(f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig)),
      lambda cfg: cfg.train.objective == "masked_patch", "with train.objective: masked_patch"),
-    # warned of only where your own file or a --set gives them (config.files._warn_unread_schedule_keys):
+    # warned of only where your own file or a --set gives them (config.files._warn_unread_keys_you_set):
     # a preset of one schedule carries its parent's keys of the other (htsat_audioset, HTS-AT's per-epoch
     # factors, extends audioset's step decay); they make no other run
     (("train.optim.decay_start", "train.optim.decay_every", "train.optim.decay_end", "train.optim.gamma"),

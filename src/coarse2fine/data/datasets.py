@@ -124,7 +124,9 @@ class WaveformDataset(ClipDataset):
 
 @dataclass(frozen=True)
 class DataSplits:
-    """The train and validation sets of a run, the clips skipped as bad, and the classes' display names."""
+    """The train and validation sets of a run, the clips skipped as bad, the classes' display names,
+    and what the clip lists hold that is probably not meant (``listing``: a clip listed twice,
+    classes that differ only in case; :func:`~coarse2fine.data.manifest.listing_warnings`)."""
 
     train: ClipDataset
     val: ClipDataset
@@ -132,6 +134,7 @@ class DataSplits:
     display_names: list[str] | None = None
     clip_lists: dict[str, str] = field(default_factory=dict)  # split -> clip_list_digest of the clips it names
     train_order: str | None = None  # clip_list_digest(..., ordered=True) of the training clips: what batches draw
+    listing: list[str] = field(default_factory=list)
 
     def separate(self) -> DataSplits:
         """These splits with their own phase state (:meth:`ClipDataset.separate`), for a run that

@@ -222,7 +222,8 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
     splits, skipped, failed = [], [], []
     train_list, val_list = manifests(cfg)
     lists, order = _listed(train_list, val_list)
-    for text in (*listing_warnings(train_list), *listing_warnings(val_list, classes=False)):
+    listing = [*listing_warnings(train_list), *listing_warnings(val_list, classes=False)]
+    for text in listing:
         log.warning("%s", text)
     for i, manifest in enumerate((train_list, val_list)):
         try:
@@ -240,7 +241,7 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
     if skipped:
         log.warning("%d bad clip(s) skipped; a run lists them in its log.json (skipped)", len(skipped))
     return DataSplits(train=splits[0], val=splits[1], skipped=skipped, display_names=manifest.display_names,
-                      clip_lists=lists, train_order=order)
+                      clip_lists=lists, train_order=order, listing=listing)
 
 
 def load_validation(cfg: RunConfig, clips: int | None = None) -> ClipDataset:
