@@ -174,6 +174,24 @@ def test_the_validation_split_alone_reads_none_of_the_training_clips(tmp_path):
     assert len(load_validation(cfg, clips=2)) == 4  # a bad clip among the first two: all are checked, it is skipped
 
 
+def test_stats_reads_the_training_split_alone(tmp_path, capsys):
+    # `stats` decoded the validation set too and stopped on a bad validation clip it never reads.
+    train, val, labels = _make_set(tmp_path, bad=False)
+    rows = json.loads(val.read_text())["data"]
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00not audio at all")
+    val.write_text(json.dumps({"data": [{"wav": str(tmp_path / "broken.wav"), "labels": "/m/a"}, *rows]}))
+    sets = [x for s in _settings(train, val, labels) for x in ("--set", s)]
+    assert main(["stats", "demo", *sets]) == 0
+    assert "8 training clips: mean" in capsys.readouterr().out
+    # a bad training clip stops it as it stops training, or is left out and counted under on_error: skip
+    train.write_text(json.dumps({"data": [{"wav": str(tmp_path / "broken.wav"), "labels": "/m/a"},
+                                          *json.loads(train.read_text())["data"]]}))
+    assert main(["stats", "demo", *sets]) != 0
+    assert "train.json: 1 clip(s) cannot be used" in capsys.readouterr().err
+    assert main(["stats", "demo", *sets, "--set", "data.on_error=skip"]) == 0
+    assert "8 training clips (1 bad clip(s) skipped, as data.on_error: skip says): mean" in capsys.readouterr().out
+
+
 def test_multilabel_data_needs_a_multilabel_loss(tmp_path):
     train, val, labels = _make_set(tmp_path, bad=False)
     rows = json.loads(train.read_text())["data"]

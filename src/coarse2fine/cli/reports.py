@@ -32,7 +32,7 @@ from coarse2fine.config import (
     read_yaml,
     save_config,
 )
-from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits
+from coarse2fine.data.sources import count_classes, count_clips, input_kind, load_splits, load_training
 from coarse2fine.data.stats import dataset_stats
 from coarse2fine.experiments.grid import calibrate_runs
 from coarse2fine.phases import default_initial_fraction, parse_schedule
@@ -202,9 +202,10 @@ def preset_text(name: str) -> str:
 
 def cmd_stats(args) -> int:
     cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null", "data.preload=true", "data.in_memory=off"])
-    splits = load_splits(cfg)
-    mean, std = dataset_stats(splits.train, cfg.features.settings, cfg.features.target_length, lengths=splits.train.lengths)
-    print(f"{len(splits.train)} training clips: mean {mean:.7g}, std {std:.7g}")
+    train, skipped = load_training(cfg)
+    mean, std = dataset_stats(train, cfg.features.settings, cfg.features.target_length, lengths=train.lengths)
+    left_out = f" ({len(skipped)} bad clip(s) skipped, as data.on_error: skip says)" if skipped else ""
+    print(f"{len(train)} training clips{left_out}: mean {mean:.7g}, std {std:.7g}")
     if not cfg.features.normalize:
         print("this config has features.normalize: false (its model normalises its input itself): a mean and std "
               "set here would change nothing")

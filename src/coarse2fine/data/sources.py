@@ -256,3 +256,15 @@ def load_validation(cfg: RunConfig, clips: int | None = None) -> ClipDataset:
     if len(report.ok) < min(clips or 0, len(val)):  # bad clips among the first: check them all
         report = validate(val, f.sample_rate, cfg.data.min_seconds, "skip")
     return _file_dataset(cfg, report.filtered(val))
+
+
+def load_training(cfg: RunConfig) -> tuple[ClipDataset, list[Problem]]:
+    """The training split alone, as :func:`load_splits` would serve it without holding it in
+    memory, and the bad clips ``data.on_error: skip`` left out (with ``raise``, a bad clip stops
+    it, as it stops training). For file-based data the validation set is neither read nor checked."""
+    if cfg.data.kind in ("synthetic", "shards"):
+        splits = load_splits(cfg.replace({"data.in_memory": "off"}))
+        return splits.train, list(splits.skipped)
+    train, f = manifests(cfg)[0], cfg.features
+    report = validate(train, f.sample_rate, cfg.data.min_seconds, cfg.data.on_error)
+    return _file_dataset(cfg, report.filtered(train)), list(report.problems)
