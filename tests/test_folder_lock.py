@@ -158,7 +158,9 @@ def test_a_failed_start_leaves_no_folder_it_created_and_keeps_one_it_did_not(tmp
     monkeypatch.chdir(tmp_path)
     assert main(["train", "audioset-cpu", "--out", "runs/new"]) == 2
     assert "data.train:" in capsys.readouterr().err
-    assert not (tmp_path / "runs" / "new").exists()
-    (tmp_path / "runs" / "mine").mkdir()  # the user's own folder: failed in, kept as it was
+    assert not (tmp_path / "runs").exists()  # nor the parent it made for it (it was left behind, empty)
+    (tmp_path / "runs" / "mine").mkdir(parents=True)  # the user's own folder: failed in, kept as it was
     assert main(["train", "audioset-cpu", "--out", "runs/mine"]) == 2
+    assert (tmp_path / "runs" / "mine").is_dir() and not list((tmp_path / "runs" / "mine").iterdir())
+    assert main(["train", "audioset-cpu", "--out", "runs/mine/a/b"]) == 2  # below a folder of the user's: that stays
     assert (tmp_path / "runs" / "mine").is_dir() and not list((tmp_path / "runs" / "mine").iterdir())

@@ -84,7 +84,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
     :class:`FolderInUseError` at once, naming the holder, when another process holds it. Stale
     temporary files of atomic writes in ``folder`` are removed once the lock is taken."""
     folder = Path(folder)
-    created = not folder.exists()
+    created = _missing_folders(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
@@ -110,16 +110,27 @@ def folder_lock(folder: str | os.PathLike, what: str = "run") -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _remove_if_untouched(folder: Path, path: Path, created: bool) -> None:
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for p in (folder, *folder.absolute().parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def _remove_if_untouched(folder: Path, path: Path, created: list[Path]) -> None:
     """Remove the lock file ``path`` that this process made for a run or pack that then failed
-    before writing anything in ``folder`` (a bad config, a missing manifest), and the folder too
-    when this process created it, so that a failed start leaves nothing behind. Only while holding
-    the lock, and only when the lock file is all the folder holds."""
+    before writing anything in ``folder`` (a bad config, a missing manifest), and the folders this
+    process created for it (``folder`` and its new parents, those left empty), so that a failed
+    start leaves nothing behind. Only while holding the lock, and only when the lock file is all
+    the folder holds."""
     try:
         if [p.name for p in folder.iterdir()] == [path.name]:
             path.unlink()
-            if created:
-                folder.rmdir()
+            for made in created:
+                made.rmdir()  # refused once a folder holds something else: what is above it stays too
     except OSError:
         pass  # another process's file appeared, or the file system refused: leave it
 
