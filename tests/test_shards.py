@@ -336,6 +336,13 @@ def test_a_pack_names_the_clips_of_the_lists_it_was_packed_from(packed):
     shards, files = (load_splits(load_config(c)) for c in (packed.config, packed.audio.files_config))
     assert set(shards.clip_lists) == {"train", "val"} and shards.clip_lists == files.clip_lists
     assert shards.train_order is not None and shards.train_order == files.train_order
+    # and the lists of the clips they use, the broken one left out: the list of a manifest cleaned of it
+    assert shards.used_lists == files.used_lists and shards.used_lists["train"] != shards.clip_lists["train"]
+    rows = (packed.audio.folder / "train.csv").read_text().splitlines()
+    cleaned = packed.audio.folder / "cleaned.csv"
+    cleaned.write_text("\n".join(r for r in rows if "broken" not in r) + "\n")
+    clean = load_splits(load_config(packed.audio.files_config, [f"data.train={cleaned}"]))
+    assert clean.clip_lists["train"] == clean.used_lists["train"] == shards.used_lists["train"]
 
 
 @pytest.mark.parametrize("setting,problem,reads", [

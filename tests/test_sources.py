@@ -285,6 +285,33 @@ def test_compare_takes_runs_by_their_clips_not_by_their_manifests_names(tmp_path
         capsys.readouterr().err)
 
 
+def test_a_run_on_a_cleaned_manifest_compares_with_one_that_skipped_its_bad_rows(tmp_path, capsys):
+    """A new user's case: a baseline trained with data.on_error: skip over a manifest with a missing
+    clip; the coarse-to-fine run on the manifest cleaned of that row was refused by compare ("the
+    train split lists other clips"), though both trained on the same clips."""
+    csv = _csv_set(tmp_path / "data", {"train": ["cat", "dog"] * 4, "val": ["cat", "dog"]})
+    messy = tmp_path / "data" / "messy.csv"
+    messy.write_text(csv["train"].read_text() + f"{tmp_path / 'data' / 'gone.wav'},cat\n")
+
+    def train(name, train_csv, *extra):
+        sets = _settings(train_csv, csv["val"], None, "train.threads=1", "data.on_error=skip", *extra)
+        assert main(["train", "demo", "--out", str(tmp_path / name), "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
+        return str(tmp_path / name)
+
+    base = train("base", messy)
+    log = json.loads((tmp_path / "base" / "log.json").read_text())["data"]
+    assert log["train_used_sha256"] != log["train_list_sha256"] and log["val_used_sha256"] == log["val_list_sha256"]
+    clean = train("clean", csv["train"], "c2f.schedule=2-1", "c2f.phase_epochs=[1, 1]")
+    capsys.readouterr()
+    assert main(["compare", base, clean]) == 0, capsys.readouterr().err
+    other = tmp_path / "data" / "other.csv"  # one clip fewer than the baseline used: not the same data
+    other.write_text(csv["train"].read_text().replace(f"{tmp_path / 'data' / 'train7.wav'},dog\n", ""))
+    fewer = train("fewer", other, "c2f.schedule=2-1", "c2f.phase_epochs=[1, 1]")
+    capsys.readouterr()
+    assert main(["compare", base, fewer]) == 2
+    assert "the train split lists other clips or labels" in capsys.readouterr().err
+
+
 def test_a_finished_run_is_not_reused_on_a_manifest_edited_since(tmp_path, capsys):
     """An experiment's finished runs were reused (and --report-only tabulated them) after a clip of
     their training manifest was replaced: the tables then stood for data no run trained on."""

@@ -134,6 +134,7 @@ class DataSplits:
     display_names: list[str] | None = None
     clip_lists: dict[str, str] = field(default_factory=dict)  # split -> clip_list_digest of the clips it names
     train_order: str | None = None  # clip_list_digest(..., ordered=True) of the training clips: what batches draw
+    used_lists: dict[str, str] = field(default_factory=dict)  # split -> clip_list_digest of the clips it serves (bad ones left out)
     listing: list[str] = field(default_factory=list)
 
     def separate(self) -> DataSplits:
@@ -145,12 +146,15 @@ class DataSplits:
         """What a checkpoint must find again to resume on the same data, and what a report compares
         runs' data by: the clip counts, the classes (a digest of their ids, in target order) and,
         where the source names its clips, each split's clip list
-        (:func:`~coarse2fine.data.manifest.clip_list_digest`: the same wherever the files lie) and
-        the order of the training clips (which a resumed run's batches depend on)."""
+        (:func:`~coarse2fine.data.manifest.clip_list_digest`: the same wherever the files lie), the
+        list of the clips it serves (``used``: the same but for bad clips ``data.on_error: skip``
+        left out, which reports compare) and the order of the training clips (which a resumed run's
+        batches depend on)."""
         classes = "\n".join(self.train.class_names).encode()
         return {"train_clips": len(self.train), "val_clips": len(self.val),
                 "classes": len(self.train.class_names), "classes_sha256": hashlib.sha256(classes).hexdigest(),
                 **{f"{split}_list_sha256": value for split, value in self.clip_lists.items()},
+                **{f"{split}_used_sha256": value for split, value in self.used_lists.items()},
                 **({"train_order_sha256": self.train_order} if self.train_order else {})}
 
 

@@ -41,7 +41,7 @@ from coarse2fine.audio import decode_audio, encode_flac, fix_length
 from coarse2fine.config import RunConfig
 from coarse2fine.config.files import config_difference
 from coarse2fine.data.labels import LabelIndex, index_dtype
-from coarse2fine.data.manifest import Entry, Manifest, clip_list_digests
+from coarse2fine.data.manifest import Entry, Manifest, clip_list_digest, clip_list_digests
 from coarse2fine.data.shard_layout import (
     AUDIO_MEMBER,
     DESCRIPTOR,
@@ -140,6 +140,11 @@ class SplitResult:
     written: int = 0
     kept: int = 0
     bytes: dict[str, int] = field(default_factory=dict)
+
+
+def clip_source(entry: Entry) -> str:
+    """How a pack names the clip of ``entry`` in its records: its path, and its start when not 0."""
+    return str(entry.path) + (f"@{entry.start:g}s" if entry.start else "")
 
 
 @dataclass
@@ -334,7 +339,7 @@ class SplitWriter:
     def load(self, entry: Entry) -> Clip:
         """Decode and check one clip (bad clips come back with their problem)."""
         st = self.settings
-        source = str(entry.path) + (f"@{entry.start:g}s" if entry.start else "")
+        source = clip_source(entry)
         labels = sorted(self.class_index[label] for label in entry.labels)
         try:
             data = Path(entry.path).read_bytes()
@@ -386,12 +391,14 @@ class SplitWriter:
             index.save(fh)
         st = self.settings
         clips, order = clip_list_digests(self.manifest.entries)
+        bad = {s["path"] for s in built.skipped}
+        used = clip_list_digest([e for e in self.manifest.entries if clip_source(e) not in bad])
         common = {"config_digest": self.config_digest, "created_by": f"coarse2fine {__version__}", "split": self.name,
                   "sample_rate": st.sample_rate, "clip_seconds": st.clip_seconds, "num_samples": st.num_samples,
                   "classes": list(self.manifest.classes), "display_names": list(self.manifest.display_names),
                   "multilabel": self.manifest.multilabel, "num_clips": len(labels), "num_skipped": len(skipped),
                   # a run of these clips from files has the same digests
-                  "clip_list_sha256": clips, "clip_order_sha256": order}
+                  "clip_list_sha256": clips, "clip_order_sha256": order, "used_list_sha256": used}
         entries = []
         for fs in st.feature_sets:
             meta = {**common, "R": fs.R, "dtype": "float16", "frontend": fs.settings, "frontend_digest": fs.digest}

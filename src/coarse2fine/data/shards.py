@@ -339,12 +339,14 @@ def shard_splits(cfg: Any) -> DataSplits:
     order = train.audio.meta.get("clip_order_sha256")
     return DataSplits(train=train, val=val, skipped=train.skipped() + val.skipped(), display_names=train.display_names,
                       clip_lists=packed_clip_lists({"train": train.audio, "val": val.audio}),
-                      train_order=str(order) if order else None)
+                      train_order=str(order) if order else None,
+                      used_lists=packed_clip_lists({"train": train.audio, "val": val.audio}, "used_list_sha256"))
 
 
-def packed_clip_lists(sets: dict[str, ShardSet]) -> dict[str, str]:
-    """The clip-list digest each split's audio set was packed with (packs of earlier versions: none)."""
-    lists = {split: audio.meta.get("clip_list_sha256") for split, audio in sets.items()}
+def packed_clip_lists(sets: dict[str, ShardSet], key: str = "clip_list_sha256") -> dict[str, str]:
+    """The clip-list digest each split's audio set was packed with (``used_list_sha256``: that of
+    the clips it holds, the bad ones left out); packs of earlier versions: none."""
+    lists = {split: audio.meta.get(key) for split, audio in sets.items()}
     return {split: str(v) for split, v in lists.items() if v}
 
 

@@ -219,7 +219,7 @@ def _file_dataset(cfg: RunConfig, usable: Manifest) -> ClipDataset:
 
 def _file_splits(cfg: RunConfig) -> DataSplits:
     d, f = cfg.data, cfg.features
-    splits, skipped, failed = [], [], []
+    splits, skipped, failed, used = [], [], [], {}
     train_list, val_list = manifests(cfg)
     lists, order = _listed(train_list, val_list)
     listing = [*listing_warnings(train_list), *listing_warnings(val_list, classes=False)]
@@ -233,6 +233,8 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
             continue
         skipped += report.problems
         usable = report.filtered(manifest)
+        split = ("train", "val")[i]
+        used[split] = clip_list_digest(usable.entries) if report.problems else lists[split]
         if i == 0:
             _warn_empty_classes(usable)
         splits.append(_file_dataset(cfg, usable))
@@ -241,7 +243,7 @@ def _file_splits(cfg: RunConfig) -> DataSplits:
     if skipped:
         log.warning("%d bad clip(s) skipped; a run lists them in its log.json (skipped)", len(skipped))
     return DataSplits(train=splits[0], val=splits[1], skipped=skipped, display_names=manifest.display_names,
-                      clip_lists=lists, train_order=order, listing=listing)
+                      clip_lists=lists, train_order=order, listing=listing, used_lists=used)
 
 
 def load_validation(cfg: RunConfig, clips: int | None = None) -> ClipDataset:

@@ -12,7 +12,9 @@ baseline, by kind:
   (caching, workers, memory) do not count. Where both logs hold the clip lists, the keys that only
   name the clips (:data:`CLIP_NAMING_KEYS`: paths, the data kind, the fold) do not count either:
   a manifest of the same clips under another name, data moved to another disk, or a pack of the
-  same clips compares, and a manifest of the same name listing other clips does not. Logs of
+  same clips compares, and a manifest of the same name listing other clips does not. The lists
+  compared are of the clips each run used (a manifest cleaned of the bad rows that another run
+  skipped compares with it) where both logs say, else of the clips each listed. Logs of
   earlier versions have no clip lists: their path keys are compared by their last component, so
   that runs whose relative paths were resolved from another working folder match, as
   ``experiment --report-only`` takes them for the same settings;
@@ -59,7 +61,8 @@ class RunFacts:
     order (``classes``; None when unknown); whether its log holds a config (``has_config``; without
     one ``config`` is empty), its full-resolution input, frames x mel bins (``input_size``;
     from the log's ``schedule``, None when it has none) and the digests of its train and val clip
-    lists (``clip_lists``; None when its log has none)."""
+    lists (``clip_lists``; None when its log has none), and of the clips it used, those
+    ``data.on_error: skip`` left out taken off (``used_lists``; logs of earlier versions have none)."""
 
     folder: str
     config: Mapping[str, Any]
@@ -68,6 +71,7 @@ class RunFacts:
     has_config: bool = True
     input_size: tuple[int, int] | None = None
     clip_lists: tuple[str, str] | None = None  # the train and val clip lists' digests (None: not in its log)
+    used_lists: tuple[str, str] | None = None  # the same of the clips it trained and validated on (bad ones left out)
 
 
 def _classes(saved: Mapping[str, Any], folder: Path) -> tuple[str, ...] | None:
@@ -92,14 +96,16 @@ def run_facts(folder: str | Path, saved: Mapping[str, Any]) -> RunFacts:
     last = records[-1] if records else None
     clips = int((last.get("clips") if isinstance(last, Mapping) else getattr(last, "clips", 0)) or 0)
     return RunFacts(str(folder), config, clips if whole_epochs and clips > 0 else None, _classes(saved, Path(folder)),
-                    has_config, _input_size(saved.get("schedule")), _clip_lists(saved.get("data")))
+                    has_config, _input_size(saved.get("schedule")), _clip_lists(saved.get("data")),
+                    _clip_lists(saved.get("data"), "used"))
 
 
-def _clip_lists(signature: Any) -> tuple[str, str] | None:
-    """The train and val clip-list digests of a run log's ``data`` section (None without both)."""
+def _clip_lists(signature: Any, kind: str = "list") -> tuple[str, str] | None:
+    """The train and val clip-list digests of a run log's ``data`` section (None without both);
+    ``kind`` ``used``: those of the clips the run used."""
     if not isinstance(signature, Mapping):
         return None
-    found = tuple(signature.get(f"{split}_list_sha256") for split in SPLITS)
+    found = tuple(signature.get(f"{split}_{kind}_sha256") for split in SPLITS)
     return found if all(isinstance(v, str) for v in found) else None  # type: ignore[return-value]
 
 
@@ -154,10 +160,13 @@ def data_changes(base: RunFacts, run: RunFacts) -> list[str]:
         same_count = len(base.classes) == len(run.classes)
         changes.append("class ids differ" if same_count else f"classes {len(base.classes)} -> {len(run.classes)}")
     lists_known = False
-    if base.clip_lists is not None and run.clip_lists is not None:
+    # the clips each run used where both logs say (a manifest cleaned of the bad rows another run skipped
+    # lists the same clips), else the clips each listed
+    pair = (base.used_lists, run.used_lists) if base.used_lists and run.used_lists else (base.clip_lists, run.clip_lists)
+    if pair[0] is not None and pair[1] is not None:
         lists_known = True
         changes += [f"the {split} split lists other clips or labels"
-                    for split, u, v in zip(SPLITS, base.clip_lists, run.clip_lists) if u != v]
+                    for split, u, v in zip(SPLITS, *pair) if u != v]
     configured = base.has_config and run.has_config
     return changes + (_key_changes(base.config, run.config, "data", lists_known) if configured else [])
 
