@@ -277,6 +277,23 @@ def test_every_unknown_key_of_a_config_is_named_at_once_with_the_key_it_is_close
     assert str(err.value).endswith("(also unknown: train.epoch (epochs?), train.optim.warmup_step (warmup_steps?))")
 
 
+def test_a_typo_does_not_hide_the_other_values_problems(tmp_path):
+    """A new user's case: a typo was named, and once fixed a wrong value in another section came up,
+    then another: one round a kind of error. The values are checked with the typos named, each in
+    the sections without a typo, and key by key in the one with it (where a check of keys together
+    could blame a key the typo left out: c2f.phase_epochs for a misspelt schedule)."""
+    mine = _write(tmp_path, "mine.yaml", "extends: esc50-cpu\ntrain:\n  epochz: 3\n  optim:\n    lr: fast\n"
+                                         "augment:\n  freqm: -1\nc2f:\n  schedul: 4-2-1\n  phase_epochs: [1, 1, 1]\n")
+    with pytest.raises(ValueError) as err:
+        load_config(mine)
+    text = str(err.value)
+    assert text.startswith(f"{mine}: train: unknown key(s) epochz (epochs?); known: ")
+    assert "(also unknown: c2f.schedul (schedule?))" in text
+    assert f"{mine}: train.optim.lr: expected a number, got 'fast'" in text
+    assert f"{mine}: augment.freqm: must be >= 0, got -1" in text
+    assert "phase_epochs" not in text
+
+
 def test_a_misspelt_preset_or_a_key_named_as_other_code_names_it_gets_a_guess(tmp_path):
     with pytest.raises(ValueError, match=r"unknown preset 'speechcomands-cpu' \(did you mean speechcommands-cpu\?\)"):
         load_config("speechcomands-cpu")

@@ -344,23 +344,62 @@ def _section_at(cls: type, dotted: str, where: str) -> type:
     return cls
 
 
+def _unknown_keys_error(cls: type, found: list[str], where: str) -> ValueError:
+    """The error for the unknown keys ``found`` (dotted) in ``cls``'s values: those of the first
+    section that has any, with the keys it knows and a guess for each, then the others."""
+    section, _, _ = found[0].rpartition(".")
+    at = _section_at(cls, section, where)
+    known = [f.name for f in dataclasses.fields(at) if f.init]
+    aliases = "; flat aliases: " + ", ".join(f"{k} ({v})" for k, v in _aliases(at).items()) if _aliases(at) else ""
+    mine = sorted(_guessed(k, cls, where) for k in found if k.rpartition(".")[0] == section)
+    others = [_guessed(k, cls, where, dotted=True) for k in found if k.rpartition(".")[0] != section]
+    also = f" (also unknown: {', '.join(others)})" if others else ""
+    if not section:
+        return ValueError(f"unknown top-level key(s) {', '.join(mine)}; known sections and keys: {', '.join(known)}{also}")
+    return ValueError(f"{section}: unknown key(s) {', '.join(mine)}; known: {', '.join(known)}{aliases}{also}")
+
+
+def _without(values: Mapping[str, Any], dotted: list[str], where: str) -> dict[str, Any]:
+    """``values`` (nested, at ``where``) without the keys ``dotted`` names."""
+    out = dict(values)
+    for key in dotted:
+        parts, at = key[len(where):].lstrip(".").split("."), out
+        for name in parts[:-1]:
+            at[name] = at = dict(at[name])
+        at.pop(parts[-1], None)
+    return out
+
+
+# While the values of a config with unknown keys are checked: the sections that hold one (and the
+# sections around them). Their values are checked one by one and they are not built (their checks of
+# keys together could blame a key that a typo left out); the other sections are built and checked whole.
+_VALUES_ONLY: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("config_values_only", default=frozenset())
+
+
+def _value_errors(cls: type, values: Mapping[str, Any], where: str, found: list[str]) -> list[ValueError]:
+    """The problems of ``values`` besides the unknown keys ``found``: each value's own (types,
+    choices) in the sections with an unknown key, every check in the others."""
+    around = {key.rsplit(".", n)[0] for key in found for n in range(1, key.count(".") + 1)}
+    token = _VALUES_ONLY.set(frozenset({where, *around}))
+    try:
+        build(cls, values, where)
+    except ConfigErrors as err:
+        return list(err.errors)
+    except ValueError as err:
+        return [err]
+    finally:
+        _VALUES_ONLY.reset(token)
+    return []
+
+
 def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclasses; unknown
-    keys and every problem name the key (``features.fbank.num_mel_bins: ...``)."""
+    keys and every problem name the key (``features.fbank.num_mel_bins: ...``). Unknown keys
+    come first, every one at once, then the problems of the other values on their own."""
     if not isinstance(values, Mapping):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
     if found := unknown_keys(cls, values, where):  # every typo at once, not one per attempt
-        section, _, _ = found[0].rpartition(".")
-        at = _section_at(cls, section, where)
-        known = [f.name for f in dataclasses.fields(at) if f.init]
-        aliases = "; flat aliases: " + ", ".join(f"{k} ({v})" for k, v in _aliases(at).items()) if _aliases(at) else ""
-        mine = sorted(_guessed(k, cls, where) for k in found if k.rpartition(".")[0] == section)
-        others = [_guessed(k, cls, where, dotted=True) for k in found if k.rpartition(".")[0] != section]
-        also = f" (also unknown: {', '.join(others)})" if others else ""
-        if not section:
-            raise ValueError(f"unknown top-level key(s) {', '.join(mine)}; known sections and keys: "
-                             f"{', '.join(known)}{also}")
-        raise ValueError(f"{section}: unknown key(s) {', '.join(mine)}; known: {', '.join(known)}{aliases}{also}")
+        raise_all([_unknown_keys_error(cls, found, where), *_value_errors(cls, _without(values, found, where), where, found)])
     hints, fields = field_types(cls), {f.name: f for f in dataclasses.fields(cls)}
     kwargs, errors = {}, []
     for name, value in values.items():
@@ -369,6 +408,8 @@ def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         except ValueError as err:  # every section's and key's problem, not the first one's only
             errors.append(err)
     raise_all(errors)
+    if where in _VALUES_ONLY.get():
+        return None
     try:
         return cls(**kwargs)
     except ConfigErrors:
