@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from coarse2fine.audio import AudioError, audio_info, fix_length, load_audio, remove_dc
+from coarse2fine.audio import AudioError, audio_info, fix_length, load_audio, remove_dc, truncated_wav
 
 
 def _sine(freq: float, sr: int, seconds: float = 1.0, amp: float = 0.5) -> np.ndarray:
@@ -184,3 +184,26 @@ def test_fix_length_repeats_a_short_clip_when_asked():
     assert fix_length(wave, 2, pad="repeat").tolist() == [1, 2]
     with pytest.raises(ValueError, match="pad must be"):
         fix_length(wave, 7, pad="mirror")
+
+
+def test_a_wav_cut_short_is_told_from_a_short_one(tmp_path: Path) -> None:
+    """libsndfile reads a WAV whose data the file does not hold (a download cut short) as a shorter clip;
+    its header says how long it should be."""
+    sf.write(tmp_path / "whole.wav", np.zeros((16000, 2), np.float32), 16000, subtype="PCM_16")
+    whole = (tmp_path / "whole.wav").read_bytes()
+    assert truncated_wav(tmp_path / "whole.wav") is None
+    (tmp_path / "cut.wav").write_bytes(whole[:len(whole) - 16000])  # 4 bytes a frame: 0.25 s gone
+    assert truncated_wav(tmp_path / "cut.wav") == ("truncated: its header says 1.000 s of audio, the file holds "
+                                                   "0.750 s (a download or copy cut short)")
+    assert audio_info(tmp_path / "cut.wav")[2] == 12000  # what libsndfile says: a shorter clip
+    # a header written before the length was known (a streaming writer's 0xFFFFFFFF) is not a cut
+    data_at = whole.index(b"data") + 4
+    (tmp_path / "streamed.wav").write_bytes(whole[:data_at] + b"\xff\xff\xff\xff" + whole[data_at + 4:len(whole) - 16000])
+    assert truncated_wav(tmp_path / "streamed.wav") is None
+    # other formats are libsndfile's to judge; a short chunk before the data (odd length, padded) is skipped
+    sf.write(tmp_path / "x.flac", np.zeros(1600, np.float32), 16000)
+    assert truncated_wav(tmp_path / "x.flac") is None
+    fmt_end = whole.index(b"data")
+    odd = whole[:fmt_end] + b"LIST\x03\x00\x00\x00abc\x00" + whole[fmt_end:len(whole) - 16000]
+    (tmp_path / "odd.wav").write_bytes(odd)
+    assert "the file holds 0.750 s" in truncated_wav(tmp_path / "odd.wav")

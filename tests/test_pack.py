@@ -178,14 +178,19 @@ def test_manifest_entries_that_cannot_be_used_are_in_the_pack_report(audio_set, 
     """An entry with an unknown label is left out of the shards and listed with the bad clips."""
     rows = (audio_set.folder / "train.csv").read_text().splitlines()
     unknown = audio_set.train_paths[0]
-    (tmp_path / "train.csv").write_text("\n".join([*rows, f"{unknown},no_such_class"]) + "\n")
+    cut = tmp_path / "cut.wav"  # a WAV cut short, its header intact: libsndfile reads a shorter clip
+    sf.write(cut, 0.1 * np.ones(16000, np.float32), 16000, subtype="PCM_16")
+    cut.write_bytes(cut.read_bytes()[:-16000])
+    label = rows[1].rsplit(",", 1)[1]
+    (tmp_path / "train.csv").write_text("\n".join([*rows, f"{unknown},no_such_class", f"{cut},{label}"]) + "\n")
     cfg = load_config(audio_set.files_config, [f"data.train={tmp_path / 'train.csv'}", "data.on_error=skip"])
     out = tmp_path / "pack"
     pack(cfg, out, shard_clips=16, progress=False)
     report = json.loads((out / "train" / "report.json").read_text())
     problems = {Path(p["path"]).name: p["problem"] for p in report["skipped"]}
     assert "unknown label 'no_such_class'" in problems[unknown.name] and "broken.flac" in problems
-    assert json.loads((out / "pack.json").read_text())["splits"]["train"]["skipped"] == 2
+    assert problems["cut.wav"].startswith("truncated: its header says 1.000 s of audio, the file holds 0.500 s")
+    assert json.loads((out / "pack.json").read_text())["splits"]["train"]["skipped"] == 3
 
 
 def test_clips_in_both_splits_are_named_by_pack_and_by_check_of_the_pack(audio_set, tmp_path, caplog, capsys):

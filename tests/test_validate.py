@@ -42,6 +42,7 @@ GOOD = {
 BAD = {
     "corrupt.wav": "undecodable",
     "truncated_header.wav": "undecodable",
+    "cut_short.wav": "truncated: its header says 0.300 s of audio, the file holds 0.150 s",
     "zero_bytes.wav": "empty",
     "empty.wav": "empty",
     "short.wav": "too short",
@@ -57,6 +58,8 @@ def write_bad(folder: Path) -> None:
     (folder / "corrupt.wav").write_bytes(rng.integers(0, 256, 4000, dtype=np.uint8).tobytes())
     sf.write(folder / "whole.tmp.wav", tone(0.3, 16000), 16000, subtype="PCM_16", format="WAV")
     (folder / "truncated_header.wav").write_bytes((folder / "whole.tmp.wav").read_bytes()[:30])
+    whole = (folder / "whole.tmp.wav").read_bytes()  # a download cut short: its header intact, half its audio
+    (folder / "cut_short.wav").write_bytes(whole[:len(whole) - 4800])
     (folder / "whole.tmp.wav").unlink()
     (folder / "zero_bytes.wav").write_bytes(b"")
     sf.write(folder / "empty.wav", np.zeros(0, dtype=np.float32), 16000, subtype="PCM_16")

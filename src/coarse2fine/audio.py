@@ -64,6 +64,42 @@ def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.channels), int(info.frames)
 
 
+def wav_truncation(fh: BinaryIO, size: int) -> str | None:
+    """The problem of a WAV file (read from ``fh``, ``size`` bytes in all) whose header promises
+    more audio than the file holds: a download or copy cut short, which libsndfile reads as a
+    shorter clip without a word. None for any other file, and for a header written before its
+    length was known (a data size of 0 or 0xFFFFFFFF, as streaming writers leave it)."""
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    rate = align = 0
+    while True:
+        chunk = fh.read(8)
+        if len(chunk) < 8:
+            return None
+        kind, length = chunk[:4], int.from_bytes(chunk[4:], "little")
+        if kind == b"fmt ":
+            fmt = fh.read(length + length % 2)
+            if len(fmt) < 14:
+                return None
+            rate, align = int.from_bytes(fmt[4:8], "little"), int.from_bytes(fmt[12:14], "little")
+        elif kind == b"data":
+            held = size - fh.tell()
+            if length in (0, 0xFFFFFFFF) or length <= held or not rate or not align:
+                return None
+            seconds = (length // align / rate, held // align / rate)
+            return (f"truncated: its header says {seconds[0]:.3f} s of audio, the file holds {seconds[1]:.3f} s "
+                    "(a download or copy cut short)")
+        else:
+            fh.seek(length + length % 2, io.SEEK_CUR)
+
+
+def truncated_wav(path: str | os.PathLike) -> str | None:
+    """:func:`wav_truncation` of the file at ``path``."""
+    with open(path, "rb") as fh:
+        return wav_truncation(fh, os.fstat(fh.fileno()).st_size)
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> torch.Tensor:
     """Decode ``path`` to a 1-D float32 tensor: mono (mean of channels), resampled to ``sample_rate``.
 

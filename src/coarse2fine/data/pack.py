@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from coarse2fine import __version__, atomic
-from coarse2fine.audio import decode_audio, encode_flac, fix_length
+from coarse2fine.audio import decode_audio, encode_flac, fix_length, wav_truncation
 from coarse2fine.config import RunConfig
 from coarse2fine.config.files import config_difference
 from coarse2fine.data.labels import LabelIndex, index_dtype
@@ -349,6 +349,8 @@ class SplitWriter:
             return Clip(source, labels, problem=f"cannot be read ({err.strerror or err})")
         if not data:
             return Clip(source, labels, problem="empty: 0-byte file")
+        if cut := wav_truncation(io.BytesIO(data), len(data)):
+            return Clip(source, labels, problem=cut)
         try:
             wave = decode_audio(io.BytesIO(data), st.sample_rate, str(entry.path))
         except Exception as err:  # noqa: BLE001 - any failure to decode is this clip's problem

@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from coarse2fine.audio import AudioError, audio_info, load_audio
+from coarse2fine.audio import AudioError, audio_info, load_audio, truncated_wav
 from coarse2fine.data.manifest import Entry, Manifest, Problem, format_problems, not_found_text
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,8 @@ def check_clip(path: Path, sample_rate: int = 16000, min_seconds: float = 0.1, c
         return _decode_problem(e, path, classify=False)
     if frames == 0:
         return "empty: 0 frames"
+    if cut := truncated_wav(path):
+        return cut
     if frames > 0 and rate > 0 and frames / rate < min_seconds:
         return f"too short: {frames / rate:.3f} s < {min_seconds:g} s"
     try:
