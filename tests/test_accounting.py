@@ -58,7 +58,19 @@ def test_flops_command_json_lists_every_phase(capsys):
 def test_flops_command_text(capsys):
     assert main(["flops", "demo", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "train GFLOPs/clip" in out and "vs R=1" in out and "0.240" in out
+    assert "train GFLOPs/clip" in out and "vs R=1" in out and "0.240" in out and "train tokens" not in out
+
+
+def test_flops_shows_the_tokens_patchout_leaves_to_training(capsys):
+    # The tokens column said 256 where a patchout run trains on 132 (its GFLOPs counted the 132).
+    sets = ["model.overrides.pos_embed=disentangled", "model.overrides.patchout_time=10", "model.overrides.patchout_freq=2"]
+    assert main(["flops", "esc50", "--classes", "50", "--quiet", *[a for s in sets for a in ("--set", s)]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:7] == ["phase", "R", "epochs", "input", "tokens", "train", "tokens"]
+    assert lines[3].split()[6:8] == ["64", "36"] and lines[4].split()[6:8] == ["256", "132"]  # (8 - 2) x (32 - 10)
+    assert lines[5].startswith("train tokens: those a training step sees after patchout")
+    assert main(["flops", "esc50", "--classes", "50", "--quiet", "--json", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert [p["train_tokens"] for p in json.loads(capsys.readouterr().out)["phases"]] == [36, 132]
 
 
 def test_flops_without_the_data_says_how_to_do_without(capsys, tmp_path):

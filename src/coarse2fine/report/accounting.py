@@ -21,8 +21,9 @@ from coarse2fine.objectives import build_objective
 
 @dataclass(frozen=True)
 class PhaseCost:
-    """One phase: compression factor, epochs, model input, tokens, and training / evaluation
-    FLOPs per clip (the objective's whole training step; one forward pass)."""
+    """One phase: compression factor, epochs, model input, tokens (``train_tokens``: those a
+    training step sees, fewer with patchout), and training / evaluation FLOPs per clip (the
+    objective's whole training step; one forward pass)."""
 
     phase: int
     R: int
@@ -33,6 +34,7 @@ class PhaseCost:
     train_flops_per_clip: int
     forward_flops_per_clip: int
     flops_source: str = "analytic"
+    train_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,7 +50,8 @@ def phase_costs(cfg: RunConfig, num_classes: int) -> list[PhaseCost]:
         with torch.device(device):
             model = setup.build_model()
         costs.append(PhaseCost(i + 1, setup.R, setup.epochs, setup.geometry.frames, setup.geometry.mel_bins, model.num_tokens,
-                               step_flops(model, 1, objective), int(model.forward_flops(1)), model.flops_source))
+                               step_flops(model, 1, objective), int(model.forward_flops(1)), model.flops_source,
+                               model.train_tokens))
     return costs
 
 
