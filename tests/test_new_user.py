@@ -534,6 +534,28 @@ def test_train_keeps_its_log_lines_in_the_run_folder(tmp_path, caplog):
     assert not (tmp_path / "never").exists()
 
 
+def test_an_experiment_keeps_its_log_lines_in_its_folder(tmp_path, caplog):
+    """`experiment`, `demo` and `crossval` kept no log: a job's console, gone with the job, held the only copy."""
+    out = tmp_path / "exp"
+    sets = _sets(["data.train_clips=16", "data.val_clips=8", "train.epochs=2", "train.threads=1",
+                  "train.compile_mode=reduce-overhead"])  # a warning when the config is loaded, before any folder
+    command = ["experiment", "demo", "--schedules", "2-1", "--methods", "fshift", "--out", str(out), "--quiet",
+               "--calibrate-rounds", "0", *sets]
+    caplog.set_level("INFO", logger="coarse2fine")
+    assert main([*command, "--report-only"]) == 2 and not out.exists()  # trains nothing, writes nothing
+    assert main(command) == 0
+    text = (out / "experiment.log").read_text()
+    assert text.index("compiles nothing without train.compile: true") < text.index("run baseline: ast micro")
+    assert "fshift_21 epoch 1 (phase 1, R=2)" in text and "baseline epoch 2 (phase 1, R=1)" in text
+    assert main(command) == 0  # reused: appended to, each start's lines apart
+    again = (out / "experiment.log").read_text()
+    assert again.startswith(text) and "another start in this folder" in again[len(text):]
+    bad = tmp_path / "bad"
+    assert main([*command[:-len(sets)], *sets, "--set", "data.kind=manifest", "--set", f"data.train={bad}/t.csv",
+                 "--set", f"data.val={bad}/t.csv", "--out", str(bad)]) == 2
+    assert not bad.exists()  # a start that fails before a run claims its folder leaves nothing
+
+
 def _failed_start(out: Path, config) -> str:
     """What a start of ``config`` that failed after its folder was set up leaves in ``out`` (a
     out of memory at the first step, say): config.yaml, labels.json and its train.log lines."""

@@ -1,6 +1,7 @@
 """Logging for a stretch of code: :func:`quiet_loggers` raises some loggers' levels and puts them
 back, for messages that would mislead or drown the command's own output there; :func:`run_log_file`
-keeps a run's log lines in its folder (``train.log``)."""
+keeps a run's log lines in its folder (``train.log``), and an experiment's in its folder
+(``experiment.log``: ``demo``, ``experiment``, ``crossval``, ``pretrain-experiment``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 RUN_LOG = "train.log"
+EXPERIMENT_LOG = "experiment.log"
 
 
 @contextlib.contextmanager
@@ -35,11 +37,15 @@ class RunLogFile(logging.FileHandler):
     kept and written first once it has, so the file starts with the config's warnings; a start
     that fails before (another run's folder, a config or data error) writes nothing. A start that
     appends to lines an earlier one wrote begins with a :func:`separator` line, so that each
-    start's lines (a resumed run's, or a new run's after a start that failed) read apart."""
+    start's lines (a resumed run's, or a new run's after a start that failed) read apart.
 
-    def __init__(self, folder: Path):
-        super().__init__(folder / RUN_LOG, mode="a", encoding="utf-8", delay=True)
+    An experiment's log (``below``: ``folder/experiment.log``) waits instead for a run below
+    ``folder`` to claim its own."""
+
+    def __init__(self, folder: Path, name: str = RUN_LOG, below: bool = False):
+        super().__init__(folder / name, mode="a", encoding="utf-8", delay=True)
         self.folder = folder
+        self.below = below
         self.claimed = False
         self.waiting: list[logging.LogRecord] = []
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -51,7 +57,7 @@ class RunLogFile(logging.FileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if not self.writing:
-            if not (self.claimed and (self.folder / "config.yaml").is_file()):
+            if not (self.claimed and (self.below or (self.folder / "config.yaml").is_file())):
                 self.waiting.append(record)
                 return
             waiting, self.waiting = self.waiting, []
@@ -81,24 +87,28 @@ _RUN_LOGS: dict[Path, RunLogFile] = {}
 
 def claimed(folder: str | os.PathLike) -> None:
     """Say that a run has claimed ``folder`` (the run-folder rules let it train or reuse it
-    there): its :class:`RunLogFile`, if one waits, may write from then on."""
-    handler = _RUN_LOGS.get(Path(folder).absolute())
-    if handler is not None:
-        handler.claimed = True
+    there): its :class:`RunLogFile`, and that of an experiment it is part of, if one waits, may
+    write from then on."""
+    key = Path(folder).absolute()
+    for at, handler in _RUN_LOGS.items():
+        if at == key or (handler.below and at in key.parents):
+            handler.claimed = True
 
 
 @contextlib.contextmanager
-def run_log_file(folder: str | os.PathLike) -> Iterator[None]:
+def run_log_file(folder: str | os.PathLike, experiment: bool = False) -> Iterator[None]:
     """Within the block, coarse2fine's log lines as the console gets them (INFO and up, warnings
-    only with ``--quiet``) also go to ``folder/train.log``, with the date (see
-    :class:`RunLogFile`), and so does the error that ends the block once the run has written there:
-    a run under a scheduler keeps its log beside its checkpoints. Under torchrun only the main
-    process (RANK 0) writes."""
+    only with ``--quiet``) also go to ``folder/train.log`` (``experiment``: to
+    ``folder/experiment.log``, from when the first of its runs claims its folder), with the date
+    (see :class:`RunLogFile`), and so does the error that ends the block once the run has written
+    there: a run under a scheduler keeps its log beside its checkpoints. Under torchrun only the
+    main process (RANK 0) writes."""
     if int(os.environ.get("RANK", "0")):
         yield
         return
     key = Path(folder).absolute()
-    logger, handler = logging.getLogger("coarse2fine"), RunLogFile(key)
+    handler = RunLogFile(key, EXPERIMENT_LOG, below=True) if experiment else RunLogFile(key)
+    logger = logging.getLogger("coarse2fine")
     logger.addHandler(handler)
     _RUN_LOGS[key] = handler
     try:

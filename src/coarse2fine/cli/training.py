@@ -173,6 +173,17 @@ def _report(args, done: list[SettingRuns], splits, metric: str, out_root: Path, 
     return report
 
 
+def _experiment_log(command):
+    """``command`` (a ``demo``, ``experiment``, ``crossval`` or ``pretrain-experiment``) with its
+    log lines also kept in ``--out``'s ``experiment.log`` once a run of it has claimed its folder."""
+    @functools.wraps(command)
+    def logged(args) -> int:
+        with run_log_file(args.out, experiment=True):
+            return command(args)
+    return logged
+
+
+@_experiment_log
 def cmd_experiment(args) -> int:
     """``demo`` and ``experiment``: the baseline, the controls and every method x schedule, with
     every seed, and the tables (with ``--report-only``, the tables of what has finished)."""
@@ -352,6 +363,7 @@ def task_overrides(names: list[str], overrides: list[str]) -> dict[str, list[str
     return out
 
 
+@_experiment_log
 def cmd_pretrain_experiment(args) -> int:
     loaded = load_config(args.config, args.overrides)
     if loaded.train.objective != "masked_patch":
@@ -383,6 +395,7 @@ def cmd_pretrain_experiment(args) -> int:
     return 0
 
 
+@_experiment_log
 def cmd_crossval(args) -> int:
     """``crossval``: one setting per fold and seed (``folds.csv``), or with ``--methods`` an
     experiment per fold (its own report in ``fold<N>/``) and the table over folds
