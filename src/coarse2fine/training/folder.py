@@ -321,12 +321,17 @@ def check_same_data(saved: dict[str, Any] | None, current: dict[str, Any], out_d
     lists = [key.removesuffix("_list_sha256") for key in list(changed) if key.endswith("_list_sha256")]
     for split in lists:
         del changed[f"{split}_list_sha256"]
+    used = [key.removesuffix("_used_sha256") for key in list(changed) if key.endswith("_used_sha256")]
+    for split in used:
+        del changed[f"{split}_used_sha256"]
     order = changed.pop("train_order_sha256", None)
     notes = [f"{key} {u} -> {v}" for key, (u, v) in changed.items()]
     if ids is not None and "classes" not in changed:  # as many classes, other ids
         notes.append("class ids differ")
     notes += [f"the {split} split lists other clips or labels" for split in lists if f"{split}_clips" not in changed]
-    if order is not None and not lists and not changed:
+    notes += [f"other clips of the {split} split are usable (a bad clip fixed, another broken, since)" for split in used
+              if split not in lists and f"{split}_clips" not in changed]
+    if order is not None and not lists and not used and not changed:
         notes.append("the training clips are the same but listed in another order, which changes the run's batches: "
                      "list them in the order the run started with")
     raise RunFolderError(f"{out_dir} holds an unfinished run trained on other data ({', '.join(notes)}); continue it "
