@@ -377,9 +377,32 @@ def test_a_clip_listed_twice_and_classes_that_differ_in_case_are_warned_of(tmp_p
         f"{tmp_path / 't.csv'}: 2 clip(s) listed more than once, each trained as often as listed; 1 with other labels "
         "(e.g. a.wav, with other labels: dog at t.csv line 2, rain at t.csv line 4)",
         f"{tmp_path / 't.csv'}: classes that differ only in case are separate classes: Dog and dog"]
-    assert listing_warnings(listed, classes=False) == listing_warnings(listed)[:1]
+    assert listing_warnings(listed, classes=False) == [listing_warnings(listed)[0].replace("trained", "scored")]
     (tmp_path / "v.csv").write_text("path,label\nx.wav,dog\ny.wav,rain\n")
     assert listing_warnings(read_csv(tmp_path / "v.csv")) == []
+
+
+def test_a_start_column_or_key_makes_windows_of_a_long_file_and_other_columns_are_named(tmp_path: Path, label_csv: Path):
+    """A new user's case: a `start` column (windows of long speaker recordings) and `"start"`/`"end"` keys
+    were dropped without a word: every window trained on the file's first seconds."""
+    (tmp_path / "t.csv").write_text("path,label,start,speaker\na.flac,dog,0,x\na.flac,dog,4,x\na.flac,dog,8.5,x\n"
+                                    "b.flac,dog,,y\nc.flac,dog,-1,y\nd.flac,dog,soon,y\n")
+    m = read_csv(tmp_path / "t.csv")
+    assert [e.start for e in m.entries] == [0.0, 4.0, 8.5, 0.0]
+    assert [p.problem for p in m.problems] == ["t.csv line 6: start must be a number of seconds >= 0, found '-1'",
+                                               "t.csv line 7: start must be a number of seconds, found 'soon'"]
+    assert listing_warnings(m) == [f"{tmp_path / 't.csv'}: column(s) speaker not read (a CSV manifest reads path, "
+                                   "label or labels, and start (seconds into the file; empty or 0: its beginning); "
+                                   "each clip is data.clip_seconds long)"]  # three windows of a.flac: three clips
+    doc = {"data": [{"video_id": "v", "wav": "a.wav", "labels": "/m/068hy", "start": 2.5, "end": 6.5},
+                    {"wav": "a.wav", "labels": "/m/068hy", "start": "7"}, {"wav": "a.wav", "labels": "/m/068hy"},
+                    {"wav": "b.wav", "labels": "/m/068hy", "start": True}]}
+    j = read_ast_json(write_json(tmp_path / "t.json", doc), label_csv)
+    assert [e.start for e in j.entries] == [2.5, 7.0, 0.0]
+    assert j.problems[0].problem == 't.json entry 4: "start" must be a number of seconds, found True'
+    assert listing_warnings(j) == [f"{tmp_path / 't.json'}: key(s) end not read (a JSON manifest reads \"wav\", "
+                                   '"labels" and "start" (seconds into the file; 0 when not given); each clip is '
+                                   "data.clip_seconds long)"]  # AST's video_id is read (it names the clip): not said
 
 
 def test_a_relative_path_with_windows_separators_is_found(tmp_path: Path):

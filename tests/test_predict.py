@@ -313,6 +313,11 @@ def test_window_and_hop_follow_the_training_clip(model, wavs, caplog):
         [longer] = predict_files(model, [wavs["long"]], SPEC, LABELS, clip=clip, window_seconds=1.0)
     assert "longer than the training clips' (data.clip_seconds) 0.500 s" in caplog.text
     assert [w["start_s"] for w in longer.windows][:3] == [0.0, 0.5, 1.0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="coarse2fine.predict"):  # padded, unlike training's clips: said
+        predict_files(model, [wavs["long"]], SPEC, LABELS, clip=clip, window_seconds=0.125)
+    assert ("window of 0.125 s is shorter than the training clips' (data.clip_seconds) 0.500 s: each window is "
+            "padded (zeros) to that length, 75 % of it not audio") in caplog.text
     with pytest.raises(ValueError, match="pad must be 'zeros' or 'repeat'"):
         ClipSpec(8000, "reflect")
     with pytest.raises(ValueError, match="window_seconds: must be more than 0"):

@@ -367,7 +367,9 @@ def test_check_names_the_classes_and_what_a_run_would_not_expect(tmp_path, capsy
     assert "warning: 1 class(es) have no usable validation clip (it is not scored): fifty" in out
     assert (f"warning: 1 clip(s) are in both the training and the validation lists (the validation metric is not "
             f"measured on held-out clips): {tmp_path / 'data' / 'train0.wav'}") in out
-    assert f"1 of 9 clips are longer than data.clip_seconds (1 s) and are cut to it (the longest: 3.00 s, {long})" in out
+    assert (f"1 of 9 clips are longer than data.clip_seconds (1 s) and are cut to it: each keeps its first 1 s, in "
+            f"every epoch and evaluation (the longest: 3.00 s, {long}; a manifest's start column makes more clips of a "
+            "long file)") in out
     linked = tmp_path / "linked"  # the same clip through a link to its folder: the same clip
     linked.symlink_to(tmp_path / "data")
     with open(csv["val"], "a") as f:

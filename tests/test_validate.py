@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from coarse2fine.data import validate as validate_module
 from coarse2fine.data.manifest import LIST_LIMIT, Entry, Manifest, fsdd_manifest, read_ast_json
@@ -167,6 +168,27 @@ def test_repeated_file_decoded_once(clips: Path, monkeypatch):
     monkeypatch.setattr(validate_module, "load_audio", counting)
     report = validate(manifest_of(clips, ["pcm16.wav", "pcm16.wav", "float.wav"]))
     assert len(report.ok) == 3 and sorted(p.name for p in calls) == ["float.wav", "pcm16.wav"]
+
+
+def test_a_clip_starting_past_its_files_end_or_near_it_is_a_bad_clip(clips: Path, tmp_path: Path):
+    """Windows of one file given by their starts (a manifest's start column): each is checked against the
+    file's decoded length, the file decoded once; a window that reads nothing or too little is bad."""
+    from coarse2fine.data.files import FileDataset
+
+    path = tmp_path / "ramp.wav"  # 0.3 s, each sample its own value
+    sf.write(path, np.linspace(-0.9, 0.9, 4800, dtype=np.float32), 16000, subtype="FLOAT")
+    entries = [Entry(path, ("a",), start=s, where=f"t.csv line {i + 2}") for i, s in enumerate([0.0, 0.1, 0.25, 0.5])]
+    manifest = Manifest(entries, ["a", "b"], ["a", "b"], False, "t.csv")
+    with pytest.raises(InvalidInputError) as err:
+        validate(manifest, min_seconds=0.1)
+    assert [p.problem for p in err.value.problems] == [
+        "t.csv line 4: too short after its start at 0.25 s: 0.050 s < 0.1 s",
+        "t.csv line 5: starts at 0.5 s, after the file's end (0.300 s)"]
+    report = validate(manifest, min_seconds=0.1, on_error="skip")
+    assert [e.start for e in report.ok] == [0.0, 0.1]
+    data = FileDataset.from_manifest(report.filtered(manifest), 1600, 16000, "zeros")
+    wave = torch.from_numpy(sf.read(path, dtype="float32")[0])
+    assert torch.equal(data[0][0], wave[:1600]) and torch.equal(data[1][0], wave[1600:3200])  # 0.1 s (1,600 samples) in
 
 
 def test_report_dataclass_defaults():

@@ -230,7 +230,8 @@ def _window_and_hop(spec: FeatureSpec, window_seconds: float | None, hop_seconds
                     clip: ClipSpec | None = None) -> tuple[int, int]:
     """Samples per scoring window (default: the model's, :func:`model_window`) and between windows
     (default: half a window; at most a window: :func:`check_hop`). A window longer than the
-    model's is allowed, with a warning: its end is cut off, as training cuts a longer clip."""
+    model's is allowed, with a warning: its end is cut off, as training cuts a longer clip; so is a
+    shorter one, with a warning: it is padded as a short clip is."""
     if window_seconds is not None and not window_seconds > 0:
         raise ValueError(f"window_seconds: must be more than 0 seconds, got {window_seconds:g}")
     check_hop(spec, hop_seconds, window_seconds=window_seconds, clip=clip)
@@ -242,6 +243,12 @@ def _window_and_hop(spec: FeatureSpec, window_seconds: float | None, hop_seconds
         what = "the training clips' (data.clip_seconds)" if clip is not None else "the model's"
         log.warning("window of %.3f s is longer than %s %.3f s: its end is cut off, as training cuts a longer clip",
                     win / sr, what, model_win / sr)
+    elif win < model_win:
+        what = "the training clips' (data.clip_seconds)" if clip is not None else "the model's"
+        pad = f"padded ({clip.pad})" if clip is not None else "its features padded"
+        log.warning("window of %.3f s is shorter than %s %.3f s: each window is %s to that length, %.0f %% of it "
+                    "not audio, unlike the clips the model learned from", win / sr, what, model_win / sr, pad,
+                    100 * (1 - win / model_win))
     return win, hop
 
 

@@ -88,7 +88,7 @@ def _print_data_summary(cfg: RunConfig, splits, both: list[str] | None = None) -
     if entries[0] is not None and entries[1] is not None:
         both = shared_clips(entries[0], entries[1])
         if cfg.data.kind != "unlabeled":  # long recordings are cut into windows there, not to one clip
-            durations = [(e.path, clip_seconds(e.path)) for e in [*entries[0], *entries[1]]]
+            durations = [(e.path, clip_seconds(e.path) - e.start) for e in [*entries[0], *entries[1]]]
             lines += length_lines(durations, cfg.data.clip_seconds, cfg.data.pad)
     warnings += splits.listing  # what the run's data path warns of (quiet here) about the lists themselves
     if both is None and cfg.data.kind == "shards":

@@ -6,6 +6,10 @@ Supported inputs:
   ``class_labels_indices.csv`` (header ``index,mid,display_name``) -- :func:`read_ast_json`;
 * a CSV with a ``path`` column and a ``label`` (one per clip) or ``labels`` column (several,
   separated by ``,`` or ``;`` inside the field) -- :func:`read_csv`;
+
+JSON entries and CSV rows may give a clip's ``start`` in seconds (a window of a long recording;
+a file listed with several starts is several clips); a clip is ``data.clip_seconds`` long from
+there.
 * a folder with one sub-folder of audio files per class -- :func:`read_folder`;
 * the Free Spoken Digit Dataset's file names -- :func:`fsdd_manifest`.
 
@@ -18,7 +22,7 @@ reported by :func:`coarse2fine.data.validate.validate`, together with every othe
 
 A manifest that is malformed as a whole (unreadable, not JSON, wrong top-level shape, a bad
 label CSV, no clips) raises :class:`ManifestError`, whose message names the file and the problem.
-A bad entry (unknown label, no ``wav``/``path``, empty labels) does not stop the reading: every
+A bad entry (unknown label, no ``wav``/``path``, empty labels, a ``start`` that is not a number >= 0) does not stop the reading: every
 one is set aside in :attr:`Manifest.problems` (naming the file, the entry -- JSON: 0-based index
 in ``data``; CSV: line number -- its clip and the problem) and left out of its entries, and
 :func:`coarse2fine.data.validate.validate` reports them with the bad audio files: one error
@@ -33,6 +37,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -49,6 +54,7 @@ _LABEL_CSV_COLUMNS = ("index", "mid", "display_name")
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 _FSDD_TEST_TAKES = range(0, 5)
 LIST_LIMIT = 50
+JSON_KEYS = ("wav", "labels", "start", "video_id")  # what a JSON entry holds that is read (AST's video_id: names the clip)
 """How many bad clips or entries an error message lists (the rest are counted)."""
 
 
@@ -117,6 +123,7 @@ class Manifest:
     :func:`coarse2fine.data.validate.validate` reports them with the bad audio files.
     ``min_seconds`` is the shortest clip the entries were checked to hold (set by validation);
     :class:`coarse2fine.data.files.FileDataset` applies it again when it reads a clip.
+    ``unread``: the columns (CSV) or keys (JSON) of the list that no reader takes, for a warning.
     """
 
     entries: list[Entry]
@@ -126,6 +133,7 @@ class Manifest:
     source: str
     problems: list[Problem] = field(default_factory=list)
     min_seconds: float = 0.0
+    unread: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -325,8 +333,10 @@ def read_ast_json(json_path: str | Path, label_csv: str | Path, multilabel: bool
     """AST's JSON manifest plus its ``class_labels_indices.csv``.
 
     Each item of ``data`` needs ``wav`` (a path) and ``labels`` (ids separated by commas, or a
-    list of ids); other keys (``video_id``, ...) are ignored. The manifest is multi-label if
-    ``multilabel`` is set or any clip has more than one label.
+    list of ids), and may give ``start`` (seconds into the file where the clip begins; 0 when not
+    given). Other keys are not read (``video_id``, AST's own, silently; the others are named in
+    :attr:`Manifest.unread`). The manifest is multi-label if ``multilabel`` is set or any clip
+    has more than one label.
     """
     path = Path(json_path)
     try:
@@ -361,7 +371,8 @@ def read_ast_json(json_path: str | Path, label_csv: str | Path, multilabel: bool
         entries.append(entry)
     _collected(entries, problems, path, "entries")
     multi = multilabel or any(len(e.labels) > 1 for e in entries)
-    return Manifest(entries, classes, display_names, multi, str(path), problems)
+    keys = dict.fromkeys(k for item in data if isinstance(item, dict) for k in item if k not in JSON_KEYS)
+    return Manifest(entries, classes, display_names, multi, str(path), problems, unread=tuple(keys))
 
 
 def _json_entry(item: Any, path: Path) -> Entry:
@@ -375,7 +386,24 @@ def _json_entry(item: Any, path: Path) -> Entry:
             raise _BadEntry(f'no "{key}" key (keys: {", ".join(sorted(item)) or "none"})', clip)
     if clip is None:
         raise _BadEntry(f'"wav" must be a non-empty path string, found {wav!r}')
-    return Entry(clip, tuple(_labels_field(item["labels"], clip)), looked_in=looked_in)
+    start = _start_field(item.get("start"), '"start"', clip)
+    return Entry(clip, tuple(_labels_field(item["labels"], clip)), start=start, looked_in=looked_in)
+
+
+def _start_field(value: Any, name: str, clip: Path | None) -> float:
+    """A clip's start in seconds from a manifest's ``start`` (None or empty: 0); :class:`_BadEntry`
+    unless a finite number >= 0."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0.0
+    try:
+        start = float(value.strip() if isinstance(value, str) else value)
+        if isinstance(value, bool):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise _BadEntry(f"{name} must be a number of seconds, found {value!r}", clip) from None
+    if not math.isfinite(start) or start < 0:
+        raise _BadEntry(f"{name} must be a number of seconds >= 0, found {value!r}", clip)
+    return start
 
 
 def _labels_field(value: Any, clip: Path | None = None) -> list[str]:
@@ -391,7 +419,9 @@ def _labels_field(value: Any, clip: Path | None = None) -> list[str]:
 
 
 def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilabel: bool = False) -> Manifest:
-    """A CSV with columns ``path`` and ``label`` (single) or ``labels`` (``,``/``;``-separated).
+    """A CSV with columns ``path`` and ``label`` (single) or ``labels`` (``,``/``;``-separated),
+    and optionally ``start`` (seconds into the file where the clip begins; empty: 0). Other
+    columns are not read (named in :attr:`Manifest.unread`).
 
     Classes come from ``label_csv`` (AST format) if given, else they are the sorted unique labels
     (then the display names are the labels themselves).
@@ -415,8 +445,15 @@ def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilab
             problem = f"no {column} for {raw_path.strip()}"
         else:
             labels = _split_labels(raw_labels) if column == "labels" else [raw_labels.strip()]
-            entry = Entry(clip, tuple(labels), where=f"{path.name} line {line}", looked_in=looked_in)
-            problem = None if known is None else _label_problem(entry, *known, str(label_csv))
+            try:
+                start = _start_field(row.get("start"), "start", clip)
+            except _BadEntry as bad:
+                start, problem = 0.0, bad.message
+            else:
+                problem = None
+            entry = Entry(clip, tuple(labels), start=start, where=f"{path.name} line {line}", looked_in=looked_in)
+            if problem is None and known is not None:
+                problem = _label_problem(entry, *known, str(label_csv))
         if problem is not None:
             problems.append(Problem(clip or path, f"{path.name} line {line}: {problem}"))
             continue
@@ -428,11 +465,13 @@ def read_csv(csv_path: str | Path, label_csv: str | Path | None = None, multilab
         classes = sorted({label for e in entries for label in e.labels})
         display_names = list(classes)
     multi = multilabel or any(len(e.labels) > 1 for e in entries)
-    return Manifest(entries, classes, display_names, multi, str(path), problems)
+    unread = tuple(f for f in fields if f and f not in ("path", column, "start"))
+    return Manifest(entries, classes, display_names, multi, str(path), problems, unread=unread)
 
 
 def listing_warnings(manifest: Manifest, classes: bool = True) -> list[str]:
-    """What a manifest lists that is probably not meant: a clip listed more than once (trained as
+    """What a manifest lists that is probably not meant: columns or keys that nothing reads (an
+    ``end`` column, a ``speaker`` key), a clip listed more than once (trained, or scored, as
     often as listed; with other labels, a single-label clip that is two), and (``classes``; not
     for a validation list, which takes the training list's) classes whose names differ only in
     case (two classes)."""
@@ -441,12 +480,19 @@ def listing_warnings(manifest: Manifest, classes: bool = True) -> list[str]:
         rows.setdefault((e.path, e.start), []).append(e)
     twice = [listed for listed in rows.values() if len(listed) > 1]
     out = []
+    if manifest.unread:
+        json_list = manifest.source.lower().endswith(".json")
+        reads = ('"wav", "labels" and "start" (seconds into the file; 0 when not given)' if json_list else
+                 "path, label or labels, and start (seconds into the file; empty or 0: its beginning)")
+        out.append(f"{manifest.source}: {'key' if json_list else 'column'}(s) {', '.join(manifest.unread)} not read "
+                   f"(a {'JSON' if json_list else 'CSV'} manifest reads {reads}; each clip is data.clip_seconds long)")
     if twice:
         other = [listed for listed in twice if len({e.labels for e in listed}) > 1]
         first = other[0] if other else twice[0]
         shown = ", ".join(f"{' '.join(e.labels)} at {e.where}" if other else e.where for e in first)
         what = "with other labels" if other else "the same"
-        out.append(f"{manifest.source}: {len(twice)} clip(s) listed more than once, each trained as often as listed"
+        used = "trained" if classes else "scored"
+        out.append(f"{manifest.source}: {len(twice)} clip(s) listed more than once, each {used} as often as listed"
                    + (f"; {len(other)} with other labels" if other else "")
                    + f" (e.g. {first[0].path.name}, {what}: {shown})")
     by_case: dict[str, list[str]] = {}

@@ -65,7 +65,7 @@ from coarse2fine.data.shard_layout import (
 from coarse2fine.data.shard_store import file_sha256
 from coarse2fine.data.sources import manifests
 from coarse2fine.data.summary import shared_clips, shared_warning
-from coarse2fine.data.validate import decode_problem, wave_problem
+from coarse2fine.data.validate import decode_problem, start_problem, wave_problem
 from coarse2fine.extras import require
 from coarse2fine.folder_lock import LOCK_NAME, folder_lock
 
@@ -357,8 +357,8 @@ class SplitWriter:
             return Clip(source, labels, problem=decode_problem(err, Path(entry.path)))
         problem = wave_problem(wave, st.sample_rate, st.min_seconds)
         if problem is None and entry.start:
+            problem = start_problem(entry.start, wave.numel(), st.sample_rate, st.min_seconds)
             wave = wave[int(round(entry.start * st.sample_rate)):]
-            problem = None if wave.numel() else f"no audio after {entry.start:g} s"
         if problem is not None:
             return Clip(source, labels, problem=problem)
         wave = wave[:st.num_samples].contiguous()

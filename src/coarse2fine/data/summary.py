@@ -62,8 +62,9 @@ def clip_seconds(path: str | os.PathLike) -> float:
 
 
 def length_lines(durations: Sequence[tuple[Path, float]], clip_seconds: float, pad: str) -> list[str]:
-    """How many clips (of ``(path, seconds)``) are longer than ``clip_seconds`` and cut to it, and
-    how many shorter and padded (``data.pad``), with the longest and the shortest."""
+    """How many clips (of ``(path, seconds from the clip's start to the file's end)``) are longer
+    than ``clip_seconds`` and cut to it (what they keep: their first ``clip_seconds``), and how
+    many shorter and padded (``data.pad``), with the longest and the shortest."""
     if not durations:
         return []
     longer = [(s, p) for p, s in durations if s > clip_seconds + 1e-6]
@@ -72,7 +73,8 @@ def length_lines(durations: Sequence[tuple[Path, float]], clip_seconds: float, p
     if longer:
         s, p = max(longer)
         lines.append(f"{len(longer)} of {len(durations)} clips are longer than data.clip_seconds ({clip_seconds:g} s) "
-                     f"and are cut to it (the longest: {s:.2f} s, {shown_path(p)})")
+                     f"and are cut to it: each keeps its first {clip_seconds:g} s, in every epoch and evaluation (the "
+                     f"longest: {s:.2f} s, {shown_path(p)}; a manifest's start column makes more clips of a long file)")
     if shorter:
         s, p = min(shorter)
         lines.append(f"{len(shorter)} of {len(durations)} clips are shorter than data.clip_seconds ({clip_seconds:g} s) "

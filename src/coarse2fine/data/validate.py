@@ -110,27 +110,44 @@ def _decode_problem(err: Exception, path: Path, classify: bool) -> str:
 
 def check_clip(path: Path, sample_rate: int = 16000, min_seconds: float = 0.1, check_silence: bool = True) -> str | None:
     """The problem with one clip, or None if it can be trained on."""
+    return _check_file(path, sample_rate, min_seconds, check_silence)[0]
+
+
+def _check_file(path: Path, sample_rate: int, min_seconds: float, check_silence: bool) -> tuple[str | None, int]:
+    """The problem with one file (None: none) and its decoded length in samples at ``sample_rate``."""
     if not path.exists():
-        return "file not found"
+        return "file not found", 0
     if not path.is_file():
-        return "not a file"
+        return "not a file", 0
     if path.stat().st_size == 0:
-        return "empty: 0-byte file"
+        return "empty: 0-byte file", 0
     try:
         rate, _channels, frames = audio_info(path)
     except Exception as e:  # noqa: BLE001 - any failure to read is a problem of this clip
-        return _decode_problem(e, path, classify=False)
+        return _decode_problem(e, path, classify=False), 0
     if frames == 0:
-        return "empty: 0 frames"
+        return "empty: 0 frames", 0
     if cut := truncated_wav(path):
-        return cut
+        return cut, 0
     if frames > 0 and rate > 0 and frames / rate < min_seconds:
-        return f"too short: {frames / rate:.3f} s < {min_seconds:g} s"
+        return f"too short: {frames / rate:.3f} s < {min_seconds:g} s", 0
     try:
         wave = load_audio(path, sample_rate)
     except Exception as e:  # noqa: BLE001
-        return _decode_problem(e, path, classify=True)
-    return wave_problem(wave, sample_rate, min_seconds, check_silence)
+        return _decode_problem(e, path, classify=True), 0
+    return wave_problem(wave, sample_rate, min_seconds, check_silence), wave.numel()
+
+
+def start_problem(start: float, samples: int, sample_rate: int, min_seconds: float) -> str | None:
+    """The problem of a clip that starts ``start`` seconds into a file of ``samples`` samples (at
+    ``sample_rate``): none left after it, or less than ``min_seconds`` (with a sample of slack, as
+    the loader reads it); None when it holds enough."""
+    left = samples - int(round(start * sample_rate))
+    if left <= 0:
+        return f"starts at {start:g} s, after the file's end ({samples / sample_rate:.3f} s)"
+    if left + 1 < min_seconds * sample_rate:
+        return f"too short after its start at {start:g} s: {left / sample_rate:.3f} s < {min_seconds:g} s"
+    return None
 
 
 def decode_problem(err: Exception, path: Path) -> str:
@@ -191,19 +208,23 @@ def validate(
     start = time.perf_counter()
     unique = list(dict.fromkeys(e.path for e in manifest.entries))
 
-    def check(path: Path) -> str | None:
-        return check_clip(path, sample_rate, min_seconds, check_silence)
+    def check(path: Path) -> tuple[str | None, int]:
+        return _check_file(path, sample_rate, min_seconds, check_silence)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         found = dict(zip(unique, pool.map(check, unique)))
 
     report = ValidationReport(ok=[], problems=[], min_seconds=min_seconds)
+    late = []  # entries of good files whose start leaves too little of the file
     for entry in manifest.entries:
-        if found[entry.path] is None:
+        problem, samples = found[entry.path]
+        if problem is None and entry.start and (after := start_problem(entry.start, samples, sample_rate, min_seconds)):
+            late.append(Problem(entry.path, _problem_text(entry, after)))
+        elif problem is None:
             report.ok.append(entry)
     first = {e.path: e for e in reversed(manifest.entries)}  # the first entry naming each file
-    report.problems = [*manifest.problems, *(Problem(p, _problem_text(first[p], found[p]))
-                                             for p in unique if found[p] is not None)]
+    report.problems = [*manifest.problems, *(Problem(p, _problem_text(first[p], found[p][0]))
+                                             for p in unique if found[p][0] is not None), *late]
     logger.info("validated %d clips of %s in %.1f s: %d usable", len(manifest.entries), manifest.source, time.perf_counter() - start, len(report.ok))
 
     if report.problems and (on_error == "raise" or not report.ok):
@@ -213,5 +234,5 @@ def validate(
         raise InvalidInputError(f"{manifest.source}: {why}{hint}:\n{format_problems(report.problems)}", report.problems)
     if report.problems:
         logger.warning("%s: skipping %d bad clip(s) of %d (data.on_error: skip)", manifest.source, len(report.problems),
-                       len(unique) + len(manifest.problems))
+                       len(manifest.entries) + len(manifest.problems))
     return report
