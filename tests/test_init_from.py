@@ -167,6 +167,23 @@ def test_initialising_from_a_run_returns_what_was_taken_for_the_log(runs):
                                  "head": None}
 
 
+def test_init_from_takes_a_weights_file_of_a_run_folder(runs, tmp_path):
+    """model_best.safetensors (the best epoch's weights) as a fine-tuning start: a run folder's file."""
+    from safetensors.torch import load_file, save_file
+
+    best = runs["ast"] / "model_best.safetensors"
+    assert best.is_file()
+    changed = {k: v + 1 for k, v in load_file(best).items()}  # weights of its own, told apart from model.safetensors
+    save_file(changed, tmp_path / "other.safetensors")
+    (tmp_path / "model_config.json").write_text((runs["ast"] / "model_config.json").read_text())
+    (tmp_path / "labels.json").write_text((runs["ast"] / "labels.json").read_text())
+    target = model_of(tiny_config("ast", "micro"))
+    initialise(target, str(tmp_path / "other.safetensors"))
+    assert torch.equal(target.state_dict()["pos_embed"], changed["pos_embed"])
+    with pytest.raises(ValueError, match=r"model_wa.safetensors: file not found \(the run folder holds "):
+        initialise(model_of(tiny_config("ast", "micro")), str(runs["ast"] / "model_wa.safetensors"))
+
+
 def _init_line(caplog) -> str:
     """The one log line an initialisation wrote."""
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("initialised from")]
@@ -279,7 +296,7 @@ def test_weights_a_finished_run_lacks_name_what_it_holds(runs):
     # export-hf / predict --weights model_wa.safetensors on a run without averaging asked whether it was
     # a finished run folder at all.
     with pytest.raises(ValueError, match=r"model_wa.safetensors: file not found \(the run folder holds "
-                                         r"model.safetensors; model_wa.safetensors is written only by a run that "
+                                         r"model.safetensors, model_best.safetensors; model_wa.safetensors is written only by a run that "
                                          r"averages weights \(augment.wa_start\)\)"):
         load_saved_model(runs["ast"], "model_wa.safetensors")
 
@@ -319,8 +336,8 @@ def test_init_from_a_weights_file_or_another_file_says_what_it_is_and_what_to_gi
     with pytest.raises(ValueError, match=rf"the weights of a Hugging Face AST folder: set model.init_from to the folder "
                                          rf"\({re.escape(str(folder))}, with its config.json\)"):
         initialise(target, str(folder / "model.safetensors"))
-    with pytest.raises(ValueError, match=rf"the weights of a coarse2fine run: set model.init_from to the run folder "
-                                         rf"\({re.escape(str(runs['ast']))}\)"):
+    # a weights file of a run folder is that run's weights (model_best.safetensors: its best epoch's)
+    with pytest.raises(ValueError, match=rf"model.init_from {re.escape(str(runs['ast']))}: the run is ast micro"):
         initialise(target, str(runs["ast"] / "model.safetensors"))
     manifest = tmp_path / "train.json"
     manifest.write_text('{"data": []}')

@@ -55,6 +55,48 @@ def test_two_phase_run_records_flops_time_and_weights(cfg, splits, tmp_path, met
     assert weights["pos_embed"].shape[1] == 64 + 2
 
 
+def test_the_best_epochs_weights_are_kept_beside_the_last_ones(cfg, splits, tmp_path):
+    """A new user's case: `train` reported the best epoch (12.50 % at epoch 4) and `predict` scored the
+    last one's weights (8.93 %, epoch 8) with nothing saying so. model_best.safetensors holds the final
+    phase's best epoch, the one the reports name."""
+    from safetensors import safe_open
+
+    cfg = cfg.replace({"c2f.schedule": "2-1", "c2f.phase_epochs": [1, 4], "train.optim.lr": 0.01})
+    result = train_run(cfg, splits, tmp_path, progress=False)
+    final = [r for r in result.records if r.phase == 1]
+    best = max(final, key=lambda r: (r.metric("acc"), -r.epoch))  # the first of equal values
+    with safe_open(str(tmp_path / "model_best.safetensors"), framework="pt") as fh:
+        assert fh.metadata()["epoch"] == str(best.epoch)
+    model = model_from_config_dict(json.loads((tmp_path / "model_config.json").read_text()))
+    model.load_state_dict(load_file(tmp_path / "model_best.safetensors"))
+    setup = cfg.phase(1, 8)
+    val = splits.val
+    val.set_phase(setup.features, setup.compression)
+    x, y = val.take(torch.arange(len(val)))
+    with torch.no_grad():
+        acc = (model.eval()(phase_input(x, val.serves, setup.features, setup.compression)).argmax(-1)
+               == y.argmax(-1)).float().mean().item()
+    assert acc == pytest.approx(best.metric("acc"))
+    off = tmp_path / "off"
+    train_run(cfg.replace({"train.save_best": False}), splits, off, progress=False)
+    assert (off / "model.safetensors").exists() and not (off / "model_best.safetensors").exists()
+
+
+def test_best_so_far_is_the_first_of_equal_values_in_its_phase():
+    from coarse2fine.training.loop import best_so_far
+    from coarse2fine.training.records import EpochRecord
+
+    def recs(*values, phase=1):
+        return [EpochRecord(epoch=i + 1, phase=phase, R=1, phase_epoch=i + 1, metrics={"acc": v, "loss": v}, cum_flops=0,
+                            cum_time=0.0) for i, v in enumerate(values)]
+
+    assert best_so_far(recs(0.5), "acc", True) and best_so_far(recs(0.5, 0.6), "acc", True)
+    assert not best_so_far(recs(0.6, 0.6), "acc", True) and not best_so_far(recs(0.6, float("nan")), "acc", True)
+    assert best_so_far(recs(float("nan"), 0.1), "acc", True) and best_so_far(recs(0.3, 0.2), "loss", False)
+    other = [*recs(0.9, phase=0), *recs(0.4)]  # a coarse phase's better value does not count
+    assert best_so_far(other, "acc", True)
+
+
 def test_training_learns_something(cfg, splits, tmp_path):
     cfg = cfg.replace({"c2f.schedule": "1", "c2f.phase_epochs": None, "train.epochs": 3})
     result = train_run(cfg, splits, tmp_path, progress=False)

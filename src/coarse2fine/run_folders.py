@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 CHECKPOINT = "checkpoint.safetensors"
+BEST_WEIGHTS = "model_best.safetensors"  # the final phase's best epoch (train.save_best), beside the last one's
 RUN_MARKERS = ("model_config.json", "config.yaml", CHECKPOINT)  # a run folder holds one of these
 SHOWN_RUNS = 4  # runs named when an experiment folder is given for a run folder
 _MAX_SCANNED = 2000  # folders looked into when listing the runs below a folder (a home folder is not walked)

@@ -55,9 +55,11 @@ from coarse2fine.report.plots import plot_files
 from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows, read_log
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
+from coarse2fine.run_folders import BEST_WEIGHTS
 from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run, run_clip_lists_differ
 from coarse2fine.training.loop import RunResult, train_run
 from coarse2fine.training.progress import show_bars
+from coarse2fine.training.records import final_phase
 
 log = logging.getLogger("coarse2fine")
 
@@ -283,6 +285,18 @@ def one_run(cfg, command: str, seeds: bool = False) -> RunConfig:
     return cfg.run_only()
 
 
+def weights_line(result: RunResult, metric: str) -> str:
+    """Which epoch's weights each weights file of a finished run holds (``predict`` and the exports
+    read ``model.safetensors`` unless told otherwise)."""
+    line = f"weights: model.safetensors (the last epoch's, {result.records[-1].epoch})"
+    if (result.out_dir / BEST_WEIGHTS).is_file():
+        value = best_value(result.records, metric)
+        epoch = next(r.epoch for r in final_phase(result.records) if r.metric(metric) == value)
+        line += (f", {BEST_WEIGHTS} (the best epoch's, {epoch}: predict, export-hf and export-onnx take it with "
+                 f"--weights {BEST_WEIGHTS})")
+    return line
+
+
 def _train_one(args, cfg) -> RunResult:
     """Train one run into ``--out`` and print what happened, its best metric (the final phase's;
     the best of the coarse phases beside it) and what each phase change kept."""
@@ -304,6 +318,7 @@ def _train_one(args, cfg) -> RunResult:
     also = f" (coarse phases: {shown(coarse)})" if coarse is not None else ""
     print(f"{cfg.name}: {what}; best {metric} {shown(best_value(result.records, metric))} in the final phase{also}; "
           f"logs in {result.out_dir}")
+    print(f"  {weights_line(result, metric)}")
     logged = read_log(result.out_dir) if (result.out_dir / "log.json").is_file() else {}
     lost = [f"{len(logged[key])} {words}" for key, words in (
         ("skipped", "bad clip(s) skipped before training (log.json: skipped)"),

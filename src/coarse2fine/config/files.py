@@ -57,7 +57,7 @@ LOADING_KEYS = frozenset({
 # the numbers and are not runtime keys.
 RUNTIME_KEYS = LOADING_KEYS | frozenset({
     "train.device", "train.threads", "train.compile", "train.compile_mode",
-    "train.log_every", "train.tensorboard", "train.peak_tflops", "train.checkpoint_every",
+    "train.log_every", "train.tensorboard", "train.peak_tflops", "train.checkpoint_every", "train.save_best",
     "c2f.planned_flops", "c2f.planned_seconds",
 })
 

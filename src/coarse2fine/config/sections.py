@@ -339,7 +339,9 @@ class TrainConfig(Section):
     ``checkpoint_every``: also checkpoint every N steps inside an epoch. ``log_every``: steps
     between two reads of the loss on a GPU (each read waits for the device; on a CPU every step
     is read). ``compile``: ``torch.compile`` the model once per phase (``compile_mode``).
-    ``peak_tflops``: the device's peak for MFU (0: looked up for known GPUs).
+    ``peak_tflops``: the device's peak for MFU (0: looked up for known GPUs). ``save_best``:
+    keep the weights of the final phase's best epoch (``metric``) as ``model_best.safetensors``
+    beside the last epoch's ``model.safetensors``.
     """
 
     prefix: ClassVar[str] = "train"
@@ -360,6 +362,7 @@ class TrainConfig(Section):
     compile_mode: str = key("default", choices=COMPILE_MODES)
     peak_tflops: float = key(0.0, minimum=0)
     tensorboard: bool = False
+    save_best: bool = True
     optim: OptimConfig = key(factory=OptimConfig)
 
     def check(self) -> None:

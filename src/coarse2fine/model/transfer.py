@@ -1,8 +1,8 @@
 """Initialising a model from another one: a finished coarse2fine run, or a family's release.
 
 ``model.init_from`` in a config names the source. A coarse2fine run folder (``model_config.json``
-+ ``model.safetensors``) of the same family works for every family (a run of another family is
-refused); each family may also read the checkpoints of its own public releases
++ ``model.safetensors``; or one of its weights files, ``runs/x/model_best.safetensors``) of the
+same family works for every family (a run of another family is refused); each family may also read the checkpoints of its own public releases
 (:attr:`coarse2fine.model.registry.Arch.load_pretrained`). The source model is first moved to the
 target's input geometry (its own geometry change: positional embeddings interpolated, kernels
 resized, windows narrowed), then every tensor with the same name and shape is copied. The
@@ -151,6 +151,8 @@ def _weights_held(run: Path) -> str:
         return "is this a finished coarse2fine run folder?"
     note = ("; model_wa.safetensors is written only by a run that averages weights (augment.wa_start)"
             if "model_wa.safetensors" not in held else "")
+    if "model_best.safetensors" not in held:
+        note += "; model_best.safetensors only by a run with train.save_best: true (the default) that has evaluated"
     return f"the run folder holds {', '.join(held)}{note}"
 
 
@@ -340,11 +342,12 @@ def _other_settings(source: C2FModel, target: C2FModel) -> str:
     return f"; they differ in {', '.join(diffs[:SHOWN_MISMATCHES])}" if diffs else ""
 
 
-def initialise_from_run(model: C2FModel, path: Path) -> TransferSummary:
-    """Start ``model`` from the finished run folder ``path``: refused when the run is of another
-    family; a run whose weights do not fit is an error that says so in plain words (both sizes)
-    before any tensor, one of another size whose tensors fit (fewer layers) is warned of."""
-    source = load_saved_model(path)
+def initialise_from_run(model: C2FModel, path: Path, weights: str = "model.safetensors") -> TransferSummary:
+    """Start ``model`` from the finished run folder ``path`` (its ``weights`` file): refused when the
+    run is of another family; a run whose weights do not fit is an error that says so in plain
+    words (both sizes) before any tensor, one of another size whose tensors fit (fewer layers) is
+    warned of."""
+    source = load_saved_model(path, weights)
     run, config = describe_size(source.config_dict()), describe_size(model.config_dict())
     where = f"model.init_from {path}: the run is {run}; this config builds {config}"
     if source.arch != model.arch:
@@ -388,6 +391,8 @@ def _load_weights(model: C2FModel, source: str) -> TransferSummary:
     path = Path(source)
     if (path / "model_config.json").is_file():
         return initialise_from_run(model, path)
+    if path.suffix == ".safetensors" and (path.parent / "model_config.json").is_file():  # runs/x/model_best.safetensors
+        return initialise_from_run(model, path.parent, path.name)
     arch = get_arch(model.arch)
     loaded = arch.load_pretrained(model, source) if arch.load_pretrained is not None else False
     if isinstance(loaded, TransferSummary):

@@ -35,14 +35,14 @@ from coarse2fine.config import DataConfig, config_from_dict
 from coarse2fine.config.files import RUNTIME_KEYS, config_difference, differing_keys, path_keys
 from coarse2fine.config.run import move_legacy_feature_keys
 from coarse2fine.logs import RUN_LOG
-from coarse2fine.run_folders import CHECKPOINT, runs_held
+from coarse2fine.run_folders import BEST_WEIGHTS, CHECKPOINT, runs_held
 from coarse2fine.training.checkpoint import load_checkpoint
 from coarse2fine.training.records import EpochRecord, PhaseRecord, as_records
 
 SET_UP = "config.yaml"  # written when a run is set up in its folder, before it trains
-WEIGHTS = ("model.safetensors", "model_wa.safetensors", "model_config.json")  # a finished run's, before its log
-RUN_FILES = (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors", "model_config.json",
-             RUN_LOG)
+WEIGHTS = ("model.safetensors", "model_wa.safetensors", BEST_WEIGHTS, "model_config.json")  # a run's, before its log
+RUN_FILES = (CHECKPOINT, "log.json", "log.csv", "model.safetensors", "model_wa.safetensors", BEST_WEIGHTS,
+             "model_config.json", RUN_LOG)
 FAILURE_FOLDER = ".load_failures"  # the clips that failed to load during the run, recorded by every process
 # The runtime keys that decide what the data source serves (waveforms, features or the model input), which is
 # what mixup mixes.

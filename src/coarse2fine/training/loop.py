@@ -51,6 +51,7 @@ from coarse2fine.model.phase_change import carry, step_flops
 from coarse2fine.model.transfer import initialise
 from coarse2fine.objectives import Objective, build_objective
 from coarse2fine.objectives.metrics import metric_text
+from coarse2fine.run_folders import BEST_WEIGHTS
 from coarse2fine.runtime import machine_fields, peak_tflops
 from coarse2fine.training.averaging import WeightAverager
 from coarse2fine.training.checkpoint import load_checkpoint, save_checkpoint
@@ -596,6 +597,10 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         record = dataclasses.replace(record, switch=reason)
         log.info("%s leaves phase %d (R=%d) after epoch %d: %s", run.label, ph.index + 1, ph.setup.R, pr.epoch, reason)
     pr.records.append(record)
+    if run.d.main and run.cfg.train.save_best and ph.index == len(run.setups) - 1 and best_so_far(
+            pr.records, metric, run.objective.metrics[metric]):
+        atomic.save_safetensors(run.out_dir / BEST_WEIGHTS, model.state_dict(),
+                                metadata={"format": "pt", "epoch": str(pr.epoch), metric: repr(metrics[metric])})
     if run.tensorboard is not None:
         run.tensorboard.epoch(record)
     pr.advance(reason is not None)
@@ -603,6 +608,17 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
         write_logs(run, pr, done=False)
     if pr.phase < len(run.setups):
         save(run, ph, state)
+
+
+def best_so_far(records: list[EpochRecord], metric: str, higher: bool) -> bool:
+    """Whether the last of ``records`` is the best epoch of its phase so far by ``metric`` (in its
+    direction; the first of equal values, NaN never), as the reports pick the final phase's best."""
+    last = records[-1]
+    value = last.metrics.get(metric, math.nan)
+    if math.isnan(value):
+        return False
+    earlier = [v for r in records[:-1] if r.phase == last.phase and not math.isnan(v := r.metrics.get(metric, math.nan))]
+    return not earlier or (value > max(earlier) if higher else value < min(earlier))
 
 
 def save(run: Run, ph: PhaseRun, state: State) -> None:
