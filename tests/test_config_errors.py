@@ -518,6 +518,12 @@ def test_a_clip_length_that_does_not_fill_the_frames_or_overflows_them_warns(cap
         load_config("fsdd_speakers-cpu", ["features.target_length=256"], check_runtime=False)
     assert "features.target_length: 256 frames, but clips of data.clip_seconds 1.28 s give 126: 130 frames" in caplog.text
     caplog.clear()
+    # neither key is wrong alone: the one set last is named (it named the preset that set target_length)
+    with caplog.at_level(logging.WARNING, logger="coarse2fine"):
+        load_config("voxceleb-cpu", ["data.clip_seconds=3"], check_runtime=False)
+    assert "--set data.clip_seconds=3: features.target_length: 1024 frames, but clips of data.clip_seconds 3 s" in (
+        caplog.text) and "preset voxceleb: features.target_length" not in caplog.text
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="coarse2fine"):
         for preset in ("fsdd_speakers-cpu", "speechcommands", "audioset", "htsat_esc50", "ssast_pretrain"):
             load_config(preset, check_runtime=False)  # the recipes' own lengths (AST pads 98 frames to 128)

@@ -93,23 +93,25 @@ def every_problem() -> Iterator[Problems]:
     raise_all(problems.errors)
 
 
-_WARNINGS: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("config_warnings", default=None)
+_WARNINGS: contextvars.ContextVar[list[tuple[str, str, tuple[str, ...]]] | None] = contextvars.ContextVar(
+    "config_warnings", default=None)
 
 
-def warn(name: str, message: str) -> None:
+def warn(name: str, message: str, keys: typing.Sequence[str] = ()) -> None:
     """Log ``message`` about key ``name``, or, inside :func:`collected_warnings`, keep it for the
-    caller to say (naming the file that set the key)."""
+    caller to say (naming the file that set the key; for a combination of ``keys``, none of them
+    wrong alone, the file that set one of them last)."""
     kept = _WARNINGS.get()
     if kept is None:
         log.warning("%s", message)
     else:
-        kept.append((name, message))
+        kept.append((name, message, tuple(keys)))
 
 
 @contextlib.contextmanager
-def collected_warnings() -> Iterator[list[tuple[str, str]]]:
-    """The warnings of the checks run inside the block, as ``(key, message)``, instead of logged."""
-    kept: list[tuple[str, str]] = []
+def collected_warnings() -> Iterator[list[tuple[str, str, tuple[str, ...]]]]:
+    """The warnings of the checks run inside the block, as ``(key, message, keys)``, instead of logged."""
+    kept: list[tuple[str, str, tuple[str, ...]]] = []
     token = _WARNINGS.set(kept)
     try:
         yield kept

@@ -353,8 +353,8 @@ def load_config(name_or_path: str | Path = "demo", overrides: Sequence[str] = ()
                     _warn_unread_data_keys(cfg.data, layers)
                     _warn_unread_keys_you_set(cfg, layers)
             finally:
-                for key, text in warnings:
-                    checks_log.warning("%s", _named_text(text, (), key, layers, label))
+                for key, text, keys in warnings:
+                    checks_log.warning("%s", _named_text(text, keys, None if keys else key, layers, label))
         if check_runtime:
             check_device(cfg.train.device)
             _check_amp(cfg)

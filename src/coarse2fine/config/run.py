@@ -221,15 +221,16 @@ class RunConfig:
         f = self.features
         frames = f.spec().frontend.num_frames(self.clip_samples())
         kept = f.target_length / frames * self.data.clip_seconds
+        both = ("data.clip_seconds", "features.target_length")  # neither wrong alone: the one set last is named
         if frames > f.target_length:
             warn("data.clip_seconds", f"data.clip_seconds: {self.data.clip_seconds:g} s gives {frames} frames, but "
                  f"features.target_length is {f.target_length}: only each clip's first {kept:.2f} s reach the model "
-                 f"(set features.target_length to about {frames}, or data.clip_seconds to about {kept:.2f})")
+                 f"(set features.target_length to about {frames}, or data.clip_seconds to about {kept:.2f})", both)
         elif frames < 2 * f.target_length / 3:
             warn("features.target_length", f"features.target_length: {f.target_length} frames, but clips of "
                  f"data.clip_seconds {self.data.clip_seconds:g} s give {frames}: {f.target_length - frames} frames of "
                  f"every clip are padding, trained on at full cost (set features.target_length to about {frames}, or "
-                 f"data.clip_seconds to about {kept:.2f})")
+                 f"data.clip_seconds to about {kept:.2f})", both)
 
     def phases(self) -> list[Phase]:
         """The schedule's phases: ``c2f.phase_epochs``, or ``c2f.phase_steps`` in epochs of
