@@ -405,6 +405,22 @@ def test_a_start_column_or_key_makes_windows_of_a_long_file_and_other_columns_ar
                                    "data.clip_seconds long)"]  # AST's video_id is read (it names the clip): not said
 
 
+def test_a_validation_label_off_by_a_typo_or_a_case_gets_a_guess(tmp_path: Path, label_csv: Path):
+    # `spk1O88` (a letter O) and `SPK118` in validation only were "not in the training set", with no guess.
+    (tmp_path / "t.csv").write_text("path,label\na.wav,spk1088\nb.wav,spk118\n")
+    (tmp_path / "v.csv").write_text("path,label\nc.wav,spk1O88\nd.wav,SPK118\ne.wav,emu\n")
+    val = align_classes(read_csv(tmp_path / "t.csv"), read_csv(tmp_path / "v.csv"))
+    words = [p.problem.split(" not in ")[0] for p in val.problems]
+    assert words == ["v.csv line 2: label(s) spk1O88 (spk1088?)", "v.csv line 3: label(s) SPK118 (spk118? classes "
+                     "differ in case)", "v.csv line 4: label(s) emu"]
+    doc = {"data": [{"wav": "a.wav", "label": "/m/068hy"}, {"path": "b.wav", "labels": "/m/068hy"},
+                    {"wav": "c.wav", "labels": "/m/068hy"}]}
+    m = read_ast_json(write_json(tmp_path / "t.json", doc), label_csv)
+    assert [p.problem for p in m.problems] == [
+        't.json entry 1: no "labels" key (keys: label, wav); AST\'s manifests call "label" "labels"',
+        't.json entry 2: no "wav" key (keys: labels, path); AST\'s manifests call "path" "wav"']
+
+
 def test_a_relative_path_with_windows_separators_is_found(tmp_path: Path):
     # A manifest written on Windows (audio\\batch 1\\x.wav) gave "file not found" for every row.
     (tmp_path / "audio" / "batch 1").mkdir(parents=True)

@@ -33,6 +33,7 @@ manifest whose every entry is bad raises :class:`ManifestError` listing them.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import itertools
 import json
@@ -381,9 +382,11 @@ def _json_entry(item: Any, path: Path) -> Entry:
         raise _BadEntry(f"expected an object with \"wav\" and \"labels\", found a JSON {type(item).__name__}")
     wav = item.get("wav")
     clip, looked_in = _resolve(wav.strip(), path.parent) if isinstance(wav, str) and wav.strip() else (None, ())
-    for key in ("wav", "labels"):
+    for key, other in (("wav", ("path", "file", "audio")), ("labels", ("label", "class", "target"))):
         if key not in item:
-            raise _BadEntry(f'no "{key}" key (keys: {", ".join(sorted(item)) or "none"})', clip)
+            given = next((k for k in other if k in item), None)  # the key other lists use for it
+            hint = f'; AST\'s manifests call "{given}" "{key}"' if given else ""
+            raise _BadEntry(f'no "{key}" key (keys: {", ".join(sorted(item)) or "none"}){hint}', clip)
     if clip is None:
         raise _BadEntry(f'"wav" must be a non-empty path string, found {wav!r}')
     start = _start_field(item.get("start"), '"start"', clip)
@@ -580,6 +583,15 @@ def read_manifest(spec: str | Path | Manifest, label_csv: str | Path | None = No
     raise ManifestError(f"{path}: unknown manifest type; expected a folder, an AST .json manifest or a .csv file")
 
 
+def _label_guess(label: str, classes: Sequence[str]) -> str:
+    """`` (dog?)``: the class ``label`` probably means (another case, or the closest spelling), or ``""``."""
+    same = [c for c in classes if c.casefold() == label.casefold()]
+    if same:
+        return f" ({same[0]}? classes differ in case)"
+    close = difflib.get_close_matches(label, classes, n=1, cutoff=0.8)
+    return f" ({close[0]}?)" if close else ""
+
+
 def align_classes(train: Manifest, val: Manifest) -> Manifest:
     """``val`` with ``train``'s classes (target columns, display names), so both splits' targets
     mean the same columns. A validation set may lack some training classes (a small or imbalanced
@@ -594,7 +606,8 @@ def align_classes(train: Manifest, val: Manifest) -> Manifest:
     for e in val.entries:
         unknown = sorted(set(e.labels) - known)
         if unknown:
-            problems.append(Problem(e.path, f"{e.where or Path(val.source).name}: label(s) {', '.join(unknown)} not in the "
+            named = ", ".join(label + _label_guess(label, train.classes) for label in unknown)
+            problems.append(Problem(e.path, f"{e.where or Path(val.source).name}: label(s) {named} not in the "
                                             f"training set {train.source} (give both splits the same label_csv, or "
                                             "remove the clip)"))
         else:
