@@ -379,6 +379,21 @@ def test_check_names_the_classes_and_what_a_run_would_not_expect(tmp_path, capsy
     assert "8 of 9 clips are shorter than data.clip_seconds (1 s) and are padded (data.pad: zeros; the shortest: 0.50 s" in out
 
 
+def test_check_says_when_the_training_clips_mix_sample_rates(tmp_path, capsys):
+    # 8 kHz FSDD speakers beside 16 kHz LibriSpeech ones: bandwidth alone told them apart, and nothing said so
+    csv = _csv_set(tmp_path, {"train": ["cat", "dog"] * 3, "val": ["cat", "dog"]})
+    sf.write(tmp_path / "narrow.wav", 0.3 * np.sin(np.arange(4000) / 3).astype(np.float32), 8000)
+    with open(csv["train"], "a") as f:
+        f.write(f"{tmp_path / 'narrow.wav'},cat\n")
+    sets = [x for s in _settings(csv["train"], csv["val"], None) for x in ("--set", s)]
+    assert main(["check", "demo", *sets]) == 0
+    assert ("warning: the training clips mix sample rates: 8000 Hz (1), 16000 Hz (6); each is resampled to 16000 Hz "
+            "(features.sample_rate)") in capsys.readouterr().out
+    csv = _csv_set(tmp_path / "one", {"train": ["cat", "dog"] * 3, "val": ["cat", "dog"]})
+    assert main(["check", "demo", *[x for s in _settings(csv["train"], csv["val"], None) for x in ("--set", s)]]) == 0
+    assert "sample rates" not in capsys.readouterr().out
+
+
 def test_cached_run_reuses_features_across_phases_and_runs(tmp_path):
     train, val, labels = _make_set(tmp_path / "data", bad=False)
     cfg = _cfg(train, val, labels, f"data.cache_dir={tmp_path / 'cache'}", "c2f.schedule=4-1", "c2f.phase_epochs=[1, 1]")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from coarse2fine.audio import audio_info
 from coarse2fine.cli.options import add_common
 from coarse2fine.config import RunConfig, load_config
 from coarse2fine.data.manifest import shown_path
@@ -15,7 +16,7 @@ from coarse2fine.data.shard_layout import ShardError
 from coarse2fine.data.shard_store import ShardStore, check_location, is_url
 from coarse2fine.data.shards import split_sources, split_summary, verify_split
 from coarse2fine.data.sources import load_splits
-from coarse2fine.data.summary import class_lines, clip_seconds, length_lines, shared_clips, shared_warning
+from coarse2fine.data.summary import class_lines, length_lines, rate_lines, shared_clips, shared_warning
 from coarse2fine.logs import quiet_loggers
 from coarse2fine.model.transfer import initialise
 from coarse2fine.report.accounting import budget_lines
@@ -87,9 +88,11 @@ def _print_data_summary(cfg: RunConfig, splits, both: list[str] | None = None) -
     entries = [getattr(ds, "entries", None) for ds in (train, val)]
     if entries[0] is not None and entries[1] is not None:
         both = shared_clips(entries[0], entries[1])
+        headers = {p: audio_info(p) for p in dict.fromkeys(e.path for e in [*entries[0], *entries[1]])}
         if cfg.data.kind != "unlabeled":  # long recordings are cut into windows there, not to one clip
-            durations = [(e.path, clip_seconds(e.path) - e.start) for e in [*entries[0], *entries[1]]]
+            durations = [(e.path, headers[e.path][2] / headers[e.path][0] - e.start) for e in [*entries[0], *entries[1]]]
             lines += length_lines(durations, cfg.data.clip_seconds, cfg.data.pad)
+        warnings += rate_lines([headers[e.path][0] for e in entries[0]], cfg.features.sample_rate)
     warnings += splits.listing  # what the run's data path warns of (quiet here) about the lists themselves
     if both is None and cfg.data.kind == "shards":
         lines.append("clips in both splits: not checked (the pack has no records of its clips' sources)")

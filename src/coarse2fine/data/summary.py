@@ -1,7 +1,7 @@
 """What ``coarse2fine check`` says of a config's data beyond its bad clips: the classes and their
 clips per split, the classes a split lacks, clips listed in both splits, and the clips that are
-cut or padded to ``data.clip_seconds``. Pure functions of what the splits hold (and, for the
-lengths, each clip's duration from its file header)."""
+cut or padded to ``data.clip_seconds``, and training clips of several sample rates. Pure functions
+of what the splits hold and of their files' headers (durations, rates), which the caller reads."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from coarse2fine.audio import audio_info
 from coarse2fine.data.manifest import Entry, shown_path
 
 NAMED = 10
@@ -55,10 +54,16 @@ def shared_warning(both: Sequence[str]) -> str:
             f"measured on held-out clips): {', '.join(both[:NAMED])}" + (" ..." if len(both) > NAMED else ""))
 
 
-def clip_seconds(path: str | os.PathLike) -> float:
-    """A clip's duration in seconds, from its file header."""
-    rate, _, frames = audio_info(path)
-    return frames / rate
+def rate_lines(rates: Sequence[int], sample_rate: int) -> list[str]:
+    """A line when the training clips' files (their ``rates``) mix sample rates: each is resampled
+    to ``sample_rate``, and a rate (a bandwidth) that goes with some classes is a cue to learn."""
+    counts = {rate: rates.count(rate) for rate in sorted(set(rates))}
+    if len(counts) < 2:
+        return []
+    mixed = ", ".join(f"{rate} Hz ({n})" for rate, n in counts.items())
+    return [f"the training clips mix sample rates: {mixed}; each is resampled to {sample_rate} Hz "
+            "(features.sample_rate), and a rate's bandwidth that goes with some classes is a cue the model can learn "
+            "in place of the sound"]
 
 
 def length_lines(durations: Sequence[tuple[Path, float]], clip_seconds: float, pad: str) -> list[str]:
