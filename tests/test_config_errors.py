@@ -292,6 +292,15 @@ def test_a_typo_does_not_hide_the_other_values_problems(tmp_path):
     assert f"{mine}: train.optim.lr: expected a number, got 'fast'" in text
     assert f"{mine}: augment.freqm: must be >= 0, got -1" in text
     assert "phase_epochs" not in text
+    # a section's check of a key against another (train.metric against train.objective) runs with a typo
+    # in its section, and beside a value that fails its own limit (train.epochs: 0)
+    mine = _write(tmp_path, "two.yaml", "extends: demo\ntrain:\n  epoch: 3\n  metric: accuracy\n")
+    with pytest.raises(ValueError, match=r"train.metric: 'accuracy' is not one of acc, mAP"):
+        load_config(mine)
+    with pytest.raises(ValueError) as err:
+        load_config("demo", ["train.metric=accuracy", "train.epochs=0"])
+    assert str(err.value) == ("train.epochs: must be >= 1, got 0 (also: train.metric: 'accuracy' is not one of acc, "
+                              "mAP, mAUC, d_prime, val_loss)")
 
 
 def test_a_misspelt_preset_or_a_key_named_as_other_code_names_it_gets_a_guess(tmp_path):

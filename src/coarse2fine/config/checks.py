@@ -24,6 +24,7 @@ import contextvars
 import dataclasses
 import difflib
 import logging
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -321,15 +322,22 @@ OTHER_NAMES = {"learning_rate": "lr", "num_epochs": "epochs", "max_epochs": "epo
                "bs": "batch_size", "workers": "num_workers", "mel_bins": "num_mel_bins", "n_mels": "num_mel_bins"}
 
 
-def _guessed(key: str, cls: type, where: str, dotted: bool = False) -> str:
-    """Unknown ``key`` (dotted) as an error names it, with the known key it is closest to:
-    ``clip_second (clip_seconds?)``, ``learning_rate (lr?)``; the last part only, unless ``dotted``."""
+def _guess(key: str, cls: type, where: str) -> str | None:
+    """The known key of its section that unknown ``key`` (dotted) is closest to (``clip_seconds``
+    for ``clip_second``, ``lr`` for ``learning_rate``), or None."""
     section, _, name = key.rpartition(".")
     at = _section_at(cls, section, where)
     known = [f.name for f in dataclasses.fields(at) if f.init] + list(_aliases(at))
     close = [OTHER_NAMES[name]] if OTHER_NAMES.get(name) in known else difflib.get_close_matches(name, known, n=1,
                                                                                                  cutoff=0.75)
-    return (key if dotted else name) + (f" ({close[0]}?)" if close else "")
+    return close[0] if close else None
+
+
+def _guessed(key: str, cls: type, where: str, dotted: bool = False) -> str:
+    """Unknown ``key`` (dotted) as an error names it, with the known key it is closest to:
+    ``clip_second (clip_seconds?)``, ``learning_rate (lr?)``; the last part only, unless ``dotted``."""
+    guess = _guess(key, cls, where)
+    return (key if dotted else key.rpartition(".")[2]) + (f" ({guess}?)" if guess else "")
 
 
 def _aliases(section: type) -> Mapping[str, str]:
@@ -373,16 +381,24 @@ def _without(values: Mapping[str, Any], dotted: list[str], where: str) -> dict[s
 
 
 # While the values of a config with unknown keys are checked: the sections that hold one (and the
-# sections around them). Their values are checked one by one and they are not built (their checks of
-# keys together could blame a key that a typo left out); the other sections are built and checked whole.
-_VALUES_ONLY: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("config_values_only", default=frozenset())
+# sections around them), each with the keys its typos probably meant (None: a typo without a guess).
+# They are not built: their own checks run apart from those keys (a check of keys together could blame
+# a key that a typo left out), or, for a typo that could be any key, not at all.
+_VALUES_ONLY: contextvars.ContextVar[Mapping[str, frozenset[str] | None]] = contextvars.ContextVar(
+    "config_values_only", default={})
 
 
 def _value_errors(cls: type, values: Mapping[str, Any], where: str, found: list[str]) -> list[ValueError]:
     """The problems of ``values`` besides the unknown keys ``found``: each value's own (types,
-    choices) in the sections with an unknown key, every check in the others."""
-    around = {key.rsplit(".", n)[0] for key in found for n in range(1, key.count(".") + 1)}
-    token = _VALUES_ONLY.set(frozenset({where, *around}))
+    choices) and the checks apart from the keys the typos meant in the sections with an unknown
+    key, every check in the others."""
+    meant: dict[str, frozenset[str] | None] = {}
+    for key in found:
+        guess = _guess(key, cls, where)
+        for section in {where, *(key.rsplit(".", n)[0] for n in range(1, key.count(".") + 1))}:
+            held = meant.get(section, frozenset())
+            meant[section] = None if held is None or guess is None else held | {join(key.rpartition(".")[0], guess)}
+    token = _VALUES_ONLY.set(meant)
     try:
         build(cls, values, where)
     except ConfigErrors as err:
@@ -394,6 +410,41 @@ def _value_errors(cls: type, values: Mapping[str, Any], where: str, found: list[
     return []
 
 
+def keys_of(err: ValueError, where: str = "") -> set[str]:
+    """The keys (dotted) an error involves: its own ``keys`` and ``subject``, and the key its
+    message starts with (``train.metric: ...``; else the section ``where`` it was raised in)."""
+    named = re.match(r"([A-Za-z_][\w.]*):", str(err))
+    return {*getattr(err, "keys", ()), getattr(err, "subject", None) or "", named.group(1) if named else where} - {""}
+
+
+def checks_apart_from(check: typing.Callable[[], Any], keys: set[str], where: str) -> list[ValueError]:
+    """The problems ``check`` raises, but for those that involve any of ``keys`` (dotted; a section's
+    name stands for its keys): a section's checks of keys together, run while some of its values
+    failed on their own (or are a typo's), so that what they find of the others is said at once."""
+    try:
+        check()
+    except ConfigErrors as err:
+        found: list[ValueError] = list(err.errors)
+    except ValueError as err:
+        found = [err]
+    except Exception:  # noqa: BLE001 - a check that needs a value that failed: nothing to say apart from it
+        return []
+    else:
+        return []
+
+    def near(a: str, b: str) -> bool:
+        return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+    return [err for err in found if not any(near(a, b) for a in keys_of(err, where) for b in keys)]
+
+
+def _checks_apart_from(cls: type, kwargs: Mapping[str, Any], where: str, keys: set[str]) -> list[ValueError]:
+    """:func:`checks_apart_from` for ``cls`` made of ``kwargs`` (a section's values that passed on
+    their own; the others at their defaults, and a section left unbuilt too)."""
+    held = {k: v for k, v in kwargs.items() if v is not None}
+    return checks_apart_from(lambda: cls(**held), keys | {join(where, k) for k, v in kwargs.items() if v is None}, where)
+
+
 def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     """Instantiate dataclass ``cls`` from ``values``, recursing into nested dataclasses; unknown
     keys and every problem name the key (``features.fbank.num_mel_bins: ...``). Unknown keys
@@ -403,14 +454,17 @@ def build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     if found := unknown_keys(cls, values, where):  # every typo at once, not one per attempt
         raise_all([_unknown_keys_error(cls, found, where), *_value_errors(cls, _without(values, found, where), where, found)])
     hints, fields = field_types(cls), {f.name: f for f in dataclasses.fields(cls)}
-    kwargs, errors = {}, []
+    kwargs, errors, failed = {}, [], []
     for name, value in values.items():
         try:
             kwargs[name] = coerce_field(fields[name], value, hints[name], join(where, name))
         except ValueError as err:  # every section's and key's problem, not the first one's only
             errors.append(err)
-    raise_all(errors)
-    if where in _VALUES_ONLY.get():
+            failed.append(join(where, name))
+    values_only = where in _VALUES_ONLY.get()
+    if errors or values_only:  # and the section's own checks of the values that passed
+        meant = _VALUES_ONLY.get().get(where, frozenset())
+        raise_all([*errors, *(_checks_apart_from(cls, kwargs, where, {*failed, *meant}) if meant is not None else [])])
         return None
     try:
         return cls(**kwargs)

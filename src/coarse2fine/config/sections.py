@@ -20,7 +20,19 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping
 
 from coarse2fine.compression import METHODS, PATCH_RESIZES, VARIANTS
-from coarse2fine.config.checks import ConfigError, Problems, at_least, check_fields, choice, every_problem, key
+from coarse2fine.config.checks import (
+    ConfigError,
+    ConfigErrors,
+    Problems,
+    at_least,
+    check_fields,
+    checks_apart_from,
+    choice,
+    every_problem,
+    key,
+    keys_of,
+    raise_all,
+)
 from coarse2fine.features import FbankConfig, FeatureSpec, LogMelConfig
 from coarse2fine.model.registry import get_arch
 from coarse2fine.objectives import LOSSES, objective_metrics, objective_names
@@ -46,7 +58,11 @@ class Section:
     aliases: ClassVar[Mapping[str, str]] = {}
 
     def __post_init__(self) -> None:
-        check_fields(self, self.prefix)
+        try:
+            check_fields(self, self.prefix)
+        except ValueError as err:  # with what the section's own checks find of its other keys
+            failed = err.errors if isinstance(err, ConfigErrors) else [err]
+            raise_all([*failed, *checks_apart_from(self.check, {k for e in failed for k in keys_of(e)}, self.prefix)])
         self.check()
 
     def check(self) -> None:
