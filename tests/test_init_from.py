@@ -184,6 +184,20 @@ def test_init_from_takes_a_weights_file_of_a_run_folder(runs, tmp_path):
         initialise(model_of(tiny_config("ast", "micro")), str(runs["ast"] / "model_wa.safetensors"))
 
 
+def test_weights_are_a_file_of_the_run_folder_by_name_or_by_path(runs, tmp_path, monkeypatch):
+    # `predict runs/c41 f.flac --weights runs/c41/model_best.safetensors` looked for runs/c41/runs/c41/...
+    from coarse2fine.model.transfer import weights_in_run
+
+    monkeypatch.chdir(runs["ast"].parent)
+    assert weights_in_run("ast", "model_best.safetensors") == "model_best.safetensors"
+    assert weights_in_run("ast", "ast/model_best.safetensors") == "model_best.safetensors"
+    assert weights_in_run("ast", str(runs["ast"] / "model_best.safetensors")) == "model_best.safetensors"
+    load_saved_model("ast", "ast/model_best.safetensors")
+    (tmp_path / "elsewhere.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"elsewhere.safetensors: the weights must be a file of the run folder ast"):
+        weights_in_run("ast", str(tmp_path / "elsewhere.safetensors"))
+
+
 def _init_line(caplog) -> str:
     """The one log line an initialisation wrote."""
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("initialised from")]

@@ -408,11 +408,14 @@ def test_a_start_column_or_key_makes_windows_of_a_long_file_and_other_columns_ar
 def test_a_validation_label_off_by_a_typo_or_a_case_gets_a_guess(tmp_path: Path, label_csv: Path):
     # `spk1O88` (a letter O) and `SPK118` in validation only were "not in the training set", with no guess.
     (tmp_path / "t.csv").write_text("path,label\na.wav,spk1088\nb.wav,spk118\n")
-    (tmp_path / "v.csv").write_text("path,label\nc.wav,spk1O88\nd.wav,SPK118\ne.wav,emu\n")
+    (tmp_path / "v.csv").write_text("path,label\nc.wav,spk1O88\nd.wav,SPK118\ne.wav,emu\nf.wav,Spk10888\n")
     val = align_classes(read_csv(tmp_path / "t.csv"), read_csv(tmp_path / "v.csv"))
     words = [p.problem.split(" not in ")[0] for p in val.problems]
     assert words == ["v.csv line 2: label(s) spk1O88 (spk1088?)", "v.csv line 3: label(s) SPK118 (spk118? classes "
-                     "differ in case)", "v.csv line 4: label(s) emu"]
+                     "differ in case)", "v.csv line 4: label(s) emu", "v.csv line 5: label(s) Spk10888 (spk1088?)"]
+    with_csv = read_ast_json(write_json(tmp_path / "c.json", {"data": [{"wav": "a.wav", "labels": "/M/068HY"},
+                                                                      {"wav": "b.wav", "labels": "/m/09x0r"}]}), label_csv)
+    assert with_csv.problems[0].problem.endswith("'/M/068HY' (/m/068hy? classes differ in case)")
     doc = {"data": [{"wav": "a.wav", "label": "/m/068hy"}, {"path": "b.wav", "labels": "/m/068hy"},
                     {"wav": "c.wav", "labels": "/m/068hy"}]}
     m = read_ast_json(write_json(tmp_path / "t.json", doc), label_csv)

@@ -183,6 +183,9 @@ def test_stats_reads_the_training_split_alone(tmp_path, capsys):
     sets = [x for s in _settings(train, val, labels) for x in ("--set", s)]
     assert main(["stats", "demo", *sets]) == 0
     assert "8 training clips: mean" in capsys.readouterr().out
+    (tmp_path / "val.csv").write_text("foo,bar\n1,2\n")  # nor a validation list that cannot be read at all
+    assert main(["stats", "demo", *sets, "--set", f"data.val={tmp_path / 'val.csv'}"]) == 0
+    assert "8 training clips: mean" in capsys.readouterr().out
     # a bad training clip stops it as it stops training, or is left out and counted under on_error: skip
     train.write_text(json.dumps({"data": [{"wav": str(tmp_path / "broken.wav"), "labels": "/m/a"},
                                           *json.loads(train.read_text())["data"]]}))

@@ -44,6 +44,7 @@ BAD = {
     "corrupt.wav": "undecodable",
     "truncated_header.wav": "undecodable",
     "cut_short.wav": "truncated: its header says 0.300 s of audio, the file holds 0.150 s",
+    "header_only.wav": "truncated: its header says 0.300 s of audio, the file holds 0.000 s",  # not "0 frames"
     "zero_bytes.wav": "empty",
     "empty.wav": "empty",
     "short.wav": "too short",
@@ -61,6 +62,7 @@ def write_bad(folder: Path) -> None:
     (folder / "truncated_header.wav").write_bytes((folder / "whole.tmp.wav").read_bytes()[:30])
     whole = (folder / "whole.tmp.wav").read_bytes()  # a download cut short: its header intact, half its audio
     (folder / "cut_short.wav").write_bytes(whole[:len(whole) - 4800])
+    (folder / "header_only.wav").write_bytes(whole[:44])
     (folder / "whole.tmp.wav").unlink()
     (folder / "zero_bytes.wav").write_bytes(b"")
     sf.write(folder / "empty.wav", np.zeros(0, dtype=np.float32), 16000, subtype="PCM_16")
@@ -183,7 +185,7 @@ def test_a_clip_starting_past_its_files_end_or_near_it_is_a_bad_clip(clips: Path
         validate(manifest, min_seconds=0.1)
     assert [p.problem for p in err.value.problems] == [
         "t.csv line 4: too short after its start at 0.25 s: 0.050 s < 0.1 s",
-        "t.csv line 5: starts at 0.5 s, after the file's end (0.300 s)"]
+        "t.csv line 5: starts at 0.5 s, at or after the file's end (0.300 s)"]
     report = validate(manifest, min_seconds=0.1, on_error="skip")
     assert [e.start for e in report.ok] == [0.0, 0.1]
     data = FileDataset.from_manifest(report.filtered(manifest), 1600, 16000, "zeros")

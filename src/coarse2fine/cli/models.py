@@ -16,6 +16,7 @@ from coarse2fine.data.sources import load_validation
 from coarse2fine.features import FeatureSpec, extract
 from coarse2fine.model.ast.hf import load_hf_checkpoint
 from coarse2fine.model.registry import get_arch
+from coarse2fine.model.transfer import weights_in_run
 from coarse2fine.predict import (
     check_hop,
     checkpoint_position,
@@ -46,8 +47,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--multilabel", action="store_true",
                    help="sigmoid scores, for Hugging Face folders whose config.json has no problem_type (runs know)")
     p.add_argument("--weights", default="model.safetensors",
-                   help="weights file in a run folder (model_wa.safetensors: weight-averaged; checkpoint.safetensors: "
-                        "an unfinished run's last checkpoint)")
+                   help="weights file in a run folder (default: model.safetensors, the last epoch's; "
+                        "model_best.safetensors: the best epoch's; model_wa.safetensors: weight-averaged; "
+                        "checkpoint.safetensors: an unfinished run's last checkpoint)")
     p.add_argument("--json", action="store_true", help="print JSON with every window's scores")
     p.add_argument("--skip-errors", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -61,7 +63,8 @@ def add_parsers(sub) -> None:
     p.add_argument("out", nargs="?", help="output folder, the same as --out (kept for older scripts)")
     p.add_argument("--out", dest="out_option", metavar="OUT", help="output folder (default: RUN/hf)")
     p.add_argument("--weights", default="model.safetensors",
-                   help="weights file in the run folder (model_wa.safetensors: the weight-averaged model)")
+                   help="weights file in the run folder (default: model.safetensors, the last epoch's; "
+                        "model_best.safetensors: the best epoch's; model_wa.safetensors: the weight-averaged model)")
     add_quiet(p)
 
     p = sub.add_parser("export-onnx", help="export a finished run's model as ONNX (dynamic batch) and check it "
@@ -70,8 +73,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="ONNX file to write (default: named after the weights: RUN/model.onnx, "
                                  "RUN/checkpoint.onnx for --weights checkpoint.safetensors)")
     p.add_argument("--weights", default="model.safetensors",
-                   help="weights file in the run folder (model_wa.safetensors: weight-averaged; checkpoint.safetensors: "
-                        "an unfinished run's last checkpoint); its name and SHA-256 go into the ONNX file")
+                   help="weights file in the run folder (default: model.safetensors, the last epoch's; "
+                        "model_best.safetensors: the best epoch's; model_wa.safetensors: weight-averaged; "
+                        "checkpoint.safetensors: an unfinished run's last checkpoint); its name and SHA-256 go into the "
+                        "ONNX file")
     p.add_argument("--audio", nargs="+", metavar="FILE", help="clips to check on (default: the run's first validation clips)")
     p.add_argument("--clips", type=int, default=4, help="validation clips to check on (default: 4)")
     add_quiet(p)
@@ -95,7 +100,7 @@ def cmd_predict(args) -> int:
 
         onnx = OnnxClassifier(args.onnx)
         if kind == "run":  # the export must be of the weights the run would score with
-            check_source(onnx, path / args.weights)
+            check_source(onnx, path / weights_in_run(path, args.weights))
         else:
             log.warning("%s: scoring with %s, whose weights cannot be checked against a Hugging Face folder's",
                         path, onnx.path)
@@ -156,6 +161,7 @@ def cmd_export_onnx(args) -> int:
     from coarse2fine.onnx_model import check_onnx, export_onnx
 
     run = Path(args.run)
+    args.weights = weights_in_run(run, args.weights)
     model, spec, _labels, _names, _ = load_run_for_inference(run, weights=args.weights)
     weights = run / args.weights
     where = f", {checkpoint_position(weights)}" if args.weights == CHECKPOINT else ""

@@ -311,6 +311,8 @@ def _label_problem(entry: Entry, classes: Sequence[str], display_names: Sequence
     for label in unknown:
         if label in display_names:
             hints.append(f"{label!r} is the display name of {classes[list(display_names).index(label)]!r}: use the id")
+        elif guess := _label_guess(label, classes):
+            hints.append(f"{label!r}{guess}")
     words = "unknown label" if len(unknown) == 1 else "unknown labels"
     text = f"{words} {', '.join(repr(u) for u in unknown)} (not a class in {label_source})"
     return text + "".join(f"; {h}" for h in hints)
@@ -588,8 +590,9 @@ def _label_guess(label: str, classes: Sequence[str]) -> str:
     same = [c for c in classes if c.casefold() == label.casefold()]
     if same:
         return f" ({same[0]}? classes differ in case)"
-    close = difflib.get_close_matches(label, classes, n=1, cutoff=0.8)
-    return f" ({close[0]}?)" if close else ""
+    folded = {c.casefold(): c for c in classes}
+    close = difflib.get_close_matches(label.casefold(), list(folded), n=1, cutoff=0.75)
+    return f" ({folded[close[0]]}?)" if close else ""
 
 
 def align_classes(train: Manifest, val: Manifest) -> Manifest:

@@ -267,6 +267,11 @@ def load_training(cfg: RunConfig) -> tuple[ClipDataset, list[Problem]]:
     if cfg.data.kind in ("synthetic", "shards"):
         splits = load_splits(cfg.replace({"data.in_memory": "off"}))
         return splits.train, list(splits.skipped)
-    train, f = manifests(cfg)[0], cfg.features
-    report = validate(train, f.sample_rate, cfg.data.min_seconds, cfg.data.on_error)
+    d, f = cfg.data, cfg.features
+    if d.kind == "manifest":  # the validation list is not read (a broken one is training's problem, not this)
+        train = read_manifest(d.split_path("train"), d.label_csv, d.multilabel)
+        check_loss_fits(cfg, train)
+    else:
+        train = manifests(cfg)[0]
+    report = validate(train, f.sample_rate, d.min_seconds, d.on_error)
     return _file_dataset(cfg, report.filtered(train)), list(report.problems)

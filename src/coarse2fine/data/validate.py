@@ -125,10 +125,10 @@ def _check_file(path: Path, sample_rate: int, min_seconds: float, check_silence:
         rate, _channels, frames = audio_info(path)
     except Exception as e:  # noqa: BLE001 - any failure to read is a problem of this clip
         return _decode_problem(e, path, classify=False), 0
+    if cut := truncated_wav(path):  # before "0 frames": a WAV cut right after its header holds none
+        return cut, 0
     if frames == 0:
         return "empty: 0 frames", 0
-    if cut := truncated_wav(path):
-        return cut, 0
     if frames > 0 and rate > 0 and frames / rate < min_seconds:
         return f"too short: {frames / rate:.3f} s < {min_seconds:g} s", 0
     try:
@@ -144,7 +144,7 @@ def start_problem(start: float, samples: int, sample_rate: int, min_seconds: flo
     the loader reads it); None when it holds enough."""
     left = samples - int(round(start * sample_rate))
     if left <= 0:
-        return f"starts at {start:g} s, after the file's end ({samples / sample_rate:.3f} s)"
+        return f"starts at {start:g} s, at or after the file's end ({samples / sample_rate:.3f} s)"
     if left + 1 < min_seconds * sample_rate:
         return f"too short after its start at {start:g} s: {left / sample_rate:.3f} s < {min_seconds:g} s"
     return None

@@ -156,6 +156,19 @@ def _weights_held(run: Path) -> str:
     return f"the run folder holds {', '.join(held)}{note}"
 
 
+def weights_in_run(run: str | os.PathLike, weights: str) -> str:
+    """The name of a weights file of the run folder ``run``, given by its name or by a path to it
+    (``runs/x/model_best.safetensors`` as typed from the current folder); a path to a file of
+    another folder is refused."""
+    given, run = Path(weights), Path(run)
+    if given.name == weights or (not given.is_absolute() and (run / given).is_file()) or not given.is_file():
+        return weights  # a name, a path below the run folder, or nothing there (said when it is read)
+    if given.resolve().parent != run.resolve():
+        raise ValueError(f"{given}: the weights must be a file of the run folder {run} (give its name, {given.name}, "
+                         "or copy it there)")
+    return given.name
+
+
 def load_saved_model(run_dir: str | os.PathLike, weights: str = "model.safetensors") -> C2FModel:
     """The model a finished run folder holds (``model_config.json`` + ``weights``), in eval mode on
     the CPU. Errors are ``ValueError`` naming the file."""
@@ -167,7 +180,7 @@ def load_saved_model(run_dir: str | os.PathLike, weights: str = "model.safetenso
         model = model_from_config_dict(json.loads(config_path.read_text()))
     except (OSError, json.JSONDecodeError, TypeError, ValueError) as err:
         raise ValueError(f"{config_path}: {err}") from None
-    weights_path = run / weights
+    weights_path = run / weights_in_run(run, weights)
     if not weights_path.is_file():
         raise ValueError(f"{weights_path}: file not found ({_weights_held(run)})")
     try:
@@ -353,7 +366,7 @@ def initialise_from_run(model: C2FModel, path: Path, weights: str = "model.safet
     if source.arch != model.arch:
         raise ValueError(f"{where}: init_from takes a run of the same family; {_family_hint(source, model, path)}")
     try:
-        summary = transfer_weights(source, model, f"run {path}")
+        summary = transfer_weights(source, model, f"run {path}" + (f" ({weights})" if weights != "model.safetensors" else ""))
     except ShapeMismatch as err:
         others = _other_settings(source, model) if run == config else ""
         raise ValueError(f"{where}{others} ({shape_list(err.mismatches)})") from None
