@@ -97,7 +97,7 @@ def test_export_hf_takes_the_output_folder_as_export_onnx_does(tmp_path, capsys,
     # transformers pads a short clip's features with 0 where training padded its audio: short keyword clips
     # scored at chance through transformers without a word (a new user's case)
     clip = load_config(str(run / "config.yaml"), check_runtime=False).data.clip_seconds
-    assert (f"the run padded clips shorter than {clip:g} s with silence (data.pad: zeros) before their features; "
+    assert (f"the run pads any clip shorter than {clip:g} s with silence (data.pad: zeros) before its features; "
             "transformers' ASTFeatureExtractor pads a short clip's features with 0 instead") in caplog.text
     assert f"pad the audio to {clip:g} s (zeros) before the feature extractor" in caplog.text
     assert main(["export-hf", str(run), str(tmp_path / "positional")]) == 0

@@ -378,7 +378,7 @@ def export_hf_checkpoint(
         sample_rate = feature_spec.frontend.sample_rate
     if clip_seconds is not None:
         how = "with silence" if pad == "zeros" else "by repeating them"
-        log.warning("the run padded clips shorter than %g s %s (data.pad: %s) before their features; transformers' "
+        log.warning("the run pads any clip shorter than %g s %s (data.pad: %s) before its features; transformers' "
                     "ASTFeatureExtractor pads a short clip's features with 0 instead, so such clips score otherwise "
                     "than in training: pad the audio to %g s (%s) before the feature extractor, or score with "
                     "`coarse2fine predict` on the run", clip_seconds, how, pad, clip_seconds,
