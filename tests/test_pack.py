@@ -47,7 +47,7 @@ def test_pack_layout_counts_checksums_and_report(packed):
 
     report = json.loads((root / "train" / "report.json").read_text())
     assert [Path(p["path"]).name for p in report["skipped"]] == ["broken.flac"]
-    assert report["skipped"][0]["problem"].startswith("undecodable")
+    assert report["skipped"][0]["problem"].startswith(f"train.csv line {packed.audio.bad_at + 2}: undecodable")  # as check says
 
     desc = json.loads((root / "train" / "dataset.json").read_text())
     assert desc["wids_version"] == 1 and desc["num_clips"] == n_train
@@ -189,7 +189,9 @@ def test_manifest_entries_that_cannot_be_used_are_in_the_pack_report(audio_set, 
     report = json.loads((out / "train" / "report.json").read_text())
     problems = {Path(p["path"]).name: p["problem"] for p in report["skipped"]}
     assert "unknown label 'no_such_class'" in problems[unknown.name] and "broken.flac" in problems
-    assert problems["cut.wav"].startswith("truncated: its header says 1.000 s of audio, the file holds 0.500 s")
+    line = len(rows) + 2  # the row after the header, the clips and the unknown label's
+    assert problems["cut.wav"].startswith(f"train.csv line {line}: truncated: its header says 1.000 s of audio, the "
+                                          "file holds 0.500 s")
     assert json.loads((out / "pack.json").read_text())["splits"]["train"]["skipped"] == 3
 
 

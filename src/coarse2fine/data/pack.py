@@ -312,7 +312,8 @@ class SplitWriter:
             for b in range(0, len(chunk), BATCH):
                 clips = list(self.pool.map(self.load, chunk[b:b + BATCH]))
                 good = [c for c in clips if c.problem is None]
-                skipped += [{"path": c.source, "problem": c.problem} for c in clips if c.problem is not None]
+                skipped += [{"path": c.source, "problem": f"{e.where}: {c.problem}" if e.where else c.problem}
+                            for e, c in zip(chunk[b:b + BATCH], clips) if c.problem is not None]  # named as check names it
                 keys = [clip_key(first + len(labels) + j) for j in range(len(good))]
                 for key, clip in zip(keys, good, strict=True):
                     writers["audio"].write({"__key__": key, AUDIO_MEMBER: clip.flac})
