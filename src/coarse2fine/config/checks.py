@@ -435,7 +435,8 @@ def checks_apart_from(check: typing.Callable[[], Any], keys: set[str], where: st
     def near(a: str, b: str) -> bool:
         return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
-    return [err for err in found if not any(near(a, b) for a in keys_of(err, where) for b in keys)]
+    # an error that names no key (a top-level check's) cannot be told apart from them: left out too
+    return [err for err in found if (named := keys_of(err, where)) and not any(near(a, b) for a in named for b in keys)]
 
 
 def _checks_apart_from(cls: type, kwargs: Mapping[str, Any], where: str, keys: set[str]) -> list[ValueError]:
