@@ -174,7 +174,7 @@ def test_unlabeled_recordings_are_packed_as_their_windows(audio_set, tmp_path):
     assert np.array_equal(wave, source[8000:16000])
 
 
-def test_manifest_entries_that_cannot_be_used_are_in_the_pack_report(audio_set, tmp_path):
+def test_manifest_entries_that_cannot_be_used_are_in_the_pack_report(audio_set, tmp_path, caplog):
     """An entry with an unknown label is left out of the shards and listed with the bad clips."""
     rows = (audio_set.folder / "train.csv").read_text().splitlines()
     unknown = audio_set.train_paths[0]
@@ -182,10 +182,13 @@ def test_manifest_entries_that_cannot_be_used_are_in_the_pack_report(audio_set, 
     sf.write(cut, 0.1 * np.ones(16000, np.float32), 16000, subtype="PCM_16")
     cut.write_bytes(cut.read_bytes()[:-16000])
     label = rows[1].rsplit(",", 1)[1]
-    (tmp_path / "train.csv").write_text("\n".join([*rows, f"{unknown},no_such_class", f"{cut},{label}"]) + "\n")
+    rows = [f"{rows[0]},speaker", *(f"{r},x" for r in rows[1:])]  # a column nothing reads
+    (tmp_path / "train.csv").write_text("\n".join([*rows, f"{unknown},no_such_class,y", f"{cut},{label},z"]) + "\n")
     cfg = load_config(audio_set.files_config, [f"data.train={tmp_path / 'train.csv'}", "data.on_error=skip"])
     out = tmp_path / "pack"
-    pack(cfg, out, shard_clips=16, progress=False)
+    with caplog.at_level("WARNING", logger="coarse2fine"):
+        pack(cfg, out, shard_clips=16, progress=False)
+    assert "train.csv: column(s) speaker not read" in caplog.text  # as check and train say it
     report = json.loads((out / "train" / "report.json").read_text())
     problems = {Path(p["path"]).name: p["problem"] for p in report["skipped"]}
     assert "unknown label 'no_such_class'" in problems[unknown.name] and "broken.flac" in problems

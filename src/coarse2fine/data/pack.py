@@ -41,7 +41,7 @@ from coarse2fine.audio import decode_audio, encode_flac, fix_length, wav_truncat
 from coarse2fine.config import RunConfig
 from coarse2fine.config.files import config_difference
 from coarse2fine.data.labels import LabelIndex, index_dtype
-from coarse2fine.data.manifest import Entry, Manifest, clip_list_digest, clip_list_digests
+from coarse2fine.data.manifest import Entry, Manifest, clip_list_digest, clip_list_digests, listing_warnings
 from coarse2fine.data.shard_layout import (
     AUDIO_MEMBER,
     DESCRIPTOR,
@@ -169,6 +169,8 @@ def pack(cfg: RunConfig, out: str | Path, *, features: bool = False, shard_clips
     out = Path(out)
     settings = PackSettings.from_config(cfg, shard_clips, features)
     lists = dict(zip(SPLITS, manifests(cfg), strict=True))
+    for text in [*listing_warnings(lists["train"]), *listing_warnings(lists["val"], classes=False)]:
+        log.warning("%s", text)  # as a run of the files warns: what the lists hold that is probably not meant
     both = shared_clips(lists["train"].entries, lists["val"].entries)
     if both:
         log.warning("%s", shared_warning(both))
