@@ -325,8 +325,9 @@ def _collected(entries: list[Entry], problems: list[Problem], path: Path, what: 
     if not entries:
         raise ManifestError(f"{path}: no usable {what}: all {len(problems)} are bad:\n{format_problems(problems)}")
     if problems:
-        logger.warning("%s: %d of %d %s cannot be used (unknown label or malformed); validation reports them",
-                       path, len(problems), len(problems) + len(entries), what)
+        logger.warning("%s: %d of %d %s cannot be used (an unknown label, a malformed entry or start); they are "
+                       "listed with the bad clips when the clips are checked", path, len(problems),
+                       len(problems) + len(entries), what)
 
 
 # ----------------------------------------------------------------------------- readers
