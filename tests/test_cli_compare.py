@@ -6,6 +6,7 @@ columns of their own, as an experiment's savings.csv does."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -211,13 +212,17 @@ def test_data_is_compared_by_its_clip_lists_not_by_the_names_of_its_files():
     same name listing other folds was taken for the baseline's data."""
     def facts(name, data, lists):
         cfg = {"data": data, "model": {"arch": "ast"}, "train": {"metric": "acc"}}
-        return RunFacts(name, cfg, 160, ("x", "y"), clip_lists=lists)
+        return RunFacts(name, cfg, 160, ("x", "y"), clip_lists=lists, used_lists=lists)
 
     base = facts("b", {"kind": "manifest", "train": "/d/esc/train.json", "val": "/d/esc/val.json"}, ("t1", "v1"))
     copy = facts("c", {"kind": "manifest", "train": "/ssd/train_copy.json", "val": "/ssd/val.json"}, ("t1", "v1"))
     assert differences(base, copy) == {}
     others = facts("o", {"kind": "manifest", "train": "/d/other/train.json", "val": "/d/esc/val.json"}, ("t2", "v1"))
     assert differences(base, others) == {"data": ["the train split lists other clips or labels"]}
+    earlier = dataclasses.replace(others, folder="e", used_lists=None)  # a log of a version before used-clip digests
+    assert differences(base, earlier) == {"data": [
+        "the train split lists other clips or labels (the log of e, of an earlier version that skipped bad clips, holds "
+        "the clips it listed, not those it used: --allow-different tabulates them)"]}
     packed = facts("p", {"kind": "shards", "train": "/packs/esc/train", "val": "/packs/esc/val"}, ("t1", "v1"))
     assert differences(base, packed) == {}  # the same clips, packed ...
     assert timing_lines([base, packed]) == [  # ... read another way, said under the table
@@ -272,3 +277,13 @@ def test_compare_out_keeps_its_calibration_and_uses_it_again(runs, tmp_path, cap
     assert "Calibrated time save (%)" in capsys.readouterr().out and (out / "calibration.json").read_text() != saved
     assert main(["compare", str(runs["base"]), str(runs["c2f"]), "--format", "csv"]) == 0  # no --out: nothing kept
     assert "Calibrated" not in capsys.readouterr().out
+
+
+def test_a_log_of_an_earlier_version_that_skipped_nothing_used_the_clips_it_listed():
+    # An upgrade's case: a 156f83c baseline (no *_used_sha256) against a run on the same manifest that
+    # skipped its one bad row was refused, "lists other clips or labels"
+    from coarse2fine.report.comparable import run_facts
+
+    data = {"train_list_sha256": "t", "val_list_sha256": "v"}
+    assert run_facts("old", {"data": data, "skipped": []}).used_lists == ("t", "v")
+    assert run_facts("old", {"data": data, "skipped": [{"path": "x.wav", "problem": "file not found"}]}).used_lists is None

@@ -193,6 +193,7 @@ def test_weights_are_a_file_of_the_run_folder_by_name_or_by_path(runs, tmp_path,
     assert weights_in_run("ast", "ast/model_best.safetensors") == "model_best.safetensors"
     assert weights_in_run("ast", str(runs["ast"] / "model_best.safetensors")) == "model_best.safetensors"
     load_saved_model("ast", "ast/model_best.safetensors")
+    assert weights_in_run("ast", "ast/model_wa.safetensors") == "model_wa.safetensors"  # not there: named there
     (tmp_path / "elsewhere.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match=r"elsewhere.safetensors: the weights must be a file of the run folder ast"):
         weights_in_run("ast", str(tmp_path / "elsewhere.safetensors"))

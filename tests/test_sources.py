@@ -307,6 +307,8 @@ def test_a_run_on_a_cleaned_manifest_compares_with_one_that_skipped_its_bad_rows
     clean = train("clean", csv["train"], "c2f.schedule=2-1", "c2f.phase_epochs=[1, 1]")
     capsys.readouterr()
     assert main(["compare", base, clean]) == 0, capsys.readouterr().err
+    train("base", csv["train"])  # the baseline's folder on the cleaned manifest: the clips it trained on, reused
+    assert "already finished in this folder" in capsys.readouterr().out
     other = tmp_path / "data" / "other.csv"  # one clip fewer than the baseline used: not the same data
     other.write_text(csv["train"].read_text().replace(f"{tmp_path / 'data' / 'train7.wav'},dog\n", ""))
     fewer = train("fewer", other, "c2f.schedule=2-1", "c2f.phase_epochs=[1, 1]")

@@ -77,6 +77,14 @@ def test_the_best_epochs_weights_are_kept_beside_the_last_ones(cfg, splits, tmp_
         acc = (model.eval()(phase_input(x, val.serves, setup.features, setup.compression)).argmax(-1)
                == y.argmax(-1)).float().mean().item()
     assert acc == pytest.approx(best.metric("acc"))
+    from coarse2fine.cli.training import weights_line
+
+    assert weights_line(result, "acc") == (f"weights: model.safetensors (the last epoch's, 5), model_best.safetensors "
+                                           f"(the best epoch's, {best.epoch}: predict, export-hf and export-onnx take "
+                                           "it with --weights model_best.safetensors)")
+    (tmp_path / "model_best.safetensors").unlink()  # as a run of an earlier version, continued by this one, has none
+    assert weights_line(result, "acc").endswith(f"; no model_best.safetensors: its best epoch, {best.epoch}, was "
+                                                "trained by an earlier version, which did not keep it")
     off = tmp_path / "off"
     train_run(cfg.replace({"train.save_best": False}), splits, off, progress=False)
     assert (off / "model.safetensors").exists() and not (off / "model_best.safetensors").exists()

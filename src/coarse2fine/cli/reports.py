@@ -204,7 +204,8 @@ def cmd_stats(args) -> int:
     cfg = load_config(args.config, [*args.overrides, "data.cache_dir=null", "data.preload=true", "data.in_memory=off"])
     train, skipped = load_training(cfg)
     mean, std = dataset_stats(train, cfg.features.settings, cfg.features.target_length, lengths=train.lengths)
-    left_out = f" ({len(skipped)} bad clip(s) skipped, as data.on_error: skip says)" if skipped else ""
+    how = "when the pack was made" if cfg.data.kind == "shards" else "as data.on_error: skip says"
+    left_out = f" ({len(skipped)} bad clip(s) skipped, {how})" if skipped else ""
     print(f"{len(train)} training clips{left_out}: mean {mean:.7g}, std {std:.7g}")
     if not cfg.features.normalize:
         print("this config has features.normalize: false (its model normalises its input itself): a mean and std "

@@ -285,15 +285,17 @@ def one_run(cfg, command: str, seeds: bool = False) -> RunConfig:
     return cfg.run_only()
 
 
-def weights_line(result: RunResult, metric: str) -> str:
+def weights_line(result: RunResult, metric: str, save_best: bool = True) -> str:
     """Which epoch's weights each weights file of a finished run holds (``predict`` and the exports
     read ``model.safetensors`` unless told otherwise)."""
     line = f"weights: model.safetensors (the last epoch's, {result.records[-1].epoch})"
+    value = best_value(result.records, metric)
+    epoch = next(r.epoch for r in final_phase(result.records) if r.metric(metric) == value)
     if (result.out_dir / BEST_WEIGHTS).is_file():
-        value = best_value(result.records, metric)
-        epoch = next(r.epoch for r in final_phase(result.records) if r.metric(metric) == value)
         line += (f", {BEST_WEIGHTS} (the best epoch's, {epoch}: predict, export-hf and export-onnx take it with "
                  f"--weights {BEST_WEIGHTS})")
+    elif save_best:
+        line += f"; no {BEST_WEIGHTS}: its best epoch, {epoch}, was trained by an earlier version, which did not keep it"
     return line
 
 
@@ -318,7 +320,7 @@ def _train_one(args, cfg) -> RunResult:
     also = f" (coarse phases: {shown(coarse)})" if coarse is not None else ""
     print(f"{cfg.name}: {what}; best {metric} {shown(best_value(result.records, metric))} in the final phase{also}; "
           f"logs in {result.out_dir}")
-    print(f"  {weights_line(result, metric)}")
+    print(f"  {weights_line(result, metric, cfg.train.save_best)}")
     logged = read_log(result.out_dir) if (result.out_dir / "log.json").is_file() else {}
     lost = [f"{len(logged[key])} {words}" for key, words in (
         ("skipped", "bad clip(s) skipped before training (log.json: skipped)"),

@@ -346,7 +346,9 @@ def shard_splits(cfg: Any) -> DataSplits:
 def packed_clip_lists(sets: dict[str, ShardSet], key: str = "clip_list_sha256") -> dict[str, str]:
     """The clip-list digest each split's audio set was packed with (``used_list_sha256``: that of
     the clips it holds, the bad ones left out); packs of earlier versions: none."""
-    lists = {split: audio.meta.get(key) for split, audio in sets.items()}
+    lists = {split: audio.meta.get(key) or (audio.meta.get("clip_list_sha256") if key == "used_list_sha256" and
+                                            audio.meta.get("num_skipped") == 0 else None)  # nothing left out: the same
+             for split, audio in sets.items()}
     return {split: str(v) for split, v in lists.items() if v}
 
 

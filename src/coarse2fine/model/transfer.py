@@ -152,7 +152,8 @@ def _weights_held(run: Path) -> str:
     note = ("; model_wa.safetensors is written only by a run that averages weights (augment.wa_start)"
             if "model_wa.safetensors" not in held else "")
     if "model_best.safetensors" not in held:
-        note += "; model_best.safetensors only by a run with train.save_best: true (the default) that has evaluated"
+        note += ("; model_best.safetensors only by a run with train.save_best: true (the default) whose best epoch "
+                 "was trained by a version that keeps it")
     return f"the run folder holds {', '.join(held)}{note}"
 
 
@@ -161,12 +162,14 @@ def weights_in_run(run: str | os.PathLike, weights: str) -> str:
     (``runs/x/model_best.safetensors`` as typed from the current folder); a path to a file of
     another folder is refused."""
     given, run = Path(weights), Path(run)
-    if given.name == weights or (not given.is_absolute() and (run / given).is_file()) or not given.is_file():
-        return weights  # a name, a path below the run folder, or nothing there (said when it is read)
-    if given.resolve().parent != run.resolve():
-        raise ValueError(f"{given}: the weights must be a file of the run folder {run} (give its name, {given.name}, "
-                         "or copy it there)")
-    return given.name
+    if given.name == weights or (not given.is_absolute() and (run / given).is_file()):
+        return weights  # a name, or a path below the run folder
+    if given.resolve().parent == run.resolve():
+        return given.name  # a path to a file of the folder, there or not (said when it is read)
+    if not given.is_file():
+        return weights  # nothing there: said when it is read
+    raise ValueError(f"{given}: the weights must be a file of the run folder {run} (give its name, {given.name}, "
+                     "or copy it there)")
 
 
 def load_saved_model(run_dir: str | os.PathLike, weights: str = "model.safetensors") -> C2FModel:

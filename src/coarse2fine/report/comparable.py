@@ -95,9 +95,11 @@ def run_facts(folder: str | Path, saved: Mapping[str, Any]) -> RunFacts:
     whole_epochs = not (config.get("train") or {}).get("epoch_steps")
     last = records[-1] if records else None
     clips = int((last.get("clips") if isinstance(last, Mapping) else getattr(last, "clips", 0)) or 0)
+    lists, used = _clip_lists(saved.get("data")), _clip_lists(saved.get("data"), "used")
+    if used is None and lists is not None and saved.get("skipped") == []:  # an earlier version's log: none left out
+        used = lists
     return RunFacts(str(folder), config, clips if whole_epochs and clips > 0 else None, _classes(saved, Path(folder)),
-                    has_config, _input_size(saved.get("schedule")), _clip_lists(saved.get("data")),
-                    _clip_lists(saved.get("data"), "used"))
+                    has_config, _input_size(saved.get("schedule")), lists, used)
 
 
 def _clip_lists(signature: Any, kind: str = "list") -> tuple[str, str] | None:
@@ -162,10 +164,16 @@ def data_changes(base: RunFacts, run: RunFacts) -> list[str]:
     lists_known = False
     # the clips each run used where both logs say (a manifest cleaned of the bad rows another run skipped
     # lists the same clips), else the clips each listed
-    pair = (base.used_lists, run.used_lists) if base.used_lists and run.used_lists else (base.clip_lists, run.clip_lists)
+    both_used = bool(base.used_lists and run.used_lists)
+    pair = (base.used_lists, run.used_lists) if both_used else (base.clip_lists, run.clip_lists)
     if pair[0] is not None and pair[1] is not None:
         lists_known = True
-        changes += [f"the {split} split lists other clips or labels"
+        # an earlier version's log holds the clips it listed, not those it used: said, since bad rows skipped
+        # there and cleaned from a manifest here list otherwise
+        listed_only = "" if both_used else (" (the log of " + " and ".join(
+            f.folder for f in (base, run) if not f.used_lists) + ", of an earlier version that skipped bad clips, holds "
+            "the clips it listed, not those it used: --allow-different tabulates them)")
+        changes += [f"the {split} split lists other clips or labels{listed_only}"
                     for split, u, v in zip(SPLITS, *pair) if u != v]
     configured = base.has_config and run.has_config
     return changes + (_key_changes(base.config, run.config, "data", lists_known) if configured else [])

@@ -274,9 +274,12 @@ def moved_data_keys(signature: Mapping[str, Any] | None) -> frozenset[str]:
 
 def differing_lists(saved: Mapping[str, Any], lists: Mapping[str, str]) -> list[str]:
     """The splits whose clip-list digests in a run's data signature ``saved`` (its log's ``data``)
-    differ from ``lists`` (the data's, per split); a split ``saved`` has none for is not compared."""
+    differ from ``lists`` (the data's, per split) and from the digest of the clips the run used (a
+    manifest cleaned of the bad rows the run skipped lists those); a split ``saved`` has none for
+    is not compared."""
     return [split for split, digest in lists.items()
-            if f"{split}_list_sha256" in saved and saved[f"{split}_list_sha256"] != digest]
+            if f"{split}_list_sha256" in saved and digest not in (saved[f"{split}_list_sha256"],
+                                                                  saved.get(f"{split}_used_sha256"))]
 
 
 def run_clip_lists_differ(out_dir: Path, lists: Mapping[str, str]) -> list[str]:
