@@ -6,12 +6,12 @@ Supported inputs:
   ``class_labels_indices.csv`` (header ``index,mid,display_name``) -- :func:`read_ast_json`;
 * a CSV with a ``path`` column and a ``label`` (one per clip) or ``labels`` column (several,
   separated by ``,`` or ``;`` inside the field) -- :func:`read_csv`;
+* a folder with one sub-folder of audio files per class -- :func:`read_folder`;
+* the Free Spoken Digit Dataset's file names -- :func:`fsdd_manifest`.
 
 JSON entries and CSV rows may give a clip's ``start`` in seconds (a window of a long recording;
 a file listed with several starts is several clips); a clip is ``data.clip_seconds`` long from
 there.
-* a folder with one sub-folder of audio files per class -- :func:`read_folder`;
-* the Free Spoken Digit Dataset's file names -- :func:`fsdd_manifest`.
 
 Relative clip paths (JSON and CSV) are taken from the folder of the manifest file when the file
 exists there, otherwise from the current working directory when it exists there (AST's own
@@ -55,8 +55,8 @@ _LABEL_CSV_COLUMNS = ("index", "mid", "display_name")
 _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 _FSDD_TEST_TAKES = range(0, 5)
 LIST_LIMIT = 50
-JSON_KEYS = ("wav", "labels", "start", "video_id")  # what a JSON entry holds that is read (AST's video_id: names the clip)
 """How many bad clips or entries an error message lists (the rest are counted)."""
+JSON_KEYS = ("wav", "labels", "start", "video_id")  # what a JSON entry holds that is read (AST's video_id: names the clip)
 
 
 class ManifestError(ValueError):
