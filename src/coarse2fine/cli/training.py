@@ -52,14 +52,13 @@ from coarse2fine.phases import parse_schedule
 from coarse2fine.report.accounting import budget_lines
 from coarse2fine.report.kept import transfers
 from coarse2fine.report.plots import plot_files
-from coarse2fine.report.savings import best_coarse_value, best_value, format_table, json_rows, read_log
+from coarse2fine.report.savings import best_coarse_value, best_record, best_value, format_table, json_rows, read_log
 from coarse2fine.report.seeds import fold_table, format_spread
 from coarse2fine.report.stats import mean, sample_std
 from coarse2fine.run_folders import BEST_WEIGHTS
 from coarse2fine.training.folder import CHECKPOINT, RunFolderError, holds_run, run_clip_lists_differ
 from coarse2fine.training.loop import RunResult, train_run
 from coarse2fine.training.progress import show_bars
-from coarse2fine.training.records import final_phase
 
 log = logging.getLogger("coarse2fine")
 
@@ -289,8 +288,7 @@ def weights_line(result: RunResult, metric: str, save_best: bool = True) -> str:
     """Which epoch's weights each weights file of a finished run holds (``predict`` and the exports
     read ``model.safetensors`` unless told otherwise)."""
     line = f"weights: model.safetensors (the last epoch's, {result.records[-1].epoch})"
-    value = best_value(result.records, metric)
-    epoch = next(r.epoch for r in final_phase(result.records) if r.metric(metric) == value)
+    epoch = best_record(result.records, metric).epoch
     if (result.out_dir / BEST_WEIGHTS).is_file():
         line += (f", {BEST_WEIGHTS} (the best epoch's, {epoch}: predict, export-hf and export-onnx take it with "
                  f"--weights {BEST_WEIGHTS})")

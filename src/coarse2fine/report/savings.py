@@ -36,6 +36,7 @@ from coarse2fine.training.records import (
     TIME_MEASURES,
     EpochRecord,
     as_records,
+    best_of,
     cumulative_time,
     epoch_spread,
     final_phase,
@@ -178,23 +179,24 @@ def _checked(records: Records, metric: str, what: str) -> list[EpochRecord]:
 
 def _best(records: Sequence[EpochRecord], metric: str, what: str, higher: bool = True) -> EpochRecord:
     """The first record holding the best (largest, or smallest unless ``higher``) non-NaN value."""
-    best: EpochRecord | None = None
-    for rec in records:
-        v = rec.metric(metric)
-        better = best is None or (v > best.metric(metric) if higher else v < best.metric(metric))
-        if not math.isnan(v) and better:
-            best = rec
+    best = best_of(records, metric, higher)
     if best is None:
         raise ValueError(f"{what}: every {metric!r} value is NaN")
     return best
 
 
-def best_value(records: Records, metric: str, higher: bool | None = None, any_phase: bool = False) -> float:
-    """The best value of ``metric`` in its direction (NaN values ignored) over the final phase's
-    epochs, the one "best" every table and command reports (``any_phase``: over every epoch)."""
+def best_record(records: Records, metric: str, higher: bool | None = None, any_phase: bool = False) -> EpochRecord:
+    """The epoch of the best value of ``metric`` in its direction (NaN values ignored; the first of
+    equal values) over the final phase's epochs, the one "best" every table and command reports
+    (``any_phase``: over every epoch)."""
     higher = metric_higher_is_better(metric) if higher is None else higher
     recs = _checked(records, metric, "run")
-    return _best(recs if any_phase else final_phase(recs), metric, "run", higher).metric(metric)
+    return _best(recs if any_phase else final_phase(recs), metric, "run", higher)
+
+
+def best_value(records: Records, metric: str, higher: bool | None = None, any_phase: bool = False) -> float:
+    """The value of :func:`best_record`."""
+    return best_record(records, metric, higher, any_phase).metric(metric)
 
 
 def best_coarse_value(records: Records, metric: str, higher: bool | None = None) -> float | None:

@@ -61,7 +61,7 @@ from coarse2fine.training.folder import CHECKPOINT, FAILURE_FOLDER, check_same_d
 from coarse2fine.training.interrupt import StopRequest, stop_on_signals
 from coarse2fine.training.optim import long_warmups
 from coarse2fine.training.progress import Progress, RngState
-from coarse2fine.training.records import EpochRecord, PhaseRecord, phase_records
+from coarse2fine.training.records import EpochRecord, PhaseRecord, best_of, phase_records
 from coarse2fine.training.sampling import (
     batch_count,
     epoch_batches,
@@ -611,14 +611,9 @@ def end_epoch(run: Run, ph: PhaseRun, state: State) -> None:
 
 
 def best_so_far(records: list[EpochRecord], metric: str, higher: bool) -> bool:
-    """Whether the last of ``records`` is the best epoch of its phase so far by ``metric`` (in its
-    direction; the first of equal values, NaN never), as the reports pick the final phase's best."""
-    last = records[-1]
-    value = last.metrics.get(metric, math.nan)
-    if math.isnan(value):
-        return False
-    earlier = [v for r in records[:-1] if r.phase == last.phase and not math.isnan(v := r.metrics.get(metric, math.nan))]
-    return not earlier or (value > max(earlier) if higher else value < min(earlier))
+    """Whether the last of ``records`` is the best epoch of its phase so far by ``metric``, by the
+    rule the reports pick the final phase's best with (:func:`~coarse2fine.training.records.best_of`)."""
+    return best_of([r for r in records if r.phase == records[-1].phase], metric, higher) is records[-1]
 
 
 def save(run: Run, ph: PhaseRun, state: State) -> None:

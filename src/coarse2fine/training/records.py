@@ -21,6 +21,7 @@ Time is measured three ways, each a named :data:`TIME_MEASURES` entry read with
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -110,6 +111,17 @@ def final_phase(records: Sequence[EpochRecord]) -> list[EpochRecord]:
     """The records of the highest phase present (the full-resolution phase of a finished run)."""
     last = max(r.phase for r in records)
     return [r for r in records if r.phase == last]
+
+
+def best_of(records: Sequence[EpochRecord], metric: str, higher: bool = True) -> EpochRecord | None:
+    """The first record holding the best (largest, or smallest unless ``higher``) non-NaN value of
+    ``metric`` (None when every value is NaN): the rule of every "best" a run reports or keeps."""
+    best: EpochRecord | None = None
+    for rec in records:
+        v = rec.metric(metric)
+        if not math.isnan(v) and (best is None or (v > best.metric(metric) if higher else v < best.metric(metric))):
+            best = rec
+    return best
 
 
 ROBUST_QUANTILE = 0.25
